@@ -1,0 +1,1 @@
+"""framefleet: run deep-learning models over large collections of videos."""

@@ -1,0 +1,41 @@
+"""The errors framefleet raises for problems a user can fix.
+
+Every `FramefleetError` carries a one-line message that names the file, the cause and the fix; the CLI
+prints that line and exits with `exit_code`. Anything else escaping framefleet is a bug (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class FramefleetError(Exception):
+    """Base class: a problem with the user's input, options or environment."""
+
+    exit_code = 2
+
+
+class InputNotFoundError(FramefleetError):
+    """The named input does not exist."""
+
+
+class NotAVideoError(FramefleetError):
+    """The input exists but FFmpeg finds no video in it."""
+
+
+class CorruptVideoError(FramefleetError):
+    """The input is a video, but its data cannot be decoded."""
+
+
+class OutputError(FramefleetError):
+    """The output cannot be written where the user asked."""
+
+
+class OptionError(FramefleetError):
+    """A bad option value: a style spec, a strength, a size, a device."""
+
+
+class StyleImageError(FramefleetError):
+    """The style image cannot be read as a picture."""
+
+
+class DeviceUnavailableError(FramefleetError):
+    """The requested device (e.g. CUDA) is not available in this installation."""

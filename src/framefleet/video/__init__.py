@@ -1,0 +1,22 @@
+"""The video layer: the only part of framefleet that imports PyAV."""
+
+from framefleet.video.decode import VideoReader
+from framefleet.video.encode import EncodeOptions, VideoFormat, VideoWriter
+from framefleet.video.frames import FrameBatch
+from framefleet.video.orientation import Orientation
+from framefleet.video.probe import StreamInfo, VideoInfo, count_frames, probe
+from framefleet.video.remux import CarriedStream
+
+__all__ = [
+    "CarriedStream",
+    "EncodeOptions",
+    "FrameBatch",
+    "Orientation",
+    "StreamInfo",
+    "VideoFormat",
+    "VideoInfo",
+    "VideoReader",
+    "VideoWriter",
+    "count_frames",
+    "probe",
+]

@@ -1,0 +1,192 @@
+"""Encoding RGB frames to a new file that keeps every frame's timestamp, with the source's other streams.
+
+Defaults: H.264 (libx264, bundled in PyAV's wheels) in yuv420p, CRF 20, preset veryfast, limited range,
+tagged with the source's colour matrix, primaries and transfer. 4:2:0 needs even sizes, so an odd width or
+height is padded by one edge-replicated column or row. The file is written under a temporary name
+beside the target and renamed into place only when complete: a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from framefleet.errors import OptionError, OutputError
+from framefleet.video.frames import FrameBatch, rgb_to_frame
+from framefleet.video.remux import CarriedStream, StreamCarrier
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How the output video stream is encoded."""
+
+    codec: str = "libx264"
+    crf: int = 20
+    """Constant rate factor: 0 (lossless) to 51; lower is better and bigger."""
+    preset: str = "veryfast"
+    pix_fmt: str = "yuv420p"
+    threads: int = 0
+    """Encoder threads; 0 lets the encoder choose."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.crf <= 51:
+            raise OptionError(f"--crf must be between 0 and 51, got {self.crf}")
+        if self.codec == "libx264" and self.preset not in PRESETS:
+            raise OptionError(f"--preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    """The timing and colour of the video being written (taken from its source)."""
+
+    time_base: Fraction
+    average_rate: Fraction | None
+    colorspace: int
+    color_primaries: int
+    color_trc: int
+
+
+def temporary_path(target: Path) -> Path:
+    """A hidden sibling of `target` with the same extension, for writing before the atomic rename."""
+    return target.with_name(f".{target.stem}.part-{os.getpid()}{target.suffix}")
+
+
+class VideoWriter:
+    """Writes batches of RGB frames as the video of `path`, plus the carried streams of `carry_from`.
+
+    Timestamps are written as given, less `offset` seconds (the source's start time when carrying,
+    so outputs start at zero like the ffmpeg CLI's), keeping variable frame rates and gaps exactly.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        video_format: VideoFormat,
+        options: EncodeOptions = EncodeOptions(),
+        carry_from: str | None = None,
+        carry_skip_index: int = -1,
+        offset: Fraction = Fraction(0),
+    ) -> None:
+        self.path = Path(path)
+        self._tmp = temporary_path(self.path)
+        self._format = video_format
+        self._offset_pts = round(offset / video_format.time_base)
+        self._width, self._height = width + width % 2, height + height % 2
+        if (self._width, self._height) != (width, height):
+            log.info("%s: %dx%d padded to %dx%d (4:2:0 needs even sizes)", self.path, width, height,
+                     self._width, self._height)
+        try:
+            self._container = av.open(str(self._tmp), mode="w")
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            raise OutputError(f"{self.path}: cannot create the output ({exc})") from None
+        try:
+            self._stream = self._add_video_stream(options)
+            self._carrier = (
+                StreamCarrier(carry_from, self._container, video_index=carry_skip_index, offset=offset)
+                if carry_from
+                else None
+            )
+        except BaseException:
+            self.abort()
+            raise
+        self.frames_written = 0
+        self.closed = False
+
+    @property
+    def carried(self) -> list[CarriedStream]:
+        """What happened to each non-video stream of the source."""
+        return self._carrier.carried if self._carrier else []
+
+    def _add_video_stream(self, options: EncodeOptions) -> av.video.stream.VideoStream:
+        codec_id = av.codec.Codec(options.codec, "w").canonical_name
+        if codec_id not in self._container.supported_codecs:
+            raise OutputError(
+                f"{self.path}: the {self._container.format.name} format cannot hold {codec_id} video; "
+                "use .mp4, .mkv or .mov"
+            )
+        stream = self._container.add_stream(options.codec)
+        stream.width, stream.height = self._width, self._height
+        stream.pix_fmt = options.pix_fmt
+        stream.time_base = self._format.time_base
+        cc = stream.codec_context
+        cc.time_base = self._format.time_base
+        if self._format.average_rate:
+            cc.framerate = self._format.average_rate
+        cc.colorspace = self._format.colorspace
+        cc.color_range = 1  # limited ("tv") range
+        cc.color_primaries = self._format.color_primaries
+        cc.color_trc = self._format.color_trc
+        cc.thread_count = options.threads
+        if options.codec == "libx264":
+            cc.options = {"crf": str(options.crf), "preset": options.preset}
+        return stream
+
+    def write(self, batch: FrameBatch) -> None:
+        """Encode a batch; frames must be H x W x 3 uint8 at the writer's size (before even-padding)."""
+        for rgb, pts in zip(batch.frames, batch.pts):
+            frame = rgb_to_frame(self._pad_even(rgb), pix_fmt=self._stream.pix_fmt, colorspace=self._format.colorspace)
+            frame.pts = int(pts) - self._offset_pts
+            frame.time_base = self._format.time_base
+            self._mux(self._stream.encode(frame))
+            self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder, finish carrying streams, and move the file into place."""
+        try:
+            self._mux(self._stream.encode(None))
+            if self._carrier:
+                self._carrier.finish()
+            self._container.close()
+        except BaseException:
+            self.abort()
+            raise
+        os.replace(self._tmp, self.path)
+        self.closed = True
+
+    def abort(self) -> None:
+        """Stop writing and remove the temporary file; the target is left untouched."""
+        for closer in (getattr(self, "_carrier", None), getattr(self, "_container", None)):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception:  # noqa: BLE001 - best effort on the way out of an error
+                    pass
+        self._tmp.unlink(missing_ok=True)
+        self.closed = True
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.closed:
+            return
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            if self._carrier and packet.dts is not None:
+                self._carrier.advance(packet.dts * packet.time_base)
+            self._container.mux(packet)
+
+    def _pad_even(self, rgb: np.ndarray) -> np.ndarray:
+        pad_h, pad_w = self._height - rgb.shape[0], self._width - rgb.shape[1]
+        if pad_h or pad_w:
+            return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        return rgb

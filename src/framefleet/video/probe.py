@@ -1,0 +1,247 @@
+"""`probe`: what is in a video file, from its header and (when asked) from a scan of its packets.
+
+Header fields are what the container claims; `frame_count` (exact) and `keyframe_pts` come from reading
+the file and say so in their names, like ffprobe's `nb_frames` versus `-count_frames`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+
+from framefleet.errors import CorruptVideoError
+from framefleet.video.container import open_input, select_video_stream
+from framefleet.video.orientation import Orientation
+from framefleet.video.frames import display_matrix
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One stream of a container, as its header describes it."""
+
+    index: int
+    kind: str
+    """video, audio, subtitle, data or attachment."""
+    codec: str | None
+    time_base: Fraction | None
+    start_time: float | None
+    """Seconds."""
+    duration: float | None
+    """Seconds, from the header (None when the container does not say)."""
+    language: str | None = None
+    width: int | None = None
+    height: int | None = None
+    pix_fmt: str | None = None
+    average_rate: Fraction | None = None
+    real_rate: Fraction | None = None
+    """The base rate: the smallest frame rate that represents all timestamps exactly."""
+    frames_header: int | None = None
+    """Frame count the header claims (0 or missing in many containers)."""
+    sample_rate: int | None = None
+    channels: int | None = None
+    channel_layout: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A video file: its container, its streams, and the selected video stream in detail."""
+
+    path: str
+    format_name: str
+    size_bytes: int
+    duration: float | None
+    """Container duration in seconds (the longest stream)."""
+    start_time: float | None
+    bit_rate: int | None
+    streams: tuple[StreamInfo, ...]
+    video_index: int
+    """Index of the video stream framefleet processes."""
+    coded_width: int
+    coded_height: int
+    width: int
+    """Displayed width, after the display matrix (what framefleet outputs, before rounding to even)."""
+    height: int
+    rotation: int
+    """Counter-clockwise display rotation in degrees (0, 90, 180, 270)."""
+    mirrored: bool
+    orientation: Orientation
+    pix_fmt: str | None
+    color_range: int
+    colorspace: int
+    color_primaries: int
+    color_trc: int
+    average_rate: Fraction | None
+    real_rate: Fraction | None
+    time_base: Fraction
+    frame_count_header: int | None
+    """Frames claimed by the header, or estimated from duration x average rate when it claims none."""
+    frame_count: int | None = None
+    """Frames that actually decode (only when probed with ``exact=True``)."""
+    keyframe_pts: tuple[int, ...] | None = field(default=None, repr=False)
+    """Presentation timestamps of the video keyframes, in `time_base` units (only with ``keyframes=True``)."""
+    packet_count: int | None = None
+
+    @property
+    def keyframe_times(self) -> tuple[float, ...] | None:
+        """Keyframe positions in seconds."""
+        if self.keyframe_pts is None:
+            return None
+        return tuple(float(p * self.time_base) for p in self.keyframe_pts)
+
+    @property
+    def video(self) -> StreamInfo:
+        return next(s for s in self.streams if s.index == self.video_index)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (fractions as "num/den" strings)."""
+        data = _jsonable(asdict(self))
+        data["keyframe_times"] = list(self.keyframe_times) if self.keyframe_pts is not None else None
+        data["orientation"] = {"rotation": self.rotation, "mirrored": self.mirrored}
+        return data
+
+
+def probe(
+    path: str | os.PathLike[str],
+    *,
+    exact: bool = False,
+    keyframes: bool = True,
+    video_stream: int | None = None,
+) -> VideoInfo:
+    """Describe a video file.
+
+    `keyframes` reads the packets (no decoding) to list keyframe positions; `exact` decodes every frame
+    of the video stream to count the frames that really decode. Raises `InputNotFoundError`,
+    `NotAVideoError` or `CorruptVideoError` with a one-line message.
+    """
+    with open_input(path) as container:
+        vs = select_video_stream(container, video_stream)
+        streams = tuple(_stream_info(s) for s in container.streams)
+        first = _first_frame(container, vs, path)
+        orientation = Orientation.from_display_matrix(display_matrix(first))
+        width, height = orientation.display_size(first.width, first.height)
+        header_frames = vs.frames or None
+        if header_frames is None and vs.duration and vs.average_rate:
+            header_frames = round(float(vs.duration * vs.time_base * vs.average_rate))
+        info = dict(
+            path=str(path),
+            format_name=container.format.name,
+            size_bytes=Path(path).stat().st_size,
+            duration=container.duration / av.time_base if container.duration else None,
+            start_time=container.start_time / av.time_base if container.start_time is not None else None,
+            bit_rate=container.bit_rate or None,
+            streams=streams,
+            video_index=vs.index,
+            coded_width=first.width,
+            coded_height=first.height,
+            width=width,
+            height=height,
+            rotation=orientation.rotation,
+            mirrored=orientation.mirrored,
+            orientation=orientation,
+            pix_fmt=first.format.name,
+            color_range=int(first.color_range),
+            colorspace=int(first.colorspace),
+            color_primaries=int(first.color_primaries),
+            color_trc=int(first.color_trc),
+            average_rate=_fraction(vs.average_rate),
+            real_rate=_fraction(vs.base_rate),
+            time_base=Fraction(vs.time_base),
+            frame_count_header=header_frames,
+        )
+    if keyframes:
+        info["keyframe_pts"], info["packet_count"] = _scan_keyframes(path, info["video_index"])
+    if exact:
+        info["frame_count"] = count_frames(path, video_stream=info["video_index"])
+    return VideoInfo(**info)
+
+
+def count_frames(path: str | os.PathLike[str], *, video_stream: int | None = None) -> int:
+    """Decode the whole video stream and count the frames that come out."""
+    with open_input(path) as container:
+        vs = select_video_stream(container, video_stream)
+        vs.thread_type = "AUTO"
+        count = 0
+        try:
+            for _ in container.decode(vs):
+                count += 1
+        except av.error.FFmpegError as exc:
+            raise CorruptVideoError(f"{path}: corrupt video, decoding stopped after {count} frames ({exc})") from None
+        return count
+
+
+def _first_frame(container: av.container.InputContainer, vs, path) -> av.VideoFrame:
+    try:
+        for frame in container.decode(vs):
+            return frame
+    except av.error.FFmpegError as exc:
+        raise CorruptVideoError(f"{path}: corrupt video, its first frame does not decode ({exc})") from None
+    raise CorruptVideoError(f"{path}: corrupt video, no frame of stream {vs.index} decodes")
+
+
+def _scan_keyframes(path, index: int) -> tuple[tuple[int, ...], int]:
+    keys: list[int] = []
+    packets = 0
+    with open_input(path) as container:
+        vs = select_video_stream(container, index)
+        try:
+            for packet in container.demux(vs):
+                if packet.size == 0:
+                    continue
+                packets += 1
+                if packet.is_keyframe and packet.pts is not None:
+                    keys.append(packet.pts)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: the keyframes read so far are still right
+    return tuple(sorted(set(keys))), packets
+
+
+def _stream_info(stream) -> StreamInfo:
+    cc = stream.codec_context
+    common = dict(
+        index=stream.index,
+        kind=stream.type,
+        codec=cc.name if cc is not None else None,
+        time_base=_fraction(stream.time_base),
+        start_time=float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else None,
+        duration=float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None,
+        language=stream.language,
+    )
+    if stream.type == "video":
+        return StreamInfo(
+            **common,
+            width=cc.width,
+            height=cc.height,
+            pix_fmt=cc.pix_fmt,
+            average_rate=_fraction(stream.average_rate),
+            real_rate=_fraction(stream.base_rate),
+            frames_header=stream.frames or None,
+        )
+    if stream.type == "audio":
+        return StreamInfo(
+            **common,
+            sample_rate=cc.sample_rate,
+            channels=cc.channels,
+            channel_layout=cc.layout.name if cc.layout else None,
+            frames_header=stream.frames or None,
+        )
+    return StreamInfo(**common)
+
+
+def _fraction(value) -> Fraction | None:
+    return Fraction(value) if value else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Fraction):
+        return f"{value.numerator}/{value.denominator}"
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,161 @@
+"""Carrying a source's audio, subtitle and data streams into an output, packet for packet.
+
+Streams the output container accepts are stream-copied (no re-encode, byte-identical packets). Audio
+the container cannot hold is transcoded to AAC, and the reason is logged. Subtitles and data the
+container cannot hold, extra video streams and attachments are left out, and that is logged too.
+Packets are read lazily and muxed in time order next to the video, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import av.error
+
+from framefleet.video.container import open_input
+
+log = logging.getLogger(__name__)
+
+_TRANSCODE_AUDIO_TO = "aac"
+
+
+@dataclass(frozen=True)
+class CarriedStream:
+    """What happened to one source stream in the output."""
+
+    source_index: int
+    kind: str
+    codec: str
+    action: str
+    """copy, transcode or drop."""
+    reason: str = ""
+
+
+class StreamCarrier:
+    """Copies the non-video streams of `source` into `output` in step with the encoded video.
+
+    `offset` (seconds) is subtracted from every timestamp, so the output starts where the video writer's
+    output starts. Call `advance(seconds)` before muxing a video packet with that decode time and
+    `finish()` once the video is flushed.
+    """
+
+    def __init__(
+        self, source: str, output: av.container.OutputContainer, *, video_index: int, offset: Fraction
+    ) -> None:
+        self._input = open_input(source)
+        self._output = output
+        self._offset = offset
+        self.carried: list[CarriedStream] = []
+        self._targets: dict[int, av.stream.Stream] = {}
+        self._transcoders: dict[int, _AudioTranscoder] = {}
+        supported = output.supported_codecs
+        for stream in self._input.streams:
+            if stream.index == video_index:
+                continue
+            decision = self._add(stream, supported)
+            self.carried.append(decision)
+            if decision.action != "copy":
+                log.info("%s: stream %d (%s %s): %s, %s", source, stream.index, stream.type, decision.codec,
+                         decision.action, decision.reason)
+        self._packets = self._demux() if self._targets or self._transcoders else iter(())
+        self._pending: av.Packet | None = None
+
+    def _add(self, stream: av.stream.Stream, supported: set[str]) -> CarriedStream:
+        codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
+        desc = _codec_id_name(stream)
+        if stream.type == "video":
+            return CarriedStream(stream.index, stream.type, codec, "drop", "only one video stream is processed")
+        if stream.type == "attachment":
+            return CarriedStream(stream.index, stream.type, codec, "drop", "attachments are not carried")
+        if desc in supported:
+            self._targets[stream.index] = self._output.add_stream_from_template(stream)
+            return CarriedStream(stream.index, stream.type, codec, "copy")
+        reason = f"{self._output.format.name} cannot hold {desc}"
+        if stream.type == "audio":
+            self._transcoders[stream.index] = _AudioTranscoder(stream, self._output)
+            return CarriedStream(stream.index, stream.type, codec, "transcode", f"{reason}; transcoded to AAC")
+        return CarriedStream(stream.index, stream.type, codec, "drop", reason)
+
+    def _demux(self) -> Iterator[av.Packet]:
+        streams = [self._input.streams[i] for i in (*self._targets, *self._transcoders)]
+        for packet in self._input.demux(streams):
+            if packet.dts is None and packet.pts is None:
+                continue  # flush marker
+            yield packet
+
+    def advance(self, seconds: Fraction | None) -> None:
+        """Mux every carried packet whose decode time (after the offset) is at or before `seconds`."""
+        while True:
+            if self._pending is None:
+                self._pending = next(self._packets, None)
+                if self._pending is None:
+                    return
+            packet = self._pending
+            stamp = packet.dts if packet.dts is not None else packet.pts
+            if seconds is not None and stamp * packet.time_base - self._offset > seconds:
+                return
+            self._pending = None
+            self._mux(packet)
+
+    def finish(self) -> None:
+        """Mux everything left, flush transcoders, close the source."""
+        self.advance(None)
+        for transcoder in self._transcoders.values():
+            transcoder.flush()
+        self._input.close()
+
+    def close(self) -> None:
+        self._input.close()
+
+    def _mux(self, packet: av.Packet) -> None:
+        index = packet.stream.index
+        shift = round(self._offset / packet.time_base)
+        if index in self._transcoders:
+            self._transcoders[index].feed(packet, shift)
+            return
+        if packet.pts is not None:
+            packet.pts -= shift
+        packet.dts = packet.dts - shift if packet.dts is not None else packet.pts
+        packet.stream = self._targets[index]
+        self._output.mux(packet)
+
+
+class _AudioTranscoder:
+    """Decodes one audio stream and encodes it to AAC in the output, keeping its timing."""
+
+    def __init__(self, stream: av.audio.stream.AudioStream, output: av.container.OutputContainer) -> None:
+        self._source = stream
+        self._output = output
+        rate = stream.codec_context.sample_rate or 48000
+        self._stream = output.add_stream(_TRANSCODE_AUDIO_TO, rate=rate)
+        self._stream.layout = stream.codec_context.layout if stream.codec_context.layout.nb_channels else "stereo"
+        self._resampler = av.AudioResampler(format="fltp", layout=self._stream.layout, rate=rate)
+
+    def feed(self, packet: av.Packet, shift: int) -> None:
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            log.warning("skipping an undecodable audio packet of stream %d: %s", self._source.index, exc)
+            return
+        for frame in frames:
+            if frame.pts is not None:
+                frame.pts -= shift
+            for resampled in self._resampler.resample(frame):
+                self._output.mux(self._stream.encode(resampled))
+
+    def flush(self) -> None:
+        for resampled in self._resampler.resample(None):
+            self._output.mux(self._stream.encode(resampled))
+        self._output.mux(self._stream.encode(None))
+
+
+def _codec_id_name(stream: av.stream.Stream) -> str:
+    """The codec's descriptor name (e.g. "mp3" for the "mp3float" decoder), as muxers list them."""
+    cc = stream.codec_context
+    if cc is None:
+        return "unknown"
+    return cc.codec.canonical_name
