@@ -2,7 +2,7 @@
 
 from framefleet.video.decode import VideoReader
 from framefleet.video.encode import EncodeOptions, VideoFormat, VideoWriter
-from framefleet.video.frames import FrameBatch
+from framefleet.batch import FrameBatch
 from framefleet.video.orientation import Orientation
 from framefleet.video.probe import StreamInfo, VideoInfo, count_frames, probe
 from framefleet.video.remux import CarriedStream

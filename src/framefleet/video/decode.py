@@ -11,9 +11,10 @@ import av
 import av.error
 import numpy as np
 
-from framefleet.errors import CorruptVideoError
+from framefleet.errors import CorruptVideoError, OptionError
 from framefleet.video.container import open_input, select_video_stream
-from framefleet.video.frames import FrameBatch, display_matrix, frame_to_rgb
+from framefleet.batch import FrameBatch
+from framefleet.video.frames import display_matrix, frame_to_rgb
 from framefleet.video.orientation import Orientation
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,14 @@ class VideoReader:
                 pixels, stamps = [], []
         if pixels:
             yield FrameBatch(np.stack(pixels), np.asarray(stamps, dtype=np.int64), index)
+
+    def frame_at(self, seconds: float) -> np.ndarray:
+        """The first frame shown at or after `seconds` from the stream's start."""
+        start = self._stream.start_time or 0
+        target = start + round(Fraction(seconds).limit_denominator(1_000_000) / self.time_base)
+        for _, rgb in self.frames(target if seconds > 0 else None):
+            return rgb
+        raise OptionError(f"{self.path}: no frame at or after {seconds} s (the video is shorter)")
 
     def close(self) -> None:
         self._container.close()

@@ -19,7 +19,8 @@ import av.error
 import numpy as np
 
 from framefleet.errors import OptionError, OutputError
-from framefleet.video.frames import FrameBatch, rgb_to_frame
+from framefleet.batch import FrameBatch
+from framefleet.video.frames import rgb_to_frame
 from framefleet.video.remux import CarriedStream, StreamCarrier
 
 log = logging.getLogger(__name__)

