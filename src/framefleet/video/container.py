@@ -19,7 +19,6 @@ VIDEO_EXTENSIONS = frozenset(
 _IMAGE_FORMAT_SUFFIXES = ("_pipe",)
 _IMAGE_FORMATS = frozenset({"image2", "apng"})
 
-av.logging.set_level(av.logging.ERROR)
 
 
 def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
