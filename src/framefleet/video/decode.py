@@ -44,6 +44,7 @@ class VideoReader:
         rate = self._stream.average_rate or self._stream.base_rate or Fraction(25)
         self._default_step = max(1, round(1 / (Fraction(rate) * self.time_base)))
         self.orientation: Orientation | None = None
+        self._used = False
 
     @property
     def stream_index(self) -> int:
@@ -57,6 +58,9 @@ class VideoReader:
         """
         if start_pts is not None:
             self._container.seek(start_pts, stream=self._stream, backward=True, any_frame=False)
+        elif self._used:  # read before: go back to the start rather than go on from where that read stopped
+            self._container.seek(self._stream.start_time or 0, stream=self._stream, backward=True, any_frame=False)
+        self._used = True
         previous: int | None = None
         decoded = 0
         try:

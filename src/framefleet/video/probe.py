@@ -126,8 +126,16 @@ def probe(
         orientation = Orientation.from_display_matrix(display_matrix(first))
         width, height = orientation.display_size(first.width, first.height)
         header_frames = vs.frames or None
-        if header_frames is None and vs.duration and vs.average_rate:
-            header_frames = round(float(vs.duration * vs.time_base * vs.average_rate))
+        if header_frames is None and vs.average_rate:
+            # Matroska/WebM give no stream duration: fall back to the container's
+            if vs.duration:
+                seconds = vs.duration * vs.time_base
+            elif container.duration:
+                seconds = Fraction(container.duration, av.time_base)
+            else:
+                seconds = None
+            if seconds:
+                header_frames = round(float(seconds * vs.average_rate))
         info = dict(
             path=str(path),
             format_name=container.format.name,
