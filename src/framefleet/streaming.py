@@ -15,16 +15,16 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 from framefleet.batch import FrameBatch
-from framefleet.errors import OutputError
+from framefleet.errors import OptionError, OutputError
 from framefleet.ops.base import Device, Op
-from framefleet.video import EncodeOptions, VideoFormat, VideoReader, VideoWriter, probe
+from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.frames import effective_colorspace
 from framefleet.video.remux import CarriedStream
 
@@ -54,9 +54,9 @@ class Parallelism:
         kinds = {op.resolve_device() for op in ops}
         kind = "cuda" if "cuda" in kinds else "cpu"
         cores = available_cores()
-        count = sessions or (cores if kind == "cpu" else 1)
+        count = sessions if sessions is not None else (cores if kind == "cpu" else 1)
         if count < 1:
-            raise ValueError("sessions must be at least 1")
+            raise OptionError(f"--sessions must be at least 1, got {count}")
         threads = max(1, cores // count)
         return cls(sessions=count, threads_per_session=threads, device=Device(kind=kind, threads=threads))
 
@@ -113,134 +113,167 @@ def process_video(
     """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
     subtitles and data streams. Raises framefleet errors for bad input and output."""
     source, output = Path(source), Path(output)
-    started = time.perf_counter()
     info = probe(source, keyframes=False, video_stream=video_stream)
     check_output_path(source, output)
-    plan = Parallelism.choose(ops, sessions)
-    instances = _set_up_instances(ops, plan)
-    video_format = VideoFormat(
-        time_base=info.time_base,
-        average_rate=info.average_rate,
-        colorspace=effective_colorspace(info.colorspace, info.height),
-        color_primaries=info.color_primaries,
-        color_trc=info.color_trc,
-    )
-    offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
-    timers = {"decode": 0.0, "ops": 0.0}
-    lock = threading.Lock()
-    frames = 0
-    try:
+    with FrameProcessor(ops, sessions=sessions) as processor:
+        return processor.run(source, output, encode=encode, info=info, progress=progress)
+
+
+class FrameProcessor:
+    """A chain of ops set up once (one copy per session), that processes videos or segments in turn.
+
+    Workers keep one for their lifetime, so models load once per worker, not once per video.
+    """
+
+    def __init__(self, ops: Sequence[Op], *, sessions: int | None = None) -> None:
+        self.ops = list(ops)
+        self.plan = Parallelism.choose(self.ops, sessions)
+        self._instances: queue.Queue[list[Op]] = queue.Queue()
+        try:
+            for _ in range(self.plan.sessions):
+                chain = [copy.deepcopy(op) for op in self.ops]
+                for op in chain:
+                    op.setup(self.plan.device)
+                self._instances.put(chain)
+        except BaseException:
+            self.close()
+            raise
+        self._pool = ThreadPoolExecutor(self.plan.sessions, thread_name_prefix="op")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Tear the op instances down."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        _tear_down(self._instances)
+
+    def __enter__(self) -> FrameProcessor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(
+        self,
+        source: str | os.PathLike[str],
+        output: str | os.PathLike[str],
+        *,
+        encode: EncodeOptions = EncodeOptions(),
+        info: VideoInfo | None = None,
+        start_pts: int | None = None,
+        end_pts: int | None = None,
+        carry: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> StreamResult:
+        """Process frames start_pts <= pts < end_pts (all by default) of `source` into `output`.
+
+        `carry` copies the source's other streams (for a whole video); a segment is written without
+        them, to be joined later. Timestamps are shifted by the source's start time either way, so
+        segments of one video line up.
+        """
+        source, output = Path(source), Path(output)
+        started = time.perf_counter()
+        info = info or probe(source, keyframes=False)
+        video_format = VideoFormat(
+            time_base=info.time_base,
+            average_rate=info.average_rate,
+            colorspace=effective_colorspace(info.colorspace, info.height),
+            color_primaries=info.color_primaries,
+            color_trc=info.color_trc,
+        )
+        offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
+        timers = {"decode": 0.0, "ops": 0.0, "encode": 0.0}
+        frames = 0
         with VideoReader(source, video_stream=info.video_index) as reader, VideoWriter(
             output,
             width=info.width,
             height=info.height,
             video_format=video_format,
             options=encode,
-            carry_from=str(source),
+            carry_from=str(source) if carry else None,
             carry_skip_index=info.video_index,
             offset=offset,
-        ) as writer, ThreadPoolExecutor(plan.sessions, thread_name_prefix="op") as pool:
-
-            def run_ops(batch: FrameBatch) -> FrameBatch:
-                chain = instances.get()
+        ) as writer:
+            batches = reader.batches(max(op.batch_size for op in self.ops), start_pts, end_pts)
+            for batch in self._overlapped(batches, timers):
                 t0 = time.perf_counter()
-                try:
-                    for op in chain:
-                        batch = op.process(batch)
-                    return batch
-                finally:
-                    with lock:
-                        timers["ops"] += time.perf_counter() - t0
-                    instances.put(chain)
-
-            batch_size = max(op.batch_size for op in ops)
-            in_flight: queue.Queue[Future | BaseException | None] = queue.Queue(maxsize=2 * plan.sessions + 1)
-            stop = threading.Event()
-            feeder = threading.Thread(
-                target=_feed, args=(reader, batch_size, pool, run_ops, in_flight, stop, timers), daemon=True
-            )
-            feeder.start()
-            encode_seconds = 0.0
-            try:
-                while (item := in_flight.get()) is not None:
-                    if isinstance(item, BaseException):
-                        raise item
-                    batch = item.result()
-                    t0 = time.perf_counter()
-                    writer.write(batch)
-                    encode_seconds += time.perf_counter() - t0
-                    frames += len(batch)
-                    if progress:
-                        progress(len(batch))
-            finally:
-                stop.set()
-                _drain(in_flight)
-                feeder.join()
+                writer.write(batch)
+                timers["encode"] += time.perf_counter() - t0
+                frames += len(batch)
+                if progress:
+                    progress(len(batch))
             t0 = time.perf_counter()
-        encode_seconds += time.perf_counter() - t0  # flush and rename happen on leaving the block
-    finally:
-        _tear_down(instances)
-    return StreamResult(
-        input=str(source),
-        output=str(output),
-        frames=frames,
-        width=info.width,
-        height=info.height,
-        seconds=time.perf_counter() - started,
-        decode_seconds=timers["decode"],
-        ops_seconds=timers["ops"],
-        encode_seconds=encode_seconds,
-        sessions=plan.sessions,
-        device=plan.device.kind,
-        carried=writer.carried,
-    )
+        timers["encode"] += time.perf_counter() - t0  # flush, carried streams and rename happen on exit
+        return StreamResult(
+            input=str(source),
+            output=str(output),
+            frames=frames,
+            width=info.width,
+            height=info.height,
+            seconds=time.perf_counter() - started,
+            decode_seconds=timers["decode"],
+            ops_seconds=timers["ops"],
+            encode_seconds=timers["encode"],
+            sessions=self.plan.sessions,
+            device=self.plan.device.kind,
+            carried=writer.carried,
+        )
 
+    def _overlapped(self, batches: Iterator[FrameBatch], timers: dict[str, float]) -> Iterator[FrameBatch]:
+        """Yield processed batches in order while a thread decodes ahead and sessions run in parallel."""
+        in_flight: queue.Queue[Future | BaseException | None] = queue.Queue(maxsize=2 * self.plan.sessions + 1)
+        stop = threading.Event()
+        feeder = threading.Thread(target=self._feed, args=(batches, in_flight, stop, timers), daemon=True)
+        feeder.start()
+        try:
+            while (item := in_flight.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item.result()
+        finally:
+            stop.set()
+            _drain(in_flight)
+            feeder.join()
 
-def _set_up_instances(ops: Sequence[Op], plan: Parallelism) -> queue.Queue[list[Op]]:
-    """One independent copy of the op chain per session, each set up on the chosen device."""
-    pool: queue.Queue[list[Op]] = queue.Queue()
-    for _ in range(plan.sessions):
-        chain = [copy.deepcopy(op) for op in ops]
-        for op in chain:
-            op.setup(plan.device)
-        pool.put(chain)
-    return pool
+    def _run_ops(self, batch: FrameBatch, timers: dict[str, float]) -> FrameBatch:
+        chain = self._instances.get()
+        t0 = time.perf_counter()
+        try:
+            for op in chain:
+                batch = op.process(batch)
+            return batch
+        finally:
+            with self._lock:
+                timers["ops"] += time.perf_counter() - t0
+            self._instances.put(chain)
+
+    def _feed(self, batches: Iterator[FrameBatch], in_flight: queue.Queue, stop: threading.Event,
+              timers: dict[str, float]) -> None:
+        """Decode thread: submit batches in order; end with None, or with the exception that stopped it."""
+        try:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                timers["decode"] += time.perf_counter() - t0
+                if batch is None:
+                    break
+                future = self._pool.submit(self._run_ops, batch, timers)
+                while not stop.is_set():
+                    try:
+                        in_flight.put(future, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+            in_flight.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            in_flight.put(exc)
 
 
 def _tear_down(instances: queue.Queue[list[Op]]) -> None:
     while not instances.empty():
         for op in instances.get_nowait():
             op.teardown()
-
-
-def _feed(
-    reader: VideoReader,
-    batch_size: int,
-    pool: ThreadPoolExecutor,
-    run_ops: Callable[[FrameBatch], FrameBatch],
-    in_flight: queue.Queue,
-    stop: threading.Event,
-    timers: dict[str, float],
-) -> None:
-    """Decode thread: submit batches in order; end with None, or with the exception that stopped it."""
-    try:
-        batches = reader.batches(batch_size)
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            batch = next(batches, None)
-            timers["decode"] += time.perf_counter() - t0
-            if batch is None:
-                break
-            future = pool.submit(run_ops, batch)
-            while not stop.is_set():
-                try:
-                    in_flight.put(future, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-        in_flight.put(None)
-    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
-        in_flight.put(exc)
 
 
 def _drain(in_flight: queue.Queue) -> None:

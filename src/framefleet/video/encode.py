@@ -91,7 +91,7 @@ class VideoWriter:
             log.info("%s: %dx%d padded to %dx%d (4:2:0 needs even sizes)", self.path, width, height,
                      self._width, self._height)
         try:
-            self._container = av.open(str(self._tmp), mode="w")
+            self._container = av.open(str(self._tmp), mode="w", container_options={"avoid_negative_ts": "disabled"})
         except (av.error.FFmpegError, ValueError, OSError) as exc:
             raise OutputError(f"{self.path}: cannot create the output ({exc})") from None
         try:
@@ -132,6 +132,9 @@ class VideoWriter:
         cc.color_primaries = self._format.color_primaries
         cc.color_trc = self._format.color_trc
         cc.thread_count = options.threads
+        # PyAV opens encoders with thread_type SLICE, which makes libx264 use sliced threads; AUTO (FFmpeg's
+        # and the ffmpeg CLI's default) gives x264's frame threads: faster and better compression.
+        cc.thread_type = "AUTO"
         if options.codec == "libx264":
             cc.options = {"crf": str(options.crf), "preset": options.preset}
         return stream
