@@ -27,6 +27,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow" -q
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/stylize.py
 
 clean:

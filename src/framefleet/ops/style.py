@@ -42,7 +42,7 @@ def model_path(name: str) -> Path:
 
 def parse_style(spec: str | int) -> np.ndarray:
     """Turn "7" or "3:0.5,12:0.5" into 26 weights that sum to 1."""
-    weights = np.zeros(NUM_STYLES, dtype=np.float32)
+    weights = np.zeros(NUM_STYLES, dtype=np.float64)
     hint = "use an index from 0 to 25 such as 7, or a blend such as 3:0.5,12:0.5"
     for part in str(spec).split(","):
         index_text, _, weight_text = part.strip().partition(":")
@@ -53,10 +53,14 @@ def parse_style(spec: str | int) -> np.ndarray:
             raise OptionError(f"bad --style {spec!r}: {hint}") from None
         if not 0 <= index < NUM_STYLES:
             raise OptionError(f"bad --style {spec!r}: style {index} does not exist; {hint}")
-        if not weight > 0:
-            raise OptionError(f"bad --style {spec!r}: weights must be positive")
+        if not 0 < weight < float("inf"):
+            raise OptionError(f"bad --style {spec!r}: weights must be positive and finite")
         weights[index] += weight
-    return weights / weights.sum()
+    with np.errstate(over="ignore"):
+        total = weights.sum()
+    if not np.isfinite(total):  # each weight finite, their sum not (e.g. 3:1e308,4:1e308)
+        raise OptionError(f"bad --style {spec!r}: weights are too large; use weights such as 0.5")
+    return (weights / total).astype(np.float32)
 
 
 def resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -129,7 +133,7 @@ class StyleTransferOp(Op):
 
     def model_files(self) -> list[Path]:
         if self.style_image is not None:
-            return [model_path("arbitrary_predict"), model_path("arbitrary_transform")]
+            return [model_path("arbitrary_predict"), model_path("arbitrary_transform"), Path(self.style_image)]
         return [model_path("multistyle26")]
 
     def setup(self, device: Device) -> None:

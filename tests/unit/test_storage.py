@@ -1,0 +1,148 @@
+"""Storage: local URIs, file versions, listings, and output paths that never leave the output root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from framefleet import storage
+from framefleet.errors import InputNotFoundError, OptionError, OutputError
+
+# Strings built from the pieces that make paths dangerous, so Hypothesis tries them in many combinations.
+_PIECES = ["..", ".", "", "a", "b.mp4", "/", "\\", "C:", "c:\\", "\x00", "\n", "~", " ", "..."]
+_path_like = st.lists(st.sampled_from(_PIECES), max_size=8).map("/".join)
+_glued = st.lists(st.sampled_from(_PIECES), max_size=8).map("".join)
+
+
+@pytest.fixture(scope="module")
+def output_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("out").resolve()
+
+
+@given(rel=st.one_of(st.text(), _path_like, _glued))
+@example(rel="../x.mp4")
+@example(rel="a/../../x")
+@example(rel="/etc/passwd")
+@example(rel="C:/x.mp4")
+@example(rel=".")
+def test_safe_relpath_either_raises_or_stays_inside_the_root(output_root: Path, rel: str):
+    try:
+        safe = storage.safe_relpath(rel)
+    except OutputError:
+        return
+    joined = (output_root / safe).resolve()
+    assert joined != output_root
+    assert joined.is_relative_to(output_root)
+    assert storage.safe_relpath(safe) == safe  # normalised: a second pass changes nothing
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["", "/abs/x.mp4", "../x.mp4", "a/../../x.mp4", "a\\b.mp4", "a\x00b.mp4", "a\nb.mp4", "a\x7fb.mp4",
+     "a//b.mp4", "a/b/", "C:/x.mp4", "c:x.mp4", ".", "./."],
+)
+def test_unsafe_relpaths_are_one_line_output_errors(rel: str):
+    with pytest.raises(OutputError) as info:
+        storage.safe_relpath(rel)
+    assert "\n" not in str(info.value)
+    assert repr(rel) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("rel", "safe"),
+    [("a/b.mp4", "a/b.mp4"), ("./a/./b.mp4", "a/b.mp4"), ("x y/é 10:30.mkv", "x y/é 10:30.mkv"),
+     ("~", "~")],
+)
+def test_safe_relpaths_are_normalised(rel: str, safe: str):
+    assert storage.safe_relpath(rel) == safe
+
+
+@pytest.mark.parametrize(
+    ("rel", "out"),
+    [("a/b.avi", "a/b.mp4"), ("x.ts", "x.mp4"), ("x.mp4", "x.mp4"), ("c/x.MOV", "c/x.MOV"),
+     ("x.mkv", "x.mkv"),
+     ("x.webm", "x.mp4"), ("noext", "noext.mp4"), ("a.b/c", "a.b/c.mp4"), ("v.tar.ts", "v.tar.mp4")],
+)
+def test_output_extension_is_kept_for_mp4_mov_mkv_and_mp4_otherwise(rel: str, out: str):
+    assert storage.output_relpath(rel) == out
+
+
+def test_output_uri_joins_in_the_roots_own_form(tmp_path: Path):
+    assert storage.output_uri(str(tmp_path), "a/b.avi") == str(tmp_path / "a" / "b.mp4")
+    assert storage.output_uri(f"file://{tmp_path}/", "x.ts") == f"file://{tmp_path}/x.mp4"
+    with pytest.raises(OutputError, match="'..'"):
+        storage.output_uri(str(tmp_path), "../escape.mp4")
+    with pytest.raises(OutputError, match="empty output root"):
+        storage.output_uri("", "x.mp4")
+
+
+def test_local_paths_and_file_urls_are_local(tmp_path: Path):
+    assert storage.is_local("videos/a.mp4")
+    assert storage.is_local(f"file://{tmp_path}/a.mp4")
+    assert not storage.is_local("az://container/a.mp4")
+    assert storage.local_path(f"file://{tmp_path}/a.mp4") == tmp_path / "a.mp4"
+    assert storage.local_path("rel/a.mp4") == Path("rel/a.mp4")
+    assert storage.canonical_uri(f"file://{tmp_path}/x/../a.mp4") == (tmp_path / "a.mp4").as_posix()
+
+
+@pytest.mark.parametrize("uri", ["az://c/a.mp4", "s3://bucket/a.mp4", "gs://b/a.mp4"])
+def test_remote_urls_are_not_supported_yet(uri: str):
+    with pytest.raises(OptionError, match="remote stores .* not supported yet") as info:
+        storage.local_path(uri)
+    assert uri in str(info.value)
+    with pytest.raises(OptionError):
+        storage.stat(uri)
+
+
+def test_stat_version_is_mtime_ns_and_size(tmp_path: Path):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"12345")
+    os.utime(path, ns=(1_000_000_000, 1_700_000_000_123_456_789))
+    assert storage.stat(str(path)) == (5, "1700000000123456789-5")
+    assert storage.stat(f"file://{path}") == (5, "1700000000123456789-5")
+
+
+def test_stat_of_a_missing_file_names_it(tmp_path: Path):
+    with pytest.raises(InputNotFoundError, match="missing.mp4: no such file"):
+        storage.stat(str(tmp_path / "missing.mp4"))
+
+
+def test_walk_skips_hidden_entries_and_does_not_follow_folder_links(tmp_path: Path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / ".framefleet-job").mkdir()
+    for name in ["x.mp4", "a/y.mp4", "a/b/z.mp4", ".hidden.mp4", ".framefleet-job/state.mp4"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path)
+    os.mkfifo(tmp_path / "pipe")
+    listed = storage.walk_files(str(tmp_path))
+    assert [rel for _, rel in listed] == ["a/b/z.mp4", "a/y.mp4", "x.mp4"]
+    assert listed[0][0] == (tmp_path / "a/b/z.mp4").as_posix()
+
+
+def test_kind_names_files_folders_and_missing_paths(tmp_path: Path):
+    (tmp_path / "f").write_bytes(b"")
+    os.mkfifo(tmp_path / "pipe")
+    assert storage.kind(str(tmp_path / "f")) == "file"
+    assert storage.kind(str(tmp_path)) == "directory"
+    assert storage.kind(str(tmp_path / "pipe")) == "other"
+    assert storage.kind(str(tmp_path / "nope")) is None
+
+
+def test_glob_returns_its_base_and_matches(tmp_path: Path):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "a.mp4").write_bytes(b"")
+    (tmp_path / "d" / "e" / "b.mp4").write_bytes(b"")
+    base, matches = storage.glob(f"{tmp_path}/d/**/*.mp4")
+    assert base == (tmp_path / "d").as_posix()
+    assert matches == [(tmp_path / "d/a.mp4").as_posix(), (tmp_path / "d/e/b.mp4").as_posix()]
+
+
+def test_read_text_rejects_non_utf8(tmp_path: Path):
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"caf\xe9.mp4\n")
+    with pytest.raises(OptionError, match="not UTF-8"):
+        storage.read_text(str(path))
