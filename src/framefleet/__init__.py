@@ -1,12 +1,12 @@
 """framefleet: run deep-learning models over large collections of videos."""
 
+__version__ = "0.1.0"  # before the imports: modules below read it
+
 from framefleet.batch import FrameBatch
 from framefleet.errors import FramefleetError
 from framefleet.ops import IdentityOp, Op, Resources, StyleTransferOp
 from framefleet.streaming import StreamResult, process_video
 from framefleet.video import probe
-
-__version__ = "0.1.0"
 
 __all__ = [
     "FrameBatch",

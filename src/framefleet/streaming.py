@@ -22,7 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from framefleet.batch import FrameBatch
-from framefleet.errors import OptionError, OutputError
+from framefleet.errors import CorruptVideoError, OptionError, OutputError
 from framefleet.ops.base import Device, Op
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.frames import effective_colorspace
@@ -203,6 +203,8 @@ class FrameProcessor:
                 frames += len(batch)
                 if progress:
                     progress(len(batch))
+            if start_pts is None and end_pts is None:
+                _check_not_truncated(source, frames, info)
             t0 = time.perf_counter()
         timers["encode"] += time.perf_counter() - t0  # flush, carried streams and rename happen on exit
         return StreamResult(
@@ -268,6 +270,19 @@ class FrameProcessor:
             in_flight.put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             in_flight.put(exc)
+
+
+def _check_not_truncated(source: Path, frames: int, info: VideoInfo) -> None:
+    """A container that indexes its frames (MP4, MOV) but yields far fewer was cut short.
+
+    A few missing frames are normal (an AVI index listing frames that do not decode); a tenth is not.
+    Containers without a frame count (Matroska, MPEG-TS) cannot be checked this way.
+    """
+    listed = info.video.frames_header
+    if listed and frames < 0.9 * listed:
+        raise CorruptVideoError(
+            f"{source}: corrupt video, truncated: its index lists {listed} frames but only {frames} could be read"
+        )
 
 
 def _tear_down(instances: queue.Queue[list[Op]]) -> None:

@@ -89,5 +89,5 @@ class Op:
         return {"op": self.name, **dataclasses.asdict(self)}
 
     def model_files(self) -> list[Path]:
-        """Weight files the op reads (their hashes belong in a job's fingerprint)."""
+        """Files whose content shapes the output (weights, style images): hashed into a job's fingerprint."""
         return []

@@ -31,8 +31,12 @@ def join_segments(
     carry_from: str | None,
     carry_skip_index: int,
     offset: Fraction,
+    time_base: Fraction | None = None,
 ) -> tuple[int, list[CarriedStream]]:
-    """Concatenate the video packets of `parts` (in order) into `output`; return (frames, carried)."""
+    """Concatenate the video packets of `parts` (in order) into `output`; return (frames, carried).
+
+    `time_base` (the source video's) is given to the output stream, so its timestamps read back in the
+    same units as the source's."""
     output = Path(output)
     presentation = [packet.pts for packet in _packets(parts)]  # first pass: timestamps only
     if not presentation:
@@ -47,6 +51,8 @@ def join_segments(
     try:
         with av.open(str(parts[0])) as first:
             stream = container.add_stream_from_template(first.streams.video[0])
+        if time_base is not None:
+            stream.time_base = time_base
         carrier = StreamCarrier(carry_from, container, video_index=carry_skip_index, offset=offset) if carry_from else None
         for packet, dts in zip(_packets(parts), decode_times):  # second pass: copy, streaming
             packet.dts = dts

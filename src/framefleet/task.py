@@ -1,0 +1,142 @@
+"""`run_task`: the one body every engine runs for a task (probe, segment or join), on a worker.
+
+Engines only schedule; this module does the work: it reads the input through the storage module,
+decodes, runs the ops, encodes, writes to a temporary name and renames into place, and returns small
+results (metrics, the segment plan). It never touches the ledger.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+from framefleet.ledger import Segment
+from framefleet.pipeline import Pipeline
+from framefleet.storage import local_path
+from framefleet.streaming import FrameProcessor, StreamResult
+from framefleet.video import VideoInfo, probe
+from framefleet.video.concat import join_segments
+
+PART_SUFFIX = ".nut"  # FFmpeg's own container: keeps any time base and negative decode times exactly
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """What a worker needs to run one task (small and picklable)."""
+
+    task_id: int
+    lease_id: int
+    kind: Literal["probe", "segment", "join"]
+    item_id: int
+    seq: int
+    uri: str
+    output_uri: str
+    start_pts: int | None
+    end_pts: int | None
+    parts_dir: str
+    """The job's folder for segment files; each item has a subfolder."""
+    segments: int = 0
+    """For a join: how many segments to join."""
+
+
+@dataclass
+class TaskResult:
+    """What a worker reports back: a JSON-able result, metrics and, for a probe, the segment plan."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    segments: list[Segment] | None = None
+
+
+def plan_segments(info: VideoInfo, segment_seconds: float) -> list[Segment]:
+    """Split at keyframes into segments of at least `segment_seconds` (the last may be up to 1.5x)."""
+    duration = info.duration or 0.0
+    keys = sorted(info.keyframe_pts or ())
+    if duration <= segment_seconds or len(keys) < 2:
+        return [Segment(None, None)]
+    limit = round(Fraction(segment_seconds).limit_denominator(1000) / info.time_base)
+    first = keys[0]
+    end_of_video = first + round(Fraction(duration).limit_denominator(1_000_000) / info.time_base)
+    bounds: list[int] = []
+    previous = first
+    for key in keys[1:]:
+        if key - previous >= limit and end_of_video - key >= limit // 2:
+            bounds.append(key)
+            previous = key
+    starts: list[int | None] = [None, *bounds]
+    ends: list[int | None] = [*bounds, None]
+    return [Segment(start, end) for start, end in zip(starts, ends)]
+
+
+def part_path(parts_dir: str | Path, item_id: int, seq: int) -> Path:
+    """Where segment `seq` of an item is written before the join."""
+    return Path(parts_dir) / f"item-{item_id}" / f"{seq:05d}{PART_SUFFIX}"
+
+
+def run_task(
+    request: TaskRequest,
+    pipeline: Pipeline,
+    processor: FrameProcessor,
+    progress: Callable[[int], None] | None = None,
+) -> TaskResult:
+    """Run one task. Raises framefleet errors (bad input) or anything else (a bug) on failure."""
+    source = local_path(request.uri)
+    if request.kind == "probe":
+        info = probe(source, keyframes=True)
+        return TaskResult(
+            result={"frames": info.frame_count_header, "duration": info.duration, "width": info.width,
+                    "height": info.height, "video_index": info.video_index},
+            metrics={"bytes_in": info.size_bytes},
+            segments=plan_segments(info, pipeline.segment_seconds),
+        )
+    info = probe(source, keyframes=False)
+    if request.kind == "join":
+        return _join(request, info)
+    whole = request.start_pts is None and request.end_pts is None
+    target = local_path(request.output_uri) if whole else part_path(request.parts_dir, request.item_id, request.seq)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
+    stream = processor.run(source, target, encode=pipeline.encode, info=info, start_pts=request.start_pts,
+                           end_pts=request.end_pts, carry=whole, progress=progress)
+    return TaskResult(result={"frames": stream.frames, "output": str(target)},
+                      metrics=_metrics(stream, info, target))
+
+
+def _join(request: TaskRequest, info: VideoInfo) -> TaskResult:
+    target = local_path(request.output_uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
+    parts = [part_path(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
+    bytes_in = sum(part.stat().st_size for part in parts if part.exists())
+    offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
+    frames, carried = join_segments(parts, target, carry_from=str(local_path(request.uri)),
+                                    carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
+    shutil.rmtree(parts[0].parent, ignore_errors=True)
+    return TaskResult(
+        result={"frames": frames, "output": str(target), "streams": [vars(c) for c in carried]},
+        metrics={"bytes_in": bytes_in, "bytes_out": target.stat().st_size},
+    )
+
+
+def _metrics(stream: StreamResult, info: VideoInfo, target: Path) -> dict[str, float]:
+    share = min(1.0, stream.frames / info.frame_count_header) if info.frame_count_header else 1.0
+    return {
+        "frames": stream.frames,
+        "seconds": stream.seconds,
+        "decode_s": stream.decode_seconds,
+        "ops_s": stream.ops_seconds,
+        "encode_s": stream.encode_seconds,
+        "upload_s": 0.0,
+        "bytes_in": info.size_bytes * share,
+        "bytes_out": target.stat().st_size,
+    }
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete temporary files a killed attempt left beside `target` (they are never read)."""
+    for stale in target.parent.glob(f".{target.stem}.part-*{target.suffix}"):
+        stale.unlink(missing_ok=True)
