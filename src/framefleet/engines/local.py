@@ -58,6 +58,11 @@ class EngineProgress:
     """What the engine reports while it runs."""
 
     frames: int = 0
+    """Frames processed in this run so far (live, from the workers' heartbeats)."""
+    frames_expected: int = 0
+    """Frames the job's items hold, as far as their probes have told."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Items per state."""
     workers: int = 0
     busy: int = 0
     stopping: bool = False
@@ -93,6 +98,7 @@ class LocalEngine:
         self._stop_requested_at: float | None = None
         self._progress = EngineProgress()
         self._early_deaths = 0
+        self._last_report = 0.0
         count = self.options.workers or available_cores()
         self._count = max(1, count)
         self._threads = max(1, available_cores() // self._count)
@@ -298,9 +304,13 @@ class LocalEngine:
         return timeout
 
     def _report(self) -> None:
+        if self.on_progress is None or time.monotonic() - self._last_report < 0.25:
+            return
+        self._last_report = time.monotonic()
         self._progress.busy = sum(1 for w in self._workers.values() if w.task is not None)
-        if self.on_progress is not None:
-            self.on_progress(self._progress)
+        self._progress.counts = self.ledger.counts()
+        self._progress.frames_expected = self.ledger.frame_totals()[1]
+        self.on_progress(self._progress)
 
 
 def worker_main(conn: multiprocessing.connection.Connection, pipeline: Pipeline, threads: int) -> None:

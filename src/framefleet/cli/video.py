@@ -1,134 +1,54 @@
-"""The `framefleet` command.
-
-Exit codes: 0 success; 1 internal error (a bug: rerun with --debug for the traceback); 2 a problem with
-the input, an option or the output, reported on one line; 130 interrupted.
-"""
+"""Commands on one video: stylize, probe, styles (a contact sheet) and example (a synthetic clip)."""
 
 from __future__ import annotations
 
 import json
-import logging
-import sys
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from framefleet import __version__
+from framefleet.cli import options
+from framefleet.cli.app import app, err, guarded, out, progress_bar
 from framefleet.errors import FramefleetError, OutputError
-from framefleet.ops.style import StyleTransferOp
+from framefleet.pipeline import Pipeline
 from framefleet.streaming import StreamResult, process_video
-from framefleet.video import EncodeOptions, VideoInfo, VideoReader, probe
-from framefleet.video.encode import PRESETS
+from framefleet.video import VideoInfo, VideoReader, probe
 from framefleet.video.synth import ClipSpec, write_clip
-
-app = typer.Typer(
-    help="Run deep-learning models over videos: frame-exact, streaming, with their audio.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-err = Console(stderr=True)
-out = Console()
-_state = {"debug": False}
-T = TypeVar("T")
-
-
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"framefleet {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens to each stream.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
-) -> None:
-    """framefleet: style transfer (and other models) over whole videos."""
-    _state["debug"] = debug
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
-
-
-def _guarded(action: Callable[[], T]) -> T:
-    """Run a command body; print framefleet errors as one line and exit with their code."""
-    try:
-        return action()
-    except FramefleetError as exc:
-        if _state["debug"]:
-            err.print_exception()
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]")
-        raise typer.Exit(130) from None
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 1
-        if _state["debug"]:
-            err.print_exception()
-            raise typer.Exit(1) from None
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                  highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-
-
-def _progress(disable: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("frames"),
-        TextColumn("{task.fields[fps]:>6.2f} fps"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=disable,
-        transient=True,
-    )
 
 
 @app.command()
 def stylize(
     input: Annotated[Path, typer.Argument(help="Video to stylize.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4, .mkv or .mov).", show_default=False)],
-    style: Annotated[str, typer.Option(help="Built-in style 0-25, or a blend such as 3:0.5,12:0.5.")] = "7",
-    style_image: Annotated[Optional[Path], typer.Option(help="Any picture to use as the style (overrides --style).")] = None,
-    strength: Annotated[float, typer.Option(help="0 keeps the original, 1 is the full style.")] = 1.0,
-    max_size: Annotated[Optional[int], typer.Option(help="Longest side the model sees; output keeps the input size.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
+    style: options.Style = None,
+    style_image: options.StyleImage = None,
+    strength: options.Strength = None,
+    max_size: options.MaxSize = None,
+    device: options.Device = None,
+    batch_size: options.BatchSize = None,
     sessions: Annotated[Optional[int], typer.Option(help="Model sessions run in parallel (default: one per core on CPU, 1 on GPU).")] = None,
-    crf: Annotated[int, typer.Option(help="H.264 quality: 0-51, lower is better.")] = 20,
-    preset: Annotated[str, typer.Option(help=f"x264 preset: {', '.join(PRESETS)}.")] = "veryfast",
+    crf: options.Crf = None,
+    preset: options.Preset = None,
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: options.Json = False,
+    quiet: options.Quiet = False,
 ) -> None:
     """Restyle every frame of a video; keep its timing, audio and subtitles."""
 
     def run() -> StreamResult:
         if output.exists() and not overwrite and not _same_file(input, output):
             raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
-        op = StyleTransferOp(
-            style=style,
-            style_image=str(style_image) if style_image else None,
-            strength=strength,
-            max_size=max_size,
-            device=device,
-            batch_size=batch_size,
+        pipeline = Pipeline.from_options(
+            dict(style=style, style_image=str(style_image) if style_image else None, strength=strength,
+                 max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset),
+            source="options",
         )
-        options = EncodeOptions(crf=crf, preset=preset)
         info = probe(input, keyframes=False, video_stream=video_stream)
-        with _progress(disable=quiet or as_json) as bar:
+        with progress_bar(disable=quiet or as_json) as bar:
             task = bar.add_task(input.name, total=info.frame_count_header, fps=0.0)
 
             def advance(frames: int) -> None:
@@ -136,10 +56,10 @@ def stylize(
                 elapsed = bar.tasks[0].elapsed or 0
                 bar.update(task, fps=bar.tasks[0].completed / elapsed if elapsed else 0.0)
 
-            return process_video(input, output, [op], encode=options, sessions=sessions,
+            return process_video(input, output, pipeline.ops, encode=pipeline.encode, sessions=sessions,
                                  video_stream=info.video_index, progress=advance)
 
-    result = _guarded(run)
+    result = guarded(run)
     if as_json:
         out.print_json(json.dumps(_result_dict(result)))
         return
@@ -158,7 +78,7 @@ def probe_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Show a video's container, streams, rotation, frame rate, frame count and keyframes."""
-    info = _guarded(lambda: probe(input, exact=exact))
+    info = guarded(lambda: probe(input, exact=exact))
     if as_json:
         out.print_json(json.dumps(info.to_dict()))
         return
@@ -185,7 +105,7 @@ def styles(
         except (OSError, ValueError) as exc:
             raise OutputError(f"{output}: cannot write the contact sheet ({exc})") from None
 
-    _guarded(run)
+    guarded(run)
     err.print(f"[green]wrote[/] {output}: 26 styles on the frame at {at:g} s; pick one with --style N", highlight=False)
 
 
@@ -207,7 +127,7 @@ def example(
         write_clip(output, ClipSpec(width=width, height=height, frames=max(1, round(seconds * rate)), rate=rate,
                                     audio=("aac",)))
 
-    _guarded(run)
+    guarded(run)
     err.print(f"[green]wrote[/] {output}", highlight=False)
 
 
@@ -273,6 +193,3 @@ def _print_info(info: VideoInfo) -> None:
 def _rate(rate: Fraction | None) -> str:
     return f"{float(rate):.3f}" if rate else "unknown"
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

@@ -1,0 +1,104 @@
+"""The `framefleet` Typer app, its global options and the one-line error handling every command uses.
+
+Exit codes: 0 success; 1 internal error (a bug: rerun with --debug for the traceback); 2 a problem with
+the input, an option or the output, reported on one line; 3 a job finished with failed items;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from framefleet import __version__
+from framefleet.errors import FramefleetError
+
+app = typer.Typer(
+    help="Run deep-learning models over videos: frame-exact, streaming, with their audio.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+T = TypeVar("T")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"framefleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens to each stream.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """framefleet: style transfer (and other models) over whole videos."""
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run a command body; print framefleet errors as one line and exit with their code."""
+    try:
+        return action()
+    except FramefleetError as exc:
+        if _state["debug"]:
+            err.print_exception()
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 1
+        if _state["debug"]:
+            err.print_exception()
+            raise typer.Exit(1) from None
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def progress_bar(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("frames"),
+        TextColumn("{task.fields[fps]:>6.2f} fps"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=disable,
+        transient=True,
+    )
+
+
+
+def main() -> None:
+    """Console-script entry point: like `app()`, but a bad flag or value is one `error:` line too."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("[bold red]interrupted[/]")
+        code = 130
+    except Exception as exc:
+        # Typer's usage errors (bad flag, bad value) carry exit code 2 and a one-line message.
+        if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message"):
+            raise
+        err.print(f"[bold red]error:[/] {exc.format_message()} (see --help)", highlight=False, soft_wrap=True)
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)

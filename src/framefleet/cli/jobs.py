@@ -1,0 +1,185 @@
+"""Commands for batch jobs: run, status, failures, retry, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from framefleet.cli import options
+from framefleet.cli.app import app, err, guarded, out
+from framefleet.engines.local import EngineOptions, EngineProgress
+from framefleet.job import JobResult, open_ledger, retry as retry_job, run as run_job
+from framefleet.job_status import JobStatus, job_status
+from framefleet.ledger import Limits
+from framefleet.pipeline import Pipeline
+
+JobDir = Annotated[Path, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job).")]
+
+
+@app.command()
+def run(
+    inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, @list.txt, or - for a list on stdin.",
+                                                show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output root; outputs mirror the inputs' paths.",
+                                        show_default=False)],
+    pipeline_file: Annotated[Optional[Path], typer.Option("--pipeline", help="YAML pipeline; flags override it.")] = None,
+    op: Annotated[Optional[str], typer.Option(help="style (default) or identity.")] = None,
+    style: options.Style = None,
+    style_image: options.StyleImage = None,
+    strength: options.Strength = None,
+    max_size: options.MaxSize = None,
+    device: options.Device = None,
+    batch_size: options.BatchSize = None,
+    crf: options.Crf = None,
+    preset: options.Preset = None,
+    segment_seconds: Annotated[Optional[float], typer.Option(help="Split videos longer than this (default 20 s).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core).")] = None,
+    job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job).")] = None,
+    max_attempts: Annotated[int, typer.Option(help="Input failures before an item fails.")] = 3,
+    hang_timeout: Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")] = 300.0,
+    task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
+    as_json: options.Json = False,
+    quiet: options.Quiet = False,
+) -> None:
+    """Process many videos in parallel; re-run the same command to resume."""
+
+    def start() -> JobResult:
+        flags = dict(op=op, style=style, style_image=str(style_image) if style_image else None, strength=strength,
+                     max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset,
+                     segment_seconds=segment_seconds)
+        if pipeline_file is not None:
+            pipeline = Pipeline.from_yaml(pipeline_file, {k: v for k, v in flags.items() if v is not None})
+        else:
+            pipeline = Pipeline.from_options(flags)
+        return _with_display(
+            lambda on_progress: run_job(
+                inputs, output, pipeline, workers=workers, job_dir=job_dir, limits=Limits(max_attempts=max_attempts),
+                engine_options=EngineOptions(hang_timeout=hang_timeout, task_timeout=task_timeout),
+                on_progress=on_progress, stdin=sys.stdin, handle_signals=True,
+            ),
+            quiet=quiet or as_json,
+        )
+
+    _finish(guarded(start), as_json)
+
+
+@app.command()
+def retry(
+    job_dir: JobDir,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core).")] = None,
+    as_json: options.Json = False,
+    quiet: options.Quiet = False,
+) -> None:
+    """Put a job's failed items back to pending and run the job again."""
+    result = guarded(lambda: _with_display(
+        lambda on_progress: retry_job(job_dir, workers=workers, on_progress=on_progress, handle_signals=True),
+        quiet=quiet or as_json,
+    ))
+    _finish(result, as_json)
+
+
+@app.command()
+def status(job_dir: JobDir, as_json: options.Json = False) -> None:
+    """Items per state, throughput, ETA and workers of a job (running or not)."""
+    state = guarded(lambda: job_status(job_dir))
+    if as_json:
+        out.print_json(json.dumps(state.to_dict()))
+        return
+    out.print(_status_table(state))
+
+
+@app.command()
+def failures(job_dir: JobDir, as_json: options.Json = False) -> None:
+    """The failed items of a job with their errors."""
+
+    def read() -> list[dict[str, Any]]:
+        ledger = open_ledger(job_dir)
+        try:
+            return ledger.failures()
+        finally:
+            ledger.close()
+
+    rows = guarded(read)
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if not rows:
+        err.print("no failed items")
+        return
+    table = Table("input", "attempts", "error")
+    for row in rows:
+        table.add_row(row["uri"], str(row["attempts"]), row["error"] or "")
+    out.print(table)
+
+
+@app.command()
+def report(
+    job_dir: JobDir,
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Write a self-contained HTML report: totals, per-video metrics, time per stage, failures."""
+    from framefleet.report import render_report
+
+    def write() -> None:
+        ledger = open_ledger(job_dir)
+        try:
+            output.write_text(render_report(ledger), encoding="utf-8")
+        finally:
+            ledger.close()
+
+    guarded(write)
+    err.print(f"[green]wrote[/] {output}", highlight=False)
+
+
+def _with_display(start, *, quiet: bool) -> JobResult:
+    """Run a job with a live status line (items, frames, fps, ETA, workers) unless quiet."""
+    if quiet:
+        return start(None)
+    began = time.monotonic()
+    with Live(console=err, refresh_per_second=4, transient=True) as live:
+
+        def on_progress(progress: EngineProgress) -> None:
+            elapsed = time.monotonic() - began
+            fps = progress.frames / elapsed if elapsed > 0 else 0.0
+            counts = progress.counts
+            total = sum(counts.values())
+            line = (f"items {counts.get('done', 0)}/{total} done, {counts.get('failed', 0)} failed  "
+                    f"frames {progress.frames}/{progress.frames_expected or '?'}  {fps:.1f} fps  "
+                    f"workers {progress.busy}/{progress.workers}")
+            if fps > 0 and progress.frames_expected > progress.frames:
+                line += f"  ETA {(progress.frames_expected - progress.frames) / fps:.0f} s"
+            if progress.stopping:
+                line += "  [yellow]stopping[/]"
+            live.update(line)
+
+        return start(on_progress)
+
+
+def _finish(result: JobResult, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps({"job_dir": str(result.job_dir), "counts": result.counts, "frames": result.frames,
+                                   "seconds": round(result.seconds, 3), "interrupted": result.interrupted,
+                                   "failures": result.failures, "skipped": result.skipped}))
+    else:
+        counts = result.counts
+        err.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "
+                  f"{result.frames} frames in {result.seconds:.1f} s (job: {result.job_dir})", highlight=False)
+        for failure in result.failures:
+            err.print(f"[red]failed[/] {failure['uri']}: {failure['error']}", highlight=False, soft_wrap=True)
+        if result.interrupted:
+            err.print("[yellow]stopped[/]: run the same command again to resume", highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
+def _status_table(state: JobStatus) -> Table:
+    table = Table(show_header=False, box=None)
+    for key, value in state.rows():
+        table.add_row(f"[bold]{key}", value)
+    return table

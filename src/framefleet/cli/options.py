@@ -1,0 +1,21 @@
+"""Option types shared by `stylize` and `run`, so both commands spell and document them alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from framefleet.video.encode import PRESETS
+
+Style = Annotated[Optional[str], typer.Option(help="Built-in style 0-25, or a blend such as 3:0.5,12:0.5 (default 7).")]
+StyleImage = Annotated[Optional[Path], typer.Option(help="Any picture to use as the style (overrides --style).")]
+Strength = Annotated[Optional[float], typer.Option(help="0 keeps the original, 1 is the full style (default 1).")]
+MaxSize = Annotated[Optional[int], typer.Option(help="Longest side the model sees; output keeps the input size.")]
+Device = Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (default auto).")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Frames per model call (default 4).")]
+Crf = Annotated[Optional[int], typer.Option(help="H.264 quality: 0-51, lower is better (default 20).")]
+Preset = Annotated[Optional[str], typer.Option(help=f"x264 preset (default veryfast): {', '.join(PRESETS)}.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]

@@ -1,0 +1,80 @@
+"""`job_status`: what a job's ledger says about it: counts, throughput, ETA, workers, losses."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from framefleet.job import open_ledger
+
+_RECENT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of one job."""
+
+    job_dir: str
+    items: dict[str, int]
+    tasks: dict[str, int]
+    frames_done: int
+    frames_expected: int
+    fps_recent: float
+    """Frames per second over the last two minutes of finished tasks (0 when idle)."""
+    eta_seconds: float | None
+    workers: list[str]
+    """Workers holding a lease now."""
+    input_failures: int
+    crashes: int
+    infra_losses: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) lines for a table."""
+        items = self.items
+        eta = f"{self.eta_seconds:.0f} s" if self.eta_seconds is not None else "unknown"
+        return [
+            ("job", self.job_dir),
+            ("items", f"{items['done']} done, {items['failed']} failed, {items['running']} running, "
+                      f"{items['pending']} pending"),
+            ("tasks", ", ".join(f"{n} {state}" for state, n in self.tasks.items() if n)),
+            ("frames", f"{self.frames_done} of {self.frames_expected} expected"),
+            ("throughput", f"{self.fps_recent:.1f} fps (last {_RECENT_SECONDS:.0f} s)"),
+            ("ETA", eta),
+            ("workers", f"{len(self.workers)} busy" + (f": {', '.join(self.workers)}" if self.workers else "")),
+            ("losses", f"{self.input_failures} input failures, {self.crashes} crashes or hangs, "
+                       f"{self.infra_losses} infrastructure losses"),
+        ]
+
+
+def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
+    """Read a job's state from its ledger (safe while the job runs)."""
+    now = time.time() if now is None else now
+    ledger = open_ledger(job_dir)
+    try:
+        done, expected = ledger.frame_totals()
+        recent = [frames for finished, frames in ledger.throughput() if finished >= now - _RECENT_SECONDS]
+        fps = sum(recent) / _RECENT_SECONDS if recent else 0.0
+        eta = (expected - done) / fps if fps > 0 and expected > done else None
+        attempts = ledger.attempts()
+        outcomes = [a["outcome"] for a in attempts]
+        running = {a["worker"] for a in attempts if a["outcome"] is None}
+        return JobStatus(
+            job_dir=str(job_dir),
+            items=ledger.counts(),
+            tasks=ledger.task_counts(),
+            frames_done=done,
+            frames_expected=expected,
+            fps_recent=fps,
+            eta_seconds=eta,
+            workers=sorted(running),
+            input_failures=outcomes.count("input_error"),
+            crashes=outcomes.count("crashed") + outcomes.count("hung"),
+            infra_losses=sum(outcomes.count(o) for o in ("lost", "interrupted", "stale")),
+        )
+    finally:
+        ledger.close()
