@@ -5,6 +5,8 @@ __version__ = "0.1.0"  # before the imports: modules below read it
 from framefleet.batch import FrameBatch
 from framefleet.errors import FramefleetError
 from framefleet.ops import IdentityOp, Op, Resources, StyleTransferOp
+from framefleet.job import JobResult, retry, run
+from framefleet.pipeline import Pipeline
 from framefleet.streaming import StreamResult, process_video
 from framefleet.video import probe
 
@@ -12,11 +14,15 @@ __all__ = [
     "FrameBatch",
     "FramefleetError",
     "IdentityOp",
+    "JobResult",
     "Op",
+    "Pipeline",
     "Resources",
     "StreamResult",
     "StyleTransferOp",
     "__version__",
     "probe",
     "process_video",
+    "retry",
+    "run",
 ]
