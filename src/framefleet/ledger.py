@@ -471,6 +471,13 @@ class Ledger:
         )
         return [dict(r) for r in rows]
 
+    def task_metrics(self) -> list[dict[str, Any]]:
+        """The metrics of every finished task with its kind and seq, by item then task."""
+        rows = self._db.execute(
+            "SELECT m.*, t.kind, t.seq FROM metrics m JOIN tasks t ON t.id = m.task_id ORDER BY m.item_id, t.id"
+        )
+        return [dict(r) for r in rows]
+
     def throughput(self) -> list[tuple[float, int]]:
         """(finish time, frames) of every finished task, in time order: the throughput curve."""
         return [(r[0], r[1]) for r in self._db.execute("SELECT finished, frames FROM metrics ORDER BY finished")]

@@ -48,16 +48,16 @@ class Parallelism:
     device: Device
 
     @classmethod
-    def choose(cls, ops: Sequence[Op], sessions: int | None = None) -> Parallelism:
+    def choose(cls, ops: Sequence[Op], sessions: int | None = None, threads: int | None = None) -> Parallelism:
         """CPU: one single-threaded session per core (measured faster than one session with all
-        cores); CUDA: one session. `sessions` overrides the count; threads split the cores."""
+        cores); CUDA: one session. `sessions` overrides the count; threads split the cores unless given."""
         kinds = {op.resolve_device() for op in ops}
         kind = "cuda" if "cuda" in kinds else "cpu"
         cores = available_cores()
         count = sessions if sessions is not None else (cores if kind == "cpu" else 1)
         if count < 1:
             raise OptionError(f"--sessions must be at least 1, got {count}")
-        threads = max(1, cores // count)
+        threads = threads or max(1, cores // count)
         return cls(sessions=count, threads_per_session=threads, device=Device(kind=kind, threads=threads))
 
 
@@ -125,9 +125,9 @@ class FrameProcessor:
     Workers keep one for their lifetime, so models load once per worker, not once per video.
     """
 
-    def __init__(self, ops: Sequence[Op], *, sessions: int | None = None) -> None:
+    def __init__(self, ops: Sequence[Op], *, sessions: int | None = None, threads: int | None = None) -> None:
         self.ops = list(ops)
-        self.plan = Parallelism.choose(self.ops, sessions)
+        self.plan = Parallelism.choose(self.ops, sessions, threads)
         self._instances: queue.Queue[list[Op]] = queue.Queue()
         try:
             for _ in range(self.plan.sessions):

@@ -44,6 +44,8 @@ class EngineOptions:
 
     workers: int | None = None
     """Worker processes; default: one per core (each with a single-threaded op)."""
+    threads_per_worker: int | None = None
+    """Op threads in each worker; default: the cores divided among the workers."""
     hang_timeout: float = 300.0
     """Seconds without progress before a worker is declared hung."""
     task_timeout: float | None = None
@@ -101,7 +103,7 @@ class LocalEngine:
         self._last_report = 0.0
         count = self.options.workers or available_cores()
         self._count = max(1, count)
-        self._threads = max(1, available_cores() // self._count)
+        self._threads = self.options.threads_per_worker or max(1, available_cores() // self._count)
         self._lease_seconds = max(60.0, 2 * self.options.hang_timeout)
 
     def request_stop(self) -> None:
@@ -319,11 +321,10 @@ def worker_main(conn: multiprocessing.connection.Connection, pipeline: Pipeline,
     from framefleet.streaming import FrameProcessor
 
     try:
-        processor = FrameProcessor(pipeline.ops, sessions=1)
+        processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads)
     except Exception as exc:  # noqa: BLE001 - reported to the scheduler, which stops the job
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return
-    del threads  # one single-session processor per worker; its threads come from Parallelism
     conn.send(("ready", os.getpid()))
     try:
         while True:
