@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from framefleet.job import open_ledger
+from framefleet.ledger import CRASH_OUTCOMES, INFRA_OUTCOMES
 
 _RECENT_SECONDS = 120.0
 
@@ -73,8 +74,8 @@ def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
             eta_seconds=eta,
             workers=sorted(running),
             input_failures=outcomes.count("input_error"),
-            crashes=outcomes.count("crashed") + outcomes.count("hung"),
-            infra_losses=sum(outcomes.count(o) for o in ("lost", "interrupted", "stale")),
+            crashes=sum(1 for o in outcomes if o in CRASH_OUTCOMES),
+            infra_losses=sum(1 for o in outcomes if o in INFRA_OUTCOMES),
         )
     finally:
         ledger.close()

@@ -46,10 +46,6 @@ class VideoReader:
         self.orientation: Orientation | None = None
         self._used = False
 
-    @property
-    def stream_index(self) -> int:
-        return self._stream.index
-
     def frames(self, start_pts: int | None = None, end_pts: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (pts, H x W x 3 RGB) for every frame with start_pts <= pts < end_pts (None = open).
 

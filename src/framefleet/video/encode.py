@@ -104,7 +104,6 @@ class VideoWriter:
         except BaseException:
             self.abort()
             raise
-        self.frames_written = 0
         self.closed = False
 
     @property
@@ -146,7 +145,6 @@ class VideoWriter:
             frame.pts = int(pts) - self._offset_pts
             frame.time_base = self._format.time_base
             self._mux(self._stream.encode(frame))
-            self.frames_written += 1
 
     def close(self) -> None:
         """Flush the encoder, finish carrying streams, and move the file into place."""
@@ -175,7 +173,7 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if self.closed:
             return
         if exc_type is None:

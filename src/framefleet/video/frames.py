@@ -8,10 +8,7 @@ from av.sidedata.sidedata import Type as SideDataType
 
 # FFmpeg enum values (AVColorSpace / AVColorRange), as PyAV reports them.
 COLORSPACE_BT709 = 1
-COLORSPACE_UNSPECIFIED = 2
 COLORSPACE_BT601 = 5
-COLORSPACE_BT2020 = 9
-RANGE_UNSPECIFIED = 0
 RANGE_LIMITED = 1
 RANGE_FULL = 2
 # Matrices swscale can convert with; anything else falls back to the convention for the picture size.

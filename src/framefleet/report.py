@@ -1,0 +1,218 @@
+"""`render_report`: one self-contained HTML page about a job, read from its ledger.
+
+Inline CSS and inline SVG charts drawn here; no scripts, no external requests. Every string that comes
+from the ledger (file names, errors, log tails) is escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timezone
+from html import escape
+from typing import Any
+
+from framefleet.ledger import CRASH_OUTCOMES, INFRA_OUTCOMES, Ledger
+
+STAGES = {"decode_s": ("decode", "#4e79a7"), "ops_s": ("ops", "#f28e2b"), "encode_s": ("encode", "#59a14f"),
+          "upload_s": ("upload", "#b07aa1")}
+_NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eee; vertical-align: top; }
+th { background: #f6f6f6; } td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.path { word-break: break-all; } table.summary th { width: 14em; background: none; }
+pre { background: #f6f6f6; padding: .6em; overflow-x: auto; white-space: pre-wrap; margin: .3em 0; }
+.done { color: #2e7d32; } .failed { color: #c62828; } .running { color: #1565c0; } .pending { color: #777; }
+svg text { font: 12px system-ui, sans-serif; fill: #333; } .muted { color: #777; }
+"""
+
+
+def render_report(ledger: Ledger, *, now: float | None = None) -> str:
+    """The whole report as one HTML page (`now` is the time printed as the report's date)."""
+    now = time.time() if now is None else now
+    job = ledger.job() or {}
+    items = _item_rows(ledger)
+    attempts = ledger.attempts()
+    failures = ledger.failures()
+    stage_totals = {key: sum(item[key] for item in items) for key in STAGES}
+    fingerprint = str(job.get("fingerprint", ""))
+    title = f"framefleet job {fingerprint[:12]}" if fingerprint else "framefleet job"
+    body = "\n".join([
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="muted">report written {_when(now)}</p>',
+        _section("Summary", _summary(ledger, job, items, attempts, stage_totals)),
+        _section("Time per stage", _stage_chart(stage_totals)),
+        _section("Throughput over time", _throughput_chart(ledger.throughput(), attempts)),
+        _section(f"Videos ({len(items)})", _item_table(items)),
+        _section(f"Failures ({len(failures)})", _failure_table(failures)),
+    ])
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
+            f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+def _item_rows(ledger: Ledger) -> list[dict[str, Any]]:
+    """Per-item totals; bytes in = the input (its probe), bytes out = the final output (the join, else the
+    segments), since `item_metrics` adds up every task's reads and writes (parts count twice)."""
+    probed: dict[int, int] = {}
+    segments_in: dict[int, int] = {}
+    joined: dict[int, int] = {}
+    parts_out: dict[int, int] = {}
+    for metric in ledger.task_metrics():
+        item = metric["item_id"]
+        if metric["kind"] == "probe":
+            probed[item] = metric["bytes_in"]
+        elif metric["kind"] == "join":
+            joined[item] = metric["bytes_out"]
+        else:
+            segments_in[item] = segments_in.get(item, 0) + metric["bytes_in"]
+            parts_out[item] = parts_out.get(item, 0) + metric["bytes_out"]
+    rows = ledger.item_metrics()
+    for row in rows:
+        row["bytes_in"] = probed.get(row["id"], segments_in.get(row["id"], 0))
+        row["bytes_out"] = joined.get(row["id"], parts_out.get(row["id"], 0))
+    return rows
+
+
+def _summary(ledger: Ledger, job: dict[str, Any], items: list[dict[str, Any]], attempts: list[dict[str, Any]],
+             stage_totals: dict[str, float]) -> str:
+    counts = ledger.counts()
+    done, expected = ledger.frame_totals()
+    outcomes = [a["outcome"] for a in attempts]
+    starts = [a["started"] for a in attempts]
+    ends = [a["ended"] for a in attempts if a["ended"] is not None]
+    wall = max(ends) - min(starts) if starts and ends else 0.0
+    seconds = sum(item["seconds"] for item in items)
+    fingerprint = escape(str(job.get("fingerprint", "")))
+    states = ", ".join(f'<span class="{state}">{n} {state}</span>' for state, n in counts.items())
+    stages = ", ".join(f"{STAGES[key][0]} {value:.1f} s" for key, value in stage_totals.items())
+    fps = f", {done / wall:.1f} fps" if wall > 0 else ""
+    bytes_in, bytes_out = sum(i["bytes_in"] for i in items), sum(i["bytes_out"] for i in items)
+    crashes = sum(outcomes.count(o) for o in CRASH_OUTCOMES)
+    losses = sum(outcomes.count(o) for o in INFRA_OUTCOMES)
+    causes = f"{outcomes.count('input_error')} input failures, {crashes} crashes or hangs, {losses} infrastructure losses"
+    rows = [
+        ("fingerprint", f'<span title="{fingerprint}">{fingerprint[:12]}</span>'),
+        ("created", _when(job["created"]) if "created" in job else ""),
+        ("framefleet version", escape(str(job.get("framefleet_version", "")))),
+        ("output root", escape(str(job.get("output_root", "")))),
+        ("items", f"{states} ({sum(counts.values())} in all)"),
+        ("frames", f"{done} done of {expected} expected"),
+        ("work", f"{seconds:.1f} s in tasks: {stages}"),
+        ("wall time", f"{wall:.1f} s from the first claim to the last attempt{fps}"),
+        ("bytes", f"{_bytes(bytes_in)} in (inputs), {_bytes(bytes_out)} out (outputs)"),
+        ("attempts", f"{len(attempts)}: {causes}"),
+    ]
+    table = "".join(f"<tr><th>{key}</th><td>{value}</td></tr>" for key, value in rows)
+    spec = json.dumps(job.get("spec", {}), indent=2, sort_keys=True)
+    return (f'<table class="summary"><tbody>{table}</tbody></table>\n'
+            f"<details open><summary>pipeline</summary><pre>{escape(spec)}</pre></details>")
+
+
+def _stage_chart(totals: dict[str, float]) -> str:
+    """A horizontal stacked bar of the seconds per stage, with a legend giving seconds and percentages."""
+    width, bar_height = 800, 36
+    total = sum(totals.values())
+    parts: list[str] = []
+    x = 0.0
+    for index, (key, seconds) in enumerate(totals.items()):
+        name, colour = STAGES[key]
+        share = seconds / total if total > 0 else 0.0
+        if share > 0:
+            parts.append(f'<rect x="{x:.2f}" y="0" width="{share * width:.2f}" height="{bar_height}" fill="{colour}">'
+                         f"<title>{name}: {seconds:.2f} s ({share * 100:.1f}%)</title></rect>")
+        x += share * width
+        lx = index * width / len(totals)
+        parts.append(f'<rect x="{lx:.0f}" y="{bar_height + 12}" width="12" height="12" fill="{colour}"/>'
+                     f'<text x="{lx + 18:.0f}" y="{bar_height + 23}" class="stage" data-percent="{share * 100:.1f}">'
+                     f"{name} {seconds:.1f} s ({share * 100:.1f}%)</text>")
+    if total <= 0:
+        parts.append(f'<text x="8" y="{bar_height / 2 + 4:.0f}">no stage timings yet</text>')
+    return (f'<svg width="{width}" height="{bar_height + 32}" '
+            f'viewBox="0 0 {width} {bar_height + 32}" role="img" aria-label="time per stage">'
+            f'<rect x="0" y="0" width="{width}" height="{bar_height}" fill="#eee"/>{"".join(parts)}</svg>')
+
+
+def _throughput_chart(points: list[tuple[float, int]], attempts: list[dict[str, Any]]) -> str:
+    """Frames finished per time bucket, as bars over wall time since the first claim."""
+    width, height, left, bottom = 800, 220, 60, 30
+    if not points:
+        return ('<svg width="400" height="30" role="img" aria-label="throughput">'
+                '<text x="0" y="20">no finished tasks yet</text></svg>')
+    start = min([a["started"] for a in attempts] + [points[0][0]])
+    span = max(points[-1][0] - start, 1e-9)
+    bucket = next((s for s in _NICE_STEPS if span / s <= 40), math.ceil(span / 40))
+    frames = [0] * max(1, math.ceil(span / bucket))
+    for finished, count in points:
+        frames[min(len(frames) - 1, int((finished - start) // bucket))] += count
+    peak = max(max(frames), 1)
+    plot_w, plot_h = width - left - 10, height - bottom - 10
+    bar_w = plot_w / len(frames)
+    bars = []
+    for index, count in enumerate(frames):
+        h = plot_h * count / peak
+        bars.append(f'<rect x="{left + index * bar_w + 1:.2f}" y="{10 + plot_h - h:.2f}" width="{max(bar_w - 2, 1):.2f}" '
+                    f'height="{h:.2f}" fill="#4e79a7"><title>{index * bucket:g}-{(index + 1) * bucket:g} s: '
+                    f"{count} frames ({count / bucket:.1f} fps)</title></rect>")
+    axis = (f'<line x1="{left}" y1="{10 + plot_h}" x2="{width - 10}" y2="{10 + plot_h}" stroke="#999"/>'
+            f'<line x1="{left}" y1="10" x2="{left}" y2="{10 + plot_h}" stroke="#999"/>'
+            f'<text x="{left - 6}" y="16" text-anchor="end">{peak}</text>'
+            f'<text x="{left - 6}" y="{10 + plot_h}" text-anchor="end">0</text>'
+            f'<text x="{left}" y="{height - 8}">0 s</text>'
+            f'<text x="{width - 10}" y="{height - 8}" text-anchor="end">{len(frames) * bucket:g} s</text>'
+            f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">'
+            f"frames per {bucket:g} s since the first claim</text>")
+    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="throughput over time">{axis}{"".join(bars)}</svg>')
+
+
+def _item_table(items: list[dict[str, Any]]) -> str:
+    head = ("<tr><th>input</th><th>state</th><th class=\"n\">frames</th><th class=\"n\">seconds</th>"
+            "<th class=\"n\">fps</th><th class=\"n\">decode s</th><th class=\"n\">ops s</th><th class=\"n\">encode s</th>"
+            "<th class=\"n\">bytes out</th><th>output</th></tr>")
+    rows = []
+    for item in items:
+        fps = f"{item['frames'] / item['seconds']:.1f}" if item["seconds"] > 0 else ""
+        state = escape(item["state"])
+        rows.append(
+            f'<tr><td class="path">{escape(item["uri"])}</td><td class="{state}">{state}</td>'
+            f'<td class="n">{item["frames"]}</td><td class="n">{item["seconds"]:.2f}</td><td class="n">{fps}</td>'
+            f'<td class="n">{item["decode_s"]:.2f}</td><td class="n">{item["ops_s"]:.2f}</td>'
+            f'<td class="n">{item["encode_s"]:.2f}</td><td class="n">{_bytes(item["bytes_out"])}</td>'
+            f'<td class="path">{escape(item["output_uri"])}</td></tr>'
+        )
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _failure_table(failures: list[dict[str, Any]]) -> str:
+    if not failures:
+        return '<p class="muted">no failed items</p>'
+    rows = []
+    for failure in failures:
+        tail = failure["log_tail"]
+        details = f"<details><summary>log tail</summary><pre>{escape(tail)}</pre></details>" if tail else ""
+        rows.append(
+            f'<tr><td class="path">{escape(failure["uri"])}</td><td class="n">{failure["attempts"]}</td>'
+            f'<td>{escape(failure["error_type"] or "")}</td><td>{escape(failure["error"] or "")}{details}</td></tr>'
+        )
+    head = '<tr><th>input</th><th class="n">attempts</th><th>error type</th><th>error</th></tr>'
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _section(title: str, content: str) -> str:
+    return f"<section>\n<h2>{escape(title)}</h2>\n{content}\n</section>"
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(count) < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
