@@ -19,7 +19,7 @@ STAGES = {"decode_s": ("decode", "#4e79a7"), "ops_s": ("ops", "#f28e2b"), "encod
           "upload_s": ("upload", "#b07aa1")}
 _NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 _CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eee; vertical-align: top; }
@@ -50,8 +50,8 @@ def render_report(ledger: Ledger, *, now: float | None = None) -> str:
         _section(f"Videos ({len(items)})", _item_table(items)),
         _section(f"Failures ({len(failures)})", _failure_table(failures)),
     ])
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
-            f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+    head = f'<meta charset="utf-8">\n<title>{escape(title)}</title>\n<style>{_CSS}</style>'
+    return f'<!DOCTYPE html>\n<html lang="en">\n<head>\n{head}\n</head>\n<body>\n{body}\n</body>\n</html>\n'
 
 
 def _item_rows(ledger: Ledger) -> list[dict[str, Any]]:
@@ -86,16 +86,17 @@ def _summary(ledger: Ledger, job: dict[str, Any], items: list[dict[str, Any]], a
     ends = [a["ended"] for a in attempts if a["ended"] is not None]
     wall = max(ends) - min(starts) if starts and ends else 0.0
     seconds = sum(item["seconds"] for item in items)
-    fingerprint = escape(str(job.get("fingerprint", "")))
+    fingerprint = str(job.get("fingerprint", ""))
     states = ", ".join(f'<span class="{state}">{n} {state}</span>' for state, n in counts.items())
     stages = ", ".join(f"{STAGES[key][0]} {value:.1f} s" for key, value in stage_totals.items())
     fps = f", {done / wall:.1f} fps" if wall > 0 else ""
     bytes_in, bytes_out = sum(i["bytes_in"] for i in items), sum(i["bytes_out"] for i in items)
     crashes = sum(outcomes.count(o) for o in CRASH_OUTCOMES)
     losses = sum(outcomes.count(o) for o in INFRA_OUTCOMES)
-    causes = f"{outcomes.count('input_error')} input failures, {crashes} crashes or hangs, {losses} infrastructure losses"
+    causes = (f"{outcomes.count('input_error')} input failures, {crashes} crashes or hangs, "
+              f"{losses} infrastructure losses")
     rows = [
-        ("fingerprint", f'<span title="{fingerprint}">{fingerprint[:12]}</span>'),
+        ("fingerprint", f'<span title="{escape(fingerprint)}">{escape(fingerprint[:12])}</span>'),
         ("created", _when(job["created"]) if "created" in job else ""),
         ("framefleet version", escape(str(job.get("framefleet_version", "")))),
         ("output root", escape(str(job.get("output_root", "")))),
@@ -114,77 +115,69 @@ def _summary(ledger: Ledger, job: dict[str, Any], items: list[dict[str, Any]], a
 
 def _stage_chart(totals: dict[str, float]) -> str:
     """A horizontal stacked bar of the seconds per stage, with a legend giving seconds and percentages."""
-    width, bar_height = 800, 36
+    width, bar = 800, 36
     total = sum(totals.values())
-    parts: list[str] = []
+    parts = [f'<rect x="0" y="0" width="{width}" height="{bar}" fill="#eee"/>']
     x = 0.0
     for index, (key, seconds) in enumerate(totals.items()):
         name, colour = STAGES[key]
         share = seconds / total if total > 0 else 0.0
+        label = f"{name} {seconds:.1f} s ({share * 100:.1f}%)"
         if share > 0:
-            parts.append(f'<rect x="{x:.2f}" y="0" width="{share * width:.2f}" height="{bar_height}" fill="{colour}">'
-                         f"<title>{name}: {seconds:.2f} s ({share * 100:.1f}%)</title></rect>")
+            rect = f'x="{x:.2f}" y="0" width="{share * width:.2f}" height="{bar}" fill="{colour}"'
+            parts.append(f"<rect {rect}><title>{label}</title></rect>")
         x += share * width
         lx = index * width / len(totals)
-        parts.append(f'<rect x="{lx:.0f}" y="{bar_height + 12}" width="12" height="12" fill="{colour}"/>'
-                     f'<text x="{lx + 18:.0f}" y="{bar_height + 23}" class="stage" data-percent="{share * 100:.1f}">'
-                     f"{name} {seconds:.1f} s ({share * 100:.1f}%)</text>")
+        parts.append(f'<rect x="{lx:.0f}" y="{bar + 12}" width="12" height="12" fill="{colour}"/>'
+                     f'<text x="{lx + 18:.0f}" y="{bar + 23}">{label}</text>')
     if total <= 0:
-        parts.append(f'<text x="8" y="{bar_height / 2 + 4:.0f}">no stage timings yet</text>')
-    return (f'<svg width="{width}" height="{bar_height + 32}" '
-            f'viewBox="0 0 {width} {bar_height + 32}" role="img" aria-label="time per stage">'
-            f'<rect x="0" y="0" width="{width}" height="{bar_height}" fill="#eee"/>{"".join(parts)}</svg>')
+        parts.append(f'<text x="8" y="{bar / 2 + 4:.0f}">no stage timings yet</text>')
+    return _svg(width, bar + 32, "time per stage", "".join(parts))
 
 
 def _throughput_chart(points: list[tuple[float, int]], attempts: list[dict[str, Any]]) -> str:
     """Frames finished per time bucket, as bars over wall time since the first claim."""
-    width, height, left, bottom = 800, 220, 60, 30
     if not points:
-        return ('<svg width="400" height="30" role="img" aria-label="throughput">'
-                '<text x="0" y="20">no finished tasks yet</text></svg>')
+        return _svg(400, 30, "throughput over time", '<text x="0" y="20">no finished tasks yet</text>')
+    width, height, left, top, bottom = 800, 220, 60, 10, 30
     start = min([a["started"] for a in attempts] + [points[0][0]])
     span = max(points[-1][0] - start, 1e-9)
-    bucket = next((s for s in _NICE_STEPS if span / s <= 40), math.ceil(span / 40))
+    bucket = next((step for step in _NICE_STEPS if span / step <= 40), math.ceil(span / 40))
     frames = [0] * max(1, math.ceil(span / bucket))
     for finished, count in points:
         frames[min(len(frames) - 1, int((finished - start) // bucket))] += count
     peak = max(max(frames), 1)
-    plot_w, plot_h = width - left - 10, height - bottom - 10
+    plot_w, plot_h, base, mid = width - left - 10, height - bottom - top, height - bottom, width / 2 + 25
     bar_w = plot_w / len(frames)
-    bars = []
+    parts = [
+        f'<line x1="{left}" y1="{base}" x2="{width - 10}" y2="{base}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#999"/>',
+        f'<text x="{left - 6}" y="{top + 6}" text-anchor="end">{peak}</text>',
+        f'<text x="{left - 6}" y="{base}" text-anchor="end">0</text>',
+        f'<text x="{left}" y="{height - 8}">0 s</text>',
+        f'<text x="{width - 10}" y="{height - 8}" text-anchor="end">{len(frames) * bucket:g} s</text>',
+        f'<text x="{mid:.0f}" y="{height - 8}" text-anchor="middle">frames per {bucket:g} s</text>',
+    ]
     for index, count in enumerate(frames):
         h = plot_h * count / peak
-        bars.append(f'<rect x="{left + index * bar_w + 1:.2f}" y="{10 + plot_h - h:.2f}" width="{max(bar_w - 2, 1):.2f}" '
-                    f'height="{h:.2f}" fill="#4e79a7"><title>{index * bucket:g}-{(index + 1) * bucket:g} s: '
-                    f"{count} frames ({count / bucket:.1f} fps)</title></rect>")
-    axis = (f'<line x1="{left}" y1="{10 + plot_h}" x2="{width - 10}" y2="{10 + plot_h}" stroke="#999"/>'
-            f'<line x1="{left}" y1="10" x2="{left}" y2="{10 + plot_h}" stroke="#999"/>'
-            f'<text x="{left - 6}" y="16" text-anchor="end">{peak}</text>'
-            f'<text x="{left - 6}" y="{10 + plot_h}" text-anchor="end">0</text>'
-            f'<text x="{left}" y="{height - 8}">0 s</text>'
-            f'<text x="{width - 10}" y="{height - 8}" text-anchor="end">{len(frames) * bucket:g} s</text>'
-            f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">'
-            f"frames per {bucket:g} s since the first claim</text>")
-    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-            f'role="img" aria-label="throughput over time">{axis}{"".join(bars)}</svg>')
+        tip = f"{index * bucket:g}-{(index + 1) * bucket:g} s: {count} frames ({count / bucket:.1f} fps)"
+        x = left + index * bar_w + 1
+        rect = f'x="{x:.2f}" y="{base - h:.2f}" width="{max(bar_w - 2, 1):.2f}" height="{h:.2f}"'
+        parts.append(f'<rect {rect} fill="#4e79a7"><title>{tip}</title></rect>')
+    return _svg(width, height, "throughput over time", "".join(parts))
 
 
 def _item_table(items: list[dict[str, Any]]) -> str:
-    head = ("<tr><th>input</th><th>state</th><th class=\"n\">frames</th><th class=\"n\">seconds</th>"
-            "<th class=\"n\">fps</th><th class=\"n\">decode s</th><th class=\"n\">ops s</th><th class=\"n\">encode s</th>"
-            "<th class=\"n\">bytes out</th><th>output</th></tr>")
+    columns = ["input", "state", "frames", "seconds", "fps", "decode s", "ops s", "encode s", "bytes out",
+               "output"]
     rows = []
     for item in items:
         fps = f"{item['frames'] / item['seconds']:.1f}" if item["seconds"] > 0 else ""
         state = escape(item["state"])
-        rows.append(
-            f'<tr><td class="path">{escape(item["uri"])}</td><td class="{state}">{state}</td>'
-            f'<td class="n">{item["frames"]}</td><td class="n">{item["seconds"]:.2f}</td><td class="n">{fps}</td>'
-            f'<td class="n">{item["decode_s"]:.2f}</td><td class="n">{item["ops_s"]:.2f}</td>'
-            f'<td class="n">{item["encode_s"]:.2f}</td><td class="n">{_bytes(item["bytes_out"])}</td>'
-            f'<td class="path">{escape(item["output_uri"])}</td></tr>'
-        )
-    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+        rows.append([escape(item["uri"]), f'<span class="{state}">{state}</span>', str(item["frames"]),
+                     f"{item['seconds']:.2f}", fps, f"{item['decode_s']:.2f}", f"{item['ops_s']:.2f}",
+                     f"{item['encode_s']:.2f}", _bytes(item["bytes_out"]), escape(item["output_uri"])])
+    return _table(columns, rows, "path,,n,n,n,n,n,n,n,path")
 
 
 def _failure_table(failures: list[dict[str, Any]]) -> str:
@@ -194,12 +187,23 @@ def _failure_table(failures: list[dict[str, Any]]) -> str:
     for failure in failures:
         tail = failure["log_tail"]
         details = f"<details><summary>log tail</summary><pre>{escape(tail)}</pre></details>" if tail else ""
-        rows.append(
-            f'<tr><td class="path">{escape(failure["uri"])}</td><td class="n">{failure["attempts"]}</td>'
-            f'<td>{escape(failure["error_type"] or "")}</td><td>{escape(failure["error"] or "")}{details}</td></tr>'
-        )
-    head = '<tr><th>input</th><th class="n">attempts</th><th>error type</th><th>error</th></tr>'
-    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+        rows.append([escape(failure["uri"]), str(failure["attempts"]), escape(failure["error_type"] or ""),
+                     escape(failure["error"] or "") + details])
+    return _table(["input", "attempts", "error type", "error"], rows, "path,n,,")
+
+
+def _table(columns: list[str], rows: list[list[str]], classes: str) -> str:
+    """An HTML table of already escaped cells; `classes` gives each column's CSS class, comma-separated."""
+    attrs = [f' class="{c}"' if c else "" for c in classes.split(",")]
+    head = "".join(f"<th{attr}>{escape(name)}</th>" for name, attr in zip(columns, attrs))
+    body = "".join("<tr>" + "".join(f"<td{attr}>{cell}</td>" for cell, attr in zip(row, attrs)) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _svg(width: int, height: int, label: str, content: str) -> str:
+    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="{label}">{content}</svg>')
 
 
 def _section(title: str, content: str) -> str:
