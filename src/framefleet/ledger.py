@@ -62,7 +62,6 @@ CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER NOT NULL,
     start_pts INTEGER,
     end_pts INTEGER,
-    frames_expected INTEGER,
     state TEXT NOT NULL CHECK (state IN ('waiting', 'pending', 'running', 'done', 'failed', 'cancelled')),
     lease_id INTEGER,
     lease_owner TEXT,
@@ -143,7 +142,6 @@ class Segment:
 
     start_pts: int | None
     end_pts: int | None
-    frames_expected: int | None = None
 
 
 @dataclass(frozen=True)
@@ -539,9 +537,9 @@ class Ledger:
                    (probe.get("frames"), probe.get("duration"), task.item_id))
         for seq, segment in enumerate(segments):
             db.execute(
-                "INSERT OR IGNORE INTO tasks (item_id, kind, seq, start_pts, end_pts, frames_expected, state) "
-                "VALUES (?, 'segment', ?, ?, ?, ?, 'pending')",
-                (task.item_id, seq, segment.start_pts, segment.end_pts, segment.frames_expected),
+                "INSERT OR IGNORE INTO tasks (item_id, kind, seq, start_pts, end_pts, state) "
+                "VALUES (?, 'segment', ?, ?, ?, 'pending')",
+                (task.item_id, seq, segment.start_pts, segment.end_pts),
             )
         if len(segments) > 1:
             db.execute(

@@ -16,6 +16,7 @@ one at a time, reporting progress (frames) as heartbeats over its own pipe. The 
 
 from __future__ import annotations
 
+import glob
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -30,8 +31,9 @@ from pathlib import Path
 from framefleet.errors import FramefleetError
 from framefleet.ledger import Ledger, Task
 from framefleet.pipeline import Pipeline
+from framefleet.storage import local_path
 from framefleet.streaming import available_cores
-from framefleet.task import TaskRequest, TaskResult, run_task
+from framefleet.task import TaskRequest, TaskResult, part_path, run_task
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +222,7 @@ class LocalEngine:
         code = worker.process.exitcode
         self._discard(worker)
         if worker.task is not None:
+            self._remove_temporaries(worker.task)
             if code == -signal.SIGKILL:
                 self.ledger.fail(worker.task, "lost", error_type="WorkerKilled",
                                  message="the worker was killed (SIGKILL)")
@@ -250,6 +253,7 @@ class LocalEngine:
             task = worker.task
             worker.task = None
             self._discard(worker, kill=True)
+            self._remove_temporaries(task)
             self.ledger.fail(task, "hung", error_type="WorkerHung", message=f"the worker hung ({reason})", now=now)
             if self._stop_requested_at is None:
                 self._spawn()
@@ -272,7 +276,21 @@ class LocalEngine:
                 task = worker.task
                 worker.task = None
                 self._discard(worker, kill=True)
+                self._remove_temporaries(task)
                 self.ledger.fail(task, outcome, error_type="Interrupted", message=message)
+
+    def _remove_temporaries(self, task: Task) -> None:
+        """Delete the temporary file a worker that died or was killed in `task` left beside the task's target.
+
+        A retry would delete it too, but an item that ends failed (a crash or hang on every attempt) gets none.
+        Only for a dead worker's task: while the task's lease is held, nobody else writes that target.
+        """
+        if task.kind == "probe":
+            return
+        whole = task.kind == "join" or (task.start_pts is None and task.end_pts is None)
+        target = local_path(task.output_uri) if whole else part_path(self.job_dir / "parts", task.item_id, task.seq)
+        for stale in target.parent.glob(f".{glob.escape(target.stem)}.part-*{glob.escape(target.suffix)}"):
+            stale.unlink(missing_ok=True)
 
     def _discard(self, worker: _Worker, kill: bool = False) -> None:
         self._workers.pop(worker.name, None)
