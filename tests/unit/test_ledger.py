@@ -57,7 +57,7 @@ def probe_into(ledger: Ledger, n_segments: int, now: float = 0.0, frames: int = 
     task = ledger.claim("w", 60, now=now)
     assert task is not None and task.kind == "probe"
     bounds = [i * (frames // n_segments) for i in range(n_segments)] + [None]
-    segments = [Segment(bounds[i], bounds[i + 1], frames // n_segments) for i in range(n_segments)]
+    segments = [Segment(bounds[i], bounds[i + 1]) for i in range(n_segments)]
     assert ledger.complete(task, result={"frames": frames, "duration": frames / 30}, segments=segments, now=now)
     return task
 

@@ -71,7 +71,7 @@ def job_dir(tmp_path) -> Path:
     stage = {"decode_s": 1.0, "ops_s": 2.0, "encode_s": 0.5, "upload_s": 0.5}
 
     probe = ledger.claim("w1", 60, now=0)
-    ledger.complete(probe, result={"frames": 200}, segments=[Segment(0, 100, 100), Segment(100, None, 100)],
+    ledger.complete(probe, result={"frames": 200}, segments=[Segment(0, 100), Segment(100, None)],
                     metrics={"bytes_in": 10_000}, now=1)
     lost = ledger.claim("w1", 60, now=1)
     assert ledger.fail(lost, "lost", error_type="WorkerKilled", message="SIGKILL", now=2) == "pending"
