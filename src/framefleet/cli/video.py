@@ -14,7 +14,7 @@ from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, progress_bar
 from framefleet.errors import FramefleetError, OutputError
 from framefleet.pipeline import Pipeline
-from framefleet.streaming import StreamResult, process_video
+from framefleet.streaming import StreamResult, check_output_path, process_video
 from framefleet.video import VideoInfo, VideoReader, probe
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -40,7 +40,7 @@ def stylize(
     """Restyle every frame of a video; keep its timing, audio and subtitles."""
 
     def run() -> StreamResult:
-        if output.exists() and not overwrite and not _same_file(input, output):
+        if output.is_file() and not overwrite and not _same_file(input, output):
             raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
         pipeline = Pipeline.from_options(
             dict(style=style, style_image=str(style_image) if style_image else None, strength=strength,
@@ -48,6 +48,7 @@ def stylize(
             source="options",
         )
         info = probe(input, keyframes=False, video_stream=video_stream)
+        check_output_path(input, output)  # before the progress display, so an error is a clean line
         with progress_bar(disable=quiet or as_json) as bar:
             task = bar.add_task(input.name, total=info.frame_count_header, fps=0.0)
 
@@ -90,7 +91,7 @@ def styles(
     input: Annotated[Path, typer.Argument(help="Video to take a frame from.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Contact sheet image (.png or .jpg).")] = Path("styles.png"),
     at: Annotated[float, typer.Option(help="Take the frame at this many seconds.")] = 0.0,
-    tile: Annotated[int, typer.Option(help="Longest side of each tile in pixels.")] = 256,
+    tile: Annotated[int, typer.Option(help="Longest side of each tile in pixels.", min=32, max=1024)] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Render all 26 built-in styles on a frame of your video, to pick one."""
