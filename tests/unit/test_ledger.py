@@ -20,8 +20,8 @@ def make_ledger(db_path):
     db_path.parent.mkdir(parents=True, exist_ok=True)
     opened: list[Ledger] = []
 
-    def make(limits: Limits = Limits()) -> Ledger:
-        ledger = Ledger(db_path, limits)
+    def make(limits: Limits | None = None) -> Ledger:
+        ledger = Ledger(db_path, limits or Limits())
         opened.append(ledger)
         return ledger
 

@@ -210,6 +210,22 @@ class LedgerMachine(RuleBasedStateMachine):
             current = self.current()
             self.fail(current.index(self.leases[-1]), outcome)
 
+    @rule(outcome=st.sampled_from(FAIL_OUTCOMES), later=st.sampled_from(FAIL_OUTCOMES + ["done"]))
+    def two_workers_one_fails(self, outcome, later):
+        """Two tasks run at once (often sibling segments); the first fails, then the second reports."""
+        before = len(self.leases)
+        self.claim("w1", 10.0)
+        self.claim("w2", 10.0)
+        if len(self.leases) - before != 2:
+            return
+        first, second = self.leases[-2:]
+        self.fail(self.current().index(first), outcome)
+        if self.is_current(second):
+            if later == "done":
+                self.complete(self.current().index(second), 1, 10)
+            else:
+                self.fail(self.current().index(second), later)
+
     @precondition(lambda self: self.stale())
     @rule(pick=st.integers(min_value=0), report=st.sampled_from(["complete", "fail", "heartbeat"]),
           outcome=st.sampled_from(FAIL_OUTCOMES))
