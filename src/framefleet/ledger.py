@@ -373,8 +373,9 @@ class Ledger:
                 return "stale"
             return self._release(db, task.id, task.lease_id, outcome, message, now, error_type, log_tail)
 
-    def retry_failed(self) -> int:
+    def retry_failed(self, now: float | None = None) -> int:
         """Put failed items back to pending with fresh retry budgets. Returns how many."""
+        now = time.time() if now is None else now
         with self._write() as db:
             ids = [r["id"] for r in db.execute("SELECT id FROM items WHERE state = 'failed'")]
             for item_id in ids:
@@ -389,7 +390,7 @@ class Ledger:
                     (item_id,),
                 )
                 db.execute("UPDATE items SET state = 'pending', error = NULL, finished = NULL WHERE id = ?", (item_id,))
-                self._after_segment(db, item_id, time.time())
+                self._after_segment(db, item_id, now)
         return len(ids)
 
     # -- reading ---------------------------------------------------------------------------------
