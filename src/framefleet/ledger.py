@@ -503,7 +503,7 @@ class Ledger:
             db.execute("UPDATE tasks SET input_failures = ? WHERE id = ?", (used, task_id))
             exhausted = used >= self.limits.max_attempts
             delay = self.limits.backoff_seconds * 2 ** (used - 1)
-            reason = f"{error_type}: {message}" if error_type else message
+            reason = message
         elif outcome in CRASH_OUTCOMES:
             used = row["crashes"] + 1
             db.execute("UPDATE tasks SET crashes = ? WHERE id = ?", (used, task_id))

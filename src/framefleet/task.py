@@ -7,6 +7,7 @@ results (metrics, the segment plan). It never touches the ledger.
 
 from __future__ import annotations
 
+import glob
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,5 +139,5 @@ def _metrics(stream: StreamResult, info: VideoInfo, target: Path) -> dict[str, f
 
 def _remove_stale_temporaries(target: Path) -> None:
     """Delete temporary files a killed attempt left beside `target` (they are never read)."""
-    for stale in target.parent.glob(f".{target.stem}.part-*{target.suffix}"):
+    for stale in target.parent.glob(f".{glob.escape(target.stem)}.part-*{glob.escape(target.suffix)}"):
         stale.unlink(missing_ok=True)

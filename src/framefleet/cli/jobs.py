@@ -74,12 +74,16 @@ def run(
 def retry(
     job_dir: JobDir,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core).")] = None,
+    max_attempts: Annotated[int, typer.Option(help="Input failures before an item fails.")] = 3,
+    hang_timeout: Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")] = 300.0,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
     """Put a job's failed items back to pending and run the job again."""
     result = guarded(lambda: _with_display(
-        lambda on_progress: retry_job(job_dir, workers=workers, on_progress=on_progress, handle_signals=True),
+        lambda on_progress: retry_job(job_dir, workers=workers, limits=Limits(max_attempts=max_attempts),
+                                      engine_options=EngineOptions(hang_timeout=hang_timeout),
+                                      on_progress=on_progress, handle_signals=True),
         quiet=quiet or as_json,
     ))
     _finish(result, as_json)

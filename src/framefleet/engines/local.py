@@ -280,15 +280,16 @@ class LocalEngine:
                 self.ledger.fail(task, outcome, error_type="Interrupted", message=message)
 
     def _remove_temporaries(self, task: Task) -> None:
-        """Delete the temporary file a worker that died or was killed in `task` left beside the task's target.
+        """Delete the temporary file that a worker which died or was killed in `task` left beside its target.
 
-        A retry would delete it too, but an item that ends failed (a crash or hang on every attempt) gets none.
-        Only for a dead worker's task: while the task's lease is held, nobody else writes that target.
+        A retry would delete it too, but an item that ends failed (crashes or hangs on every attempt) gets
+        none. Only for a dead worker's task: while the task's lease is held, nobody else writes that target.
         """
         if task.kind == "probe":
             return
         whole = task.kind == "join" or (task.start_pts is None and task.end_pts is None)
-        target = local_path(task.output_uri) if whole else part_path(self.job_dir / "parts", task.item_id, task.seq)
+        parts = self.job_dir / "parts"
+        target = local_path(task.output_uri) if whole else part_path(parts, task.item_id, task.seq)
         for stale in target.parent.glob(f".{glob.escape(target.stem)}.part-*{glob.escape(target.suffix)}"):
             stale.unlink(missing_ok=True)
 
@@ -360,7 +361,7 @@ def worker_main(conn: multiprocessing.connection.Connection, pipeline: Pipeline,
                 conn.send(("error", type(exc).__name__, str(exc), None))
             except Exception as exc:  # noqa: BLE001 - a bug or an unexpected library error: report it
                 tail = "".join(traceback.format_exc().splitlines(keepends=True)[-_LOG_TAIL_LINES:])
-                conn.send(("error", type(exc).__name__, str(exc) or repr(exc), tail))
+                conn.send(("error", type(exc).__name__, f"{type(exc).__name__}: {exc}", tail))
             else:
                 conn.send(("done", outcome))
     finally:

@@ -1,0 +1,97 @@
+"""Ops that misbehave on purpose, for the batch-job tests (tests/integration/test_jobs.py).
+
+Job workers are started with multiprocessing's *spawn* context, so the op classes a test hands to
+`framefleet.job.run` must be importable by name in a fresh interpreter: they live here (tests/ is on
+``sys.path`` because tests/conftest.py lives there, and spawned children inherit ``sys.path``).
+
+Each op passes frames through unchanged, like the identity op, and misbehaves only on batches whose frame
+width is `width` (None: every batch), so one job can mix well-behaved inputs with a poison one.
+
+`cli_main` is the `framefleet` command with these ops registered (``op: slow`` and so on in a
+``--pipeline`` file), for tests that run the CLI in a subprocess and need tasks that take a while.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from framefleet.batch import FrameBatch
+from framefleet.ops.base import Op
+
+
+def _selected(batch: FrameBatch, width: int | None) -> bool:
+    return width is None or batch.frames.shape[2] == width
+
+
+@dataclass(kw_only=True)
+class SlowOp(Op):
+    """Identity that sleeps `delay` seconds per batch, so a segment takes a predictable while.
+
+    With `beacon_dir`, each batch first writes the index of its first frame to ``beacon_dir/<pid>``: a test
+    can see which worker processes are in the middle of a segment, and how far along they are.
+    """
+
+    name = "slow"
+    batch_size: int = 2
+    delay: float = 0.05
+    beacon_dir: str | None = None
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        if self.beacon_dir is not None:
+            Path(self.beacon_dir, str(os.getpid())).write_text(str(batch.index))
+        time.sleep(self.delay)
+        return batch
+
+
+@dataclass(kw_only=True)
+class SleepForeverOp(Op):
+    """Never returns from a batch of a selected video (a hung model or a deadlocked library)."""
+
+    name = "sleep_forever"
+    width: int | None = None
+    after_frames: int = 0
+    """Hang only on a batch that starts at this frame or later (0: the first batch)."""
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        while _selected(batch, self.width) and batch.index >= self.after_frames:
+            time.sleep(3600)
+        return batch
+
+
+@dataclass(kw_only=True)
+class CrashOp(Op):
+    """Kills its own worker with SIGSEGV (as a crashing native library would) on a selected video.
+
+    With `marker`, only when that file does not exist yet (the op creates it first): the first attempt
+    crashes, the retry succeeds. Without, every attempt crashes (a poison input).
+    """
+
+    name = "crash"
+    width: int | None = None
+    marker: str | None = None
+    after_frames: int = 0
+    """Crash only on a batch that starts at this frame or later (0: the first batch)."""
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        if _selected(batch, self.width) and batch.index >= self.after_frames:
+            if self.marker is None:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            elif not os.path.exists(self.marker):
+                Path(self.marker).touch()
+                os.kill(os.getpid(), signal.SIGSEGV)
+        return batch
+
+
+def cli_main() -> None:
+    """`framefleet` with the ops above registered; run it as
+    `python -c "import job_ops; job_ops.cli_main()" run ...`."""
+    from framefleet.cli import main
+    from framefleet.pipeline import OPS
+
+    for op in (SlowOp, SleepForeverOp, CrashOp):
+        OPS.setdefault(op.name, op)
+    main()
