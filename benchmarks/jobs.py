@@ -70,7 +70,7 @@ def run_job(inputs: list[str], work: Path, options: dict[str, Any], workers: int
             threads: int | None) -> dict[str, Any]:
     """framefleet.run into a fresh `work`/out with a fresh `work`/job; the wall time, JobResult and ledger."""
     import framefleet
-    from framefleet.engines.local import EngineOptions
+    from framefleet.engines.scheduler import EngineOptions
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

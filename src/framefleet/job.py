@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from framefleet import __version__
-from framefleet.engines.local import EngineOptions, EngineProgress, LocalEngine
+from framefleet.engines.local import LocalPool, local_worker_count
+from framefleet.engines.scheduler import EngineOptions, EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import FramefleetError, OptionError
 from framefleet.ledger import Ledger, Limits
+from framefleet.engines.ray_options import RayOptions
 from framefleet.pipeline import Pipeline
 from framefleet.sources import expand_inputs
 from framefleet.storage import local_path, output_uri
@@ -80,12 +82,17 @@ def run(
     on_progress: Callable[[EngineProgress], None] | None = None,
     stdin: TextIO | None = None,
     handle_signals: bool = False,
+    engine: str = "local",
+    ray: RayOptions | None = None,
 ) -> JobResult:
     """Process every video named by `inputs` into `output` (mirroring relative paths).
 
     Running it again with the same job directory resumes: done work is skipped, unfinished work runs.
-    `handle_signals` makes SIGINT/SIGTERM stop the job gracefully (the CLI sets it).
+    `handle_signals` makes SIGINT/SIGTERM stop the job gracefully (the CLI sets it). `engine` is "local"
+    (worker processes on this machine) or "ray" (Ray actors on a cluster, see `RayOptions`).
     """
+    if engine not in ("local", "ray"):
+        raise OptionError(f"--engine must be local or ray, got {engine!r}")
     started = time.perf_counter()
     pipeline = pipeline or Pipeline.from_options({})
     output_root = str(local_path(str(output)).resolve())
@@ -107,14 +114,25 @@ def run(
             options = engine_options or EngineOptions()
             if workers is not None:
                 options = EngineOptions(**{**vars(options), "workers": workers})
-            engine = LocalEngine(ledger, pipeline, job_path, options, on_progress)
-            with _stop_on_signals(engine.request_stop, enabled=handle_signals):
-                finished = engine.run()
+            pool, count = _pool(engine, pipeline, options, ray)
+            scheduler = Scheduler(ledger, pool, job_path, count, options, on_progress)
+            with _stop_on_signals(scheduler.request_stop, enabled=handle_signals):
+                finished = scheduler.run()
             frames, _ = ledger.frame_totals()
             return JobResult(job_dir=job_path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
                              seconds=time.perf_counter() - started, interrupted=not finished, skipped=skipped)
         finally:
             ledger.close()
+
+
+def _pool(engine: str, pipeline: Pipeline, options: EngineOptions, ray: RayOptions | None) -> tuple[WorkerPool, int]:
+    """The worker pool of the chosen engine, and how many workers to start."""
+    if engine == "local":
+        workers, threads = local_worker_count(options)
+        return LocalPool(pipeline, threads), workers
+    from framefleet.engines.ray import ray_pool
+
+    return ray_pool(pipeline, options, ray or RayOptions())
 
 
 def retry(job_dir: str | os.PathLike[str], **kwargs: Any) -> JobResult:

@@ -33,7 +33,7 @@ from typer.testing import CliRunner, Result
 
 import media_checks
 from framefleet.cli import app
-from framefleet.engines.local import EngineOptions
+from framefleet.engines.scheduler import EngineOptions
 from framefleet.job import LEDGER_NAME, open_ledger, run
 from framefleet.ledger import Ledger, Limits
 from framefleet.pipeline import Pipeline

@@ -14,7 +14,8 @@ from rich.table import Table
 
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
-from framefleet.engines.local import EngineOptions, EngineProgress
+from framefleet.engines.ray_options import RayOptions
+from framefleet.engines.scheduler import EngineOptions, EngineProgress
 from framefleet.job import JobResult, open_ledger, retry as retry_job, run as run_job
 from framefleet.job_status import JobStatus, job_status
 from framefleet.ledger import Limits
@@ -45,6 +46,11 @@ def run(
     max_attempts: Annotated[int, typer.Option(help="Input failures before an item fails.")] = 3,
     hang_timeout: Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")] = 300.0,
     task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
+    engine: Annotated[str, typer.Option(help="local (worker processes here) or ray (a Ray cluster).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="Ray cluster: auto, ray://HOST:10001, or none to start a private one.")] = None,
+    cpus_per_worker: Annotated[Optional[float], typer.Option(help="Ray: CPUs each worker reserves.")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(help="Ray: GPUs each worker reserves (e.g. 0.25).")] = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
@@ -62,7 +68,8 @@ def run(
             lambda on_progress: run_job(
                 inputs, output, pipeline, workers=workers, job_dir=job_dir, limits=Limits(max_attempts=max_attempts),
                 engine_options=EngineOptions(hang_timeout=hang_timeout, task_timeout=task_timeout),
-                on_progress=on_progress, stdin=sys.stdin, handle_signals=True,
+                on_progress=on_progress, stdin=sys.stdin, handle_signals=True, engine=engine,
+                ray=RayOptions(address=ray_address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker),
             ),
             quiet=quiet or as_json,
         )

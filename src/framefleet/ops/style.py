@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError, StyleImageError
-from framefleet.ops.base import Device, DeviceKind, Knob, Op
+from framefleet.ops.base import Device, DeviceKind, Knob, Op, Resources
 from framefleet.ops.onnx_session import open_session, resolve_onnx_device
 
 NUM_STYLES = 26
@@ -127,6 +127,11 @@ class StyleTransferOp(Op):
             load_style_image(self.style_image)  # fail now, not on a worker
         self._sessions: dict = {}
         self._style_vector: np.ndarray | None = None
+
+    @property
+    def resources(self) -> Resources:
+        """One CPU; a whole GPU when the device is explicitly cuda (engines may ask for a fraction)."""
+        return Resources(cpus=1.0, gpus=1.0 if self.device == "cuda" else 0.0)
 
     def resolve_device(self) -> DeviceKind:
         return resolve_onnx_device(self.device)

@@ -1,0 +1,348 @@
+"""The scheduler every engine shares: it moves tasks from the ledger to a pool of workers and back.
+
+A pool (local processes, Ray actors) only starts workers, hands them tasks and reports what happened
+as events. The scheduler owns the policy:
+
+- it claims a task from the ledger for every ready, idle worker;
+- it records each result (`complete`) or error (`fail`, an input failure) under the task's lease;
+- a worker that died is replaced; the pool says whether the death was the input's fault (a crash,
+  capped per task so a poison input ends failed) or not (SIGKILL, a lost node: an infrastructure loss);
+- a worker that shows no progress for `hang_timeout` seconds, or whose task runs past `task_timeout`,
+  is killed and replaced (a hang, capped like a crash);
+- when nothing at all happens for `stall_timeout` seconds while work is pending (no worker can start,
+  say), the job stops with an error that says so, instead of waiting silently;
+- on a stop request it claims nothing more, lets running tasks finish for `grace_seconds`, then
+  releases what is left (infrastructure losses) and returns.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from framefleet.errors import FramefleetError
+from framefleet.ledger import Ledger, Task
+from framefleet.storage import local_path
+from framefleet.task import TaskRequest, TaskResult, part_path
+
+log = logging.getLogger(__name__)
+
+
+class JobStalledError(FramefleetError):
+    """Work is pending but nothing has happened for too long."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an engine runs a job."""
+
+    workers: int | None = None
+    """Workers; default: one per core on this machine (local), one per worker slot of the cluster (Ray)."""
+    threads_per_worker: int | None = None
+    """Op threads in each worker; default: the cores divided among the local workers, or the CPUs of a Ray worker."""
+    hang_timeout: float = 300.0
+    """Seconds without progress before a worker is declared hung."""
+    task_timeout: float | None = None
+    """Seconds a task may run in all (None: no limit)."""
+    stall_timeout: float = 900.0
+    """Seconds without any event while work is pending before the job stops with an error."""
+    grace_seconds: float = 30.0
+    """After a stop request, how long running tasks may take to finish."""
+    poll_seconds: float = 0.5
+
+
+@dataclass
+class EngineProgress:
+    """What an engine reports while it runs."""
+
+    frames: int = 0
+    """Frames processed in this run so far (live, from the workers' progress)."""
+    frames_expected: int = 0
+    """Frames the job's items hold, as far as their probes have told."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Items per state."""
+    workers: int = 0
+    busy: int = 0
+    stopping: bool = False
+
+
+# -- what pools report ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A worker has set its ops up and can take tasks."""
+
+    worker: str
+
+
+@dataclass(frozen=True)
+class Progressed:
+    """A busy worker processed `frames` more frames."""
+
+    worker: str
+    frames: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A worker finished its task."""
+
+    worker: str
+    result: TaskResult
+
+
+@dataclass(frozen=True)
+class Errored:
+    """A worker's task raised (the input's fault, or a bug); the worker lives on."""
+
+    worker: str
+    error_type: str
+    message: str
+    log_tail: str | None = None
+
+
+@dataclass(frozen=True)
+class Died:
+    """A worker is gone; `outcome` says whose fault that was."""
+
+    worker: str
+    outcome: Literal["lost", "crashed"]
+    error_type: str
+    """What the ledger records, e.g. WorkerKilled, WorkerCrashed, NodeLost."""
+    message: str
+
+
+Event = Ready | Progressed | Finished | Errored | Died
+
+
+class WorkerPool(Protocol):
+    """Starts workers, hands them tasks, and reports events. Knows nothing of the ledger."""
+
+    def spawn(self) -> str:
+        """Start a worker; it reports `Ready` when it can take tasks. Returns its name."""
+
+    def submit(self, worker: str, request: TaskRequest) -> bool:
+        """Hand a task to a ready, idle worker; False when the worker is already gone."""
+
+    def events(self, timeout: float) -> list[Event]:
+        """What happened since the last call, waiting up to `timeout` seconds for something."""
+
+    def kill(self, worker: str) -> None:
+        """Stop a worker now and forget it (no `Died` event follows)."""
+
+    def close(self) -> None:
+        """Stop every worker."""
+
+
+@dataclass
+class _Slot:
+    ready: bool = False
+    task: Task | None = None
+    started: float = 0.0
+    last_activity: float = 0.0
+    last_renewal: float = 0.0
+
+
+@dataclass
+class Scheduler:
+    """Runs a job's unfinished tasks on `pool` until none is left or a stop is requested."""
+
+    ledger: Ledger
+    pool: WorkerPool
+    job_dir: Path
+    workers: int
+    options: EngineOptions = field(default_factory=EngineOptions)
+    on_progress: Callable[[EngineProgress], None] | None = None
+
+    def __post_init__(self) -> None:
+        self._slots: dict[str, _Slot] = {}
+        self._stop_requested_at: float | None = None
+        self._progress = EngineProgress()
+        self._early_deaths = 0
+        self._last_report = 0.0
+        self._last_event = time.monotonic()
+        self._lease_seconds = max(60.0, 2 * self.options.hang_timeout)
+
+    def request_stop(self) -> None:
+        """Stop claiming work; running tasks get `grace_seconds` to finish."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
+            self._progress.stopping = True
+            log.warning("stopping: no new tasks; waiting up to %.0f s for running ones", self.options.grace_seconds)
+
+    def run(self) -> bool:
+        """Run until no work is left (True) or a stop was requested (False)."""
+        try:
+            for _ in range(self.workers):
+                self._slots[self.pool.spawn()] = _Slot()
+            while True:
+                if self._stop_requested_at is None:
+                    self._dispatch(time.time())
+                busy = any(slot.task is not None for slot in self._slots.values())
+                if not busy and (self._stop_requested_at is not None or self.ledger.unfinished() == 0):
+                    break
+                if self._stopping_too_long():
+                    self._abandon_running("interrupted", "the job was stopped before this task finished")
+                    break
+                for event in self.pool.events(self._timeout(busy)):
+                    self._last_event = time.monotonic()
+                    self._handle(event)
+                self._check_hangs()
+                self._check_stall()
+                self._renew_leases()
+                self._report()
+        finally:
+            self.pool.close()
+        return self._stop_requested_at is None
+
+    # -- dispatching and events ------------------------------------------------------------------
+
+    def _dispatch(self, now: float) -> None:
+        for name, slot in self._slots.items():
+            if not slot.ready or slot.task is not None:
+                continue
+            task = self.ledger.claim(name, self._lease_seconds, now)
+            if task is None:
+                return
+            request = TaskRequest(
+                task_id=task.id, lease_id=task.lease_id, kind=task.kind, item_id=task.item_id, seq=task.seq,
+                uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
+                parts_dir=str(self.job_dir / "parts"),
+                segments=self.ledger.segment_count(task.item_id) if task.kind == "join" else 0,
+            )
+            if not self.pool.submit(name, request):
+                self.ledger.fail(task, "lost", error_type="WorkerLost", message="the worker went away before the task")
+                continue
+            slot.task, slot.started, slot.last_activity, slot.last_renewal = task, now, now, now
+
+    def _handle(self, event: Event) -> None:
+        slot = self._slots.get(event.worker)
+        if slot is None:
+            return
+        now = time.time()
+        if isinstance(event, Ready):
+            slot.ready = True
+            self._early_deaths = 0
+        elif isinstance(event, Progressed):
+            slot.last_activity = now
+            self._progress.frames += event.frames
+        elif isinstance(event, Finished) and slot.task is not None:
+            outcome = event.result
+            self.ledger.complete(slot.task, result=outcome.result, metrics=outcome.metrics,
+                                 segments=outcome.segments, now=now)
+            slot.task = None
+        elif isinstance(event, Errored) and slot.task is not None:
+            state = self.ledger.fail(slot.task, "input_error", error_type=event.error_type, message=event.message,
+                                     log_tail=event.log_tail, now=now)
+            log.info("%s failed (%s): %s", slot.task.uri, state, event.message)
+            slot.task = None
+        elif isinstance(event, Died):
+            del self._slots[event.worker]
+            if slot.task is not None:
+                self._remove_temporaries(slot.task)
+                self.ledger.fail(slot.task, event.outcome, error_type=event.error_type, message=event.message,
+                                 now=now)
+            elif not slot.ready:
+                self._early_deaths += 1
+                if self._early_deaths >= 3:
+                    raise FramefleetError(f"workers keep dying while starting ({event.message}); "
+                                          "rerun with --debug and --workers 1")
+            self._replace()
+
+    def _replace(self) -> None:
+        if self._stop_requested_at is None:
+            self._slots[self.pool.spawn()] = _Slot()
+
+    # -- watching for trouble --------------------------------------------------------------------
+
+    def _check_hangs(self) -> None:
+        now = time.time()
+        for name, slot in list(self._slots.items()):
+            if slot.task is None:
+                continue
+            silent = now - slot.last_activity
+            if silent > self.options.hang_timeout:
+                reason = f"no progress for {silent:.0f} s"
+            elif self.options.task_timeout is not None and now - slot.started > self.options.task_timeout:
+                reason = f"still running after the task timeout of {self.options.task_timeout:.0f} s"
+            else:
+                continue
+            self._drop(name)
+            self._remove_temporaries(slot.task)
+            self.ledger.fail(slot.task, "hung", error_type="WorkerHung", message=f"the worker hung ({reason})", now=now)
+            self._replace()
+
+    def _check_stall(self) -> None:
+        silent = time.monotonic() - self._last_event
+        if silent <= self.options.stall_timeout or self.ledger.unfinished() == 0:
+            return
+        ready = sum(1 for slot in self._slots.values() if slot.ready)
+        raise JobStalledError(
+            f"no progress for {silent:.0f} s with work pending ({ready} of {len(self._slots)} workers ready); "
+            "check that the cluster has the resources the workers ask for, then run the command again"
+        )
+
+    def _renew_leases(self) -> None:
+        now = time.time()
+        for name, slot in list(self._slots.items()):
+            if slot.task is not None and now - slot.last_renewal > self._lease_seconds / 3:
+                if not self.ledger.heartbeat(slot.task, self._lease_seconds, now):
+                    log.warning("lost the lease on task %d; abandoning it", slot.task.id)
+                    self._drop(name)
+                    self._replace()
+                    continue
+                slot.last_renewal = now
+
+    def _stopping_too_long(self) -> bool:
+        return (self._stop_requested_at is not None
+                and time.monotonic() - self._stop_requested_at > self.options.grace_seconds)
+
+    def _abandon_running(self, outcome: Literal["interrupted"], message: str) -> None:
+        for name, slot in list(self._slots.items()):
+            if slot.task is not None:
+                self._drop(name)
+                self._remove_temporaries(slot.task)
+                self.ledger.fail(slot.task, outcome, error_type="Interrupted", message=message)
+
+    def _drop(self, name: str) -> None:
+        self.pool.kill(name)
+        self._slots.pop(name, None)
+
+    def _remove_temporaries(self, task: Task) -> None:
+        """Delete the temporary file a worker that died or was killed in `task` left beside its target.
+
+        A retry would delete it too, but an item that ends failed (crashes or hangs on every attempt) gets
+        none. Only for a dead worker's task: while the task's lease is held, nobody else writes that target.
+        """
+        if task.kind == "probe":
+            return
+        whole = task.kind == "join" or (task.start_pts is None and task.end_pts is None)
+        target = local_path(task.output_uri) if whole else part_path(self.job_dir / "parts", task.item_id, task.seq)
+        for stale in target.parent.glob(f".{glob.escape(target.stem)}.part-*{glob.escape(target.suffix)}"):
+            stale.unlink(missing_ok=True)
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def _timeout(self, busy: bool) -> float:
+        timeout = self.options.poll_seconds
+        if not busy:
+            ready_at = self.ledger.next_ready_time()
+            if ready_at is not None:
+                timeout = min(max(0.05, ready_at - time.time()), 5.0)
+        return timeout
+
+    def _report(self) -> None:
+        if self.on_progress is None or time.monotonic() - self._last_report < 0.25:
+            return
+        self._last_report = time.monotonic()
+        self._progress.workers = len(self._slots)
+        self._progress.busy = sum(1 for slot in self._slots.values() if slot.task is not None)
+        self._progress.counts = self.ledger.counts()
+        self._progress.frames_expected = self.ledger.frame_totals()[1]
+        self.on_progress(self._progress)
