@@ -1,11 +1,11 @@
 # framefleet: `make demo` stylizes a bundled example; `make test` runs the fast suite; `make test-slow`
-# runs the slow-marked tests (CI runs both through .ci/run).
+# runs the slow-marked tests and `make test-ray` the Ray cluster tests (CI runs all three via .ci/run).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-jobs clean
+.PHONY: install demo test test-slow test-ray bench bench-jobs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,14 @@ demo: $(STAMP)
 	@echo "Stylized video: build/example-stylized.mp4 (input: build/example.mp4)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not ray" -q
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m "slow" -q
+	$(BIN)/python -m pytest -m "slow and not ray" -q
+
+test-ray: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	$(BIN)/python -m pytest -m "ray" -q
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -1,0 +1,140 @@
+"""The Ray engine on a real Ray cluster on loopback (`ray.cluster_utils.Cluster`): same outputs as the local
+engine, node loss is an infrastructure loss, bad inputs end in the failure list."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from framefleet.engines.ray_options import RayOptions  # noqa: E402
+from framefleet.job import open_ledger, run  # noqa: E402
+from framefleet.ledger import Limits  # noqa: E402
+from framefleet.pipeline import Pipeline  # noqa: E402
+from job_ops import SlowOp  # noqa: E402
+from media_checks import decoded_pts, packet_payloads, streams_of_kind  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+TESTS = Path(__file__).resolve().parents[1]
+TINY = dict(width=64, height=48, gop=4, bframes=0, audio=("aac",))
+FAST_RETRIES = Limits(backoff_seconds=0.05)
+RAY_OPTIONS = RayOptions(address="auto")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node with no CPUs (it only schedules) and two worker nodes of one CPU each."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 * 2**20})
+    workers = [cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20) for _ in range(2)]
+    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}},
+             log_to_driver=False)
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    return [p for index in streams_of_kind(path, "audio") for p in packet_payloads(path, index)]
+
+
+def make_inputs(clip_factory, root: Path, count: int, **fields) -> list[Path]:
+    clip = clip_factory(f"ray-{fields.get('frames', 12)}.mp4", **{**TINY, **fields})
+    paths = []
+    for i in range(count):
+        path = root / f"group{i % 3}" / f"clip{i:02d}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, path)
+        paths.append(path)
+    return paths
+
+
+def test_a_job_on_ray_matches_the_local_engine(cluster, clip_factory, tmp_path):
+    sources = make_inputs(clip_factory, tmp_path / "in", 21, frames=12)
+    long_clip = clip_factory("ray-long.mp4", **{**TINY, "frames": 100, "rate": 25})  # 4 s: 2 segments
+    shutil.copy(long_clip, tmp_path / "in" / "long.mp4")
+    pipeline = Pipeline.from_options({"op": "identity", "segment_seconds": 2})
+
+    on_ray = run([str(tmp_path / "in")], tmp_path / "ray", pipeline, engine="ray", ray=RAY_OPTIONS,
+                 limits=FAST_RETRIES)
+    local = run([str(tmp_path / "in")], tmp_path / "local", pipeline, workers=2, limits=FAST_RETRIES)
+
+    assert on_ray.exit_code == 0 and local.exit_code == 0
+    assert on_ray.counts["done"] == local.counts["done"] == len(sources) + 1
+    for source in [*sources, tmp_path / "in" / "long.mp4"]:
+        relative = source.relative_to(tmp_path / "in")
+        ray_out, local_out = tmp_path / "ray" / relative, tmp_path / "local" / relative
+        assert decoded_pts(ray_out) == decoded_pts(local_out) == decoded_pts(source)
+        assert audio_packets(ray_out) == audio_packets(local_out) == audio_packets(source)
+    ledger = open_ledger(on_ray.job_dir)
+    try:
+        workers = {a["worker"] for a in ledger.attempts()}
+        assert all(w.startswith("ray-") for w in workers) and len(workers) == 2
+        assert ledger.segment_count(next(i.id for i in ledger.items() if i.uri.endswith("long.mp4"))) == 2
+    finally:
+        ledger.close()
+
+
+def test_a_lost_node_takes_only_its_tasks_which_rerun_as_infrastructure_losses(cluster, clip_factory, tmp_path):
+    ray_cluster, _ = cluster
+    extra = ray_cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)
+    ray_cluster.wait_for_nodes()
+    sources = make_inputs(clip_factory, tmp_path / "in", 9, frames=24)
+    pipeline = Pipeline(ops=(SlowOp(delay=0.1),))  # about 1.2 s per video
+    job_dir = tmp_path / "job"
+
+    def remove_node_once_busy() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (job_dir / "ledger.sqlite").exists():
+                ledger = open_ledger(job_dir)
+                try:
+                    done = ledger.counts()["done"]
+                finally:
+                    ledger.close()
+                if done >= 2:
+                    ray_cluster.remove_node(extra)
+                    return
+            time.sleep(0.1)
+
+    remover = threading.Thread(target=remove_node_once_busy)
+    remover.start()
+    result = run([str(tmp_path / "in")], tmp_path / "out", pipeline, job_dir=job_dir, engine="ray",
+                 ray=RAY_OPTIONS, limits=FAST_RETRIES)
+    remover.join()
+
+    assert result.exit_code == 0 and result.counts["done"] == len(sources)
+    ledger = open_ledger(job_dir)
+    try:
+        attempts = ledger.attempts()
+        done_per_task: dict[int, int] = {}
+        for attempt in attempts:
+            if attempt["outcome"] == "done":
+                done_per_task[attempt["task_id"]] = done_per_task.get(attempt["task_id"], 0) + 1
+        assert set(done_per_task.values()) == {1}, "a task completed more than once"
+        lost = [a for a in attempts if a["outcome"] == "lost"]
+        assert lost, "no task was running on the removed node"
+        assert all(a["error_type"] == "NodeLost" for a in lost), lost
+        assert not [a for a in attempts if a["outcome"] in ("input_error", "crashed")]
+    finally:
+        ledger.close()
+    for source in sources:
+        assert decoded_pts(tmp_path / "out" / source.relative_to(tmp_path / "in")) == decoded_pts(source)
+
+
+def test_a_corrupt_input_on_ray_ends_in_the_failure_list(cluster, clip_factory, tmp_path):
+    make_inputs(clip_factory, tmp_path / "in", 3, frames=6)
+    (tmp_path / "in" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200)
+    result = run([str(tmp_path / "in")], tmp_path / "out", Pipeline.from_options({"op": "identity"}),
+                 engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES)
+    assert result.exit_code == 3
+    assert result.counts == {"pending": 0, "running": 0, "done": 3, "failed": 1}
+    (failure,) = result.failures
+    assert failure["uri"].endswith("broken.mp4")
+    assert "corrupt video" in failure["error"] and failure["error_type"] == "CorruptVideoError"
