@@ -22,6 +22,10 @@ from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
 
 JobDir = Annotated[Path, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job).")]
+Engine = Annotated[str, typer.Option(help="local (worker processes here) or ray (a Ray cluster).")]
+RayAddress = Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://HOST:10001, or none to start a private one.")]
+CpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: CPUs each worker reserves.")]
+GpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: GPUs each worker reserves (e.g. 0.25).")]
 
 
 @app.command()
@@ -46,11 +50,10 @@ def run(
     max_attempts: Annotated[int, typer.Option(help="Input failures before an item fails.")] = 3,
     hang_timeout: Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")] = 300.0,
     task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
-    engine: Annotated[str, typer.Option(help="local (worker processes here) or ray (a Ray cluster).")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(
-        help="Ray cluster: auto, ray://HOST:10001, or none to start a private one.")] = None,
-    cpus_per_worker: Annotated[Optional[float], typer.Option(help="Ray: CPUs each worker reserves.")] = None,
-    gpus_per_worker: Annotated[Optional[float], typer.Option(help="Ray: GPUs each worker reserves (e.g. 0.25).")] = None,
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
+    cpus_per_worker: CpusPerWorker = None,
+    gpus_per_worker: GpusPerWorker = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
@@ -83,6 +86,10 @@ def retry(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core).")] = None,
     max_attempts: Annotated[int, typer.Option(help="Input failures before an item fails.")] = 3,
     hang_timeout: Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")] = 300.0,
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
+    cpus_per_worker: CpusPerWorker = None,
+    gpus_per_worker: GpusPerWorker = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
@@ -90,7 +97,9 @@ def retry(
     result = guarded(lambda: _with_display(
         lambda on_progress: retry_job(job_dir, workers=workers, limits=Limits(max_attempts=max_attempts),
                                       engine_options=EngineOptions(hang_timeout=hang_timeout),
-                                      on_progress=on_progress, handle_signals=True),
+                                      on_progress=on_progress, handle_signals=True, engine=engine,
+                                      ray=RayOptions(address=ray_address, cpus_per_worker=cpus_per_worker,
+                                                     gpus_per_worker=gpus_per_worker)),
         quiet=quiet or as_json,
     ))
     _finish(result, as_json)

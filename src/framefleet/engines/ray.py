@@ -88,11 +88,10 @@ def ray_pool(pipeline: Pipeline, options: EngineOptions, ray_options: RayOptions
         workers = int(cluster.get("CPU", 0) // cpus) if cpus > 0 else 1
         if gpus > 0:
             workers = min(workers, int(cluster.get("GPU", 0) // gpus))
-        if workers < 1:
-            raise OptionError(
-                f"the Ray cluster has {cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs: not enough for "
-                f"one worker of {cpus:g} CPUs and {gpus:g} GPUs (see --cpus-per-worker, --gpus-per-worker)"
-            )
+        if workers < 1:  # an autoscaling cluster at zero: one pending worker makes it add a node
+            log.warning("the Ray cluster has no room for a worker of %g CPUs and %g GPUs yet; starting one and "
+                        "waiting for the autoscaler (pass --workers N to ask for more)", cpus, gpus)
+            workers = 1
     threads = options.threads_per_worker or max(1, int(cpus))
     return RayPool(pipeline, cpus=cpus, gpus=gpus, threads=threads), workers
 
@@ -173,7 +172,8 @@ class RayPool:
             if kind == "progress":
                 return None  # the run reference reports the death
             return self._died(worker, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                              memory=isinstance(exc, ray.exceptions.OutOfMemoryError))
+                              memory=isinstance(exc, ray.exceptions.OutOfMemoryError),
+                              preempted=bool(getattr(exc, "preempted", False)))
         if kind == "ready":
             self._nodes[worker] = value
             return Ready(worker)
@@ -184,13 +184,13 @@ class RayPool:
         self._frames[worker] = 0
         return Finished(worker, value)
 
-    def _died(self, worker: str, message: str, memory: bool = False) -> Died:
+    def _died(self, worker: str, message: str, *, memory: bool = False, preempted: bool = False) -> Died:
         node = self._nodes.get(worker)
         self._actors.pop(worker, None)
         self._forget(worker)
         if memory:
             return Died(worker, "lost", "OutOfMemory", f"Ray stopped the worker for lack of memory ({message})")
-        if node is not None and not _node_alive(node):
+        if preempted or (node is not None and not _node_alive(node)):
             return Died(worker, "lost", "NodeLost", f"the worker's node left the cluster ({message})")
         return Died(worker, "crashed", "WorkerCrashed", f"the worker died ({message})")
 
