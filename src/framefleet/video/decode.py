@@ -10,6 +10,7 @@ from fractions import Fraction
 import av
 import av.error
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from framefleet.errors import CorruptVideoError, OptionError
 from framefleet.video.container import open_input, select_video_stream
@@ -44,6 +45,7 @@ class VideoReader:
         rate = self._stream.average_rate or self._stream.base_rate or Fraction(25)
         self._default_step = max(1, round(1 / (Fraction(rate) * self.time_base)))
         self.orientation: Orientation | None = None
+        self._reformatter = VideoReformatter()
         self._used = False
 
     def frames(self, start_pts: int | None = None, end_pts: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -124,4 +126,4 @@ class VideoReader:
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         if self.orientation is None:
             self.orientation = Orientation.from_display_matrix(display_matrix(frame))
-        return self.orientation.apply(frame_to_rgb(frame))
+        return self.orientation.apply(frame_to_rgb(frame, self._reformatter))

@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import av.error
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from framefleet.errors import OptionError, OutputError
 from framefleet.batch import FrameBatch
@@ -86,6 +87,7 @@ class VideoWriter:
         self._tmp = temporary_path(self.path)
         self._format = video_format
         self._offset_pts = round(offset / video_format.time_base)
+        self._reformatter = VideoReformatter()
         self._width, self._height = width + width % 2, height + height % 2
         if (self._width, self._height) != (width, height):
             log.info("%s: %dx%d padded to %dx%d (4:2:0 needs even sizes)", self.path, width, height,
@@ -141,7 +143,8 @@ class VideoWriter:
     def write(self, batch: FrameBatch) -> None:
         """Encode a batch; frames must be H x W x 3 uint8 at the writer's size (before even-padding)."""
         for rgb, pts in zip(batch.frames, batch.pts):
-            frame = rgb_to_frame(self._pad_even(rgb), pix_fmt=self._stream.pix_fmt, colorspace=self._format.colorspace)
+            frame = rgb_to_frame(self._pad_even(rgb), pix_fmt=self._stream.pix_fmt, colorspace=self._format.colorspace,
+                                 reformatter=self._reformatter)
             frame.pts = int(pts) - self._offset_pts
             frame.time_base = self._format.time_base
             self._mux(self._stream.encode(frame))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
+from av.video.reformatter import VideoReformatter
 
 # FFmpeg enum values (AVColorSpace / AVColorRange), as PyAV reports them.
 COLORSPACE_BT709 = 1
@@ -30,12 +31,15 @@ def effective_colorspace(colorspace: int, height: int) -> int:
     return COLORSPACE_BT709 if height >= 720 else COLORSPACE_BT601
 
 
-def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """Decode-side conversion to H x W x 3 uint8 RGB, honouring the frame's matrix and range."""
+def frame_to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
+    """Decode-side conversion to H x W x 3 uint8 RGB, honouring the frame's matrix and range.
+
+    Pass the same `reformatter` for every frame of a stream: it keeps FFmpeg's conversion context."""
     if frame.format.name == "rgb24":
         return frame.to_ndarray()
     src_range = RANGE_FULL if frame.color_range == RANGE_FULL or frame.format.name.startswith("yuvj") else RANGE_LIMITED
-    rgb = frame.reformat(
+    rgb = reformatter.reformat(
+        frame,
         format="rgb24",
         src_colorspace=effective_colorspace(int(frame.colorspace), frame.height),
         src_color_range=src_range,
@@ -44,10 +48,11 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return rgb.to_ndarray()
 
 
-def rgb_to_frame(rgb: np.ndarray, *, pix_fmt: str, colorspace: int) -> av.VideoFrame:
+def rgb_to_frame(rgb: np.ndarray, *, pix_fmt: str, colorspace: int, reformatter: VideoReformatter) -> av.VideoFrame:
     """Encode-side conversion of H x W x 3 uint8 RGB to a limited-range YUV frame with `colorspace`."""
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    return frame.reformat(
+    return reformatter.reformat(
+        frame,
         format=pix_fmt,
         src_colorspace=colorspace,
         dst_colorspace=colorspace,
