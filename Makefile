@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray bench bench-jobs clean
+.PHONY: install demo test test-slow test-ray bench bench-jobs bench-ray clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP)
 
 bench-jobs: $(STAMP)
 	$(BIN)/python benchmarks/jobs.py
+
+bench-ray: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	$(BIN)/python benchmarks/ray_engine.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
