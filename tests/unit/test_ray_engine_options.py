@@ -1,0 +1,22 @@
+"""The Ray engine's set-up that needs no cluster: the install hint, and the engine name check."""
+
+from __future__ import annotations
+
+import pytest
+
+from framefleet.engines.ray_options import RayOptions
+from framefleet.errors import OptionError
+
+
+def test_without_ray_installed_the_ray_engine_says_how_to_install_it(monkeypatch):
+    engines_ray = pytest.importorskip("framefleet.engines.ray")
+    monkeypatch.setattr(engines_ray, "ray", None)  # as when the import of ray failed
+    with pytest.raises(OptionError, match=r'pip install "framefleet\[ray\]"'):
+        engines_ray.connect(RayOptions())
+
+
+def test_an_unknown_engine_is_an_option_error(tmp_path):
+    from framefleet.job import run
+
+    with pytest.raises(OptionError, match="--engine must be local or ray"):
+        run([], tmp_path / "out", engine="spark")
