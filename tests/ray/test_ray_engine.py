@@ -145,6 +145,6 @@ def test_a_job_that_cannot_start_any_worker_stops_loudly_instead_of_hanging(clus
 
     make_inputs(clip_factory, tmp_path / "in", 1, frames=6)
     no_gpu_here = RayOptions(address="auto", gpus_per_worker=1)  # the loopback cluster has no GPU
-    with pytest.raises(JobStalledError, match="no progress for .* 0 of 1 workers ready"):
+    with pytest.raises(JobStalledError, match=r"no progress for .* \(0 of 1 workers ready\)"):
         run([str(tmp_path / "in")], tmp_path / "out", Pipeline.from_options({"op": "identity"}), engine="ray",
             ray=no_gpu_here, engine_options=EngineOptions(workers=1, stall_timeout=3))
