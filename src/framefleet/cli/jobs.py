@@ -26,6 +26,9 @@ Engine = Annotated[str, typer.Option(help="local (worker processes here) or ray 
 RayAddress = Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://HOST:10001, or none to start a private one.")]
 CpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: CPUs each worker reserves.")]
 GpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: GPUs each worker reserves (e.g. 0.25).")]
+Workers = Annotated[Optional[int], typer.Option(help="Workers (default: one per core, or per worker slot of a Ray cluster).")]
+MaxAttempts = Annotated[int, typer.Option(help="Input failures before an item fails.")]
+HangTimeout = Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")]
 
 
 @app.command()
@@ -45,10 +48,10 @@ def run(
     crf: options.Crf = None,
     preset: options.Preset = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Split videos longer than this (default 20 s).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core).")] = None,
+    workers: Workers = None,
     job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job).")] = None,
-    max_attempts: Annotated[int, typer.Option(help="Input failures before an item fails.")] = 3,
-    hang_timeout: Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")] = 300.0,
+    max_attempts: MaxAttempts = 3,
+    hang_timeout: HangTimeout = 300.0,
     task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
     engine: Engine = "local",
     ray_address: RayAddress = None,
@@ -83,9 +86,9 @@ def run(
 @app.command()
 def retry(
     job_dir: JobDir,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core).")] = None,
-    max_attempts: Annotated[int, typer.Option(help="Input failures before an item fails.")] = 3,
-    hang_timeout: Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")] = 300.0,
+    workers: Workers = None,
+    max_attempts: MaxAttempts = 3,
+    hang_timeout: HangTimeout = 300.0,
     engine: Engine = "local",
     ray_address: RayAddress = None,
     cpus_per_worker: CpusPerWorker = None,
