@@ -95,3 +95,17 @@ def cli_main() -> None:
     for op in (SlowOp, SleepForeverOp, CrashOp):
         OPS.setdefault(op.name, op)
     main()
+
+
+@dataclass(kw_only=True)
+class RecordNodeOp(Op):
+    """Identity that notes, as an empty file named after it in `record_dir`, the Ray node it runs on."""
+
+    name = "record_node"
+    record_dir: str
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        import ray
+
+        Path(self.record_dir, ray.get_runtime_context().get_node_id()).touch()
+        return batch

@@ -17,7 +17,7 @@ from framefleet.engines.ray_options import RayOptions  # noqa: E402
 from framefleet.job import open_ledger, run  # noqa: E402
 from framefleet.ledger import Limits  # noqa: E402
 from framefleet.pipeline import Pipeline  # noqa: E402
-from job_ops import SlowOp  # noqa: E402
+from job_ops import RecordNodeOp, SlowOp  # noqa: E402
 from media_checks import decoded_pts, packet_payloads, streams_of_kind  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -148,3 +148,25 @@ def test_a_job_that_cannot_start_any_worker_stops_loudly_instead_of_hanging(clus
     with pytest.raises(JobStalledError, match=r"no progress for .* \(0 of 1 workers ready\)"):
         run([str(tmp_path / "in")], tmp_path / "out", Pipeline.from_options({"op": "identity"}), engine="ray",
             ray=no_gpu_here, engine_options=EngineOptions(workers=1, stall_timeout=3))
+
+
+def test_gpu_workers_are_placed_on_the_node_that_has_gpus(cluster, clip_factory, tmp_path):
+    ray_cluster, _ = cluster
+    gpu_node = ray_cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=80 * 2**20)  # a declared GPU
+    ray_cluster.wait_for_nodes()
+    try:
+        make_inputs(clip_factory, tmp_path / "in", 6, frames=6)
+        records = tmp_path / "nodes"
+        records.mkdir()
+        half_a_gpu = RayOptions(address="auto", gpus_per_worker=0.5)  # two workers share the GPU
+        result = run([str(tmp_path / "in")], tmp_path / "out", Pipeline(ops=(RecordNodeOp(record_dir=str(records)),)),
+                     engine="ray", ray=half_a_gpu, limits=FAST_RETRIES)
+        assert result.exit_code == 0 and result.counts["done"] == 6
+        assert {p.name for p in records.iterdir()} == {gpu_node.node_id}
+        ledger = open_ledger(result.job_dir)
+        try:
+            assert len({a["worker"] for a in ledger.attempts()}) == 2  # 1 GPU / 0.5 per worker
+        finally:
+            ledger.close()
+    finally:
+        ray_cluster.remove_node(gpu_node)
