@@ -157,6 +157,7 @@ def worker_main(conn: multiprocessing.connection.Connection, pipeline: Pipeline,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the scheduler decides
     from framefleet.streaming import FrameProcessor
 
+    pipeline = pipeline.for_worker(threads)
     try:
         processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads)
     except Exception as exc:  # noqa: BLE001 - reported to the scheduler, which stops the job

@@ -39,7 +39,7 @@ class RayWorker:
     def __init__(self, pipeline: Pipeline, threads: int) -> None:
         from framefleet.streaming import FrameProcessor
 
-        self._pipeline = pipeline
+        self._pipeline = pipeline.for_worker(threads)
         self._processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads)
         self._frames = 0
 
