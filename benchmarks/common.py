@@ -8,6 +8,7 @@ scripts are run as files (`.venv/bin/python benchmarks/<name>.py`), which puts t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -147,3 +148,11 @@ def print_table(header: str, columns: Sequence[str], rows: Sequence[Sequence[str
         pairs = enumerate(zip(r, widths, strict=True))
         cells = (v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in pairs)
         print("  ".join(cells).rstrip())
+
+
+def write_results(output: Path, payload: dict[str, Any], total_seconds: float | None = None) -> None:
+    """Write a benchmark's JSON (creating its folder) and say where it went."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    took = f" ({total_seconds:.0f} s in all)" if total_seconds is not None else ""
+    print(f"\nwrote {output}{took}")

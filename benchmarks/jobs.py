@@ -52,6 +52,7 @@ from common import (  # benchmarks/common.py: helpers shared with stylize.py
     make_clip,
     parse_size,
     print_table,
+    write_results,
 )
 
 CASES = ("scaling", "segments", "scheduling", "memory")
@@ -556,9 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": rows,
         "raw": raw,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"\nwrote {output} ({total_seconds:.0f} s in all)")
+    write_results(output, payload, total_seconds)
     return 0
 
 

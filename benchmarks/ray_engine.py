@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import statistics
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_RESULTS, load_average, log, machine_info, make_clip, print_table
+from common import DEFAULT_RESULTS, load_average, log, machine_info, make_clip, print_table, write_results
 
 TARGET_RATIO = 0.9
 WORKERS = 2
@@ -107,13 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     print_table(f"Ray engine vs local engine - {args.videos} clips x {args.seconds:g} s 320x180, style 7, "
                 f"{WORKERS} workers x 1 thread; median of {args.repeats}",
                 ("case", "contender", "median", "ratio", "target", "met?"), rows, right={2, 3})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({
+    write_results(output, {
         "machine": machine_info(), "load_average": {"before": load_before, "after": load_average()},
         "args": {k: str(v) for k, v in vars(args).items()}, "ray_init_seconds": init_seconds,
         "runs": runs, "ratio": ratio,
-    }, indent=2))
-    print(f"wrote {output}")
+    })
     return 0
 
 

@@ -59,6 +59,7 @@ from common import (  # benchmarks/common.py: helpers shared with jobs.py
     make_clip,
     parse_size,
     run_cmd,
+    write_results,
 )
 from common import print_table as print_rows
 
@@ -542,9 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": rows,
         "raw": raw,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"\nwrote {output} ({total_seconds:.0f} s in all)")
+    write_results(output, payload, total_seconds)
     return 0
 
 

@@ -7,7 +7,6 @@ results (metrics, the segment plan). It never touches the ledger.
 
 from __future__ import annotations
 
-import glob
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,12 +14,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from framefleet.ledger import Segment
+from framefleet.ledger import Segment, Task
 from framefleet.pipeline import Pipeline
 from framefleet.storage import local_path
 from framefleet.streaming import FrameProcessor, StreamResult
 from framefleet.video import VideoInfo, probe
 from framefleet.video.concat import join_segments
+from framefleet.video.encode import remove_stale_temporaries
 
 PART_SUFFIX = ".nut"  # FFmpeg's own container: keeps any time base and negative decode times exactly
 
@@ -78,6 +78,15 @@ def part_path(parts_dir: str | Path, item_id: int, seq: int) -> Path:
     return Path(parts_dir) / f"item-{item_id}" / f"{seq:05d}{PART_SUFFIX}"
 
 
+def task_target(task: TaskRequest | Task, parts_dir: str | Path) -> Path | None:
+    """Where a task writes: the output for a whole video or a join, a part file for a segment, None for a probe."""
+    if task.kind == "probe":
+        return None
+    if task.kind == "join" or (task.start_pts is None and task.end_pts is None):
+        return local_path(task.output_uri)
+    return part_path(parts_dir, task.item_id, task.seq)
+
+
 def run_task(
     request: TaskRequest,
     pipeline: Pipeline,
@@ -98,9 +107,9 @@ def run_task(
     if request.kind == "join":
         return _join(request, info)
     whole = request.start_pts is None and request.end_pts is None
-    target = local_path(request.output_uri) if whole else part_path(request.parts_dir, request.item_id, request.seq)
+    target = task_target(request, request.parts_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(target)
+    remove_stale_temporaries(target)
     stream = processor.run(source, target, encode=pipeline.encode, info=info, start_pts=request.start_pts,
                            end_pts=request.end_pts, carry=whole, progress=progress)
     return TaskResult(result={"frames": stream.frames, "output": str(target)},
@@ -108,9 +117,9 @@ def run_task(
 
 
 def _join(request: TaskRequest, info: VideoInfo) -> TaskResult:
-    target = local_path(request.output_uri)
+    target = task_target(request, request.parts_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(target)
+    remove_stale_temporaries(target)
     parts = [part_path(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
     bytes_in = sum(part.stat().st_size for part in parts if part.exists())
     offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
@@ -136,8 +145,3 @@ def _metrics(stream: StreamResult, info: VideoInfo, target: Path) -> dict[str, f
         "bytes_out": target.stat().st_size,
     }
 
-
-def _remove_stale_temporaries(target: Path) -> None:
-    """Delete temporary files a killed attempt left beside `target` (they are never read)."""
-    for stale in target.parent.glob(f".{glob.escape(target.stem)}.part-*{glob.escape(target.suffix)}"):
-        stale.unlink(missing_ok=True)

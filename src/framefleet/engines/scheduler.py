@@ -17,7 +17,6 @@ as events. The scheduler owns the policy:
 
 from __future__ import annotations
 
-import glob
 import logging
 import time
 from collections.abc import Callable
@@ -27,8 +26,8 @@ from typing import Literal, Protocol
 
 from framefleet.errors import FramefleetError
 from framefleet.ledger import Ledger, Task
-from framefleet.storage import local_path
-from framefleet.task import TaskRequest, TaskResult, part_path
+from framefleet.task import TaskRequest, TaskResult, task_target
+from framefleet.video.encode import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -320,12 +319,9 @@ class Scheduler:
         A retry would delete it too, but an item that ends failed (crashes or hangs on every attempt) gets
         none. Only for a dead worker's task: while the task's lease is held, nobody else writes that target.
         """
-        if task.kind == "probe":
-            return
-        whole = task.kind == "join" or (task.start_pts is None and task.end_pts is None)
-        target = local_path(task.output_uri) if whole else part_path(self.job_dir / "parts", task.item_id, task.seq)
-        for stale in target.parent.glob(f".{glob.escape(target.stem)}.part-*{glob.escape(target.suffix)}"):
-            stale.unlink(missing_ok=True)
+        target = task_target(task, self.job_dir / "parts")
+        if target is not None:
+            remove_stale_temporaries(target)
 
     # -- reporting -------------------------------------------------------------------------------
 

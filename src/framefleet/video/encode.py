@@ -8,6 +8,7 @@ beside the target and renamed into place only when complete: a reader never sees
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from dataclasses import dataclass
@@ -62,6 +63,12 @@ class VideoFormat:
 def temporary_path(target: Path) -> Path:
     """A hidden sibling of `target` with the same extension, for writing before the atomic rename."""
     return target.with_name(f".{target.stem}.part-{os.getpid()}{target.suffix}")
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete the `temporary_path`s that killed writers (any process) left beside `target`."""
+    for stale in target.parent.glob(f".{glob.escape(target.stem)}.part-*{glob.escape(target.suffix)}"):
+        stale.unlink(missing_ok=True)
 
 
 class VideoWriter:
