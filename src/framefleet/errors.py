@@ -39,3 +39,14 @@ class StyleImageError(FramefleetError):
 
 class DeviceUnavailableError(FramefleetError):
     """The requested device (e.g. CUDA) is not available in this installation."""
+
+
+class StorageError(FramefleetError):
+    """An object store refused an operation: a missing permission, a missing container or bucket.
+
+    The message names the operation and the URI, never a credential."""
+
+
+class StorageUnavailableError(StorageError):
+    """An object store could not be reached or answered with a server error (an infrastructure loss:
+    the task is retried after a backoff and never fails its item for it)."""
