@@ -50,3 +50,7 @@ class StorageError(FramefleetError):
 class StorageUnavailableError(StorageError):
     """An object store could not be reached or answered with a server error (an infrastructure loss:
     the task is retried after a backoff and never fails its item for it)."""
+
+
+INFRASTRUCTURE_ERRORS = frozenset({StorageUnavailableError.__name__})
+"""Names of the errors a task reports that are not its input's fault (the ledger counts them as losses)."""

@@ -1,12 +1,15 @@
 """`run`: a batch job over many videos, durable in its job directory and resumable by running it again.
 
 The job directory holds `ledger.sqlite` (the state of every item, task and attempt), `parts/` (segments
-waiting to be joined) and `lock` (held while a run is active, so two runs never share a job).
+waiting to be joined, and outputs staged for upload to an object store) and `lock` (held while a run is
+active, so two runs never share a job). It is always local: inside a local output root by default, or
+under the user's cache folder for an object-store output.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import signal
 import time
@@ -14,17 +17,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, TextIO
 
-from framefleet import __version__
+from framefleet import __version__, storage
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.scheduler import EngineOptions, EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import FramefleetError, OptionError
 from framefleet.ledger import Ledger, Limits
 from framefleet.engines.ray_options import RayOptions
 from framefleet.pipeline import Pipeline
+from framefleet.remote_inputs import InputAccess, WorkerStorage
 from framefleet.sources import expand_inputs
-from framefleet.storage import local_path, output_uri
 
 LEDGER_NAME = "ledger.sqlite"
 DEFAULT_JOB_DIR_NAME = ".framefleet-job"
@@ -58,8 +62,15 @@ class JobResult:
 
 
 def default_job_dir(output: str) -> Path:
-    """Where a job keeps its state when --job-dir is not given: inside the output root."""
-    return local_path(output) / DEFAULT_JOB_DIR_NAME
+    """Where a job keeps its state when --job-dir is not given: inside a local output root; for an
+    object-store output, `~/.cache/framefleet/jobs/<protocol>-<name>-<hash>` (the same for the same URI)."""
+    if storage.is_local(output):
+        return storage.local_path(output) / DEFAULT_JOB_DIR_NAME
+    uri = storage.canonical_uri(output)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in uri.split("://", 1)[1])[-48:]
+    digest = hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return cache / "framefleet" / "jobs" / f"{storage.protocol_of(uri)}-{name}-{digest}"
 
 
 def open_ledger(job_dir: str | Path, limits: Limits = Limits()) -> Ledger:
@@ -84,18 +95,26 @@ def run(
     handle_signals: bool = False,
     engine: str = "local",
     ray: RayOptions | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    input_access: InputAccess | None = None,
 ) -> JobResult:
     """Process every video named by `inputs` into `output` (mirroring relative paths).
 
     Running it again with the same job directory resumes: done work is skipped, unfinished work runs.
     `handle_signals` makes SIGINT/SIGTERM stop the job gracefully (the CLI sets it). `engine` is "local"
     (worker processes on this machine) or "ray" (Ray actors on a cluster, see `RayOptions`).
+    Inputs and `output` may be object-store URIs (`az://`, `s3://`, `gs://`; inputs also `https://`);
+    `storage_options` are their fsspec options (see `storage.configure`; default: the ones configured),
+    `input_access` how workers read remote videos.
     """
     if engine not in ("local", "ray"):
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
     started = time.perf_counter()
     pipeline = pipeline or Pipeline.from_options({})
-    output_root = str(local_path(str(output)).resolve())
+    if storage_options is not None:
+        storage.configure(storage_options)
+    worker_storage = WorkerStorage(storage.configured_options(), input_access or InputAccess())
+    output_root = _output_root(str(output))
     job_path = Path(job_dir) if job_dir is not None else default_job_dir(output_root)
     job_path.mkdir(parents=True, exist_ok=True)
     with _job_lock(job_path):
@@ -107,14 +126,16 @@ def run(
             if inputs:
                 listing = expand_inputs(inputs, stdin=stdin)
                 skipped = listing.skipped
-                refs = [ref for ref in listing.refs if not _inside(ref.uri, output_root)]
-                ledger.add_items((ref.uri, ref.relpath, ref.size, ref.version, output_uri(output_root, ref.relpath))
-                                 for ref in refs)
+                refs = [ref for ref in listing.refs if not storage.is_inside(ref.uri, output_root)]
+                ledger.add_items(
+                    (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
+                    for ref in refs
+                )
             ledger.release_all_running("lost", "the previous run of this job stopped before this task finished")
             options = engine_options or EngineOptions()
             if workers is not None:
                 options = EngineOptions(**{**vars(options), "workers": workers})
-            pool, count = _pool(engine, pipeline, options, ray)
+            pool, count = _pool(engine, pipeline, options, ray, worker_storage)
             scheduler = Scheduler(ledger, pool, job_path, count, options, on_progress)
             with _stop_on_signals(scheduler.request_stop, enabled=handle_signals):
                 finished = scheduler.run()
@@ -125,14 +146,24 @@ def run(
             ledger.close()
 
 
-def _pool(engine: str, pipeline: Pipeline, options: EngineOptions, ray: RayOptions | None) -> tuple[WorkerPool, int]:
+def _output_root(output: str) -> str:
+    """The output root in canonical form, checked to be writable storage."""
+    if storage.is_local(output):
+        return str(storage.local_path(output).resolve())
+    storage.check_writable(output)
+    return storage.canonical_uri(output)
+
+
+def _pool(
+    engine: str, pipeline: Pipeline, options: EngineOptions, ray: RayOptions | None, worker_storage: WorkerStorage
+) -> tuple[WorkerPool, int]:
     """The worker pool of the chosen engine, and how many workers to start."""
     if engine == "local":
         workers, threads = local_worker_count(options)
-        return LocalPool(pipeline, threads), workers
+        return LocalPool(pipeline, threads, worker_storage), workers
     from framefleet.engines.ray import ray_pool
 
-    return ray_pool(pipeline, options, ray or RayOptions())
+    return ray_pool(pipeline, options, ray or RayOptions(), worker_storage)
 
 
 def retry(job_dir: str | os.PathLike[str], **kwargs: Any) -> JobResult:
@@ -146,13 +177,6 @@ def retry(job_dir: str | os.PathLike[str], **kwargs: Any) -> JobResult:
     finally:
         ledger.close()
     return run([], job["output_root"], Pipeline.from_spec(job["spec"]), job_dir=job_dir, **kwargs)
-
-
-def _inside(uri: str, root: str) -> bool:
-    try:
-        return Path(uri).resolve().is_relative_to(root)
-    except (OSError, ValueError):
-        return False
 
 
 @contextmanager

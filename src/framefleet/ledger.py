@@ -9,7 +9,8 @@ Failures are counted by cause: `input` errors use up the retry budget (`max_atte
 crashed (a signal other than SIGKILL, a non-zero exit) or hung counts as a crash, capped by `max_crashes`
 (a poison input that kills FFmpeg ends there); losses that are not the input's fault (SIGKILL, an expired
 lease, a stopped job, a lost node) are infrastructure losses and never fail the item.
-The schema is documented in docs/ledger.md.
+The schema is documented in docs/ledger.md. Error texts (attempt messages, log tails, item errors) pass
+through `framefleet.redact.redact` before they are stored: the ledger never holds a credential.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framefleet.errors import FramefleetError
+from framefleet.redact import redact
 
 SCHEMA_VERSION = 1
 TaskKind = Literal["probe", "segment", "join"]
 Outcome = Literal["done", "input_error", "crashed", "hung", "lost", "interrupted", "stale"]
 INFRA_OUTCOMES = frozenset({"lost", "interrupted", "stale"})
 CRASH_OUTCOMES = frozenset({"crashed", "hung"})
+INFRA_BACKOFF_CAP = 30.0
+"""Seconds: the longest wait before retrying a task after repeated infrastructure losses."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS job (
@@ -489,6 +493,7 @@ class Ledger:
 
     @staticmethod
     def _close_attempt(db, lease_id, outcome, now, error_type, message, log_tail) -> None:
+        error_type, message, log_tail = _redacted(error_type), _redacted(message), _redacted(log_tail)
         db.execute(
             "UPDATE attempts SET ended = ?, outcome = ?, error_type = ?, message = ?, log_tail = ? "
             "WHERE id = ? AND outcome IS NULL",
@@ -496,6 +501,7 @@ class Ledger:
         )
 
     def _release(self, db, task_id, lease_id, outcome, message, now, error_type=None, log_tail=None) -> str:
+        message = _redacted(message)
         self._close_attempt(db, lease_id, outcome, now, error_type, message, log_tail)
         row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if outcome == "input_error":
@@ -511,8 +517,12 @@ class Ledger:
             delay = self.limits.backoff_seconds * 2 ** (used - 1)
             reason = f"the worker {outcome} {used} times on this input (last: {message})"
         else:
-            db.execute("UPDATE tasks SET infra_losses = infra_losses + 1 WHERE id = ?", (task_id,))
-            exhausted, delay, reason = False, 0.0, message
+            losses = row["infra_losses"] + 1
+            db.execute("UPDATE tasks SET infra_losses = ? WHERE id = ?", (losses, task_id))
+            # The first loss is retried at once (a killed worker); repeated ones (a store that is down)
+            # back off, capped, and never fail the item.
+            delay = 0.0 if losses == 1 else min(self.limits.backoff_seconds * 2 ** (losses - 2), INFRA_BACKOFF_CAP)
+            exhausted, reason = False, message
         if exhausted:
             db.execute(
                 "UPDATE tasks SET state = 'failed', lease_owner = NULL, lease_expires = NULL WHERE id = ?", (task_id,)
@@ -522,7 +532,8 @@ class Ledger:
                 (row["item_id"],),
             )
             db.execute(
-                "UPDATE items SET state = 'failed', error = ?, finished = ? WHERE id = ?", (reason, now, row["item_id"])
+                "UPDATE items SET state = 'failed', error = ?, finished = ? WHERE id = ?",
+                (_redacted(reason), now, row["item_id"]),
             )
             return "failed"
         item_state = db.execute("SELECT state FROM items WHERE id = ?", (row["item_id"],)).fetchone()[0]
@@ -567,3 +578,8 @@ class Ledger:
     @staticmethod
     def _finish_item(db, item_id: int, now: float) -> None:
         db.execute("UPDATE items SET state = 'done', error = NULL, finished = ? WHERE id = ?", (now, item_id))
+
+
+def _redacted(text: str | None) -> str | None:
+    """Free text (an error, a log tail) as it may be stored: without credentials."""
+    return None if text is None else redact(text)

@@ -1,7 +1,8 @@
 """`render_report`: one self-contained HTML page about a job, read from its ledger.
 
 Inline CSS and inline SVG charts drawn here; no scripts, no external requests. Every string that comes
-from the ledger (file names, errors, log tails) is escaped.
+from the ledger (file names, errors, log tails) is redacted (`framefleet.redact`; the ledger stores redacted
+errors already, this is defence in depth) and escaped.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from html import escape
 from typing import Any
 
 from framefleet.ledger import CRASH_OUTCOMES, INFRA_OUTCOMES, Ledger
+from framefleet.redact import redact
 
 STAGES = {"decode_s": ("decode", "#4e79a7"), "ops_s": ("ops", "#f28e2b"), "encode_s": ("encode", "#59a14f"),
           "upload_s": ("upload", "#b07aa1")}
@@ -99,7 +101,7 @@ def _summary(ledger: Ledger, job: dict[str, Any], items: list[dict[str, Any]], a
         ("fingerprint", f'<span title="{escape(fingerprint)}">{escape(fingerprint[:12])}</span>'),
         ("created", _when(job["created"]) if "created" in job else ""),
         ("framefleet version", escape(str(job.get("framefleet_version", "")))),
-        ("output root", escape(str(job.get("output_root", "")))),
+        ("output root", _text(job.get("output_root", ""))),
         ("items", f"{states} ({sum(counts.values())} in all)"),
         ("frames", f"{done} done of {expected} expected"),
         ("work", f"{seconds:.1f} s in tasks: {stages}"),
@@ -110,7 +112,7 @@ def _summary(ledger: Ledger, job: dict[str, Any], items: list[dict[str, Any]], a
     table = "".join(f"<tr><th>{key}</th><td>{value}</td></tr>" for key, value in rows)
     spec = json.dumps(job.get("spec", {}), indent=2, sort_keys=True)
     return (f'<table class="summary"><tbody>{table}</tbody></table>\n'
-            f"<details open><summary>pipeline</summary><pre>{escape(spec)}</pre></details>")
+            f"<details open><summary>pipeline</summary><pre>{_text(spec)}</pre></details>")
 
 
 def _stage_chart(totals: dict[str, float]) -> str:
@@ -174,9 +176,9 @@ def _item_table(items: list[dict[str, Any]]) -> str:
     for item in items:
         fps = f"{item['frames'] / item['seconds']:.1f}" if item["seconds"] > 0 else ""
         state = escape(item["state"])
-        rows.append([escape(item["uri"]), f'<span class="{state}">{state}</span>', str(item["frames"]),
+        rows.append([_text(item["uri"]), f'<span class="{state}">{state}</span>', str(item["frames"]),
                      f"{item['seconds']:.2f}", fps, f"{item['decode_s']:.2f}", f"{item['ops_s']:.2f}",
-                     f"{item['encode_s']:.2f}", _bytes(item["bytes_out"]), escape(item["output_uri"])])
+                     f"{item['encode_s']:.2f}", _bytes(item["bytes_out"]), _text(item["output_uri"])])
     return _table(columns, rows, "path,,n,n,n,n,n,n,n,path")
 
 
@@ -186,9 +188,9 @@ def _failure_table(failures: list[dict[str, Any]]) -> str:
     rows = []
     for failure in failures:
         tail = failure["log_tail"]
-        details = f"<details><summary>log tail</summary><pre>{escape(tail)}</pre></details>" if tail else ""
-        rows.append([escape(failure["uri"]), str(failure["attempts"]), escape(failure["error_type"] or ""),
-                     escape(failure["error"] or "") + details])
+        details = f"<details><summary>log tail</summary><pre>{_text(tail)}</pre></details>" if tail else ""
+        rows.append([_text(failure["uri"]), str(failure["attempts"]), _text(failure["error_type"] or ""),
+                     _text(failure["error"] or "") + details])
     return _table(["input", "attempts", "error type", "error"], rows, "path,n,,")
 
 
@@ -199,6 +201,11 @@ def _table(columns: list[str], rows: list[list[str]], classes: str) -> str:
     body = "".join("<tr>" + "".join(f"<td{attr}>{cell}</td>" for cell, attr in zip(row, attrs)) + "</tr>"
                    for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _text(value: object) -> str:
+    """A free-text value from the ledger, redacted and escaped for HTML."""
+    return escape(redact(str(value)))
 
 
 def _svg(width: int, height: int, label: str, content: str) -> str:

@@ -25,6 +25,7 @@ from framefleet.batch import FrameBatch
 from framefleet.errors import CorruptVideoError, OptionError, OutputError
 from framefleet.ops.base import Device, Op
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
+from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
 from framefleet.video.remux import CarriedStream
 
@@ -86,12 +87,15 @@ class StreamResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def check_output_path(source: Path, output: Path) -> None:
+def check_output_path(source: VideoSource, output: Path) -> None:
     """Refuse an output that is the input or that cannot be created, before any work starts."""
-    if output.resolve() == source.resolve() or (output.exists() and output.samefile(source)):
-        raise OutputError(f"{output}: the output is the input; choose another output path")
+    if not isinstance(source, RemoteVideo):
+        source = Path(source)
+        if output.resolve() == source.resolve() or (output.exists() and output.samefile(source)):
+            raise OutputError(f"{output}: the output is the input; choose another output path")
     if output.is_dir():
-        raise OutputError(f"{output}: is a directory; give a file name such as {output / source.name}")
+        name = str(source).rsplit("/", 1)[-1]
+        raise OutputError(f"{output}: is a directory; give a file name such as {output / name}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -101,7 +105,7 @@ def check_output_path(source: Path, output: Path) -> None:
 
 
 def process_video(
-    source: str | os.PathLike[str],
+    source: VideoSource,
     output: str | os.PathLike[str],
     ops: Sequence[Op],
     *,
@@ -112,7 +116,7 @@ def process_video(
 ) -> StreamResult:
     """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
     subtitles and data streams. Raises framefleet errors for bad input and output."""
-    source, output = Path(source), Path(output)
+    output = Path(output)
     info = probe(source, keyframes=False, video_stream=video_stream)
     check_output_path(source, output)
     with FrameProcessor(ops, sessions=sessions) as processor:
@@ -156,7 +160,7 @@ class FrameProcessor:
 
     def run(
         self,
-        source: str | os.PathLike[str],
+        source: VideoSource,
         output: str | os.PathLike[str],
         *,
         encode: EncodeOptions = EncodeOptions(),
@@ -172,7 +176,7 @@ class FrameProcessor:
         them, to be joined later. Timestamps are shifted by the source's start time either way, so
         segments of one video line up.
         """
-        source, output = Path(source), Path(output)
+        output = Path(output)
         started = time.perf_counter()
         info = info or probe(source, keyframes=False)
         video_format = VideoFormat(
@@ -191,7 +195,7 @@ class FrameProcessor:
             height=info.height,
             video_format=video_format,
             options=encode,
-            carry_from=str(source) if carry else None,
+            carry_from=source if carry else None,
             carry_skip_index=info.video_index,
             offset=offset,
         ) as writer:
@@ -272,7 +276,7 @@ class FrameProcessor:
             in_flight.put(exc)
 
 
-def _check_not_truncated(source: Path, frames: int, info: VideoInfo) -> None:
+def _check_not_truncated(source: VideoSource, frames: int, info: VideoInfo) -> None:
     """A container that indexes its frames (MP4, MOV) but yields far fewer was cut short.
 
     A few missing frames are normal (an AVI index listing frames that do not decode); a tenth is not.

@@ -1,13 +1,15 @@
 """`run_task`: the one body every engine runs for a task (probe, segment or join), on a worker.
 
 Engines only schedule; this module does the work: it reads the input through the storage module,
-decodes, runs the ops, encodes, writes to a temporary name and renames into place, and returns small
-results (metrics, the segment plan). It never touches the ledger.
+decodes, runs the ops, encodes, writes to a temporary name and renames into place (for an object-store
+output: into a local staging file, then uploaded in one commit), and returns small results (metrics, the
+segment plan). It never touches the ledger.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -15,10 +17,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framefleet.ledger import Segment, Task
+from framefleet import storage
 from framefleet.pipeline import Pipeline
-from framefleet.storage import local_path
+from framefleet.remote_inputs import InputOpener
 from framefleet.streaming import FrameProcessor, StreamResult
-from framefleet.video import VideoInfo, probe
+from framefleet.video import VideoInfo, VideoSource, probe
 from framefleet.video.concat import join_segments
 from framefleet.video.encode import remove_stale_temporaries
 
@@ -79,11 +82,15 @@ def part_path(parts_dir: str | Path, item_id: int, seq: int) -> Path:
 
 
 def task_target(task: TaskRequest | Task, parts_dir: str | Path) -> Path | None:
-    """Where a task writes: the output for a whole video or a join, a part file for a segment, None for a probe."""
+    """Where a task writes locally: the output for a whole video or a join (its staging file when the
+    output is in an object store), a part file for a segment, None for a probe."""
     if task.kind == "probe":
         return None
     if task.kind == "join" or (task.start_pts is None and task.end_pts is None):
-        return local_path(task.output_uri)
+        if storage.is_local(task.output_uri):
+            return storage.local_path(task.output_uri)
+        suffix = Path(task.output_uri.rsplit("/", 1)[-1]).suffix
+        return Path(parts_dir) / f"item-{task.item_id}" / f"output{suffix}"
     return part_path(parts_dir, task.item_id, task.seq)
 
 
@@ -92,9 +99,11 @@ def run_task(
     pipeline: Pipeline,
     processor: FrameProcessor,
     progress: Callable[[int], None] | None = None,
+    inputs: InputOpener | None = None,
 ) -> TaskResult:
-    """Run one task. Raises framefleet errors (bad input) or anything else (a bug) on failure."""
-    source = local_path(request.uri)
+    """Run one task. Raises framefleet errors (bad input, a store that refuses or is unreachable) or
+    anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one)."""
+    source = (inputs or InputOpener()).open(request.uri)
     if request.kind == "probe":
         info = probe(source, keyframes=True)
         return TaskResult(
@@ -105,30 +114,47 @@ def run_task(
         )
     info = probe(source, keyframes=False)
     if request.kind == "join":
-        return _join(request, info)
+        return _join(request, info, source)
     whole = request.start_pts is None and request.end_pts is None
     target = task_target(request, request.parts_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     stream = processor.run(source, target, encode=pipeline.encode, info=info, start_pts=request.start_pts,
                            end_pts=request.end_pts, carry=whole, progress=progress)
-    return TaskResult(result={"frames": stream.frames, "output": str(target)},
-                      metrics=_metrics(stream, info, target))
+    metrics = _metrics(stream, info, target)
+    if whole:
+        metrics["upload_s"] = _commit(target, request.output_uri)
+    return TaskResult(result={"frames": stream.frames, "output": request.output_uri if whole else str(target)},
+                      metrics=metrics)
 
 
-def _join(request: TaskRequest, info: VideoInfo) -> TaskResult:
+def _commit(target: Path, output_uri: str) -> float:
+    """Upload a staged output to its object-store URI (a no-op for a local output); the seconds it took."""
+    if storage.is_local(output_uri):
+        return 0.0
+    started = time.perf_counter()
+    try:
+        storage.upload(target, output_uri)
+    finally:
+        target.unlink(missing_ok=True)
+    return time.perf_counter() - started
+
+
+def _join(request: TaskRequest, info: VideoInfo, source: VideoSource) -> TaskResult:
     target = task_target(request, request.parts_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     parts = [part_path(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
     bytes_in = sum(part.stat().st_size for part in parts if part.exists())
     offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
-    frames, carried = join_segments(parts, target, carry_from=str(local_path(request.uri)),
+    frames, carried = join_segments(parts, target, carry_from=source,
                                     carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
+    bytes_out = target.stat().st_size
+    upload_s = _commit(target, request.output_uri)
     shutil.rmtree(parts[0].parent, ignore_errors=True)
     return TaskResult(
-        result={"frames": frames, "output": str(target), "streams": [vars(c) for c in carried]},
-        metrics={"bytes_in": bytes_in, "bytes_out": target.stat().st_size},
+        result={"frames": frames, "output": request.output_uri, "streams": [vars(c) for c in carried]},
+        metrics={"bytes_in": bytes_in, "bytes_out": bytes_out, "upload_s": upload_s},
     )
 
 

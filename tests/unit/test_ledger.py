@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from framefleet.ledger import JobMismatchError, Ledger, Limits, Segment
+from framefleet.ledger import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Limits, Segment
 
 
 @pytest.fixture
@@ -309,14 +309,27 @@ def test_infrastructure_losses_never_fail_an_item(make_ledger, outcome):
     ledger = make_ledger(Limits(max_attempts=1, max_crashes=1, backoff_seconds=5.0))
     ledger.add_items([ref("a")], now=0)
     for n in range(25):
-        t = ledger.claim("w", 60, now=n)
-        assert t is not None  # no backoff for infrastructure losses
-        assert ledger.fail(t, outcome, error_type="Lost", message="node gone", now=n) == "pending"
+        t = ledger.claim("w", 60, now=n * 100)
+        assert t is not None
+        assert ledger.fail(t, outcome, error_type="Lost", message="node gone", now=n * 100) == "pending"
     row = task_rows(ledger)[0]
     assert (row["infra_losses"], row["input_failures"], row["crashes"], row["state"]) == (25, 0, 0, "pending")
     assert item_state(ledger, 1) == "running"
-    t = ledger.claim("w", 60, now=100)
-    assert ledger.complete(t, segments=[Segment(None, None)], now=101)
+    t = ledger.claim("w", 60, now=10_000)
+    assert ledger.complete(t, segments=[Segment(None, None)], now=10_001)
+
+
+def test_a_first_infrastructure_loss_is_retried_at_once_and_repeated_ones_back_off_capped(make_ledger):
+    ledger = make_ledger(Limits(backoff_seconds=2.0))
+    ledger.add_items([ref("a")], now=0)
+    waits = []
+    now = 0.0
+    for _ in range(8):
+        t = ledger.claim("w", 60, now=now)
+        ledger.fail(t, "lost", error_type="StorageUnavailableError", message="store down", now=now)
+        waits.append(task_rows(ledger)[0]["not_before"] - now)
+        now += 1000
+    assert waits == pytest.approx([0, 2, 4, 8, 16, INFRA_BACKOFF_CAP, INFRA_BACKOFF_CAP, INFRA_BACKOFF_CAP])
 
 
 # -- leases -----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from framefleet.ledger import CRASH_OUTCOMES, Ledger, Limits, Segment, Task
+from framefleet.ledger import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Ledger, Limits, Segment, Task
 
 # Drawn per example: generous budgets with a real backoff, and tight ones that fail items quickly.
 LIMITS_CHOICES = [
@@ -89,7 +89,9 @@ class LedgerMachine(RuleBasedStateMachine):
             assert after["state"] == ("cancelled" if item_failed else "pending")
             assert after["infra_losses"] == before["infra_losses"] + 1
             assert (after["input_failures"], after["crashes"]) == (before["input_failures"], before["crashes"])
-            assert after["not_before"] == self.now
+            losses = after["infra_losses"]
+            delay = 0.0 if losses == 1 else min(self.limits.backoff_seconds * 2 ** (losses - 2), INFRA_BACKOFF_CAP)
+            assert after["not_before"] == self.now + delay
             attempt = self.ledger._db.execute("SELECT * FROM attempts WHERE id = ?", (before["lease_id"],)).fetchone()
             assert attempt["outcome"] == outcome
 
@@ -179,6 +181,7 @@ class LedgerMachine(RuleBasedStateMachine):
             exhausted = used >= self.limits.max_crashes
         else:
             used, exhausted = 0, False
+            losses = before["infra_losses"] + 1
         item_failed = self.item_state(task.item_id) == "failed"
         state = self.ledger.fail(task, outcome, error_type="TestError", message=outcome, now=self.now)
         expected = "failed" if exhausted else ("cancelled" if item_failed else "pending")
@@ -186,7 +189,10 @@ class LedgerMachine(RuleBasedStateMachine):
         after = self.task_row(task.id)
         assert after["state"] == state
         if not exhausted:
-            delay = self.limits.backoff_seconds * 2 ** (used - 1) if used else 0.0
+            if used:
+                delay = self.limits.backoff_seconds * 2 ** (used - 1)
+            else:  # infrastructure: at once the first time, then backing off, capped
+                delay = 0.0 if losses == 1 else min(self.limits.backoff_seconds * 2 ** (losses - 2), INFRA_BACKOFF_CAP)
             assert after["not_before"] == self.now + delay
         if exhausted:
             assert self.item_state(task.item_id) == "failed"

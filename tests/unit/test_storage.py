@@ -89,13 +89,77 @@ def test_local_paths_and_file_urls_are_local(tmp_path: Path):
     assert storage.canonical_uri(f"file://{tmp_path}/x/../a.mp4") == (tmp_path / "a.mp4").as_posix()
 
 
-@pytest.mark.parametrize("uri", ["az://c/a.mp4", "s3://bucket/a.mp4", "gs://b/a.mp4"])
-def test_remote_urls_are_not_supported_yet(uri: str):
-    with pytest.raises(OptionError, match="remote stores .* not supported yet") as info:
-        storage.local_path(uri)
-    assert uri in str(info.value)
-    with pytest.raises(OptionError):
-        storage.stat(uri)
+def test_remote_urls_are_canonical_and_need_a_local_path_only_where_one_is_required():
+    assert storage.canonical_uri("az://c/videos/") == "az://c/videos"
+    assert storage.protocol_of("s3://bucket/a.mp4") == "s3" and storage.protocol_of("/x/a.mp4") is None
+    assert storage.join("az://c/out", "a/b.mp4") == "az://c/out/a/b.mp4"
+    assert storage.is_inside("az://c/out/a.mp4", "az://c/out") and not storage.is_inside("az://c/outer.mp4", "az://c/out")
+    with pytest.raises(OptionError, match="a local path is needed"):
+        storage.local_path("az://c/a.mp4")
+
+
+def test_an_unknown_protocol_is_a_one_line_option_error():
+    with pytest.raises(OptionError, match="unknown storage protocol"):
+        storage.stat("nosuchstore://bucket/a.mp4")
+
+
+def test_a_store_whose_extra_is_missing_names_the_extra_to_install():
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        with pytest.raises(OptionError, match=r"pip install 'framefleet\[gcs\]'"):
+            storage.stat("gs://bucket/a.mp4")
+    else:
+        pytest.skip("gcsfs is installed")
+
+
+def test_pre_signed_urls_are_refused_as_inputs_without_echoing_the_signature():
+    url = "https://bucket.s3.amazonaws.com/a.mp4?X-Amz-Credential=AKIA&X-Amz-Signature=deadbeefcafe1234"
+    with pytest.raises(OptionError, match="pre-signed") as info:
+        storage.canonical_uri(url)
+    assert "deadbeefcafe1234" not in str(info.value)
+
+
+def test_https_is_read_only_as_an_output():
+    with pytest.raises(OptionError, match="read-only"):
+        storage.check_writable("https://example.org/out")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"account_name": "acct", "sas_token": "sv=1&sig=abc"}', {"account_name": "acct", "sas_token": "sv=1&sig=abc"}),
+        ("", {}),
+    ],
+)
+def test_storage_options_parse_inline_json(text: str, expected: dict):
+    assert storage.load_options(text) == expected
+
+
+def test_storage_options_load_from_yaml_and_json_files_and_bad_ones_do_not_echo(tmp_path: Path):
+    (tmp_path / "o.yaml").write_text("az://in:\n  sas_token: 'sv=1&sig=topsecret99'\n")
+    assert storage.load_options(str(tmp_path / "o.yaml")) == {"az://in": {"sas_token": "sv=1&sig=topsecret99"}}
+    (tmp_path / "o.json").write_text('{"key": "v"}')
+    assert storage.load_options(str(tmp_path / "o.json")) == {"key": "v"}
+    (tmp_path / "bad.yaml").write_text("sas_token: [topsecret99\n")
+    with pytest.raises(OptionError, match="not valid JSON or YAML") as info:
+        storage.load_options(str(tmp_path / "bad.yaml"))
+    assert "topsecret99" not in str(info.value)
+    with pytest.raises(OptionError, match="not valid JSON") as info:
+        storage.load_options('{"sas_token": "topsecret99",}')
+    assert "topsecret99" not in str(info.value)
+
+
+def test_per_prefix_options_pick_the_longest_matching_prefix():
+    try:
+        storage.configure({"az://in": {"account_name": "a"}, "az://in/special": {"account_name": "b"}})
+        assert storage.options_for("az://in/x.mp4") == {"account_name": "a"}
+        assert storage.options_for("az://in/special/x.mp4") == {"account_name": "b"}
+        assert storage.options_for("az://inner/x.mp4") == {}
+        storage.configure({"account_name": "all"})
+        assert storage.options_for("s3://any/x.mp4") == {"account_name": "all"}
+    finally:
+        storage.configure(None)
 
 
 def test_stat_version_is_mtime_ns_and_size(tmp_path: Path):

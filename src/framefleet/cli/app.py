@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from framefleet import __version__
 from framefleet.errors import FramefleetError
+from framefleet.redact import install_log_redaction, redact
 
 app = typer.Typer(
     help="Run deep-learning models over videos: frame-exact, streaming, with their audio.",
@@ -48,6 +50,12 @@ def global_options(
     _state["debug"] = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
+    install_log_redaction()  # after the handlers exist: the filter goes on each handler (RichHandler included)
+
+
+def _print_traceback() -> None:
+    """The current exception's traceback (--debug), redacted like every other line framefleet prints."""
+    err.print(redact(traceback.format_exc()), markup=False, highlight=False, soft_wrap=True)
 
 
 def guarded(action: Callable[[], T]) -> T:
@@ -56,17 +64,18 @@ def guarded(action: Callable[[], T]) -> T:
         return action()
     except FramefleetError as exc:
         if _state["debug"]:
-            err.print_exception()
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _print_traceback()
+        err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 1
         if _state["debug"]:
-            err.print_exception()
+            _print_traceback()
             raise typer.Exit(1) from None
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {redact(str(exc))} "
+                  "(rerun with --debug for the traceback)",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
@@ -99,6 +108,6 @@ def main() -> None:
         # Typer's usage errors (bad flag, bad value) carry exit code 2 and a one-line message.
         if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message"):
             raise
-        err.print(f"[bold red]error:[/] {exc.format_message()} (see --help)", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {redact(exc.format_message())} (see --help)", highlight=False, soft_wrap=True)
         code = 2
     sys.exit(code if isinstance(code, int) else 0)

@@ -12,6 +12,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.engines.ray_options import RayOptions
@@ -20,6 +21,7 @@ from framefleet.job import JobResult, open_ledger, retry as retry_job, run as ru
 from framefleet.job_status import JobStatus, job_status
 from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
+from framefleet.remote_inputs import InputAccess
 
 JobDir = Annotated[Path, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job).")]
 Engine = Annotated[str, typer.Option(help="local (worker processes here) or ray (a Ray cluster).")]
@@ -49,7 +51,8 @@ def run(
     preset: options.Preset = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Split videos longer than this (default 20 s).")] = None,
     workers: Workers = None,
-    job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job).")] = None,
+    job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job, "
+                                                          "or ~/.cache/framefleet/jobs/... for a store output).")] = None,
     max_attempts: MaxAttempts = 3,
     hang_timeout: HangTimeout = 300.0,
     task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
@@ -57,12 +60,17 @@ def run(
     ray_address: RayAddress = None,
     cpus_per_worker: CpusPerWorker = None,
     gpus_per_worker: GpusPerWorker = None,
+    storage_options: options.StorageOptions = None,
+    remote_read: options.RemoteRead = "auto",
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
-    """Process many videos in parallel; re-run the same command to resume."""
+    """Process many videos in parallel; re-run the same command to resume.
+
+    Inputs and the output root may be object-store URIs (az://, s3://, gs://; inputs also https://)."""
 
     def start() -> JobResult:
+        storage.configure(storage.load_options(storage_options))
         flags = dict(op=op, style=style, style_image=str(style_image) if style_image else None, strength=strength,
                      max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset,
                      segment_seconds=segment_seconds)
@@ -76,6 +84,7 @@ def run(
                 engine_options=EngineOptions(hang_timeout=hang_timeout, task_timeout=task_timeout),
                 on_progress=on_progress, stdin=sys.stdin, handle_signals=True, engine=engine,
                 ray=RayOptions(address=ray_address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker),
+                input_access=InputAccess(mode=remote_read),
             ),
             quiet=quiet or as_json,
         )
@@ -93,18 +102,26 @@ def retry(
     ray_address: RayAddress = None,
     cpus_per_worker: CpusPerWorker = None,
     gpus_per_worker: GpusPerWorker = None,
+    storage_options: options.StorageOptions = None,
+    remote_read: options.RemoteRead = "auto",
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
     """Put a job's failed items back to pending and run the job again."""
-    result = guarded(lambda: _with_display(
-        lambda on_progress: retry_job(job_dir, workers=workers, limits=Limits(max_attempts=max_attempts),
-                                      engine_options=EngineOptions(hang_timeout=hang_timeout),
-                                      on_progress=on_progress, handle_signals=True, engine=engine,
-                                      ray=RayOptions(address=ray_address, cpus_per_worker=cpus_per_worker,
-                                                     gpus_per_worker=gpus_per_worker)),
-        quiet=quiet or as_json,
-    ))
+
+    def start() -> JobResult:
+        storage.configure(storage.load_options(storage_options))
+        return _with_display(
+            lambda on_progress: retry_job(job_dir, workers=workers, limits=Limits(max_attempts=max_attempts),
+                                          engine_options=EngineOptions(hang_timeout=hang_timeout),
+                                          on_progress=on_progress, handle_signals=True, engine=engine,
+                                          ray=RayOptions(address=ray_address, cpus_per_worker=cpus_per_worker,
+                                                         gpus_per_worker=gpus_per_worker),
+                                          input_access=InputAccess(mode=remote_read)),
+            quiet=quiet or as_json,
+        )
+
+    result = guarded(start)
     _finish(result, as_json)
 
 

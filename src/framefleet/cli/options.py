@@ -19,3 +19,10 @@ Crf = Annotated[Optional[int], typer.Option(help="H.264 quality: 0-51, lower is 
 Preset = Annotated[Optional[str], typer.Option(help=f"x264 preset (default veryfast): {', '.join(PRESETS)}.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+StorageOptions = Annotated[Optional[str], typer.Option(
+    envvar="FRAMEFLEET_STORAGE_OPTIONS", show_envvar=False,
+    help="Object-store credentials and settings: inline JSON or a JSON/YAML file; per-store when keyed by "
+         "URL prefix (az://in: {...}). Default: the stores' own environment variables.")]
+RemoteRead = Annotated[str, typer.Option(
+    help="How workers read object-store videos: auto, range (seek over range requests) or spool (download "
+         "to a bounded local cache first).")]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -10,10 +12,12 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, progress_bar
-from framefleet.errors import FramefleetError, OutputError
+from framefleet.errors import FramefleetError, OutputError, StorageError
 from framefleet.pipeline import Pipeline
+from framefleet.remote_inputs import InputAccess, InputOpener
 from framefleet.streaming import StreamResult, check_output_path, process_video
 from framefleet.video import VideoInfo, VideoReader, probe
 from framefleet.video.synth import ClipSpec, write_clip
@@ -21,8 +25,10 @@ from framefleet.video.synth import ClipSpec, write_clip
 
 @app.command()
 def stylize(
-    input: Annotated[Path, typer.Argument(help="Video to stylize.", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4, .mkv or .mov).", show_default=False)],
+    input: Annotated[str, typer.Argument(help="Video to stylize: a path or a store URI (az://, s3://, gs://, https://).",
+                                         show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output video (.mp4, .mkv or .mov): a path or a store URI.",
+                                        show_default=False)],
     style: options.Style = None,
     style_image: options.StyleImage = None,
     strength: options.Strength = None,
@@ -34,31 +40,42 @@ def stylize(
     preset: options.Preset = None,
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")] = False,
+    storage_options: options.StorageOptions = None,
+    remote_read: options.RemoteRead = "auto",
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
     """Restyle every frame of a video; keep its timing, audio and subtitles."""
 
     def run() -> StreamResult:
-        if output.is_file() and not overwrite and not _same_file(input, output):
-            raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
+        storage.configure(storage.load_options(storage_options))
+        source = InputOpener(InputAccess(mode=remote_read)).open(input)
+        if storage.is_local(output):
+            if Path(output).is_file() and not overwrite and not _same_file(Path(input), Path(output)):
+                raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
+        else:
+            storage.check_writable(output)
+            if not overwrite and _exists_remotely(output):
+                raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
         pipeline = Pipeline.from_options(
             dict(style=style, style_image=str(style_image) if style_image else None, strength=strength,
                  max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset),
             source="options",
         )
-        info = probe(input, keyframes=False, video_stream=video_stream)
-        check_output_path(input, output)  # before the progress display, so an error is a clean line
-        with progress_bar(disable=quiet or as_json) as bar:
-            task = bar.add_task(input.name, total=info.frame_count_header, fps=0.0)
+        info = probe(source, keyframes=False, video_stream=video_stream)
+        staging = Path(tempfile.gettempdir()) / "framefleet-staging"
+        with storage.staged_output(output, staging) as target, progress_bar(disable=quiet or as_json) as bar:
+            check_output_path(source, target)  # before the progress display, so an error is a clean line
+            task = bar.add_task(input.rsplit("/", 1)[-1], total=info.frame_count_header, fps=0.0)
 
             def advance(frames: int) -> None:
                 bar.advance(task, frames)
                 elapsed = bar.tasks[0].elapsed or 0
                 bar.update(task, fps=bar.tasks[0].completed / elapsed if elapsed else 0.0)
 
-            return process_video(input, output, pipeline.ops, encode=pipeline.encode, sessions=sessions,
-                                 video_stream=info.video_index, progress=advance)
+            result = process_video(source, target, pipeline.ops, encode=pipeline.encode, sessions=sessions,
+                                   video_stream=info.video_index, progress=advance)
+        return dataclasses.replace(result, input=input, output=output)
 
     result = guarded(run)
     if as_json:
@@ -74,12 +91,18 @@ def stylize(
 
 @app.command("probe")
 def probe_command(
-    input: Annotated[Path, typer.Argument(help="Video to describe.", show_default=False)],
+    input: Annotated[str, typer.Argument(help="Video to describe: a path or a store URI.", show_default=False)],
     exact: Annotated[bool, typer.Option("--exact", help="Decode every frame to count them exactly.")] = False,
+    storage_options: options.StorageOptions = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Show a video's container, streams, rotation, frame rate, frame count and keyframes."""
-    info = guarded(lambda: probe(input, exact=exact))
+
+    def describe() -> VideoInfo:
+        storage.configure(storage.load_options(storage_options))
+        return probe(InputOpener(InputAccess(mode="range")).open(input), exact=exact)
+
+    info = guarded(describe)
     if as_json:
         out.print_json(json.dumps(info.to_dict()))
         return
@@ -130,6 +153,14 @@ def example(
 
     guarded(run)
     err.print(f"[green]wrote[/] {output}", highlight=False)
+
+
+def _exists_remotely(uri: str) -> bool:
+    """Whether an object exists; unknown (False) when the credentials may write but not read."""
+    try:
+        return storage.kind(uri) == "file"
+    except StorageError:
+        return False
 
 
 def _same_file(a: Path, b: Path) -> bool:

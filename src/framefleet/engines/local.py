@@ -27,6 +27,7 @@ from framefleet.engines.scheduler import (
 )
 from framefleet.errors import FramefleetError
 from framefleet.pipeline import Pipeline
+from framefleet.remote_inputs import WorkerStorage
 from framefleet.streaming import available_cores
 from framefleet.task import TaskRequest, run_task
 
@@ -51,9 +52,10 @@ class _Process:
 class LocalPool:
     """Worker processes started with the spawn method (a fresh interpreter: no inherited state)."""
 
-    def __init__(self, pipeline: Pipeline, threads: int) -> None:
+    def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage = WorkerStorage()) -> None:
         self._pipeline = pipeline
         self._threads = threads
+        self._storage = worker_storage
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[str, _Process] = {}
         self._serial = 0
@@ -63,7 +65,7 @@ class LocalPool:
         name = f"local-{os.getpid()}-{self._serial}"
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=worker_main, args=(child, self._pipeline, self._threads), name=name, daemon=True
+            target=worker_main, args=(child, self._pipeline, self._threads, self._storage), name=name, daemon=True
         )
         process.start()
         child.close()
@@ -152,13 +154,16 @@ class LocalPool:
         return Died(name, "crashed", "WorkerCrashed", f"the worker died ({cause}) while running this task")
 
 
-def worker_main(conn: multiprocessing.connection.Connection, pipeline: Pipeline, threads: int) -> None:
+def worker_main(
+    conn: multiprocessing.connection.Connection, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage
+) -> None:
     """A worker process: set the ops up once, then run tasks until told to stop or the scheduler is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the scheduler decides
     from framefleet.streaming import FrameProcessor
 
     pipeline = pipeline.for_worker(threads)
     try:
+        inputs = worker_storage.apply()
         processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads)
     except Exception as exc:  # noqa: BLE001 - reported to the scheduler, which stops the job
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
@@ -173,7 +178,8 @@ def worker_main(conn: multiprocessing.connection.Connection, pipeline: Pipeline,
             if request is None:
                 return
             try:
-                outcome = run_task(request, pipeline, processor, progress=lambda n: conn.send(("beat", n)))
+                outcome = run_task(request, pipeline, processor, progress=lambda n: conn.send(("beat", n)),
+                                   inputs=inputs)
             except (BrokenPipeError, EOFError):
                 return  # the scheduler is gone: stop quietly
             except FramefleetError as exc:

@@ -19,6 +19,7 @@ from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import Died, EngineOptions, Errored, Event, Finished, Progressed, Ready
 from framefleet.errors import FramefleetError, OptionError
 from framefleet.pipeline import Pipeline
+from framefleet.remote_inputs import WorkerStorage
 from framefleet.task import TaskRequest, TaskResult, run_task
 
 try:
@@ -36,9 +37,10 @@ _TAIL_CHARS = 2000
 class RayWorker:
     """Actor body: one op chain, set up once, running one task at a time (plus progress queries)."""
 
-    def __init__(self, pipeline: Pipeline, threads: int) -> None:
+    def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage) -> None:
         from framefleet.streaming import FrameProcessor
 
+        self._inputs = worker_storage.apply()
         self._pipeline = pipeline.for_worker(threads)
         self._processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads)
         self._frames = 0
@@ -53,7 +55,7 @@ class RayWorker:
         def count(frames: int) -> None:
             self._frames += frames
 
-        return run_task(request, self._pipeline, self._processor, progress=count)
+        return run_task(request, self._pipeline, self._processor, progress=count, inputs=self._inputs)
 
     def progress(self) -> int:
         """Frames processed in the current task so far."""
@@ -76,7 +78,9 @@ def connect(options: RayOptions) -> None:
                 f"http://{dashboard}" if dashboard else "not running (install ray[default])")
 
 
-def ray_pool(pipeline: Pipeline, options: EngineOptions, ray_options: RayOptions) -> tuple[RayPool, int]:
+def ray_pool(
+    pipeline: Pipeline, options: EngineOptions, ray_options: RayOptions, worker_storage: WorkerStorage = WorkerStorage()
+) -> tuple[RayPool, int]:
     """Connect, size the workers from the op's resources and the cluster's, and make the pool."""
     connect(ray_options)
     declared = [op.resources for op in pipeline.ops]
@@ -93,16 +97,19 @@ def ray_pool(pipeline: Pipeline, options: EngineOptions, ray_options: RayOptions
                         "waiting for the autoscaler (pass --workers N to ask for more)", cpus, gpus)
             workers = 1
     threads = options.threads_per_worker or max(1, int(cpus))
-    return RayPool(pipeline, cpus=cpus, gpus=gpus, threads=threads), workers
+    return RayPool(pipeline, cpus=cpus, gpus=gpus, threads=threads, worker_storage=worker_storage), workers
 
 
 class RayPool:
     """Ray actors as workers. Readiness, results and progress all arrive as object references."""
 
-    def __init__(self, pipeline: Pipeline, *, cpus: float, gpus: float, threads: int) -> None:
+    def __init__(
+        self, pipeline: Pipeline, *, cpus: float, gpus: float, threads: int, worker_storage: WorkerStorage = WorkerStorage()
+    ) -> None:
         self._actor = ray.remote(RayWorker).options(num_cpus=cpus, num_gpus=gpus, max_concurrency=2,
                                                     max_restarts=0)
         self._pipeline = ray.put(pipeline)
+        self._storage = ray.put(worker_storage)  # by reference: the options are not in the actor's arguments
         self._threads = threads
         self._actors: dict[str, Any] = {}
         self._nodes: dict[str, str] = {}
@@ -115,7 +122,7 @@ class RayPool:
     def spawn(self) -> str:
         self._serial += 1
         name = f"ray-{os.getpid()}-{self._serial}"
-        actor = self._actor.remote(self._pipeline, self._threads)
+        actor = self._actor.remote(self._pipeline, self._threads, self._storage)
         self._actors[name] = actor
         self._refs[actor.ready.remote()] = (name, "ready")
         return name

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from framefleet.errors import FramefleetError
+from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
 from framefleet.ledger import Ledger, Task
 from framefleet.task import TaskRequest, TaskResult, task_target
 from framefleet.video.encode import remove_stale_temporaries
@@ -98,7 +98,7 @@ class Finished:
 
 @dataclass(frozen=True)
 class Errored:
-    """A worker's task raised (the input's fault, or a bug); the worker lives on."""
+    """A worker's task raised (the input's fault, a bug, or an unreachable store); the worker lives on."""
 
     worker: str
     error_type: str
@@ -237,7 +237,8 @@ class Scheduler:
                                  segments=outcome.segments, now=now)
             slot.task = None
         elif isinstance(event, Errored) and slot.task is not None:
-            state = self.ledger.fail(slot.task, "input_error", error_type=event.error_type, message=event.message,
+            outcome = "lost" if event.error_type in INFRASTRUCTURE_ERRORS else "input_error"
+            state = self.ledger.fail(slot.task, outcome, error_type=event.error_type, message=event.message,
                                      log_tail=event.log_tail, now=now)
             log.info("%s failed (%s): %s", slot.task.uri, state, event.message)
             slot.task = None

@@ -1,5 +1,6 @@
 """The video layer: the only part of framefleet that imports PyAV."""
 
+from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.decode import VideoReader
 from framefleet.video.encode import EncodeOptions, VideoFormat, VideoWriter
 from framefleet.batch import FrameBatch
@@ -12,10 +13,12 @@ __all__ = [
     "EncodeOptions",
     "FrameBatch",
     "Orientation",
+    "RemoteVideo",
     "StreamInfo",
     "VideoFormat",
     "VideoInfo",
     "VideoReader",
+    "VideoSource",
     "VideoWriter",
     "count_frames",
     "probe",

@@ -18,6 +18,7 @@ import av
 import av.error
 
 from framefleet.errors import CorruptVideoError, OutputError
+from framefleet.video.container import VideoSource
 from framefleet.video.encode import temporary_path
 from framefleet.video.remux import CarriedStream, StreamCarrier
 
@@ -28,7 +29,7 @@ def join_segments(
     parts: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     *,
-    carry_from: str | None,
+    carry_from: VideoSource | None,
     carry_skip_index: int,
     offset: Fraction,
     time_base: Fraction | None = None,

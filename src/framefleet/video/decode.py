@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -13,7 +12,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from framefleet.errors import CorruptVideoError, OptionError
-from framefleet.video.container import open_input, select_video_stream
+from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream
 from framefleet.batch import FrameBatch
 from framefleet.video.frames import display_matrix, frame_to_rgb
 from framefleet.video.orientation import Orientation
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class VideoReader:
-    """Reads one video stream of a local file as RGB frames in display orientation.
+    """Reads one video stream of a local file or a `RemoteVideo` as RGB frames in display orientation.
 
     >>> with VideoReader("in.mp4") as reader:
     ...     for batch in reader.batches(8):
@@ -35,8 +34,9 @@ class VideoReader:
     B-frames of an open GOP) are skipped by FFmpeg itself, as in the ffmpeg CLI.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, video_stream: int | None = None, threads: int = 0) -> None:
+    def __init__(self, path: VideoSource, *, video_stream: int | None = None, threads: int = 0) -> None:
         self.path = str(path)
+        self._source = path
         self._container = open_input(path)
         self._stream = select_video_stream(self._container, video_stream)
         self._stream.thread_type = "AUTO"
@@ -68,13 +68,16 @@ class VideoReader:
                 if start_pts is not None and pts < start_pts:
                     continue
                 if end_pts is not None and pts >= end_pts:
+                    check_reads(self._source)
                     return
                 previous = pts
                 yield pts, self._to_rgb(frame)
         except av.error.FFmpegError as exc:
+            check_reads(self._source)
             raise CorruptVideoError(
                 f"{self.path}: corrupt video, decoding failed after {decoded} frames ({exc.strerror or exc})"
             ) from None
+        check_reads(self._source)
         if decoded == 0:
             raise CorruptVideoError(f"{self.path}: corrupt video, no frame of stream {self._stream.index} decodes")
 

@@ -22,6 +22,7 @@ from av.video.reformatter import VideoReformatter
 
 from framefleet.errors import OptionError, OutputError
 from framefleet.batch import FrameBatch
+from framefleet.video.container import VideoSource
 from framefleet.video.frames import rgb_to_frame
 from framefleet.video.remux import CarriedStream, StreamCarrier
 
@@ -86,7 +87,7 @@ class VideoWriter:
         height: int,
         video_format: VideoFormat,
         options: EncodeOptions = EncodeOptions(),
-        carry_from: str | None = None,
+        carry_from: VideoSource | None = None,
         carry_skip_index: int = -1,
         offset: Fraction = Fraction(0),
     ) -> None:

@@ -6,17 +6,15 @@ the file and say so in their names, like ffprobe's `nb_frames` versus `-count_fr
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import av
 import av.error
 
 from framefleet.errors import CorruptVideoError
-from framefleet.video.container import open_input, select_video_stream
+from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream, source_size
 from framefleet.video.orientation import Orientation
 from framefleet.video.frames import display_matrix
 
@@ -107,13 +105,13 @@ class VideoInfo:
 
 
 def probe(
-    path: str | os.PathLike[str],
+    path: VideoSource,
     *,
     exact: bool = False,
     keyframes: bool = True,
     video_stream: int | None = None,
 ) -> VideoInfo:
-    """Describe a video file.
+    """Describe a video: a local file or a `RemoteVideo`.
 
     `keyframes` reads the packets (no decoding) to list keyframe positions; `exact` decodes every frame
     of the video stream to count the frames that really decode. Raises `InputNotFoundError`,
@@ -139,7 +137,7 @@ def probe(
         info = dict(
             path=str(path),
             format_name=container.format.name,
-            size_bytes=Path(path).stat().st_size,
+            size_bytes=source_size(path),
             duration=container.duration / av.time_base if container.duration else None,
             start_time=container.start_time / av.time_base if container.start_time is not None else None,
             bit_rate=container.bit_rate or None,
@@ -166,10 +164,11 @@ def probe(
         info["keyframe_pts"], info["packet_count"] = _scan_keyframes(path, info["video_index"])
     if exact:
         info["frame_count"] = count_frames(path, video_stream=info["video_index"])
+    check_reads(path)
     return VideoInfo(**info)
 
 
-def count_frames(path: str | os.PathLike[str], *, video_stream: int | None = None) -> int:
+def count_frames(path: VideoSource, *, video_stream: int | None = None) -> int:
     """Decode the whole video stream and count the frames that come out."""
     with open_input(path) as container:
         vs = select_video_stream(container, video_stream)
@@ -179,7 +178,9 @@ def count_frames(path: str | os.PathLike[str], *, video_stream: int | None = Non
             for _ in container.decode(vs):
                 count += 1
         except av.error.FFmpegError as exc:
+            check_reads(path)
             raise CorruptVideoError(f"{path}: corrupt video, decoding stopped after {count} frames ({exc})") from None
+        check_reads(path)
         return count
 
 

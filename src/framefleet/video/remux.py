@@ -16,7 +16,7 @@ from fractions import Fraction
 import av
 import av.error
 
-from framefleet.video.container import open_input
+from framefleet.video.container import VideoSource, check_reads, open_input
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,9 @@ class StreamCarrier:
     """
 
     def __init__(
-        self, source: str, output: av.container.OutputContainer, *, video_index: int, offset: Fraction
+        self, source: VideoSource, output: av.container.OutputContainer, *, video_index: int, offset: Fraction
     ) -> None:
+        self._source = source
         self._input = open_input(source)
         self._output = output
         self._offset = offset
@@ -107,6 +108,7 @@ class StreamCarrier:
         for transcoder in self._transcoders.values():
             transcoder.flush()
         self._input.close()
+        check_reads(self._source)
 
     def close(self) -> None:
         self._input.close()
