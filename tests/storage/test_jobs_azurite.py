@@ -1,0 +1,205 @@
+"""Jobs, `stylize` and `probe` against a real Azure Blob server (Azurite, started by the `azurite` fixture).
+
+Inputs are uploaded with azure-storage-blob and outputs downloaded with it: framefleet's own storage code
+is only on the path under test. Media is checked with PyAV (tests/media_checks.py) after download.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import media_checks
+from framefleet.cli import app
+from framefleet.job import LEDGER_NAME, run
+from framefleet.ledger import Limits
+from framefleet.pipeline import Pipeline
+from framefleet.video.synth import ClipSpec, write_clip
+
+pytestmark = pytest.mark.storage
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+JOB_CLI = [sys.executable, "-c", "import job_ops; job_ops.cli_main()"]
+FAST_RETRIES = Limits(backoff_seconds=0.2)
+# The Azure SDK retries a refused connection for about 80 s before it gives up: a shorter outage is
+# bridged by those retries and costs no attempt. This one outlasts them.
+OUTAGE_SECONDS = 95
+
+
+def make_clips(azurite, container: str, folder: Path, specs: dict[str, ClipSpec]) -> dict[str, Path]:
+    """Write each clip locally and upload it as `videos/<name>`; return name -> local path."""
+    made = {}
+    for name, spec in specs.items():
+        path = folder / name.replace("/", "_")
+        write_clip(path, spec)
+        azurite.upload_blob(container, f"videos/{name}", path.read_bytes())
+        made[name] = path
+    return made
+
+
+def download(azurite, container: str, name: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name.replace("/", "_")
+    path.write_bytes(azurite.read_blob(container, name))
+    return path
+
+
+def assert_same_frames(source: Path, output: Path) -> None:
+    assert media_checks.video_time_base(output) == media_checks.video_time_base(source)
+    assert media_checks.decoded_pts(output) == media_checks.decoded_pts(source)
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
+    return {**env, **(extra or {})}
+
+
+def ledger_rows(job_dir: Path, sql: str) -> list[sqlite3.Row]:
+    db = sqlite3.connect(job_dir / LEDGER_NAME, timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+CLIPS = {
+    "a.mp4": ClipSpec(width=96, height=64, frames=30, gop=6, audio=("aac",)),
+    "sub/b.mov": ClipSpec(width=80, height=48, frames=20, gop=5, vfr=True),
+    # long enough (4 s at 24 fps) to be cut into segments of 1 s and joined
+    "sub/deep/c.mkv": ClipSpec(width=64, height=48, frames=96, gop=12, audio=("aac",)),
+}
+
+
+def test_a_job_reads_from_and_writes_to_blob_storage_frame_exact(azurite, azurite_container, tmp_path: Path):
+    clips = make_clips(azurite, azurite_container, tmp_path, CLIPS)
+    pipeline = Pipeline.from_options({"op": "identity", "segment_seconds": 1})
+    result = run([f"az://{azurite_container}/videos"], f"az://{azurite_container}/results", pipeline, workers=2,
+                 job_dir=tmp_path / "job", storage_options=azurite.storage_options(), limits=FAST_RETRIES)
+    assert result.counts["done"] == 3 and result.failures == [], result.failures
+    names = [n for n in azurite.blob_names(azurite_container) if n.startswith("results/")]
+    assert names == ["results/a.mp4", "results/sub/b.mov", "results/sub/deep/c.mkv"]
+    for name, source in clips.items():
+        output = download(azurite, azurite_container, f"results/{name}", tmp_path / "downloaded")
+        assert_same_frames(source, output)
+    joined = download(azurite, azurite_container, "results/sub/deep/c.mkv", tmp_path / "joined")
+    assert media_checks.streams_of_kind(joined, "audio"), "the audio of a segmented video is carried"
+    segments = ledger_rows(tmp_path / "job", "SELECT COUNT(*) AS n FROM tasks WHERE kind = 'segment'")[0]["n"]
+    assert segments >= 5, "the 4 s video was split and joined"
+    # nothing of the job (ledger, staged files) is left in the container, only the outputs
+    assert all(n.startswith(("videos/", "results/")) for n in azurite.blob_names(azurite_container))
+
+
+def test_range_reads_and_the_spool_cache_give_the_same_output(azurite, azurite_container, tmp_path: Path):
+    from framefleet.remote_inputs import InputAccess
+
+    clips = make_clips(azurite, azurite_container, tmp_path, {"a.mp4": CLIPS["a.mp4"]})
+    outputs = {}
+    for mode in ("range", "spool"):
+        cache = tmp_path / f"cache-{mode}"
+        run([f"az://{azurite_container}/videos/a.mp4"], tmp_path / mode, Pipeline.from_options({"op": "identity"}),
+            workers=1, storage_options=azurite.storage_options(),
+            input_access=InputAccess(mode=mode, cache_dir=str(cache)))
+        outputs[mode] = tmp_path / mode / "a.mp4"
+        assert_same_frames(clips["a.mp4"], outputs[mode])
+        spooled = list(cache.glob("*.mp4")) if cache.exists() else []
+        assert len(spooled) == (1 if mode == "spool" else 0), "only spool mode keeps a local copy"
+    assert media_checks.packet_digests(outputs["range"]) == media_checks.packet_digests(outputs["spool"])
+
+
+def test_stylize_and_probe_take_store_uris(azurite, azurite_container, tmp_path: Path, monkeypatch):
+    clips = make_clips(azurite, azurite_container, tmp_path, {"a.mp4": CLIPS["a.mp4"]})
+    monkeypatch.setenv("FRAMEFLEET_STORAGE_OPTIONS", json.dumps(azurite.storage_options()))
+    runner = CliRunner()
+    probed = runner.invoke(app, ["probe", f"az://{azurite_container}/videos/a.mp4", "--json"])
+    assert probed.exit_code == 0, probed.output
+    assert json.loads(probed.stdout)["width"] == 96
+    uri = f"az://{azurite_container}/styled/a.mp4"
+    styled = runner.invoke(app, ["stylize", f"az://{azurite_container}/videos/a.mp4", "-o", uri,
+                                 "--max-size", "64", "--json"])
+    assert styled.exit_code == 0, styled.output
+    assert json.loads(styled.stdout)["output"] == uri
+    output = download(azurite, azurite_container, "styled/a.mp4", tmp_path / "styled")
+    assert media_checks.decoded_pts(output) == media_checks.decoded_pts(clips["a.mp4"])
+    again = runner.invoke(app, ["stylize", f"az://{azurite_container}/videos/a.mp4", "-o", uri])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+def test_a_killed_job_with_remote_outputs_resumes_without_redoing_finished_items(
+    azurite, azurite_container, tmp_path: Path
+):
+    specs = {f"v{i}.mp4": ClipSpec(width=64, height=48, frames=24, gop=6) for i in range(6)}
+    clips = make_clips(azurite, azurite_container, tmp_path, specs)
+    pipeline = tmp_path / "slow.yaml"
+    pipeline.write_text("op: slow\ndelay: 0.15\nbatch_size: 2\n")
+    job_dir = tmp_path / "job"
+    args = [*JOB_CLI, "run", f"az://{azurite_container}/videos", "-o", f"az://{azurite_container}/out",
+            "--pipeline", str(pipeline), "--workers", "2", "--job-dir", str(job_dir), "--quiet"]
+    env = cli_env({"FRAMEFLEET_STORAGE_OPTIONS": json.dumps(azurite.storage_options())})
+    first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = [n for n in azurite.blob_names(azurite_container) if n.startswith("out/")]
+        if len(done) >= 2:
+            break
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    finished_first = {row["uri"] for row in ledger_rows(job_dir, "SELECT uri FROM items WHERE state = 'done'")}
+    assert 2 <= len(finished_first) < 6
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    for name, source in clips.items():
+        assert_same_frames(source, download(azurite, azurite_container, f"out/{name}", tmp_path / "downloaded"))
+    redone = ledger_rows(job_dir, "SELECT i.uri FROM attempts a JOIN tasks t ON a.task_id = t.id "
+                                  "JOIN items i ON t.item_id = i.id WHERE a.outcome = 'done' "
+                                  "GROUP BY t.id HAVING COUNT(*) > 1")
+    assert redone == [], "a task finished before the kill ran again"
+    assert {row["uri"] for row in ledger_rows(job_dir, "SELECT uri FROM items WHERE state = 'done'")} >= finished_first
+
+
+def test_a_store_that_goes_away_mid_job_costs_retries_not_items(azurite, azurite_container, tmp_path: Path):
+    specs = {f"v{i}.mp4": ClipSpec(width=64, height=48, frames=48, gop=6) for i in range(6)}
+    clips = make_clips(azurite, azurite_container, tmp_path, specs)
+    pipeline_file = tmp_path / "slow.yaml"
+    pipeline_file.write_text("op: slow\ndelay: 0.1\nbatch_size: 4\nsegment_seconds: 1\n")
+    job_dir = tmp_path / "job"
+    args = [*JOB_CLI, "run", f"az://{azurite_container}/videos", "-o", f"az://{azurite_container}/out",
+            "--pipeline", str(pipeline_file), "--workers", "2", "--job-dir", str(job_dir), "--quiet", "--json"]
+    env = cli_env({"FRAMEFLEET_STORAGE_OPTIONS": json.dumps(azurite.storage_options())})
+    job = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rows = ledger_rows(job_dir, "SELECT COUNT(*) AS n FROM tasks WHERE state = 'done' AND kind = 'segment'") \
+                if (job_dir / LEDGER_NAME).exists() else []
+            if rows and rows[0]["n"] >= 2:
+                break
+            time.sleep(0.1)
+        azurite.stop()
+        time.sleep(OUTAGE_SECONDS)
+        azurite.start()
+        stdout, stderr = job.communicate(timeout=300)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        if not azurite.running:
+            azurite.start()
+    assert job.returncode == 0, stderr
+    assert json.loads(stdout)["counts"]["done"] == 6
+    losses = ledger_rows(job_dir, "SELECT error_type, message FROM attempts WHERE outcome = 'lost'")
+    assert losses, "the outage cost no attempt: the store was not needed while it was down"
+    assert all(row["error_type"] == "StorageUnavailableError" for row in losses), [dict(r) for r in losses]
+    assert ledger_rows(job_dir, "SELECT COUNT(*) AS n FROM attempts WHERE outcome = 'input_error'")[0]["n"] == 0
+    for name, source in clips.items():
+        assert_same_frames(source, download(azurite, azurite_container, f"out/{name}", tmp_path / "downloaded"))
