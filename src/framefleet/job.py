@@ -97,6 +97,7 @@ def run(
     ray: RayOptions | None = None,
     storage_options: Mapping[str, Any] | None = None,
     input_access: InputAccess | None = None,
+    parts_dir: str | None = None,
 ) -> JobResult:
     """Process every video named by `inputs` into `output` (mirroring relative paths).
 
@@ -105,7 +106,9 @@ def run(
     (worker processes on this machine) or "ray" (Ray actors on a cluster, see `RayOptions`).
     Inputs and `output` may be object-store URIs (`az://`, `s3://`, `gs://`; inputs also `https://`);
     `storage_options` are their fsspec options (see `storage.configure`; default: the ones configured),
-    `input_access` how workers read remote videos.
+    `input_access` how workers read remote videos. `parts_dir` is where segments wait for their join
+    (default: the job directory; an object-store URI when Ray workers on several machines share no disk);
+    a job keeps the one of its first run.
     """
     if engine not in ("local", "ray"):
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
@@ -136,7 +139,7 @@ def run(
             if workers is not None:
                 options = EngineOptions(**{**vars(options), "workers": workers})
             pool, count = _pool(engine, pipeline, options, ray, worker_storage)
-            scheduler = Scheduler(ledger, pool, job_path, count, options, on_progress)
+            scheduler = Scheduler(ledger, pool, _parts_dir(ledger, job_path, parts_dir), count, options, on_progress)
             with _stop_on_signals(scheduler.request_stop, enabled=handle_signals):
                 finished = scheduler.run()
             frames, _ = ledger.frame_totals()
@@ -144,6 +147,19 @@ def run(
                              seconds=time.perf_counter() - started, interrupted=not finished, skipped=skipped)
         finally:
             ledger.close()
+
+
+def _parts_dir(ledger: Ledger, job_dir: Path, requested: str | None) -> str:
+    """The job's parts location: the one recorded by its first run, which later runs must not change."""
+    wanted = str((job_dir / "parts").resolve()) if requested is None else (
+        str(storage.local_path(requested).resolve()) if storage.is_local(requested) else storage.canonical_uri(requested))
+    if requested is not None and not storage.is_local(requested):
+        storage.check_writable(requested)
+    kept = ledger.keep_setting("parts_dir", wanted)
+    if requested is not None and kept != wanted:
+        raise OptionError(f"--parts-dir {requested}: this job keeps its segments in {kept}; "
+                          "rerun without --parts-dir (or with that one), or start a new job with a new --job-dir")
+    return kept
 
 
 def _output_root(output: str) -> str:

@@ -90,6 +90,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     log_tail TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_task ON attempts (task_id);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS metrics (
     task_id INTEGER PRIMARY KEY REFERENCES tasks(id),
     item_id INTEGER NOT NULL REFERENCES items(id),
@@ -205,6 +209,17 @@ class Ledger:
                 (SCHEMA_VERSION, time.time(), fingerprint, json.dumps(spec, sort_keys=True), version, output_root),
             )
         return True
+
+    def setting(self, key: str) -> str | None:
+        """A job setting that later runs must keep (e.g. where segment parts wait), or None."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def keep_setting(self, key: str, value: str) -> str:
+        """Record `value` for `key` unless one is recorded; return the recorded one."""
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key, value))
+        return self.setting(key) or value
 
     def job(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM job").fetchone()

@@ -8,7 +8,10 @@ segment plan). It never touches the ledger.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +45,8 @@ class TaskRequest:
     start_pts: int | None
     end_pts: int | None
     parts_dir: str
-    """The job's folder for segment files; each item has a subfolder."""
+    """Where segment files wait for their join (each item has a subfolder): a local folder, by default in
+    the job directory, or an object-store URI when workers share no disk."""
     segments: int = 0
     """For a join: how many segments to join."""
 
@@ -76,12 +80,31 @@ def plan_segments(info: VideoInfo, segment_seconds: float) -> list[Segment]:
     return [Segment(start, end) for start, end in zip(starts, ends)]
 
 
-def part_path(parts_dir: str | Path, item_id: int, seq: int) -> Path:
-    """Where segment `seq` of an item is written before the join."""
-    return Path(parts_dir) / f"item-{item_id}" / f"{seq:05d}{PART_SUFFIX}"
+def scratch_dir(parts_dir: str) -> Path:
+    """Where a worker writes before committing: the parts folder itself when it is local, else a local
+    folder of this machine set aside for that parts URI."""
+    if storage.is_local(parts_dir):
+        return storage.local_path(parts_dir)
+    digest = hashlib.sha256(parts_dir.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"framefleet-scratch-{os.getuid()}" / digest
 
 
-def task_target(task: TaskRequest | Task, parts_dir: str | Path) -> Path | None:
+def _part_name(item_id: int, seq: int) -> str:
+    return f"item-{item_id}/{seq:05d}{PART_SUFFIX}"
+
+
+def part_path(parts_dir: str, item_id: int, seq: int) -> Path:
+    """Where segment `seq` of an item is written locally before the join (or before its upload)."""
+    return scratch_dir(parts_dir) / _part_name(item_id, seq)
+
+
+def part_uri(parts_dir: str, item_id: int, seq: int) -> str:
+    """Where segment `seq` of an item waits for the join: `part_path` for a local parts folder."""
+    return storage.join(parts_dir, _part_name(item_id, seq)) if not storage.is_local(parts_dir) else str(
+        part_path(parts_dir, item_id, seq))
+
+
+def task_target(task: TaskRequest | Task, parts_dir: str) -> Path | None:
     """Where a task writes locally: the output for a whole video or a join (its staging file when the
     output is in an object store), a part file for a segment, None for a probe."""
     if task.kind == "probe":
@@ -90,7 +113,7 @@ def task_target(task: TaskRequest | Task, parts_dir: str | Path) -> Path | None:
         if storage.is_local(task.output_uri):
             return storage.local_path(task.output_uri)
         suffix = Path(task.output_uri.rsplit("/", 1)[-1]).suffix
-        return Path(parts_dir) / f"item-{task.item_id}" / f"output{suffix}"
+        return scratch_dir(parts_dir) / f"item-{task.item_id}" / f"output{suffix}"
     return part_path(parts_dir, task.item_id, task.seq)
 
 
@@ -122,14 +145,14 @@ def run_task(
     stream = processor.run(source, target, encode=pipeline.encode, info=info, start_pts=request.start_pts,
                            end_pts=request.end_pts, carry=whole, progress=progress)
     metrics = _metrics(stream, info, target)
-    if whole:
-        metrics["upload_s"] = _commit(target, request.output_uri)
-    return TaskResult(result={"frames": stream.frames, "output": request.output_uri if whole else str(target)},
-                      metrics=metrics)
+    destination = request.output_uri if whole else part_uri(request.parts_dir, request.item_id, request.seq)
+    metrics["upload_s"] = _commit(target, destination)
+    return TaskResult(result={"frames": stream.frames, "output": destination}, metrics=metrics)
 
 
 def _commit(target: Path, output_uri: str) -> float:
-    """Upload a staged output to its object-store URI (a no-op for a local output); the seconds it took."""
+    """Upload a staged file to its object-store URI (a no-op for a local one, written in place); the
+    seconds it took."""
     if storage.is_local(output_uri):
         return 0.0
     started = time.perf_counter()
@@ -145,12 +168,18 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource) -> TaskRes
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     parts = [part_path(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
+    remote_parts = [] if storage.is_local(request.parts_dir) else [
+        part_uri(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
+    for uri, local in zip(remote_parts, parts):
+        storage.download(uri, local)
     bytes_in = sum(part.stat().st_size for part in parts if part.exists())
     offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
     frames, carried = join_segments(parts, target, carry_from=source,
                                     carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
     bytes_out = target.stat().st_size
     upload_s = _commit(target, request.output_uri)
+    for uri in remote_parts:
+        storage.delete(uri)
     shutil.rmtree(parts[0].parent, ignore_errors=True)
     return TaskResult(
         result={"frames": frames, "output": request.output_uri, "streams": [vars(c) for c in carried]},

@@ -203,3 +203,21 @@ def test_a_store_that_goes_away_mid_job_costs_retries_not_items(azurite, azurite
     assert ledger_rows(job_dir, "SELECT COUNT(*) AS n FROM attempts WHERE outcome = 'input_error'")[0]["n"] == 0
     for name, source in clips.items():
         assert_same_frames(source, download(azurite, azurite_container, f"out/{name}", tmp_path / "downloaded"))
+
+
+def test_segments_can_wait_for_their_join_in_the_store(azurite, azurite_container, tmp_path: Path):
+    """--parts-dir az://...: what Ray workers on machines without a shared disk need."""
+    clips = make_clips(azurite, azurite_container, tmp_path, {"long.mkv": CLIPS["sub/deep/c.mkv"]})
+    parts = f"az://{azurite_container}/scratch/job"
+    result = run([f"az://{azurite_container}/videos"], tmp_path / "out", Pipeline.from_options(
+        {"op": "identity", "segment_seconds": 1}), workers=2, job_dir=tmp_path / "job",
+        storage_options=azurite.storage_options(), parts_dir=parts)
+    assert result.counts["done"] == 1, result.failures
+    assert_same_frames(clips["long.mkv"], tmp_path / "out" / "long.mkv")
+    rows = ledger_rows(tmp_path / "job", "SELECT result FROM tasks WHERE kind = 'segment'")
+    written = [json.loads(row["result"])["output"] for row in rows]
+    assert len(written) >= 3 and all(uri.startswith(f"{parts}/item-1/") for uri in written), written
+    assert not [n for n in azurite.blob_names(azurite_container) if n.startswith("scratch/")], "the join cleans up"
+    with pytest.raises(Exception, match="keeps its segments in"):
+        run([], tmp_path / "out", Pipeline.from_options({"op": "identity", "segment_seconds": 1}),
+            job_dir=tmp_path / "job", storage_options=azurite.storage_options(), parts_dir=str(tmp_path / "elsewhere"))

@@ -53,6 +53,9 @@ def run(
     workers: Workers = None,
     job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job, "
                                                           "or ~/.cache/framefleet/jobs/... for a store output).")] = None,
+    parts_dir: Annotated[Optional[str], typer.Option(
+        help="Where segments wait for their join (default: the job directory); a store URI such as "
+             "az://scratch/job1 when Ray workers on several machines share no disk.")] = None,
     max_attempts: MaxAttempts = 3,
     hang_timeout: HangTimeout = 300.0,
     task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
@@ -84,7 +87,7 @@ def run(
                 engine_options=EngineOptions(hang_timeout=hang_timeout, task_timeout=task_timeout),
                 on_progress=on_progress, stdin=sys.stdin, handle_signals=True, engine=engine,
                 ray=RayOptions(address=ray_address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker),
-                input_access=InputAccess(mode=remote_read),
+                input_access=InputAccess(mode=remote_read), parts_dir=parts_dir,
             ),
             quiet=quiet or as_json,
         )

@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, Protocol
 
 from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
@@ -154,7 +153,8 @@ class Scheduler:
 
     ledger: Ledger
     pool: WorkerPool
-    job_dir: Path
+    parts_dir: str
+    """Where segment files wait for their join (see `TaskRequest.parts_dir`)."""
     workers: int
     options: EngineOptions = field(default_factory=EngineOptions)
     on_progress: Callable[[EngineProgress], None] | None = None
@@ -212,7 +212,7 @@ class Scheduler:
             request = TaskRequest(
                 task_id=task.id, lease_id=task.lease_id, kind=task.kind, item_id=task.item_id, seq=task.seq,
                 uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
-                parts_dir=str(self.job_dir / "parts"),
+                parts_dir=self.parts_dir,
                 segments=self.ledger.segment_count(task.item_id) if task.kind == "join" else 0,
             )
             if not self.pool.submit(name, request):
@@ -320,7 +320,7 @@ class Scheduler:
         A retry would delete it too, but an item that ends failed (crashes or hangs on every attempt) gets
         none. Only for a dead worker's task: while the task's lease is held, nobody else writes that target.
         """
-        target = task_target(task, self.job_dir / "parts")
+        target = task_target(task, self.parts_dir)
         if target is not None:
             remove_stale_temporaries(target)
 
