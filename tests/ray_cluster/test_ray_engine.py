@@ -169,3 +169,29 @@ def test_gpu_workers_are_placed_on_the_node_that_has_gpus(cluster, clip_factory,
         assert workers == 2  # 1 GPU / 0.5 per worker, though the cluster has 4 CPUs
     finally:
         ray_cluster.remove_node(gpu_node)
+
+
+@pytest.mark.storage
+def test_on_ray_every_byte_can_go_through_an_object_store(cluster, clip_factory, azurite, azurite_container, tmp_path):
+    """Inputs, outputs and waiting segments all in Azurite: nothing needs a disk the nodes share."""
+    sources = {f"v{i}.mp4": clip_factory(f"ray-store-{i}.mp4", **{**TINY, "frames": 24 + 38 * i, "rate": 25})
+               for i in range(3)}  # the last is 4 s long: segments of 1 s
+    for name, path in sources.items():
+        azurite.upload_blob(azurite_container, f"in/{name}", path.read_bytes())
+    result = run([f"az://{azurite_container}/in"], f"az://{azurite_container}/out",
+                 Pipeline.from_options({"op": "identity", "segment_seconds": 1}), engine="ray", ray=RAY_OPTIONS,
+                 job_dir=tmp_path / "job", limits=FAST_RETRIES, storage_options=azurite.storage_options(),
+                 parts_dir=f"az://{azurite_container}/parts")
+    assert result.exit_code == 0, result.failures
+    for name, source in sources.items():
+        output = tmp_path / name
+        output.write_bytes(azurite.read_blob(azurite_container, f"out/{name}"))
+        assert decoded_pts(output) == decoded_pts(source)
+        assert audio_packets(output) == audio_packets(source)
+    assert not (tmp_path / "job" / "parts").exists(), "no segment went through the job directory"
+    ledger = open_ledger(result.job_dir)
+    try:
+        assert len({a["worker"] for a in ledger.attempts()}) == 2
+        assert sum(1 for a in ledger.attempts() if a["kind"] == "segment") >= 5
+    finally:
+        ledger.close()
