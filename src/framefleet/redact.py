@@ -55,11 +55,18 @@ MIN_SECRET_LENGTH = 6
 
 # -- shapes of secrets -------------------------------------------------------------------------------
 
-# scheme://user:password@host
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:'\"<>]+:)(?P<pw>[^\s/@'\"<>]+)(?=@)")
+# The patterns only start where a run of their characters starts (the look-behinds), which keeps every
+# pass linear in the length of the text.
 
-# A URL with a query string; the query is redacted whole when it carries a signature parameter.
-_URL_QUERY = re.compile(r"(?P<base>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s?'\"<>]*)\?(?P<query>[^\s'\"<>#)\]}]*)")
+# scheme://user:password@host
+_USERINFO = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:'\"<>]+:)(?P<pw>[^\s/@'\"<>]+)(?=@)"
+)
+
+# A word holding a '?': redacted from the '?' on when it is a URL whose query carries a signature parameter.
+_QUERY_WORD = re.compile(r"(?<![^\s'\"<>])[^\s'\"<>?]*\?[^\s'\"<>]*")
+_URL_BASE = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://")
+_QUERY_END = re.compile(r"[#)\]}]")
 _SIGNATURE_PARAM = re.compile(
     r"(?:^|[&;?]|%26)(?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
     r"x-goog-signature|x-goog-credential)(?:=|%3D)",
@@ -106,9 +113,13 @@ def _keep_head(match: re.Match[str]) -> str:
 
 
 def _url_query(match: re.Match[str]) -> str:
-    if _SIGNATURE_PARAM.search(match.group("query")):
-        return f"{match.group('base')}?{REDACTED}"
-    return match.group(0)
+    word = match.group(0)
+    base, _, rest = word.partition("?")
+    end = _QUERY_END.search(rest)
+    query, tail = (rest[:end.start()], rest[end.start():]) if end else (rest, "")
+    if _URL_BASE.search(base) and _SIGNATURE_PARAM.search(query):
+        return f"{base}?{REDACTED}{tail}"
+    return word
 
 
 def _key_value(match: re.Match[str]) -> str:
@@ -277,7 +288,7 @@ def redact(text: str) -> str:
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     text = _USERINFO.sub(lambda m: m.group("head") + REDACTED, text)
-    text = _URL_QUERY.sub(_url_query, text)
+    text = _QUERY_WORD.sub(_url_query, text)
     text = _SHARED_ACCESS_SIGNATURE.sub(_keep_head, text)
     text = _AUTHORIZATION.sub(_keep_head, text)
     text = _BEARER.sub(_keep_head, text)

@@ -309,7 +309,7 @@ def test_ledger_stores_no_secret(tmp_path: Path):
     tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert {"job", "items", "tasks", "attempts", "metrics"} <= set(tables)
     for table in tables:
-        for row in db.execute(f"SELECT * FROM {table}"):  # noqa: S608 - names from sqlite_master
+        for row in db.execute(f"SELECT * FROM {table}"):  # table names from sqlite_master
             for value in row:
                 assert "SECRETVALUE123" not in str(value) and "REGISTERED-SECRET-XYZ" not in str(value)
     db.close()
