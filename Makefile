@@ -1,11 +1,12 @@
 # framefleet: `make demo` stylizes a bundled example; `make test` runs the fast suite; `make test-slow`
-# runs the slow-marked tests and `make test-ray` the Ray cluster tests (CI runs all three via .ci/run).
+# runs the slow-marked tests, `make test-ray` the Ray cluster tests and `make test-storage` the Azure Blob
+# tests against Azurite (needs npm; CI runs all four via .ci/run).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray bench bench-jobs bench-ray clean
+.PHONY: install demo test test-slow test-ray test-storage bench bench-jobs bench-ray clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +22,25 @@ demo: $(STAMP)
 	@echo "Stylized video: build/example-stylized.mp4 (input: build/example.mp4)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not ray" -q
+	$(BIN)/python -m pytest -m "not slow and not ray and not storage" -q
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m "slow and not ray" -q
+	$(BIN)/python -m pytest -m "slow and not ray and not storage" -q
 
 test-ray: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
 	$(BIN)/python -m pytest -m "ray" -q
+
+# Azurite (tools/azurite pins the npm package) is a real Azure Blob server on loopback for the storage tests.
+AZURITE := tools/azurite/node_modules/.bin/azurite-blob
+
+$(AZURITE): tools/azurite/package-lock.json
+	npm ci --prefix tools/azurite --no-audit --no-fund --silent
+	touch $(AZURITE)
+
+test-storage: $(STAMP) $(AZURITE)
+	$(BIN)/python -m pip install --quiet -e '.[test,azure]'
+	FRAMEFLEET_REQUIRE_AZURITE=1 $(BIN)/python -m pytest -m "storage and not ray" -q
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -1,7 +1,10 @@
-"""Shared fixtures: synthetic clips made with PyAV, and the real clips in ../shared/videos."""
+"""Shared fixtures: synthetic clips made with PyAV, the real clips in ../shared/videos, and Azurite."""
 
 from __future__ import annotations
 
+import importlib
+import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,3 +38,41 @@ def clip_factory(tmp_path_factory) -> Callable[..., Path]:
         return made[key]
 
     return make
+
+
+# -- Azurite (a real Azure Blob server) for the storage-marked tests; tests/azurite.py ------------------
+
+
+def _azurite_unavailable(reason: str) -> None:
+    """Skip, or fail when FRAMEFLEET_REQUIRE_AZURITE=1 (make test-storage, .ci/run) demands the server."""
+    if os.environ.get("FRAMEFLEET_REQUIRE_AZURITE") == "1":
+        pytest.fail(f"{reason} (FRAMEFLEET_REQUIRE_AZURITE=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """A started Azurite blob server for the whole session (see tests/azurite.py)."""
+    for module in ("adlfs", "azure.storage.blob"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            _azurite_unavailable(f"{module} is not installed; run make test-storage (extra: .[azure])")
+    from azurite import Azurite, find_azurite_blob
+
+    if find_azurite_blob() is None:
+        _azurite_unavailable("Azurite is not installed; run make test-storage")
+    server = Azurite().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def azurite_container(azurite) -> str:
+    """A fresh, uniquely named (private) container in the session's Azurite."""
+    name = f"t{uuid.uuid4().hex[:20]}"
+    if not azurite.running:  # a test that stopped the server must not break the next one
+        azurite.start()
+    return azurite.create_container(name)

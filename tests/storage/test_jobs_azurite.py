@@ -181,8 +181,10 @@ def test_a_store_that_goes_away_mid_job_costs_retries_not_items(azurite, azurite
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            rows = ledger_rows(job_dir, "SELECT COUNT(*) AS n FROM tasks WHERE state = 'done' AND kind = 'segment'") \
-                if (job_dir / LEDGER_NAME).exists() else []
+            try:
+                rows = ledger_rows(job_dir, "SELECT COUNT(*) AS n FROM tasks WHERE state = 'done' AND kind = 'segment'")
+            except sqlite3.OperationalError:  # the run has not created the ledger's tables yet
+                rows = []
             if rows and rows[0]["n"] >= 2:
                 break
             time.sleep(0.1)
