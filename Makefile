@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray test-storage bench bench-jobs bench-ray clean
+.PHONY: install demo test test-slow test-ray test-storage bench bench-jobs bench-ray bench-storage clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-jobs: $(STAMP)
 bench-ray: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
 	$(BIN)/python benchmarks/ray_engine.py
+
+bench-storage: $(STAMP) $(AZURITE)
+	$(BIN)/python -m pip install --quiet -e '.[test,azure]'
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/remote_reads.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -4,8 +4,10 @@ __version__ = "0.1.0"  # before the imports: modules below read it
 
 from framefleet.batch import FrameBatch
 from framefleet.errors import FramefleetError
+from framefleet.ingest import IngestResult, ingest
 from framefleet.ops import IdentityOp, Op, Resources, StyleTransferOp
 from framefleet.job import JobResult, retry, run
+from framefleet.remote_inputs import InputAccess
 from framefleet.pipeline import Pipeline
 from framefleet.streaming import StreamResult, process_video
 from framefleet.video import probe
@@ -14,6 +16,8 @@ __all__ = [
     "FrameBatch",
     "FramefleetError",
     "IdentityOp",
+    "IngestResult",
+    "InputAccess",
     "JobResult",
     "Op",
     "Pipeline",
@@ -21,6 +25,7 @@ __all__ = [
     "StreamResult",
     "StyleTransferOp",
     "__version__",
+    "ingest",
     "probe",
     "process_video",
     "retry",

@@ -110,19 +110,23 @@ def expand_inputs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> Sour
 
     A named file is always included (workers find out whether it is a video); files inside directories
     and matched by globs are included when they look like videos, else listed in `skipped`. Raises
-    `InputNotFoundError` for a missing path or a glob matching nothing, and `OptionError` for a remote URL
-    or two inputs that would be written to the same output path.
+    `InputNotFoundError` for a missing path or a glob matching nothing, and `OptionError` for an unknown
+    store or two inputs that would be written to the same output path. Object stores are listed with one
+    paged listing per folder; the sizes and versions come with it.
     """
     found: dict[str, str] = {}  # uri -> relpath, first naming wins
+    listed: dict[str, tuple[int, str]] = {}  # uri -> (size, version) from a store's listing
     skipped: set[str] = set()
     for entry, where in _entries(inputs, stdin):
-        for uri, relpath, is_video in _expand(entry, where):
+        for uri, relpath, is_video, known in _expand(entry, where):
             if not is_video:
                 skipped.add(uri)
             elif uri not in found:
                 found[uri] = _checked_relpath(uri, relpath)
+                if known is not None:
+                    listed[uri] = known
     _check_collisions(found)
-    refs = [VideoRef(uri, relpath, *storage.stat(uri)) for uri, relpath in found.items()]
+    refs = [VideoRef(uri, relpath, *(listed.get(uri) or storage.stat(uri))) for uri, relpath in found.items()]
     refs.sort(key=lambda ref: (ref.relpath, ref.uri))
     return SourceListing(refs=refs, skipped=sorted(skipped - found.keys()))
 
@@ -148,15 +152,18 @@ def _lines(text: str, source: str) -> Iterator[tuple[str, str]]:
             yield entry, f" (line {number} of {source})"
 
 
-def _expand(entry: str, where: str) -> Iterator[tuple[str, str, bool]]:
-    """(uri, relpath, looks like a video) for each file one input names."""
+Found = tuple[str, str, bool, "tuple[int, str] | None"]
+"""(uri, relpath, looks like a video, (size, version) when a store's listing gave them)."""
+
+
+def _expand(entry: str, where: str) -> Iterator[Found]:
+    """What one input names, file by file."""
     what = storage.kind(entry)
     if what == "file":
         uri = storage.canonical_uri(entry)
-        yield uri, posixpath.basename(uri), True
+        yield uri, posixpath.basename(uri), True, None
     elif what == "directory":
-        for uri, relpath in storage.walk_files(entry):
-            yield uri, relpath, _looks_like_video(uri)
+        yield from _walk(entry, "")
     elif what == "other":
         raise OptionError(f"{entry}{where}: a pipe or device, not a file or folder; save it to a file first")
     elif storage.is_glob(entry):
@@ -165,7 +172,17 @@ def _expand(entry: str, where: str) -> Iterator[tuple[str, str, bool]]:
         raise InputNotFoundError(f"{entry}{where}: no such file or directory; check the path")
 
 
-def _expand_glob(pattern: str, where: str) -> Iterator[tuple[str, str, bool]]:
+def _walk(folder: str, above: str) -> Iterator[Found]:
+    """The files under a folder or prefix, with relpaths prefixed by `above`."""
+    if storage.is_local(folder):
+        for uri, relpath in storage.walk_files(folder):
+            yield uri, above + relpath, _looks_like_video(uri), None
+        return
+    for uri, relpath, info in storage.walk_remote(folder):
+        yield uri, above + relpath, _looks_like_video(uri), storage.remote_version(info)
+
+
+def _expand_glob(pattern: str, where: str) -> Iterator[Found]:
     base, matches = storage.glob(pattern)
     walked: set[str] = set()
     any_match = False
@@ -180,10 +197,9 @@ def _expand_glob(pattern: str, where: str) -> Iterator[tuple[str, str, bool]]:
         what = storage.kind(uri)
         if what == "directory":
             walked.add(relpath)
-            for file_uri, below in storage.walk_files(uri):
-                yield file_uri, f"{relpath}/{below}", _looks_like_video(file_uri)
+            yield from _walk(uri, f"{relpath}/")
         elif what == "file":
-            yield uri, relpath, _looks_like_video(uri)
+            yield uri, relpath, _looks_like_video(uri), None
     if not any_match:
         raise InputNotFoundError(f"{pattern}{where}: no files match this pattern; check the path and pattern")
 

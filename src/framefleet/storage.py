@@ -276,7 +276,8 @@ def storage_error(exc: BaseException, operation: str, uri: str) -> FramefleetErr
     return StorageError(f"{shown}: cannot {operation} ({_reason(exc)})")
 
 
-def _call(operation: str, uri: str, fn: Callable[[], T]) -> T:
+def store_call(operation: str, uri: str, fn: Callable[[], T]) -> T:
+    """`fn()`, with a store's exception turned into the one-line framefleet error for `operation` on `uri`."""
     try:
         return fn()
     except FramefleetError:
@@ -319,7 +320,7 @@ def stat(uri: str) -> tuple[int, str]:
             raise InputNotFoundError(f"{uri}: permission denied (check the file's read permission)") from None
         return st.st_size, f"{st.st_mtime_ns}-{st.st_size}"
     fs, path = filesystem(uri)
-    return remote_version(_call("read its properties", uri, lambda: fs.info(path)))
+    return remote_version(store_call("read its properties", uri, lambda: fs.info(path)))
 
 
 def remote_version(info: Mapping[str, Any]) -> tuple[int, str]:
@@ -365,7 +366,9 @@ def walk_remote(root: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(uri, relpath, info) of every object under a remote prefix, hidden names skipped, sorted."""
     fs, path = filesystem(root)
     protocol = split_protocol(root)[0]
-    listing = _call("list", root, lambda: fs.find(path, detail=True))
+    listing = store_call("list", root, lambda: fs.find(path, detail=True))
+    if not isinstance(listing, dict):  # some stores answer a single object's path with a plain list
+        listing = {}
     found = []
     prefix = path.rstrip("/") + "/"
     for key, info in listing.items():
@@ -386,7 +389,7 @@ def glob(pattern: str) -> tuple[str, list[str]]:
     parts = path.split("/")
     first_magic = next(i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part))
     base = "/".join(parts[:first_magic]) or "/"
-    matches = _call("list", pattern, lambda: fs.glob(path))
+    matches = store_call("list", pattern, lambda: fs.glob(path))
     qualify = (lambda p: p) if protocol is None else (lambda p: f"{protocol}://{p}")
     return qualify(base), sorted(qualify(m) for m in matches if m != base)
 
@@ -402,7 +405,7 @@ def read_head(uri: str, size: int) -> bytes:
         except PermissionError:
             raise InputNotFoundError(f"{uri}: permission denied (check the file's read permission)") from None
     fs, path = filesystem(uri)
-    return _call("read", uri, lambda: fs.cat_file(path, start=0, end=size))
+    return store_call("read", uri, lambda: fs.cat_file(path, start=0, end=size))
 
 
 def read_text(uri: str) -> str:
@@ -429,11 +432,11 @@ class _ReadFile:
     def __init__(self, uri: str, block_size: int) -> None:
         self._uri = uri
         fs, path = filesystem(uri)
-        self._file = _call("open for reading", uri,
+        self._file = store_call("open for reading", uri,
                            lambda: fs.open(path, "rb", block_size=block_size, cache_type="readahead"))
 
     def read(self, size: int = -1) -> bytes:
-        return _call("read", self._uri, lambda: self._file.read(size))
+        return store_call("read", self._uri, lambda: self._file.read(size))
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         return self._file.seek(offset, whence)
@@ -453,7 +456,7 @@ def open_range_reader(uri: str, block_size: int = 4 << 20) -> BinaryIO:
 def seekable(uri: str) -> bool:
     """Whether the store serves range reads of `uri` (an HTTP server without Range support does not)."""
     fs, path = filesystem(uri)
-    with _call("open for reading", uri, lambda: fs.open(path, "rb")) as f:
+    with store_call("open for reading", uri, lambda: fs.open(path, "rb")) as f:
         return bool(f.seekable())
 
 
@@ -463,7 +466,7 @@ def download(uri: str, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _call("download", uri, lambda: fs.get_file(path, str(tmp)))
+        store_call("download", uri, lambda: fs.get_file(path, str(tmp)))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -487,7 +490,7 @@ def upload(local: Path, uri: str) -> None:
         os.replace(local, target)
         return
     fs, path = filesystem(uri)
-    _call("write", uri, lambda: fs.put_file(str(local), path))
+    store_call("write", uri, lambda: fs.put_file(str(local), path))
 
 
 def delete(uri: str) -> None:

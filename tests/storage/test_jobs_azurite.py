@@ -223,3 +223,25 @@ def test_segments_can_wait_for_their_join_in_the_store(azurite, azurite_containe
     with pytest.raises(Exception, match="keeps its segments in"):
         run([], tmp_path / "out", Pipeline.from_options({"op": "identity", "segment_seconds": 1}),
             job_dir=tmp_path / "job", storage_options=azurite.storage_options(), parts_dir=str(tmp_path / "elsewhere"))
+
+
+def test_listing_a_prefix_pages_past_the_stores_5000_names_per_response(azurite, azurite_container):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from framefleet import storage
+    from framefleet.sources import expand_inputs
+
+    names = [f"many/d{i % 7}/clip{i:05d}.mp4" for i in range(5_050)] + ["many/.hidden/x.mp4", "many/notes.txt"]
+    container = azurite.service_client().get_container_client(azurite_container)
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda name: container.upload_blob(name, b"\x00\x00\x00\x18ftypisom", overwrite=True), names))
+    container.upload_blob("many/notes.txt", b"not a video", overwrite=True)
+    storage.configure(azurite.storage_options())
+    try:
+        listing = expand_inputs([f"az://{azurite_container}/many"])
+    finally:
+        storage.configure(None)
+    assert len(listing.refs) == 5_050
+    assert {ref.relpath for ref in listing.refs} == {name.removeprefix("many/") for name in names[:5_050]}
+    assert listing.skipped == [f"az://{azurite_container}/many/notes.txt"]
+    assert all(ref.size == 12 and ref.version.startswith("0x") for ref in listing.refs)  # the ETags
