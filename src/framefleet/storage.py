@@ -546,8 +546,6 @@ def safe_relpath(rel: str) -> str:
         raise OutputError(f"{shown}: output path contains a backslash; use '/' or rename the input")
     if rel.startswith("/"):
         raise OutputError(f"{shown}: output path is absolute; it must be relative to the output root")
-    if _DRIVE_LETTER.match(rel):
-        raise OutputError(f"{shown}: output path starts with a drive letter; make it relative")
     parts = rel.split("/")
     if "" in parts:
         raise OutputError(f"{shown}: output path has an empty component ('//' or a final '/'); name a file")
@@ -556,7 +554,10 @@ def safe_relpath(rel: str) -> str:
     parts = [part for part in parts if part != "."]
     if not parts:
         raise OutputError(f"{shown}: output path names the output root itself; name a file under it")
-    return "/".join(parts)
+    safe = "/".join(parts)
+    if _DRIVE_LETTER.match(safe):  # checked after dropping "./", so that "./C:" is refused too
+        raise OutputError(f"{shown}: output path starts with a drive letter; make it relative")
+    return safe
 
 
 def output_relpath(relpath: str) -> str:
