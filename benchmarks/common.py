@@ -156,3 +156,24 @@ def write_results(output: Path, payload: dict[str, Any], total_seconds: float | 
     output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     took = f" ({total_seconds:.0f} s in all)" if total_seconds is not None else ""
     print(f"\nwrote {output}{took}")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, cases: Sequence[str]) -> None:
+    """The arguments every multi-case benchmark takes: --quick, --repeats, --cases."""
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: tiny sizes and counts, 1 repeat (figures not valid as results)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs of each contender, alternating (default 3; --quick: 1)")
+    parser.add_argument("--cases", default=",".join(cases),
+                        help=f"comma-separated cases to run (default {','.join(cases)})")
+
+
+def parse_choices(parser: argparse.ArgumentParser, text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """A comma-separated list of names from `allowed` (argparse's error for an unknown or empty one)."""
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = set(chosen) - set(allowed)
+    if unknown:
+        parser.error(f"unknown {what}(s) {', '.join(sorted(unknown))}; choose from {', '.join(allowed)}")
+    if not chosen:
+        parser.error(f"no {what} to run")
+    return chosen

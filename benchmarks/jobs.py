@@ -46,10 +46,12 @@ from typing import Any
 from common import (  # benchmarks/common.py: helpers shared with stylize.py
     DEFAULT_RESULTS,
     RATE,
+    add_run_arguments,
     load_average,
     log,
     machine_info,
     make_clip,
+    parse_choices,
     parse_size,
     print_table,
     write_results,
@@ -340,12 +342,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark framefleet batch jobs: worker scaling, segment parallelism, scheduler "
                     "overhead, worker memory against video length. Prints one table, writes JSON.",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: tiny sizes and counts, 1 repeat (figures not valid as results)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="runs of each contender, alternating (default 3; --quick: 1)")
-    parser.add_argument("--cases", default=",".join(CASES),
-                        help=f"comma-separated cases to run (default {','.join(CASES)})")
+    add_run_arguments(parser, CASES)
     parser.add_argument("--videos", type=int, default=None,
                         help="scaling: number of clips (default 8; --quick: 2)")
     parser.add_argument("--seconds", type=float, default=None,
@@ -394,10 +391,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.memory_seconds = [float(v) for v in memory_seconds.split(",")]
     except (argparse.ArgumentTypeError, ValueError) as exc:
         parser.error(str(exc))
-    args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = set(args.case_list) - set(CASES)
-    if unknown:
-        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
+    args.case_list = parse_choices(parser, args.cases, CASES, "case")
     if args.no_memory and "memory" in args.case_list:
         args.case_list.remove("memory")
     if not args.case_list:

@@ -40,13 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-
-from framefleet.batch import FrameBatch
-from framefleet.ops import Device, IdentityOp, StyleTransferOp
-from framefleet.streaming import Parallelism, available_cores, process_video
-from framefleet.video import EncodeOptions, VideoReader
-
 from common import (  # benchmarks/common.py: helpers shared with jobs.py
     DEFAULT_RESULTS,
     FFMPEG,
@@ -62,6 +55,12 @@ from common import (  # benchmarks/common.py: helpers shared with jobs.py
     write_results,
 )
 from common import print_table as print_rows
+from PIL import Image
+
+from framefleet.batch import FrameBatch
+from framefleet.ops import Device, IdentityOp, StyleTransferOp
+from framefleet.streaming import Parallelism, available_cores, process_video
+from framefleet.video import EncodeOptions, VideoReader
 
 ENCODE = EncodeOptions()  # framefleet's defaults: libx264, veryfast, crf 20, yuv420p
 

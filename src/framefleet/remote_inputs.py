@@ -1,8 +1,8 @@
 """How a worker reads a video that lives in an object store: range reads, or a spooled local copy.
 
 `range` (the default where the store serves byte ranges) hands the decoder a seekable file object that
-fetches 4 MiB blocks as it goes, so a segment task reads only its part of the video and nothing is
-written to disk. `spool` downloads the whole video into a bounded local cache first (least recently
+fetches 4 MiB blocks as it goes (through a bounded block cache that the task's several opens of the video
+share), so a segment task reads little more than its part of the video and nothing is written to disk. `spool` downloads the whole video into a bounded local cache first (least recently
 used copies are evicted past `cache_bytes`); `auto` spools only when the store cannot serve ranges
 (an HTTP server without Range support). docs/storage.md compares the two.
 """
@@ -13,10 +13,13 @@ import hashlib
 import os
 import posixpath
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from fsspec.caching import BlockCache
 
 from framefleet import storage
 from framefleet.errors import OptionError
@@ -93,12 +96,30 @@ class SpoolCache:
 
 
 class InputOpener:
-    """Turns input URIs into what the video layer reads: a local path, a `RemoteVideo`, or a spooled copy."""
+    """Turns input URIs into what the video layer reads: a local path, a `RemoteVideo`, or a spooled copy.
+
+    A task opens its video several times (probe, decoder, the copy of the audio); with range reads all of
+    those opens share one block cache per video (32 MiB at most; the last `RANGE_CACHES` videos kept), so
+    each part of the video is fetched about once per task instead of once per open.
+    """
+
+    RANGE_CACHES = 2
 
     def __init__(self, access: InputAccess = InputAccess()) -> None:
         self.access = access
         default_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"framefleet-cache-{os.getuid()}"
         self.cache = SpoolCache(access.cache_dir or default_dir, access.cache_bytes)
+        self._blocks: OrderedDict[tuple[str, str], BlockCache] = OrderedDict()
+        self._blocks_lock = threading.Lock()
+
+    def _block_cache(self, uri: str, version: str, size: int) -> BlockCache:
+        with self._blocks_lock:
+            key = (uri, version)
+            cache = self._blocks.pop(key, None) or storage.block_cache(uri, size)
+            self._blocks[key] = cache
+            while len(self._blocks) > self.RANGE_CACHES:
+                self._blocks.popitem(last=False)
+            return cache
 
     def open(self, uri: str) -> VideoSource:
         """The video source for `uri`; remote objects are looked up (size, version) once here."""
@@ -111,7 +132,8 @@ class InputOpener:
             and not storage.seekable(uri)
         ):
             return self.cache.get(uri, version)
-        return RemoteVideo(uri, size, lambda: storage.open_range_reader(uri))
+        cache = self._block_cache(uri, version, size)
+        return RemoteVideo(uri, size, lambda: storage.RangeReader(uri, cache))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -26,10 +27,11 @@ import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePath
-from typing import Any, BinaryIO, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import fsspec
 import yaml
+from fsspec.caching import BlockCache
 from fsspec.core import split_protocol
 
 from framefleet import redact
@@ -425,32 +427,41 @@ def read_text(uri: str) -> str:
         raise OptionError(f"{uri}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
-class _ReadFile:
-    """A remote file for the decoder: fsspec's range-reading, read-ahead-cached file, with store errors
-    translated into framefleet errors."""
+def block_cache(uri: str, size: int, block_size: int = 4 << 20, max_blocks: int = 8) -> BlockCache:
+    """A bounded cache of `block_size` ranges of a remote object (at most `max_blocks` kept, least
+    recently used dropped), fetched on demand; share it between the readers of one object."""
+    fs, path = filesystem(uri)
+    return BlockCache(block_size, lambda start, end: fs.cat_file(path, start=start, end=end), size, max_blocks)
 
-    def __init__(self, uri: str, block_size: int) -> None:
-        self._uri = uri
-        fs, path = filesystem(uri)
-        self._file = store_call("open for reading", uri,
-                           lambda: fs.open(path, "rb", block_size=block_size, cache_type="readahead"))
+
+class RangeReader(io.RawIOBase):
+    """A seekable, read-only file over a remote object that reads through a `block_cache`, with store
+    errors turned into framefleet errors."""
+
+    def __init__(self, uri: str, cache: BlockCache) -> None:
+        self.name = uri
+        self._cache = cache
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
 
     def read(self, size: int = -1) -> bytes:
-        return store_call("read", self._uri, lambda: self._file.read(size))
+        end = self._cache.size if size is None or size < 0 else min(self._position + size, self._cache.size)
+        data = store_call("read", self.name, lambda: self._cache._fetch(self._position, end))
+        self._position += len(data)
+        return data
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._cache.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
 
     def tell(self) -> int:
-        return self._file.tell()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def open_range_reader(uri: str, block_size: int = 4 << 20) -> BinaryIO:
-    """A seekable file object over a remote file that fetches `block_size` ranges as the reader goes."""
-    return _ReadFile(uri, block_size)  # type: ignore[return-value]
+        return self._position
 
 
 def seekable(uri: str) -> bool:
