@@ -210,3 +210,21 @@ def test_read_text_rejects_non_utf8(tmp_path: Path):
     path.write_bytes(b"caf\xe9.mp4\n")
     with pytest.raises(OptionError, match="not UTF-8"):
         storage.read_text(str(path))
+
+
+def test_range_readers_sharing_a_block_cache_read_like_a_file_and_fetch_each_block_once(tmp_path: Path):
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    (tmp_path / "blob.bin").write_bytes(data)
+    uri = str(tmp_path / "blob.bin")
+    cache = storage.block_cache(uri, len(data), block_size=1024, max_blocks=16)
+    first, second = storage.RangeReader(uri, cache), storage.RangeReader(uri, cache)
+    assert first.read(100) == data[:100] and first.tell() == 100
+    first.seek(-50, os.SEEK_END)
+    assert first.read() == data[-50:] and first.read(10) == b""
+    second.seek(3000)
+    assert second.read(5000) == data[3000:8000]
+    fetched = cache.total_requested_bytes
+    for reader in (first, second):
+        reader.seek(0)
+        assert reader.read() == data
+    assert cache.total_requested_bytes == fetched + 1024 * 2 == len(data)  # only blocks 1 and 8 were new
