@@ -44,7 +44,7 @@ class InputAccess:
         if self.mode not in READ_MODES:
             raise OptionError(f"--remote-read must be one of {', '.join(READ_MODES)}, got {self.mode!r}")
         if self.cache_bytes < 0:
-            raise OptionError("--cache-size must not be negative")
+            raise OptionError(f"the spool cache size must not be negative, got {self.cache_bytes}")
 
 
 class SpoolCache:
