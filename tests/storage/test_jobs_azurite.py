@@ -245,3 +245,16 @@ def test_listing_a_prefix_pages_past_the_stores_5000_names_per_response(azurite,
     assert {ref.relpath for ref in listing.refs} == {name.removeprefix("many/") for name in names[:5_050]}
     assert listing.skipped == [f"az://{azurite_container}/many/notes.txt"]
     assert all(ref.size == 12 and ref.version.startswith("0x") for ref in listing.refs)  # the ETags
+
+
+def test_an_https_style_url_is_a_read_only_input(azurite, tmp_path: Path):
+    """A public container's blob, read over plain HTTP with range requests (what an https:// input is)."""
+    container = azurite.create_container(f"pub{os.urandom(6).hex()}", public=True)
+    clips = make_clips(azurite, container, tmp_path, {"a.mp4": CLIPS["a.mp4"]})
+    url = azurite.blob_url(container, "videos/a.mp4")
+    result = run([url], tmp_path / "out", Pipeline.from_options({"op": "identity"}), workers=1,
+                 job_dir=tmp_path / "job")
+    assert result.counts["done"] == 1, result.failures
+    assert_same_frames(clips["a.mp4"], tmp_path / "out" / "a.mp4")
+    with pytest.raises(Exception, match="read-only"):
+        run([url], url.rsplit("/", 1)[0] + "/out", Pipeline.from_options({"op": "identity"}))
