@@ -4,7 +4,6 @@ __version__ = "0.1.0"  # before the imports: modules below read it
 
 from framefleet.batch import FrameBatch
 from framefleet.errors import FramefleetError
-from framefleet.ingest import IngestResult, ingest
 from framefleet.ops import IdentityOp, Op, Resources, StyleTransferOp
 from framefleet.job import JobResult, retry, run
 from framefleet.remote_inputs import InputAccess
@@ -16,7 +15,6 @@ __all__ = [
     "FrameBatch",
     "FramefleetError",
     "IdentityOp",
-    "IngestResult",
     "InputAccess",
     "JobResult",
     "Op",
@@ -25,7 +23,6 @@ __all__ = [
     "StreamResult",
     "StyleTransferOp",
     "__version__",
-    "ingest",
     "probe",
     "process_video",
     "retry",

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from adlfs.spec import AzureBlobFile
 
 from framefleet import ingest as ingest_module
 from framefleet import storage
@@ -25,6 +24,7 @@ from framefleet.errors import StorageError
 from framefleet.ingest import ingest, stored_md5
 
 pytestmark = pytest.mark.storage
+AzureBlobFile = pytest.importorskip("adlfs.spec").AzureBlobFile
 
 CLI = [str(Path(sys.executable).parent / "framefleet")]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -8,7 +8,6 @@ import hashlib
 import json
 import random
 import re
-import sys
 import threading
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
+from framefleet import ingest as ingest_module
 from framefleet import storage
 from framefleet.cli import app
 from framefleet.errors import InputNotFoundError, OptionError, OutputError
@@ -110,7 +110,7 @@ def test_verify_passes_on_good_copies_and_fails_a_corrupted_one(src: Path, tmp_p
     good = ingest(str(src), str(tmp_path / "good"), verify=True)
     assert (good.copied, good.failed) == (5, 0)
 
-    write = sys.modules["framefleet.ingest"]._write_local
+    write = ingest_module._write_local
 
     def corrupting(reader, target: Path) -> str:  # a copy that lands with one byte flipped
         md5 = write(reader, target)
@@ -120,7 +120,7 @@ def test_verify_passes_on_good_copies_and_fails_a_corrupted_one(src: Path, tmp_p
             target.write_bytes(bytes(data))
         return md5
 
-    monkeypatch.setattr(sys.modules["framefleet.ingest"], "_write_local", corrupting)
+    monkeypatch.setattr(ingest_module, "_write_local", corrupting)
     bad = ingest(str(src), str(tmp_path / "bad"), verify=True)
     assert (bad.copied, bad.failed, bad.exit_code) == (4, 1, 3)
     (failure,) = bad.failures
