@@ -74,8 +74,9 @@ def default_job_dir(output: str) -> Path:
 
 
 def open_ledger(job_dir: str | Path, limits: Limits = Limits()) -> Ledger:
-    """The ledger of an existing job (raises when the folder holds no job)."""
-    path = Path(job_dir) / LEDGER_NAME
+    """The ledger of an existing job (raises when the folder holds no job). An object-store output URI
+    stands for its default job directory (`default_job_dir`)."""
+    path = resolve_job_dir(job_dir) / LEDGER_NAME
     if not path.exists():
         raise OptionError(f"{job_dir}: no framefleet job here (no {LEDGER_NAME}); give the --job-dir of a run")
     return Ledger(path, limits)
@@ -182,8 +183,15 @@ def _pool(
     return ray_pool(pipeline, options, ray or RayOptions(), worker_storage)
 
 
+def resolve_job_dir(job_dir: str | os.PathLike[str]) -> Path:
+    """`job_dir` itself, or the default job directory of an object-store output URI."""
+    text = os.fspath(job_dir)
+    return Path(text) if storage.is_local(text) else default_job_dir(text)
+
+
 def retry(job_dir: str | os.PathLike[str], **kwargs: Any) -> JobResult:
     """Put a job's failed items back to pending and run the job again with its stored pipeline."""
+    job_dir = resolve_job_dir(job_dir)
     ledger = open_ledger(job_dir)
     try:
         job = ledger.job()

@@ -257,3 +257,24 @@ def test_an_https_style_url_is_a_read_only_input(azurite, tmp_path: Path):
     assert_same_frames(clips["a.mp4"], tmp_path / "out" / "a.mp4")
     with pytest.raises(Exception, match="read-only"):
         run([url], url.rsplit("/", 1)[0] + "/out", Pipeline.from_options({"op": "identity"}))
+
+
+def test_status_failures_and_retry_take_a_store_output_uri_for_its_job(azurite, azurite_container, tmp_path: Path,
+                                                                        monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    make_clips(azurite, azurite_container, tmp_path, {"a.mp4": CLIPS["a.mp4"]})
+    azurite.upload_blob(azurite_container, "videos/broken.mp4", b"\x00\x00\x00\x18ftypisom" + b"\x00" * 500)
+    output = f"az://{azurite_container}/out"
+    monkeypatch.setenv("FRAMEFLEET_STORAGE_OPTIONS", json.dumps(azurite.storage_options()))
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", f"az://{azurite_container}/videos", "-o", output, "--op", "identity",
+                              "--workers", "1", "--max-attempts", "1", "--json"])
+    assert ran.exit_code == 3, ran.output
+    assert json.loads(ran.stdout)["job_dir"].startswith(str(tmp_path / "cache" / "framefleet" / "jobs"))
+    status = runner.invoke(app, ["status", output, "--json"])
+    assert status.exit_code == 0 and json.loads(status.stdout)["items"]["failed"] == 1, status.output
+    failed = runner.invoke(app, ["failures", output, "--json"])
+    assert [f["uri"] for f in json.loads(failed.stdout)] == [f"az://{azurite_container}/videos/broken.mp4"]
+    again = runner.invoke(app, ["retry", output, "--max-attempts", "1", "--json"])
+    assert again.exit_code == 3 and json.loads(again.stdout)["counts"] == {
+        "pending": 0, "running": 0, "done": 1, "failed": 1}

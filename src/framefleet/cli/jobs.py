@@ -23,7 +23,8 @@ from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import InputAccess
 
-JobDir = Annotated[Path, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job).")]
+JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
+                                            "or the output URI of a job writing to an object store.")]
 Engine = Annotated[str, typer.Option(help="local (worker processes here) or ray (a Ray cluster).")]
 RayAddress = Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://HOST:10001, or none to start a private one.")]
 CpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: CPUs each worker reserves.")]
