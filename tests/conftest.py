@@ -76,3 +76,13 @@ def azurite_container(azurite) -> str:
     if not azurite.running:  # a test that stopped the server must not break the next one
         azurite.start()
     return azurite.create_container(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_storage_options_left_behind():
+    """Storage options are process-wide (`storage.configure`, called by the CLI and `run`): a test that sets
+    some must not hand them to the next one."""
+    yield
+    from framefleet import storage
+
+    storage.configure(None)

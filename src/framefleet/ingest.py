@@ -48,6 +48,7 @@ from framefleet.errors import (
     StorageUnavailableError,
 )
 from framefleet.redact import redact
+from framefleet.temporary import temporary_path
 
 Existing = Literal["check", "skip", "overwrite"]
 EXISTING_MODES: tuple[Existing, ...] = ("check", "skip", "overwrite")
@@ -134,12 +135,6 @@ class _Endpoint:
     def path_of(self, uri: str) -> str:
         """The path within the filesystem of a URI under this endpoint."""
         return uri if self.local else uri.split("://", 1)[1]
-
-
-def destination(dest: str, rel: str) -> str:
-    """Where the source file at `rel` goes: `storage.safe_relpath(rel)` under the canonical `dest`, in
-    its form (a path stays a path, a URL a URL); `OutputError` for a path that would leave `dest`."""
-    return storage.join(dest, rel)
 
 
 def stored_md5(info: Mapping[str, Any], protocol: str | None) -> str | None:
@@ -297,7 +292,7 @@ class _Copier:
     def copy(self, entry: _Entry) -> bool:
         """Copy one file unless the destination already has it; True if copied, False if skipped."""
         rel = storage.safe_relpath(entry.rel)
-        target_uri = destination(self.dest.uri, rel)
+        target_uri = storage.join(self.dest.uri, rel)
         target = self._target_path(target_uri)
         source_md5 = entry.md5
         if self.existing != "overwrite":
@@ -447,7 +442,7 @@ def _md5_local(path: str) -> str:
 def _write_local(reader: BinaryIO, target: Path) -> str:
     """Copy `reader` to a hidden temporary beside `target`, hashing, then rename it into place; the MD5."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    tmp = temporary_path(target)
     digest = hashlib.md5()
     try:
         with open(tmp, "wb") as writer:

@@ -43,6 +43,7 @@ from framefleet.errors import (
     StorageError,
     StorageUnavailableError,
 )
+from framefleet.temporary import temporary_path
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 READ_ONLY_PROTOCOLS = frozenset({"http", "https"})
@@ -474,7 +475,7 @@ def seekable(uri: str) -> bool:
 def download(uri: str, target: Path) -> None:
     """Copy a remote file to a local path, atomically (a partial download is never at `target`)."""
     fs, path = filesystem(uri)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    tmp = temporary_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         store_call("download", uri, lambda: fs.get_file(path, str(tmp)))

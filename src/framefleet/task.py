@@ -19,14 +19,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from framefleet.ledger import Segment, Task
 from framefleet import storage
+from framefleet.ledger import Segment, Task
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import InputOpener
 from framefleet.streaming import FrameProcessor, StreamResult
+from framefleet.temporary import remove_stale_temporaries
 from framefleet.video import VideoInfo, VideoSource, probe
 from framefleet.video.concat import join_segments
-from framefleet.video.encode import remove_stale_temporaries
 
 PART_SUFFIX = ".nut"  # FFmpeg's own container: keeps any time base and negative decode times exactly
 

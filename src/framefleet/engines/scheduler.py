@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
 from framefleet.ledger import Ledger, Task
 from framefleet.task import TaskRequest, TaskResult, task_target
-from framefleet.video.encode import remove_stale_temporaries
+from framefleet.temporary import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import av
 import av.error
 
 from framefleet.errors import CorruptVideoError, OutputError
+from framefleet.temporary import temporary_path
 from framefleet.video.container import VideoSource
-from framefleet.video.encode import temporary_path
 from framefleet.video.remux import CarriedStream, StreamCarrier
 
 _MAX_REORDER = 16

@@ -8,7 +8,6 @@ beside the target and renamed into place only when complete: a reader never sees
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from dataclasses import dataclass
@@ -20,8 +19,9 @@ import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from framefleet.errors import OptionError, OutputError
 from framefleet.batch import FrameBatch
+from framefleet.errors import OptionError, OutputError
+from framefleet.temporary import temporary_path
 from framefleet.video.container import VideoSource
 from framefleet.video.frames import rgb_to_frame
 from framefleet.video.remux import CarriedStream, StreamCarrier
@@ -59,17 +59,6 @@ class VideoFormat:
     colorspace: int
     color_primaries: int
     color_trc: int
-
-
-def temporary_path(target: Path) -> Path:
-    """A hidden sibling of `target` with the same extension, for writing before the atomic rename."""
-    return target.with_name(f".{target.stem}.part-{os.getpid()}{target.suffix}")
-
-
-def remove_stale_temporaries(target: Path) -> None:
-    """Delete the `temporary_path`s that killed writers (any process) left beside `target`."""
-    for stale in target.parent.glob(f".{glob.escape(target.stem)}.part-*{glob.escape(target.suffix)}"):
-        stale.unlink(missing_ok=True)
 
 
 class VideoWriter:
