@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,10 +22,10 @@ from typing import Any, TextIO
 
 from framefleet import __version__, storage
 from framefleet.engines.local import LocalPool, local_worker_count
+from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions, EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import FramefleetError, OptionError
 from framefleet.ledger import Ledger, Limits
-from framefleet.engines.ray_options import RayOptions
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import InputAccess, WorkerStorage
 from framefleet.sources import expand_inputs
@@ -98,6 +99,9 @@ def run(
     storage_options: Mapping[str, Any] | None = None,
     input_access: InputAccess | None = None,
     parts_dir: str | None = None,
+    standing: bool = False,
+    stop: threading.Event | None = None,
+    accept: Callable[[str], bool] | None = None,
 ) -> JobResult:
     """Process every video named by `inputs` into `output` (mirroring relative paths).
 
@@ -109,6 +113,12 @@ def run(
     `input_access` how workers read remote videos. `parts_dir` is where segments wait for their join
     (default: the job directory; an object-store URI when Ray workers on several machines share no disk);
     a job keeps the one of its first run.
+    `standing` keeps the run going when no work is left (a long-running service): it picks up items that
+    another connection adds to the job's ledger meanwhile (their output URI is
+    `storage.output_uri(canonical_output_root(output), relpath)`), and stops its workers while idle for
+    `EngineOptions.idle_seconds`. Setting `stop` (from any thread) stops the run as SIGINT would; a standing
+    run ends only so, and its result says `interrupted`. `accept(uri)` False skips a listed video (the
+    service confines what a submission may read, symbolic links inside its folders included).
     """
     if engine not in ("local", "ray"):
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
@@ -117,7 +127,7 @@ def run(
     if storage_options is not None:
         storage.configure(storage_options)
     worker_storage = WorkerStorage(storage.configured_options(), input_access or InputAccess())
-    output_root = _output_root(str(output))
+    output_root = canonical_output_root(str(output))
     job_path = Path(job_dir) if job_dir is not None else default_job_dir(output_root)
     job_path.mkdir(parents=True, exist_ok=True)
     with _job_lock(job_path):
@@ -130,6 +140,9 @@ def run(
                 listing = expand_inputs(inputs, stdin=stdin)
                 skipped = listing.skipped
                 refs = [ref for ref in listing.refs if not storage.is_inside(ref.uri, output_root)]
+                if accept is not None:
+                    skipped = sorted([*skipped, *(ref.uri for ref in refs if not accept(ref.uri))])
+                    refs = [ref for ref in refs if accept(ref.uri)]
                 ledger.add_items(
                     (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
                     for ref in refs
@@ -139,7 +152,9 @@ def run(
             if workers is not None:
                 options = EngineOptions(**{**vars(options), "workers": workers})
             pool, count = _pool(engine, pipeline, options, ray, worker_storage)
-            scheduler = Scheduler(ledger, pool, _parts_dir(ledger, job_path, parts_dir), count, options, on_progress)
+            parts = _parts_dir(ledger, job_path, parts_dir)
+            scheduler = Scheduler(ledger, pool, parts, count, options, on_progress,
+                                  standing=standing, stop=stop)
             with _stop_on_signals(scheduler.request_stop, enabled=handle_signals):
                 finished = scheduler.run()
             frames, _ = ledger.frame_totals()
@@ -162,8 +177,9 @@ def _parts_dir(ledger: Ledger, job_dir: Path, requested: str | None) -> str:
     return kept
 
 
-def _output_root(output: str) -> str:
-    """The output root in canonical form, checked to be writable storage."""
+def canonical_output_root(output: str) -> str:
+    """The output root in canonical form, as `run` records it and derives output URIs from; checked to be
+    writable storage."""
     if storage.is_local(output):
         return str(storage.local_path(output).resolve())
     storage.check_writable(output)

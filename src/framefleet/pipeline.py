@@ -75,15 +75,7 @@ class Pipeline:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:
         """Read a pipeline file; `overrides` (e.g. flags given on the command line) win over it."""
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise OptionError(f"--pipeline {path}: no such file") from None
-        except (OSError, yaml.YAMLError) as exc:
-            raise OptionError(f"--pipeline {path}: cannot read it as YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise OptionError(f"--pipeline {path}: expected a mapping of option names to values")
-        return cls.from_options({**data, **(overrides or {})}, source=f"--pipeline {path}")
+        return cls.from_options({**read_pipeline_file(path), **(overrides or {})}, source=f"--pipeline {path}")
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Pipeline:
@@ -116,6 +108,19 @@ class Pipeline:
             "framefleet": __version__,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_pipeline_file(path: str | Path) -> dict[str, Any]:
+    """The options in a pipeline file, unchecked (`Pipeline.from_options` checks them)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise OptionError(f"--pipeline {path}: no such file") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise OptionError(f"--pipeline {path}: cannot read it as YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise OptionError(f"--pipeline {path}: expected a mapping of option names to values")
+    return data
 
 
 @cache

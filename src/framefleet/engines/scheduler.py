@@ -11,13 +11,18 @@ as events. The scheduler owns the policy:
   is killed and replaced (a hang, capped like a crash);
 - when nothing at all happens for `stall_timeout` seconds while work is pending (no worker can start,
   say), the job stops with an error that says so, instead of waiting silently;
-- on a stop request it claims nothing more, lets running tasks finish for `grace_seconds`, then
-  releases what is left (infrastructure losses) and returns.
+- on a stop request (`request_stop`, or the `stop` event set) it claims nothing more, lets running tasks
+  finish for `grace_seconds`, then releases what is left (infrastructure losses) and returns.
+
+Workers are started only while the ledger holds unfinished work. A batch run returns when no work is
+left; a standing run (`standing=True`, a long-running service) keeps polling the ledger for tasks that
+another connection adds, and stops its workers once it has been idle for `idle_seconds`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +57,10 @@ class EngineOptions:
     grace_seconds: float = 30.0
     """After a stop request, how long running tasks may take to finish."""
     poll_seconds: float = 0.5
+    """Seconds between looks at the ledger while no worker reports anything (at most 1 s when standing)."""
+    idle_seconds: float = 60.0
+    """A standing run stops its workers after this many seconds with no work, and starts them again when
+    work appears (a quiet service holds no worker processes)."""
 
 
 @dataclass
@@ -149,7 +158,7 @@ class _Slot:
 
 @dataclass
 class Scheduler:
-    """Runs a job's unfinished tasks on `pool` until none is left or a stop is requested."""
+    """Runs a job's unfinished tasks on `pool` until none is left (unless `standing`) or a stop comes."""
 
     ledger: Ledger
     pool: WorkerPool
@@ -158,10 +167,15 @@ class Scheduler:
     workers: int
     options: EngineOptions = field(default_factory=EngineOptions)
     on_progress: Callable[[EngineProgress], None] | None = None
+    standing: bool = False
+    """Keep running when no work is left, for tasks added to the ledger meanwhile, until a stop."""
+    stop: threading.Event | None = None
+    """Set from any thread: a stop request, as `request_stop`."""
 
     def __post_init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
         self._stop_requested_at: float | None = None
+        self._idle_since: float | None = None
         self._progress = EngineProgress()
         self._early_deaths = 0
         self._last_report = 0.0
@@ -176,19 +190,23 @@ class Scheduler:
             log.warning("stopping: no new tasks; waiting up to %.0f s for running ones", self.options.grace_seconds)
 
     def run(self) -> bool:
-        """Run until no work is left (True) or a stop was requested (False)."""
+        """Run until no work is left (True; never in a standing run) or a stop was requested (False)."""
         try:
-            for _ in range(self.workers):
-                self._slots[self.pool.spawn()] = _Slot()
             while True:
+                if self.stop is not None and self.stop.is_set():
+                    self.request_stop()
+                unfinished = self.ledger.unfinished()
                 if self._stop_requested_at is None:
+                    self._spawn_wanted(unfinished)
                     self._dispatch(time.time())
                 busy = any(slot.task is not None for slot in self._slots.values())
-                if not busy and (self._stop_requested_at is not None or self.ledger.unfinished() == 0):
+                done = unfinished == 0 and not self.standing
+                if not busy and (self._stop_requested_at is not None or done):
                     break
                 if self._stopping_too_long():
                     self._abandon_running("interrupted", "the job was stopped before this task finished")
                     break
+                self._release_idle(busy, unfinished)
                 for event in self.pool.events(self._timeout(busy)):
                     self._last_event = time.monotonic()
                     self._handle(event)
@@ -200,7 +218,26 @@ class Scheduler:
             self.pool.close()
         return self._stop_requested_at is None
 
-    # -- dispatching and events ------------------------------------------------------------------
+    # -- workers, dispatching and events ---------------------------------------------------------
+
+    def _spawn_wanted(self, unfinished: int) -> None:
+        """Start workers up to `workers` (new ones, or replacements of lost ones) while there is work."""
+        if unfinished:
+            while len(self._slots) < self.workers:
+                self._slots[self.pool.spawn()] = _Slot()
+
+    def _release_idle(self, busy: bool, unfinished: int) -> None:
+        """In a standing run, stop every worker once there has been no work for `idle_seconds`."""
+        if not self.standing or busy or unfinished:
+            self._idle_since = None
+            return
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        elif self._slots and now - self._idle_since >= self.options.idle_seconds:
+            log.info("no work for %.0f s: stopping %d idle workers", now - self._idle_since, len(self._slots))
+            for name in list(self._slots):
+                self._drop(name)
 
     def _dispatch(self, now: float) -> None:
         for name, slot in self._slots.items():
@@ -253,11 +290,6 @@ class Scheduler:
                 if self._early_deaths >= 3:
                     raise FramefleetError(f"workers keep dying while starting ({event.message}); "
                                           "rerun with --debug and --workers 1")
-            self._replace()
-
-    def _replace(self) -> None:
-        if self._stop_requested_at is None:
-            self._slots[self.pool.spawn()] = _Slot()
 
     # -- watching for trouble --------------------------------------------------------------------
 
@@ -276,11 +308,13 @@ class Scheduler:
             self._drop(name)
             self._remove_temporaries(slot.task)
             self.ledger.fail(slot.task, "hung", error_type="WorkerHung", message=f"the worker hung ({reason})", now=now)
-            self._replace()
 
     def _check_stall(self) -> None:
+        if self.ledger.unfinished() == 0:
+            self._last_event = time.monotonic()  # nothing to wait for (an idle standing run): no stall
+            return
         silent = time.monotonic() - self._last_event
-        if silent <= self.options.stall_timeout or self.ledger.unfinished() == 0:
+        if silent <= self.options.stall_timeout:
             return
         ready = sum(1 for slot in self._slots.values() if slot.ready)
         raise JobStalledError(
@@ -295,7 +329,6 @@ class Scheduler:
                 if not self.ledger.heartbeat(slot.task, self._lease_seconds, now):
                     log.warning("lost the lease on task %d; abandoning it", slot.task.id)
                     self._drop(name)
-                    self._replace()
                     continue
                 slot.last_renewal = now
 
@@ -332,7 +365,7 @@ class Scheduler:
             ready_at = self.ledger.next_ready_time()
             if ready_at is not None:
                 timeout = min(max(0.05, ready_at - time.time()), 5.0)
-        return timeout
+        return min(timeout, 1.0) if self.standing else timeout
 
     def _report(self) -> None:
         if self.on_progress is None or time.monotonic() - self._last_report < 0.25:
