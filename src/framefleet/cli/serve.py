@@ -1,0 +1,80 @@
+"""`framefleet serve`: the service (watch rules, HTTP API, dashboard) in one process."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from framefleet import storage
+from framefleet.cli import options
+from framefleet.cli.app import app, err, guarded
+from framefleet.errors import OptionError
+from framefleet.pipeline import read_pipeline_file
+
+
+@app.command()
+def serve(
+    watch: Annotated[Optional[str], typer.Option(help="A folder or store prefix to watch for new videos.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Where --watch writes its outputs.")] = None,
+    pipeline_file: Annotated[Optional[Path], typer.Option("--pipeline", help="YAML pipeline of the --watch rule.")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between two listings of --watch.")] = 10.0,
+    config: Annotated[Optional[Path], typer.Option(help="YAML service file: watch rules, allowed prefixes, "
+                                                        "engine (see docs/service.md).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; beyond loopback a token is required.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
+    token_file: Annotated[Optional[Path], typer.Option(help="File holding the bearer token (default: "
+                                                            "$FRAMEFLEET_TOKEN).")] = None,
+    state_dir: Annotated[Optional[Path], typer.Option(help="Registry and job ledgers (default "
+                                                           "~/.local/state/framefleet).")] = None,
+    allow: Annotated[Optional[list[str]], typer.Option(help="A prefix HTTP submissions may read and write "
+                                                            "(repeat for several).")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="local or ray.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --engine ray).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Workers per job.")] = None,
+    max_jobs: Annotated[Optional[int], typer.Option(help="Submitted jobs that run at once (default 2).")] = None,
+    storage_options: options.StorageOptions = None,
+) -> None:
+    """Watch folders or prefixes and process new videos as they arrive; serve the HTTP API and dashboard."""
+
+    def start() -> None:
+        from framefleet.service.auth import check_listen, load_token
+        from framefleet.service.config import ServiceConfig, watch_rule
+
+        storage.configure(storage.load_options(storage_options))
+        token = load_token(token_file)
+        check_listen(host, token)
+        base = ServiceConfig.from_yaml(config) if config is not None else ServiceConfig()
+        rules = base.watch
+        if watch is not None:
+            if output is None:
+                raise OptionError("--watch needs --output: where the processed videos go")
+            pipeline = read_pipeline_file(pipeline_file) if pipeline_file is not None else {}
+            rules = (*rules, watch_rule({"name": "watch", "source": watch, "output": output, "interval": interval,
+                                         "pipeline": pipeline}, source="--watch"))
+        elif output is not None or pipeline_file is not None:
+            raise OptionError("--output and --pipeline belong to --watch; give --watch SRC too")
+        overrides = {"state_dir": state_dir, "engine": engine, "ray_address": ray_address, "workers": workers,
+                     "max_jobs": max_jobs, "allow": tuple(allow) if allow else None}
+        settings = dataclasses.replace(base, watch=rules, **{k: v for k, v in overrides.items() if v is not None})
+        _serve(settings, host, port, token)
+
+    guarded(start)
+
+
+def _serve(config, host: str, port: int, token: str | None) -> None:
+    try:
+        import uvicorn
+
+        from framefleet.service.api import create_app
+        from framefleet.service.runtime import Service
+    except ImportError as exc:
+        raise OptionError(f'framefleet serve needs the service extra ({exc.name} is missing): '
+                          'pip install "framefleet[service]"') from None
+    app_ = create_app(Service(config), token)
+    rules = ", ".join(f"{rule.name}: {rule.source} -> {rule.output}" for rule in config.watch) or "none"
+    err.print(f"framefleet serving http://{host}:{port}/ (state in {config.state_dir}; watch rules: {rules})",
+              highlight=False, soft_wrap=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,1 @@
+"""`framefleet serve`: watch folders and prefixes for new videos, serve an HTTP API and a dashboard."""

@@ -1,0 +1,209 @@
+"""The HTTP API and dashboard of `framefleet serve` (FastAPI), over a running `Service`.
+
+Routes: `/api/jobs` (submit, list), `/api/jobs/{id}` (progress), `/api/jobs/{id}/items` (by state, with
+errors and metrics), `/api/jobs/{id}/throughput`, `/api/jobs/{id}/retry`, `/api/jobs/{id}/cancel`,
+`/healthz`, `/metrics` (Prometheus), `/openapi.json`, and the dashboard (`/`, `/jobs/{id}`, `/static`).
+Every one of them needs the bearer token when the service has one (`framefleet.service.auth`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from framefleet import __version__
+from framefleet.errors import FramefleetError
+from framefleet.redact import redact
+from framefleet.service import models
+from framefleet.service.auth import TokenAuth
+from framefleet.service.config import ForbiddenLocationError
+from framefleet.service.metrics import metrics_registry
+from framefleet.service.registry import JobRecord
+from framefleet.service.runtime import JobConflictError, Service, UnknownJobError
+
+JobId = Annotated[str, "the job's id"]
+_ERROR_STATUS = {UnknownJobError: 404, JobConflictError: 409, ForbiddenLocationError: 403}
+_CHART_POINTS = 60
+
+
+def create_app(service: Service, token: str | None, *, manage: bool = True) -> FastAPI:
+    """The app. With `manage`, the app's lifespan starts and stops the service (as `framefleet serve` does)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        if manage:
+            service.start()
+        yield
+        if manage:
+            service.stop()
+
+    app = FastAPI(title="framefleet", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Run models over videos: submit jobs, follow their progress, retry failures.")
+    app.add_middleware(TokenAuth, token=token, login_page=_asset("login.html"))
+    app.mount("/static", StaticFiles(packages=[("framefleet.service", "dashboard/static")]), name="static")
+    metrics = metrics_registry(service)
+
+    @app.exception_handler(FramefleetError)
+    async def framefleet_error(_: Request, exc: FramefleetError) -> JSONResponse:
+        status = next((code for kind, code in _ERROR_STATUS.items() if isinstance(exc, kind)), 422)
+        return JSONResponse({"detail": redact(str(exc))}, status_code=status)
+
+    @app.post("/api/jobs", status_code=202, response_model=models.Job, tags=["jobs"],
+              responses={200: {"model": models.Job, "description": "The job this Idempotency-Key submitted"},
+                         403: {"description": "An input or the output is outside the allowed prefixes"},
+                         422: {"description": "A bad pipeline option"}})
+    def submit_job(submission: models.JobSubmission, response: Response,
+                   idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> models.Job:
+        """Submit a batch job; it starts when a slot is free. Retrying with the same Idempotency-Key
+        returns the first job instead of adding another."""
+        record, new = service.submit(submission.inputs, submission.output, submission.pipeline,
+                                     name=submission.name, idempotency_key=idempotency_key)
+        if not new:
+            response.status_code = 200
+        return _job(record)
+
+    @app.get("/api/jobs", response_model=models.JobList, tags=["jobs"])
+    def list_jobs(state: models.JobState | None = None, kind: models.JobKind | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> models.JobList:
+        """Jobs, newest first."""
+        records, total = service.registry.list(state=state, kind=kind, limit=limit, offset=offset)
+        return models.JobList(jobs=[_job(r) for r in records], total=total, limit=limit, offset=offset)
+
+    @app.get("/api/jobs/{job_id}", response_model=models.JobDetail, tags=["jobs"],
+             responses={404: {"description": "No such job"}})
+    def get_job(job_id: JobId) -> models.JobDetail:
+        """A job with its counts per state, frames, frame rate, ETA, workers and time per stage."""
+        record = service.job(job_id)
+        view = service.status(record)
+        status, live = view["status"] or {}, view["live"]
+        stages = service.read_ledger(record, _stage_seconds, {})
+        fps = live.fps if live is not None else status.get("fps_recent", 0.0)
+        done, expected = status.get("frames_done", 0), status.get("frames_expected", 0)
+        eta = (expected - done) / fps if live is not None and fps > 0 and expected > done else status.get("eta_seconds")
+        return models.JobDetail(
+            **_job(record).model_dump(), items=status.get("items", {}), tasks=status.get("tasks", {}),
+            frames_done=done, frames_expected=expected, fps=fps, eta_seconds=eta,
+            workers=live.workers if live else 0, busy_workers=live.busy if live else 0, stages=stages,
+            input_failures=status.get("input_failures", 0), crashes=status.get("crashes", 0),
+            infra_losses=status.get("infra_losses", 0),
+            watch=models.WatchInfo(**view["watch"]) if view["watch"] else None)
+
+    @app.get("/api/jobs/{job_id}/items", response_model=models.ItemList, tags=["jobs"],
+             responses={404: {"description": "No such job"}})
+    def list_items(job_id: JobId, state: models.ItemState | None = None,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> models.ItemList:
+        """A job's videos (e.g. `state=failed` for the failure list), with their errors and metrics."""
+        record = service.job(job_id)
+        rows = service.read_ledger(record, _item_rows, [])
+        if state is not None:
+            rows = [row for row in rows if row.state == state]
+        return models.ItemList(items=rows[offset:offset + limit], total=len(rows), limit=limit, offset=offset)
+
+    @app.get("/api/jobs/{job_id}/throughput", response_model=models.Throughput, tags=["jobs"],
+             responses={404: {"description": "No such job"}})
+    def throughput(job_id: JobId) -> models.Throughput:
+        """Frames per second over time (finished tasks, in up to 60 buckets): the dashboard's chart."""
+        record = service.job(job_id)
+        return _chart(service.read_ledger(record, lambda ledger: ledger.throughput(), []),
+                      end=time.time() if record.state == "running" else None)
+
+    @app.post("/api/jobs/{job_id}/retry", response_model=models.Retried, tags=["jobs"],
+              responses={404: {"description": "No such job"}})
+    def retry_job(job_id: JobId) -> models.Retried:
+        """Put a job's failed items back to pending, with fresh retry budgets."""
+        return models.Retried(retried=service.retry(job_id))
+
+    @app.post("/api/jobs/{job_id}/cancel", response_model=models.Job, tags=["jobs"],
+              responses={404: {"description": "No such job"}, 409: {"description": "The job has ended"}})
+    def cancel_job(job_id: JobId) -> models.Job:
+        """Stop a queued or running job for good (running tasks get a grace period)."""
+        return _job(service.cancel(job_id))
+
+    @app.get("/healthz", response_model=models.Health, tags=["service"])
+    def health() -> models.Health:
+        """The service answers; jobs per state."""
+        return models.Health(status="ok", version=__version__, uptime_seconds=time.time() - service.started,
+                             jobs=service.registry.counts())
+
+    @app.get("/metrics", tags=["service"], response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics: items by state, frames, frame rate, failures, queue depth, workers."""
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard_jobs() -> HTMLResponse:
+        return HTMLResponse(_asset("jobs.html"))
+
+    @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard_job(job_id: JobId) -> HTMLResponse:
+        service.job(job_id)
+        return HTMLResponse(_asset("job.html"))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app
+
+
+def _job(record: JobRecord) -> models.Job:
+    spec = record.spec
+    inputs = spec["inputs"] if record.kind == "submitted" else [spec["source"]]
+    return models.Job(id=record.id, kind=record.kind, name=record.name, state=record.state,
+                      created=record.created, updated=record.updated, error=record.error, inputs=inputs,
+                      output=spec["output"], pipeline=spec["pipeline"])
+
+
+def _item_rows(ledger) -> list[models.ItemMetrics]:
+    errors = {item.id: item.error for item in ledger.items()}
+    return [
+        models.ItemMetrics(
+            id=row["id"], uri=row["uri"], output_uri=row["output_uri"], state=row["state"],
+            error=errors.get(row["id"]), frames=row["frames"], seconds=row["seconds"],
+            fps=row["frames"] / row["seconds"] if row["seconds"] > 0 else 0.0,
+            decode_s=row["decode_s"], ops_s=row["ops_s"], encode_s=row["encode_s"], upload_s=row["upload_s"],
+            bytes_in=row["bytes_in"], bytes_out=row["bytes_out"])
+        for row in ledger.item_metrics()
+    ]
+
+
+def _stage_seconds(ledger) -> dict[str, float]:
+    rows = ledger.item_metrics()
+    return {stage: sum(row[f"{stage}_s"] for row in rows) for stage in ("decode", "ops", "encode", "upload")}
+
+
+def _chart(finished: list[tuple[float, int]], end: float | None) -> models.Throughput:
+    """Frames per second in up to `_CHART_POINTS` equal buckets from the first finished task to `end`."""
+    if not finished:
+        return models.Throughput(bucket_seconds=0.0, points=[])
+    start = finished[0][0]
+    end = max(end or finished[-1][0], start + 1.0)
+    bucket = max(1.0, math.ceil((end - start) / _CHART_POINTS))
+    frames = [0] * (int((end - start) // bucket) + 1)
+    for when, count in finished:
+        frames[int((when - start) // bucket)] += count
+    return models.Throughput(bucket_seconds=bucket, points=[
+        models.ThroughputPoint(t=start + i * bucket, fps=count / bucket) for i, count in enumerate(frames)])
+
+
+def _asset(name: str) -> str:
+    return resources.files("framefleet.service").joinpath("dashboard", name).read_text()

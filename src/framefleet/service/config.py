@@ -1,0 +1,153 @@
+"""The service's configuration: watch rules, allowed storage prefixes, engine, and where state lives.
+
+A YAML file (`framefleet serve --config service.yaml`) may hold several watch rules:
+
+    state_dir: /var/lib/framefleet      # registry and job ledgers (default ~/.local/state/framefleet)
+    allow: [az://media/incoming, az://media/stylized]   # what HTTP submissions may read and write
+    engine: local                       # or ray, with ray_address: auto
+    workers: 2                          # per job
+    max_jobs: 2                         # submitted jobs that run at once (watch jobs always run)
+    watch:
+      - name: uploads
+        source: az://media/incoming
+        output: az://media/stylized
+        interval: 10
+        pipeline: {style: 7, max_size: 720}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from framefleet import storage
+from framefleet.engines.scheduler import EngineOptions
+from framefleet.errors import FramefleetError, OptionError
+from framefleet.ledger import Limits
+from framefleet.pipeline import Pipeline, read_pipeline_file
+from framefleet.service.watcher import WatchRule
+
+_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CONFIG_KEYS = {"state_dir", "allow", "engine", "workers", "max_jobs", "ray_address", "watch"}
+_RULE_KEYS = {"name", "source", "output", "interval", "pipeline"}
+
+
+class ForbiddenLocationError(FramefleetError):
+    """A submitted input or output lies outside the service's allowed prefixes."""
+
+
+def default_state_dir() -> Path:
+    """`$XDG_STATE_HOME/framefleet` (default `~/.local/state/framefleet`)."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "framefleet"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything `framefleet serve` runs with."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    watch: tuple[WatchRule, ...] = ()
+    allow: tuple[str, ...] = ()
+    """Storage prefixes (folders, store URIs) that HTTP submissions may read from and write to."""
+    engine: str = "local"
+    workers: int | None = None
+    """Workers per job (default: one per core locally, one per worker slot on Ray)."""
+    max_jobs: int = 2
+    """Submitted jobs that run at the same time; the others wait, queued."""
+    ray_address: str | None = None
+    """With engine ray: the cluster (see `RayOptions.address`)."""
+    limits: Limits = field(default_factory=Limits)
+    engine_options: EngineOptions = field(default_factory=EngineOptions)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise OptionError(f"engine must be local or ray, got {self.engine!r}")
+        if self.max_jobs < 1:
+            raise OptionError(f"max_jobs must be at least 1, got {self.max_jobs}")
+        names = [rule.name for rule in self.watch]
+        if len(set(names)) != len(names):
+            raise OptionError(f"watch rule names must be unique, got {', '.join(names)}")
+        object.__setattr__(self, "allow", tuple(storage.canonical_uri(p) for p in self.allow))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ServiceConfig:
+        """Read a service file (see the module's docstring)."""
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise OptionError(f"--config {path}: no such file") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise OptionError(f"--config {path}: cannot read it as YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise OptionError(f"--config {path}: expected a mapping")
+        unknown = set(data) - _CONFIG_KEYS
+        if unknown:
+            raise OptionError(f"--config {path}: unknown key(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(_CONFIG_KEYS))}")
+        rules = [watch_rule(entry, source=f"--config {path}") for entry in data.pop("watch", None) or []]
+        if "state_dir" in data:
+            data["state_dir"] = Path(data["state_dir"]).expanduser()
+        if "allow" in data:
+            data["allow"] = tuple(data["allow"])
+        try:
+            return cls(watch=tuple(rules), **data)
+        except TypeError as exc:
+            raise OptionError(f"--config {path}: {exc}") from None
+
+
+def watch_rule(entry: Any, *, source: str) -> WatchRule:
+    """A watch rule from its YAML mapping, checked (name, paths, interval, pipeline options)."""
+    if not isinstance(entry, dict):
+        raise OptionError(f"{source}: each watch rule is a mapping with source and output")
+    unknown = set(entry) - _RULE_KEYS
+    if unknown:
+        raise OptionError(f"{source}: unknown watch key(s) {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(_RULE_KEYS))}")
+    if not entry.get("source") or not entry.get("output"):
+        raise OptionError(f"{source}: a watch rule needs a source and an output")
+    name = str(entry.get("name") or "watch")
+    if not _RULE_NAME.match(name):
+        raise OptionError(f"{source}: watch rule name {name!r} must be letters, digits, '-', '_' or '.'")
+    pipeline = entry.get("pipeline") or {}
+    if isinstance(pipeline, str):  # a pipeline file
+        pipeline = read_pipeline_file(pipeline)
+    if not isinstance(pipeline, dict):
+        raise OptionError(f"{source}: a watch rule's pipeline is a mapping of options or a YAML file")
+    Pipeline.from_options(pipeline, source=f"{source}: watch rule {name}")  # fail now, not in the job thread
+    try:
+        interval = float(entry.get("interval", 10.0))
+    except (TypeError, ValueError):
+        raise OptionError(f"{source}: watch rule {name}: interval must be a number of seconds") from None
+    if not interval > 0:
+        raise OptionError(f"{source}: watch rule {name}: interval must be positive")
+    return WatchRule(name=name, source=storage.canonical_uri(str(entry["source"])),
+                     output=storage.canonical_uri(str(entry["output"])), pipeline=dict(pipeline), interval=interval)
+
+
+def check_allowed(uri: str, allow: tuple[str, ...], *, what: str) -> str:
+    """`uri` in canonical form, if it lies inside one of the `allow`ed prefixes; else ForbiddenLocationError.
+
+    Globs, list files and stdin are refused: a submission names folders, prefixes or files. Local paths
+    are compared after resolving `..` and symbolic links.
+    """
+    if not allow:
+        raise ForbiddenLocationError("this service accepts no submissions: start it with --allow PREFIX "
+                                     "(or `allow:` in its config) to name what jobs may read and write")
+    if not isinstance(uri, str) or not uri or uri == "-" or uri.startswith("@") or "\x00" in uri:
+        raise ForbiddenLocationError(f"{what}: give a folder, a file or a store prefix")
+    try:
+        canonical = storage.canonical_uri(uri)
+        glob = storage.is_glob(canonical)
+    except (FramefleetError, ValueError):
+        raise ForbiddenLocationError(f"{what} {uri!r}: not a path or store URI this service can use") from None
+    if glob:
+        raise ForbiddenLocationError(f"{what} {uri!r}: globs are not accepted; name a folder or prefix")
+    if not any(storage.is_inside(canonical, prefix) for prefix in allow):
+        raise ForbiddenLocationError(f"{what} {uri!r} is outside the prefixes this service allows")
+    return canonical

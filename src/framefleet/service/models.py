@@ -1,0 +1,116 @@
+"""The HTTP API's request and response bodies (they make the published OpenAPI spec)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ItemState = Literal["pending", "running", "done", "failed"]
+JobState = Literal["queued", "running", "finished", "cancelled", "error"]
+JobKind = Literal["watch", "submitted"]
+OptionValue = str | int | float | bool
+
+
+class JobSubmission(BaseModel):
+    """A batch job: videos under `inputs` processed by `pipeline` into `output` (mirroring paths)."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[str] = Field(min_length=1, max_length=1000,
+                              description="Files, folders or store prefixes inside the service's allowed prefixes.")
+    output: str = Field(min_length=1, max_length=4096, description="Output root inside an allowed prefix.")
+    pipeline: dict[str, OptionValue] = Field(default_factory=dict,
+                                             description="Pipeline options, as in a --pipeline file.")
+    name: str | None = Field(default=None, max_length=200)
+
+
+class Job(BaseModel):
+    """A job as listed."""
+
+    id: str
+    kind: JobKind
+    name: str
+    state: JobState
+    created: float
+    updated: float
+    error: str | None
+    inputs: list[str] = Field(description="What the job reads: its inputs, or a watch rule's source.")
+    output: str
+    pipeline: dict[str, OptionValue]
+
+
+class WatchInfo(BaseModel):
+    polls: int
+    last_error: str | None
+
+
+class JobDetail(Job):
+    """A job with its progress."""
+
+    items: dict[str, int] = Field(description="Items per state.")
+    tasks: dict[str, int] = Field(description="Tasks (probes, segments, joins) per state.")
+    frames_done: int
+    frames_expected: int
+    fps: float = Field(description="Frames per second: live while the job runs, else over its last two minutes.")
+    eta_seconds: float | None
+    workers: int = Field(description="Worker processes (or Ray actors) the job holds now.")
+    busy_workers: int
+    stages: dict[str, float] = Field(description="Seconds spent in decode, ops, encode and upload, summed.")
+    input_failures: int
+    crashes: int
+    infra_losses: int
+    watch: WatchInfo | None
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    total: int
+    limit: int
+    offset: int
+
+
+class ItemMetrics(BaseModel):
+    """One input video of a job, with its metrics."""
+
+    id: int
+    uri: str
+    output_uri: str
+    state: ItemState
+    error: str | None
+    frames: int
+    seconds: float
+    fps: float
+    decode_s: float
+    ops_s: float
+    encode_s: float
+    upload_s: float
+    bytes_in: int
+    bytes_out: int
+
+
+class ItemList(BaseModel):
+    items: list[ItemMetrics]
+    total: int
+    limit: int
+    offset: int
+
+
+class ThroughputPoint(BaseModel):
+    t: float = Field(description="Start of the bucket, seconds since the epoch.")
+    fps: float
+
+
+class Throughput(BaseModel):
+    bucket_seconds: float
+    points: list[ThroughputPoint]
+
+
+class Retried(BaseModel):
+    retried: int = Field(description="Failed items put back to pending.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    uptime_seconds: float
+    jobs: dict[str, int]
