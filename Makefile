@@ -1,12 +1,13 @@
 # framefleet: `make demo` stylizes a bundled example; `make test` runs the fast suite; `make test-slow`
-# runs the slow-marked tests, `make test-ray` the Ray cluster tests and `make test-storage` the Azure Blob
-# tests against Azurite (needs npm; CI runs all four via .ci/run).
+# runs the slow-marked tests (the service's load test among them), `make test-ray` the Ray cluster tests,
+# `make test-storage` the Azure Blob tests against Azurite (needs npm) and `make test-browser` the
+# dashboard in a headless Chromium (installs Debian's chromium); CI runs all five via .ci/run.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray test-storage bench bench-jobs bench-ray bench-storage clean
+.PHONY: install demo test test-slow test-ray test-storage test-browser bench bench-jobs bench-ray bench-storage clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +23,10 @@ demo: $(STAMP)
 	@echo "Stylized video: build/example-stylized.mp4 (input: build/example.mp4)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not ray and not storage" -q
+	$(BIN)/python -m pytest -m "not slow and not ray and not storage and not browser" -q
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m "slow and not ray and not storage" -q
+	$(BIN)/python -m pytest -m "slow and not ray and not storage and not browser" -q
 
 test-ray: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
@@ -41,6 +42,15 @@ $(AZURITE): tools/azurite/package-lock.json
 test-storage: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pip install --quiet -e '.[test,azure]'
 	FRAMEFLEET_REQUIRE_AZURITE=1 $(BIN)/python -m pytest -m "storage and not ray" -q
+
+# Debian's chromium, driven by Playwright (no browser download); apt needs root, or sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+test-browser: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,browser]'
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	FRAMEFLEET_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m browser -q
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

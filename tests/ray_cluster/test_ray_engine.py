@@ -195,3 +195,39 @@ def test_on_ray_every_byte_can_go_through_an_object_store(cluster, clip_factory,
         assert sum(1 for a in ledger.attempts() if a["kind"] == "segment") >= 5
     finally:
         ledger.close()
+
+
+def test_the_service_runs_its_watch_rule_and_a_submitted_job_as_ray_actors(cluster, clip_factory, tmp_path):
+    from framefleet.service.config import ServiceConfig
+    from framefleet.service.runtime import Service
+    from framefleet.service.watcher import WatchRule
+
+    watched = make_inputs(clip_factory, tmp_path / "watched", 3, frames=12)
+    submitted = make_inputs(clip_factory, tmp_path / "submitted", 2, frames=12)
+    rule = WatchRule(name="uploads", source=str(tmp_path / "watched"), output=str(tmp_path / "watched-out"),
+                     pipeline={"op": "identity"}, interval=0.3)
+    service = Service(ServiceConfig(state_dir=tmp_path / "state", engine="ray", ray_address="auto", workers=1,
+                                    allow=(str(tmp_path),), watch=(rule,)))
+    service.start()
+    try:
+        record, _ = service.submit([str(tmp_path / "submitted")], str(tmp_path / "submitted-out"), {"op": "identity"})
+        watch_job = next(r for r in service.registry.list(kind="watch")[0])
+
+        def done(job) -> int:
+            return service.read_ledger(job, lambda ledger: ledger.counts()["done"], 0)
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (
+                service.job(record.id).state == "finished" and done(watch_job) == len(watched)):
+            time.sleep(0.3)
+        assert service.job(record.id).state == "finished" and done(record) == len(submitted)
+        assert done(watch_job) == len(watched)
+        for root, sources in (("watched", watched), ("submitted", submitted)):
+            for source in sources:
+                output = tmp_path / f"{root}-out" / source.relative_to(tmp_path / root)
+                assert decoded_pts(output) == decoded_pts(source)
+        for job in (record, watch_job):
+            workers = service.read_ledger(job, lambda ledger: {a["worker"] for a in ledger.attempts()}, set())
+            assert workers and all(w.startswith("ray-") for w in workers)
+    finally:
+        service.stop()
