@@ -74,6 +74,7 @@ class ServiceConfig:
         if len(set(names)) != len(names):
             raise OptionError(f"watch rule names must be unique, got {', '.join(names)}")
         object.__setattr__(self, "allow", tuple(storage.canonical_uri(p) for p in self.allow))
+        object.__setattr__(self, "state_dir", Path(self.state_dir).expanduser())
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ServiceConfig:
@@ -91,8 +92,6 @@ class ServiceConfig:
             raise OptionError(f"--config {path}: unknown key(s) {', '.join(sorted(unknown))}; "
                               f"known: {', '.join(sorted(_CONFIG_KEYS))}")
         rules = [watch_rule(entry, source=f"--config {path}") for entry in data.pop("watch", None) or []]
-        if "state_dir" in data:
-            data["state_dir"] = Path(data["state_dir"]).expanduser()
         if "allow" in data:
             data["allow"] = tuple(data["allow"])
         try:
