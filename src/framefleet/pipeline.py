@@ -67,7 +67,10 @@ class Pipeline:
         try:
             op = op_class(**{k: v for k, v in values.items() if k in op_keys})
             encode = EncodeOptions(**{k: v for k, v in values.items() if k in _ENCODE_KEYS})
-            segment_seconds = float(values.get("segment_seconds", 20.0))
+            segment_seconds = values.get("segment_seconds", 20.0)
+            if isinstance(segment_seconds, bool):
+                raise ValueError(f"segment_seconds must be a number of seconds, got {segment_seconds}")
+            segment_seconds = float(segment_seconds)
         except (TypeError, ValueError) as exc:
             raise OptionError(f"{source}: {exc}") from None
         return cls(ops=(op,), encode=encode, segment_seconds=segment_seconds)

@@ -8,6 +8,7 @@ Every one of them needs the bearer token when the service has one (`framefleet.s
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import asynccontextmanager
@@ -15,6 +16,8 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -55,7 +58,12 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
     @app.exception_handler(FramefleetError)
     async def framefleet_error(_: Request, exc: FramefleetError) -> JSONResponse:
         status = next((code for kind, code in _ERROR_STATUS.items() if isinstance(exc, kind)), 422)
-        return JSONResponse({"detail": redact(str(exc))}, status_code=status)
+        return _AsciiJSONResponse({"detail": redact(str(exc))}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which fails to encode (a 500) when it holds a lone surrogate
+        return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     @app.post("/api/jobs", status_code=202, response_model=models.Job, tags=["jobs"],
               responses={200: {"model": models.Job, "description": "The job this Idempotency-Key submitted"},
@@ -163,6 +171,25 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
 
     app.openapi = openapi
     return app
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped and non-finite numbers as strings: an error that quotes the request (a
+    lone surrogate from a JSON `\\ud800` escape, an `Infinity` or `NaN` that Python's JSON parser accepts)
+    still renders."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _job(record: JobRecord) -> models.Job:

@@ -45,7 +45,7 @@ def check_listen(host: str, token: str | None) -> None:
     """Refuse to listen beyond loopback without a token."""
     if token is None and host not in LOOPBACK_HOSTS:
         raise OptionError(f"--host {host}: listening beyond loopback needs a token; set {TOKEN_ENV} or pass "
-                          "--token-file (clients then send 'Authorization: Bearer <token>')")
+                          "--token-file (clients then send it in an Authorization: Bearer header)")
     if token is not None and len(token) < 16:
         raise OptionError("the token is too short: use at least 16 characters (e.g. `openssl rand -hex 32`)")
 
@@ -125,8 +125,9 @@ class TokenAuth:
 
 def _local_path(path: str) -> str:
     """`path` if it is a path on this site (no scheme, no host), else "/": no open redirects."""
-    if not path.startswith("/") or path.startswith("//") or "\\" in path:
-        return "/"
+    if (not path.startswith("/") or path.startswith("//") or "\\" in path
+            or any(char.isspace() or not char.isprintable() for char in path)):
+        return "/"  # browsers drop tabs and newlines: "/\t/evil.com" would be "//evil.com"
     return path
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ItemState = Literal["pending", "running", "done", "failed"]
 JobState = Literal["queued", "running", "finished", "cancelled", "error"]
@@ -22,6 +23,25 @@ class JobSubmission(BaseModel):
     pipeline: dict[str, OptionValue] = Field(default_factory=dict,
                                              description="Pipeline options, as in a --pipeline file.")
     name: str | None = Field(default=None, max_length=200)
+
+    @field_validator("inputs", "output", "pipeline", "name")
+    @classmethod
+    def _storable(cls, value):
+        """Refuse lone surrogates (a JSON `\\ud800` escape) and non-finite numbers (`Infinity`, `NaN`, which
+        Python's JSON parser accepts): a job holding one could not be listed, or not run as asked."""
+        if isinstance(value, dict):
+            values = [*value, *value.values()]
+        else:
+            values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError("numbers must be finite")
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
+        return value
 
 
 class Job(BaseModel):

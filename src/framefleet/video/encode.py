@@ -46,6 +46,14 @@ class EncodeOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
             raise OptionError(f"--crf must be between 0 and 51, got {self.crf}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise OptionError(f"threads must be a whole number, 0 or more (0: the encoder chooses), got {self.threads!r}")
+        try:
+            kind = av.Codec(self.codec, "w").type
+        except (ValueError, TypeError):
+            kind = None
+        if kind != "video":
+            raise OptionError(f"codec {self.codec!r}: this FFmpeg build has no video encoder of that name")
         if self.codec == "libx264" and self.preset not in PRESETS:
             raise OptionError(f"--preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
 
