@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray test-storage test-browser bench bench-jobs bench-ray bench-storage clean
+.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-ray bench-storage clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ $(AZURITE): tools/azurite/package-lock.json
 test-storage: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pip install --quiet -e '.[test,azure]'
 	FRAMEFLEET_REQUIRE_AZURITE=1 $(BIN)/python -m pytest -m "storage and not ray" -q
+
+# The service's OpenAPI document, published in docs/ (tests/service/test_openapi_doc.py checks it is current).
+openapi: $(STAMP)
+	$(BIN)/python -c "import json; from framefleet.service.api import openapi_spec; \
+		print(json.dumps(openapi_spec(), indent=2, sort_keys=True))" > docs/openapi.json
 
 # Debian's chromium, driven by Playwright (no browser download); apt needs root, or sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

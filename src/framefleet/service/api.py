@@ -8,11 +8,14 @@ Every one of them needs the bearer token when the service has one (`framefleet.s
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import tempfile
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request, Response
@@ -28,7 +31,7 @@ from framefleet.errors import FramefleetError
 from framefleet.redact import redact
 from framefleet.service import models
 from framefleet.service.auth import TokenAuth
-from framefleet.service.config import ForbiddenLocationError
+from framefleet.service.config import ForbiddenLocationError, ServiceConfig
 from framefleet.service.metrics import metrics_registry
 from framefleet.service.registry import JobRecord
 from framefleet.service.runtime import JobConflictError, Service, UnknownJobError
@@ -156,7 +159,9 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
     def dashboard_job(job_id: JobId) -> HTMLResponse:
-        service.job(job_id)
+        if service.registry.get(job_id) is None:
+            return HTMLResponse(f'<!doctype html><title>framefleet</title><p>No job {html.escape(job_id)}. '
+                                '<a href="/">All jobs</a></p>', status_code=404)
         return HTMLResponse(_asset("job.html"))
 
     def openapi() -> dict[str, Any]:
@@ -190,6 +195,16 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The API's OpenAPI document, as `/openapi.json` serves it (docs/openapi.json is a copy: `make openapi`)."""
+    with tempfile.TemporaryDirectory() as state:
+        service = Service(ServiceConfig(state_dir=Path(state)))
+        try:
+            return create_app(service, None, manage=False).openapi()
+        finally:
+            service.registry.close()
 
 
 def _job(record: JobRecord) -> models.Job:
