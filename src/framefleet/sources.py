@@ -118,7 +118,7 @@ def expand_inputs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> Sour
     listed: dict[str, tuple[int, str]] = {}  # uri -> (size, version) from a store's listing
     skipped: set[str] = set()
     for entry, where in _entries(inputs, stdin):
-        for uri, relpath, is_video, known in _expand(entry, where):
+        for uri, relpath, is_video, known in expand_entry(entry, where):
             if not is_video:
                 skipped.add(uri)
             elif uri not in found:
@@ -156,8 +156,8 @@ Found = tuple[str, str, bool, "tuple[int, str] | None"]
 """(uri, relpath, looks like a video, (size, version) when a store's listing gave them)."""
 
 
-def _expand(entry: str, where: str) -> Iterator[Found]:
-    """What one input names, file by file."""
+def expand_entry(entry: str, where: str = "") -> Iterator[Found]:
+    """What one input (a file, folder, prefix or glob) names, file by file; `where` is added to errors."""
     what = storage.kind(entry)
     if what == "file":
         uri = storage.canonical_uri(entry)
