@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import signal
 import threading
@@ -102,6 +103,7 @@ def run(
     standing: bool = False,
     stop: threading.Event | None = None,
     accept: Callable[[str], bool] | None = None,
+    prediction: Mapping[str, Any] | None = None,
 ) -> JobResult:
     """Process every video named by `inputs` into `output` (mirroring relative paths).
 
@@ -119,6 +121,8 @@ def run(
     `EngineOptions.idle_seconds`. Setting `stop` (from any thread) stops the run as SIGINT would; a standing
     run ends only so, and its result says `interrupted`. `accept(uri)` False skips a listed video (the
     service confines what a submission may read, symbolic links inside its folders included).
+    `prediction` (from a plan: predicted wall seconds, fps, ...) is recorded so that `job_status` shows it
+    beside what the job measures.
     """
     if engine not in ("local", "ray"):
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
@@ -147,6 +151,8 @@ def run(
                     (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
                     for ref in refs
                 )
+            if prediction is not None:
+                ledger.put_setting("prediction", json.dumps(dict(prediction)))
             ledger.release_all_running("lost", "the previous run of this job stopped before this task finished")
             options = engine_options or EngineOptions()
             if workers is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,11 +26,16 @@ class JobStatus:
     fps_recent: float
     """Frames per second over the last two minutes of finished tasks (0 when idle)."""
     eta_seconds: float | None
+    """From the measured throughput; before any task has finished, from the plan's prediction."""
     workers: list[str]
     """Workers holding a lease now."""
     input_failures: int
     crashes: int
     infra_losses: int
+    elapsed_seconds: float = 0.0
+    """From the job's first attempt to its last (or to now while one runs)."""
+    prediction: dict[str, Any] | None = None
+    """What the plan the job ran with predicted (`framefleet run --plan`): wall_seconds, fps, ..."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,7 +55,27 @@ class JobStatus:
             ("workers", f"{len(self.workers)} busy" + (f": {', '.join(self.workers)}" if self.workers else "")),
             ("losses", f"{self.input_failures} input failures, {self.crashes} crashes or hangs, "
                        f"{self.infra_losses} infrastructure losses"),
+            *self._prediction_rows(),
         ]
+
+    def _prediction_rows(self) -> list[tuple[str, str]]:
+        """The plan's prediction beside the measured figures."""
+        if not self.prediction:
+            return []
+        predicted = self.prediction
+        done = self.frames_done
+        projected = (self.elapsed_seconds + (self.eta_seconds or 0.0)) if done else None
+        return [
+            ("predicted", f"{predicted['wall_seconds']:.0f} s wall, {predicted['fps']:.1f} fps "
+                          f"({predicted.get('node', '?')} x {predicted.get('nodes', '?')})"),
+            ("actual", f"{self.elapsed_seconds:.0f} s so far, {self.fps_overall:.1f} fps"
+                       + (f", {projected:.0f} s projected" if projected else "")),
+        ]
+
+    @property
+    def fps_overall(self) -> float:
+        """Frames per second since the job's first attempt."""
+        return self.frames_done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
 
 def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
@@ -60,8 +86,10 @@ def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
         done, expected = ledger.frame_totals()
         recent = [frames for finished, frames in ledger.throughput() if finished >= now - _RECENT_SECONDS]
         fps = sum(recent) / _RECENT_SECONDS if recent else 0.0
-        eta = (expected - done) / fps if fps > 0 and expected > done else None
         attempts = ledger.attempts()
+        prediction = json.loads(ledger.setting("prediction") or "null")
+        rate = fps or (prediction or {}).get("fps", 0.0)
+        eta = (expected - done) / rate if rate > 0 and expected > done else None
         outcomes = [a["outcome"] for a in attempts]
         running = {a["worker"] for a in attempts if a["outcome"] is None}
         return JobStatus(
@@ -76,6 +104,16 @@ def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
             input_failures=outcomes.count("input_error"),
             crashes=sum(1 for o in outcomes if o in CRASH_OUTCOMES),
             infra_losses=sum(1 for o in outcomes if o in INFRA_OUTCOMES),
+            elapsed_seconds=_elapsed(attempts, now),
+            prediction=prediction,
         )
     finally:
         ledger.close()
+
+
+def _elapsed(attempts: list[dict[str, Any]], now: float) -> float:
+    """Seconds from the first attempt's start to the last one's end (now while one runs)."""
+    if not attempts:
+        return 0.0
+    ends = [now if a["ended"] is None else a["ended"] for a in attempts]
+    return max(ends) - min(a["started"] for a in attempts)

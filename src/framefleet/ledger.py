@@ -221,6 +221,11 @@ class Ledger:
             db.execute("INSERT OR IGNORE INTO settings VALUES (?, ?)", (key, value))
         return self.setting(key) or value
 
+    def put_setting(self, key: str, value: str) -> None:
+        """Record `value` for `key`, replacing the one recorded (e.g. the prediction of the latest plan)."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+
     def job(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM job").fetchone()
         if row is None:

@@ -81,11 +81,13 @@ class Pipeline:
         return cls.from_options({**read_pipeline_file(path), **(overrides or {})}, source=f"--pipeline {path}")
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> Pipeline:
-        """Rebuild a pipeline from `spec()` (as stored in a job's ledger)."""
+    def from_spec(cls, spec: dict[str, Any], overrides: dict[str, Any] | None = None, *,
+                  source: str = "the job's stored pipeline") -> Pipeline:
+        """Rebuild a pipeline from `spec()` (as stored in a job's ledger or a plan); `overrides` (flag-named
+        options) win over it."""
         params = dict(spec["ops"][0])
-        return cls.from_options({**params, **spec["encode"], "segment_seconds": spec["segment_seconds"]},
-                                source="the job's stored pipeline")
+        return cls.from_options({**params, **spec["encode"], "segment_seconds": spec["segment_seconds"],
+                                 **(overrides or {})}, source=source)
 
     def for_worker(self, threads: int) -> Pipeline:
         """This pipeline as one of several workers runs it: the encoder gets the worker's share of the cores

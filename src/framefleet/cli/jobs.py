@@ -17,10 +17,13 @@ from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions, EngineProgress
+from framefleet.errors import OptionError
 from framefleet.job import JobResult, open_ledger, retry as retry_job, run as run_job
 from framefleet.job_status import JobStatus, job_status
 from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
+from framefleet.plan.apply import AppliedPlan, apply_plan
+from framefleet.plan.planner import read_plan
 from framefleet.remote_inputs import InputAccess
 
 JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
@@ -41,6 +44,8 @@ def run(
     output: Annotated[str, typer.Option("--output", "-o", help="Output root; outputs mirror the inputs' paths.",
                                         show_default=False)],
     pipeline_file: Annotated[Optional[Path], typer.Option("--pipeline", help="YAML pipeline; flags override it.")] = None,
+    plan_file: Annotated[Optional[Path], typer.Option(
+        "--plan", help="A plan.json from framefleet plan: its pipeline, knobs and worker counts (flags override).")] = None,
     op: Annotated[Optional[str], typer.Option(help="style (default) or identity.")] = None,
     style: options.Style = None,
     style_image: options.StyleImage = None,
@@ -60,7 +65,8 @@ def run(
     max_attempts: MaxAttempts = 3,
     hang_timeout: HangTimeout = 300.0,
     task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
-    engine: Engine = "local",
+    engine: Annotated[Optional[str], typer.Option(
+        help="local (worker processes here) or ray (a Ray cluster); default local, or the plan's.")] = None,
     ray_address: RayAddress = None,
     cpus_per_worker: CpusPerWorker = None,
     gpus_per_worker: GpusPerWorker = None,
@@ -78,17 +84,25 @@ def run(
         flags = dict(op=op, style=style, style_image=str(style_image) if style_image else None, strength=strength,
                      max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset,
                      segment_seconds=segment_seconds)
-        if pipeline_file is not None:
-            pipeline = Pipeline.from_yaml(pipeline_file, {k: v for k, v in flags.items() if v is not None})
+        if plan_file is None:
+            pipeline = build_pipeline(pipeline_file, flags)
+            applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,
+                                  cpus_per_worker=cpus_per_worker, prediction=None)
+        elif pipeline_file is not None:
+            raise OptionError("--plan and --pipeline: give one of them (a plan holds its pipeline)")
         else:
-            pipeline = Pipeline.from_options(flags)
+            pipeline, applied = apply_plan(read_plan(plan_file), flags, engine=engine, workers=workers,
+                                           cpus_per_worker=cpus_per_worker)
         return _with_display(
             lambda on_progress: run_job(
-                inputs, output, pipeline, workers=workers, job_dir=job_dir, limits=Limits(max_attempts=max_attempts),
-                engine_options=EngineOptions(hang_timeout=hang_timeout, task_timeout=task_timeout),
-                on_progress=on_progress, stdin=sys.stdin, handle_signals=True, engine=engine,
-                ray=RayOptions(address=ray_address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker),
-                input_access=InputAccess(mode=remote_read), parts_dir=parts_dir,
+                inputs, output, pipeline, workers=applied.workers, job_dir=job_dir,
+                limits=Limits(max_attempts=max_attempts),
+                engine_options=EngineOptions(hang_timeout=hang_timeout, task_timeout=task_timeout,
+                                             threads_per_worker=applied.threads_per_worker),
+                on_progress=on_progress, stdin=sys.stdin, handle_signals=True, engine=applied.engine,
+                ray=RayOptions(address=ray_address, cpus_per_worker=applied.cpus_per_worker,
+                               gpus_per_worker=gpus_per_worker),
+                input_access=InputAccess(mode=remote_read), parts_dir=parts_dir, prediction=applied.prediction,
             ),
             quiet=quiet or as_json,
         )
@@ -180,6 +194,13 @@ def report(
 
     guarded(write)
     err.print(f"[green]wrote[/] {output}", highlight=False)
+
+
+def build_pipeline(pipeline_file: Path | None, flags: dict[str, Any]) -> Pipeline:
+    """The pipeline of a command: its --pipeline file with the flags given over it, or the flags alone."""
+    if pipeline_file is not None:
+        return Pipeline.from_yaml(pipeline_file, {k: v for k, v in flags.items() if v is not None})
+    return Pipeline.from_options(flags)
 
 
 def _with_display(start, *, quiet: bool) -> JobResult:

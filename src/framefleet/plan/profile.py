@@ -1,0 +1,555 @@
+"""Profiles: what a pipeline costs on a machine, measured on real frames of the job's own videos.
+
+For each resolution of the workload (the most common few), `profile_pipeline` runs the real worker body,
+`FrameProcessor.run` (decode, ops, encode) with one session, on the first frames of a video at that
+resolution, for each setting of the knobs:
+
+- `max_size` (inference resolution) at every value the op offers below the frame's size, with the
+  quality it costs measured as PSNR against full-resolution inference on the same frames;
+- `batch_size` and `threads` (intra-op threads per worker), each varied alone at full resolution;
+  their effect is applied as a ratio to the other settings (a factorized sweep: far fewer runs);
+- two lengths of run, so the fixed cost of a task (open, probe, writer, flush) is told apart from the
+  cost per frame;
+- all cores at once: as many worker processes as cores run the same frames together, which measures
+  the node's real throughput (cores contend for memory and caches; a GPU is shared);
+- the start-up of a worker (a fresh interpreter, imports, the model's set-up) and the join of segments.
+
+Profiles are kept per machine under `~/.cache/framefleet/profiles/<machine>.json`; an entry's key holds
+the op's identity (its parameters other than knobs and the hashes of its model files), the encoder
+settings, the codec and resolution, so a changed model or parameter is measured afresh. A profile made on
+another machine (`framefleet profile ... --export gpu-box.json`) is imported with `--profiles`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import platform
+import queue
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framefleet import __version__
+from framefleet.errors import OptionError
+from framefleet.ops import Op
+from framefleet.ops.base import Device
+from framefleet.pipeline import Pipeline, file_sha256
+from framefleet.plan.workload import VideoWork, Workload
+from framefleet.remote_inputs import InputOpener
+from framefleet.streaming import FrameProcessor, available_cores
+from framefleet.video import EncodeOptions, VideoReader, probe
+from framefleet.video.concat import join_segments
+
+log = logging.getLogger(__name__)
+
+KNOB_FIELDS = ("max_size", "batch_size", "device")
+"""Op fields that are knobs: left out of the op's identity (each setting is its own measurement)."""
+RESOLUTIONS_PROFILED = 3
+DEFAULT_FRAMES = 12
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """The machine a profile was measured on."""
+
+    name: str
+    cpus: int
+    cpu_model: str
+    memory_gb: float
+    gpus: tuple[str, ...] = ()
+
+    @classmethod
+    def here(cls, name: str | None = None) -> MachineInfo:
+        """This machine, named after its host unless `name` is given."""
+        return cls(name=name or _slug(socket.gethostname()), cpus=available_cores(), cpu_model=_cpu_model(),
+                   memory_gb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+                   gpus=_gpu_names())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MachineInfo:
+        return cls(name=str(data["name"]), cpus=int(data["cpus"]), cpu_model=str(data.get("cpu_model", "")),
+                   memory_gb=float(data.get("memory_gb", 0)), gpus=tuple(data.get("gpus", ())))
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """One setting of the knobs a plan may turn."""
+
+    max_size: int | None = None
+    batch_size: int = 4
+    threads: int = 1
+
+    def label(self) -> str:
+        return f"max_size={self.max_size or 'full'} batch={self.batch_size} threads={self.threads}"
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What one worker spends on a frame, and on each task, at one knob setting and resolution."""
+
+    cpu_per_frame: float
+    """CPU seconds (all threads of the worker) per frame."""
+    wall_per_frame: float
+    """Seconds per frame of one worker running alone."""
+    task_seconds: float
+    """Fixed cost of a task (open, probe, writer, flush), on top of its frames."""
+    setup_seconds: float
+    """A worker's set-up of the op (model load), once per worker."""
+    join_seconds: float
+    """Joining the segments of a video."""
+    node_fps: float
+    """Frames per second of the whole machine, all its workers busy."""
+    decode_per_frame: float
+    ops_per_frame: float
+    encode_per_frame: float
+    quality_psnr: float | None
+    """PSNR (dB) of this setting's output against full-resolution inference; None at full resolution."""
+    device: str
+    measured: bool = True
+    """False when scaled from another resolution (no measurement at this one)."""
+
+
+class ProfileStore:
+    """The profiles of this machine (cached on disk) and of machines imported from files."""
+
+    def __init__(self, directory: str | Path | None = None, machine: MachineInfo | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_profile_dir()
+        self.machine = machine or MachineInfo.here()
+        self._profiles: dict[str, dict[str, Any]] = {}
+        self._profiles[self.machine.name] = self._read(self._path(self.machine.name)) or self._empty(self.machine)
+
+    def import_file(self, path: str | Path) -> str:
+        """Load a profile exported on another machine; returns that machine's name."""
+        data = self._read(Path(path))
+        if data is None:
+            raise OptionError(f"--profiles {path}: no such file, or not a framefleet profile")
+        name = data["machine"]["name"]
+        if name == self.machine.name:
+            raise OptionError(f"--profiles {path}: it is a profile of this machine ({name}); no need to import it")
+        self._profiles[name] = data
+        return name
+
+    def machines(self) -> list[str]:
+        return list(self._profiles)
+
+    def machine_info(self, name: str) -> MachineInfo:
+        return MachineInfo.from_dict(self._profiles[name]["machine"])
+
+    def get(self, machine: str, key: str) -> Any:
+        return self._profiles.get(machine, {}).get("entries", {}).get(key)
+
+    def entries(self, machine: str) -> dict[str, Any]:
+        return self._profiles.get(machine, {}).get("entries", {})
+
+    def put(self, key: str, value: Any) -> None:
+        """Record a measurement of this machine (kept on disk by `save`)."""
+        self._profiles[self.machine.name]["entries"][key] = value
+
+    def save(self) -> Path:
+        """Write this machine's profile (atomically)."""
+        return self.export(self._path(self.machine.name))
+
+    def export(self, path: str | Path) -> Path:
+        """Write this machine's profile to `path`, for `--profiles` on another machine."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.part-{os.getpid()}")
+        staging.write_text(json.dumps(self._profiles[self.machine.name], indent=1, sort_keys=True))
+        os.replace(staging, path)
+        return path
+
+    def _path(self, name: str) -> Path:
+        return self.directory / f"{name}.json"
+
+    @staticmethod
+    def _empty(machine: MachineInfo) -> dict[str, Any]:
+        return {"format": 1, "machine": asdict(machine), "entries": {}}
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("format") != 1 or "machine" not in data:
+            return None
+        return data
+
+
+def default_profile_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "framefleet" / "profiles"
+
+
+def op_identity(op: Op) -> str:
+    """A hash of what shapes an op's cost other than its knobs: its parameters and its model files."""
+    params = {k: v for k, v in op.params().items() if k not in KNOB_FIELDS}
+    models = sorted(file_sha256(path) for path in op.model_files())
+    return _digest({"params": params, "models": models})
+
+
+def encode_identity(encode: EncodeOptions) -> str:
+    """A hash of the encoder settings (threads aside: workers get their share of the cores)."""
+    return _digest({k: v for k, v in asdict(encode).items() if k != "threads"})
+
+
+def knob_grid(op: Op, width: int, height: int, cpus: int) -> list[Knobs]:
+    """The knob settings worth planning with for frames of this size on a machine with `cpus` cores."""
+    sizes = _max_sizes(op, width, height)
+    batches = _knob_values(op, "batch_size", (op.batch_size,))
+    threads = [t for t in (1, 2, 4, 8) if t <= cpus]
+    return [Knobs(max_size=m, batch_size=b, threads=t) for m in sizes for b in batches for t in threads]
+
+
+def video_key(video: VideoWork) -> str:
+    return f"{video.codec}|{video.width}x{video.height}"
+
+
+def profile_pipeline(
+    workload: Workload,
+    pipeline: Pipeline,
+    store: ProfileStore,
+    *,
+    frames: int = DEFAULT_FRAMES,
+    refresh: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> list[str]:
+    """Measure `pipeline` on this machine for the workload's most common resolutions (cached: only what is
+    missing is measured, everything with `refresh`); returns the keys it measured."""
+    if frames < 4:
+        raise OptionError(f"--sample-frames must be at least 4, got {frames}")
+    op = pipeline.ops[0]
+    ids = op_identity(op), encode_identity(pipeline.encode)
+    measured: list[str] = []
+    if refresh or store.get(store.machine.name, "worker_start") is None:
+        say("measuring worker start-up")
+        store.put("worker_start", _worker_start_seconds())
+        measured.append("worker_start")
+    for (width, height), _ in workload.resolutions()[:RESOLUTIONS_PROFILED]:
+        video = next(v for v in workload.videos if v.resolution == (width, height))
+        key = _run_prefix(ids, video, op.resolve_device())
+        if not refresh and store.get(store.machine.name, key) is not None:
+            continue
+        say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
+        store.put(key, _profile_resolution(video, pipeline, store.machine.cpus, frames, say))
+        measured.append(key)
+    store.save()
+    return measured
+
+
+def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: VideoWork, knobs: Knobs) -> RunCost | None:
+    """What `knobs` cost for `video` on `machine`, from its profile: measured at this resolution, else
+    scaled by pixels from the nearest measured one; None when the machine has no profile for this op."""
+    op = pipeline.ops[0]
+    ids = op_identity(op), encode_identity(pipeline.encode)
+    entries = store.entries(machine)
+    prefix = _op_prefix(ids)
+    found = [(key, value) for key, value in entries.items() if key.startswith(prefix)]
+    if not found:
+        return None
+    exact = [value for key, value in found if key.split("|")[3:5] == video_key(video).split("|")]
+    measured = bool(exact)
+    if exact:
+        entry, scale = exact[0], 1.0
+    else:
+        pixels = video.width * video.height
+        entry = min((value for _, value in found), key=lambda v: abs(math.log(v["pixels"] / pixels)))
+        scale = pixels / entry["pixels"]
+    return _cost_from_entry(entry, knobs, scale, measured)
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+
+
+def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames: int,
+                        say: Callable[[str], None]) -> dict[str, Any]:
+    """Every measurement for one resolution (see the module docstring); a JSON-ready entry."""
+    op = pipeline.ops[0]
+    source = InputOpener().open(video.uri)
+    info = probe(source, keyframes=False)
+    warm_end, end_short, end_long = (_first_pts_after(source, n) for n in (2, max(3, frames // 3), frames))
+    sizes = _max_sizes(op, video.width, video.height)
+    base = Knobs(max_size=None, batch_size=op.batch_size, threads=1)
+    with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
+        out = Path(scratch)
+
+        def run(knobs: Knobs, end: int) -> dict[str, float]:
+            return _timed_run(pipeline, knobs, source, info, (warm_end, end), out / "run.nut")
+
+        setup_started = time.perf_counter()
+        with FrameProcessor([_with_knobs(op, base)], sessions=1, threads=1):
+            setup_seconds = time.perf_counter() - setup_started
+        short, long = run(base, end_short), run(base, end_long)
+        extra = max(1, long["frames"] - short["frames"])
+        fixed = {k: max(0.0, short[k] - (long[k] - short[k]) / extra * short["frames"]) for k in ("cpu", "wall")}
+        settings: dict[str, dict[str, float]] = {}
+        for size in sizes:
+            knobs = replace(base, max_size=size)
+            settings[f"max_size={size}"] = _per_frame(long if size is None else run(knobs, end_long), fixed)
+            say(f"  {knobs.label()}: {settings[f'max_size={size}']['wall']:.3f} s/frame")
+        reference = settings["max_size=None"]
+        ratios: dict[str, dict[str, float]] = {}
+        varied = [replace(base, batch_size=b) for b in _knob_values(op, "batch_size", ()) if b != base.batch_size]
+        varied += [replace(base, threads=t) for t in (2, 4, 8) if t <= cpus]
+        for knobs in varied:
+            cost = _per_frame(run(knobs, end_long), fixed)
+            key = f"threads={knobs.threads}" if knobs.threads != 1 else f"batch_size={knobs.batch_size}"
+            ratios[key] = {"cpu": cost["cpu"] / reference["cpu"], "wall": cost["wall"] / reference["wall"]}
+            say(f"  {knobs.label()}: {cost['wall']:.3f} s/frame")
+        if cpus > 1:
+            node_fps = _all_cores_fps(pipeline, base, video.uri, (warm_end, end_long), cpus)
+        else:
+            node_fps = 1.0 / reference["wall"]
+        say(f"  all {cpus} cores: {node_fps:.2f} fps")
+        join_seconds = _join_seconds(pipeline, source, info, (warm_end, end_short), out)
+        quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
+    return {
+        "pixels": video.width * video.height,
+        "device": op.resolve_device(),
+        "frames_per_run": long["frames"],
+        "base_batch_size": base.batch_size,
+        "setup_seconds": setup_seconds,
+        "task_seconds": fixed["wall"],
+        "join_seconds": join_seconds,
+        "settings": settings,
+        "ratios": ratios,
+        "node_fps": node_fps,
+
+        "quality_psnr": quality,
+        "measured_at": time.time(),
+        "framefleet": __version__,
+    }
+
+
+def _timed_run(pipeline: Pipeline, knobs: Knobs, source, info, ends: tuple[int, int], target: Path) -> dict[str, float]:
+    """One worker's body over the first frames (to `ends[1]`), after a warm-up run (to `ends[0]`): wall and
+    CPU seconds, frames and stage times."""
+    encode = replace(pipeline.encode, threads=pipeline.encode.threads or knobs.threads)
+    with FrameProcessor([_with_knobs(pipeline.ops[0], knobs)], sessions=1, threads=knobs.threads) as processor:
+        processor.run(source, target, encode=encode, info=info, end_pts=ends[0], carry=False)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        result = processor.run(source, target, encode=encode, info=info, end_pts=ends[1], carry=False)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {"frames": result.frames, "cpu": cpu, "wall": wall, "decode": result.decode_seconds,
+            "ops": result.ops_seconds, "encode": result.encode_seconds}
+
+
+def _per_frame(result: dict[str, float], fixed: dict[str, float]) -> dict[str, float]:
+    """Per-frame costs of a run, less the fixed cost of a task."""
+    frames = max(1, result["frames"])
+    return {"cpu": max(1e-6, (result["cpu"] - fixed["cpu"]) / frames),
+            "wall": max(1e-6, (result["wall"] - fixed["wall"]) / frames),
+            **{stage: result[stage] / frames for stage in ("decode", "ops", "encode")}}
+
+
+def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, ends: tuple[int, int], cpus: int) -> float:
+    """Frames per second of `cpus` worker processes running the same frames together (started together)."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(cpus)
+    results = context.Queue()
+    workers = [context.Process(target=_concurrent_worker, args=(pipeline, knobs, uri, ends, barrier, results))
+               for _ in range(cpus)]
+    for worker in workers:
+        worker.start()
+    timings: list[tuple[int, float] | str] = []
+    try:
+        while len(timings) < cpus:
+            try:
+                timings.append(results.get(timeout=1.0))
+            except queue.Empty:
+                if any(w.exitcode not in (None, 0) for w in workers):
+                    raise RuntimeError("profiling with all cores failed: a worker process died") from None
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
+    failures = [t for t in timings if isinstance(t, str)]
+    if failures:
+        raise RuntimeError(f"profiling with all cores failed: {failures[0]}")
+    frames = sum(t[0] for t in timings)
+    return frames / max(t[1] for t in timings)
+
+
+def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, ends: tuple[int, int], barrier, results) -> None:
+    try:
+        source = InputOpener().open(uri)
+        info = probe(source, keyframes=False)
+        encode = replace(pipeline.encode, threads=pipeline.encode.threads or knobs.threads)
+        with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch, FrameProcessor(
+                [_with_knobs(pipeline.ops[0], knobs)], sessions=1, threads=knobs.threads) as processor:
+            target = Path(scratch) / "run.nut"
+            processor.run(source, target, encode=encode, info=info, end_pts=ends[0], carry=False)
+            barrier.wait(timeout=300)
+            started = time.perf_counter()
+            result = processor.run(source, target, encode=encode, info=info, end_pts=ends[1], carry=False)
+            results.put((result.frames, time.perf_counter() - started))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def _join_seconds(pipeline: Pipeline, source, info, ends: tuple[int, int], out: Path) -> float:
+    """Seconds to join two segments into a whole video (the source's other streams carried in)."""
+    parts = [out / "part-0.nut", out / "part-1.nut"]
+    with FrameProcessor([_with_knobs(pipeline.ops[0], Knobs(max_size=64))], sessions=1) as processor:
+        processor.run(source, parts[0], encode=pipeline.encode, info=info, end_pts=ends[0], carry=False)
+        processor.run(source, parts[1], encode=pipeline.encode, info=info, start_pts=ends[0], end_pts=ends[1],
+                      carry=False)
+    offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
+    started = time.perf_counter()
+    join_segments(parts, out / "joined.mp4", carry_from=source, carry_skip_index=info.video_index, offset=offset,
+                  time_base=info.time_base)
+    return time.perf_counter() - started
+
+
+def _quality(op: Op, source, sizes: Iterable[int | None], count: int) -> dict[int | None, float]:
+    """PSNR (dB) of each reduced inference size's output against full-size inference, over `count` frames."""
+    reduced = [size for size in sizes if size is not None]
+    if not reduced:
+        return {}
+    with VideoReader(source) as reader:
+        batch = next(reader.batches(count))
+    outputs = {}
+    for size in [None, *reduced]:
+        instance = _with_knobs(op, Knobs(max_size=size, batch_size=count))
+        instance.setup(Device(kind=instance.resolve_device(), threads=1))
+        try:
+            outputs[size] = instance.process(batch).frames.astype(np.float64)
+        finally:
+            instance.teardown()
+    return {size: _psnr(outputs[size], outputs[None]) for size in reduced}
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return 99.0 if mse == 0 else round(10 * math.log10(255.0**2 / mse), 2)
+
+
+def _worker_start_seconds() -> float:
+    """Seconds for a fresh interpreter to import what a worker imports (the model set-up is apart)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import framefleet.task, framefleet.engines.local, onnxruntime"],
+                   check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def _first_pts_after(source, count: int) -> int:
+    """The timestamp of frame `count` (0-based), i.e. the end of a run of `count` frames; a video with
+    fewer frames is too short to profile."""
+    with VideoReader(source) as reader:
+        for index, (pts, _) in enumerate(reader.frames()):
+            if index == count:
+                return pts
+    raise OptionError(f"{source}: too short to profile (fewer than {count + 1} frames); "
+                      "lower --sample-frames or profile with a longer video")
+
+
+# -- costs from a profile ----------------------------------------------------------------------------
+
+
+def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured: bool) -> RunCost | None:
+    """The cost of `knobs` from a profile entry (None when a setting was not measured); `scale` is the
+    ratio of pixels when the entry is of another resolution."""
+    setting = entry["settings"].get(f"max_size={knobs.max_size}")
+    if setting is None:
+        return None
+    cpu_ratio = wall_ratio = 1.0
+    for name, value, base in (("batch_size", knobs.batch_size, entry["base_batch_size"]), ("threads", knobs.threads, 1)):
+        if value == base:
+            continue
+        ratio = entry["ratios"].get(f"{name}={value}")
+        if ratio is None:
+            return None
+        cpu_ratio *= ratio["cpu"]
+        wall_ratio *= ratio["wall"]
+    reference = entry["settings"]["max_size=None"]
+    cpu, wall = setting["cpu"] * cpu_ratio, setting["wall"] * wall_ratio
+    # all cores busy: the node's measured rate, scaled by how much less (or more) each frame costs; on a
+    # GPU the device's time per frame sets the pace, on a CPU the CPU time
+    per_frame, reference_per_frame = (wall, reference["wall"]) if entry["device"] == "cuda" else (cpu, reference["cpu"])
+    node_fps = entry["node_fps"] * reference_per_frame / per_frame / scale
+    return RunCost(cpu_per_frame=cpu * scale, wall_per_frame=wall * scale, task_seconds=entry["task_seconds"],
+                   setup_seconds=entry["setup_seconds"], join_seconds=entry["join_seconds"],
+                   node_fps=node_fps, decode_per_frame=setting["decode"] * scale,
+                   ops_per_frame=setting["ops"] * scale * wall_ratio, encode_per_frame=setting["encode"] * scale,
+                   quality_psnr=entry["quality_psnr"].get(f"max_size={knobs.max_size}"), device=entry["device"],
+                   measured=measured)
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _with_knobs(op: Op, knobs: Knobs) -> Op:
+    """A copy of `op` with the knob fields it has set to `knobs`."""
+    instance = copy.deepcopy(op)
+    values = {"batch_size": knobs.batch_size}
+    if hasattr(instance, "max_size"):
+        values["max_size"] = knobs.max_size
+    return replace(instance, **values)
+
+
+def _max_sizes(op: Op, width: int, height: int) -> list[int | None]:
+    """Inference sizes worth trying: full size, and the op's `max_size` values below the frame's side."""
+    if not hasattr(op, "max_size"):
+        return [None]
+    values = _knob_values(op, "max_size", (None,))
+    return [None, *sorted({v for v in values if v is not None and v < max(width, height)}, reverse=True)]
+
+
+def _knob_values(op: Op, name: str, default: tuple[Any, ...]) -> list[Any]:
+    for knob in op.knobs:
+        if knob.name == name:
+            return list(knob.values)
+    return list(default)
+
+
+def _run_prefix(ids: tuple[str, str], video: VideoWork, device: str) -> str:
+    return f"{_op_prefix(ids)}{video_key(video)}|{device}"
+
+
+def _op_prefix(ids: tuple[str, str]) -> str:
+    return f"run|{ids[0]}|{ids[1]}|"
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "machine"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_names() -> tuple[str, ...]:
+    try:
+        result = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], check=False,
+                                capture_output=True,
+                                text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(line.strip() for line in result.stdout.splitlines() if line.strip()) if result.returncode == 0 else ()
