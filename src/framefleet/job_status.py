@@ -26,7 +26,8 @@ class JobStatus:
     fps_recent: float
     """Frames per second over the last two minutes of finished tasks (0 when idle)."""
     eta_seconds: float | None
-    """From the measured throughput; before any task has finished, from the plan's prediction."""
+    """From the throughput measured over the last two minutes; when no task finished in them (at the start,
+    or after a pause), from the plan's predicted fps."""
     workers: list[str]
     """Workers holding a lease now."""
     input_failures: int

@@ -24,12 +24,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from framefleet import __version__
 from framefleet.errors import OptionError
 from framefleet.ops import IdentityOp, Op, StyleTransferOp
 from framefleet.video import EncodeOptions
+from framefleet.yaml_files import read_yaml_mapping
 
 OPS: dict[str, type[Op]] = {"style": StyleTransferOp, "identity": IdentityOp}
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
@@ -117,15 +116,7 @@ class Pipeline:
 
 def read_pipeline_file(path: str | Path) -> dict[str, Any]:
     """The options in a pipeline file, unchecked (`Pipeline.from_options` checks them)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise OptionError(f"--pipeline {path}: no such file") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise OptionError(f"--pipeline {path}: cannot read it as YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise OptionError(f"--pipeline {path}: expected a mapping of option names to values")
-    return data
+    return read_yaml_mapping(path, "--pipeline", "a mapping of option names to values")
 
 
 @cache

@@ -87,12 +87,12 @@ def run(
         if plan_file is None:
             pipeline = build_pipeline(pipeline_file, flags)
             applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,
-                                  cpus_per_worker=cpus_per_worker, prediction=None)
+                                  cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, prediction=None)
         elif pipeline_file is not None:
             raise OptionError("--plan and --pipeline: give one of them (a plan holds its pipeline)")
         else:
             pipeline, applied = apply_plan(read_plan(plan_file), flags, engine=engine, workers=workers,
-                                           cpus_per_worker=cpus_per_worker)
+                                           cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
         return _with_display(
             lambda on_progress: run_job(
                 inputs, output, pipeline, workers=applied.workers, job_dir=job_dir,
@@ -101,7 +101,7 @@ def run(
                                              threads_per_worker=applied.threads_per_worker),
                 on_progress=on_progress, stdin=sys.stdin, handle_signals=True, engine=applied.engine,
                 ray=RayOptions(address=ray_address, cpus_per_worker=applied.cpus_per_worker,
-                               gpus_per_worker=gpus_per_worker),
+                               gpus_per_worker=applied.gpus_per_worker),
                 input_access=InputAccess(mode=remote_read), parts_dir=parts_dir, prediction=applied.prediction,
             ),
             quiet=quiet or as_json,

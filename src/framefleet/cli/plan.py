@@ -45,6 +45,7 @@ def plan(
     style_image: options.StyleImage = None,
     strength: options.Strength = None,
     max_size: Annotated[Optional[int], typer.Option(help="Fix the inference size instead of letting the plan choose.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Fix the op threads per worker instead of letting the plan choose.")] = None,
     device: options.Device = None,
     batch_size: options.BatchSize = None,
     crf: options.Crf = None,
@@ -65,7 +66,7 @@ def plan(
         if objective not in ("quality", "cost"):
             raise OptionError(f"--objective must be quality or cost, got {objective!r}")
         storage.configure(storage.load_options(storage_options))
-        flags = _flags(op, style, style_image, strength, None, device, batch_size, crf, preset, segment_seconds)
+        flags = _flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset, segment_seconds)
         pipeline = build_pipeline(pipeline_file, flags)
         catalogue = load_catalogue(hardware) if hardware is not None else default_catalogue()
         store = ProfileStore(profile_dir)
@@ -74,7 +75,9 @@ def plan(
         result = make_plan(inputs, pipeline, catalogue, store,
                            deadline_seconds=parse_duration(deadline) if deadline is not None else None,
                            budget=budget, objective=objective, sample=sample, sample_frames=sample_frames,
-                           refresh=refresh, fixed_max_size=max_size, say=_say(as_json))
+                           refresh=refresh, say=_say(as_json),
+                           fixed={k: v for k, v in {"max_size": max_size, "threads": threads,
+                                                    "batch_size": batch_size}.items() if v is not None})
         result.write(output)
         return result
 

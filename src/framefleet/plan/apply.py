@@ -19,11 +19,12 @@ class AppliedPlan:
     workers: int | None
     threads_per_worker: int | None
     cpus_per_worker: float | None
+    gpus_per_worker: float | None
     prediction: dict[str, Any] | None
 
 
 def apply_plan(plan: dict[str, Any], flags: dict[str, Any], *, engine: str | None, workers: int | None,
-               cpus_per_worker: float | None) -> tuple[Pipeline, AppliedPlan]:
+               cpus_per_worker: float | None, gpus_per_worker: float | None = None) -> tuple[Pipeline, AppliedPlan]:
     """The pipeline and run settings of a plan (as `read_plan` returns it); flags that are not None win."""
     choice = plan["options"][plan["chosen"]]
     overrides = {key: value for key, value in flags.items() if value is not None}
@@ -34,7 +35,10 @@ def apply_plan(plan: dict[str, Any], flags: dict[str, Any], *, engine: str | Non
     planned_engine = "local" if choice["this_machine"] else "ray"
     engine = engine or planned_engine
     threads = int(choice["knobs"]["threads"])
-    planned_workers = choice["workers_per_node"] if engine == "local" else choice["workers"]
+    if engine == "local":  # a cluster plan run here anyway: its knobs apply, its worker counts do not
+        planned_workers = choice["workers_per_node"] if choice["this_machine"] else None
+    else:
+        planned_workers = choice["workers"]
     prediction = {
         "wall_seconds": choice["wall_seconds"],
         "fps": choice["fps"],
@@ -54,5 +58,7 @@ def apply_plan(plan: dict[str, Any], flags: dict[str, Any], *, engine: str | Non
         workers=workers if workers is not None else planned_workers,
         threads_per_worker=threads,
         cpus_per_worker=cpus_per_worker if cpus_per_worker is not None else (float(threads) if engine == "ray" else None),
+        gpus_per_worker=gpus_per_worker if gpus_per_worker is not None else (
+            choice.get("gpus_per_worker") or None if engine == "ray" else None),
         prediction=prediction,
     )

@@ -19,9 +19,9 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from framefleet.errors import OptionError
 from framefleet.pipeline import Pipeline
@@ -58,6 +58,8 @@ class Option:
     """measured: this node type's own profile at the job's resolutions; scaled: from another resolution
     of its profile; extrapolated: no profile of its own (this machine's, per core)."""
     device: str
+    gpus_per_worker: float
+    """GPUs each worker reserves (Ray), for a GPU op."""
     this_machine: bool
 
     @property
@@ -74,17 +76,17 @@ class _Task:
 
 
 def enumerate_options(workload: Workload, pipeline: Pipeline, nodes: Sequence[NodeType], store: ProfileStore,
-                      *, max_size: int | None = None) -> Iterator[Option]:
+                      *, fixed: Mapping[str, Any] | None = None) -> Iterator[Option]:
     """Every option worth predicting: node types x counts x spot or not x knob settings the profiles
-    cover (`max_size` fixes that knob)."""
+    cover (`fixed` pins knobs by name, e.g. {"max_size": 360, "threads": 2})."""
     if not workload.videos:
         raise OptionError("nothing to plan: the inputs name no videos")
     for node in nodes:
         machine, basis = _profile_of(node, store)
-        reference = workload.videos[0]
-        grid = knob_grid(pipeline.ops[0], reference.width, reference.height, node.cpus)
+        largest = max(workload.videos, key=lambda video: max(video.width, video.height))
+        grid = knob_grid(pipeline.ops[0], largest.width, largest.height, node.cpus)
         for knobs in grid:
-            if max_size is not None and knobs.max_size != max_size:
+            if any(getattr(knobs, name) != value for name, value in (fixed or {}).items()):
                 continue
             costs = [run_cost(store, machine, pipeline, video, knobs) for video in workload.videos]
             if any(cost is None for cost in costs):
@@ -99,7 +101,7 @@ def predict(workload: Workload, node: NodeType, count: int, spot: bool, knobs: K
             store: ProfileStore, machine: str, basis: Basis) -> Option:
     """Predicted wall time and cost of the job on `count` nodes of `node` with `knobs`; `costs` are the
     per-video costs from `machine`'s profile (see `run_cost`)."""
-    scale = node.cpus / store.machine_info(machine).cpus if basis == "extrapolated" else 1.0
+    scale = node.cpus / store.machine_info(machine).cpus  # the profile's machine may have other core counts
     workers_per_node = max(1, node.cpus // knobs.threads)
     workers = count * workers_per_node
     tasks = list(_tasks(workload, costs, workers_per_node, scale))
@@ -125,6 +127,7 @@ def predict(workload: Workload, node: NodeType, count: int, spot: bool, knobs: K
                   cost=None if price is None else count * wall / 3600 * price,
                   fps=workload.frames / run_seconds if run_seconds > 0 else 0.0,
                   quality_psnr=min(qualities) if qualities else None, basis=basis, device=costs[0].device,
+                  gpus_per_worker=node.gpus / workers_per_node if costs[0].device == "cuda" else 0.0,
                   this_machine=node.this_machine)
 
 

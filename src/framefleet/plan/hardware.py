@@ -29,10 +29,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from framefleet.errors import OptionError
 from framefleet.streaming import available_cores
+from framefleet.yaml_files import read_yaml_mapping
 
 THIS_MACHINE = "this-machine"
 
@@ -109,13 +108,11 @@ def default_catalogue() -> Catalogue:
 def load_catalogue(path: str | Path) -> Catalogue:
     """Read a hardware catalogue file (see the module docstring); errors name the file and the entry."""
     where = f"--hardware {path}"
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise OptionError(f"{where}: no such file") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise OptionError(f"{where}: cannot read it as YAML ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"]:
+    data = read_yaml_mapping(path, "--hardware", "a mapping with a non-empty `nodes` list")
+    unknown = set(data) - {"currency", "nodes"}
+    if unknown:
+        raise OptionError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: currency, nodes")
+    if not isinstance(data.get("nodes"), list) or not data["nodes"]:
         raise OptionError(f"{where}: expected a mapping with a non-empty `nodes` list")
     known = {f.name for f in fields(NodeType)}
     nodes: list[NodeType] = []

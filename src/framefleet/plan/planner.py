@@ -100,10 +100,14 @@ def make_plan(
     sample: int = DEFAULT_SAMPLE,
     sample_frames: int = DEFAULT_FRAMES,
     refresh: bool = False,
-    fixed_max_size: int | None = None,
+    fixed: dict[str, Any] | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> Plan:
-    """Plan the job `inputs` x `pipeline` over the node types of `catalogue` (see the module docstring)."""
+    """Plan the job `inputs` x `pipeline` over the node types of `catalogue` (see the module docstring).
+    `fixed` pins knobs instead of letting the plan choose them: max_size, batch_size, threads."""
+    unknown = set(fixed or {}) - {"max_size", "batch_size", "threads"}
+    if unknown:
+        raise OptionError(f"cannot fix {', '.join(sorted(unknown))}: the knobs are max_size, batch_size, threads")
     if budget is not None and not (math.isfinite(budget) and budget >= 0):
         raise OptionError(f"--budget must be a non-negative number, got {budget}")
     say("probing the inputs")
@@ -111,9 +115,10 @@ def make_plan(
     if not workload.videos:
         raise OptionError("nothing to plan: the inputs name no videos")
     profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, say=say)
-    options = list(enumerate_options(workload, pipeline, catalogue.nodes, store, max_size=fixed_max_size))
+    options = list(enumerate_options(workload, pipeline, catalogue.nodes, store, fixed=fixed))
     if not options:
-        raise OptionError("no option could be predicted: the profiles cover none of the knob settings")
+        raise OptionError("no option could be predicted: the profiles cover none of the knob settings"
+                          + (f" fixed ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else ""))
     chosen, notes = choose(options, deadline_seconds, budget, objective)
     shown = _shown(options, chosen)
     if workload.sampled:
@@ -196,12 +201,15 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def _shown(options: Sequence[Option], chosen: Option) -> list[Option]:
-    """The chosen option, then the options no other beats on time, cost and quality at once (cheapest
-    first), up to `TABLE_ROWS`."""
+    """The chosen option and the options no other beats on time, cost and quality at once, up to
+    `TABLE_ROWS` (the cheapest, the fastest and an even spread between), cheapest first."""
     frontier = [o for o in options if not any(_dominates(other, o) for other in options)]
     frontier.sort(key=lambda o: (_cost_key(o), o.wall_seconds))
-    shown = [chosen, *(o for o in frontier if o is not chosen)][:TABLE_ROWS]
-    return sorted(shown, key=lambda o: (_cost_key(o), o.wall_seconds))
+    others = [o for o in frontier if o is not chosen]
+    if len(others) > TABLE_ROWS - 1:  # keep both ends (cheapest, fastest) and an even spread between
+        step = (len(others) - 1) / (TABLE_ROWS - 2)
+        others = [others[round(i * step)] for i in range(TABLE_ROWS - 1)]
+    return sorted([chosen, *others], key=lambda o: (_cost_key(o), o.wall_seconds))
 
 
 def _dominates(a: Option, b: Option) -> bool:

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 KNOB_FIELDS = ("max_size", "batch_size", "device")
 """Op fields that are knobs: left out of the op's identity (each setting is its own measurement)."""
 RESOLUTIONS_PROFILED = 3
+PROFILE_FORMAT = 2
+"""Bumped when entries change shape: profiles of another format are measured afresh."""
 DEFAULT_FRAMES = 12
 
 
@@ -179,7 +181,7 @@ class ProfileStore:
 
     @staticmethod
     def _empty(machine: MachineInfo) -> dict[str, Any]:
-        return {"format": 1, "machine": asdict(machine), "entries": {}}
+        return {"format": PROFILE_FORMAT, "machine": asdict(machine), "entries": {}}
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:
@@ -187,7 +189,7 @@ class ProfileStore:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(data, dict) or data.get("format") != 1 or "machine" not in data:
+        if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT or "machine" not in data:
             return None
         return data
 
@@ -212,7 +214,7 @@ def encode_identity(encode: EncodeOptions) -> str:
 def knob_grid(op: Op, width: int, height: int, cpus: int) -> list[Knobs]:
     """The knob settings worth planning with for frames of this size on a machine with `cpus` cores."""
     sizes = _max_sizes(op, width, height)
-    batches = _knob_values(op, "batch_size", (op.batch_size,))
+    batches = sorted({*_knob_values(op, "batch_size", ()), op.batch_size})
     threads = [t for t in (1, 2, 4, 8) if t <= cpus]
     return [Knobs(max_size=m, batch_size=b, threads=t) for m in sizes for b in batches for t in threads]
 
@@ -244,7 +246,9 @@ def profile_pipeline(
     for (width, height), _ in workload.resolutions()[:RESOLUTIONS_PROFILED]:
         video = next(v for v in workload.videos if v.resolution == (width, height))
         key = _run_prefix(ids, video, op.resolve_device())
-        if not refresh and store.get(store.machine.name, key) is not None:
+        cached = store.get(store.machine.name, key)
+        wanted = {f"max_size={size}" for size in _max_sizes(op, width, height)}
+        if not refresh and cached is not None and wanted <= set(cached["settings"]):
             continue
         say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
         store.put(key, _profile_resolution(video, pipeline, store.machine.cpus, frames, say))
@@ -321,6 +325,7 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
     return {
         "pixels": video.width * video.height,
+        "largest_side": max(video.width, video.height),
         "device": op.resolve_device(),
         "frames_per_run": long["frames"],
         "base_batch_size": base.batch_size,
@@ -466,7 +471,10 @@ def _first_pts_after(source, count: int) -> int:
 def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured: bool) -> RunCost | None:
     """The cost of `knobs` from a profile entry (None when a setting was not measured); `scale` is the
     ratio of pixels when the entry is of another resolution."""
-    setting = entry["settings"].get(f"max_size={knobs.max_size}")
+    size = knobs.max_size
+    if size is not None and size >= entry["largest_side"]:
+        size = None  # no smaller than the frame: the op runs at full size
+    setting = entry["settings"].get(f"max_size={size}")
     if setting is None:
         return None
     cpu_ratio = wall_ratio = 1.0
@@ -488,7 +496,7 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
                    setup_seconds=entry["setup_seconds"], join_seconds=entry["join_seconds"],
                    node_fps=node_fps, decode_per_frame=setting["decode"] * scale,
                    ops_per_frame=setting["ops"] * scale * wall_ratio, encode_per_frame=setting["encode"] * scale,
-                   quality_psnr=entry["quality_psnr"].get(f"max_size={knobs.max_size}"), device=entry["device"],
+                   quality_psnr=entry["quality_psnr"].get(f"max_size={size}"), device=entry["device"],
                    measured=measured)
 
 
@@ -508,7 +516,7 @@ def _max_sizes(op: Op, width: int, height: int) -> list[int | None]:
     """Inference sizes worth trying: full size, and the op's `max_size` values below the frame's side."""
     if not hasattr(op, "max_size"):
         return [None]
-    values = _knob_values(op, "max_size", (None,))
+    values = [*_knob_values(op, "max_size", (None,)), op.max_size]  # the pipeline's own setting too
     return [None, *sorted({v for v in values if v is not None and v < max(width, height)}, reverse=True)]
 
 

@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from framefleet import storage
 from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import FramefleetError, OptionError
 from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline, read_pipeline_file
 from framefleet.service.watcher import WatchRule
+from framefleet.yaml_files import read_yaml_mapping
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CONFIG_KEYS = {"state_dir", "allow", "engine", "workers", "max_jobs", "ray_address", "watch"}
@@ -79,14 +78,7 @@ class ServiceConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> ServiceConfig:
         """Read a service file (see the module's docstring)."""
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise OptionError(f"--config {path}: no such file") from None
-        except (OSError, yaml.YAMLError) as exc:
-            raise OptionError(f"--config {path}: cannot read it as YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise OptionError(f"--config {path}: expected a mapping")
+        data = read_yaml_mapping(path, "--config")
         unknown = set(data) - _CONFIG_KEYS
         if unknown:
             raise OptionError(f"--config {path}: unknown key(s) {', '.join(sorted(unknown))}; "
