@@ -18,7 +18,7 @@ def read_yaml_mapping(path: str | Path, flag: str, what: str = "a mapping") -> d
     except FileNotFoundError:
         raise OptionError(f"{flag} {path}: no such file") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise OptionError(f"{flag} {path}: cannot read it as YAML ({exc})") from None
+        raise OptionError(f"{flag} {path}: cannot read it as YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise OptionError(f"{flag} {path}: expected {what}")
     return data

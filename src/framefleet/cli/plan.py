@@ -13,7 +13,7 @@ from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.cli.jobs import build_pipeline
-from framefleet.errors import OptionError
+from framefleet.errors import OptionError, OutputError
 from framefleet.plan.hardware import default_catalogue, load_catalogue
 from framefleet.plan.planner import Plan, format_seconds, make_plan, parse_duration
 from framefleet.plan.profile import DEFAULT_FRAMES, MachineInfo, ProfileStore, profile_pipeline
@@ -65,6 +65,8 @@ def plan(
     def work() -> Plan:
         if objective not in ("quality", "cost"):
             raise OptionError(f"--objective must be quality or cost, got {objective!r}")
+        if not output.parent.is_dir():
+            raise OutputError(f"--output {output}: its folder does not exist")
         storage.configure(storage.load_options(storage_options))
         flags = _flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset, segment_seconds)
         pipeline = build_pipeline(pipeline_file, flags)

@@ -85,8 +85,11 @@ def enumerate_options(workload: Workload, pipeline: Pipeline, nodes: Sequence[No
         machine, basis = _profile_of(node, store)
         largest = max(workload.videos, key=lambda video: max(video.width, video.height))
         grid = knob_grid(pipeline.ops[0], largest.width, largest.height, node.cpus)
+        pinned = dict(fixed or {})
+        if (pinned.get("max_size") or 0) >= max(largest.width, largest.height):
+            pinned["max_size"] = None  # no smaller than any frame: the op runs at full size
         for knobs in grid:
-            if any(getattr(knobs, name) != value for name, value in (fixed or {}).items()):
+            if any(getattr(knobs, name) != value for name, value in pinned.items()):
                 continue
             costs = [run_cost(store, machine, pipeline, video, knobs) for video in workload.videos]
             if any(cost is None for cost in costs):
@@ -101,7 +104,11 @@ def predict(workload: Workload, node: NodeType, count: int, spot: bool, knobs: K
             store: ProfileStore, machine: str, basis: Basis) -> Option:
     """Predicted wall time and cost of the job on `count` nodes of `node` with `knobs`; `costs` are the
     per-video costs from `machine`'s profile (see `run_cost`)."""
-    scale = node.cpus / store.machine_info(machine).cpus  # the profile's machine may have other core counts
+    profiled = store.machine_info(machine)
+    if costs[0].device == "cuda":  # a GPU op: the node's pace is set by its GPUs
+        scale = node.gpus / max(1, len(profiled.gpus)) if node.gpus else 1.0
+    else:  # the profile's machine may have another number of cores
+        scale = node.cpus / profiled.cpus
     workers_per_node = max(1, node.cpus // knobs.threads)
     workers = count * workers_per_node
     tasks = list(_tasks(workload, costs, workers_per_node, scale))

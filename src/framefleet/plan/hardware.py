@@ -130,6 +130,8 @@ def load_catalogue(path: str | Path) -> Catalogue:
                 nodes.append(NodeType(**entry))
         except TypeError as exc:
             raise OptionError(f"{where}: node {entry['name']!r}: {exc}") from None
+        except OptionError as exc:
+            raise OptionError(f"{where}: {exc}") from None
     names = [node.name for node in nodes]
     if len(set(names)) != len(names):
         raise OptionError(f"{where}: node names must be unique")

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framefleet import __version__
-from framefleet.errors import OptionError
+from framefleet.errors import OptionError, OutputError
 from framefleet.pipeline import Pipeline
 from framefleet.plan.cost import Option, enumerate_options
 from framefleet.plan.hardware import Catalogue
-from framefleet.plan.profile import DEFAULT_FRAMES, Knobs, ProfileStore, profile_pipeline
+from framefleet.plan.profile import DEFAULT_FRAMES, THREADS, Knobs, ProfileStore, profile_pipeline
 from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
 
 Objective = Literal["quality", "cost"]
@@ -68,8 +68,12 @@ class Plan:
         """Write the plan as JSON (atomically)."""
         path = Path(path)
         staging = path.with_name(f".{path.name}.part-{os.getpid()}")
-        staging.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(staging, path)
+        try:
+            staging.write_text(json.dumps(self.to_dict(), indent=1))
+            os.replace(staging, path)
+        except OSError as exc:
+            staging.unlink(missing_ok=True)
+            raise OutputError(f"{path}: cannot write the plan ({exc.strerror or exc})") from None
         return path
 
 
@@ -108,6 +112,8 @@ def make_plan(
     unknown = set(fixed or {}) - {"max_size", "batch_size", "threads"}
     if unknown:
         raise OptionError(f"cannot fix {', '.join(sorted(unknown))}: the knobs are max_size, batch_size, threads")
+    if (fixed or {}).get("threads", 1) not in THREADS:
+        raise OptionError(f"--threads must be one of {', '.join(map(str, THREADS))}, got {fixed['threads']}")
     if budget is not None and not (math.isfinite(budget) and budget >= 0):
         raise OptionError(f"--budget must be a non-negative number, got {budget}")
     say("probing the inputs")

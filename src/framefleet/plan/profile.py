@@ -64,6 +64,8 @@ RESOLUTIONS_PROFILED = 3
 PROFILE_FORMAT = 2
 """Bumped when entries change shape: profiles of another format are measured afresh."""
 DEFAULT_FRAMES = 12
+THREADS = (1, 2, 4, 8)
+"""Op threads per worker a profile measures (up to the machine's cores)."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ class ProfileStore:
         """Load a profile exported on another machine; returns that machine's name."""
         data = self._read(Path(path))
         if data is None:
-            raise OptionError(f"--profiles {path}: no such file, or not a framefleet profile")
+            raise OptionError(f"--profiles {path}: no such file, or not a profile of this framefleet version "
+                              f"(format {PROFILE_FORMAT}); make it with framefleet profile --export")
         name = data["machine"]["name"]
         if name == self.machine.name:
             raise OptionError(f"--profiles {path}: it is a profile of this machine ({name}); no need to import it")
@@ -189,7 +192,10 @@ class ProfileStore:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT or "machine" not in data:
+        if not isinstance(data, dict) or "machine" not in data:
+            return None
+        if data.get("format") != PROFILE_FORMAT:
+            log.info("%s: a profile of another format (%s); it is measured afresh", path, data.get("format"))
             return None
         return data
 
@@ -215,7 +221,7 @@ def knob_grid(op: Op, width: int, height: int, cpus: int) -> list[Knobs]:
     """The knob settings worth planning with for frames of this size on a machine with `cpus` cores."""
     sizes = _max_sizes(op, width, height)
     batches = sorted({*_knob_values(op, "batch_size", ()), op.batch_size})
-    threads = [t for t in (1, 2, 4, 8) if t <= cpus]
+    threads = [t for t in THREADS if t <= cpus]
     return [Knobs(max_size=m, batch_size=b, threads=t) for m in sizes for b in batches for t in threads]
 
 
@@ -247,8 +253,7 @@ def profile_pipeline(
         video = next(v for v in workload.videos if v.resolution == (width, height))
         key = _run_prefix(ids, video, op.resolve_device())
         cached = store.get(store.machine.name, key)
-        wanted = {f"max_size={size}" for size in _max_sizes(op, width, height)}
-        if not refresh and cached is not None and wanted <= set(cached["settings"]):
+        if not refresh and cached is not None and _covers(cached, op, width, height):
             continue
         say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
         store.put(key, _profile_resolution(video, pipeline, store.machine.cpus, frames, say))
@@ -259,12 +264,17 @@ def profile_pipeline(
 
 def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: VideoWork, knobs: Knobs) -> RunCost | None:
     """What `knobs` cost for `video` on `machine`, from its profile: measured at this resolution, else
-    scaled by pixels from the nearest measured one; None when the machine has no profile for this op."""
+    scaled by pixels from the nearest measured one; None when the machine has no profile for this op.
+    The device is the op's (`auto`: CUDA where that machine's profile has it, else the CPU)."""
     op = pipeline.ops[0]
     ids = op_identity(op), encode_identity(pipeline.encode)
     entries = store.entries(machine)
     prefix = _op_prefix(ids)
-    found = [(key, value) for key, value in entries.items() if key.startswith(prefix)]
+    found: list[tuple[str, dict[str, Any]]] = []
+    for device in ("cuda", "cpu") if op.device == "auto" else (op.device,):
+        found = [(key, value) for key, value in entries.items() if key.startswith(prefix) and value["device"] == device]
+        if found:
+            break
     if not found:
         return None
     exact = [value for key, value in found if key.split("|")[3:5] == video_key(video).split("|")]
@@ -310,7 +320,7 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         reference = settings["max_size=None"]
         ratios: dict[str, dict[str, float]] = {}
         varied = [replace(base, batch_size=b) for b in _knob_values(op, "batch_size", ()) if b != base.batch_size]
-        varied += [replace(base, threads=t) for t in (2, 4, 8) if t <= cpus]
+        varied += [replace(base, threads=t) for t in THREADS[1:] if t <= cpus]
         for knobs in varied:
             cost = _per_frame(run(knobs, end_long), fixed)
             key = f"threads={knobs.threads}" if knobs.threads != 1 else f"batch_size={knobs.batch_size}"
@@ -358,8 +368,9 @@ def _timed_run(pipeline: Pipeline, knobs: Knobs, source, info, ends: tuple[int, 
 def _per_frame(result: dict[str, float], fixed: dict[str, float]) -> dict[str, float]:
     """Per-frame costs of a run, less the fixed cost of a task."""
     frames = max(1, result["frames"])
-    return {"cpu": max(1e-6, (result["cpu"] - fixed["cpu"]) / frames),
-            "wall": max(1e-6, (result["wall"] - fixed["wall"]) / frames),
+    ops = result["ops"] / frames  # the op runs in one session: a frame takes at least its op time
+    return {"cpu": max(ops, (result["cpu"] - fixed["cpu"]) / frames),
+            "wall": max(ops, (result["wall"] - fixed["wall"]) / frames),
             **{stage: result[stage] / frames for stage in ("decode", "ops", "encode")}}
 
 
@@ -510,6 +521,13 @@ def _with_knobs(op: Op, knobs: Knobs) -> Op:
     if hasattr(instance, "max_size"):
         values["max_size"] = knobs.max_size
     return replace(instance, **values)
+
+
+def _covers(entry: dict[str, Any], op: Op, width: int, height: int) -> bool:
+    """Whether a cached entry holds every setting a plan for `op` at this size needs."""
+    sizes = {f"max_size={size}" for size in _max_sizes(op, width, height)}
+    batch = op.batch_size == entry["base_batch_size"] or f"batch_size={op.batch_size}" in entry["ratios"]
+    return sizes <= set(entry["settings"]) and batch
 
 
 def _max_sizes(op: Op, width: int, height: int) -> list[int | None]:
