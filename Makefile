@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-ray bench-storage clean
+.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-plan bench-ray bench-storage clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,9 @@ bench: $(STAMP)
 
 bench-jobs: $(STAMP)
 	$(BIN)/python benchmarks/jobs.py
+
+bench-plan: $(STAMP)
+	$(BIN)/python benchmarks/plan_accuracy.py
 
 bench-ray: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,ray]'

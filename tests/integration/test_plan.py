@@ -320,6 +320,8 @@ def test_profile_export_then_plan_with_it(profiled, clips, tmp_path: Path) -> No
     (["--hardware", "{tmp}/nowhere.yaml"], ["--hardware", "nowhere.yaml: no such file"]),
     (["--profiles", "{tmp}/missing.json"], ["--profiles", "missing.json"]),
     (["--objective", "speed"], ["--objective must be quality or cost"]),
+    (["-o", "{tmp}/nodir/plan.json"], ["--output", "its folder does not exist"]),
+    (["--threads", "3"], ["--threads must be one of 1, 2, 4, 8"]),
 ])
 def test_plan_bad_options_fail_in_one_line(clips, tmp_path: Path, args: list[str], fragments: list[str]) -> None:
     result = cli("plan", clips["small"], "--op", "identity", "-o", tmp_path / "plan.json",

@@ -231,3 +231,41 @@ def test_the_service_runs_its_watch_rule_and_a_submitted_job_as_ray_actors(clust
             assert workers and all(w.startswith("ray-") for w in workers)
     finally:
         service.stop()
+
+
+def test_a_cluster_plan_runs_on_ray_with_its_worker_count(cluster, clip_factory, tmp_path):
+    """`framefleet plan` over a catalogue of 1-CPU node types picks a Ray option; `run --plan` runs it on
+    the cluster with the plan's workers and knobs, and `status` shows the plan's prediction."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from framefleet.cli import app
+
+    make_inputs(clip_factory, tmp_path / "in", 4, frames=48)
+    catalogue = tmp_path / "hardware.yaml"
+    catalogue.write_text(yaml.safe_dump({"currency": "USD", "nodes": [
+        {"name": "c1", "cpus": 1, "price_per_hour": 0.1, "startup_seconds": 1, "max_nodes": 2}]}))
+    runner = CliRunner()
+    planned = runner.invoke(app, ["plan", str(tmp_path / "in"), "--op", "identity", "--hardware", str(catalogue),
+                                  "--profile-dir", str(tmp_path / "profiles"), "--sample-frames", "6",
+                                  "-o", str(tmp_path / "plan.json"), "--json"])
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(planned.stdout)
+    choice = plan["options"][plan["chosen"]]
+    assert choice["node"] == "c1" and not choice["this_machine"] and choice["knobs"]["threads"] == 1
+    ran = runner.invoke(app, ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--plan",
+                              str(tmp_path / "plan.json"), "--ray-address", "auto", "--json"])
+    assert ran.exit_code == 0, ran.output
+    ledger = open_ledger(tmp_path / "out" / ".framefleet-job")
+    try:
+        workers = {a["worker"] for a in ledger.attempts()}
+        assert ledger.counts()["done"] == 4
+        assert workers and all(w.startswith("ray-") for w in workers) and len(workers) <= choice["workers"]
+    finally:
+        ledger.close()
+    status = runner.invoke(app, ["status", str(tmp_path / "out" / ".framefleet-job"), "--json"])
+    prediction = json.loads(status.stdout)["prediction"]
+    assert prediction["node"] == "c1" and prediction["nodes"] == choice["nodes"]
+    assert prediction["wall_seconds"] == choice["wall_seconds"] and prediction["engine"] == "ray"

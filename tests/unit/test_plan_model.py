@@ -204,7 +204,7 @@ def test_catalogue_duplicate_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize("field", ["price_per_hour", "spot_price_per_hour"])
 def test_catalogue_negative_price(tmp_path: Path, field: str) -> None:
     path = write_catalogue(tmp_path, [{"name": "c16", "cpus": 16, field: -0.5}])
-    message = catalogue_error(path)
+    message = file_error(path)
     assert "'c16'" in message and f"{field} must be a non-negative number" in message
 
 
@@ -225,10 +225,7 @@ def test_catalogue_bad_entries(tmp_path: Path, nodes: list[dict], expected: str)
 def test_catalogue_not_yaml(tmp_path: Path) -> None:
     path = tmp_path / "hardware.yaml"
     path.write_text("nodes: [unclosed\n")
-    with pytest.raises(OptionError) as caught:
-        load_catalogue(path)
-    # not one line: the YAML parser's own message spans several (reported to the owner of src/)
-    assert str(caught.value).startswith(f"--hardware {path}: cannot read it as YAML")
+    assert file_error(path).startswith(f"--hardware {path}: cannot read it as YAML")
 
 
 # -- choose -----------------------------------------------------------------------------------------
@@ -654,3 +651,33 @@ def test_read_plan_rejects_other_files(tmp_path: Path) -> None:
             planner.read_plan(path)
     with pytest.raises(OptionError, match="no such file"):
         planner.read_plan(tmp_path / "missing.json")
+
+
+def test_gpu_nodes_scale_with_their_gpus_not_their_cores(tmp_path: Path) -> None:
+    """A node type with twice the cores but the same one GPU as the profiled box is no faster."""
+    pipeline = style_pipeline()
+    store = store_with(tmp_path, pipeline)
+    store.import_file(write_gpu_profile(tmp_path / "gpu-box.json", pipeline))
+    catalogue = load_catalogue(write_catalogue(tmp_path, [
+        {"name": "g8", "cpus": 8, "gpus": 1, "price_per_hour": 1.2, "profile": "gpu-box"},
+        {"name": "g16", "cpus": 16, "gpus": 1, "price_per_hour": 1.5, "profile": "gpu-box"},
+        {"name": "g16x2", "cpus": 16, "gpus": 2, "price_per_hour": 2.4, "profile": "gpu-box"},
+    ], currency="USD"))
+    job = workload(count=40)
+    knobs = Knobs(max_size=None, batch_size=4, threads=1)
+    fps = {o.node: o.fps for o in enumerate_options(job, pipeline, catalogue.nodes, store) if o.knobs == knobs}
+    assert fps["g16"] == pytest.approx(fps["g8"], rel=0.1)
+    assert fps["g16x2"] > 1.8 * fps["g8"]
+
+
+def test_fixed_max_size_at_or_above_every_side_plans_full_size(planned) -> None:
+    result = planned(deadline_seconds=7200, fixed={"max_size": 4096})  # the job is 1280x720
+    assert {o["knobs"]["max_size"] for o in result.options} == {None}
+    assert result.choice["quality_psnr"] is None
+
+
+@pytest.mark.parametrize("threads", [3, 16])
+def test_fixed_threads_outside_the_profiled_values_are_refused_first(planned, threads: int) -> None:
+    with pytest.raises(OptionError, match="--threads must be one of 1, 2, 4, 8"):
+        planned(fixed={"threads": threads})
+    assert planned.measured == []  # refused before any profiling

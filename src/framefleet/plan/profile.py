@@ -1,8 +1,8 @@
 """Profiles: what a pipeline costs on a machine, measured on real frames of the job's own videos.
 
 For each resolution of the workload (the most common few), `profile_pipeline` runs the real worker body,
-`FrameProcessor.run` (decode, ops, encode) with one session, on the first frames of a video at that
-resolution, for each setting of the knobs:
+`FrameProcessor.run` (decode, ops, encode) with one session, on frames from up to three places in a
+video at that resolution (its first seconds are often unlike the rest), for each setting of the knobs:
 
 - `max_size` (inference resolution) at every value the op offers below the frame's size, with the
   quality it costs measured as PSNR against full-resolution inference on the same frames;
@@ -63,7 +63,12 @@ KNOB_FIELDS = ("max_size", "batch_size", "device")
 RESOLUTIONS_PROFILED = 3
 PROFILE_FORMAT = 2
 """Bumped when entries change shape: profiles of another format are measured afresh."""
-DEFAULT_FRAMES = 12
+DEFAULT_FRAMES = 24
+ALL_CORES_FRAMES = 3
+"""The all-cores run takes this many times `--sample-frames` per worker: shorter windows, with every
+worker in step, came out 20% below the rate of a real job."""
+NOISE = 0.12
+"""Relative differences between two short profiling runs smaller than this are taken as no difference."""
 THREADS = (1, 2, 4, 8)
 """Op threads per worker a profile measures (up to the machine's cores)."""
 
@@ -220,7 +225,7 @@ def encode_identity(encode: EncodeOptions) -> str:
 def knob_grid(op: Op, width: int, height: int, cpus: int) -> list[Knobs]:
     """The knob settings worth planning with for frames of this size on a machine with `cpus` cores."""
     sizes = _max_sizes(op, width, height)
-    batches = sorted({*_knob_values(op, "batch_size", ()), op.batch_size})
+    batches = [op.batch_size, *sorted(set(_knob_values(op, "batch_size", ())) - {op.batch_size})]  # own first: ties keep it
     threads = [t for t in THREADS if t <= cpus]
     return [Knobs(max_size=m, batch_size=b, threads=t) for m in sizes for b in batches for t in threads]
 
@@ -297,41 +302,42 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
     op = pipeline.ops[0]
     source = InputOpener().open(video.uri)
     info = probe(source, keyframes=False)
-    warm_end, end_short, end_long = (_first_pts_after(source, n) for n in (2, max(3, frames // 3), frames))
+    chunks = _chunks(source, frames)
     sizes = _max_sizes(op, video.width, video.height)
     base = Knobs(max_size=None, batch_size=op.batch_size, threads=1)
     with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
         out = Path(scratch)
 
-        def run(knobs: Knobs, end: int) -> dict[str, float]:
-            return _timed_run(pipeline, knobs, source, info, (warm_end, end), out / "run.nut")
+        def run(knobs: Knobs, length: str) -> dict[str, float]:
+            return _timed_run(pipeline, knobs, source, info, chunks, length, out / "run.nut")
 
         setup_started = time.perf_counter()
         with FrameProcessor([_with_knobs(op, base)], sessions=1, threads=1):
             setup_seconds = time.perf_counter() - setup_started
-        short, long = run(base, end_short), run(base, end_long)
+        short, long = run(base, "short"), run(base, "long")
         extra = max(1, long["frames"] - short["frames"])
-        fixed = {k: max(0.0, short[k] - (long[k] - short[k]) / extra * short["frames"]) for k in ("cpu", "wall")}
+        fixed = {k: max(0.0, short[k] - (long[k] - short[k]) / extra * short["frames"]) / len(chunks)
+                 for k in ("cpu", "wall")}
         settings: dict[str, dict[str, float]] = {}
         for size in sizes:
             knobs = replace(base, max_size=size)
-            settings[f"max_size={size}"] = _per_frame(long if size is None else run(knobs, end_long), fixed)
+            settings[f"max_size={size}"] = _per_frame(long if size is None else run(knobs, "long"), fixed, len(chunks))
             say(f"  {knobs.label()}: {settings[f'max_size={size}']['wall']:.3f} s/frame")
         reference = settings["max_size=None"]
         ratios: dict[str, dict[str, float]] = {}
         varied = [replace(base, batch_size=b) for b in _knob_values(op, "batch_size", ()) if b != base.batch_size]
         varied += [replace(base, threads=t) for t in THREADS[1:] if t <= cpus]
         for knobs in varied:
-            cost = _per_frame(run(knobs, end_long), fixed)
+            cost = _per_frame(run(knobs, "long"), fixed, len(chunks))
             key = f"threads={knobs.threads}" if knobs.threads != 1 else f"batch_size={knobs.batch_size}"
             ratios[key] = {"cpu": cost["cpu"] / reference["cpu"], "wall": cost["wall"] / reference["wall"]}
             say(f"  {knobs.label()}: {cost['wall']:.3f} s/frame")
         if cpus > 1:
-            node_fps = _all_cores_fps(pipeline, base, video.uri, (warm_end, end_long), cpus)
+            node_fps = _all_cores_fps(pipeline, base, video.uri, _chunks(source, ALL_CORES_FRAMES * frames), cpus)
         else:
             node_fps = 1.0 / reference["wall"]
         say(f"  all {cpus} cores: {node_fps:.2f} fps")
-        join_seconds = _join_seconds(pipeline, source, info, (warm_end, end_short), out)
+        join_seconds = _join_seconds(pipeline, source, info, chunks[0], out)
         quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
     return {
         "pixels": video.width * video.height,
@@ -352,34 +358,92 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
     }
 
 
-def _timed_run(pipeline: Pipeline, knobs: Knobs, source, info, ends: tuple[int, int], target: Path) -> dict[str, float]:
-    """One worker's body over the first frames (to `ends[1]`), after a warm-up run (to `ends[0]`): wall and
-    CPU seconds, frames and stage times."""
+@dataclass(frozen=True)
+class _Chunk:
+    """A stretch of the video a profile runs over: from a keyframe (None: the start), ending after a
+    warm-up's, a short run's or a long run's worth of frames."""
+
+    start: int | None
+    warm: int
+    short: int
+    long: int
+
+
+def _chunks(source, frames: int) -> list[_Chunk]:
+    """Up to three stretches of the video (one per 8 of `frames`) that together hold `frames` frames, from
+    keyframes early, midway and late in it (a video's first seconds are often not like the rest); one
+    from its start when it is too short for them."""
+    keys = sorted(probe(source, keyframes=True).keyframe_pts or ())
+    places = {1: (0.5,), 2: (0.25, 0.75), 3: (0.15, 0.5, 0.85)}[max(1, min(3, frames // 8, len(keys)))]
+    starts = sorted({keys[round(q * (len(keys) - 1))] for q in places}) if keys else [None]
+    per_chunk = max(4, frames // len(starts))
+    chunks = []
+    for start in starts:
+        ends = _pts_after(source, start, (2, max(3, per_chunk // 3), per_chunk))
+        if ends is None:
+            break  # too near the end: the stretches before it will do
+        chunks.append(_Chunk(start, *ends))
+    if not chunks:
+        ends = _pts_after(source, None, (2, max(3, frames // 3), max(4, frames)))
+        if ends is None:
+            raise OptionError(f"{source}: too short to profile (fewer than {max(4, frames) + 1} frames); "
+                              "lower --sample-frames or profile with a longer video")
+        chunks.append(_Chunk(None, *ends))
+    return chunks
+
+
+def _pts_after(source, start: int | None, counts: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The timestamps of the frames `counts` places after `start` (each the end of a run of that many
+    frames), or None when the video ends first."""
+    wanted = dict.fromkeys(counts)
+    with VideoReader(source) as reader:
+        for index, (pts, _) in enumerate(reader.frames(start)):
+            if index in wanted:
+                wanted[index] = pts
+            if index >= max(counts):
+                return tuple(wanted[count] for count in counts)
+    return None
+
+
+def _timed_run(pipeline: Pipeline, knobs: Knobs, source, info, chunks: list[_Chunk], length: str,
+               target: Path) -> dict[str, float]:
+    """One worker's body over each chunk's `length` ("short" or "long") of frames, after a warm-up run:
+    wall and CPU seconds, frames and stage times, summed over the chunks."""
     encode = replace(pipeline.encode, threads=pipeline.encode.threads or knobs.threads)
+    totals = dict.fromkeys(("frames", "cpu", "wall", "decode", "ops", "encode"), 0.0)
     with FrameProcessor([_with_knobs(pipeline.ops[0], knobs)], sessions=1, threads=knobs.threads) as processor:
-        processor.run(source, target, encode=encode, info=info, end_pts=ends[0], carry=False)
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        result = processor.run(source, target, encode=encode, info=info, end_pts=ends[1], carry=False)
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return {"frames": result.frames, "cpu": cpu, "wall": wall, "decode": result.decode_seconds,
-            "ops": result.ops_seconds, "encode": result.encode_seconds}
+        processor.run(source, target, encode=encode, info=info, start_pts=chunks[0].start, end_pts=chunks[0].warm,
+                      carry=False)
+        for chunk in chunks:
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            result = processor.run(source, target, encode=encode, info=info, start_pts=chunk.start,
+                                   end_pts=getattr(chunk, length), carry=False)
+            totals["cpu"] += time.process_time() - cpu0
+            totals["wall"] += time.perf_counter() - wall0
+            totals["frames"] += result.frames
+            totals["decode"] += result.decode_seconds
+            totals["ops"] += result.ops_seconds
+            totals["encode"] += result.encode_seconds
+    return totals
 
 
-def _per_frame(result: dict[str, float], fixed: dict[str, float]) -> dict[str, float]:
-    """Per-frame costs of a run, less the fixed cost of a task."""
+def _per_frame(result: dict[str, float], fixed: dict[str, float], tasks: int) -> dict[str, float]:
+    """Per-frame costs of a run over `tasks` chunks, less the fixed cost of each."""
     frames = max(1, result["frames"])
     ops = result["ops"] / frames  # the op runs in one session: a frame takes at least its op time
-    return {"cpu": max(ops, (result["cpu"] - fixed["cpu"]) / frames),
-            "wall": max(ops, (result["wall"] - fixed["wall"]) / frames),
+    return {"cpu": max(ops, (result["cpu"] - fixed["cpu"] * tasks) / frames),
+            "wall": max(ops, (result["wall"] - fixed["wall"] * tasks) / frames),
             **{stage: result[stage] / frames for stage in ("decode", "ops", "encode")}}
 
 
-def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, ends: tuple[int, int], cpus: int) -> float:
-    """Frames per second of `cpus` worker processes running the same frames together (started together)."""
+def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chunk], cpus: int) -> float:
+    """Frames per second of `cpus` worker processes running the same frames together: each runs a short
+    and a long run, started together, and the difference (extra frames over extra seconds) leaves out
+    the fixed cost of a task, as for one worker."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(cpus)
     results = context.Queue()
-    workers = [context.Process(target=_concurrent_worker, args=(pipeline, knobs, uri, ends, barrier, results))
+    workers = [context.Process(target=_concurrent_worker, args=(pipeline, knobs, uri, chunks, barrier, results))
                for _ in range(cpus)]
     for worker in workers:
         worker.start()
@@ -399,34 +463,35 @@ def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, ends: tuple[int, 
     failures = [t for t in timings if isinstance(t, str)]
     if failures:
         raise RuntimeError(f"profiling with all cores failed: {failures[0]}")
-    frames = sum(t[0] for t in timings)
-    return frames / max(t[1] for t in timings)
+    return sum(frames / seconds for frames, seconds in timings)
 
 
-def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, ends: tuple[int, int], barrier, results) -> None:
+def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chunk], barrier,
+                       results) -> None:
+    """One of `_all_cores_fps`'s processes: puts (extra frames, extra seconds) of its long runs over its
+    short ones, or the error that stopped it."""
     try:
         source = InputOpener().open(uri)
         info = probe(source, keyframes=False)
-        encode = replace(pipeline.encode, threads=pipeline.encode.threads or knobs.threads)
-        with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch, FrameProcessor(
-                [_with_knobs(pipeline.ops[0], knobs)], sessions=1, threads=knobs.threads) as processor:
-            target = Path(scratch) / "run.nut"
-            processor.run(source, target, encode=encode, info=info, end_pts=ends[0], carry=False)
-            barrier.wait(timeout=300)
-            started = time.perf_counter()
-            result = processor.run(source, target, encode=encode, info=info, end_pts=ends[1], carry=False)
-            results.put((result.frames, time.perf_counter() - started))
+        with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
+            timed = []
+            for length in ("short", "long"):
+                barrier.wait(timeout=300)
+                timed.append(_timed_run(pipeline, knobs, source, info, chunks, length, Path(scratch) / "run.nut"))
+            short, long = timed
+            results.put((long["frames"] - short["frames"], max(1e-6, long["wall"] - short["wall"])))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         results.put(f"{type(exc).__name__}: {exc}")
 
 
-def _join_seconds(pipeline: Pipeline, source, info, ends: tuple[int, int], out: Path) -> float:
+def _join_seconds(pipeline: Pipeline, source, info, chunk: _Chunk, out: Path) -> float:
     """Seconds to join two segments into a whole video (the source's other streams carried in)."""
     parts = [out / "part-0.nut", out / "part-1.nut"]
     with FrameProcessor([_with_knobs(pipeline.ops[0], Knobs(max_size=64))], sessions=1) as processor:
-        processor.run(source, parts[0], encode=pipeline.encode, info=info, end_pts=ends[0], carry=False)
-        processor.run(source, parts[1], encode=pipeline.encode, info=info, start_pts=ends[0], end_pts=ends[1],
-                      carry=False)
+        processor.run(source, parts[0], encode=pipeline.encode, info=info, start_pts=chunk.start,
+                      end_pts=chunk.warm, carry=False)
+        processor.run(source, parts[1], encode=pipeline.encode, info=info, start_pts=chunk.warm,
+                      end_pts=chunk.short, carry=False)
     offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
     started = time.perf_counter()
     join_segments(parts, out / "joined.mp4", carry_from=source, carry_skip_index=info.video_index, offset=offset,
@@ -465,17 +530,6 @@ def _worker_start_seconds() -> float:
     return time.perf_counter() - started
 
 
-def _first_pts_after(source, count: int) -> int:
-    """The timestamp of frame `count` (0-based), i.e. the end of a run of `count` frames; a video with
-    fewer frames is too short to profile."""
-    with VideoReader(source) as reader:
-        for index, (pts, _) in enumerate(reader.frames()):
-            if index == count:
-                return pts
-    raise OptionError(f"{source}: too short to profile (fewer than {count + 1} frames); "
-                      "lower --sample-frames or profile with a longer video")
-
-
 # -- costs from a profile ----------------------------------------------------------------------------
 
 
@@ -495,8 +549,8 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
         ratio = entry["ratios"].get(f"{name}={value}")
         if ratio is None:
             return None
-        cpu_ratio *= ratio["cpu"]
-        wall_ratio *= ratio["wall"]
+        cpu_ratio *= _beyond_noise(ratio["cpu"])
+        wall_ratio *= _beyond_noise(ratio["wall"])
     reference = entry["settings"]["max_size=None"]
     cpu, wall = setting["cpu"] * cpu_ratio, setting["wall"] * wall_ratio
     # all cores busy: the node's measured rate, scaled by how much less (or more) each frame costs; on a
@@ -509,6 +563,12 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
                    ops_per_frame=setting["ops"] * scale * wall_ratio, encode_per_frame=setting["encode"] * scale,
                    quality_psnr=entry["quality_psnr"].get(f"max_size={size}"), device=entry["device"],
                    measured=measured)
+
+
+def _beyond_noise(ratio: float) -> float:
+    """A knob's measured effect, or none when it is within the noise of short runs (`NOISE`): a batch
+    size that is 5% faster in a dozen frames is as likely luck, and choosing by luck biases the plan."""
+    return 1.0 if abs(ratio - 1.0) < NOISE else ratio
 
 
 # -- helpers -----------------------------------------------------------------------------------------
