@@ -17,9 +17,9 @@ from pathlib import Path
 import media_checks
 import pytest
 import yaml
-from typer.testing import CliRunner, Result
+from cli_helpers import ANSI, cli, stderr_lines, stdout_json
+from typer.testing import Result
 
-from framefleet.cli import app
 from framefleet.job import open_ledger
 from framefleet.pipeline import Pipeline
 from framefleet.plan import ProfileStore, measure_workload, profile_pipeline
@@ -28,7 +28,6 @@ from framefleet.plan.profile import encode_identity, op_identity
 from framefleet.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 SAMPLE_FRAMES = 6
 SIZES = {"small": (160, 90), "big": (320, 180)}
 
@@ -98,19 +97,6 @@ def copied_store(profiled: dict, tmp_path: Path) -> ProfileStore:
     """A store over a copy of the module's profile (what a test measures stays in its own copy)."""
     directory = shutil.copytree(profiled["directory"], tmp_path / "profiles")
     return ProfileStore(directory=directory)
-
-
-def cli(*args: object) -> Result:
-    """The framefleet command in-process (stdout and stderr captured separately)."""
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def stdout_json(result: Result):
-    return json.loads(ANSI.sub("", result.stdout))
-
-
-def stderr_lines(result: Result) -> list[str]:
-    return [line for line in ANSI.sub("", result.stderr).splitlines() if line.strip()]
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:

