@@ -65,8 +65,8 @@ PROFILE_FORMAT = 2
 """Bumped when entries change shape: profiles of another format are measured afresh."""
 DEFAULT_FRAMES = 24
 ALL_CORES_FRAMES = 3
-"""The all-cores run takes this many times `--sample-frames` per worker: shorter windows, with every
-worker in step, came out 20% below the rate of a real job."""
+"""The all-cores run takes this many times `--sample-frames` per worker: every option's throughput is
+scaled from it, so it gets the longest window."""
 NOISE = 0.12
 """Relative differences between two short profiling runs smaller than this are taken as no difference."""
 THREADS = (1, 2, 4, 8)
