@@ -20,3 +20,13 @@ def remove_stale_temporaries(target: Path) -> None:
     """Delete the `temporary_path`s that killed writers (any process) left beside `target`."""
     for stale in target.parent.glob(f".{glob.escape(target.stem)}.part-*{glob.escape(target.suffix)}"):
         stale.unlink(missing_ok=True)
+
+
+def write_text_atomically(target: Path, text: str) -> None:
+    """Write `text` to `target` through its `temporary_path`, so readers see the old file or the new one."""
+    staging = temporary_path(target)
+    try:
+        staging.write_text(text)
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)

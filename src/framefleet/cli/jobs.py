@@ -81,9 +81,8 @@ def run(
 
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
-        flags = dict(op=op, style=style, style_image=str(style_image) if style_image else None, strength=strength,
-                     max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset,
-                     segment_seconds=segment_seconds)
+        flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
+                               segment_seconds)
         if plan_file is None:
             pipeline = build_pipeline(pipeline_file, flags)
             applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,
@@ -194,6 +193,14 @@ def report(
 
     guarded(write)
     err.print(f"[green]wrote[/] {output}", highlight=False)
+
+
+def pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
+                   segment_seconds) -> dict[str, Any]:
+    """The pipeline options of the flags `run`, `plan` and `profile` share (None: not given)."""
+    return {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
+            "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
+            "preset": preset, "segment_seconds": segment_seconds}
 
 
 def build_pipeline(pipeline_file: Path | None, flags: dict[str, Any]) -> Pipeline:

@@ -12,7 +12,7 @@ from rich.table import Table
 from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
-from framefleet.cli.jobs import build_pipeline
+from framefleet.cli.jobs import build_pipeline, pipeline_flags
 from framefleet.errors import OptionError, OutputError
 from framefleet.plan.hardware import default_catalogue, load_catalogue
 from framefleet.plan.planner import Plan, format_seconds, make_plan, parse_duration
@@ -68,7 +68,7 @@ def plan(
         if not output.parent.is_dir():
             raise OutputError(f"--output {output}: its folder does not exist")
         storage.configure(storage.load_options(storage_options))
-        flags = _flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset, segment_seconds)
+        flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset, segment_seconds)
         pipeline = build_pipeline(pipeline_file, flags)
         catalogue = load_catalogue(hardware) if hardware is not None else default_catalogue()
         store = ProfileStore(profile_dir)
@@ -122,7 +122,7 @@ def profile(
 
     def work() -> ProfileStore:
         storage.configure(storage.load_options(storage_options))
-        flags = _flags(op, style, style_image, strength, None, device, batch_size, crf, preset, segment_seconds)
+        flags = pipeline_flags(op, style, style_image, strength, None, device, batch_size, crf, preset, segment_seconds)
         pipeline = build_pipeline(pipeline_file, flags)
         store = ProfileStore(profile_dir, MachineInfo.here(machine))
         workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)
@@ -140,12 +140,6 @@ def profile(
     out.print(_profile_table(store.machine.name, entries))
     if export is not None:
         err.print(f"[green]wrote[/] {export}", highlight=False)
-
-
-def _flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset, segment_seconds) -> dict[str, Any]:
-    return dict(op=op, style=style, style_image=str(style_image) if style_image else None, strength=strength,
-                max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset,
-                segment_seconds=segment_seconds)
 
 
 def _say(quiet: bool):

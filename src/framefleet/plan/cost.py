@@ -81,14 +81,13 @@ def enumerate_options(workload: Workload, pipeline: Pipeline, nodes: Sequence[No
     cover (`fixed` pins knobs by name, e.g. {"max_size": 360, "threads": 2})."""
     if not workload.videos:
         raise OptionError("nothing to plan: the inputs name no videos")
+    largest = max(workload.videos, key=lambda video: max(video.width, video.height))
+    pinned = dict(fixed or {})
+    if (pinned.get("max_size") or 0) >= max(largest.width, largest.height):
+        pinned["max_size"] = None  # no smaller than any frame: the op runs at full size
     for node in nodes:
         machine, basis = _profile_of(node, store)
-        largest = max(workload.videos, key=lambda video: max(video.width, video.height))
-        grid = knob_grid(pipeline.ops[0], largest.width, largest.height, node.cpus)
-        pinned = dict(fixed or {})
-        if (pinned.get("max_size") or 0) >= max(largest.width, largest.height):
-            pinned["max_size"] = None  # no smaller than any frame: the op runs at full size
-        for knobs in grid:
+        for knobs in knob_grid(pipeline.ops[0], largest.width, largest.height, node.cpus):
             if any(getattr(knobs, name) != value for name, value in pinned.items()):
                 continue
             costs = [run_cost(store, machine, pipeline, video, knobs) for video in workload.videos]
@@ -118,12 +117,11 @@ def predict(workload: Workload, node: NodeType, count: int, spot: bool, knobs: K
     else:
         run_seconds = _simulate(tasks, workers)
     worker_start = (store.get(machine, "worker_start") or 0.0) + max(c.setup_seconds for c in costs)
-    restart = node.startup_seconds + worker_start
+    startup = node.startup_seconds + worker_start  # also what a preempted node's replacement takes
     if spot and node.preemptions_per_hour > 0:
         mean_task = sum(t.seconds for t in tasks) / len(tasks)
-        lost = node.preemptions_per_hour * (mean_task / 2 + restart) / 3600
+        lost = node.preemptions_per_hour * (mean_task / 2 + startup) / 3600
         run_seconds /= max(1.0 - lost, 1.0 - MAX_LOST_FRACTION)
-    startup = node.startup_seconds + worker_start
     wall = startup + run_seconds
     price = node.price(spot)
     qualities = [c.quality_psnr for c in costs if c.quality_psnr is not None]

@@ -27,8 +27,16 @@ from framefleet.errors import OptionError, OutputError
 from framefleet.pipeline import Pipeline
 from framefleet.plan.cost import Option, enumerate_options
 from framefleet.plan.hardware import Catalogue
-from framefleet.plan.profile import DEFAULT_FRAMES, THREADS, Knobs, ProfileStore, profile_pipeline
+from framefleet.plan.profile import (
+    DEFAULT_FRAMES,
+    THREADS,
+    Knobs,
+    ProfileStore,
+    op_with_knobs,
+    profile_pipeline,
+)
 from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
+from framefleet.temporary import write_text_atomically
 
 Objective = Literal["quality", "cost"]
 TABLE_ROWS = 12
@@ -67,12 +75,9 @@ class Plan:
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the plan as JSON (atomically)."""
         path = Path(path)
-        staging = path.with_name(f".{path.name}.part-{os.getpid()}")
         try:
-            staging.write_text(json.dumps(self.to_dict(), indent=1))
-            os.replace(staging, path)
+            write_text_atomically(path, json.dumps(self.to_dict(), indent=1))
         except OSError as exc:
-            staging.unlink(missing_ok=True)
             raise OutputError(f"{path}: cannot write the plan ({exc.strerror or exc})") from None
         return path
 
@@ -171,11 +176,7 @@ def choose(options: Sequence[Option], deadline: float | None, budget: float | No
 
 def apply_knobs(pipeline: Pipeline, knobs: Knobs) -> Pipeline:
     """The pipeline with a plan's knob settings (the op's fields that exist)."""
-    op = pipeline.ops[0]
-    values: dict[str, Any] = {"batch_size": knobs.batch_size}
-    if hasattr(op, "max_size"):
-        values["max_size"] = knobs.max_size
-    return dataclasses.replace(pipeline, ops=(dataclasses.replace(op, **values), *pipeline.ops[1:]))
+    return dataclasses.replace(pipeline, ops=(op_with_knobs(pipeline.ops[0], knobs), *pipeline.ops[1:]))
 
 
 def read_plan(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -22,7 +22,6 @@ another machine (`framefleet profile ... --export gpu-box.json`) is imported wit
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -53,6 +52,7 @@ from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.remote_inputs import InputOpener
 from framefleet.streaming import FrameProcessor, available_cores
+from framefleet.temporary import write_text_atomically
 from framefleet.video import EncodeOptions, VideoReader, probe
 from framefleet.video.concat import join_segments
 
@@ -162,7 +162,7 @@ class ProfileStore:
         return MachineInfo.from_dict(self._profiles[name]["machine"])
 
     def get(self, machine: str, key: str) -> Any:
-        return self._profiles.get(machine, {}).get("entries", {}).get(key)
+        return self.entries(machine).get(key)
 
     def entries(self, machine: str) -> dict[str, Any]:
         return self._profiles.get(machine, {}).get("entries", {})
@@ -179,9 +179,7 @@ class ProfileStore:
         """Write this machine's profile to `path`, for `--profiles` on another machine."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.part-{os.getpid()}")
-        staging.write_text(json.dumps(self._profiles[self.machine.name], indent=1, sort_keys=True))
-        os.replace(staging, path)
+        write_text_atomically(path, json.dumps(self._profiles[self.machine.name], indent=1, sort_keys=True))
         return path
 
     def _path(self, name: str) -> Path:
@@ -312,7 +310,7 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
             return _timed_run(pipeline, knobs, source, info, chunks, length, out / "run.nut")
 
         setup_started = time.perf_counter()
-        with FrameProcessor([_with_knobs(op, base)], sessions=1, threads=1):
+        with FrameProcessor([op_with_knobs(op, base)], sessions=1, threads=1):
             setup_seconds = time.perf_counter() - setup_started
         short, long = run(base, "short"), run(base, "long")
         extra = max(1, long["frames"] - short["frames"])
@@ -411,7 +409,7 @@ def _timed_run(pipeline: Pipeline, knobs: Knobs, source, info, chunks: list[_Chu
     wall and CPU seconds, frames and stage times, summed over the chunks."""
     encode = replace(pipeline.encode, threads=pipeline.encode.threads or knobs.threads)
     totals = dict.fromkeys(("frames", "cpu", "wall", "decode", "ops", "encode"), 0.0)
-    with FrameProcessor([_with_knobs(pipeline.ops[0], knobs)], sessions=1, threads=knobs.threads) as processor:
+    with FrameProcessor([op_with_knobs(pipeline.ops[0], knobs)], sessions=1, threads=knobs.threads) as processor:
         processor.run(source, target, encode=encode, info=info, start_pts=chunks[0].start, end_pts=chunks[0].warm,
                       carry=False)
         for chunk in chunks:
@@ -487,7 +485,7 @@ def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[
 def _join_seconds(pipeline: Pipeline, source, info, chunk: _Chunk, out: Path) -> float:
     """Seconds to join two segments into a whole video (the source's other streams carried in)."""
     parts = [out / "part-0.nut", out / "part-1.nut"]
-    with FrameProcessor([_with_knobs(pipeline.ops[0], Knobs(max_size=64))], sessions=1) as processor:
+    with FrameProcessor([op_with_knobs(pipeline.ops[0], Knobs(max_size=64))], sessions=1) as processor:
         processor.run(source, parts[0], encode=pipeline.encode, info=info, start_pts=chunk.start,
                       end_pts=chunk.warm, carry=False)
         processor.run(source, parts[1], encode=pipeline.encode, info=info, start_pts=chunk.warm,
@@ -508,7 +506,7 @@ def _quality(op: Op, source, sizes: Iterable[int | None], count: int) -> dict[in
         batch = next(reader.batches(count))
     outputs = {}
     for size in [None, *reduced]:
-        instance = _with_knobs(op, Knobs(max_size=size, batch_size=count))
+        instance = op_with_knobs(op, Knobs(max_size=size, batch_size=count))
         instance.setup(Device(kind=instance.resolve_device(), threads=1))
         try:
             outputs[size] = instance.process(batch).frames.astype(np.float64)
@@ -574,13 +572,12 @@ def _beyond_noise(ratio: float) -> float:
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def _with_knobs(op: Op, knobs: Knobs) -> Op:
+def op_with_knobs(op: Op, knobs: Knobs) -> Op:
     """A copy of `op` with the knob fields it has set to `knobs`."""
-    instance = copy.deepcopy(op)
-    values = {"batch_size": knobs.batch_size}
-    if hasattr(instance, "max_size"):
+    values: dict[str, Any] = {"batch_size": knobs.batch_size}
+    if hasattr(op, "max_size"):
         values["max_size"] = knobs.max_size
-    return replace(instance, **values)
+    return replace(op, **values)
 
 
 def _covers(entry: dict[str, Any], op: Op, width: int, height: int) -> bool:
