@@ -7,8 +7,8 @@ Job workers are started with multiprocessing's *spawn* context, so the op classe
 Each op passes frames through unchanged, like the identity op, and misbehaves only on batches whose frame
 width is `width` (None: every batch), so one job can mix well-behaved inputs with a poison one.
 
-`cli_main` is the `framefleet` command with these ops registered (``op: slow`` and so on in a
-``--pipeline`` file), for tests that run the CLI in a subprocess and need tasks that take a while.
+Pipelines name them as user ops (``op: job_ops:SlowOp`` in a ``--pipeline`` file), for tests that run the
+CLI in a subprocess with tests/ on its ``PYTHONPATH`` and need tasks that take a while.
 """
 
 from __future__ import annotations
@@ -84,17 +84,6 @@ class CrashOp(Op):
                 Path(self.marker).touch()
                 os.kill(os.getpid(), signal.SIGSEGV)
         return batch
-
-
-def cli_main() -> None:
-    """`framefleet` with the ops above registered; run it as
-    `python -c "import job_ops; job_ops.cli_main()" run ...`."""
-    from framefleet.cli import main
-    from framefleet.pipeline import OPS
-
-    for op in (SlowOp, SleepForeverOp, CrashOp):
-        OPS.setdefault(op.name, op)
-    main()
 
 
 @dataclass(kw_only=True)

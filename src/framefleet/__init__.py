@@ -4,25 +4,33 @@ __version__ = "0.1.0"  # before the imports: modules below read it
 
 from framefleet.batch import FrameBatch
 from framefleet.errors import FramefleetError
-from framefleet.ops import IdentityOp, Op, Resources, StyleTransferOp
+from framefleet.ops import (BlurOp, FaceAnonymizerOp, IdentityOp, OnnxModelOp, Op, Resources, ResizeOp, SampleOp,
+                            StyleTransferOp)
 from framefleet.job import JobResult, retry, run
 from framefleet.remote_inputs import InputAccess
 from framefleet.pipeline import Pipeline
+from framefleet.records import load_records
 from framefleet.streaming import StreamResult, process_video
 from framefleet.video import probe
 
 __all__ = [
+    "BlurOp",
+    "FaceAnonymizerOp",
     "FrameBatch",
     "FramefleetError",
     "IdentityOp",
     "InputAccess",
     "JobResult",
+    "OnnxModelOp",
     "Op",
     "Pipeline",
     "Resources",
+    "ResizeOp",
+    "SampleOp",
     "StreamResult",
     "StyleTransferOp",
     "__version__",
+    "load_records",
     "probe",
     "process_video",
     "retry",

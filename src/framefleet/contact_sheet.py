@@ -7,7 +7,8 @@ from PIL import Image, ImageDraw
 
 from framefleet.batch import FrameBatch
 from framefleet.ops.base import Device
-from framefleet.ops.style import NUM_STYLES, StyleTransferOp, resize
+from framefleet.ops.images import resize
+from framefleet.ops.style import NUM_STYLES, StyleTransferOp
 
 
 def contact_sheet(frame: np.ndarray, *, tile: int = 256, columns: int = 7, device: str = "auto") -> Image.Image:

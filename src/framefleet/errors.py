@@ -33,6 +33,10 @@ class OptionError(FramefleetError):
     """A bad option value: a style spec, a strength, a size, a device."""
 
 
+class OpError(FramefleetError):
+    """An op broke its contract: returned the wrong number of frames, changed timestamps, bad records."""
+
+
 class StyleImageError(FramefleetError):
     """The style image cannot be read as a picture."""
 

@@ -1,23 +1,34 @@
-"""`Pipeline`: what a job does to every video (its op, encoding, segmenting), and its fingerprint.
+"""`Pipeline`: what a job does to every video (its ops, encoding, segmenting), and its fingerprint.
 
-A pipeline comes from CLI flags or from a YAML file whose keys are the flags' names (with `_` or `-`):
+A pipeline comes from CLI flags or from a YAML file whose keys are the flags' names (with `_` or `-`).
+One op:
 
-    op: style            # style (default) or identity
-    style: "3:0.5,12:0.5"
-    strength: 0.8
+    op: style            # a built-in op (style, identity, faces, onnx, sample, resize, blur)
+    style: "3:0.5,12:0.5"   # ... or your own: op: mypackage.module:MyOp
     max_size: 720
     crf: 20
-    preset: veryfast
     segment_seconds: 20
 
-Unknown keys and wrong types are errors. The fingerprint covers everything that changes the outputs:
-the op and its parameters, the model files' hashes, the encoding options and framefleet's version.
+Several ops run in order as `steps`, each a mapping with its `op` and parameters; `when: NAME` makes a
+step run only on the frames an earlier op of that name wrote records about:
+
+    steps:
+      - op: faces
+        anonymize: none
+      - op: blur
+        when: faces
+
+The pipeline writes a video when one of its ops returns frames, and a Parquet file of records when one
+writes records. Unknown keys and wrong types are errors. The fingerprint covers everything that changes
+the outputs: the ops and their parameters, the model files' hashes, the source of user ops, the
+encoding options and framefleet's version.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,13 +37,17 @@ from typing import Any
 
 from framefleet import __version__
 from framefleet.errors import OptionError
-from framefleet.ops import IdentityOp, Op, StyleTransferOp
+from framefleet.ops import Op
+from framefleet.ops.chain import chain_output_size
+from framefleet.ops.registry import is_builtin, resolve_op
+from framefleet.ops.simple import SampleOp
 from framefleet.video import EncodeOptions
 from framefleet.yaml_files import read_yaml_mapping
 
-OPS: dict[str, type[Op]] = {"style": StyleTransferOp, "identity": IdentityOp}
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
-_PIPELINE_KEYS = {"op", "segment_seconds"}
+_PIPELINE_KEYS = {"op", "steps", "segment_seconds"}
+_ALL_STEPS_KEYS = {"device"}
+"""Options given beside `steps` that apply to every step; any other goes to the first step that takes it."""
 
 
 @dataclass(frozen=True)
@@ -49,30 +64,45 @@ class Pipeline:
             raise OptionError("a pipeline needs at least one op")
         if not self.segment_seconds > 0:
             raise OptionError(f"segment_seconds must be positive, got {self.segment_seconds}")
+        _check_steps(self.ops)
+
+    @property
+    def writes_video(self) -> bool:
+        """Whether outputs include a video (some op returns frames)."""
+        return any(op.writes_frames for op in self.ops)
+
+    @property
+    def writes_records(self) -> bool:
+        """Whether outputs include a Parquet file of records (some op writes records)."""
+        return any(op.writes_records for op in self.ops)
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size of the output video's frames for an input of width x height."""
+        return chain_output_size(self.ops, width, height)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, source: str = "options") -> Pipeline:
-        """Build from flag-named options (None values mean "default"); unknown keys are errors."""
+        """Build from flag-named options (None values mean "default"): one op's (`op` and its parameters)
+        or `steps`, plus encoding and segmenting; unknown keys are errors."""
         values = {key.replace("-", "_"): value for key, value in options.items() if value is not None}
-        op_name = values.pop("op", "style")
-        if op_name not in OPS:
-            raise OptionError(f"{source}: unknown op {op_name!r}; choose one of {', '.join(OPS)}")
-        op_class = OPS[op_name]
-        op_keys = {f.name for f in dataclasses.fields(op_class) if f.init}
-        unknown = set(values) - op_keys - _ENCODE_KEYS - _PIPELINE_KEYS
-        if unknown:
-            known = ", ".join(sorted(op_keys | _ENCODE_KEYS | _PIPELINE_KEYS - {"op"}))
-            raise OptionError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} for op {op_name}; known: {known}")
+        steps = values.pop("steps", None)
+        encode_values = {key: values.pop(key) for key in list(values) if key in _ENCODE_KEYS}
+        segment_seconds = values.pop("segment_seconds", 20.0)
+        if steps is None:
+            ops = (build_op(values, source=source, extra_keys=_ENCODE_KEYS | _PIPELINE_KEYS - {"op"}),)
+        else:
+            ops = _build_steps(steps, values, source)
         try:
-            op = op_class(**{k: v for k, v in values.items() if k in op_keys})
-            encode = EncodeOptions(**{k: v for k, v in values.items() if k in _ENCODE_KEYS})
-            segment_seconds = values.get("segment_seconds", 20.0)
-            if isinstance(segment_seconds, bool):
-                raise ValueError(f"segment_seconds must be a number of seconds, got {segment_seconds}")
-            segment_seconds = float(segment_seconds)
+            encode = EncodeOptions(**encode_values)
+            if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, (int, float)):
+                raise ValueError(f"segment_seconds must be a number of seconds, got {segment_seconds!r}")
         except (TypeError, ValueError) as exc:
             raise OptionError(f"{source}: {exc}") from None
-        return cls(ops=(op,), encode=encode, segment_seconds=segment_seconds)
+        try:
+            _check_steps(ops)
+        except OptionError as exc:
+            raise OptionError(f"{source}: {exc}") from None
+        return cls(ops=ops, encode=encode, segment_seconds=float(segment_seconds))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:
@@ -83,10 +113,9 @@ class Pipeline:
     def from_spec(cls, spec: dict[str, Any], overrides: dict[str, Any] | None = None, *,
                   source: str = "the job's stored pipeline") -> Pipeline:
         """Rebuild a pipeline from `spec()` (as stored in a job's ledger or a plan); `overrides` (flag-named
-        options) win over it."""
-        params = dict(spec["ops"][0])
-        return cls.from_options({**params, **spec["encode"], "segment_seconds": spec["segment_seconds"],
-                                 **(overrides or {})}, source=source)
+        options) win over it: `device` for every step, any other op option for the first step taking it."""
+        return cls.from_options({"steps": [dict(params) for params in spec["ops"]], **spec["encode"],
+                                 "segment_seconds": spec["segment_seconds"], **(overrides or {})}, source=source)
 
     def for_worker(self, threads: int) -> Pipeline:
         """This pipeline as one of several workers runs it: the encoder gets the worker's share of the cores
@@ -105,13 +134,82 @@ class Pipeline:
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the outputs (segment length does not)."""
-        identity = {
+        identity: dict[str, Any] = {
             "ops": [op.params() for op in self.ops],
             "models": {str(p.name): file_sha256(p) for op in self.ops for p in op.model_files()},
             "encode": dataclasses.asdict(self.encode),
             "framefleet": __version__,
         }
+        user_code = {op.params()["op"]: _source_sha256(type(op)) for op in self.ops if not is_builtin(type(op))}
+        if user_code:
+            identity["code"] = user_code
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_op(options: dict[str, Any], *, source: str = "options", extra_keys: set[str] = frozenset()) -> Op:
+    """One op from its options: `op` (a built-in name or module:Class, default style) and its parameters.
+    `extra_keys` are other keys allowed beside them (and ignored here)."""
+    values = dict(options)
+    reference = values.pop("op", "style")
+    try:
+        op_class = resolve_op(reference)
+    except OptionError as exc:
+        raise OptionError(f"{source}: {exc}") from None
+    op_keys = {f.name for f in dataclasses.fields(op_class) if f.init}
+    unknown = set(values) - op_keys - extra_keys
+    if unknown:
+        known = ", ".join(sorted(op_keys | extra_keys))
+        raise OptionError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} for op {reference}; known: {known}")
+    try:
+        return op_class(**{key: value for key, value in values.items() if key in op_keys})
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"{source}: op {reference}: {exc}") from None
+
+
+def _build_steps(steps: Any, overrides: dict[str, Any], source: str) -> tuple[Op, ...]:
+    """The ops of a `steps` list, with the options given beside it applied (see `from_spec`)."""
+    if "op" in overrides:
+        raise OptionError(f"{source}: give either op (one op) or steps (several), not both")
+    if not isinstance(steps, list) or not steps or not all(isinstance(step, dict) for step in steps):
+        raise OptionError(f"{source}: steps must be a list of mappings, each with an op and its parameters")
+    steps = [{key.replace("-", "_"): value for key, value in step.items()} for step in steps]
+    classes = [resolve_op(step.get("op", "style")) for step in steps]
+    for key, value in overrides.items():
+        takers = [i for i, op_class in enumerate(classes) if key in {f.name for f in dataclasses.fields(op_class)}]
+        if not takers:
+            raise OptionError(f"{source}: unknown key {key}: no step of this pipeline takes it")
+        for i in takers if key in _ALL_STEPS_KEYS else takers[:1]:
+            steps[i][key] = value
+    return tuple(build_op(step, source=f"{source}: step {n}") for n, step in enumerate(steps, 1))
+
+
+def _check_steps(ops: tuple[Op, ...]) -> None:
+    """Conditions name earlier ops that write records; steps that resize run on every frame."""
+    earlier: dict[str, Op] = {}
+    sampled = False
+    for n, op in enumerate(ops, 1):
+        if op.when is not None:
+            if op.when not in earlier:
+                raise OptionError(f"step {n} ({op.name}): when: {op.when} names no earlier op "
+                                  f"(earlier: {', '.join(earlier) or 'none'})")
+            if not earlier[op.when].writes_records:
+                raise OptionError(f"step {n} ({op.name}): when: {op.when}, but {op.when} writes no records")
+            if isinstance(op, SampleOp):
+                raise OptionError(f"step {n}: a sample step cannot have a condition")
+        resizes = op.writes_frames and op.output_size(640, 360) != (640, 360)
+        if resizes and (op.when is not None or sampled):
+            raise OptionError(f"step {n} ({op.name}) changes the frame size, so it must run on every frame: "
+                              "move it before any sample step and drop its when")
+        sampled = sampled or isinstance(op, SampleOp)
+        earlier[op.name] = op
+
+
+def _source_sha256(op_class: type) -> str:
+    """A hash of the file that defines a user op (its code shapes the outputs)."""
+    try:
+        return file_sha256(Path(inspect.getsourcefile(op_class) or ""))
+    except (OSError, TypeError):
+        return "unknown"
 
 
 def read_pipeline_file(path: str | Path) -> dict[str, Any]:

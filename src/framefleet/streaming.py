@@ -10,6 +10,7 @@ time, whatever the video's length.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import queue
@@ -24,6 +25,8 @@ from pathlib import Path
 from framefleet.batch import FrameBatch
 from framefleet.errors import CorruptVideoError, OptionError, OutputError
 from framefleet.ops.base import Device, Op
+from framefleet.ops.chain import chain_output_size, run_chain
+from framefleet.records import RecordsWriter
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
@@ -81,6 +84,8 @@ class StreamResult:
     sessions: int
     device: str
     carried: list[CarriedStream] = field(default_factory=list)
+    records: int = 0
+    """Records the ops wrote (0 when no records file was asked for)."""
 
     @property
     def fps(self) -> float:
@@ -161,7 +166,7 @@ class FrameProcessor:
     def run(
         self,
         source: VideoSource,
-        output: str | os.PathLike[str],
+        output: str | os.PathLike[str] | None,
         *,
         encode: EncodeOptions = EncodeOptions(),
         info: VideoInfo | None = None,
@@ -169,61 +174,81 @@ class FrameProcessor:
         end_pts: int | None = None,
         carry: bool = True,
         progress: ProgressCallback | None = None,
+        records: str | os.PathLike[str] | None = None,
+        input_uri: str | None = None,
     ) -> StreamResult:
-        """Process frames start_pts <= pts < end_pts (all by default) of `source` into `output`.
+        """Process frames start_pts <= pts < end_pts (all by default) of `source` into `output` (None: no
+        video), and the ops' records into the Parquet file `records` (None: none), naming the input
+        `input_uri` (default: `source`) in them.
 
         `carry` copies the source's other streams (for a whole video); a segment is written without
         them, to be joined later. Timestamps are shifted by the source's start time either way, so
         segments of one video line up.
         """
-        output = Path(output)
         started = time.perf_counter()
         info = info or probe(source, keyframes=False)
-        video_format = VideoFormat(
-            time_base=info.time_base,
-            average_rate=info.average_rate,
-            colorspace=effective_colorspace(info.colorspace, info.height),
-            color_primaries=info.color_primaries,
-            color_trc=info.color_trc,
-        )
-        offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
         timers = {"decode": 0.0, "ops": 0.0, "encode": 0.0}
         frames = 0
-        with VideoReader(source, video_stream=info.video_index) as reader, VideoWriter(
-            output,
-            width=info.width,
-            height=info.height,
-            video_format=video_format,
-            options=encode,
-            carry_from=source if carry else None,
-            carry_skip_index=info.video_index,
-            offset=offset,
-        ) as writer:
+        recorder = None if records is None else RecordsWriter(
+            Path(records), input_uri=input_uri or str(source), time_base=info.time_base)
+        with VideoReader(source, video_stream=info.video_index) as reader, self._writer(
+                source, output, info, encode, carry) as writer:
             batches = reader.batches(max(op.batch_size for op in self.ops), start_pts, end_pts)
             for batch in self._overlapped(batches, timers):
                 t0 = time.perf_counter()
-                writer.write(batch)
+                if writer is not None:
+                    writer.write(batch)
+                if recorder is not None:
+                    recorder.write(batch.records)
                 timers["encode"] += time.perf_counter() - t0
                 frames += len(batch)
                 if progress:
                     progress(len(batch))
             if start_pts is None and end_pts is None:
                 _check_not_truncated(source, frames, info)
+            if recorder is not None:
+                recorder.close(frames)
             t0 = time.perf_counter()
         timers["encode"] += time.perf_counter() - t0  # flush, carried streams and rename happen on exit
+        width, height = chain_output_size(self.ops, info.width, info.height)
         return StreamResult(
             input=str(source),
-            output=str(output),
+            output=str(output) if output is not None else "",
             frames=frames,
-            width=info.width,
-            height=info.height,
+            width=width,
+            height=height,
             seconds=time.perf_counter() - started,
             decode_seconds=timers["decode"],
             ops_seconds=timers["ops"],
             encode_seconds=timers["encode"],
             sessions=self.plan.sessions,
             device=self.plan.device.kind,
-            carried=writer.carried,
+            carried=writer.carried if writer is not None else [],
+            records=recorder.rows if recorder is not None else 0,
+        )
+
+    def _writer(self, source: VideoSource, output: str | os.PathLike[str] | None, info: VideoInfo,
+                encode: EncodeOptions, carry: bool) -> contextlib.AbstractContextManager[VideoWriter | None]:
+        """The video writer of `output` at the size the ops make (a null context when there is no output)."""
+        if output is None:
+            return contextlib.nullcontext()
+        width, height = chain_output_size(self.ops, info.width, info.height)
+        video_format = VideoFormat(
+            time_base=info.time_base,
+            average_rate=info.average_rate,
+            colorspace=effective_colorspace(info.colorspace, height),
+            color_primaries=info.color_primaries,
+            color_trc=info.color_trc,
+        )
+        return VideoWriter(
+            Path(output),
+            width=width,
+            height=height,
+            video_format=video_format,
+            options=encode,
+            carry_from=source if carry else None,
+            carry_skip_index=info.video_index,
+            offset=Fraction(info.start_time or 0).limit_denominator(1_000_000),
         )
 
     def _overlapped(self, batches: Iterator[FrameBatch], timers: dict[str, float]) -> Iterator[FrameBatch]:
@@ -246,9 +271,7 @@ class FrameProcessor:
         chain = self._instances.get()
         t0 = time.perf_counter()
         try:
-            for op in chain:
-                batch = op.process(batch)
-            return batch
+            return run_chain(chain, batch)
         finally:
             with self._lock:
                 timers["ops"] += time.perf_counter() - t0

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from framefleet import storage
 from framefleet.ledger import Segment, Task
 from framefleet.pipeline import Pipeline
+from framefleet.records import join_records, records_path, records_uri
 from framefleet.remote_inputs import InputOpener
 from framefleet.streaming import FrameProcessor, StreamResult
 from framefleet.temporary import remove_stale_temporaries
@@ -137,17 +138,26 @@ def run_task(
         )
     info = probe(source, keyframes=False)
     if request.kind == "join":
-        return _join(request, info, source)
+        return _join(request, info, source, pipeline)
     whole = request.start_pts is None and request.end_pts is None
     target = task_target(request, request.parts_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    stream = processor.run(source, target, encode=pipeline.encode, info=info, start_pts=request.start_pts,
-                           end_pts=request.end_pts, carry=whole, progress=progress)
-    metrics = _metrics(stream, info, target)
+    records = records_path(target) if pipeline.writes_records else None
+    stream = processor.run(source, target if pipeline.writes_video else None, encode=pipeline.encode, info=info,
+                           start_pts=request.start_pts, end_pts=request.end_pts, carry=whole, progress=progress,
+                           records=records, input_uri=request.uri)
+    written = [path for path in (target if pipeline.writes_video else None, records) if path is not None]
+    metrics = _metrics(stream, info, written)
     destination = request.output_uri if whole else part_uri(request.parts_dir, request.item_id, request.seq)
-    metrics["upload_s"] = _commit(target, destination)
-    return TaskResult(result={"frames": stream.frames, "output": destination}, metrics=metrics)
+    metrics["upload_s"] = _commit(records, records_uri(destination)) if records is not None else 0.0
+    if pipeline.writes_video:
+        metrics["upload_s"] += _commit(target, destination)
+    result: dict[str, Any] = {"frames": stream.frames,
+                              "output": destination if pipeline.writes_video else records_uri(destination)}
+    if records is not None:
+        result["records"] = stream.records
+    return TaskResult(result=result, metrics=metrics)
 
 
 def _commit(target: Path, output_uri: str) -> float:
@@ -163,31 +173,50 @@ def _commit(target: Path, output_uri: str) -> float:
     return time.perf_counter() - started
 
 
-def _join(request: TaskRequest, info: VideoInfo, source: VideoSource) -> TaskResult:
+def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: Pipeline) -> TaskResult:
+    """Join a video's segments: the video parts without re-encoding (and the source's other streams), the
+    records parts into one file."""
     target = task_target(request, request.parts_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    parts = [part_path(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
-    remote_parts = [] if storage.is_local(request.parts_dir) else [
-        part_uri(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
+    seqs = range(request.segments)
+    parts = [part_path(request.parts_dir, request.item_id, seq) for seq in seqs] if pipeline.writes_video else []
+    if pipeline.writes_records:
+        parts += [records_path(part_path(request.parts_dir, request.item_id, seq)) for seq in seqs]
+    remote = not storage.is_local(request.parts_dir)
+    remote_parts = [_part_uri_of(request.parts_dir, part) for part in parts] if remote else []
     for uri, local in zip(remote_parts, parts):
         storage.download(uri, local)
     bytes_in = sum(part.stat().st_size for part in parts if part.exists())
-    offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
-    frames, carried = join_segments(parts, target, carry_from=source,
-                                    carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
-    bytes_out = target.stat().st_size
-    upload_s = _commit(target, request.output_uri)
+    result: dict[str, Any] = {"output": request.output_uri}
+    metrics: dict[str, float] = {"bytes_in": bytes_in, "bytes_out": 0.0, "upload_s": 0.0}
+    if pipeline.writes_records:
+        records = records_path(target)
+        result["records"] = join_records([records_path(part_path(request.parts_dir, request.item_id, seq))
+                                          for seq in seqs], records)
+        metrics["bytes_out"] += records.stat().st_size
+        metrics["upload_s"] += _commit(records, records_uri(request.output_uri))
+        if not pipeline.writes_video:
+            result["output"] = records_uri(request.output_uri)
+    if pipeline.writes_video:
+        offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
+        frames, carried = join_segments(parts[:request.segments], target, carry_from=source,
+                                        carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
+        result.update(frames=frames, streams=[vars(c) for c in carried])
+        metrics["bytes_out"] += target.stat().st_size
+        metrics["upload_s"] += _commit(target, request.output_uri)
     for uri in remote_parts:
         storage.delete(uri)
-    shutil.rmtree(parts[0].parent, ignore_errors=True)
-    return TaskResult(
-        result={"frames": frames, "output": request.output_uri, "streams": [vars(c) for c in carried]},
-        metrics={"bytes_in": bytes_in, "bytes_out": bytes_out, "upload_s": upload_s},
-    )
+    shutil.rmtree(part_path(request.parts_dir, request.item_id, 0).parent, ignore_errors=True)
+    return TaskResult(result=result, metrics=metrics)
 
 
-def _metrics(stream: StreamResult, info: VideoInfo, target: Path) -> dict[str, float]:
+def _part_uri_of(parts_dir: str, local: Path) -> str:
+    """The parts-folder URI of a local part file (a video part or its records)."""
+    return storage.join(parts_dir, f"{local.parent.name}/{local.name}")
+
+
+def _metrics(stream: StreamResult, info: VideoInfo, written: list[Path]) -> dict[str, float]:
     share = min(1.0, stream.frames / info.frame_count_header) if info.frame_count_header else 1.0
     return {
         "frames": stream.frames,
@@ -197,6 +226,6 @@ def _metrics(stream: StreamResult, info: VideoInfo, target: Path) -> dict[str, f
         "encode_s": stream.encode_seconds,
         "upload_s": 0.0,
         "bytes_in": info.size_bytes * share,
-        "bytes_out": target.stat().st_size,
+        "bytes_out": sum(path.stat().st_size for path in written),
     }
 

@@ -36,11 +36,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 TESTS_DIR = Path(__file__).resolve().parents[1]
-# The framefleet command with tests/job_ops.py's ops registered (so the pipeline may say `op: slow`).
-SERVE_CLI = [sys.executable, "-c", "import job_ops; job_ops.cli_main()", "serve"]
+# The framefleet command; tests/ is on its PYTHONPATH, so the pipeline may say `op: job_ops:SlowOp`.
+SERVE_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()", "serve"]
 # Each good clip: 32 tiny frames, 16 batches of the slow op's 2 frames at 0.3 s: about 5 s of work each.
 CLIP = {"width": 64, "height": 48, "gop": 4, "bframes": 0, "frames": 32}
-PIPELINE = "op: slow\nbatch_size: 2\ndelay: 0.3\n"
+PIPELINE = "op: job_ops:SlowOp\nbatch_size: 2\ndelay: 0.3\n"
 GOOD_CLIPS = 4
 # The input that fails: garbage named like a video, and like markup (the page must show it as text).
 BAD_NAME = "bad <img src=x onerror=window.__injected=1>.mp4"
@@ -226,7 +226,7 @@ def test_dashboard_signs_in_and_follows_a_running_job_live(browser, served, arti
     assert page.url == served.base + job_path
     page.wait_for_function("window.framefleet && window.framefleet.updates >= 1", timeout=10_000)
     assert page.text_content("#job-name") == "watch"
-    assert "op: slow" in page.text_content("#job-pipeline")
+    assert "op: job_ops:SlowOp" in page.text_content("#job-pipeline")
     page.evaluate("window.__sameDocument = 'yes'")
     loaded_at = page.evaluate("window.framefleet.loadedAt")
     first_frames = _number(page, "#frames-done")

@@ -44,8 +44,8 @@ TESTS_DIR = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 IDENTITY = {"op": "identity"}
 FAST_RETRIES = Limits(backoff_seconds=0.05)
-# The framefleet command with tests/job_ops.py's ops registered (so a --pipeline file may say `op: slow`).
-JOB_CLI = [sys.executable, "-c", "import job_ops; job_ops.cli_main()"]
+# The framefleet command; tests/ is on its PYTHONPATH, so a --pipeline file may say `op: job_ops:SlowOp`.
+JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
 TINY = dict(width=64, height=48, gop=4, bframes=0)
 
 
@@ -227,7 +227,7 @@ def slow_clip(clip_factory) -> Path:
 
 def slow_pipeline_file(folder: Path, delay: float = 0.06) -> Path:
     path = folder / "slow.yaml"
-    path.write_text(f"op: slow\nbatch_size: 2\ndelay: {delay}\n")
+    path.write_text(f"op: job_ops:SlowOp\nbatch_size: 2\ndelay: {delay}\n")
     return path
 
 

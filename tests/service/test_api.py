@@ -28,12 +28,10 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from job_ops import SlowOp
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
 from framefleet.errors import OptionError
-from framefleet.pipeline import OPS
 from framefleet.service.api import create_app
 from framefleet.service.auth import COOKIE, TOKEN_ENV, check_listen, session_value
 from framefleet.service.config import ServiceConfig
@@ -158,12 +156,6 @@ def inputs(clip_factory, allowed) -> Path:
     (folder / "a.mp4").write_bytes(clip_factory("api-tiny.mp4", **TINY, frames=FRAMES).read_bytes())
     (folder / "bad.mp4").write_bytes(os.urandom(4096))
     return folder
-
-
-@pytest.fixture
-def slow_op(monkeypatch):
-    """`op: slow` (tests/job_ops.py) for jobs of this process; its worker processes import it by name."""
-    monkeypatch.setitem(OPS, SlowOp.name, SlowOp)
 
 
 # -- authentication ----------------------------------------------------------------------------------
@@ -506,13 +498,13 @@ def slow_job(client: TestClient, allowed: Path, clip: Path, copies: int, delay: 
     for i in range(copies):
         (folder / f"s{i}.mp4").write_bytes(clip.read_bytes())
     response = client.post("/api/jobs", json=submission([str(folder)], str(allowed / "slow-out"),
-                                                         {"op": "slow", "delay": delay, "batch_size": 2}),
+                                                         {"op": "job_ops:SlowOp", "delay": delay, "batch_size": 2}),
                            headers=BEARER)
     assert response.status_code == 202, response.text
     return response.json()
 
 
-def test_cancelling_a_queued_job_means_it_never_runs(tmp_path, allowed, inputs, clip_factory, slow_op):
+def test_cancelling_a_queued_job_means_it_never_runs(tmp_path, allowed, inputs, clip_factory):
     clip = clip_factory("api-slow.mp4", **TINY, frames=16)
     with running_service(tmp_path, max_jobs=1) as (client, service):
         first = slow_job(client, allowed, clip, copies=2, delay=0.3)
@@ -561,7 +553,7 @@ def progress(view: dict) -> tuple:
     return view["state"], view["items"], view["tasks"], view["frames_done"], view["workers"]
 
 
-def test_metrics_are_prometheus_text_with_the_jobs_real_values(tmp_path, allowed, clip_factory, slow_op):
+def test_metrics_are_prometheus_text_with_the_jobs_real_values(tmp_path, allowed, clip_factory):
     clip = clip_factory("api-slow.mp4", **TINY, frames=16)
     with running_service(tmp_path, max_jobs=1) as (client, _):
         idle_samples = scrape(client)

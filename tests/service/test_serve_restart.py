@@ -1,8 +1,8 @@
 """`framefleet serve` watching a folder, end to end: files arriving in bursts, written in pieces, delivered
 twice, replaced, and the service killed with SIGKILL mid-job and started again over the same state.
 
-The service runs as a real subprocess (`framefleet serve --watch SRC -o OUT`, with tests/job_ops.py's ops
-registered so the pipeline can be `op: slow`: every task takes a predictable while). What is checked comes
+The service runs as a real subprocess (`framefleet serve --watch SRC -o OUT`, with tests/ on its Python path
+so the pipeline can be `op: job_ops:SlowOp`: every task takes a predictable while). What is checked comes
 from outside the service where it can: the job's history from its ledger (one attempt row per claim of a
 task), the media from PyAV (tests/media_checks.py), the files from the file system.
 
@@ -34,13 +34,13 @@ import media_checks
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
-JOB_CLI = [sys.executable, "-c", "import job_ops; job_ops.cli_main()"]
+JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
 TINY = {"width": 64, "height": 48, "gop": 4, "bframes": 0}
 WORKERS = 2
 INTERVAL = 0.5
 TIMEOUT = 60.0
 # 2 frames per batch, 0.05 s per batch; clips over 0.25 s are split at keyframes (probe, segments, join).
-PIPELINE = "op: slow\nbatch_size: 2\ndelay: 0.05\nsegment_seconds: 0.25\n"
+PIPELINE = "op: job_ops:SlowOp\nbatch_size: 2\ndelay: 0.05\nsegment_seconds: 0.25\n"
 NOISE = ["notes.txt", ".hidden.mp4", "x.mp4.part", "~lock.mp4", "sub/.cache/v.mp4"]
 
 

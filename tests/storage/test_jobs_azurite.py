@@ -28,7 +28,7 @@ from framefleet.video.synth import ClipSpec, write_clip
 pytestmark = pytest.mark.storage
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
-JOB_CLI = [sys.executable, "-c", "import job_ops; job_ops.cli_main()"]
+JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
 FAST_RETRIES = Limits(backoff_seconds=0.2)
 # The Azure SDK retries a refused connection for about 80 s before it gives up: a shorter outage is
 # bridged by those retries and costs no attempt. This one outlasts them.
@@ -140,7 +140,7 @@ def test_a_killed_job_with_remote_outputs_resumes_without_redoing_finished_items
     specs = {f"v{i}.mp4": ClipSpec(width=64, height=48, frames=24, gop=6) for i in range(6)}
     clips = make_clips(azurite, azurite_container, tmp_path, specs)
     pipeline = tmp_path / "slow.yaml"
-    pipeline.write_text("op: slow\ndelay: 0.15\nbatch_size: 2\n")
+    pipeline.write_text("op: job_ops:SlowOp\ndelay: 0.15\nbatch_size: 2\n")
     job_dir = tmp_path / "job"
     args = [*JOB_CLI, "run", f"az://{azurite_container}/videos", "-o", f"az://{azurite_container}/out",
             "--pipeline", str(pipeline), "--workers", "2", "--job-dir", str(job_dir), "--quiet"]
@@ -171,7 +171,7 @@ def test_a_store_that_goes_away_mid_job_costs_retries_not_items(azurite, azurite
     specs = {f"v{i}.mp4": ClipSpec(width=64, height=48, frames=48, gop=6) for i in range(6)}
     clips = make_clips(azurite, azurite_container, tmp_path, specs)
     pipeline_file = tmp_path / "slow.yaml"
-    pipeline_file.write_text("op: slow\ndelay: 0.1\nbatch_size: 4\nsegment_seconds: 1\n")
+    pipeline_file.write_text("op: job_ops:SlowOp\ndelay: 0.1\nbatch_size: 4\nsegment_seconds: 1\n")
     job_dir = tmp_path / "job"
     args = [*JOB_CLI, "run", f"az://{azurite_container}/videos", "-o", f"az://{azurite_container}/out",
             "--pipeline", str(pipeline_file), "--workers", "2", "--job-dir", str(job_dir), "--quiet", "--json"]

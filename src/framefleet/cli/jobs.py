@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+import yaml
 from rich.live import Live
 from rich.table import Table
 
@@ -46,7 +47,9 @@ def run(
     pipeline_file: Annotated[Optional[Path], typer.Option("--pipeline", help="YAML pipeline; flags override it.")] = None,
     plan_file: Annotated[Optional[Path], typer.Option(
         "--plan", help="A plan.json from framefleet plan: its pipeline, knobs and worker counts (flags override).")] = None,
-    op: Annotated[Optional[str], typer.Option(help="style (default) or identity.")] = None,
+    op: options.Op = None,
+    param: options.Param = None,
+    model: options.Model = None,
     style: options.Style = None,
     style_image: options.StyleImage = None,
     strength: options.Strength = None,
@@ -82,7 +85,7 @@ def run(
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
         flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
-                               segment_seconds)
+                               segment_seconds, model=model, params=param)
         if plan_file is None:
             pipeline = build_pipeline(pipeline_file, flags)
             applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,
@@ -196,11 +199,25 @@ def report(
 
 
 def pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
-                   segment_seconds) -> dict[str, Any]:
-    """The pipeline options of the flags `run`, `plan` and `profile` share (None: not given)."""
-    return {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
-            "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
-            "preset": preset, "segment_seconds": segment_seconds}
+                   segment_seconds, *, model: str | None = None, params: list[str] | None = None) -> dict[str, Any]:
+    """The pipeline options of the flags `run`, `plan` and `profile` share (None: not given). `--model`
+    means the onnx op; `-p KEY=VALUE` sets any op parameter."""
+    flags = {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
+             "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
+             "preset": preset, "segment_seconds": segment_seconds}
+    if model is not None:
+        if op not in (None, "onnx"):
+            raise OptionError(f"--model runs the onnx op; drop --op {op} or --model")
+        flags.update(op="onnx", model=model)
+    for item in params or []:
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip():
+            raise OptionError(f"--param {item!r}: write it as KEY=VALUE, e.g. -p threshold=0.4")
+        try:
+            flags[key.strip().replace("-", "_")] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise OptionError(f"--param {item!r}: the value is not valid YAML; quote it") from None
+    return flags
 
 
 def build_pipeline(pipeline_file: Path | None, flags: dict[str, Any]) -> Pipeline:

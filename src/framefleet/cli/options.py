@@ -9,6 +9,12 @@ import typer
 
 from framefleet.video.encode import PRESETS
 
+Op = Annotated[Optional[str], typer.Option(
+    help="The op: style (default), identity, faces, onnx, sample, resize, blur, or your own as module:Class.")]
+Param = Annotated[Optional[list[str]], typer.Option(
+    "--param", "-p", help="An op parameter as KEY=VALUE (YAML value: 0.5, true, [1, 2]); repeatable.")]
+Model = Annotated[Optional[str], typer.Option(
+    help="An ONNX model file to run (the onnx op; declare its inputs with -p, see docs/ops.md).")]
 Style = Annotated[Optional[str], typer.Option(help="Built-in style 0-25, or a blend such as 3:0.5,12:0.5 (default 7).")]
 StyleImage = Annotated[Optional[Path], typer.Option(help="Any picture to use as the style (overrides --style).")]
 Strength = Annotated[Optional[float], typer.Option(help="0 keeps the original, 1 is the full style (default 1).")]

@@ -40,7 +40,9 @@ def plan(
     objective: Annotated[str, typer.Option(help="quality (full-resolution inference first) or cost (cheapest first).")] = "quality",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the plan.")] = Path("plan.json"),
     pipeline_file: PipelineFile = None,
-    op: Annotated[Optional[str], typer.Option(help="style (default) or identity.")] = None,
+    op: options.Op = None,
+    param: options.Param = None,
+    model: options.Model = None,
     style: options.Style = None,
     style_image: options.StyleImage = None,
     strength: options.Strength = None,
@@ -68,7 +70,8 @@ def plan(
         if not output.parent.is_dir():
             raise OutputError(f"--output {output}: its folder does not exist")
         storage.configure(storage.load_options(storage_options))
-        flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset, segment_seconds)
+        flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset, segment_seconds,
+                               model=model, params=param)
         pipeline = build_pipeline(pipeline_file, flags)
         catalogue = load_catalogue(hardware) if hardware is not None else default_catalogue()
         store = ProfileStore(profile_dir)
@@ -100,7 +103,9 @@ def profile(
     export: Annotated[Optional[Path], typer.Option(help="Also write this machine's profile here, for --profiles elsewhere.")] = None,
     machine: Annotated[Optional[str], typer.Option(help="Name this machine's profile (default: the host name).")] = None,
     pipeline_file: PipelineFile = None,
-    op: Annotated[Optional[str], typer.Option(help="style (default) or identity.")] = None,
+    op: options.Op = None,
+    param: options.Param = None,
+    model: options.Model = None,
     style: options.Style = None,
     style_image: options.StyleImage = None,
     strength: options.Strength = None,
@@ -122,7 +127,8 @@ def profile(
 
     def work() -> ProfileStore:
         storage.configure(storage.load_options(storage_options))
-        flags = pipeline_flags(op, style, style_image, strength, None, device, batch_size, crf, preset, segment_seconds)
+        flags = pipeline_flags(op, style, style_image, strength, None, device, batch_size, crf, preset, segment_seconds,
+                               model=model, params=param)
         pipeline = build_pipeline(pipeline_file, flags)
         store = ProfileStore(profile_dir, MachineInfo.here(machine))
         workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import Died, EngineOptions, Errored, Event, Finished, Progressed, Ready
 from framefleet.errors import FramefleetError, OptionError
+from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.task import TaskRequest, TaskResult, run_task
@@ -100,6 +103,18 @@ def ray_pool(
     return RayPool(pipeline, cpus=cpus, gpus=gpus, threads=threads, worker_storage=worker_storage), workers
 
 
+def _ship_user_ops(pipeline: Pipeline) -> None:
+    """Let user ops travel with the pipeline: a module that is not an installed package (e.g. `myops.py`
+    beside the user) is pickled by value, so cluster nodes need not have the file (they need its imports)."""
+    for op in pipeline.ops:
+        module = sys.modules.get(type(op).__module__)
+        if module is None or is_builtin(type(op)) or module.__name__ == "__main__":
+            continue
+        location = Path(getattr(module, "__file__", None) or "")
+        if not {"site-packages", "dist-packages"}.intersection(location.parts):
+            ray.cloudpickle.register_pickle_by_value(module)
+
+
 class RayPool:
     """Ray actors as workers. Readiness, results and progress all arrive as object references."""
 
@@ -108,6 +123,7 @@ class RayPool:
     ) -> None:
         self._actor = ray.remote(RayWorker).options(num_cpus=cpus, num_gpus=gpus, max_concurrency=2,
                                                     max_restarts=0)
+        _ship_user_ops(pipeline)
         self._pipeline = ray.put(pipeline)
         self._storage = ray.put(worker_storage)  # by reference: the options are not in the actor's arguments
         self._threads = threads

@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 
 from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
 from framefleet.ledger import Ledger, Task
+from framefleet.records import records_path
 from framefleet.task import TaskRequest, TaskResult, task_target
 from framefleet.temporary import remove_stale_temporaries
 
@@ -348,7 +349,7 @@ class Scheduler:
         self._slots.pop(name, None)
 
     def _remove_temporaries(self, task: Task) -> None:
-        """Delete the temporary file a worker that died or was killed in `task` left beside its target.
+        """Delete the temporary files a worker that died or was killed in `task` left beside its targets.
 
         A retry would delete it too, but an item that ends failed (crashes or hangs on every attempt) gets
         none. Only for a dead worker's task: while the task's lease is held, nobody else writes that target.
@@ -356,6 +357,7 @@ class Scheduler:
         target = task_target(task, self.parts_dir)
         if target is not None:
             remove_stale_temporaries(target)
+            remove_stale_temporaries(records_path(target))
 
     # -- reporting -------------------------------------------------------------------------------
 

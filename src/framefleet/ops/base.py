@@ -4,6 +4,10 @@ An op is a dataclass: its fields are its parameters (cheap to build and to pickl
 `__post_init__`), `setup(device)` loads weights on the worker that will run it, `process(batch)` turns a
 `FrameBatch` into a `FrameBatch`, `teardown()` frees what `setup` took. Ops declare the `resources` one
 instance needs and the `knobs` a planner may turn.
+
+An op returns frames (`writes_frames`: the video output shows them), records (`writes_records`: values
+it files with `batch.add_record`, written to Parquet), or both. `when` makes it a conditional step: it
+runs only on the frames an earlier op (by name) wrote records about.
 """
 
 from __future__ import annotations
@@ -52,18 +56,32 @@ class Op:
     """Base class of every op. Subclasses are dataclasses with keyword-only, defaulted fields."""
 
     name: ClassVar[str] = "op"
+    """The op's name in records and in other steps' `when` (a subclass's default: its class name)."""
     knobs: ClassVar[tuple[Knob, ...]] = ()
+    writes_frames: ClassVar[bool] = True
+    """Whether `process` changes pixels (a pipeline writes video only when one of its ops does)."""
+    writes_records: ClassVar[bool] = False
+    """Whether `process` files records (a pipeline writes a Parquet file per video when one does)."""
 
     batch_size: int = 1
     """Frames per `process` call."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    when: str | None = None
+    """Run only on frames that the earlier op of this name wrote records about (None: every frame)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            from framefleet.errors import OptionError
+        from framefleet.errors import OptionError
 
-            raise OptionError(f"batch size must be at least 1, got {self.batch_size}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise OptionError(f"batch size must be at least 1, got {self.batch_size!r}")
+        if self.when is not None and (not isinstance(self.when, str) or not self.when):
+            raise OptionError(f"when must name an earlier op, got {self.when!r}")
 
     @property
     def resources(self) -> Resources:
@@ -84,9 +102,18 @@ class Op:
     def teardown(self) -> None:
         """Release what `setup` acquired."""
 
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size of the frames `process` returns for frames of width x height (ops that resize say so)."""
+        return width, height
+
     def params(self) -> dict[str, Any]:
-        """The op's parameters, for descriptions and fingerprints."""
-        return {"op": self.name, **dataclasses.asdict(self)}
+        """The op's parameters, for descriptions and fingerprints; `op` names it as a pipeline file would."""
+        from framefleet.ops.registry import op_reference
+
+        values = dataclasses.asdict(self)
+        if values.get("when") is None:
+            values.pop("when", None)  # so the fingerprints of pipelines without conditions stay as they were
+        return {"op": op_reference(type(self)), **values}
 
     def model_files(self) -> list[Path]:
         """Files whose content shapes the output (weights, style images): hashed into a job's fingerprint."""

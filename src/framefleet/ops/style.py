@@ -25,8 +25,9 @@ from PIL import Image, UnidentifiedImageError
 
 from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError, StyleImageError
-from framefleet.ops.base import Device, DeviceKind, Knob, Op, Resources
-from framefleet.ops.onnx_session import open_session, resolve_onnx_device
+from framefleet.ops.base import Device, Knob
+from framefleet.ops.images import resize, to_uint8
+from framefleet.ops.onnx_session import OnnxOp, open_session
 
 NUM_STYLES = 26
 ARBITRARY_SIZE = 384
@@ -63,18 +64,6 @@ def parse_style(spec: str | int) -> np.ndarray:
     return (weights / total).astype(np.float32)
 
 
-def resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Lanczos resize of an H x W x 3 uint8 frame."""
-    if rgb.shape[1] == width and rgb.shape[0] == height:
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.LANCZOS))
-
-
-def to_uint8(values: np.ndarray) -> np.ndarray:
-    """Model output in [0, 1] to uint8, rounding to nearest."""
-    return (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 def reflect_pad(values: np.ndarray, height: int, width: int) -> np.ndarray:
     """Pad an H x W x C array at the bottom and right to height x width by reflection."""
     pad_h, pad_w = height - values.shape[0], width - values.shape[1]
@@ -96,7 +85,7 @@ def load_style_image(path: str | Path) -> Image.Image:
 
 
 @dataclass(kw_only=True)
-class StyleTransferOp(Op):
+class StyleTransferOp(OnnxOp):
     """Restyle every frame: a built-in style or blend (`style`), or any painting (`style_image`)."""
 
     name = "style"
@@ -127,14 +116,6 @@ class StyleTransferOp(Op):
             load_style_image(self.style_image)  # fail now, not on a worker
         self._sessions: dict = {}
         self._style_vector: np.ndarray | None = None
-
-    @property
-    def resources(self) -> Resources:
-        """One CPU; a whole GPU when the device is explicitly cuda (engines may ask for a fraction)."""
-        return Resources(cpus=1.0, gpus=1.0 if self.device == "cuda" else 0.0)
-
-    def resolve_device(self) -> DeviceKind:
-        return resolve_onnx_device(self.device)
 
     def model_files(self) -> list[Path]:
         if self.style_image is not None:

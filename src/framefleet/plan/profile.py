@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -50,6 +50,7 @@ from framefleet.ops import Op
 from framefleet.ops.base import Device
 from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.plan.workload import VideoWork, Workload
+from framefleet.records import records_path
 from framefleet.remote_inputs import InputOpener
 from framefleet.streaming import FrameProcessor, available_cores
 from framefleet.temporary import write_text_atomically
@@ -215,6 +216,16 @@ def op_identity(op: Op) -> str:
     return _digest({"params": params, "models": models})
 
 
+def chain_identity(ops: Sequence[Op]) -> str:
+    """`op_identity` of a pipeline's first op (whose knobs the planner turns), with the other ops'
+    parameters and models when there are any."""
+    first = op_identity(ops[0])
+    if len(ops) == 1:
+        return first
+    rest = [{"params": op.params(), "models": sorted(file_sha256(p) for p in op.model_files())} for op in ops[1:]]
+    return _digest({"first": first, "rest": rest})
+
+
 def encode_identity(encode: EncodeOptions) -> str:
     """A hash of the encoder settings (threads aside: workers get their share of the cores)."""
     return _digest({k: v for k, v in asdict(encode).items() if k != "threads"})
@@ -246,7 +257,7 @@ def profile_pipeline(
     if frames < 4:
         raise OptionError(f"--sample-frames must be at least 4, got {frames}")
     op = pipeline.ops[0]
-    ids = op_identity(op), encode_identity(pipeline.encode)
+    ids = chain_identity(pipeline.ops), encode_identity(pipeline.encode)
     measured: list[str] = []
     if refresh or store.get(store.machine.name, "worker_start") is None:
         say("measuring worker start-up")
@@ -270,7 +281,7 @@ def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: Video
     scaled by pixels from the nearest measured one; None when the machine has no profile for this op.
     The device is the op's (`auto`: CUDA where that machine's profile has it, else the CPU)."""
     op = pipeline.ops[0]
-    ids = op_identity(op), encode_identity(pipeline.encode)
+    ids = chain_identity(pipeline.ops), encode_identity(pipeline.encode)
     entries = store.entries(machine)
     prefix = _op_prefix(ids)
     found: list[tuple[str, dict[str, Any]]] = []
@@ -409,13 +420,16 @@ def _timed_run(pipeline: Pipeline, knobs: Knobs, source, info, chunks: list[_Chu
     wall and CPU seconds, frames and stage times, summed over the chunks."""
     encode = replace(pipeline.encode, threads=pipeline.encode.threads or knobs.threads)
     totals = dict.fromkeys(("frames", "cpu", "wall", "decode", "ops", "encode"), 0.0)
-    with FrameProcessor([op_with_knobs(pipeline.ops[0], knobs)], sessions=1, threads=knobs.threads) as processor:
-        processor.run(source, target, encode=encode, info=info, start_pts=chunks[0].start, end_pts=chunks[0].warm,
-                      carry=False)
+    ops = [op_with_knobs(pipeline.ops[0], knobs), *pipeline.ops[1:]]
+    outputs = {"output": target if pipeline.writes_video else None,
+               "records": records_path(target) if pipeline.writes_records else None}
+    with FrameProcessor(ops, sessions=1, threads=knobs.threads) as processor:
+        processor.run(source, encode=encode, info=info, start_pts=chunks[0].start, end_pts=chunks[0].warm,
+                      carry=False, **outputs)
         for chunk in chunks:
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            result = processor.run(source, target, encode=encode, info=info, start_pts=chunk.start,
-                                   end_pts=getattr(chunk, length), carry=False)
+            result = processor.run(source, encode=encode, info=info, start_pts=chunk.start,
+                                   end_pts=getattr(chunk, length), carry=False, **outputs)
             totals["cpu"] += time.process_time() - cpu0
             totals["wall"] += time.perf_counter() - wall0
             totals["frames"] += result.frames
@@ -485,7 +499,8 @@ def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[
 def _join_seconds(pipeline: Pipeline, source, info, chunk: _Chunk, out: Path) -> float:
     """Seconds to join two segments into a whole video (the source's other streams carried in)."""
     parts = [out / "part-0.nut", out / "part-1.nut"]
-    with FrameProcessor([op_with_knobs(pipeline.ops[0], Knobs(max_size=64))], sessions=1) as processor:
+    with FrameProcessor([op_with_knobs(pipeline.ops[0], Knobs(max_size=64)), *pipeline.ops[1:]],
+                        sessions=1) as processor:
         processor.run(source, parts[0], encode=pipeline.encode, info=info, start_pts=chunk.start,
                       end_pts=chunk.warm, carry=False)
         processor.run(source, parts[1], encode=pipeline.encode, info=info, start_pts=chunk.warm,

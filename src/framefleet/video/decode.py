@@ -43,6 +43,7 @@ class VideoReader:
         self._stream.codec_context.thread_count = threads
         self.time_base = Fraction(self._stream.time_base)
         rate = self._stream.average_rate or self._stream.base_rate or Fraction(25)
+        self.frame_rate = Fraction(rate)
         self._default_step = max(1, round(1 / (Fraction(rate) * self.time_base)))
         self.orientation: Orientation | None = None
         self._reformatter = VideoReformatter()
@@ -94,11 +95,15 @@ class VideoReader:
             pixels.append(rgb)
             stamps.append(pts)
             if len(pixels) == batch_size:
-                yield FrameBatch(np.stack(pixels), np.asarray(stamps, dtype=np.int64), index)
+                yield self._batch(pixels, stamps, index)
                 index += len(pixels)
                 pixels, stamps = [], []
         if pixels:
-            yield FrameBatch(np.stack(pixels), np.asarray(stamps, dtype=np.int64), index)
+            yield self._batch(pixels, stamps, index)
+
+    def _batch(self, pixels: list[np.ndarray], stamps: list[int], index: int) -> FrameBatch:
+        return FrameBatch(np.stack(pixels), np.asarray(stamps, dtype=np.int64), index, time_base=self.time_base,
+                          frame_rate=self.frame_rate)
 
     def frame_at(self, seconds: float) -> np.ndarray:
         """The first frame shown at or after `seconds` from the stream's start."""

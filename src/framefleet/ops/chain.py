@@ -1,0 +1,78 @@
+"""Running a pipeline's ops over one batch: conditional steps, sampling, and checks on what ops return.
+
+Each op sees the frames its step selects: all of them, those a sampling step kept (`batch.selected`), and
+of those, with `when`, only the frames the named earlier op wrote records about. What an op returns is
+checked (same frames, same timestamps, the size it declared) and merged back into the whole batch;
+its records are stamped with its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from framefleet.batch import FrameBatch
+from framefleet.errors import OpError
+from framefleet.ops.base import Op
+
+
+def run_chain(ops: Sequence[Op], batch: FrameBatch) -> FrameBatch:
+    """`batch` after every op of the chain, in order."""
+    for op in ops:
+        mask = step_mask(op, batch)
+        if mask is None:
+            batch = _apply(op, batch)
+        elif mask.any():
+            part = _apply(op, batch.subset(mask))
+            frames = batch.frames
+            if op.writes_frames:
+                frames = frames.copy()
+                frames[mask] = part.frames
+            batch = FrameBatch(frames=frames, pts=batch.pts, index=batch.index, time_base=batch.time_base,
+                               frame_rate=batch.frame_rate, frame_numbers=batch.frame_numbers,
+                               records=[*batch.records, *part.records], selected=batch.selected)
+    return batch
+
+
+def chain_output_size(ops: Sequence[Op], width: int, height: int) -> tuple[int, int]:
+    """The size of the frames the chain returns for frames of width x height."""
+    for op in ops:
+        if op.writes_frames:
+            width, height = op.output_size(width, height)
+    return width, height
+
+
+def step_mask(op: Op, batch: FrameBatch) -> np.ndarray | None:
+    """The frames of `batch` that `op` runs on (None: all of them)."""
+    mask = batch.selected
+    if op.when is not None:
+        flagged = [record["frame"] for record in batch.records if record.get("op") == op.when]
+        condition = np.isin(batch.frame_numbers, np.asarray(flagged, dtype=np.int64))
+        mask = condition if mask is None else mask & condition
+    return mask
+
+
+def _apply(op: Op, batch: FrameBatch) -> FrameBatch:
+    before = len(batch.records)
+    earlier = batch.records[:before]
+    out = op.process(batch)
+    if not isinstance(out, FrameBatch):
+        raise OpError(f"op {op.name}: process() must return a FrameBatch, got {type(out).__name__}")
+    if len(out) != len(batch) or not np.array_equal(out.pts, batch.pts):
+        raise OpError(f"op {op.name}: process() must return the frames it was given, with their timestamps "
+                      f"(got {len(out)} frames for {len(batch)})")
+    frames = batch.frames
+    if op.writes_frames:
+        height, width = batch.frames.shape[1:3]
+        expected = op.output_size(width, height)
+        if out.frames.shape[1:3] != (expected[1], expected[0]):
+            raise OpError(f"op {op.name}: returned {out.frames.shape[2]}x{out.frames.shape[1]} frames; "
+                          f"output_size() says {expected[0]}x{expected[1]}")
+        frames = out.frames
+    new = out.records[before:] if out.records is batch.records else out.records
+    for record in new:
+        record["op"] = op.name
+    return FrameBatch(frames=frames, pts=batch.pts, index=batch.index, time_base=batch.time_base,
+                      frame_rate=batch.frame_rate, frame_numbers=batch.frame_numbers, records=[*earlier, *new],
+                      selected=out.selected)

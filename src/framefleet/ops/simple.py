@@ -1,0 +1,85 @@
+"""Small built-in steps for pipelines: sample frames, resize, blur."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from framefleet.batch import FrameBatch
+from framefleet.errors import OptionError
+from framefleet.ops.base import Op
+from framefleet.ops.images import fit_within, resize
+
+
+@dataclass(kw_only=True)
+class SampleOp(Op):
+    """Keep `fps` frames per second for the steps after it (the frame nearest each 1/fps tick, by
+    timestamp, so variable frame rates and segments sample alike); frames pass through unchanged."""
+
+    name = "sample"
+    writes_frames = False
+    fps: float = 1.0
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not 0 < self.fps < math.inf:
+            raise OptionError(f"sample: fps must be a positive number, got {self.fps!r}")
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        times = batch.seconds()
+        step = float(1 / batch.frame_rate) if batch.frame_rate else _typical_step(times)
+        # A frame is kept when a tick k/fps falls in the half-open frame interval that ends at its time.
+        keep = np.floor(times * self.fps + 1e-9) > np.floor((times - step) * self.fps + 1e-9)
+        out = batch.with_frames(batch.frames)
+        out.selected = keep if batch.selected is None else batch.selected & keep
+        return out
+
+
+def _typical_step(times: np.ndarray) -> float:
+    steps = np.diff(times)
+    return float(np.median(steps)) if len(steps) else 1 / 30
+
+
+@dataclass(kw_only=True)
+class ResizeOp(Op):
+    """Scale frames so the longest side is `max_size` (never enlarged; even sizes, as video needs). The
+    output video has the new size."""
+
+    name = "resize"
+    max_size: int = 720
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.max_size, bool) or not isinstance(self.max_size, int) or self.max_size < 16:
+            raise OptionError(f"resize: max_size must be a whole number of at least 16, got {self.max_size!r}")
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        return fit_within(width, height, self.max_size, even=True)
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        height, width = batch.frames.shape[1:3]
+        w, h = self.output_size(width, height)
+        return batch.with_frames(np.stack([resize(frame, w, h) for frame in batch.frames]))
+
+
+@dataclass(kw_only=True)
+class BlurOp(Op):
+    """Gaussian blur of whole frames (with `when`, of the frames another op flagged)."""
+
+    name = "blur"
+    radius: float = 12.0
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.radius, bool) or not isinstance(self.radius, (int, float)) or not 0 < self.radius < 1000:
+            raise OptionError(f"blur: radius must be a positive number of pixels, got {self.radius!r}")
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        blur = ImageFilter.GaussianBlur(self.radius)
+        return batch.with_frames(np.stack([np.asarray(Image.fromarray(f).filter(blur)) for f in batch.frames]))

@@ -1,0 +1,165 @@
+"""Records: the values ops file about frames, written to Parquet, one file per video, atomically.
+
+Each row is one record: `input` (the video's URI), `frame` (its number in decode order), `pts`, `time`
+(seconds), `op` (the op that wrote it), `frames` (for a clip record: how many frames it covers), then the
+op's own values (numbers, strings, booleans, lists for vectors). A video's file sits beside its output
+video: `clips/a.mp4` -> `clips/a.mp4.records.parquet`, and exists even when no op wrote anything (so "no
+faces" and "not processed" differ). A long video's segments each write a part; the join renumbers
+their frames and writes the video's file. `load_records` reads a whole job's records as one table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from framefleet import storage
+from framefleet.errors import OpError, OptionError
+from framefleet.temporary import remove_stale_temporaries, temporary_path
+
+RECORDS_SUFFIX = ".records.parquet"
+_FRAMES_KEY = b"framefleet.frames"
+_BASE_SCHEMA = pa.schema([("input", pa.string()), ("frame", pa.int64()), ("pts", pa.int64()),
+                          ("time", pa.float64()), ("op", pa.string())])
+_CHUNK_ROWS = 4096
+
+
+def records_path(target: Path) -> Path:
+    """The records file that goes with a video file (output, staging file or segment part)."""
+    return target.with_name(target.name + RECORDS_SUFFIX)
+
+
+def records_uri(output_uri: str) -> str:
+    """The records file beside the output video `output_uri` (a path or an object-store URI)."""
+    return output_uri + RECORDS_SUFFIX
+
+
+class RecordsWriter:
+    """Collects the records of one video (or segment) and writes them as one Parquet file on `close`,
+    through a temporary name (readers see no file or the whole file). Rows are kept as Arrow chunks,
+    columnar and compact, until then."""
+
+    def __init__(self, path: Path, *, input_uri: str, time_base: Fraction | None) -> None:
+        self.path = path
+        self.rows = 0
+        self._input = input_uri
+        self._time_base = float(time_base) if time_base is not None else None
+        self._pending: list[dict[str, Any]] = []
+        self._chunks: list[pa.Table] = []
+        remove_stale_temporaries(path)
+
+    def write(self, records: Sequence[dict[str, Any]]) -> None:
+        """Add records (from one batch: sorted here by frame, keeping the ops' order within a frame)."""
+        self._pending.extend(sorted(records, key=lambda record: record["frame"]))
+        self.rows += len(records)
+        if len(self._pending) >= _CHUNK_ROWS:
+            self._flush()
+
+    def close(self, frames: int) -> Path:
+        """Write the file; `frames` is how many frames were read (the join numbers segments with it)."""
+        self._flush()
+        table = pa.concat_tables(self._chunks, promote_options="permissive") if self._chunks else (
+            _BASE_SCHEMA.empty_table())
+        table = table.replace_schema_metadata({_FRAMES_KEY: str(frames).encode()})
+        _write_atomically(table, self.path)
+        return self.path
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        columns: dict[str, list[Any]] = {"input": [self._input] * len(rows), "frame": [], "pts": [], "time": [],
+                                         "op": []}
+        for row in rows:
+            for key in row:
+                columns.setdefault(key, [])
+        for key, values in columns.items():
+            if key == "input":
+                continue
+            if key == "time":
+                values.extend(None if self._time_base is None else row["pts"] * self._time_base for row in rows)
+            else:
+                values.extend(row.get(key) for row in rows)
+        try:
+            self._chunks.append(pa.table({key: pa.array(values) for key, values in columns.items()}))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise OpError(f"records: values of one column must share a type ({exc})") from None
+
+
+def join_records(parts: Sequence[Path], target: Path) -> int:
+    """Write the records of a video's segment parts, in order, as its one file; frame numbers continue
+    from segment to segment. Streams one part at a time. Returns the number of rows."""
+    schemas = [pq.read_schema(part) for part in parts]
+    schema = pa.unify_schemas([_BASE_SCHEMA, *(s.remove_metadata() for s in schemas)], promote_options="permissive")
+    remove_stale_temporaries(target)
+    staging = temporary_path(target)
+    rows = offset = 0
+    try:
+        with pq.ParquetWriter(staging, schema) as writer:
+            for part, part_schema in zip(parts, schemas):
+                table = pq.read_table(part)
+                table = table.set_column(table.schema.get_field_index("frame"), "frame",
+                                         pc.add(table["frame"], offset))
+                writer.write_table(_conform(table, schema))
+                rows += table.num_rows
+                offset += int((part_schema.metadata or {}).get(_FRAMES_KEY, b"0"))
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+    return rows
+
+
+def load_records(job: str | os.PathLike[str]) -> pa.Table:
+    """All records of a job's finished videos as one table (`job`: its directory, or its output URI).
+
+    Columns missing from some videos' files are filled with nulls."""
+    from framefleet.job import open_ledger
+    from framefleet.pipeline import Pipeline
+
+    ledger = open_ledger(str(job))
+    try:
+        spec = (ledger.job() or {}).get("spec")
+        items = ledger.items("done")
+    finally:
+        ledger.close()
+    if spec is None or not Pipeline.from_spec(spec).writes_records:
+        raise OptionError(f"{job}: this job's pipeline writes no records")
+    tables = [read_records(records_uri(item.output_uri)) for item in items]
+    if not tables:
+        return _BASE_SCHEMA.empty_table()
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
+
+
+def read_records(uri: str) -> pa.Table:
+    """One records file (a path or an object-store URI)."""
+    if storage.is_local(uri):
+        return pq.read_table(storage.local_path(uri))
+    fs, path = storage.filesystem(uri)
+    try:
+        with fs.open(path, "rb") as handle:
+            return pq.read_table(handle)
+    except Exception as exc:  # noqa: BLE001 - the store's error, made one line without secrets
+        raise storage.storage_error(exc, "read", uri) from None
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with `schema`'s columns in its order: missing ones as nulls, types promoted."""
+    columns = [table[name].cast(field.type) if name in table.column_names else pa.nulls(table.num_rows, field.type)
+               for name, field in zip(schema.names, schema)]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _write_atomically(table: pa.Table, target: Path) -> None:
+    staging = temporary_path(target)
+    try:
+        pq.write_table(table, staging)
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
