@@ -205,9 +205,13 @@ def _pool(
 
 
 def resolve_job_dir(job_dir: str | os.PathLike[str]) -> Path:
-    """`job_dir` itself, or the default job directory of an object-store output URI."""
+    """`job_dir` itself, or the default job directory of an output root (a local folder holding one, or an
+    object-store URI)."""
     text = os.fspath(job_dir)
-    return Path(text) if storage.is_local(text) else default_job_dir(text)
+    if not storage.is_local(text):
+        return default_job_dir(text)
+    inside = default_job_dir(text)
+    return inside if not (Path(text) / LEDGER_NAME).exists() and (inside / LEDGER_NAME).exists() else Path(text)
 
 
 def retry(job_dir: str | os.PathLike[str], **kwargs: Any) -> JobResult:

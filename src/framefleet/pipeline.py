@@ -196,7 +196,7 @@ def _check_steps(ops: tuple[Op, ...]) -> None:
                 raise OptionError(f"step {n} ({op.name}): when: {op.when}, but {op.when} writes no records")
             if isinstance(op, SampleOp):
                 raise OptionError(f"step {n}: a sample step cannot have a condition")
-        resizes = op.writes_frames and op.output_size(640, 360) != (640, 360)
+        resizes = op.writes_frames and op.output_size(7681, 4321) != (7681, 4321)
         if resizes and (op.when is not None or sampled):
             raise OptionError(f"step {n} ({op.name}) changes the frame size, so it must run on every frame: "
                               "move it before any sample step and drop its when")

@@ -32,8 +32,10 @@ class SampleOp(Op):
     def process(self, batch: FrameBatch) -> FrameBatch:
         times = batch.seconds()
         step = float(1 / batch.frame_rate) if batch.frame_rate else _typical_step(times)
-        # A frame is kept when a tick k/fps falls in the half-open frame interval that ends at its time.
-        keep = np.floor(times * self.fps + 1e-9) > np.floor((times - step) * self.fps + 1e-9)
+        # A frame is kept when a tick k/fps falls in the frame interval that ends at its time, shifted by a
+        # quarter frame so that timestamps rounded to the time base's ticks land on the right side.
+        end = times + step / 4
+        keep = np.floor(end * self.fps) > np.floor((end - step) * self.fps)
         out = batch.with_frames(batch.frames)
         out.selected = keep if batch.selected is None else batch.selected & keep
         return out

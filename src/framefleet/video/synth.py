@@ -7,11 +7,13 @@ style) and, in the displayed top-left corner, a solid red marker block, so tests
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
 import numpy as np
+from PIL import Image
 
 MARKER = 16
 """Side of the red marker square in the displayed top-left corner, in pixels."""
@@ -77,8 +79,30 @@ def frame_times(spec: ClipSpec) -> list[int]:
     return times
 
 
-def write_clip(path: str | os.PathLike[str], spec: ClipSpec = ClipSpec()) -> list[int]:
-    """Write a clip per `spec`; return the video pts written (stream time base of `spec`)."""
+def panning(image: np.ndarray, width: int, height: int, *, scale: float = 0.6) -> Callable[[int], np.ndarray]:
+    """Pictures of `image` (H x W x 3 uint8, e.g. a photo with a face) scaled to `scale` of the frame's
+    height, gliding 2 pixels a frame across a grey gradient of width x height: a moving clip from a still."""
+    side = max(2, round(height * scale))
+    small = np.asarray(Image.fromarray(image).resize((round(side * image.shape[1] / image.shape[0]), side),
+                                                     Image.LANCZOS))
+    background = np.repeat(np.linspace(60, 200, width, dtype=np.float32)[None, :, None], height, 0)
+    background = np.repeat(background, 3, 2).astype(np.uint8)
+    travel = max(1, width - small.shape[1])
+    top = (height - small.shape[0]) // 2
+
+    def picture_at(index: int) -> np.ndarray:
+        left = (2 * index) % travel
+        frame = background.copy()
+        frame[top:top + small.shape[0], left:left + small.shape[1]] = small[:, :width - left]
+        return frame
+
+    return picture_at
+
+
+def write_clip(path: str | os.PathLike[str], spec: ClipSpec = ClipSpec(),
+               pictures: Callable[[int], np.ndarray] | None = None) -> list[int]:
+    """Write a clip per `spec` (its pictures from `pictures(index)`, default `picture`, in displayed
+    orientation); return the video pts written (stream time base of `spec`)."""
     pts_list = frame_times(spec)
     with av.open(str(path), mode="w") as out:
         stored_w, stored_h = (spec.height, spec.width) if spec.rotation % 180 else (spec.width, spec.height)
@@ -100,7 +124,8 @@ def write_clip(path: str | os.PathLike[str], spec: ClipSpec = ClipSpec()) -> lis
             track.layout = "stereo" if track.codec_context.name != "pcm_mulaw" else "mono"
         duration = float((pts_list[-1] + 1 / (spec.rate * spec.time_base)) * spec.time_base)
         for i, pts in enumerate(pts_list):
-            rgb = _stored(picture(i, spec.width, spec.height), spec.rotation, spec.hflip)
+            shown = pictures(i) if pictures is not None else picture(i, spec.width, spec.height)
+            rgb = _stored(shown, spec.rotation, spec.hflip)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
                 format=spec.pix_fmt, dst_colorspace=1 if spec.height >= 720 else 5, src_color_range=2,
                 dst_color_range=spec.color_range,
