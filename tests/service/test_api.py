@@ -125,8 +125,9 @@ def route_requests(app, job_id: str) -> list[tuple[str, str]]:
 
 @contextmanager
 def running_service(root: Path, **config: Any) -> Iterator[tuple[TestClient, Service]]:
-    """A started service (the app's lifespan) over `root`/state, allowing `root`/allowed."""
-    settings = {"state_dir": root / "state", "allow": (str(root / "allowed"),), "workers": 1, **config}
+    """A started service (the app's lifespan) over `root`/state, allowing `root`/allowed and the slow test op."""
+    settings = {"state_dir": root / "state", "allow": (str(root / "allowed"),), "ops": ("job_ops:SlowOp",),
+                "workers": 1, **config}
     service = Service(ServiceConfig(**settings))
     with TestClient(create_app(service, TOKEN)) as client:
         yield client, service
@@ -400,6 +401,27 @@ def test_submissions_outside_the_allowed_prefixes_are_refused_and_not_recorded(i
     assert [p.name for p in (tmp_path / "outside").iterdir()] == ["secret.mp4"]
 
 
+def test_a_user_op_the_service_does_not_allow_is_refused_before_its_module_is_imported(
+        idle, tmp_path, allowed, monkeypatch):
+    client, service = idle
+    canary = tmp_path / "imported"
+    (tmp_path / "evil_ops.py").write_text(f"open({str(canary)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bodies = {
+        "module": {"op": "evil_ops:Anything"},
+        "module-in-steps": {"steps": [{"op": "identity"}, {"op": "evil_ops:Anything"}]},
+        "model-outside": {"op": "onnx", "model": str(tmp_path / "model.onnx")},
+        "model-in-steps": {"steps": [{"op": "onnx", "model": "/etc/passwd"}]},
+        "style-image-outside": {"style_image": "/etc/hostname"},
+    }
+    for name, pipeline in bodies.items():
+        response = client.post("/api/jobs", json=submission([str(allowed)], str(allowed / "out"), pipeline),
+                               headers=BEARER)
+        assert response.status_code == 403, (name, response.status_code, response.text)
+    assert not canary.exists() and "evil_ops" not in sys.modules
+    assert job_total(client) == 0 and registry_rows(service.config.state_dir) == 0
+
+
 @pytest.mark.parametrize("pipeline", [{"op": "identity", "bogus": 1}, {"op": "nope"}, {"op": "identity", "crf": 99},
                                       {"op": "identity", "crf": "high"}, {"op": "identity", "batch_size": 0},
                                       {"op": "identity", "preset": "warp"}, {"style": 999},
@@ -413,7 +435,7 @@ def test_a_bad_pipeline_option_is_refused_with_422(idle, allowed, pipeline):
 
 
 @pytest.mark.parametrize("body", [{}, {"inputs": [], "output": "x"}, {"inputs": "/x", "output": "/y"},
-                                  {"inputs": ["/x"], "output": "/y", "pipeline": {"op": ["identity"]}},
+                                  {"inputs": ["/x"], "output": "/y", "pipeline": {"op": {"name": "identity"}}},
                                   {"inputs": ["/x"], "output": "/y", "extra": 1}, {"inputs": ["/x"]}])
 def test_a_malformed_submission_is_refused_with_422(idle, body):
     client, service = idle

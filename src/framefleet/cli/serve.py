@@ -31,6 +31,8 @@ def serve(
                                                            "~/.local/state/framefleet).")] = None,
     allow: Annotated[Optional[list[str]], typer.Option(help="A prefix HTTP submissions may read and write "
                                                             "(repeat for several).")] = None,
+    allow_op: Annotated[Optional[list[str]], typer.Option(help="A user op (module:Class) HTTP submissions may "
+                                                               "name (repeat for several).")] = None,
     engine: Annotated[Optional[str], typer.Option(help="local or ray.")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --engine ray).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Workers per job.")] = None,
@@ -57,7 +59,8 @@ def serve(
         elif output is not None or pipeline_file is not None:
             raise OptionError("--output and --pipeline belong to --watch; give --watch SRC too")
         overrides = {"state_dir": state_dir, "engine": engine, "ray_address": ray_address, "workers": workers,
-                     "max_jobs": max_jobs, "allow": tuple(allow) if allow else None}
+                     "max_jobs": max_jobs, "allow": tuple(allow) if allow else None,
+                     "ops": tuple(allow_op) if allow_op else None}
         settings = dataclasses.replace(base, watch=rules, **{k: v for k, v in overrides.items() if v is not None})
         _serve(settings, host, port, token)
 

@@ -4,6 +4,7 @@ A YAML file (`framefleet serve --config service.yaml`) may hold several watch ru
 
     state_dir: /var/lib/framefleet      # registry and job ledgers (default ~/.local/state/framefleet)
     allow: [az://media/incoming, az://media/stylized]   # what HTTP submissions may read and write
+    ops: [mycompany.ops:Detector]       # user ops HTTP submissions may name (built-in ops always)
     engine: local                       # or ray, with ray_address: auto
     workers: 2                          # per job
     max_jobs: 2                         # submitted jobs that run at once (watch jobs always run)
@@ -32,12 +33,14 @@ from framefleet.service.watcher import WatchRule
 from framefleet.yaml_files import read_yaml_mapping
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_CONFIG_KEYS = {"state_dir", "allow", "engine", "workers", "max_jobs", "ray_address", "watch"}
+_CONFIG_KEYS = {"state_dir", "allow", "ops", "engine", "workers", "max_jobs", "ray_address", "watch"}
+_FILE_OPTIONS = ("model", "style_image")
+"""Op options that name a file the service would read: submissions must keep them inside `allow`."""
 _RULE_KEYS = {"name", "source", "output", "interval", "pipeline"}
 
 
 class ForbiddenLocationError(FramefleetError):
-    """A submitted input or output lies outside the service's allowed prefixes."""
+    """A submission names a location outside the service's allowed prefixes, or an op it does not run."""
 
 
 def default_state_dir() -> Path:
@@ -54,6 +57,8 @@ class ServiceConfig:
     watch: tuple[WatchRule, ...] = ()
     allow: tuple[str, ...] = ()
     """Storage prefixes (folders, store URIs) that HTTP submissions may read from and write to."""
+    ops: tuple[str, ...] = ()
+    """User ops (`module:Class`) HTTP submissions may name; importing a module runs its code, so no other."""
     engine: str = "local"
     workers: int | None = None
     """Workers per job (default: one per core locally, one per worker slot on Ray)."""
@@ -84,8 +89,9 @@ class ServiceConfig:
             raise OptionError(f"--config {path}: unknown key(s) {', '.join(sorted(unknown))}; "
                               f"known: {', '.join(sorted(_CONFIG_KEYS))}")
         rules = [watch_rule(entry, source=f"--config {path}") for entry in data.pop("watch", None) or []]
-        if "allow" in data:
-            data["allow"] = tuple(data["allow"])
+        for key in ("allow", "ops"):
+            if key in data:
+                data[key] = tuple(data[key])
         try:
             return cls(watch=tuple(rules), **data)
         except TypeError as exc:
@@ -142,3 +148,26 @@ def check_allowed(uri: str, allow: tuple[str, ...], *, what: str) -> str:
     if not any(storage.is_inside(canonical, prefix) for prefix in allow):
         raise ForbiddenLocationError(f"{what} {uri!r} is outside the prefixes this service allows")
     return canonical
+
+
+def check_submitted_pipeline(pipeline: Any, config: ServiceConfig) -> dict[str, Any]:
+    """A submitted pipeline, if it names only built-in ops or the user ops the service allows, and keeps
+    the files its ops read (models, style images) inside the allowed prefixes (made canonical)."""
+    if not isinstance(pipeline, dict):
+        raise OptionError("pipeline: a mapping of options")
+    checked = dict(pipeline)
+    steps = checked.get("steps")
+    step_list = [dict(step) if isinstance(step, dict) else step for step in steps] if isinstance(steps, list) else None
+    for step in step_list if step_list is not None else [checked]:
+        if not isinstance(step, dict):
+            continue  # Pipeline.from_options says what is wrong
+        op = step.get("op", "style")
+        if isinstance(op, str) and ":" in op and op not in config.ops:
+            raise ForbiddenLocationError(f"op {op!r}: this service runs built-in ops and the user ops it was "
+                                         "started with (--allow-op) only")
+        for key in _FILE_OPTIONS:
+            if step.get(key) is not None:
+                step[key] = check_allowed(step[key], config.allow, what=key)
+    if step_list is not None:
+        checked["steps"] = step_list
+    return checked

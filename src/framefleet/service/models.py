@@ -10,7 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 ItemState = Literal["pending", "running", "done", "failed"]
 JobState = Literal["queued", "running", "finished", "cancelled", "error"]
 JobKind = Literal["watch", "submitted"]
-OptionValue = str | int | float | bool
+Scalar = str | int | float | bool
+OptionValue = Scalar | list[Scalar]
+PipelineValue = OptionValue | list[dict[str, OptionValue]]
+"""A pipeline option: a scalar, a list (e.g. an ONNX model's value_range), or `steps` (a list of ops)."""
 
 
 class JobSubmission(BaseModel):
@@ -20,8 +23,8 @@ class JobSubmission(BaseModel):
     inputs: list[str] = Field(min_length=1, max_length=1000,
                               description="Files, folders or store prefixes inside the service's allowed prefixes.")
     output: str = Field(min_length=1, max_length=4096, description="Output root inside an allowed prefix.")
-    pipeline: dict[str, OptionValue] = Field(default_factory=dict,
-                                             description="Pipeline options, as in a --pipeline file.")
+    pipeline: dict[str, PipelineValue] = Field(default_factory=dict,
+                                               description="Pipeline options, as in a --pipeline file.")
     name: str | None = Field(default=None, max_length=200)
 
     @field_validator("inputs", "output", "pipeline", "name")
@@ -29,11 +32,7 @@ class JobSubmission(BaseModel):
     def _storable(cls, value):
         """Refuse lone surrogates (a JSON `\\ud800` escape) and non-finite numbers (`Infinity`, `NaN`, which
         Python's JSON parser accepts): a job holding one could not be listed, or not run as asked."""
-        if isinstance(value, dict):
-            values = [*value, *value.values()]
-        else:
-            values = value if isinstance(value, list) else [value]
-        for item in values:
+        for item in _leaves(value):
             if isinstance(item, float) and not math.isfinite(item):
                 raise ValueError("numbers must be finite")
             if isinstance(item, str):
@@ -42,6 +41,15 @@ class JobSubmission(BaseModel):
                 except UnicodeEncodeError:
                     raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
         return value
+
+
+def _leaves(value: object) -> list[object]:
+    """The keys and scalar values of nested dicts and lists."""
+    if isinstance(value, dict):
+        return [*value, *(leaf for item in value.values() for leaf in _leaves(item))]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
 
 
 class Job(BaseModel):
@@ -56,7 +64,7 @@ class Job(BaseModel):
     error: str | None
     inputs: list[str] = Field(description="What the job reads: its inputs, or a watch rule's source.")
     output: str
-    pipeline: dict[str, OptionValue]
+    pipeline: dict[str, PipelineValue]
 
 
 class WatchInfo(BaseModel):

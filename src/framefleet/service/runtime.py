@@ -27,7 +27,7 @@ from framefleet.job_status import job_status
 from framefleet.ledger import Ledger
 from framefleet.pipeline import Pipeline
 from framefleet.redact import redact
-from framefleet.service.config import ServiceConfig, check_allowed
+from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
 from framefleet.service.registry import JobRecord, Registry
 from framefleet.service.watcher import Watcher, WatchRule
 
@@ -244,6 +244,7 @@ class Service:
         allow = self.config.allow
         inputs = [check_allowed(uri, allow, what="input") for uri in inputs]
         output = check_allowed(output, allow, what="output")
+        pipeline = check_submitted_pipeline(pipeline, self.config)
         Pipeline.from_options(pipeline, source="pipeline")
         spec = {"inputs": inputs, "output": output, "pipeline": pipeline}
         record, new = self.registry.add("submitted", name or output.rsplit("/", 1)[-1] or output, spec,

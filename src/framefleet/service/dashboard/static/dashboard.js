@@ -64,9 +64,18 @@
     return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
   }
 
+  // "op: style, crf: 20"; steps read "faces (anonymize: none) → blur (when: faces)".
   function pipelineText(pipeline) {
-    const entries = Object.entries(pipeline || {});
-    return entries.length ? entries.map(([k, v]) => `${k}: ${v}`).join(", ") : "(default)";
+    const options = (mapping) => Object.entries(mapping || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
+    const steps = Array.isArray((pipeline || {}).steps) ? pipeline.steps : null;
+    const rest = options(Object.fromEntries(Object.entries(pipeline || {}).filter(([k]) => k !== "steps")));
+    if (!steps) return rest || "(default)";
+    const chain = steps.map((step) => {
+      const { op = "style", ...params } = step || {};
+      const text = options(params);
+      return text ? `${op} (${text})` : `${op}`;
+    }).join(" → ");
+    return rest ? `${chain}; ${rest}` : chain;
   }
 
   function stateBadge(node, value) {
