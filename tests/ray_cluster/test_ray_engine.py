@@ -6,21 +6,25 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+from job_ops import RecordNodeOp, SlowOp  # noqa: E402
+from media_checks import decoded_pts, mean_abs_diff, packet_payloads, rgb_frames, streams_of_kind  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
+from user_ops import channel_mean_model, write_user_ops  # noqa: E402
 
+from framefleet import load_records  # noqa: E402
 from framefleet.engines.ray import ray_pool  # noqa: E402
 from framefleet.engines.ray_options import RayOptions  # noqa: E402
 from framefleet.engines.scheduler import EngineOptions  # noqa: E402
 from framefleet.job import open_ledger, run  # noqa: E402
 from framefleet.ledger import Limits  # noqa: E402
 from framefleet.pipeline import Pipeline  # noqa: E402
-from job_ops import RecordNodeOp, SlowOp  # noqa: E402
-from media_checks import decoded_pts, packet_payloads, streams_of_kind  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 TESTS = Path(__file__).resolve().parents[1]
@@ -269,3 +273,43 @@ def test_a_cluster_plan_runs_on_ray_with_its_worker_count(cluster, clip_factory,
     prediction = json.loads(status.stdout)["prediction"]
     assert prediction["node"] == "c1" and prediction["nodes"] == choice["nodes"]
     assert prediction["wall_seconds"] == choice["wall_seconds"] and prediction["engine"] == "ray"
+
+
+def test_user_ops_and_an_onnx_model_run_on_ray_without_their_module_on_the_nodes(
+        cluster, clip_factory, tmp_path, monkeypatch):
+    """The user's module lives only in their folder (on the driver's path, not the nodes'): it travels with
+    the pipeline. Records from both engines' workers land in one table per job."""
+    pytest.importorskip("onnx")
+    module = write_user_ops(tmp_path / "mycode", f"rayops_{uuid.uuid4().hex[:8]}")
+    monkeypatch.syspath_prepend(str(tmp_path / "mycode"))
+    model = channel_mean_model(tmp_path / "mean.onnx")
+    sources = make_inputs(clip_factory, tmp_path / "in", 4, frames=12)
+    long_clip = clip_factory("ray-long.mp4", **{**TINY, "frames": 100, "rate": 25})  # 4 s: 2 segments
+    shutil.copy(long_clip, tmp_path / "in" / "long.mp4")
+    pipeline = Pipeline.from_options({"steps": [{"op": f"{module}:Brightness"},
+                                                {"op": "onnx", "model": str(model), "outputs": ["mean"]},
+                                                {"op": f"{module}:Invert"}], "segment_seconds": 2})
+    out = tmp_path / "out"
+    result = run([str(tmp_path / "in")], str(out), pipeline, engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES)
+
+    assert result.counts["done"] == 5 and result.counts["failed"] == 0, result.failures
+    table = load_records(out)
+    for source in [*sources, tmp_path / "in" / "long.mp4"]:
+        frames = rgb_frames(source)
+        mine = [r for r in table.to_pylist() if r["input"] == str(source)]
+        brightness = [r for r in mine if r["op"] == "brightness"]
+        means = [r for r in mine if r["op"] == "onnx"]
+        assert [r["frame"] for r in brightness] == [r["frame"] for r in means] == list(range(len(frames)))
+        assert [r["brightness"] for r in brightness] == pytest.approx([float(f.mean()) for f in frames], abs=1.0)
+        assert np.allclose([r["mean"] for r in means],
+                           [f.reshape(-1, 3).mean(axis=0) / 255 for f in frames], atol=0.005)
+        output = rgb_frames(out / source.relative_to(tmp_path / "in"))
+        assert len(output) == len(frames) and mean_abs_diff(output[3], 255 - frames[3]) < 12
+    assert not ray.get(_importable_on_a_node.remote(module))  # so it can only have come with the pipeline
+
+
+@ray.remote(num_cpus=0)
+def _importable_on_a_node(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
