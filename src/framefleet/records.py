@@ -68,7 +68,7 @@ class RecordsWriter:
         table = pa.concat_tables(self._chunks, promote_options="permissive") if self._chunks else (
             _BASE_SCHEMA.empty_table())
         table = table.replace_schema_metadata({_FRAMES_KEY: str(frames).encode()})
-        _write_atomically(table, self.path)
+        write_table_atomically(table, self.path)
         return self.path
 
     def _flush(self) -> None:
@@ -116,6 +116,15 @@ def join_records(parts: Sequence[Path], target: Path) -> int:
     return rows
 
 
+def summarize(table: pa.Table) -> dict[str, Any]:
+    """Rows, videos, rows per op and the columns of a records table (what `framefleet records` prints)."""
+    ops: dict[str, int] = {}
+    for op in table["op"].to_pylist():
+        ops[op] = ops.get(op, 0) + 1
+    return {"rows": table.num_rows, "videos": len(set(table["input"].to_pylist())), "ops": ops,
+            "columns": {field.name: str(field.type) for field in table.schema}}
+
+
 def load_records(job: str | os.PathLike[str]) -> pa.Table:
     """All records of a job's finished videos as one table (`job`: its directory, or its output URI).
 
@@ -156,7 +165,8 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _write_atomically(table: pa.Table, target: Path) -> None:
+def write_table_atomically(table: pa.Table, target: Path) -> None:
+    """Write `table` as the Parquet file `target` through its temporary name."""
     staging = temporary_path(target)
     try:
         pq.write_table(table, staging)

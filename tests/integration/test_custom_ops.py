@@ -255,3 +255,15 @@ def test_records_frame_numbers_are_exact_for_a_variable_frame_rate_clip(tmp_path
     table = pq.read_table(out / "a.mp4.records.parquet")
     assert table["pts"].to_pylist() == media_checks.decoded_pts(clip)
     assert table["frame"].to_pylist() == list(range(30))
+
+
+def test_the_records_command_summarises_a_job_and_writes_one_file(tmp_path, clip_factory, user_module):
+    folder = inputs_with(tmp_path, {"a.mp4": clip_factory("custom-short.mp4", **SMALL)})
+    out = tmp_path / "out"
+    run_ok(folder, "-o", out, "--op", f"{user_module}:Brightness")
+    result = cli("records", out, "--json", "-o", tmp_path / "all.parquet")
+    assert result.exit_code == 0, result.stderr
+    summary = stdout_json(result)
+    assert summary["rows"] == 24 and summary["videos"] == 1 and summary["ops"] == {"brightness": 24}
+    assert summary["columns"]["histogram"].startswith("list<")
+    assert pq.read_table(tmp_path / "all.parquet").num_rows == 24

@@ -180,6 +180,31 @@ def failures(job_dir: JobDir, as_json: options.Json = False) -> None:
 
 
 @app.command()
+def records(
+    job_dir: JobDir,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write every record as one Parquet file.")] = None,
+    as_json: options.Json = False,
+) -> None:
+    """The records a job's ops wrote: rows per op and the columns, or all of them as one Parquet file."""
+    from framefleet.records import load_records, summarize, write_table_atomically
+
+    table = guarded(lambda: load_records(job_dir))
+    if output is not None:
+        guarded(lambda: write_table_atomically(table, output))
+        err.print(f"[green]wrote[/] {output} ({table.num_rows} records)", highlight=False)
+    summary = summarize(table)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    view = Table("op", "records", title=f"{summary['rows']} records from {summary['videos']} videos")
+    for op, count in summary["ops"].items():
+        view.add_row(op, str(count))
+    out.print(view)
+    out.print("columns: " + ", ".join(f"{name} ({kind})" for name, kind in summary["columns"].items()),
+              highlight=False, soft_wrap=True)
+
+
+@app.command()
 def report(
     job_dir: JobDir,
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
