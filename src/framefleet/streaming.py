@@ -111,21 +111,24 @@ def check_output_path(source: VideoSource, output: Path) -> None:
 
 def process_video(
     source: VideoSource,
-    output: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None,
     ops: Sequence[Op],
     *,
     encode: EncodeOptions = EncodeOptions(),
     sessions: int | None = None,
     video_stream: int | None = None,
     progress: ProgressCallback | None = None,
+    records: str | os.PathLike[str] | None = None,
 ) -> StreamResult:
     """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
-    subtitles and data streams. Raises framefleet errors for bad input and output."""
-    output = Path(output)
+    subtitles and data streams, and the ops' records to the Parquet file `records`; either may be None.
+    Raises framefleet errors for bad input and output."""
     info = probe(source, keyframes=False, video_stream=video_stream)
-    check_output_path(source, output)
+    for target in (output, records):
+        if target is not None:
+            check_output_path(source, Path(target))
     with FrameProcessor(ops, sessions=sessions) as processor:
-        return processor.run(source, output, encode=encode, info=info, progress=progress)
+        return processor.run(source, output, encode=encode, info=info, progress=progress, records=records)
 
 
 class FrameProcessor:
