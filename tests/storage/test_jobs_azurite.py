@@ -278,3 +278,37 @@ def test_status_failures_and_retry_take_a_store_output_uri_for_its_job(azurite, 
     again = runner.invoke(app, ["retry", output, "--max-attempts", "1", "--json"])
     assert again.exit_code == 3 and json.loads(again.stdout)["counts"] == {
         "pending": 0, "running": 0, "done": 1, "failed": 1}
+
+
+def test_records_are_committed_beside_store_outputs_and_load_back_from_the_store(
+        azurite, azurite_container, tmp_path: Path, monkeypatch):
+    """A user op's records and frames, segments waiting in the store: one Parquet file per video, next to it."""
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    from framefleet import load_records
+    from user_ops import write_user_ops
+
+    module = write_user_ops(tmp_path / "mycode", f"storeops_{uuid.uuid4().hex[:8]}")
+    monkeypatch.syspath_prepend(str(tmp_path / "mycode"))
+    clips = make_clips(azurite, azurite_container, tmp_path,
+                       {"a.mp4": CLIPS["a.mp4"], "sub/deep/c.mkv": CLIPS["sub/deep/c.mkv"]})
+    pipeline = Pipeline.from_options({"steps": [{"op": f"{module}:Brightness"}, {"op": f"{module}:Invert"}],
+                                      "segment_seconds": 1})
+    result = run([f"az://{azurite_container}/videos"], f"az://{azurite_container}/results", pipeline, workers=2,
+                 job_dir=tmp_path / "job", storage_options=azurite.storage_options(), limits=FAST_RETRIES,
+                 parts_dir=f"az://{azurite_container}/scratch/job")
+    assert result.counts["done"] == 2 and result.failures == [], result.failures
+
+    names = [n for n in azurite.blob_names(azurite_container) if not n.startswith("videos/")]
+    assert names == ["results/a.mp4", "results/a.mp4.records.parquet", "results/sub/deep/c.mkv",
+                     "results/sub/deep/c.mkv.records.parquet"]
+    for name, source in clips.items():
+        downloaded = download(azurite, azurite_container, f"results/{name}.records.parquet", tmp_path / "got")
+        table = pq.read_table(downloaded)
+        assert table["pts"].to_pylist() == media_checks.decoded_pts(source)
+        assert table["frame"].to_pylist() == list(range(len(table)))
+        assert_same_frames(source, download(azurite, azurite_container, f"results/{name}", tmp_path / "got"))
+    everything = load_records(tmp_path / "job")
+    assert everything.num_rows == sum(len(media_checks.decoded_pts(source)) for source in clips.values())
