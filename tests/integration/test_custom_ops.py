@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
 import uuid
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,8 +23,8 @@ from PIL import Image
 
 import media_checks
 from cli_helpers import cli, stderr_lines, stdout_json
-from framefleet import load_records
-from framefleet.job import open_ledger
+from framefleet import FramefleetError, load_records
+from framefleet.job import open_ledger, run
 from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.video.synth import ClipSpec, write_clip
 from user_ops import channel_mean_model, write_user_ops
@@ -267,3 +269,34 @@ def test_the_records_command_summarises_a_job_and_writes_one_file(tmp_path, clip
     assert summary["rows"] == 24 and summary["videos"] == 1 and summary["ops"] == {"brightness": 24}
     assert summary["columns"]["histogram"].startswith("list<")
     assert pq.read_table(tmp_path / "all.parquet").num_rows == 24
+
+
+def test_a_stopped_multi_step_job_resumes_without_redoing_work_and_keeps_its_pipeline(
+        tmp_path, clip_factory, user_module):
+    short, long = clip_factory("custom-short.mp4", **SMALL), clip_factory("custom-long.mp4", **{**SMALL, "frames": 72})
+    folder = inputs_with(tmp_path, {**{f"s{i}.mp4": short for i in range(4)}, "long.mp4": long})
+    out = tmp_path / "out"
+    options = {"steps": [{"op": f"{user_module}:Brightness"}, {"op": "job_ops:SlowOp", "delay": 0.03}],
+               "segment_seconds": 1}
+    stop = threading.Event()
+
+    def stop_after_two(progress) -> None:
+        if progress.counts.get("done", 0) >= 2:
+            stop.set()
+
+    first = run([str(folder)], out, Pipeline.from_options(options), workers=2, stop=stop, on_progress=stop_after_two)
+    assert first.interrupted and 2 <= first.counts["done"] < 5
+    second = run([str(folder)], out, Pipeline.from_options(options), workers=2)
+    assert second.counts["done"] == 5 and not second.interrupted
+
+    ledger = open_ledger(out)
+    done = Counter(a["task_id"] for a in ledger.attempts() if a["outcome"] == "done")
+    ledger.close()
+    assert set(done.values()) == {1}, "no task finished twice"
+    table = load_records(out)
+    for name in (*(f"s{i}.mp4" for i in range(4)), "long.mp4"):
+        frames = [r["frame"] for r in table.to_pylist() if r["input"] == str(folder / name)]
+        assert frames == list(range(len(media_checks.decoded_pts(folder / name)))), name
+    changed = {**options, "steps": [{"op": f"{user_module}:Brightness"}, {"op": "job_ops:SlowOp", "delay": 0.01}]}
+    with pytest.raises(FramefleetError, match="another pipeline"):
+        run([str(folder)], out, Pipeline.from_options(changed), workers=2)
