@@ -202,6 +202,9 @@ def _check_steps(ops: tuple[Op, ...]) -> None:
                               "move it before any sample step and drop its when")
         sampled = sampled or isinstance(op, SampleOp)
         earlier[op.name] = op
+    if not any(op.writes_frames or op.writes_records for op in ops):
+        raise OptionError(f"the pipeline ({', '.join(op.name for op in ops)}) writes nothing: no op returns frames "
+                          "or records; add one that does")
 
 
 def _source_sha256(op_class: type) -> str:

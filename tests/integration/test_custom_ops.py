@@ -214,7 +214,8 @@ def test_a_bad_op_option_is_a_one_line_error(tmp_path, clip_factory, args, fragm
     ("  - op: identity\n  - op: blur\n    when: identity\n", "identity writes no records"),
     ("  - op: sample\n  - op: resize\n", "changes the frame size, so it must run on every frame"),
     ("  - identity\n", "steps must be a list of mappings"),
-], ids=["unknown condition", "condition without records", "resize after sampling", "not a mapping"])
+    ("  - op: sample\n", "writes nothing"),
+], ids=["unknown condition", "condition without records", "resize after sampling", "not a mapping", "no output"])
 def test_a_bad_step_list_is_a_one_line_error(tmp_path, clip_factory, steps, fragment):
     folder = inputs_with(tmp_path, {"a.mp4": clip_factory("custom-short.mp4", **SMALL)})
     pipeline = tmp_path / "pipeline.yaml"
