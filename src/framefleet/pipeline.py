@@ -47,7 +47,8 @@ from framefleet.yaml_files import read_yaml_mapping
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
 _PIPELINE_KEYS = {"op", "steps", "segment_seconds"}
 _ALL_STEPS_KEYS = {"device"}
-"""Options given beside `steps` that apply to every step; any other goes to the first step that takes it."""
+"""Options given beside `steps` that apply to every step (device: every step that can use a GPU); any other
+goes to the first step that takes it."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,8 @@ def _build_steps(steps: Any, overrides: dict[str, Any], source: str) -> tuple[Op
         takers = [i for i, op_class in enumerate(classes) if key in {f.name for f in dataclasses.fields(op_class)}]
         if not takers:
             raise OptionError(f"{source}: unknown key {key}: no step of this pipeline takes it")
+        if key == "device":  # the steps that choose a device (GPU ops); CPU-only steps keep theirs
+            takers = [i for i in takers if classes[i].uses_gpu()] or takers
         for i in takers if key in _ALL_STEPS_KEYS else takers[:1]:
             steps[i][key] = value
     return tuple(build_op(step, source=f"{source}: step {n}") for n, step in enumerate(steps, 1))

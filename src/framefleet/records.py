@@ -126,30 +126,39 @@ def summarize(table: pa.Table) -> dict[str, Any]:
 
 
 def load_records(job: str | os.PathLike[str]) -> pa.Table:
-    """All records of a job's finished videos as one table (`job`: its directory, or its output URI).
+    """All records of a job's finished videos as one table (`job`: its directory, or its output root).
 
     Columns missing from some videos' files are filled with nulls."""
     from framefleet.job import open_ledger
-    from framefleet.pipeline import Pipeline
 
     ledger = open_ledger(str(job))
     try:
-        spec = (ledger.job() or {}).get("spec")
         items = ledger.items("done")
     finally:
         ledger.close()
-    if spec is None or not Pipeline.from_spec(spec).writes_records:
-        raise OptionError(f"{job}: this job's pipeline writes no records")
-    tables = [read_records(records_uri(item.output_uri)) for item in items]
+    uris = [records_uri(item.output_uri) for item in items]
+    if uris and not _exists(uris[0]):
+        raise OptionError(f"{job}: {uris[0]} does not exist: this job's pipeline writes no records")
+    tables = [read_records(uri) for uri in uris]
     if not tables:
         return _BASE_SCHEMA.empty_table()
     return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
 
 
+def _exists(uri: str) -> bool:
+    if storage.is_local(uri):
+        return storage.local_path(uri).exists()
+    fs, path = storage.filesystem(uri)
+    return fs.exists(path)
+
+
 def read_records(uri: str) -> pa.Table:
     """One records file (a path or an object-store URI)."""
     if storage.is_local(uri):
-        return pq.read_table(storage.local_path(uri))
+        try:
+            return pq.read_table(storage.local_path(uri))
+        except FileNotFoundError:
+            raise OptionError(f"{uri}: missing: the records of a finished video were moved or deleted") from None
     fs, path = storage.filesystem(uri)
     try:
         with fs.open(path, "rb") as handle:

@@ -196,14 +196,16 @@ def test_a_resize_step_sets_the_output_size_and_keeps_every_frame(tmp_path, clip
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (("--op", "no_such_module_xyz:MyOp"), "cannot import no_such_module_xyz"),
+    (("--op", "no_such[x]:MyOp"), "op no_such[x]:MyOp: cannot import"),
     (("--op", "os:path"), "is not a subclass of framefleet.Op"),
     (("--op", "identity", "-p", "batch_size"), "write it as KEY=VALUE"),
     (("--op", "identity", "-p", "colour=3"), "unknown key(s) colour for op identity"),
     (("--op", "faces", "-p", "anonymize=paint"), "faces: anonymize must be one of"),
     (("--model", "missing.onnx"), "missing.onnx"),
     (("--op", "style", "--model", "m.onnx"), "--model runs the onnx op"),
-], ids=["no module", "not an op", "param without value", "unknown param", "bad faces option", "missing model",
-        "model with another op"])
+    (("--op", "blur", "--device", "cuda"), "op blur runs on the CPU only"),
+], ids=["no module", "brackets kept", "not an op", "param without value", "unknown param", "bad faces option", "missing model",
+        "model with another op", "cuda for a CPU op"])
 def test_a_bad_op_option_is_a_one_line_error(tmp_path, clip_factory, args, fragment):
     folder = inputs_with(tmp_path, {"a.mp4": clip_factory("custom-short.mp4", **SMALL)})
     assert fragment in one_line_error(folder, "-o", tmp_path / "out", *args)

@@ -271,6 +271,7 @@ ERRORS = [
     (lambda p: {"model": features(p), "size": [0, 10]}, "size must be [width, height] in whole pixels"),
     (lambda p: {"model": features(p), "size": [10]}, "size must be [width, height] in whole pixels"),
     (lambda p: {"model": nhwc_fixed(p)}, "with layout NCHW it has 6 channels, not 3; set layout: NHWC"),
+    (lambda p: {"model": features_model(p / "nhwc-any.onnx", "NHWC")}, "any number where NCHW has them; set layout: NHWC"),
     (lambda p: {"model": nhwc_fixed(p), "layout": "NHWC", "size": [6, 8]}, "size [6, 8] does not match"),
     (lambda p: {"model": uint8_model(p)}, "takes uint8 pixels; set value_range: [0, 255]"),
     (lambda p: {"model": uint8_model(p), "value_range": [0, 255], "mean": [1, 2, 3]}, "drop mean and std"),

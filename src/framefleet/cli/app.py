@@ -16,7 +16,15 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from framefleet import __version__
 from framefleet.errors import FramefleetError
@@ -65,7 +73,7 @@ def guarded(action: Callable[[], T]) -> T:
     except FramefleetError as exc:
         if _state["debug"]:
             _print_traceback()
-        err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")
@@ -74,7 +82,7 @@ def guarded(action: Callable[[], T]) -> T:
         if _state["debug"]:
             _print_traceback()
             raise typer.Exit(1) from None
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {redact(str(exc))} "
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(redact(str(exc)))} "
                   "(rerun with --debug for the traceback)",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -108,6 +116,6 @@ def main() -> None:
         # Typer's usage errors (bad flag, bad value) carry exit code 2 and a one-line message.
         if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message"):
             raise
-        err.print(f"[bold red]error:[/] {redact(exc.format_message())} (see --help)", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(redact(exc.format_message()))} (see --help)", highlight=False, soft_wrap=True)
         code = 2
     sys.exit(code if isinstance(code, int) else 0)

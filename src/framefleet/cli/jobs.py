@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from framefleet import storage
@@ -19,7 +20,9 @@ from framefleet.cli.app import app, err, guarded, out
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions, EngineProgress
 from framefleet.errors import OptionError
-from framefleet.job import JobResult, open_ledger, retry as retry_job, run as run_job
+from framefleet.job import JobResult, open_ledger
+from framefleet.job import retry as retry_job
+from framefleet.job import run as run_job
 from framefleet.job_status import JobStatus, job_status
 from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
@@ -191,7 +194,7 @@ def records(
     table = guarded(lambda: load_records(job_dir))
     if output is not None:
         guarded(lambda: write_table_atomically(table, output))
-        err.print(f"[green]wrote[/] {output} ({table.num_rows} records)", highlight=False)
+        err.print(f"[green]wrote[/] {escape(str(output))} ({table.num_rows} records)", highlight=False)
     summary = summarize(table)
     if as_json:
         out.print_json(json.dumps(summary))
@@ -220,7 +223,7 @@ def report(
             ledger.close()
 
     guarded(write)
-    err.print(f"[green]wrote[/] {output}", highlight=False)
+    err.print(f"[green]wrote[/] {escape(str(output))}", highlight=False)
 
 
 def pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
@@ -286,7 +289,7 @@ def _finish(result: JobResult, as_json: bool) -> None:
         err.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "
                   f"{result.frames} frames in {result.seconds:.1f} s (job: {result.job_dir})", highlight=False)
         for failure in result.failures:
-            err.print(f"[red]failed[/] {failure['uri']}: {failure['error']}", highlight=False, soft_wrap=True)
+            err.print(f"[red]failed[/] {escape(failure['uri'])}: {escape(failure['error'] or '')}", highlight=False, soft_wrap=True)
         if result.interrupted:
             err.print("[yellow]stopped[/]: run the same command again to resume", highlight=False)
     raise typer.Exit(result.exit_code)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from framefleet import storage
@@ -92,7 +93,7 @@ def plan(
         return
     out.print(_plan_table(result))
     for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     err.print(f"[green]wrote[/] {output}; run it with: framefleet run INPUT... -o OUTPUT --plan {output}",
               highlight=False, soft_wrap=True)
 
@@ -145,11 +146,11 @@ def profile(
         return
     out.print(_profile_table(store.machine.name, entries))
     if export is not None:
-        err.print(f"[green]wrote[/] {export}", highlight=False)
+        err.print(f"[green]wrote[/] {escape(str(export))}", highlight=False)
 
 
 def _say(quiet: bool):
-    return (lambda _: None) if quiet else (lambda text: err.print(f"[dim]{text}[/]", highlight=False))
+    return (lambda _: None) if quiet else (lambda text: err.print(f"[dim]{escape(text)}[/]", highlight=False))
 
 
 def _plan_table(result: Plan) -> Table:

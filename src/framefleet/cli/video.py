@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from framefleet import storage
@@ -130,7 +131,7 @@ def styles(
             raise OutputError(f"{output}: cannot write the contact sheet ({exc})") from None
 
     guarded(run)
-    err.print(f"[green]wrote[/] {output}: 26 styles on the frame at {at:g} s; pick one with --style N", highlight=False)
+    err.print(f"[green]wrote[/] {escape(str(output))}: 26 styles on the frame at {at:g} s; pick one with --style N", highlight=False)
 
 
 @app.command()
@@ -152,7 +153,7 @@ def example(
                                     audio=("aac",)))
 
     guarded(run)
-    err.print(f"[green]wrote[/] {output}", highlight=False)
+    err.print(f"[green]wrote[/] {escape(str(output))}", highlight=False)
 
 
 def _exists_remotely(uri: str) -> bool:

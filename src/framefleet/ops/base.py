@@ -64,7 +64,8 @@ class Op:
     """Whether `process` files records (a pipeline writes a Parquet file per video when one does)."""
 
     batch_size: int = 1
-    """Frames per `process` call."""
+    """Frames per `process` call (at most: a pipeline reads batches of its steps' largest batch size, and
+    conditional or sampled steps get the selected frames of each)."""
     device: str = "auto"
     """auto, cpu or cuda."""
     when: str | None = None
@@ -82,6 +83,15 @@ class Op:
             raise OptionError(f"batch size must be at least 1, got {self.batch_size!r}")
         if self.when is not None and (not isinstance(self.when, str) or not self.when):
             raise OptionError(f"when must name an earlier op, got {self.when!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise OptionError(f"--device must be auto, cpu or cuda; got {self.device!r}")
+        if self.device == "cuda" and not self.uses_gpu():
+            raise OptionError(f"op {self.name} runs on the CPU only; use --device cpu or auto")
+
+    @classmethod
+    def uses_gpu(cls) -> bool:
+        """Whether the op can run on a GPU (it chooses its device in `resolve_device`)."""
+        return cls.resolve_device is not Op.resolve_device
 
     @property
     def resources(self) -> Resources:
@@ -89,7 +99,8 @@ class Op:
         return Resources(cpus=1.0, gpus=0.0)
 
     def resolve_device(self) -> DeviceKind:
-        """The device kind `device` means on this machine (raises when it is unavailable)."""
+        """The device kind `device` means on this machine (raises when it is unavailable); GPU ops
+        override it."""
         return "cpu"
 
     def setup(self, device: Device) -> None:

@@ -306,10 +306,13 @@ def _check_image_shape(what: str, shape: list[Any], layout: str) -> None:
         raise OptionError(f"onnx: {what} has shape {_describe(shape)}; this op works on images, "
                           "N x C x H x W (layout: NCHW) or N x H x W x C (layout: NHWC)")
     channels = _fixed(shape[_CHANNEL_AXIS[layout]])
+    other = "NHWC" if layout == "NCHW" else "NCHW"
     if channels not in (None, 3):
-        other = "NHWC" if layout == "NCHW" else "NCHW"
         fix = "this op needs 3 channels"
         if _fixed(shape[_CHANNEL_AXIS[other]]) == 3:
             fix = f"set layout: {other}"
         raise OptionError(f"onnx: {what} has shape {_describe(shape)}, so with layout {layout} it has "
                           f"{channels} channels, not 3; {fix}")
+    if channels is None and _fixed(shape[_CHANNEL_AXIS[other]]) == 3:
+        raise OptionError(f"onnx: {what} has shape {_describe(shape)}: 3 channels where {other} has them and "
+                          f"any number where {layout} has them; set layout: {other}")

@@ -16,8 +16,9 @@ from framefleet.ops.images import fit_within, resize
 
 @dataclass(kw_only=True)
 class SampleOp(Op):
-    """Keep `fps` frames per second for the steps after it (the frame nearest each 1/fps tick, by
-    timestamp, so variable frame rates and segments sample alike); frames pass through unchanged."""
+    """Keep `fps` frames per second for the steps after it: the first frame at or after each 1/fps tick of
+    its timestamp (a quarter frame early counts, for timestamps rounded to their time base), so variable
+    frame rates and segments sample alike; frames pass through unchanged."""
 
     name = "sample"
     writes_frames = False
