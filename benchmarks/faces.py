@@ -34,7 +34,7 @@ time inside a worker (from the ledger; the workers run clips side by side). Ever
 ffprobe -count_frames (its video frame count must equal the input's), and framefleet's records (rows with
 op == "faces") are counted to show that detection happened. See docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/faces.py              # full run (~6-8 min on 2 cores)
+    .venv/bin/python benchmarks/faces.py              # full run, 3 repeats (~8 min on 2 cores)
     .venv/bin/python benchmarks/faces.py --quick      # smoke test: 3 short clips (~1 min)
 """
 
@@ -361,8 +361,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: clips {QUICK_CLIPS}, 1 repeat (figures not valid as results)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs of each contender over the whole set, alternating (default 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs of each contender over the whole set, alternating (default 3; --quick: 1)")
     parser.add_argument("--clips", default=None,
                         help=f"the clips, COUNT:SIZE:SECONDS comma-separated; SIZE 360p, 720p, 1080p or "
                              f"WIDTHxHEIGHT (default {DEFAULT_CLIPS}; --quick: {QUICK_CLIPS})")
@@ -378,6 +378,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where clips and outputs go (default a temporary folder, removed at the end)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (clips and outputs)")
     args = parser.parse_args(argv)
+    args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     args.clip_groups = parse_clips(parser, args.clips or (QUICK_CLIPS if args.quick else DEFAULT_CLIPS))
     if args.detection_size.strip().lower() in ("native", "none", "0"):
         args.detection = None
