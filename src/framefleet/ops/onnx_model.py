@@ -65,7 +65,7 @@ class OnnxModelOp(OnnxOp):
     )
 
     model: str = ""
-    """The ONNX file."""
+    """The ONNX file (kept as an absolute path; on a cluster every node must read it there)."""
     input: str | None = None
     """The image input's name (None: the model's only input)."""
     outputs: list[str] | None = None
@@ -92,6 +92,7 @@ class OnnxModelOp(OnnxOp):
             self.model = os.fspath(self.model)
         if not isinstance(self.model, str) or not self.model:
             raise OptionError("onnx: give the model file, e.g. model: detector.onnx")
+        self.model = os.path.abspath(self.model)  # workers and later runs may start elsewhere
         for option, choices in (("layout", ("NCHW", "NHWC")), ("channels", ("RGB", "BGR")),
                                 ("produces", ("records", "frames"))):
             value = getattr(self, option)
