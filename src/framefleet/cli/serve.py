@@ -80,4 +80,7 @@ def _serve(config, host: str, port: int, token: str | None) -> None:
     rules = ", ".join(f"{rule.name}: {rule.source} -> {rule.output}" for rule in config.watch) or "none"
     err.print(f"framefleet serving http://{host}:{port}/ (state in {config.state_dir}; watch rules: {rules})",
               highlight=False, soft_wrap=True)
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+    # Idle keep-alive connections stay open longer than clients and proxies keep theirs (httpx 5 s, load
+    # balancers 60 s), so the client side closes first: a server closing one just as a client reuses it
+    # drops that request ("server disconnected without sending a response").
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=75)
