@@ -43,8 +43,9 @@ def records_uri(output_uri: str) -> str:
 
 class RecordsWriter:
     """Collects the records of one video (or segment) and writes them as one Parquet file on `close`,
-    through a temporary name (readers see no file or the whole file). Rows are kept as Arrow chunks,
-    columnar and compact, until then."""
+    through a temporary name (readers see no file or the whole file). Memory stays bounded whatever the
+    video's length: every `_CHUNK_ROWS` records go to a hidden shard file beside the target, and `close`
+    streams the shards into the file."""
 
     def __init__(self, path: Path, *, input_uri: str, time_base: Fraction | None) -> None:
         self.path = path
@@ -52,7 +53,7 @@ class RecordsWriter:
         self._input = input_uri
         self._time_base = float(time_base) if time_base is not None else None
         self._pending: list[dict[str, Any]] = []
-        self._chunks: list[pa.Table] = []
+        self._shards: list[Path] = []
         remove_stale_temporaries(path)
 
     def write(self, records: Sequence[dict[str, Any]]) -> None:
@@ -60,20 +61,32 @@ class RecordsWriter:
         self._pending.extend(sorted(records, key=lambda record: record["frame"]))
         self.rows += len(records)
         if len(self._pending) >= _CHUNK_ROWS:
-            self._flush()
+            self._write_shard(self._take())
 
     def close(self, frames: int) -> Path:
         """Write the file; `frames` is how many frames were read (the join numbers segments with it)."""
-        self._flush()
-        table = pa.concat_tables(self._chunks, promote_options="permissive") if self._chunks else (
-            _BASE_SCHEMA.empty_table())
-        table = table.replace_schema_metadata({_FRAMES_KEY: str(frames).encode()})
-        write_table_atomically(table, self.path)
+        metadata = {_FRAMES_KEY: str(frames).encode()}
+        last = self._take() if self._pending else None
+        try:
+            if not self._shards:
+                table = last if last is not None else _BASE_SCHEMA.empty_table()
+                write_table_atomically(table.replace_schema_metadata(metadata), self.path)
+            else:
+                if last is not None:
+                    self._write_shard(last)
+                _merge(self._shards, self.path, renumber=False, metadata=metadata)
+        finally:
+            for shard in self._shards:
+                shard.unlink(missing_ok=True)
         return self.path
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
+    def _write_shard(self, table: pa.Table) -> None:
+        shard = self.path.with_name(f".{self.path.stem}.part-{os.getpid()}-{len(self._shards)}{self.path.suffix}")
+        pq.write_table(table, shard)
+        self._shards.append(shard)
+
+    def _take(self) -> pa.Table:
+        """The pending records as an Arrow table (framefleet's columns first, then the ops' in order seen)."""
         rows, self._pending = self._pending, []
         columns: dict[str, list[Any]] = {"input": [self._input] * len(rows), "frame": [], "pts": [], "time": [],
                                          "op": []}
@@ -88,7 +101,7 @@ class RecordsWriter:
             else:
                 values.extend(row.get(key) for row in rows)
         try:
-            self._chunks.append(pa.table({key: pa.array(values) for key, values in columns.items()}))
+            return pa.table({key: pa.array(values) for key, values in columns.items()})
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise OpError(f"records: values of one column must share a type ({exc})") from None
 
@@ -96,24 +109,41 @@ class RecordsWriter:
 def join_records(parts: Sequence[Path], target: Path) -> int:
     """Write the records of a video's segment parts, in order, as its one file; frame numbers continue
     from segment to segment. Streams one part at a time. Returns the number of rows."""
-    schemas = [pq.read_schema(part) for part in parts]
-    schema = pa.unify_schemas([_BASE_SCHEMA, *(s.remove_metadata() for s in schemas)], promote_options="permissive")
     remove_stale_temporaries(target)
+    frames = sum(_frames_of(pq.read_schema(part)) for part in parts)
+    return _merge(parts, target, renumber=True, metadata={_FRAMES_KEY: str(frames).encode()})
+
+
+def _merge(parts: Sequence[Path], target: Path, *, renumber: bool, metadata: dict[bytes, bytes]) -> int:
+    """Stream Parquet `parts` into `target` (atomically) under one schema: their columns unified, missing
+    ones as nulls. `renumber` offsets each part's frame numbers by the frames of the parts before it."""
+    schemas = [pq.read_schema(part) for part in parts]
+    try:
+        schema = pa.unify_schemas([_BASE_SCHEMA, *(s.remove_metadata() for s in schemas)],
+                                  promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise OpError(f"records: values of one column must share a type ({exc})") from None
     staging = temporary_path(target)
     rows = offset = 0
     try:
-        with pq.ParquetWriter(staging, schema) as writer:
+        with pq.ParquetWriter(staging, schema.with_metadata(metadata)) as writer:
             for part, part_schema in zip(parts, schemas):
                 table = pq.read_table(part)
-                table = table.set_column(table.schema.get_field_index("frame"), "frame",
-                                         pc.add(table["frame"], offset))
+                if renumber:
+                    table = table.set_column(table.schema.get_field_index("frame"), "frame",
+                                             pc.add(table["frame"], offset))
+                    offset += _frames_of(part_schema)
                 writer.write_table(_conform(table, schema))
                 rows += table.num_rows
-                offset += int((part_schema.metadata or {}).get(_FRAMES_KEY, b"0"))
         os.replace(staging, target)
     finally:
         staging.unlink(missing_ok=True)
     return rows
+
+
+def _frames_of(schema: pa.Schema) -> int:
+    """The frame count a records file notes in its metadata."""
+    return int((schema.metadata or {}).get(_FRAMES_KEY, b"0"))
 
 
 def summarize(table: pa.Table) -> dict[str, Any]:
