@@ -38,7 +38,6 @@ from typing import Any
 from framefleet import __version__
 from framefleet.errors import OptionError
 from framefleet.ops import Op
-from framefleet.ops.chain import chain_output_size
 from framefleet.ops.registry import is_builtin, resolve_op
 from framefleet.ops.simple import SampleOp
 from framefleet.video import EncodeOptions
@@ -77,10 +76,6 @@ class Pipeline:
         """Whether outputs include a Parquet file of records (some op writes records)."""
         return any(op.writes_records for op in self.ops)
 
-    def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """The size of the output video's frames for an input of width x height."""
-        return chain_output_size(self.ops, width, height)
-
     @classmethod
     def from_options(cls, options: dict[str, Any], *, source: str = "options") -> Pipeline:
         """Build from flag-named options (None values mean "default"): one op's (`op` and its parameters)
@@ -100,10 +95,9 @@ class Pipeline:
         except (TypeError, ValueError) as exc:
             raise OptionError(f"{source}: {exc}") from None
         try:
-            _check_steps(ops)
+            return cls(ops=ops, encode=encode, segment_seconds=float(segment_seconds))
         except OptionError as exc:
             raise OptionError(f"{source}: {exc}") from None
-        return cls(ops=ops, encode=encode, segment_seconds=float(segment_seconds))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:

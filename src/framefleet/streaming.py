@@ -192,10 +192,11 @@ class FrameProcessor:
         info = info or probe(source, keyframes=False)
         timers = {"decode": 0.0, "ops": 0.0, "encode": 0.0}
         frames = 0
+        width, height = chain_output_size(self.ops, info.width, info.height)
         recorder = None if records is None else RecordsWriter(
             Path(records), input_uri=input_uri or str(source), time_base=info.time_base)
         with VideoReader(source, video_stream=info.video_index) as reader, self._writer(
-                source, output, info, encode, carry) as writer:
+                source, output, info, (width, height), encode, carry) as writer:
             batches = reader.batches(max(op.batch_size for op in self.ops), start_pts, end_pts)
             for batch in self._overlapped(batches, timers):
                 t0 = time.perf_counter()
@@ -213,7 +214,6 @@ class FrameProcessor:
                 recorder.close(frames)
             t0 = time.perf_counter()
         timers["encode"] += time.perf_counter() - t0  # flush, carried streams and rename happen on exit
-        width, height = chain_output_size(self.ops, info.width, info.height)
         return StreamResult(
             input=str(source),
             output=str(output) if output is not None else "",
@@ -231,11 +231,12 @@ class FrameProcessor:
         )
 
     def _writer(self, source: VideoSource, output: str | os.PathLike[str] | None, info: VideoInfo,
-                encode: EncodeOptions, carry: bool) -> contextlib.AbstractContextManager[VideoWriter | None]:
-        """The video writer of `output` at the size the ops make (a null context when there is no output)."""
+                size: tuple[int, int], encode: EncodeOptions,
+                carry: bool) -> contextlib.AbstractContextManager[VideoWriter | None]:
+        """The video writer of `output` at `size`, the ops' output size (a null context for no output)."""
         if output is None:
             return contextlib.nullcontext()
-        width, height = chain_output_size(self.ops, info.width, info.height)
+        width, height = size
         video_format = VideoFormat(
             time_base=info.time_base,
             average_rate=info.average_rate,

@@ -143,18 +143,18 @@ def run_task(
     target = task_target(request, request.parts_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
+    video = target if pipeline.writes_video else None
     records = records_path(target) if pipeline.writes_records else None
-    stream = processor.run(source, target if pipeline.writes_video else None, encode=pipeline.encode, info=info,
-                           start_pts=request.start_pts, end_pts=request.end_pts, carry=whole, progress=progress,
-                           records=records, input_uri=request.uri)
-    written = [path for path in (target if pipeline.writes_video else None, records) if path is not None]
-    metrics = _metrics(stream, info, written)
+    stream = processor.run(source, video, encode=pipeline.encode, info=info, start_pts=request.start_pts,
+                           end_pts=request.end_pts, carry=whole, progress=progress, records=records,
+                           input_uri=request.uri)
+    metrics = _metrics(stream, info, [path for path in (video, records) if path is not None])
     destination = request.output_uri if whole else part_uri(request.parts_dir, request.item_id, request.seq)
     metrics["upload_s"] = _commit(records, records_uri(destination)) if records is not None else 0.0
-    if pipeline.writes_video:
-        metrics["upload_s"] += _commit(target, destination)
+    if video is not None:
+        metrics["upload_s"] += _commit(video, destination)
     result: dict[str, Any] = {"frames": stream.frames,
-                              "output": destination if pipeline.writes_video else records_uri(destination)}
+                              "output": destination if video is not None else records_uri(destination)}
     if records is not None:
         result["records"] = stream.records
     return TaskResult(result=result, metrics=metrics)
@@ -180,27 +180,30 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     seqs = range(request.segments)
-    parts = [part_path(request.parts_dir, request.item_id, seq) for seq in seqs] if pipeline.writes_video else []
-    if pipeline.writes_records:
-        parts += [records_path(part_path(request.parts_dir, request.item_id, seq)) for seq in seqs]
-    remote = not storage.is_local(request.parts_dir)
-    remote_parts = [_part_uri_of(request.parts_dir, part) for part in parts] if remote else []
+    video_parts = [part_path(request.parts_dir, request.item_id, seq)
+                   for seq in seqs] if pipeline.writes_video else []
+    record_parts = [records_path(part_path(request.parts_dir, request.item_id, seq))
+                    for seq in seqs] if pipeline.writes_records else []
+    parts = [*video_parts, *record_parts]
+    remote_parts: list[str] = []
+    if not storage.is_local(request.parts_dir):  # the same names under the parts URI
+        uris = [part_uri(request.parts_dir, request.item_id, seq) for seq in seqs]
+        remote_parts = [*(uris if video_parts else []), *(map(records_uri, uris) if record_parts else [])]
     for uri, local in zip(remote_parts, parts):
         storage.download(uri, local)
     bytes_in = sum(part.stat().st_size for part in parts if part.exists())
     result: dict[str, Any] = {"output": request.output_uri}
     metrics: dict[str, float] = {"bytes_in": bytes_in, "bytes_out": 0.0, "upload_s": 0.0}
-    if pipeline.writes_records:
+    if record_parts:
         records = records_path(target)
-        result["records"] = join_records([records_path(part_path(request.parts_dir, request.item_id, seq))
-                                          for seq in seqs], records)
+        result["records"] = join_records(record_parts, records)
         metrics["bytes_out"] += records.stat().st_size
         metrics["upload_s"] += _commit(records, records_uri(request.output_uri))
-        if not pipeline.writes_video:
+        if not video_parts:
             result["output"] = records_uri(request.output_uri)
-    if pipeline.writes_video:
+    if video_parts:
         offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
-        frames, carried = join_segments(parts[:request.segments], target, carry_from=source,
+        frames, carried = join_segments(video_parts, target, carry_from=source,
                                         carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
         result.update(frames=frames, streams=[vars(c) for c in carried])
         metrics["bytes_out"] += target.stat().st_size
@@ -209,11 +212,6 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
         storage.delete(uri)
     shutil.rmtree(part_path(request.parts_dir, request.item_id, 0).parent, ignore_errors=True)
     return TaskResult(result=result, metrics=metrics)
-
-
-def _part_uri_of(parts_dir: str, local: Path) -> str:
-    """The parts-folder URI of a local part file (a video part or its records)."""
-    return storage.join(parts_dir, f"{local.parent.name}/{local.name}")
 
 
 def _metrics(stream: StreamResult, info: VideoInfo, written: list[Path]) -> dict[str, float]:

@@ -51,6 +51,19 @@ def inputs_with(tmp_path: Path, clips: dict[str, Path]) -> Path:
     return folder
 
 
+def pipeline_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text)
+    return path
+
+
+def run_pipeline(tmp_path: Path, folder: Path, text: str) -> Path:
+    """Run the job of `folder` with the pipeline file `text`; its output root."""
+    out = tmp_path / "out"
+    run_ok(folder, "-o", out, "--pipeline", pipeline_file(tmp_path, text))
+    return out
+
+
 def run_ok(*args: object) -> dict:
     result = cli("run", *args, "--json", "-q")
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
@@ -143,11 +156,8 @@ def test_a_conditional_step_blurs_only_the_frames_an_earlier_op_flagged(tmp_path
     clip = tmp_path / "alternating.mp4"
     write_clip(clip, ClipSpec(width=96, height=64, frames=16, gop=8, bframes=0), alternating(96, 64))
     folder = inputs_with(tmp_path, {"a.mp4": clip})
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(f"steps:\n  - op: {user_module}:Bright\n    level: 100\n"
-                        "  - op: blur\n    when: bright\n    radius: 3\ncrf: 12\n")
-    out = tmp_path / "out"
-    run_ok(folder, "-o", out, "--pipeline", pipeline)
+    out = run_pipeline(tmp_path, folder, f"steps:\n  - op: {user_module}:Bright\n    level: 100\n"
+                                         "  - op: blur\n    when: bright\n    radius: 3\ncrf: 12\n")
 
     sources, outputs = media_checks.rgb_frames(clip), media_checks.rgb_frames(out / "a.mp4")
     assert len(outputs) == len(sources) == 16
@@ -165,10 +175,8 @@ def test_a_conditional_step_blurs_only_the_frames_an_earlier_op_flagged(tmp_path
 def test_sampling_runs_the_next_steps_on_one_frame_per_tick_across_segments(tmp_path, clip_factory, user_module):
     clip = clip_factory("custom-48.mp4", **{**SMALL, "frames": 48})  # 2 s at 24 fps, keyframes every 0.25 s
     folder = inputs_with(tmp_path, {"a.mp4": clip})
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(f"steps:\n  - op: sample\n    fps: 2\n  - op: {user_module}:Brightness\nsegment_seconds: 0.5\n")
-    out = tmp_path / "out"
-    run_ok(folder, "-o", out, "--pipeline", pipeline)
+    out = run_pipeline(tmp_path, folder,
+                       f"steps:\n  - op: sample\n    fps: 2\n  - op: {user_module}:Brightness\nsegment_seconds: 0.5\n")
 
     table = pq.read_table(out / "a.mp4.records.parquet")
     assert table["frame"].to_pylist() == [0, 12, 24, 36]
@@ -181,10 +189,8 @@ def test_sampling_runs_the_next_steps_on_one_frame_per_tick_across_segments(tmp_
 def test_a_resize_step_sets_the_output_size_and_keeps_every_frame(tmp_path, clip_factory, user_module):
     clip = clip_factory("custom-large.mp4", **{**SMALL, "width": 256, "height": 160})
     folder = inputs_with(tmp_path, {"a.mp4": clip})
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(f"steps:\n  - op: resize\n    max_size: 128\n  - op: {user_module}:Invert\n")
-    out = tmp_path / "out"
-    run_ok(folder, "-o", out, "--pipeline", pipeline)
+    out = run_pipeline(tmp_path, folder,
+                       f"steps:\n  - op: resize\n    max_size: 128\n  - op: {user_module}:Invert\n")
 
     outputs = media_checks.rgb_frames(out / "a.mp4")
     assert outputs[0].shape == (80, 128, 3)
@@ -220,8 +226,7 @@ def test_a_bad_op_option_is_a_one_line_error(tmp_path, clip_factory, args, fragm
 ], ids=["unknown condition", "condition without records", "resize after sampling", "not a mapping", "no output"])
 def test_a_bad_step_list_is_a_one_line_error(tmp_path, clip_factory, steps, fragment):
     folder = inputs_with(tmp_path, {"a.mp4": clip_factory("custom-short.mp4", **SMALL)})
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text("steps:\n" + steps)
+    pipeline = pipeline_file(tmp_path, "steps:\n" + steps)
     assert fragment in one_line_error(folder, "-o", tmp_path / "out", "--pipeline", pipeline)
 
 
@@ -229,10 +234,8 @@ def test_records_of_a_job_load_as_one_table_with_every_column(tmp_path, clip_fac
     """Two steps write different columns; every video's file and the job's table have them all."""
     folder = inputs_with(tmp_path, {"a.mp4": clip_factory("custom-short.mp4", **SMALL),
                                     "b.mp4": clip_factory("custom-short.mp4", **SMALL)})
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(f"steps:\n  - op: {user_module}:Brightness\n  - op: {user_module}:Bright\n    level: 0\n")
-    out = tmp_path / "out"
-    run_ok(folder, "-o", out, "--pipeline", pipeline)
+    out = run_pipeline(tmp_path, folder,
+                       f"steps:\n  - op: {user_module}:Brightness\n  - op: {user_module}:Bright\n    level: 0\n")
 
     table = load_records(out)
     assert table.num_rows == 2 * 2 * 24

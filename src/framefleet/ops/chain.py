@@ -29,9 +29,9 @@ def run_chain(ops: Sequence[Op], batch: FrameBatch) -> FrameBatch:
             if op.writes_frames:
                 frames = frames.copy()
                 frames[mask] = part.frames
-            batch = FrameBatch(frames=frames, pts=batch.pts, index=batch.index, time_base=batch.time_base,
-                               frame_rate=batch.frame_rate, frame_numbers=batch.frame_numbers,
-                               records=[*batch.records, *part.records], selected=batch.selected)
+            merged = batch.with_frames(frames)
+            merged.records = [*batch.records, *part.records]
+            batch = merged
     return batch
 
 
@@ -54,8 +54,7 @@ def step_mask(op: Op, batch: FrameBatch) -> np.ndarray | None:
 
 
 def _apply(op: Op, batch: FrameBatch) -> FrameBatch:
-    before = len(batch.records)
-    earlier = batch.records[:before]
+    earlier = list(batch.records)  # an op may append to the batch's own list
     out = op.process(batch)
     if not isinstance(out, FrameBatch):
         raise OpError(f"op {op.name}: process() must return a FrameBatch, got {type(out).__name__}")
@@ -70,9 +69,9 @@ def _apply(op: Op, batch: FrameBatch) -> FrameBatch:
             raise OpError(f"op {op.name}: returned {out.frames.shape[2]}x{out.frames.shape[1]} frames; "
                           f"output_size() says {expected[0]}x{expected[1]}")
         frames = out.frames
-    new = out.records[before:] if out.records is batch.records else out.records
+    new = out.records[len(earlier):] if out.records is batch.records else out.records
     for record in new:
         record["op"] = op.name
-    return FrameBatch(frames=frames, pts=batch.pts, index=batch.index, time_base=batch.time_base,
-                      frame_rate=batch.frame_rate, frame_numbers=batch.frame_numbers, records=[*earlier, *new],
-                      selected=out.selected)
+    result = batch.with_frames(frames)
+    result.records, result.selected = [*earlier, *new], out.selected
+    return result

@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from functools import cache
 
 from framefleet.errors import OptionError
 from framefleet.ops.base import Op
 
 
+@cache
 def builtin_ops() -> dict[str, type[Op]]:
     """The ops a pipeline may name without a module (imported lazily: some need an extra)."""
     from framefleet.ops.faces import FaceAnonymizerOp
@@ -18,8 +20,8 @@ def builtin_ops() -> dict[str, type[Op]]:
     from framefleet.ops.simple import BlurOp, ResizeOp, SampleOp
     from framefleet.ops.style import StyleTransferOp
 
-    return {op.name: op for op in (StyleTransferOp, IdentityOp, FaceAnonymizerOp, OnnxModelOp, SampleOp, ResizeOp,
-                                   BlurOp)}
+    ops = (StyleTransferOp, IdentityOp, FaceAnonymizerOp, OnnxModelOp, SampleOp, ResizeOp, BlurOp)
+    return {op.name: op for op in ops}
 
 
 def resolve_op(reference: str) -> type[Op]:
@@ -41,7 +43,8 @@ def resolve_op(reference: str) -> type[Op]:
     except ImportError as exc:
         raise OptionError(f"op {reference}: cannot import {module_name} ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
-        raise OptionError(f"op {reference}: importing {module_name} failed: {type(exc).__name__}: {exc}") from None
+        raise OptionError(f"op {reference}: importing {module_name} failed: "
+                          f"{type(exc).__name__}: {exc}") from None
     found = module
     for part in class_name.split("."):
         found = getattr(found, part, None)
