@@ -4,8 +4,10 @@
           └── submits each batch to a pool of op instances (one per inference session) ──┘
 
 Each op instance is set up once (its own model session); instances run batches concurrently (onnxruntime
-releases the GIL), and the encoder takes results in decode order. At most `in_flight` batches exist at any
-time, whatever the video's length.
+releases the GIL), and the encoder takes results in decode order. The decode thread only decodes: a
+batch's frames become RGB in the op thread that reads them, and the same thread converts the op's output
+for the encoder, so colour conversion runs on every session's core rather than on the encoder's. At most
+`in_flight` batches exist at any time, whatever the video's length.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class StreamResult:
     ops_seconds: float
     """Time summed over op instances (they run in parallel)."""
     encode_seconds: float
-    """Time spent encoding and muxing, including carried streams."""
+    """Time spent converting frames for the encoder, encoding and muxing, including carried streams."""
     sessions: int
     device: str
     carried: list[CarriedStream] = field(default_factory=list)
@@ -119,15 +121,17 @@ def process_video(
     video_stream: int | None = None,
     progress: ProgressCallback | None = None,
     records: str | os.PathLike[str] | None = None,
+    hw_decode: bool = True,
 ) -> StreamResult:
     """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
     subtitles and data streams, and the ops' records to the Parquet file `records`; either may be None.
+    When the ops run on CUDA, the video is decoded on the GPU too unless `hw_decode` is False.
     Raises framefleet errors for bad input and output."""
     info = probe(source, keyframes=False, video_stream=video_stream)
     for target in (output, records):
         if target is not None:
             check_output_path(source, Path(target))
-    with FrameProcessor(ops, sessions=sessions) as processor:
+    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode) as processor:
         return processor.run(source, output, encode=encode, info=info, progress=progress, records=records)
 
 
@@ -137,9 +141,12 @@ class FrameProcessor:
     Workers keep one for their lifetime, so models load once per worker, not once per video.
     """
 
-    def __init__(self, ops: Sequence[Op], *, sessions: int | None = None, threads: int | None = None) -> None:
+    def __init__(self, ops: Sequence[Op], *, sessions: int | None = None, threads: int | None = None,
+                 hw_decode: bool = True) -> None:
         self.ops = list(ops)
         self.plan = Parallelism.choose(self.ops, sessions, threads)
+        self.hwaccel = "cuda" if hw_decode and self.plan.device.kind == "cuda" else None
+        """Where videos are decoded: NVDEC when the ops run on CUDA (falling back to the CPU, logged)."""
         self._instances: queue.Queue[list[Op]] = queue.Queue()
         try:
             for _ in range(self.plan.sessions):
@@ -150,7 +157,10 @@ class FrameProcessor:
         except BaseException:
             self.close()
             raise
-        self._pool = ThreadPoolExecutor(self.plan.sessions, thread_name_prefix="op")
+        # On CUDA, more threads than sessions: the others convert frames while the GPU runs a batch.
+        self._threads = (self.plan.sessions if self.plan.device.kind == "cpu"
+                         else max(self.plan.sessions, min(available_cores(), 8)))
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="op")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -195,13 +205,14 @@ class FrameProcessor:
         width, height = chain_output_size(self.ops, info.width, info.height)
         recorder = None if records is None else RecordsWriter(
             Path(records), input_uri=input_uri or str(source), time_base=info.time_base)
-        with VideoReader(source, video_stream=info.video_index) as reader, self._writer(
+        with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel) as reader, self._writer(
                 source, output, info, (width, height), encode, carry) as writer:
             batches = reader.batches(max(op.batch_size for op in self.ops), start_pts, end_pts)
-            for batch in self._overlapped(batches, timers):
+            prepare = writer.prepare if writer is not None else None
+            for batch, prepared in self._overlapped(batches, timers, prepare):
                 t0 = time.perf_counter()
                 if writer is not None:
-                    writer.write(batch)
+                    writer.write_prepared(prepared)
                 if recorder is not None:
                     recorder.write(batch.records)
                 timers["encode"] += time.perf_counter() - t0
@@ -255,11 +266,13 @@ class FrameProcessor:
             offset=Fraction(info.start_time or 0).limit_denominator(1_000_000),
         )
 
-    def _overlapped(self, batches: Iterator[FrameBatch], timers: dict[str, float]) -> Iterator[FrameBatch]:
-        """Yield processed batches in order while a thread decodes ahead and sessions run in parallel."""
-        in_flight: queue.Queue[Future | BaseException | None] = queue.Queue(maxsize=2 * self.plan.sessions + 1)
+    def _overlapped(self, batches: Iterator[FrameBatch], timers: dict[str, float],
+                    prepare: Callable[[FrameBatch], list] | None) -> Iterator[tuple[FrameBatch, list]]:
+        """Yield processed batches in order, with their frames made ready for the encoder by `prepare`,
+        while a thread decodes ahead and sessions run in parallel."""
+        in_flight: queue.Queue[Future | BaseException | None] = queue.Queue(maxsize=2 * self._threads + 1)
         stop = threading.Event()
-        feeder = threading.Thread(target=self._feed, args=(batches, in_flight, stop, timers), daemon=True)
+        feeder = threading.Thread(target=self._feed, args=(batches, in_flight, stop, timers, prepare), daemon=True)
         feeder.start()
         try:
             while (item := in_flight.get()) is not None:
@@ -271,18 +284,27 @@ class FrameProcessor:
             _drain(in_flight)
             feeder.join()
 
-    def _run_ops(self, batch: FrameBatch, timers: dict[str, float]) -> FrameBatch:
-        chain = self._instances.get()
+    def _run_ops(self, batch: FrameBatch, timers: dict[str, float],
+                 prepare: Callable[[FrameBatch], list] | None) -> tuple[FrameBatch, list]:
         t0 = time.perf_counter()
+        first = self.ops[0]
+        size = first.input_size(*batch.size) if first.when is None else None
+        if size is not None:  # convert before taking a session, so conversions overlap the model's runs
+            batch.frames_at(*size)
+        chain = self._instances.get()
         try:
-            return run_chain(chain, batch)
+            batch = run_chain(chain, batch)
         finally:
-            with self._lock:
-                timers["ops"] += time.perf_counter() - t0
+            t1 = time.perf_counter()
             self._instances.put(chain)
+        prepared = prepare(batch) if prepare is not None else []
+        with self._lock:
+            timers["ops"] += t1 - t0
+            timers["encode"] += time.perf_counter() - t1
+        return batch, prepared
 
     def _feed(self, batches: Iterator[FrameBatch], in_flight: queue.Queue, stop: threading.Event,
-              timers: dict[str, float]) -> None:
+              timers: dict[str, float], prepare: Callable[[FrameBatch], list] | None) -> None:
         """Decode thread: submit batches in order; end with None, or with the exception that stopped it."""
         try:
             while not stop.is_set():
@@ -291,7 +313,7 @@ class FrameProcessor:
                 timers["decode"] += time.perf_counter() - t0
                 if batch is None:
                     break
-                future = self._pool.submit(self._run_ops, batch, timers)
+                future = self._pool.submit(self._run_ops, batch, timers, prepare)
                 while not stop.is_set():
                     try:
                         in_flight.put(future, timeout=0.1)

@@ -57,7 +57,9 @@ def scaled(box: tuple[float, float, float, float], scale: float) -> tuple[int, i
 
 
 def test_faces_are_found_as_centerface_finds_them_and_only_they_are_blurred(tmp_path, face_clip):
-    plain = run_job(tmp_path, face_clip, "plain", "op: identity\ncrf: 0\n")
+    # resize to a size the clip already fits reads every frame as RGB and returns it unchanged: the same RGB
+    # round trip the faces op's frames take (identity would hand the decoded YUV to the encoder untouched)
+    plain = run_job(tmp_path, face_clip, "plain", "op: resize\nmax_size: 8192\ncrf: 0\n")
     faces = run_job(tmp_path, face_clip, "faces",
                     "op: faces\nthreshold: 0.4\nshape: box\nbox_scale: 1.3\nbatch_size: 4\ncrf: 0\n")
 

@@ -184,7 +184,8 @@ def test_max_size_caps_what_the_model_sees_and_keeps_the_frame_size(reference):
     assert out.shape == big.shape
     small = reference.stylize(big, style="7", max_size=64)
     assert small.size == (64, 48)
-    assert level_diff(out, np.asarray(small.resize((160, 120), Image.LANCZOS)))[0] <= 2
+    # the result is scaled back to the frame's size bilinearly, inside the model's graph
+    assert level_diff(out, np.asarray(small.resize((160, 120), Image.BILINEAR)))[0] <= 2
     # a cap the frame already fits in changes nothing
     roomy = stylize(StyleTransferOp(style="7", max_size=160, device="cpu"), big)[0]
     assert level_diff(roomy, multistyle(big, style_weights({7: 1.0})))[0] <= 1

@@ -113,6 +113,13 @@ class Op:
     def teardown(self) -> None:
         """Release what `setup` acquired."""
 
+    def input_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The size at which `process` reads the pixels of width x height frames (`batch.frames_at`), or None
+        when it reads none (timestamps only). framefleet converts the decoded frames to that size ahead, in
+        one pass, and never converts pixels no op reads: an op that says None and passes frames on lets the
+        video go from decoder to encoder without ever becoming RGB."""
+        return width, height
+
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """The size of the frames `process` returns for frames of width x height (ops that resize say so)."""
         return width, height

@@ -25,11 +25,12 @@ def run_chain(ops: Sequence[Op], batch: FrameBatch) -> FrameBatch:
             batch = _apply(op, batch)
         elif mask.any():
             part = _apply(op, batch.subset(mask))
-            frames = batch.frames
             if op.writes_frames:
-                frames = frames.copy()
+                frames = batch.frames.copy()
                 frames[mask] = part.frames
-            merged = batch.with_frames(frames)
+                merged = batch.with_frames(frames)
+            else:
+                merged = batch.copy()
             merged.records = [*batch.records, *part.records]
             batch = merged
     return batch
@@ -61,17 +62,15 @@ def _apply(op: Op, batch: FrameBatch) -> FrameBatch:
     if len(out) != len(batch) or not np.array_equal(out.pts, batch.pts):
         raise OpError(f"op {op.name}: process() must return the frames it was given, with their timestamps "
                       f"(got {len(out)} frames for {len(batch)})")
-    frames = batch.frames
-    if op.writes_frames:
-        height, width = batch.frames.shape[1:3]
-        expected = op.output_size(width, height)
-        if out.frames.shape[1:3] != (expected[1], expected[0]):
-            raise OpError(f"op {op.name}: returned {out.frames.shape[2]}x{out.frames.shape[1]} frames; "
+    result = batch.copy()
+    if op.writes_frames and out is not batch:
+        expected = op.output_size(*batch.size)
+        if out.size != expected:
+            raise OpError(f"op {op.name}: returned {out.size[0]}x{out.size[1]} frames; "
                           f"output_size() says {expected[0]}x{expected[1]}")
-        frames = out.frames
+        result = out.copy()
     new = out.records[len(earlier):] if out.records is batch.records else out.records
     for record in new:
         record["op"] = op.name
-    result = batch.with_frames(frames)
     result.records, result.selected = [*earlier, *new], out.selected
     return result

@@ -15,5 +15,8 @@ class IdentityOp(Op):
     name = "identity"
     batch_size: int = 8
 
+    def input_size(self, width: int, height: int) -> None:
+        return None  # the decoded frames go to the encoder as they are
+
     def process(self, batch: FrameBatch) -> FrameBatch:
         return batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from framefleet.errors import DeviceUnavailableError, OptionError
@@ -50,6 +51,33 @@ def open_session(model: Path | bytes, device: Device) -> ort.InferenceSession:
             "and fell back to the CPU; use --device cpu to run there"
         )
     return session
+
+
+class BoundSession:
+    """A session whose constant inputs are placed on its device once; on CUDA each run binds the host
+    inputs and its first output through IO binding (no per-run device allocations for the constants)."""
+
+    def __init__(self, session: ort.InferenceSession, device: Device, constants: dict[str, np.ndarray]) -> None:
+        self.session = session
+        self._cuda = device.kind == "cuda"
+        self._output = session.get_outputs()[0].name
+        self._constants: dict = (
+            {name: ort.OrtValue.ortvalue_from_numpy(value, "cuda", device.index) for name, value in constants.items()}
+            if self._cuda else dict(constants)
+        )
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The first output for these inputs (plus the constants), as a host array."""
+        if not self._cuda:
+            return self.session.run([self._output], {**feeds, **self._constants})[0]
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        for name, value in self._constants.items():
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output(self._output, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
 
 @dataclass(kw_only=True)

@@ -11,7 +11,7 @@ from PIL import Image, ImageFilter
 from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError
 from framefleet.ops.base import Op
-from framefleet.ops.images import fit_within, resize
+from framefleet.ops.images import fit_within
 
 
 @dataclass(kw_only=True)
@@ -30,6 +30,9 @@ class SampleOp(Op):
         if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not 0 < self.fps < math.inf:
             raise OptionError(f"sample: fps must be a positive number, got {self.fps!r}")
 
+    def input_size(self, width: int, height: int) -> None:
+        return None  # timestamps only
+
     def process(self, batch: FrameBatch) -> FrameBatch:
         times = batch.seconds()
         step = float(1 / batch.frame_rate) if batch.frame_rate else _typical_step(times)
@@ -37,7 +40,7 @@ class SampleOp(Op):
         # quarter frame so that timestamps rounded to the time base's ticks land on the right side.
         end = times + step / 4
         keep = np.floor(end * self.fps) > np.floor((end - step) * self.fps)
-        out = batch.with_frames(batch.frames)
+        out = batch.copy()
         out.selected = keep if batch.selected is None else batch.selected & keep
         return out
 
@@ -64,10 +67,11 @@ class ResizeOp(Op):
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         return fit_within(width, height, self.max_size, even=True)
 
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        return self.output_size(width, height)  # scaled while converting from the decoder's frames
+
     def process(self, batch: FrameBatch) -> FrameBatch:
-        height, width = batch.frames.shape[1:3]
-        w, h = self.output_size(width, height)
-        return batch.with_frames(np.stack([resize(frame, w, h) for frame in batch.frames]))
+        return batch.with_frames(batch.frames_at(*self.output_size(*batch.size)))
 
 
 @dataclass(kw_only=True)

@@ -3,20 +3,23 @@
 Two models, read directly with onnxruntime:
 
 - `multistyle26.onnx`: 26 built-in styles and weighted blends of them. NCHW float input in [0, 1], any
-  height and width (padded here to a multiple of 4 by reflection, as the network downsamples by 4), a
-  26-weight style vector, NCHW output in [0, 1]. Runs at the frame's size unless `max_size` caps it.
+  height and width (padded to a multiple of 4 by reflection, as the network downsamples by 4), a
+  26-weight style vector, NCHW output in [0, 1]. Runs at the frame's size unless `max_size` caps it. It is
+  run wrapped (`ops.fused`): uint8 frames in, uint8 frames out, a whole batch per run, the conversions,
+  padding and the scaling back to the frame's size inside the graph, so on a GPU they run on the GPU.
 - Magenta's arbitrary-style pair: `arbitrary_predict.onnx` turns any painting (256 x 256 NHWC in [0, 1])
   into a 100-number style vector, computed once in `setup`; `arbitrary_transform.onnx` stylizes a fixed
   384 x 384 NHWC frame with it. Frames are fitted into 384 px, reflect-padded, and the result is scaled
   back to the frame's size.
 
-Both models have a fixed batch dimension of 1, so a batch is run frame by frame; parallelism comes from
-running several instances (sessions) side by side.
+The arbitrary-style transform has a fixed batch dimension of 1, so its batches run frame by frame.
+Parallelism comes from running several instances (sessions) side by side.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -25,9 +28,10 @@ from PIL import Image, UnidentifiedImageError
 
 from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError, StyleImageError
+from framefleet.ops import fused
 from framefleet.ops.base import Device, Knob
-from framefleet.ops.images import resize, to_uint8
-from framefleet.ops.onnx_session import OnnxOp, open_session
+from framefleet.ops.images import fit_within, resize, to_uint8
+from framefleet.ops.onnx_session import BoundSession, OnnxOp, open_session
 
 NUM_STYLES = 26
 ARBITRARY_SIZE = 384
@@ -62,6 +66,12 @@ def parse_style(spec: str | int) -> np.ndarray:
     if not np.isfinite(total):  # each weight finite, their sum not (e.g. 3:1e308,4:1e308)
         raise OptionError(f"bad --style {spec!r}: weights are too large; use weights such as 0.5")
     return (weights / total).astype(np.float32)
+
+
+@cache
+def fused_multistyle(resize_output: bool) -> bytes:
+    """multistyle26 taking and returning uint8 frames (built once per process)."""
+    return fused.fuse_uint8(model_path("multistyle26"), image_input="image", resize_output=resize_output)
 
 
 def reflect_pad(values: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -115,6 +125,7 @@ class StyleTransferOp(OnnxOp):
         if self.style_image is not None:
             load_style_image(self.style_image)  # fail now, not on a worker
         self._sessions: dict = {}
+        self._builtin_session: BoundSession | None = None
         self._style_vector: np.ndarray | None = None
 
     def model_files(self) -> list[Path]:
@@ -122,9 +133,17 @@ class StyleTransferOp(OnnxOp):
             return [model_path("arbitrary_predict"), model_path("arbitrary_transform"), Path(self.style_image)]
         return [model_path("multistyle26")]
 
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """The model's input size: the frame's, or capped by `max_size` (then scaled while converting)."""
+        if self.style_image is not None or self.max_size is None:
+            return width, height
+        w, h = fit_within(width, height, self.max_size)
+        return max(MIN_SIDE, w) if w < width else w, max(MIN_SIDE, h) if h < height else h
+
     def setup(self, device: Device) -> None:
         if self.style_image is None:
-            self._sessions["multistyle26"] = open_session(model_path("multistyle26"), device)
+            session = open_session(fused_multistyle(self.max_size is not None), device)
+            self._builtin_session = BoundSession(session, device, constants={"style_weights": self._weights})
             return
         predictor = open_session(model_path("arbitrary_predict"), device)
         self._sessions["arbitrary_transform"] = open_session(model_path("arbitrary_transform"), device)
@@ -132,26 +151,38 @@ class StyleTransferOp(OnnxOp):
 
     def teardown(self) -> None:
         self._sessions.clear()
+        self._builtin_session = None
 
     def process(self, batch: FrameBatch) -> FrameBatch:
-        stylize = self._builtin if self.style_image is None else self._arbitrary
-        out = np.empty_like(batch.frames)
-        for i, frame in enumerate(batch.frames):
-            out[i] = self._blend(stylize(frame), frame)
-        return batch.with_frames(out)
+        if self.style_image is None:
+            styled = self._builtin(batch)
+        else:
+            styled = np.stack([self._arbitrary(frame) for frame in batch.frames])
+        if self.strength < 1.0:
+            styled = np.stack([self._blend(s, f) for s, f in zip(styled, batch.frames)])
+        return batch.with_frames(styled)
 
-    def _builtin(self, frame: np.ndarray) -> np.ndarray:
-        height, width = frame.shape[:2]
-        small = frame
-        if self.max_size is not None and max(height, width) > self.max_size:
-            scale = self.max_size / max(height, width)
-            small = resize(frame, max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
-        h, w = small.shape[:2]
-        values = reflect_pad(small.astype(np.float32) / 255.0, max(MIN_SIDE, -(-h // 4) * 4), max(MIN_SIDE, -(-w // 4) * 4))
-        tensor = np.ascontiguousarray(values.transpose(2, 0, 1)[None])
-        result = self._sessions["multistyle26"].run(None, {"image": tensor, "style_weights": self._weights})[0][0]
-        styled = to_uint8(result[:, :h, :w].transpose(1, 2, 0))
-        return resize(styled, width, height)
+    def _builtin(self, batch: FrameBatch) -> np.ndarray:
+        """The whole batch through the fused model: scaled to the model's size while converting from the
+        decoder's frames, and back to the frame's size inside the graph."""
+        assert self._builtin_session is not None, "setup() was not called"
+        width, height = batch.size
+        w, h = self.input_size(width, height)
+        frames = batch.frames_at(w, h)
+        pads = fused.reflect_pads(h, w, 4, MIN_SIDE)
+        out_size = (height, width)
+        tiny = bool((pads >= (h, w)).any())
+        if tiny:  # smaller than one reflection can pad: pad here, scale back here
+            frames = np.stack([reflect_pad(f, h + int(pads[0]), w + int(pads[1])) for f in frames])
+            pads = np.zeros(2, dtype=np.int64)
+            out_size = frames.shape[1:3]
+        feeds = {fused.FRAMES: np.ascontiguousarray(frames), fused.PADS: pads}
+        if self.max_size is not None:
+            feeds[fused.OUTPUT_SIZE] = np.asarray(out_size, dtype=np.int64)
+        styled = self._builtin_session.run(feeds)
+        if tiny:
+            return np.stack([resize(f[:h, :w], width, height) for f in styled])
+        return np.ascontiguousarray(styled[:, :height, :width])
 
     def _arbitrary(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import posixpath
 import threading
@@ -13,8 +14,11 @@ from typing import BinaryIO, Union
 
 import av
 import av.error
+from av.codec.hwaccel import HWAccel
 
 from framefleet.errors import CorruptVideoError, FramefleetError, InputNotFoundError, NotAVideoError
+
+_log = logging.getLogger(__name__)
 
 # Extensions a user names for video files; an unreadable file with one of these is "corrupt",
 # anything else FFmpeg cannot read is "not a video".
@@ -114,11 +118,19 @@ def check_reads(source: VideoSource) -> None:
         source.check()
 
 
-def open_input(source: VideoSource) -> av.container.InputContainer:
-    """Open a video for reading, or raise a one-line framefleet error."""
+def open_input(source: VideoSource, *, hwaccel: str | None = None) -> av.container.InputContainer:
+    """Open a video for reading, or raise a one-line framefleet error. `hwaccel` ("cuda") decodes on that
+    device where FFmpeg can (frames still arrive in system memory); where it cannot, the video is decoded
+    on the CPU and the reason logged."""
     if isinstance(source, RemoteVideo):
         return _open_remote(source)
     p = Path(source)
+    if hwaccel is not None and p.is_file():
+        try:
+            return _checked(av.open(str(p), mode="r", metadata_errors="replace",
+                                    hwaccel=HWAccel(hwaccel, allow_software_fallback=True)), p)
+        except av.error.FFmpegError as exc:
+            _log.warning("%s: cannot decode on %s (%s); decoding on the CPU", p, hwaccel, exc.strerror or exc)
     if not p.exists():
         raise InputNotFoundError(f"{p}: no such file")
     if p.is_dir():

@@ -1,8 +1,13 @@
-"""Decoding a video stream to batches of RGB frames with their timestamps, whole or one segment."""
+"""Decoding a video stream to batches of frames with their timestamps, whole or one segment.
+
+Batches keep the decoder's frames (`DecodedVideoFrames`): they become RGB only when an op reads them, in
+the op's thread, so conversion runs in parallel with decoding and is skipped where nothing reads pixels.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -14,7 +19,7 @@ from av.video.reformatter import VideoReformatter
 from framefleet.errors import CorruptVideoError, OptionError
 from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream
 from framefleet.batch import FrameBatch
-from framefleet.video.frames import display_matrix, frame_to_rgb
+from framefleet.video.frames import display_matrix, frame_to_rgb, yuv_for_encoder
 from framefleet.video.orientation import Orientation
 
 log = logging.getLogger(__name__)
@@ -34,10 +39,11 @@ class VideoReader:
     B-frames of an open GOP) are skipped by FFmpeg itself, as in the ffmpeg CLI.
     """
 
-    def __init__(self, path: VideoSource, *, video_stream: int | None = None, threads: int = 0) -> None:
+    def __init__(self, path: VideoSource, *, video_stream: int | None = None, threads: int = 0,
+                 hwaccel: str | None = None) -> None:
         self.path = str(path)
         self._source = path
-        self._container = open_input(path)
+        self._container = open_input(path, hwaccel=hwaccel)
         self._stream = select_video_stream(self._container, video_stream)
         self._stream.thread_type = "AUTO"
         self._stream.codec_context.thread_count = threads
@@ -55,6 +61,11 @@ class VideoReader:
         With a start, the reader seeks to the keyframe at or before it and drops the frames before it,
         so consecutive segments [a, b), [b, c) yield each frame exactly once.
         """
+        for pts, frame in self._decoded(start_pts, end_pts):
+            yield pts, self._to_rgb(frame)
+
+    def _decoded(self, start_pts: int | None, end_pts: int | None) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(pts, decoded frame) for the frames of `frames()`."""
         if start_pts is not None:
             self._container.seek(start_pts, stream=self._stream, backward=True, any_frame=False)
         elif self._used:  # read before: go back to the start rather than go on from where that read stopped
@@ -72,7 +83,9 @@ class VideoReader:
                     check_reads(self._source)
                     return
                 previous = pts
-                yield pts, self._to_rgb(frame)
+                if self.orientation is None:
+                    self.orientation = Orientation.from_display_matrix(display_matrix(frame))
+                yield pts, frame
         except av.error.FFmpegError as exc:
             check_reads(self._source)
             raise CorruptVideoError(
@@ -88,11 +101,11 @@ class VideoReader:
         """Group `frames()` into `FrameBatch`es of at most `batch_size` frames."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        pixels: list[np.ndarray] = []
+        pixels: list[av.VideoFrame] = []
         stamps: list[int] = []
         index = 0
-        for pts, rgb in self.frames(start_pts, end_pts):
-            pixels.append(rgb)
+        for pts, frame in self._decoded(start_pts, end_pts):
+            pixels.append(frame)
             stamps.append(pts)
             if len(pixels) == batch_size:
                 yield self._batch(pixels, stamps, index)
@@ -101,9 +114,10 @@ class VideoReader:
         if pixels:
             yield self._batch(pixels, stamps, index)
 
-    def _batch(self, pixels: list[np.ndarray], stamps: list[int], index: int) -> FrameBatch:
-        return FrameBatch(np.stack(pixels), np.asarray(stamps, dtype=np.int64), index, time_base=self.time_base,
-                          frame_rate=self.frame_rate)
+    def _batch(self, pixels: list[av.VideoFrame], stamps: list[int], index: int) -> FrameBatch:
+        assert self.orientation is not None
+        return FrameBatch(None, np.asarray(stamps, dtype=np.int64), index, time_base=self.time_base,
+                          frame_rate=self.frame_rate, decoded=DecodedVideoFrames(pixels, self.orientation))
 
     def frame_at(self, seconds: float) -> np.ndarray:
         """The first frame shown at or after `seconds` from the stream's start."""
@@ -132,6 +146,52 @@ class VideoReader:
         return pts
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        if self.orientation is None:
-            self.orientation = Orientation.from_display_matrix(display_matrix(frame))
+        assert self.orientation is not None
         return self.orientation.apply(frame_to_rgb(frame, self._reformatter))
+
+
+_local = threading.local()
+
+
+def _thread_reformatter() -> VideoReformatter:
+    """This thread's swscale context holder (each op thread converts its own batches)."""
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        reformatter = _local.reformatter = VideoReformatter()
+    return reformatter
+
+
+class DecodedVideoFrames:
+    """A batch's frames as the decoder made them (YUV, NV12 from a hardware decoder, ...), turned into RGB,
+    scaled or handed to the encoder unchanged only when asked (implements `batch.DecodedFrames`)."""
+
+    def __init__(self, frames: list[av.VideoFrame], orientation: Orientation) -> None:
+        self.frames = frames
+        self.orientation = orientation
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.orientation.display_size(self.frames[0].width, self.frames[0].height)
+
+    def rgb(self, width: int, height: int) -> np.ndarray:
+        coded = (height, width) if self.orientation.transpose else (width, height)
+        out = np.empty((len(self.frames), height, width, 3), dtype=np.uint8)
+        reformatter = _thread_reformatter()
+        for i, frame in enumerate(self.frames):
+            out[i] = self.orientation.apply(frame_to_rgb(frame, reformatter, *coded))
+        return out
+
+    def subset(self, mask: np.ndarray) -> DecodedVideoFrames:
+        return DecodedVideoFrames([f for f, keep in zip(self.frames, mask) if keep], self.orientation)
+
+    def for_encoder(self, pix_fmt: str, colorspace: int) -> list[av.VideoFrame] | None:
+        """The frames in the encoder's format, converted YUV to YUV where needed (no RGB); None when they
+        must go through RGB instead (a rotation to apply, or an odd size to pad)."""
+        first = self.frames[0]
+        if not self.orientation.is_identity or first.width % 2 or first.height % 2:
+            return None
+        reformatter = _thread_reformatter()
+        return [yuv_for_encoder(frame, pix_fmt, colorspace, reformatter) for frame in self.frames]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
-from av.video.reformatter import VideoReformatter
+from av.video.frame import PictureType
+from av.video.reformatter import Interpolation, VideoReformatter
 
 # FFmpeg enum values (AVColorSpace / AVColorRange), as PyAV reports them.
 COLORSPACE_BT709 = 1
@@ -31,21 +32,43 @@ def effective_colorspace(colorspace: int, height: int) -> int:
     return COLORSPACE_BT709 if height >= 720 else COLORSPACE_BT601
 
 
-def frame_to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
-    """Decode-side conversion to H x W x 3 uint8 RGB, honouring the frame's matrix and range.
+def source_range(frame: av.VideoFrame) -> int:
+    """The frame's colour range (full for JPEG-style yuvj formats, else as tagged, limited by default)."""
+    return RANGE_FULL if frame.color_range == RANGE_FULL or frame.format.name.startswith("yuvj") else RANGE_LIMITED
+
+
+def frame_to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter, width: int | None = None,
+                 height: int | None = None) -> np.ndarray:
+    """Decode-side conversion to H x W x 3 uint8 RGB, honouring the frame's matrix and range; scaled to
+    width x height in the same pass when given (Lanczos, for downscaling without aliasing).
 
     Pass the same `reformatter` for every frame of a stream: it keeps FFmpeg's conversion context."""
-    if frame.format.name == "rgb24":
+    scaled = (width or frame.width, height or frame.height) != (frame.width, frame.height)
+    if frame.format.name == "rgb24" and not scaled:
         return frame.to_ndarray()
-    src_range = RANGE_FULL if frame.color_range == RANGE_FULL or frame.format.name.startswith("yuvj") else RANGE_LIMITED
     rgb = reformatter.reformat(
         frame,
+        width=width,
+        height=height,
         format="rgb24",
         src_colorspace=effective_colorspace(int(frame.colorspace), frame.height),
-        src_color_range=src_range,
+        src_color_range=source_range(frame),
         dst_color_range=RANGE_FULL,
+        interpolation=Interpolation.LANCZOS if scaled else None,
     )
     return rgb.to_ndarray()
+
+
+def yuv_for_encoder(frame: av.VideoFrame, pix_fmt: str, colorspace: int, reformatter: VideoReformatter) -> av.VideoFrame:
+    """A decoded frame ready for an encoder of `pix_fmt` tagged `colorspace`, limited range: the frame itself
+    when it already is (no copy, no conversion), else one swscale pass YUV to YUV (never through RGB)."""
+    src_colorspace = effective_colorspace(int(frame.colorspace), frame.height)
+    src_range = source_range(frame)
+    if frame.format.name != pix_fmt or src_range != RANGE_LIMITED or src_colorspace != colorspace:
+        frame = reformatter.reformat(frame, format=pix_fmt, src_colorspace=src_colorspace, dst_colorspace=colorspace,
+                                     src_color_range=src_range, dst_color_range=RANGE_LIMITED)
+    frame.pict_type = PictureType.NONE  # the decoder's I/P/B type would force the encoder's choice
+    return frame
 
 
 def rgb_to_frame(rgb: np.ndarray, *, pix_fmt: str, colorspace: int, reformatter: VideoReformatter) -> av.VideoFrame:
