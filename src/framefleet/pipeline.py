@@ -88,6 +88,8 @@ class Pipeline:
             ops = (build_op(values, source=source, extra_keys=_ENCODE_KEYS | _PIPELINE_KEYS - {"op"}),)
         else:
             ops = _build_steps(steps, values, source)
+        if "codec" not in encode_values and any(op.device == "cuda" for op in ops):
+            encode_values["codec"] = "auto"  # the GPU's encoder too, where it opens
         try:
             encode = EncodeOptions(**encode_values)
             if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, (int, float)):

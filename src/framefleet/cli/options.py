@@ -22,6 +22,9 @@ MaxSize = Annotated[Optional[int], typer.Option(help="Longest side the model see
 Device = Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (default auto).")]
 BatchSize = Annotated[Optional[int], typer.Option(help="Frames per model call (default 4).")]
 Crf = Annotated[Optional[int], typer.Option(help="H.264 quality: 0-51, lower is better (default 20).")]
+Codec = Annotated[Optional[str], typer.Option(
+    help="Video encoder: libx264 (default), libx265, h264_nvenc, hevc_nvenc, or auto (h264_nvenc where it opens, "
+         "else libx264; the default with --device cuda).")]
 Preset = Annotated[Optional[str], typer.Option(help=f"x264 preset (default veryfast): {', '.join(PRESETS)}.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]

@@ -39,6 +39,7 @@ def stylize(
     sessions: Annotated[Optional[int], typer.Option(help="Model sessions run in parallel (default: one per core on CPU, 1 on GPU).")] = None,
     crf: options.Crf = None,
     preset: options.Preset = None,
+    codec: options.Codec = None,
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")] = False,
     storage_options: options.StorageOptions = None,
@@ -60,7 +61,7 @@ def stylize(
                 raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
         pipeline = Pipeline.from_options(
             dict(style=style, style_image=str(style_image) if style_image else None, strength=strength,
-                 max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset),
+                 max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset, codec=codec),
             source="options",
         )
         info = probe(source, keyframes=False, video_stream=video_stream)
