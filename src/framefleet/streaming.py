@@ -88,6 +88,10 @@ class StreamResult:
     carried: list[CarriedStream] = field(default_factory=list)
     records: int = 0
     """Records the ops wrote (0 when no records file was asked for)."""
+    decoder: str = "cpu"
+    """Where the video was decoded: cpu, or cuda (NVDEC)."""
+    encoder: str = ""
+    """The video encoder used (libx264, h264_nvenc, ...; empty when no video was written)."""
 
     @property
     def fps(self) -> float:
@@ -239,6 +243,8 @@ class FrameProcessor:
             device=self.plan.device.kind,
             carried=writer.carried if writer is not None else [],
             records=recorder.rows if recorder is not None else 0,
+            decoder=reader.decoder,
+            encoder=writer.codec if writer is not None else "",
         )
 
     def _writer(self, source: VideoSource, output: str | os.PathLike[str] | None, info: VideoInfo,

@@ -183,6 +183,8 @@ def _result_dict(result: StreamResult) -> dict[str, Any]:
         "encode_seconds": round(result.encode_seconds, 3),
         "sessions": result.sessions,
         "device": result.device,
+        "decoder": result.decoder,
+        "encoder": result.encoder,
         "streams": [vars(c) for c in result.carried],
     }
 

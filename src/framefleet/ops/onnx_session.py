@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,8 @@ import onnxruntime as ort
 
 from framefleet.errors import DeviceUnavailableError, OptionError
 from framefleet.ops.base import Device, DeviceKind, Op, Resources
+
+log = logging.getLogger(__name__)
 
 _PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -41,6 +45,7 @@ def open_session(model: Path | bytes, device: Device) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if device.kind == "cuda":
+        _load_cuda_libraries()
         providers: list = [(_PROVIDERS["cuda"], {"device_id": device.index}), _PROVIDERS["cpu"]]
     else:
         providers = [_PROVIDERS["cpu"]]
@@ -78,6 +83,18 @@ class BoundSession:
         binding.bind_output(self._output, "cpu")
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+
+@cache
+def _load_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from NVIDIA's pip wheels when they are installed (as `onnxruntime-gpu[cuda,cudnn]`
+    or beside PyTorch), so no LD_LIBRARY_PATH is needed; system libraries are used otherwise."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # noqa: BLE001 - the session then reports what is missing
+            log.info("onnxruntime could not preload the CUDA libraries: %s", exc)
 
 
 @dataclass(kw_only=True)

@@ -45,6 +45,7 @@ class VideoReader:
         self._source = path
         self._container = open_input(path, hwaccel=hwaccel)
         self._stream = select_video_stream(self._container, video_stream)
+        self._hwaccel = hwaccel
         self._stream.thread_type = "AUTO"
         self._stream.codec_context.thread_count = threads
         self.time_base = Fraction(self._stream.time_base)
@@ -54,6 +55,11 @@ class VideoReader:
         self.orientation: Orientation | None = None
         self._reformatter = VideoReformatter()
         self._used = False
+
+    @property
+    def decoder(self) -> str:
+        """Where frames are decoded: the hardware device (cuda: NVDEC) or cpu."""
+        return self._hwaccel if self._hwaccel and self._stream.codec_context.is_hwaccel else "cpu"
 
     def frames(self, start_pts: int | None = None, end_pts: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (pts, H x W x 3 RGB) for every frame with start_pts <= pts < end_pts (None = open).
