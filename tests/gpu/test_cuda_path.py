@@ -43,7 +43,7 @@ def test_a_batch_on_cuda_matches_frame_by_frame_and_the_cpu():
     cpu = StyleTransferOp(style="7", device="cpu")
     cpu.setup(Device())
     on_cpu = cpu.process(batch).frames
-    assert np.abs(whole.astype(int) - single).max() <= 1
+    assert np.abs(whole.astype(int) - single).max() <= 2  # cuDNN picks other kernels for other batch sizes
     assert np.abs(whole.astype(int) - on_cpu).mean() < 1.0
 
 
@@ -75,7 +75,6 @@ def test_nvdec_decodes_the_same_frames_as_the_cpu(clip):
     with VideoReader(clip) as cpu, VideoReader(clip, hwaccel="cuda") as gpu:
         on_cpu = list(cpu.frames())
         on_gpu = list(gpu.frames())
-        decoder = gpu.decoder
+        assert gpu.decoder == "cuda"
     assert [pts for pts, _ in on_gpu] == [pts for pts, _ in on_cpu]
-    assert max(media_checks.mean_abs_diff(a, b) for (_, a), (_, b) in zip(on_cpu, on_gpu)) < 2.0
-    print("decoder:", decoder)
+    assert max(media_checks.mean_abs_diff(a, b) for (_, a), (_, b) in zip(on_cpu, on_gpu)) < 0.5

@@ -19,7 +19,7 @@ from av.video.reformatter import VideoReformatter
 from framefleet.errors import CorruptVideoError, OptionError
 from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream
 from framefleet.batch import FrameBatch
-from framefleet.video.frames import display_matrix, frame_to_rgb, yuv_for_encoder
+from framefleet.video.frames import COLORSPACE_UNSPECIFIED, display_matrix, frame_to_rgb, yuv_for_encoder
 from framefleet.video.orientation import Orientation
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class VideoReader:
         self._source = path
         self._container = open_input(path, hwaccel=hwaccel)
         self._stream = select_video_stream(self._container, video_stream)
-        self._hwaccel = hwaccel
+        self._hwaccel = hwaccel if hwaccel and self._stream.codec_context.is_hwaccel else None
         self._stream.thread_type = "AUTO"
         self._stream.codec_context.thread_count = threads
         self.time_base = Fraction(self._stream.time_base)
@@ -53,13 +53,15 @@ class VideoReader:
         self.frame_rate = Fraction(rate)
         self._default_step = max(1, round(1 / (Fraction(rate) * self.time_base)))
         self.orientation: Orientation | None = None
+        if self._hwaccel:  # frames downloaded from the GPU carry no side data: take the CPU decode's display matrix
+            self.orientation = _first_frame_orientation(path, self._stream.index)
         self._reformatter = VideoReformatter()
         self._used = False
 
     @property
     def decoder(self) -> str:
         """Where frames are decoded: the hardware device (cuda: NVDEC) or cpu."""
-        return self._hwaccel if self._hwaccel and self._stream.codec_context.is_hwaccel else "cpu"
+        return self._hwaccel or "cpu"
 
     def frames(self, start_pts: int | None = None, end_pts: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (pts, H x W x 3 RGB) for every frame with start_pts <= pts < end_pts (None = open).
@@ -89,6 +91,8 @@ class VideoReader:
                     check_reads(self._source)
                     return
                 previous = pts
+                if self._hwaccel:  # downloaded frames lose the stream's colour tags: put them back
+                    _copy_colour_tags(frame, self._stream.codec_context)
                 if self.orientation is None:
                     self.orientation = Orientation.from_display_matrix(display_matrix(frame))
                 yield pts, frame
@@ -156,6 +160,21 @@ class VideoReader:
         return self.orientation.apply(frame_to_rgb(frame, self._reformatter))
 
 
+def _first_frame_orientation(path: VideoSource, index: int) -> Orientation:
+    """The display orientation of a video's first frame, decoded on the CPU."""
+    with open_input(path) as container:
+        for frame in container.decode(container.streams[index]):
+            return Orientation.from_display_matrix(display_matrix(frame))
+    return Orientation()
+
+
+def _copy_colour_tags(frame: av.VideoFrame, context: av.video.codeccontext.VideoCodecContext) -> None:
+    if frame.colorspace == COLORSPACE_UNSPECIFIED:
+        frame.colorspace = context.colorspace
+    if frame.color_range == 0:
+        frame.color_range = context.color_range
+
+
 _local = threading.local()
 
 
@@ -187,7 +206,7 @@ class DecodedVideoFrames:
         out = np.empty((len(self.frames), height, width, 3), dtype=np.uint8)
         reformatter = _thread_reformatter()
         for i, frame in enumerate(self.frames):
-            out[i] = self.orientation.apply(frame_to_rgb(frame, reformatter, *coded))
+            out[i] = self.orientation.apply(frame_to_rgb(frame, reformatter, *coded, threads=1))
         return out
 
     def subset(self, mask: np.ndarray) -> DecodedVideoFrames:
@@ -200,4 +219,4 @@ class DecodedVideoFrames:
         if not self.orientation.is_identity or first.width % 2 or first.height % 2:
             return None
         reformatter = _thread_reformatter()
-        return [yuv_for_encoder(frame, pix_fmt, colorspace, reformatter) for frame in self.frames]
+        return [yuv_for_encoder(frame, pix_fmt, colorspace, reformatter, threads=1) for frame in self.frames]

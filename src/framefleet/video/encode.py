@@ -201,7 +201,8 @@ class VideoWriter:
         return stream
 
     def prepare(self, batch: FrameBatch) -> list[av.VideoFrame]:
-        """The batch's frames as the encoder takes them, timestamps set; safe to call from several threads.
+        """The batch's frames as the encoder takes them, timestamps set; safe to call from several threads
+        (each converts on one thread: the callers run side by side).
 
         Frames whose pixels no op read are the decoder's own (YUV to YUV at most); others are converted
         from RGB (H x W x 3 uint8 at the writer's size before even-padding)."""
@@ -213,7 +214,7 @@ class VideoWriter:
             frames = batch.decoded.for_encoder(self._stream.pix_fmt, self._format.colorspace)
         if frames is None:
             frames = [rgb_to_frame(self._pad_even(rgb), pix_fmt=self._stream.pix_fmt,
-                                   colorspace=self._format.colorspace, reformatter=reformatter)
+                                   colorspace=self._format.colorspace, reformatter=reformatter, threads=1)
                       for rgb in batch.frames]
         for frame, pts in zip(frames, batch.pts):
             frame.pts = int(pts) - self._offset_pts

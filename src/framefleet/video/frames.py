@@ -10,6 +10,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 # FFmpeg enum values (AVColorSpace / AVColorRange), as PyAV reports them.
 COLORSPACE_BT709 = 1
+COLORSPACE_UNSPECIFIED = 2
 COLORSPACE_BT601 = 5
 RANGE_LIMITED = 1
 RANGE_FULL = 2
@@ -38,9 +39,10 @@ def source_range(frame: av.VideoFrame) -> int:
 
 
 def frame_to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter, width: int | None = None,
-                 height: int | None = None) -> np.ndarray:
+                 height: int | None = None, *, threads: int = 0) -> np.ndarray:
     """Decode-side conversion to H x W x 3 uint8 RGB, honouring the frame's matrix and range; scaled to
-    width x height in the same pass when given (Lanczos, for downscaling without aliasing).
+    width x height in the same pass when given (Lanczos, for downscaling without aliasing). `threads`: 1 in
+    threads that already run side by side, 0 (swscale chooses) elsewhere.
 
     Pass the same `reformatter` for every frame of a stream: it keeps FFmpeg's conversion context."""
     scaled = (width or frame.width, height or frame.height) != (frame.width, frame.height)
@@ -55,23 +57,26 @@ def frame_to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter, width: int
         src_color_range=source_range(frame),
         dst_color_range=RANGE_FULL,
         interpolation=Interpolation.LANCZOS if scaled else None,
+        threads=threads,
     )
     return rgb.to_ndarray()
 
 
-def yuv_for_encoder(frame: av.VideoFrame, pix_fmt: str, colorspace: int, reformatter: VideoReformatter) -> av.VideoFrame:
+def yuv_for_encoder(frame: av.VideoFrame, pix_fmt: str, colorspace: int, reformatter: VideoReformatter, *,
+                    threads: int = 0) -> av.VideoFrame:
     """A decoded frame ready for an encoder of `pix_fmt` tagged `colorspace`, limited range: the frame itself
     when it already is (no copy, no conversion), else one swscale pass YUV to YUV (never through RGB)."""
     src_colorspace = effective_colorspace(int(frame.colorspace), frame.height)
     src_range = source_range(frame)
     if frame.format.name != pix_fmt or src_range != RANGE_LIMITED or src_colorspace != colorspace:
         frame = reformatter.reformat(frame, format=pix_fmt, src_colorspace=src_colorspace, dst_colorspace=colorspace,
-                                     src_color_range=src_range, dst_color_range=RANGE_LIMITED)
+                                     src_color_range=src_range, dst_color_range=RANGE_LIMITED, threads=threads)
     frame.pict_type = PictureType.NONE  # the decoder's I/P/B type would force the encoder's choice
     return frame
 
 
-def rgb_to_frame(rgb: np.ndarray, *, pix_fmt: str, colorspace: int, reformatter: VideoReformatter) -> av.VideoFrame:
+def rgb_to_frame(rgb: np.ndarray, *, pix_fmt: str, colorspace: int, reformatter: VideoReformatter,
+                 threads: int = 0) -> av.VideoFrame:
     """Encode-side conversion of H x W x 3 uint8 RGB to a limited-range YUV frame with `colorspace`."""
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
     return reformatter.reformat(
@@ -81,4 +86,5 @@ def rgb_to_frame(rgb: np.ndarray, *, pix_fmt: str, colorspace: int, reformatter:
         dst_colorspace=colorspace,
         src_color_range=RANGE_FULL,
         dst_color_range=RANGE_LIMITED,
+        threads=threads,
     )
