@@ -78,9 +78,9 @@ class StreamResult:
     height: int
     seconds: float
     decode_seconds: float
-    """Time the decode thread spent decoding and converting (overlapped with the rest)."""
+    """Time spent decoding, and converting frames to what the first op reads (summed over threads)."""
     ops_seconds: float
-    """Time summed over op instances (they run in parallel)."""
+    """Time summed over op instances while they ran (they run in parallel; waits for one not counted)."""
     encode_seconds: float
     """Time spent converting frames for the encoder, encoding and muxing, including carried streams."""
     sessions: int
@@ -298,16 +298,19 @@ class FrameProcessor:
         size = first.input_size(*batch.size) if first.when is None else None
         if size is not None:  # convert before taking a session, so conversions overlap the model's runs
             batch.frames_at(*size)
+        t1 = time.perf_counter()
         chain = self._instances.get()
+        t2 = time.perf_counter()
         try:
             batch = run_chain(chain, batch)
         finally:
-            t1 = time.perf_counter()
+            t3 = time.perf_counter()
             self._instances.put(chain)
         prepared = prepare(batch) if prepare is not None else []
         with self._lock:
-            timers["ops"] += t1 - t0
-            timers["encode"] += time.perf_counter() - t1
+            timers["decode"] += t1 - t0
+            timers["ops"] += t3 - t2
+            timers["encode"] += time.perf_counter() - t3
         return batch, prepared
 
     def _feed(self, batches: Iterator[FrameBatch], in_flight: queue.Queue, stop: threading.Event,

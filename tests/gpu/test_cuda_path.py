@@ -77,4 +77,6 @@ def test_nvdec_decodes_the_same_frames_as_the_cpu(clip):
         on_gpu = list(gpu.frames())
         assert gpu.decoder == "cuda"
     assert [pts for pts, _ in on_gpu] == [pts for pts, _ in on_cpu]
-    assert max(media_checks.mean_abs_diff(a, b) for (_, a), (_, b) in zip(on_cpu, on_gpu)) < 0.5
+    # the same pictures: about 1 level apart on average on an H200 (NV12 reaches RGB through another swscale
+    # path; a wrong matrix, orientation or frame would be several levels off)
+    assert max(media_checks.mean_abs_diff(a, b) for (_, a), (_, b) in zip(on_cpu, on_gpu)) < 1.5
