@@ -9,7 +9,7 @@ H.264 + AAC; no ffmpeg CLI needed) and runs, alternating, each contender `--repe
 - `gpu stylize`: `process_video(...)` with the op on CUDA (batch 8) and `codec: auto` (NVENC where it
   opens): framefleet as a user runs `framefleet stylize --device cuda`, set-up included.
 - `gpu stylize, libx264` / `gpu stylize, NVDEC` / `gpu stylize, 2 sessions`: one change each.
-- `cpu stylize`: the same on the CPU (one session per core), on the first `--cpu-frames` frames only.
+- `cpu stylize`: the same on the CPU (one session per core), on a clip of `--cpu-frames` frames only.
 
 Prints one table (median fps, the fraction of the ceiling, GPU over CPU) and writes JSON. Timings never go
 into tests. `benchmarks/gpu_check.sh` runs it after the GPU tests.
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="360p,720p,1080p")
     parser.add_argument("--frames", type=int, default=250, help="frames per clip (default 250: 10 s at 25 fps)")
-    parser.add_argument("--cpu-frames", type=int, default=40, help="frames the CPU contender stylizes")
+    parser.add_argument("--cpu-frames", type=int, default=64,
+                        help="frames the CPU contender stylizes (enough to keep every core's session busy)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--style", default="7")
     parser.add_argument("--contenders", default=None, help="semicolon-separated subset of the rows (default: all)")

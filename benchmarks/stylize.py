@@ -66,9 +66,9 @@ ENCODE = EncodeOptions()  # framefleet's defaults: libx264, veryfast, crf 20, yu
 
 # Targets (see /work/shared/BENCHMARKS.md): fraction of the ceiling, speed-up over naive by height,
 # fraction of the ffmpeg CLI's transcode rate.
-TARGET_OF_CEILING = 0.85
-TARGET_OVER_NAIVE = {360: 1.6, 720: 1.3}
-TARGET_OF_FFMPEG = 0.9
+TARGET_OF_CEILING = 0.95
+TARGET_OVER_NAIVE = {360: 2.0, 720: 1.3}
+TARGET_OF_FFMPEG = 1.0
 
 CONTENDERS = (
     "ceiling",
