@@ -8,6 +8,7 @@ One op:
     max_size: 720
     crf: 20
     segment_seconds: 20
+    temporal: blend      # flow-guided blending against flicker (none: each frame on its own)
 
 Several ops run in order as `steps`, each a mapping with its `op` and parameters; `when: NAME` makes a
 step run only on the frames an earlier op of that name wrote records about:
@@ -40,11 +41,12 @@ from framefleet.errors import OptionError
 from framefleet.ops import Op
 from framefleet.ops.registry import is_builtin, resolve_op
 from framefleet.ops.simple import SampleOp
+from framefleet.temporal import check_mode
 from framefleet.video import EncodeOptions
 from framefleet.yaml_files import read_yaml_mapping
 
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
-_PIPELINE_KEYS = {"op", "steps", "segment_seconds"}
+_PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal"}
 _ALL_STEPS_KEYS = {"device"}
 """Options given beside `steps` that apply to every step (device: every step that can use a GPU); any other
 goes to the first step that takes it."""
@@ -58,12 +60,16 @@ class Pipeline:
     encode: EncodeOptions = field(default_factory=EncodeOptions)
     segment_seconds: float = 20.0
     """Videos longer than this are split at keyframes into segments of at least this length."""
+    temporal: str = "none"
+    """none, or blend: each output frame blended with the previous one moved along the input's motion
+    (`framefleet.temporal`), which removes the flicker of models that see one frame at a time."""
 
     def __post_init__(self) -> None:
         if not self.ops:
             raise OptionError("a pipeline needs at least one op")
         if not self.segment_seconds > 0:
             raise OptionError(f"segment_seconds must be positive, got {self.segment_seconds}")
+        check_mode(self.temporal)
         _check_steps(self.ops)
 
     @property
@@ -84,6 +90,7 @@ class Pipeline:
         steps = values.pop("steps", None)
         encode_values = {key: values.pop(key) for key in list(values) if key in _ENCODE_KEYS}
         segment_seconds = values.pop("segment_seconds", 20.0)
+        temporal = values.pop("temporal", "none")
         if steps is None:
             ops = (build_op(values, source=source, extra_keys=_ENCODE_KEYS | _PIPELINE_KEYS - {"op"}),)
         else:
@@ -97,7 +104,7 @@ class Pipeline:
         except (TypeError, ValueError) as exc:
             raise OptionError(f"{source}: {exc}") from None
         try:
-            return cls(ops=ops, encode=encode, segment_seconds=float(segment_seconds))
+            return cls(ops=ops, encode=encode, segment_seconds=float(segment_seconds), temporal=temporal)
         except OptionError as exc:
             raise OptionError(f"{source}: {exc}") from None
 
@@ -112,7 +119,8 @@ class Pipeline:
         """Rebuild a pipeline from `spec()` (as stored in a job's ledger or a plan); `overrides` (flag-named
         options) win over it: `device` for every step, any other op option for the first step taking it."""
         return cls.from_options({"steps": [dict(params) for params in spec["ops"]], **spec["encode"],
-                                 "segment_seconds": spec["segment_seconds"], **(overrides or {})}, source=source)
+                                 "segment_seconds": spec["segment_seconds"], "temporal": spec.get("temporal", "none"),
+                                 **(overrides or {})}, source=source)
 
     def for_worker(self, threads: int) -> Pipeline:
         """This pipeline as one of several workers runs it: the encoder gets the worker's share of the cores
@@ -127,6 +135,7 @@ class Pipeline:
             "ops": [op.params() for op in self.ops],
             "encode": dataclasses.asdict(self.encode),
             "segment_seconds": self.segment_seconds,
+            "temporal": self.temporal,
         }
 
     def fingerprint(self) -> str:
@@ -137,6 +146,8 @@ class Pipeline:
             "encode": dataclasses.asdict(self.encode),
             "framefleet": __version__,
         }
+        if self.temporal != "none":  # (absent when off, so earlier jobs keep their fingerprints)
+            identity["temporal"] = self.temporal
         user_code = {op.params()["op"]: _source_sha256(type(op)) for op in self.ops if not is_builtin(type(op))}
         if user_code:
             identity["code"] = user_code

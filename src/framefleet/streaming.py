@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+
 from framefleet.batch import FrameBatch
 from framefleet.errors import CorruptVideoError, OptionError, OutputError
 from framefleet.ops.base import Device, Op
 from framefleet.ops.chain import chain_output_size, run_chain
 from framefleet.records import RecordsWriter
+from framefleet.temporal import TemporalBlend, check_mode, flow_size
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
@@ -126,17 +129,19 @@ def process_video(
     progress: ProgressCallback | None = None,
     records: str | os.PathLike[str] | None = None,
     hw_decode: bool = False,
+    temporal: str = "none",
 ) -> StreamResult:
     """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
     subtitles and data streams, and the ops' records to the Parquet file `records`; either may be None.
     With `hw_decode`, a video whose ops run on CUDA is decoded there too (NVDEC; measured slower than the
-    CPU's threaded decoder on a 16-core GPU machine, hence off by default).
+    CPU's threaded decoder on a 16-core GPU machine, hence off by default). `temporal="blend"` removes
+    flicker (`framefleet.temporal`).
     Raises framefleet errors for bad input and output."""
     info = probe(source, keyframes=False, video_stream=video_stream)
     for target in (output, records):
         if target is not None:
             check_output_path(source, Path(target))
-    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode) as processor:
+    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode, temporal=temporal) as processor:
         return processor.run(source, output, encode=encode, info=info, progress=progress, records=records)
 
 
@@ -147,8 +152,10 @@ class FrameProcessor:
     """
 
     def __init__(self, ops: Sequence[Op], *, sessions: int | None = None, threads: int | None = None,
-                 hw_decode: bool = False) -> None:
+                 hw_decode: bool = False, temporal: str = "none") -> None:
         self.ops = list(ops)
+        self.temporal = check_mode(temporal)
+        """none, or blend: outputs blended along the input's motion, in order (a segment starts afresh)."""
         self.plan = Parallelism.choose(self.ops, sessions, threads)
         self.hwaccel = "cuda" if hw_decode and self.plan.device.kind == "cuda" else None
         """Where videos are decoded: NVDEC when asked and the ops run on CUDA (else, or where it cannot, the CPU)."""
@@ -213,9 +220,14 @@ class FrameProcessor:
         with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel) as reader, self._writer(
                 source, output, info, (width, height), encode, carry) as writer:
             batches = reader.batches(max(op.batch_size for op in self.ops), start_pts, end_pts)
-            prepare = writer.prepare if writer is not None else None
-            for batch, prepared in self._overlapped(batches, timers, prepare):
+            blend = (TemporalBlend() if self.temporal == "blend" and writer is not None
+                     and any(op.writes_frames for op in self.ops) else None)
+            prepare = writer.prepare if writer is not None and blend is None else None
+            for batch, prepared, motion in self._overlapped(batches, timers, prepare, blend is not None):
                 t0 = time.perf_counter()
+                if blend is not None and writer is not None:  # in decode order, before the encoder's conversion
+                    batch = batch.with_frames(blend(motion, batch.frames))
+                    prepared = writer.prepare(batch)
                 if writer is not None:
                     writer.write_prepared(prepared)
                 if recorder is not None:
@@ -274,12 +286,15 @@ class FrameProcessor:
         )
 
     def _overlapped(self, batches: Iterator[FrameBatch], timers: dict[str, float],
-                    prepare: Callable[[FrameBatch], list] | None) -> Iterator[tuple[FrameBatch, list]]:
-        """Yield processed batches in order, with their frames made ready for the encoder by `prepare`,
-        while a thread decodes ahead and sessions run in parallel."""
+                    prepare: Callable[[FrameBatch], list] | None,
+                    motion: bool) -> Iterator[tuple[FrameBatch, list, np.ndarray | None]]:
+        """Yield processed batches in order, with their frames made ready for the encoder by `prepare` and,
+        with `motion`, the input frames at the size flow is estimated at, while a thread decodes ahead and
+        sessions run in parallel."""
         in_flight: queue.Queue[Future | BaseException | None] = queue.Queue(maxsize=2 * self._threads + 1)
         stop = threading.Event()
-        feeder = threading.Thread(target=self._feed, args=(batches, in_flight, stop, timers, prepare), daemon=True)
+        feeder = threading.Thread(target=self._feed, args=(batches, in_flight, stop, timers, prepare, motion),
+                                  daemon=True)
         feeder.start()
         try:
             while (item := in_flight.get()) is not None:
@@ -291,13 +306,14 @@ class FrameProcessor:
             _drain(in_flight)
             feeder.join()
 
-    def _run_ops(self, batch: FrameBatch, timers: dict[str, float],
-                 prepare: Callable[[FrameBatch], list] | None) -> tuple[FrameBatch, list]:
+    def _run_ops(self, batch: FrameBatch, timers: dict[str, float], prepare: Callable[[FrameBatch], list] | None,
+                 motion: bool) -> tuple[FrameBatch, list, np.ndarray | None]:
         t0 = time.perf_counter()
         first = self.ops[0]
         size = first.input_size(*batch.size) if first.when is None else None
         if size is not None:  # convert before taking a session, so conversions overlap the model's runs
             batch.frames_at(*size)
+        small = batch.frames_at(*flow_size(*batch.size)) if motion else None
         t1 = time.perf_counter()
         chain = self._instances.get()
         t2 = time.perf_counter()
@@ -311,10 +327,10 @@ class FrameProcessor:
             timers["decode"] += t1 - t0
             timers["ops"] += t3 - t2
             timers["encode"] += time.perf_counter() - t3
-        return batch, prepared
+        return batch, prepared, small
 
     def _feed(self, batches: Iterator[FrameBatch], in_flight: queue.Queue, stop: threading.Event,
-              timers: dict[str, float], prepare: Callable[[FrameBatch], list] | None) -> None:
+              timers: dict[str, float], prepare: Callable[[FrameBatch], list] | None, motion: bool) -> None:
         """Decode thread: submit batches in order; end with None, or with the exception that stopped it."""
         try:
             while not stop.is_set():
@@ -323,7 +339,7 @@ class FrameProcessor:
                 timers["decode"] += time.perf_counter() - t0
                 if batch is None:
                     break
-                future = self._pool.submit(self._run_ops, batch, timers, prepare)
+                future = self._pool.submit(self._run_ops, batch, timers, prepare, motion)
                 while not stop.is_set():
                     try:
                         in_flight.put(future, timeout=0.1)

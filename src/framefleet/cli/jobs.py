@@ -62,6 +62,7 @@ def run(
     crf: options.Crf = None,
     preset: options.Preset = None,
     codec: options.Codec = None,
+    temporal: options.Temporal = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Split videos longer than this (default 20 s).")] = None,
     workers: Workers = None,
     job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job, "
@@ -89,7 +90,7 @@ def run(
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
         flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
-                               segment_seconds, model=model, params=param, codec=codec)
+                               segment_seconds, model=model, params=param, codec=codec, temporal=temporal)
         if plan_file is None:
             pipeline = build_pipeline(pipeline_file, flags)
             applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,
@@ -229,12 +230,12 @@ def report(
 
 def pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
                    segment_seconds, *, model: str | None = None, params: list[str] | None = None,
-                   codec: str | None = None) -> dict[str, Any]:
+                   codec: str | None = None, temporal: str | None = None) -> dict[str, Any]:
     """The pipeline options of the flags `run`, `plan` and `profile` share (None: not given). `--model`
     means the onnx op; `-p KEY=VALUE` sets any op parameter."""
     flags = {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
              "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
-             "preset": preset, "codec": codec, "segment_seconds": segment_seconds}
+             "preset": preset, "codec": codec, "temporal": temporal, "segment_seconds": segment_seconds}
     if model is not None:
         if op not in (None, "onnx"):
             raise OptionError(f"--model runs the onnx op; drop --op {op} or --model")

@@ -40,6 +40,7 @@ def stylize(
     crf: options.Crf = None,
     preset: options.Preset = None,
     codec: options.Codec = None,
+    temporal: options.Temporal = None,
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")] = False,
     storage_options: options.StorageOptions = None,
@@ -61,7 +62,8 @@ def stylize(
                 raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
         pipeline = Pipeline.from_options(
             dict(style=style, style_image=str(style_image) if style_image else None, strength=strength,
-                 max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset, codec=codec),
+                 max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset, codec=codec,
+                 temporal=temporal),
             source="options",
         )
         info = probe(source, keyframes=False, video_stream=video_stream)
@@ -76,7 +78,7 @@ def stylize(
                 bar.update(task, fps=bar.tasks[0].completed / elapsed if elapsed else 0.0)
 
             result = process_video(source, target, pipeline.ops, encode=pipeline.encode, sessions=sessions,
-                                   video_stream=info.video_index, progress=advance)
+                                   video_stream=info.video_index, progress=advance, temporal=pipeline.temporal)
         return dataclasses.replace(result, input=input, output=output)
 
     result = guarded(run)
@@ -89,6 +91,33 @@ def stylize(
         f"in {result.seconds:.1f} s ({result.fps:.2f} fps, {result.sessions} x {result.device}); {carried}",
         highlight=False, soft_wrap=True,
     )
+
+
+@app.command()
+def flicker(
+    input: Annotated[str, typer.Argument(help="The original video.", show_default=False)],
+    processed: Annotated[str, typer.Argument(help="The same video after processing (e.g. stylized).",
+                                             show_default=False)],
+    side: Annotated[int, typer.Option(help="Compare frames scaled so their longest side is at most this.")] = 480,
+    as_json: options.Json = False,
+    quiet: options.Quiet = False,
+) -> None:
+    """Measure flicker: the temporal warping error of PROCESSED along INPUT's motion (lower is steadier)."""
+    from framefleet.flicker import measure_flicker
+
+    def measure():
+        info = probe(input, keyframes=False)
+        with progress_bar(disable=quiet or as_json) as bar:
+            task = bar.add_task(input.rsplit("/", 1)[-1], total=info.frame_count_header, fps=0.0)
+            return measure_flicker(input, processed, side=side, progress=lambda n: bar.advance(task, n))
+
+    report = guarded(measure)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    out.print(f"{escape(processed)}: warping error mean {report.mean:.5f}, p95 {report.p95:.5f} over "
+              f"{len(report.pairs)} frame pairs (frames compared at {report.side} px; lower is steadier)",
+              highlight=False, soft_wrap=True)
 
 
 @app.command("probe")

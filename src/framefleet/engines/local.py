@@ -164,7 +164,7 @@ def worker_main(
     pipeline = pipeline.for_worker(threads)
     try:
         inputs = worker_storage.apply()
-        processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads)
+        processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal)
     except Exception as exc:  # noqa: BLE001 - reported to the scheduler, which stops the job
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return

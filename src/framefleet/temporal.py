@@ -1,0 +1,185 @@
+"""Temporal stability of processed video: optical flow between input frames, the warping error that
+measures flicker, and the flow-guided blend that removes it.
+
+Flow is DIS optical flow (OpenCV) between consecutive *input* frames, computed on a copy scaled so its
+longest side is at most `FLOW_SIDE` and scaled back up. A pixel counts as visible in both frames when the
+forward and backward flows agree (Sundaram et al. 2010, as used by Ruder et al. 2016 and Lai et al. 2018)
+and stays inside the picture.
+
+- `warping_error`: Lai et al., "Learning Blind Video Temporal Consistency" (ECCV 2018): the previous
+  output frame is warped onto the current one along the input's flow; the error is the mean squared
+  difference (RGB in [0, 1], averaged over channels) over the visible pixels.
+- `TemporalBlend`: each output frame is blended with the previous *output* warped onto it, where that
+  pixel is visible in both frames and its input did not change (new content keeps the model's frame);
+  a scene cut (few visible pixels) restarts it. Applied in decode order, it turns the model's
+  frame-to-frame jitter into a running average along motion paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from framefleet.errors import OptionError
+
+FLOW_SIDE = 320
+"""Flow is estimated on frames whose longest side is at most this (then scaled to the frame's size)."""
+CUT_VISIBLE = 0.4
+"""Fewer pixels than this share visible in both frames: a scene cut, the blend restarts."""
+TEMPORAL_MODES = ("none", "blend")
+
+
+def check_mode(mode: str) -> str:
+    """`mode` when it is a known temporal mode, else a one-line OptionError."""
+    if mode not in TEMPORAL_MODES:
+        raise OptionError(f"--temporal must be one of {', '.join(TEMPORAL_MODES)}; got {mode!r}")
+    return mode
+
+
+def flow_size(width: int, height: int) -> tuple[int, int]:
+    """The size flow is estimated at for frames of width x height."""
+    scale = min(1.0, FLOW_SIDE / max(width, height))
+    return max(8, round(width * scale)), max(8, round(height * scale))
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - the temporal extra is missing
+        raise OptionError("temporal stability needs OpenCV: pip install 'framefleet[temporal]'") from None
+    return cv2
+
+
+class FlowEstimator:
+    """DIS optical flow between consecutive grey frames (one instance per thread)."""
+
+    def __init__(self) -> None:
+        cv2 = _cv2()
+        self._cv2 = cv2
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+
+    def grey(self, rgb: np.ndarray) -> np.ndarray:
+        return self._cv2.cvtColor(rgb, self._cv2.COLOR_RGB2GRAY)
+
+    def flow(self, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """H x W x 2 float32: for each pixel of `source`, where it is in `target` (grey frames)."""
+        return self._dis.calc(source, target, None)
+
+    def visible(self, backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
+        """H x W bool: pixels of the current frame whose backward flow (current to previous) lands inside
+        the previous frame and comes back with the forward flow (previous to current)."""
+        height, width = backward.shape[:2]
+        grid = _grid(height, width)
+        target = grid + backward
+        inside = (target[..., 0] >= 0) & (target[..., 0] <= width - 1) & (target[..., 1] >= 0) & (target[..., 1] <= height - 1)
+        forward_there = self._cv2.remap(forward, target[..., 0], target[..., 1], self._cv2.INTER_LINEAR,
+                                        borderMode=self._cv2.BORDER_REPLICATE)
+        round_trip = backward + forward_there
+        agree = (round_trip ** 2).sum(-1) < 0.01 * ((backward ** 2).sum(-1) + (forward_there ** 2).sum(-1)) + 0.5
+        return inside & agree
+
+    def warp(self, image: np.ndarray, backward: np.ndarray) -> np.ndarray:
+        """`image` (the previous frame) moved onto the current frame along `backward` (current to previous)
+        flow of the same size."""
+        height, width = backward.shape[:2]
+        target = _grid(height, width) + backward
+        return self._cv2.remap(image, target[..., 0], target[..., 1], self._cv2.INTER_LINEAR,
+                               borderMode=self._cv2.BORDER_REPLICATE)
+
+    def upscale(self, flow: np.ndarray, width: int, height: int) -> np.ndarray:
+        """A flow field estimated at a smaller size, at width x height (vectors scaled too)."""
+        small_h, small_w = flow.shape[:2]
+        if (small_w, small_h) == (width, height):
+            return flow
+        big = self._cv2.resize(flow, (width, height), interpolation=self._cv2.INTER_LINEAR)
+        big[..., 0] *= width / small_w
+        big[..., 1] *= height / small_h
+        return big
+
+
+_GRIDS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _grid(height: int, width: int) -> np.ndarray:
+    """H x W x 2 float32 pixel coordinates (x, y), cached per size."""
+    key = (height, width)
+    if key not in _GRIDS:
+        xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        _GRIDS[key] = np.stack([xs, ys], axis=-1)
+    return _GRIDS[key]
+
+
+@dataclass
+class PairError:
+    """The warping error of one pair of consecutive frames."""
+
+    frame: int
+    """The later frame's number (0-based)."""
+    error: float
+    """Mean squared difference over visible pixels, RGB in [0, 1]."""
+    visible: float
+    """Share of the frame's pixels visible in both frames."""
+
+
+def pair_error(estimator: FlowEstimator, inputs: tuple[np.ndarray, np.ndarray],
+               outputs: tuple[np.ndarray, np.ndarray], frame: int) -> PairError:
+    """Lai et al.'s warping error of outputs (previous, current) along the flow of inputs (previous, current);
+    all four frames the same size."""
+    previous_grey, current_grey = (estimator.grey(f) for f in inputs)
+    backward = estimator.flow(current_grey, previous_grey)
+    forward = estimator.flow(previous_grey, current_grey)
+    visible = estimator.visible(backward, forward)
+    warped = estimator.warp(outputs[0], backward)
+    diff = (outputs[1].astype(np.float32) - warped.astype(np.float32)) / 255.0
+    squared = (diff ** 2).mean(-1)
+    count = int(visible.sum())
+    error = float(squared[visible].mean()) if count else 0.0
+    return PairError(frame=frame, error=error, visible=count / visible.size)
+
+
+class TemporalBlend:
+    """Flow-guided blending of processed frames in decode order (one instance per video or segment).
+
+    `strength` is how much of the warped previous output a visible, unchanged pixel keeps (0: off)."""
+
+    def __init__(self, strength: float = 0.8) -> None:
+        if not 0.0 <= strength < 1.0:
+            raise OptionError(f"temporal strength must be at least 0 and below 1, got {strength}")
+        self.strength = strength
+        self._estimator = FlowEstimator()
+        self._previous_grey: np.ndarray | None = None
+        self._previous_output: np.ndarray | None = None
+        self.restarts = 0
+        """How many frames started afresh (the first, and each scene cut)."""
+
+    def __call__(self, small_inputs: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+        """Blend `outputs` (N x H x W x 3, a batch in order) given the same frames of the input scaled to
+        `flow_size` (`small_inputs`); returns the blended frames."""
+        blended = np.empty_like(outputs)
+        height, width = outputs.shape[1:3]
+        for i, (small, output) in enumerate(zip(small_inputs, outputs)):
+            grey = self._estimator.grey(small)
+            blended[i] = self._blend(grey, output, width, height)
+            self._previous_grey, self._previous_output = grey, blended[i]
+        return blended
+
+    def _blend(self, grey: np.ndarray, output: np.ndarray, width: int, height: int) -> np.ndarray:
+        if self._previous_grey is None or self._previous_output is None:
+            self.restarts += 1
+            return output
+        backward = self._estimator.flow(grey, self._previous_grey)
+        forward = self._estimator.flow(self._previous_grey, grey)
+        visible = self._estimator.visible(backward, forward)
+        if visible.mean() < CUT_VISIBLE:  # a scene cut: the previous frame says nothing about this one
+            self.restarts += 1
+            return output
+        # where the input itself changed (lighting, new content), keep the model's frame
+        moved = self._estimator.warp(self._previous_grey, backward).astype(np.float32)
+        same = np.exp(-((grey.astype(np.float32) - moved) / 255.0) ** 2 * 50.0) * visible
+        cv2 = self._estimator._cv2
+        weight = cv2.resize(same.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        warped = self._estimator.warp(self._previous_output, self._estimator.upscale(backward, width, height))
+        keep = (self.strength * weight)[..., None]
+        mixed = output.astype(np.float32) + keep * (warped.astype(np.float32) - output.astype(np.float32))
+        return (mixed + 0.5).astype(np.uint8)

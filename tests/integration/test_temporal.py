@@ -1,0 +1,119 @@
+"""Flicker: the warping-error metric on clips with known motion, and the blend that removes flicker.
+
+The clips are made here: a smooth random texture, still or panning 4 px a frame, and frames of noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import media_checks
+from framefleet.errors import OptionError
+from framefleet.flicker import measure_flicker
+from framefleet.ops import StyleTransferOp
+from framefleet.streaming import process_video
+from framefleet.temporal import TemporalBlend
+from framefleet.video.synth import ClipSpec, write_clip
+
+cv2 = pytest.importorskip("cv2")
+WIDTH, HEIGHT, FRAMES = 256, 144, 16
+
+
+def texture(seed: int) -> np.ndarray:
+    """A smooth random picture, wide enough to pan across."""
+    rng = np.random.default_rng(seed)
+    coarse = (rng.random((HEIGHT // 4, WIDTH // 2, 3)) * 255).astype(np.uint8)
+    return cv2.GaussianBlur(cv2.resize(coarse, (WIDTH * 2, HEIGHT), interpolation=cv2.INTER_CUBIC), (0, 0), 2)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, object]:
+    folder = tmp_path_factory.mktemp("flicker")
+    spec = ClipSpec(width=WIDTH, height=HEIGHT, frames=FRAMES, bframes=0, audio=("aac",))
+    picture, rng = texture(1), np.random.default_rng(2)
+    made = {
+        "still": lambda i: np.ascontiguousarray(picture[:, :WIDTH]),
+        "pan": lambda i: np.ascontiguousarray(picture[:, 4 * i:4 * i + WIDTH]),
+        "noise": lambda i: (rng.random((HEIGHT, WIDTH, 3)) * 255).astype(np.uint8),
+    }
+    for name, pictures in made.items():
+        write_clip(folder / f"{name}.mp4", spec, pictures)
+    return {name: folder / f"{name}.mp4" for name in made}
+
+
+def test_a_still_video_compared_with_itself_does_not_flicker(clips):
+    report = measure_flicker(clips["still"], clips["still"])
+    assert report.frames == FRAMES and len(report.pairs) == FRAMES - 1
+    assert report.mean < 1e-4 and report.p95 < 1e-4
+    assert min(p.visible for p in report.pairs) > 0.9
+
+
+def test_motion_the_flow_follows_is_not_flicker_but_noise_is(clips):
+    panned = measure_flicker(clips["pan"], clips["pan"])
+    noisy = measure_flicker(clips["pan"], clips["noise"])
+    assert panned.mean < 2e-4  # the whole picture moved, exactly as the input did
+    assert noisy.mean > 0.03 and noisy.mean > 100 * panned.mean
+    assert 0.8 < np.mean([p.visible for p in panned.pairs]) < 1.0  # the edge that scrolls in is not visible
+
+
+def test_videos_of_different_lengths_are_refused(clips, tmp_path):
+    short = tmp_path / "short.mp4"
+    write_clip(short, ClipSpec(width=WIDTH, height=HEIGHT, frames=5, bframes=0))
+    with pytest.raises(OptionError, match="more frames"):
+        measure_flicker(clips["still"], short)
+
+
+def test_the_blend_leaves_a_first_frame_and_a_scene_cut_alone():
+    blend = TemporalBlend()
+    first, second = texture(3)[:, :WIDTH], texture(4)[:, :WIDTH]
+    out = blend(np.stack([first, second]), np.stack([first, second]))
+    assert np.array_equal(out[0], first) and np.array_equal(out[1], second)
+    assert blend.restarts == 2
+    with pytest.raises(OptionError, match="strength"):
+        TemporalBlend(strength=1.0)
+
+
+def test_stylize_with_temporal_blend_is_frame_exact_and_flickers_less(clips, tmp_path):
+    plain, stable = tmp_path / "plain.mp4", tmp_path / "stable.mp4"
+    process_video(clips["pan"], plain, [StyleTransferOp(style="7")])
+    result = process_video(clips["pan"], stable, [StyleTransferOp(style="7")], temporal="blend")
+    assert result.frames == FRAMES
+    assert media_checks.decoded_pts(stable) == media_checks.decoded_pts(clips["pan"])
+    assert media_checks.packet_digests(stable)[1] == media_checks.packet_digests(clips["pan"])[1]
+    before, after = measure_flicker(clips["pan"], plain), measure_flicker(clips["pan"], stable)
+    assert after.mean < 0.6 * before.mean, (before.mean, after.mean)
+
+
+def test_a_job_with_temporal_blend_splits_joins_and_stays_frame_exact(tmp_path):
+    from fractions import Fraction
+
+    from typer.testing import CliRunner
+
+    from framefleet.cli import app
+
+    picture = texture(5)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    source = folder / "pan.mp4"
+    write_clip(source, ClipSpec(width=WIDTH, height=HEIGHT, frames=75, rate=Fraction(25), gop=25, bframes=0,
+                                audio=("aac",)),
+               lambda i: np.ascontiguousarray(picture[:, 3 * i:3 * i + WIDTH]))
+    runner = CliRunner()
+    bad = runner.invoke(app, ["run", str(folder), "-o", str(tmp_path / "bad"), "--temporal", "smooth"])
+    assert bad.exit_code == 2 and "--temporal must be one of none, blend" in bad.stderr
+    outputs = {}
+    for mode in ("none", "blend"):
+        out = tmp_path / mode
+        result = runner.invoke(app, ["run", str(folder), "-o", str(out), "--style", "7", "--temporal", mode,
+                                     "--segment-seconds", "1", "--workers", "2", "--json", "-q"])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        outputs[mode] = out / "pan.mp4"
+    assert media_checks.decoded_pts(outputs["blend"]) == media_checks.decoded_pts(source)
+    (audio_in,), (audio_out,) = (media_checks.streams_of_kind(p, "audio") for p in (source, outputs["blend"]))
+    assert media_checks.packet_payloads(outputs["blend"], audio_out) == media_checks.packet_payloads(source, audio_in)
+    plain, stable = (measure_flicker(source, outputs[mode]) for mode in ("none", "blend"))
+    assert stable.mean < 0.6 * plain.mean
+    # each segment starts afresh (3 segments of 25 frames): its first pair flickers like the plain video
+    seams = [p.error for p in stable.pairs if p.frame in (25, 50)]
+    assert len(seams) == 2 and min(seams) > stable.mean
