@@ -197,7 +197,7 @@ def _pool(
 ) -> tuple[WorkerPool, int]:
     """The worker pool of the chosen engine, and how many workers to start."""
     if engine == "local":
-        workers, threads = local_worker_count(options)
+        workers, threads = local_worker_count(options, pipeline)
         return LocalPool(pipeline, threads, worker_storage), workers
     from framefleet.engines.ray import ray_pool
 

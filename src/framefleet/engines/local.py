@@ -28,7 +28,7 @@ from framefleet.engines.scheduler import (
 from framefleet.errors import FramefleetError
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
-from framefleet.streaming import available_cores
+from framefleet.streaming import available_cores, gpu_names
 from framefleet.task import TaskRequest, run_task
 
 __all__ = ["EngineOptions", "EngineProgress", "LocalPool", "local_worker_count"]
@@ -36,9 +36,11 @@ __all__ = ["EngineOptions", "EngineProgress", "LocalPool", "local_worker_count"]
 _LOG_TAIL_LINES = 20
 
 
-def local_worker_count(options: EngineOptions) -> tuple[int, int]:
-    """(workers, threads per worker): one single-threaded worker per core unless the options say otherwise."""
-    workers = max(1, options.workers or available_cores())
+def local_worker_count(options: EngineOptions, pipeline: Pipeline | None = None) -> tuple[int, int]:
+    """(workers, threads per worker): one single-threaded worker per core unless the options say otherwise;
+    a pipeline on CUDA gets one worker per GPU (each with the cores' share for decoding and encoding)."""
+    on_gpu = pipeline is not None and any(op.resources.gpus for op in pipeline.ops)
+    workers = max(1, options.workers or (len(gpu_names()) if on_gpu else 0) or available_cores())
     threads = options.threads_per_worker or max(1, available_cores() // workers)
     return workers, threads
 

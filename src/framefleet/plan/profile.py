@@ -11,7 +11,8 @@ video at that resolution (its first seconds are often unlike the rest), for each
 - two lengths of run, so the fixed cost of a task (open, probe, writer, flush) is told apart from the
   cost per frame;
 - all cores at once: as many worker processes as cores run the same frames together, which measures
-  the node's real throughput (cores contend for memory and caches; a GPU is shared);
+  the node's real throughput (cores contend for memory and caches); a pipeline on CUDA runs one worker
+  per GPU instead, as `run` does;
 - the start-up of a worker (a fresh interpreter, imports, the model's set-up) and the join of segments.
 
 Profiles are kept per machine under `~/.cache/framefleet/profiles/<machine>.json`; an entry's key holds
@@ -52,7 +53,7 @@ from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.records import records_path
 from framefleet.remote_inputs import InputOpener
-from framefleet.streaming import FrameProcessor, available_cores
+from framefleet.streaming import FrameProcessor, available_cores, gpu_names
 from framefleet.temporary import write_text_atomically
 from framefleet.video import EncodeOptions, VideoReader, probe
 from framefleet.video.concat import join_segments
@@ -89,7 +90,7 @@ class MachineInfo:
         """This machine, named after its host unless `name` is given."""
         return cls(name=name or _slug(socket.gethostname()), cpus=available_cores(), cpu_model=_cpu_model(),
                    memory_gb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-                   gpus=_gpu_names())
+                   gpus=gpu_names())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MachineInfo:
@@ -341,11 +342,13 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
             key = f"threads={knobs.threads}" if knobs.threads != 1 else f"batch_size={knobs.batch_size}"
             ratios[key] = {"cpu": cost["cpu"] / reference["cpu"], "wall": cost["wall"] / reference["wall"]}
             say(f"  {knobs.label()}: {cost['wall']:.3f} s/frame")
-        if cpus > 1:
-            node_fps = _all_cores_fps(pipeline, base, video.uri, _chunks(source, ALL_CORES_FRAMES * frames), cpus)
+        # a GPU pipeline runs one worker per GPU (as `run` does), not one CUDA session per core
+        workers = max(1, len(gpu_names())) if any(o.resources.gpus for o in pipeline.ops) else cpus
+        if workers > 1:
+            node_fps = _all_cores_fps(pipeline, base, video.uri, _chunks(source, ALL_CORES_FRAMES * frames), workers)
         else:
             node_fps = 1.0 / reference["wall"]
-        say(f"  all {cpus} cores: {node_fps:.2f} fps")
+        say(f"  all {workers} workers: {node_fps:.2f} fps")
         join_seconds = _join_seconds(pipeline, source, info, chunks[0], out)
         quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
     return {
@@ -643,11 +646,3 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _gpu_names() -> tuple[str, ...]:
-    try:
-        result = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], check=False,
-                                capture_output=True,
-                                text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return tuple(line.strip() for line in result.stdout.splitlines() if line.strip()) if result.returncode == 0 else ()
