@@ -90,13 +90,15 @@ class Pipeline:
         steps = values.pop("steps", None)
         encode_values = {key: values.pop(key) for key in list(values) if key in _ENCODE_KEYS}
         segment_seconds = values.pop("segment_seconds", 20.0)
-        temporal = values.pop("temporal", "none")
+        temporal = values.pop("temporal", None)
         if steps is None:
             ops = (build_op(values, source=source, extra_keys=_ENCODE_KEYS | _PIPELINE_KEYS - {"op"}),)
         else:
             ops = _build_steps(steps, values, source)
         if "codec" not in encode_values and any(op.device == "cuda" for op in ops):
             encode_values["codec"] = "auto"  # the GPU's encoder too, where it opens
+        if temporal is None:  # an op that flickers (style transfer) gets its flicker removed unless told not to
+            temporal = "blend" if any(op.flickers and op.writes_frames for op in ops) else "none"
         try:
             encode = EncodeOptions(**encode_values)
             if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, (int, float)):

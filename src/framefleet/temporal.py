@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from framefleet.errors import OptionError
@@ -43,24 +44,14 @@ def flow_size(width: int, height: int) -> tuple[int, int]:
     return max(8, round(width * scale)), max(8, round(height * scale))
 
 
-def _cv2():
-    try:
-        import cv2
-    except ImportError:  # pragma: no cover - the temporal extra is missing
-        raise OptionError("temporal stability needs OpenCV: pip install 'framefleet[temporal]'") from None
-    return cv2
-
-
 class FlowEstimator:
     """DIS optical flow between consecutive grey frames (one instance per thread)."""
 
     def __init__(self) -> None:
-        cv2 = _cv2()
-        self._cv2 = cv2
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
 
     def grey(self, rgb: np.ndarray) -> np.ndarray:
-        return self._cv2.cvtColor(rgb, self._cv2.COLOR_RGB2GRAY)
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
     def flow(self, source: np.ndarray, target: np.ndarray) -> np.ndarray:
         """H x W x 2 float32: for each pixel of `source`, where it is in `target` (grey frames)."""
@@ -73,8 +64,8 @@ class FlowEstimator:
         grid = _grid(height, width)
         target = grid + backward
         inside = (target[..., 0] >= 0) & (target[..., 0] <= width - 1) & (target[..., 1] >= 0) & (target[..., 1] <= height - 1)
-        forward_there = self._cv2.remap(forward, target[..., 0], target[..., 1], self._cv2.INTER_LINEAR,
-                                        borderMode=self._cv2.BORDER_REPLICATE)
+        forward_there = cv2.remap(forward, target[..., 0], target[..., 1], cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REPLICATE)
         round_trip = backward + forward_there
         agree = (round_trip ** 2).sum(-1) < 0.01 * ((backward ** 2).sum(-1) + (forward_there ** 2).sum(-1)) + 0.5
         return inside & agree
@@ -84,15 +75,15 @@ class FlowEstimator:
         flow of the same size."""
         height, width = backward.shape[:2]
         target = _grid(height, width) + backward
-        return self._cv2.remap(image, target[..., 0], target[..., 1], self._cv2.INTER_LINEAR,
-                               borderMode=self._cv2.BORDER_REPLICATE)
+        return cv2.remap(image, target[..., 0], target[..., 1], cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
 
     def upscale(self, flow: np.ndarray, width: int, height: int) -> np.ndarray:
         """A flow field estimated at a smaller size, at width x height (vectors scaled too)."""
         small_h, small_w = flow.shape[:2]
         if (small_w, small_h) == (width, height):
             return flow
-        big = self._cv2.resize(flow, (width, height), interpolation=self._cv2.INTER_LINEAR)
+        big = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
         big[..., 0] *= width / small_w
         big[..., 1] *= height / small_h
         return big
@@ -177,7 +168,6 @@ class TemporalBlend:
         # where the input itself changed (lighting, new content), keep the model's frame
         moved = self._estimator.warp(self._previous_grey, backward).astype(np.float32)
         same = np.exp(-((grey.astype(np.float32) - moved) / 255.0) ** 2 * 50.0) * visible
-        cv2 = self._estimator._cv2
         weight = cv2.resize(same.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
         warped = self._estimator.warp(self._previous_output, self._estimator.upscale(backward, width, height))
         keep = (self.strength * weight)[..., None]

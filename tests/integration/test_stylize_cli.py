@@ -74,9 +74,10 @@ def small_clip(clip_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stylized(clip, tmp_path_factory) -> tuple[Result, Path]:
-    """`framefleet stylize clip -o styled.mp4 --style 7 --json`, run once for the tests that read it."""
+    """`framefleet stylize clip -o styled.mp4 --style 7 --temporal none --json`, run once for the tests that
+    read it (per frame: the tests compare each frame with the model's output for it)."""
     output = tmp_path_factory.mktemp("stylized") / "styled.mp4"
-    return cli("stylize", clip, "-o", output, "--style", "7", "--json"), output
+    return cli("stylize", clip, "-o", output, "--style", "7", "--temporal", "none", "--json"), output
 
 
 @pytest.fixture
@@ -129,7 +130,8 @@ def test_each_output_frame_is_the_model_output_of_the_input_frame(stylized, clip
 
 def test_a_lossless_output_holds_exactly_the_model_output_of_each_input_frame(clip, tmp_path):
     output = tmp_path / "lossless.mp4"
-    result = cli("stylize", clip, "-o", output, "--style", "3:0.5,12:0.5", "--crf", "0", "--quiet")
+    result = cli("stylize", clip, "-o", output, "--style", "3:0.5,12:0.5", "--crf", "0", "--temporal", "none",
+                 "--quiet")
     assert result.exit_code == 0, result.output
     weights = style_weights({3: 0.5, 12: 0.5})
     for i, (original, styled) in enumerate(zip(decoded_rgb(clip), decoded_rgb(output), strict=True)):
@@ -139,7 +141,8 @@ def test_a_lossless_output_holds_exactly_the_model_output_of_each_input_frame(cl
 
 def test_stylize_with_a_style_image(small_clip, painting, tmp_path):
     output = tmp_path / "painted.mp4"
-    result = cli("stylize", small_clip, "-o", output, "--style-image", painting, "--crf", "0", "--quiet")
+    result = cli("stylize", small_clip, "-o", output, "--style-image", painting, "--crf", "0", "--temporal", "none",
+                 "--quiet")
     assert result.exit_code == 0, result.output
     reference = StyleTransfer(device="cpu")
     for i, (original, styled) in enumerate(zip(decoded_rgb(small_clip), decoded_rgb(output), strict=True)):

@@ -117,3 +117,14 @@ def test_a_job_with_temporal_blend_splits_joins_and_stays_frame_exact(tmp_path):
     # each segment starts afresh (3 segments of 25 frames): its first pair flickers like the plain video
     seams = [p.error for p in stable.pairs if p.frame in (25, 50)]
     assert len(seams) == 2 and min(seams) > stable.mean
+
+
+def test_style_pipelines_blend_by_default_and_others_do_not():
+    from framefleet.pipeline import Pipeline
+
+    assert Pipeline.from_options({"style": "7"}).temporal == "blend"
+    assert Pipeline.from_options({"style": "7", "temporal": "none"}).temporal == "none"
+    assert Pipeline.from_options({"op": "identity"}).temporal == "none"
+    assert Pipeline.from_options({"op": "blur", "temporal": "blend"}).temporal == "blend"
+    stored = Pipeline.from_options({"style": "7"}).spec()
+    assert Pipeline.from_spec({**stored, "temporal": "none"}).temporal == "none"  # a stored choice is kept

@@ -62,6 +62,9 @@ class Op:
     """Whether `process` changes pixels (a pipeline writes video only when one of its ops does)."""
     writes_records: ClassVar[bool] = False
     """Whether `process` files records (a pipeline writes a Parquet file per video when one does)."""
+    flickers: ClassVar[bool] = False
+    """Whether the op's frames flicker when it sees one frame at a time (a pipeline with such an op blends
+    its outputs along the motion unless told `temporal: none`)."""
 
     batch_size: int = 1
     """Frames per `process` call (at most: a pipeline reads batches of its steps' largest batch size, and

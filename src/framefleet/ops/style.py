@@ -99,6 +99,7 @@ class StyleTransferOp(OnnxOp):
     """Restyle every frame: a built-in style or blend (`style`), or any painting (`style_image`)."""
 
     name = "style"
+    flickers = True
     knobs = (
         Knob("max_size", "longest side the model sees (output keeps the input size)", (None, 720, 480, 360), True),
         Knob("batch_size", "frames per process call", (1, 4, 8), False),
