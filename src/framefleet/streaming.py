@@ -40,6 +40,9 @@ from framefleet.video.frames import effective_colorspace
 from framefleet.video.remux import CarriedStream
 
 ProgressCallback = Callable[[int], None]
+PREROLL_FRAMES = 12
+"""Frames before a segment's start that the temporal blend runs through to continue the previous segment
+(the previous output's weight after them: 0.8^12, under 7%)."""
 
 
 def available_cores() -> int:
@@ -221,7 +224,10 @@ class FrameProcessor:
 
         `carry` copies the source's other streams (for a whole video); a segment is written without
         them, to be joined later. Timestamps are shifted by the source's start time either way, so
-        segments of one video line up.
+        segments of one video line up. With `temporal: blend`, a segment that starts inside the video first
+        runs the `PREROLL_FRAMES` frames before its start through the ops and the blend without writing
+        them, so it continues the blend of the segment before it instead of starting afresh (pipelines
+        that write records start afresh, so their records stay the segment's own).
         """
         started = time.perf_counter()
         info = info or probe(source, keyframes=False)
@@ -232,14 +238,21 @@ class FrameProcessor:
             Path(records), input_uri=input_uri or str(source), time_base=info.time_base)
         with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel) as reader, self._writer(
                 source, output, info, (width, height), encode, carry) as writer:
-            batches = reader.batches(max(op.batch_size for op in self.ops), start_pts, end_pts)
             blend = (TemporalBlend() if self.temporal == "blend" and writer is not None
                      and any(op.writes_frames for op in self.ops) else None)
+            preroll = blend is not None and start_pts is not None and not any(op.writes_records for op in self.ops)
+            read_from = start_pts - PREROLL_FRAMES * reader.frame_ticks if preroll and start_pts is not None else start_pts
+            batches = reader.batches(max(op.batch_size for op in self.ops), read_from, end_pts)
             prepare = writer.prepare if writer is not None and blend is None else None
             for batch, prepared, motion in self._overlapped(batches, timers, prepare, blend is not None):
                 t0 = time.perf_counter()
                 if blend is not None and writer is not None:  # in decode order, before the encoder's conversion
                     batch = batch.with_frames(blend(motion, batch.frames))
+                    if preroll and start_pts is not None and batch.pts[0] < start_pts:
+                        kept = batch.pts >= start_pts  # pre-roll frames only set the blend up
+                        if not kept.any():
+                            continue
+                        batch = batch.subset(kept)
                     prepared = writer.prepare(batch)
                 if writer is not None:
                     writer.write_prepared(prepared)

@@ -114,9 +114,10 @@ def test_a_job_with_temporal_blend_splits_joins_and_stays_frame_exact(tmp_path):
     assert media_checks.packet_payloads(outputs["blend"], audio_out) == media_checks.packet_payloads(source, audio_in)
     plain, stable = (measure_flicker(source, outputs[mode]) for mode in ("none", "blend"))
     assert stable.mean < 0.6 * plain.mean
-    # each segment starts afresh (3 segments of 25 frames): its first pair flickers like the plain video
+    # 3 segments of 25 frames: each continues the blend of the one before (it runs the frames before its
+    # start through the model and the blend first), so a seam flickers no more than the frames around it
     seams = [p.error for p in stable.pairs if p.frame in (25, 50)]
-    assert len(seams) == 2 and min(seams) > stable.mean
+    assert len(seams) == 2 and max(seams) < 0.6 * plain.mean, (seams, plain.mean, stable.mean)
 
 
 def test_style_pipelines_blend_by_default_and_others_do_not():

@@ -59,6 +59,11 @@ class VideoReader:
         self._used = False
 
     @property
+    def frame_ticks(self) -> int:
+        """The nominal duration of one frame in `time_base` ticks."""
+        return self._default_step
+
+    @property
     def decoder(self) -> str:
         """Where frames are decoded: the hardware device (cuda: NVDEC) or cpu."""
         return self._hwaccel or "cpu"
