@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from framefleet import __version__, storage
+from framefleet.cache import cache_dir
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions, EngineProgress, Scheduler, WorkerPool
@@ -68,10 +69,9 @@ def default_job_dir(output: str) -> Path:
     if storage.is_local(output):
         return storage.local_path(output) / DEFAULT_JOB_DIR_NAME
     uri = storage.canonical_uri(output)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in uri.split("://", 1)[1])[-48:]
     digest = hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return cache / "framefleet" / "jobs" / f"{storage.protocol_of(uri)}-{name}-{digest}"
+    return cache_dir("jobs") / f"{storage.protocol_of(uri)}-{name}-{digest}"
 
 
 def open_ledger(job_dir: str | Path, limits: Limits = Limits()) -> Ledger:

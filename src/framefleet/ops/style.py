@@ -70,8 +70,8 @@ def parse_style(spec: str | int) -> np.ndarray:
 
 @cache
 def fused_multistyle(resize_output: bool) -> bytes:
-    """multistyle26 taking and returning uint8 frames (built once per process)."""
-    return fused.fuse_uint8(model_path("multistyle26"), image_input="image", resize_output=resize_output)
+    """multistyle26 taking and returning uint8 frames (read from the cache, or built, once per process)."""
+    return fused.cached_uint8(model_path("multistyle26"), image_input="image", resize_output=resize_output)
 
 
 def reflect_pad(values: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -53,6 +53,7 @@ from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.records import records_path
 from framefleet.remote_inputs import InputOpener
+from framefleet.cache import cache_dir
 from framefleet.streaming import FrameProcessor, available_cores, gpu_names
 from framefleet.temporary import write_text_atomically
 from framefleet.video import EncodeOptions, VideoReader, probe
@@ -206,8 +207,7 @@ class ProfileStore:
 
 
 def default_profile_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "framefleet" / "profiles"
+    return cache_dir("profiles")
 
 
 def op_identity(op: Op) -> str:
