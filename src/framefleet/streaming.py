@@ -111,6 +111,8 @@ class StreamResult:
     """Where the video was decoded: cpu, or cuda (NVDEC)."""
     encoder: str = ""
     """The video encoder used (libx264, h264_nvenc, ...; empty when no video was written)."""
+    temporal: str = "none"
+    """How frames were made steady: none, or blend (`framefleet.temporal`)."""
 
     @property
     def fps(self) -> float:
@@ -284,6 +286,7 @@ class FrameProcessor:
             records=recorder.rows if recorder is not None else 0,
             decoder=reader.decoder,
             encoder=writer.codec if writer is not None else "",
+            temporal="blend" if blend is not None else "none",
         )
 
     def _writer(self, source: VideoSource, output: str | os.PathLike[str] | None, info: VideoInfo,

@@ -214,6 +214,7 @@ def _result_dict(result: StreamResult) -> dict[str, Any]:
         "device": result.device,
         "decoder": result.decoder,
         "encoder": result.encoder,
+        "temporal": result.temporal,
         "streams": [vars(c) for c in result.carried],
     }
 
