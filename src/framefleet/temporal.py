@@ -168,8 +168,13 @@ class TemporalBlend:
         # where the input itself changed (lighting, new content), keep the model's frame
         moved = self._estimator.warp(self._previous_grey, backward).astype(np.float32)
         same = np.exp(-((grey.astype(np.float32) - moved) / 255.0) ** 2 * 50.0) * visible
-        weight = cv2.resize(same.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-        warped = self._estimator.warp(self._previous_output, self._estimator.upscale(backward, width, height))
-        keep = (self.strength * weight)[..., None]
-        mixed = output.astype(np.float32) + keep * (warped.astype(np.float32) - output.astype(np.float32))
-        return (mixed + 0.5).astype(np.uint8)
+        keep = (self.strength * same).astype(np.float32)
+        # everything at the flow's size, then one resize each: where to sample the previous output (full-size
+        # pixel coordinates; linear resizing commutes with the affine change of scale) and how much to keep
+        small_h, small_w = backward.shape[:2]
+        scale = np.array([width / small_w, height / small_h], dtype=np.float32)
+        where = (_grid(small_h, small_w) + backward + 0.5) * scale - 0.5
+        where = cv2.resize(where, (width, height), interpolation=cv2.INTER_LINEAR)
+        warped = cv2.remap(self._previous_output, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        keep_full = cv2.resize(keep, (width, height), interpolation=cv2.INTER_LINEAR)
+        return cv2.blendLinear(warped, output, keep_full, 1.0 - keep_full)
