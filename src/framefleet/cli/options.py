@@ -26,7 +26,8 @@ Codec = Annotated[Optional[str], typer.Option(
     help="Video encoder: libx264 (default), libx265, h264_nvenc, hevc_nvenc, or auto (h264_nvenc where it opens, "
          "else libx264; the default with --device cuda).")]
 Temporal = Annotated[Optional[str], typer.Option(
-    help="Flicker removal: blend (each frame blended with the previous one moved along the motion) or none (default).")]
+    help="Flicker removal: blend (each frame blended with the previous one moved along the motion; the default "
+         "for style transfer) or none (every frame on its own; the default for other ops).")]
 Preset = Annotated[Optional[str], typer.Option(help=f"x264 preset (default veryfast): {', '.join(PRESETS)}.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
