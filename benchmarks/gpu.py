@@ -6,9 +6,10 @@ H.264 + AAC; no ffmpeg CLI needed) and runs, alternating, each contender `--repe
 - `gpu ceiling bN`: `StyleTransferOp(device="cuda", batch_size=N)` over frames already decoded to RGB in
   RAM, one session, batches back to back; session set-up and a warm-up batch are not timed. The best of the
   batch sizes is the ceiling.
-- `gpu stylize`: `process_video(...)` with the op on CUDA (batch 8) and `codec: auto` (NVENC where it
-  opens): framefleet as a user runs `framefleet stylize --device cuda`, set-up included.
-- `gpu stylize, libx264` / `gpu stylize, NVDEC` / `gpu stylize, 2 sessions`: one change each.
+- `gpu stylize`: `process_video(...)` with the op on CUDA (batch 8), `codec: auto` (NVENC where it
+  opens) and every frame on its own (`temporal: none`, as the ceiling), set-up included.
+- `gpu stylize, libx264` / `gpu stylize, NVDEC` / `gpu stylize, 2 sessions`: one change each;
+  `gpu stylize, blend`: with flicker removal, what `framefleet stylize --device cuda` does by default.
 - `cpu stylize`: the same on the CPU (one session per core), on a clip of `--cpu-frames` frames only.
 
 Prints one table (median fps, the fraction of the ceiling, GPU over CPU) and writes JSON. Timings never go
@@ -69,12 +70,12 @@ def ceiling(frames: np.ndarray, batch_size: int, style: str, device: str) -> dic
 
 
 def stylize(path: Path, out: Path, style: str, *, device: str, codec: str = "auto", hw_decode: bool = False,
-            sessions: int | None = None) -> dict[str, Any]:
+            sessions: int | None = None, temporal: str = "none") -> dict[str, Any]:
     op = StyleTransferOp(style=style, device=device, batch_size=GPU_BATCH if device == "cuda" else 4)
     codec = codec if device == "cuda" else "libx264"
     t0 = time.perf_counter()
     result = process_video(path, out, [op], encode=EncodeOptions(codec=codec), hw_decode=hw_decode,
-                           sessions=sessions)
+                           sessions=sessions, temporal=temporal)
     return {"frames": result.frames, "seconds": time.perf_counter() - t0, "decoder": result.decoder,
             "encoder": result.encoder, "sessions": result.sessions,
             "breakdown": {"decode": result.decode_seconds, "ops_summed": result.ops_seconds,
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       hw_decode=True),
                 "gpu stylize, 2 sessions": lambda: stylize(clip, work / "d.mp4", args.style, device=args.device,
                                                            sessions=2),
+                "gpu stylize, blend": lambda: stylize(clip, work / "f.mp4", args.style, device=args.device,
+                                                      temporal="blend"),
                 "cpu stylize": lambda: stylize(short, work / "e.mp4", args.style, device="cpu", codec="libx264"),
             }
             if args.contenders:

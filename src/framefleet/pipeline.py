@@ -41,7 +41,7 @@ from framefleet.errors import OptionError
 from framefleet.ops import Op
 from framefleet.ops.registry import is_builtin, resolve_op
 from framefleet.ops.simple import SampleOp
-from framefleet.temporal import check_mode
+from framefleet.temporal import check_mode, default_mode
 from framefleet.video import EncodeOptions
 from framefleet.yaml_files import read_yaml_mapping
 
@@ -98,7 +98,7 @@ class Pipeline:
         if "codec" not in encode_values and any(op.device == "cuda" for op in ops):
             encode_values["codec"] = "auto"  # the GPU's encoder too, where it opens
         if temporal is None:  # an op that flickers (style transfer) gets its flicker removed unless told not to
-            temporal = "blend" if any(op.flickers and op.writes_frames for op in ops) else "none"
+            temporal = default_mode(ops)
         try:
             encode = EncodeOptions(**encode_values)
             if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, (int, float)):

@@ -33,7 +33,7 @@ from framefleet.errors import CorruptVideoError, OptionError, OutputError
 from framefleet.ops.base import Device, Op
 from framefleet.ops.chain import chain_output_size, run_chain
 from framefleet.records import RecordsWriter
-from framefleet.temporal import TemporalBlend, check_mode, flow_size
+from framefleet.temporal import TemporalBlend, check_mode, default_mode, flow_size
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
@@ -147,19 +147,21 @@ def process_video(
     progress: ProgressCallback | None = None,
     records: str | os.PathLike[str] | None = None,
     hw_decode: bool = False,
-    temporal: str = "none",
+    temporal: str | None = None,
 ) -> StreamResult:
     """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
     subtitles and data streams, and the ops' records to the Parquet file `records`; either may be None.
     With `hw_decode`, a video whose ops run on CUDA is decoded there too (NVDEC; measured slower than the
     CPU's threaded decoder on a 16-core GPU machine, hence off by default). `temporal="blend"` removes
-    flicker (`framefleet.temporal`).
+    flicker (`framefleet.temporal`), "none" processes every frame on its own; by default ops that flicker
+    (style transfer) get blend, as in `Pipeline`.
     Raises framefleet errors for bad input and output."""
     info = probe(source, keyframes=False, video_stream=video_stream)
     for target in (output, records):
         if target is not None:
             check_output_path(source, Path(target))
-    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode, temporal=temporal) as processor:
+    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode,
+                        temporal=default_mode(ops) if temporal is None else temporal) as processor:
         return processor.run(source, output, encode=encode, info=info, progress=progress, records=records)
 
 

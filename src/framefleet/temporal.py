@@ -17,18 +17,28 @@ and stays inside the picture.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from framefleet.errors import OptionError
 
+if TYPE_CHECKING:
+    from framefleet.ops.base import Op
+
 FLOW_SIDE = 320
 """Flow is estimated on frames whose longest side is at most this (then scaled to the frame's size)."""
 CUT_VISIBLE = 0.4
 """Fewer pixels than this share visible in both frames: a scene cut, the blend restarts."""
 TEMPORAL_MODES = ("none", "blend")
+
+
+def default_mode(ops: Sequence[Op]) -> str:
+    """blend when an op returns frames that flicker (style transfer), else none."""
+    return "blend" if any(op.flickers and op.writes_frames for op in ops) else "none"
 
 
 def check_mode(mode: str) -> str:
