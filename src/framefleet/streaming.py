@@ -175,7 +175,7 @@ class FrameProcessor:
                  hw_decode: bool = False, temporal: str = "none") -> None:
         self.ops = list(ops)
         self.temporal = check_mode(temporal)
-        """none, or blend: outputs blended along the input's motion, in order (a segment starts afresh)."""
+        """none, or blend: outputs blended along the input's motion, in order (a segment pre-rolls into it)."""
         self.plan = Parallelism.choose(self.ops, sessions, threads)
         self.hwaccel = "cuda" if hw_decode and self.plan.device.kind == "cuda" else None
         """Where videos are decoded: NVDEC when asked and the ops run on CUDA (else, or where it cannot, the CPU)."""
@@ -244,16 +244,17 @@ class FrameProcessor:
                 source, output, info, (width, height), encode, carry) as writer:
             blend = (TemporalBlend() if self.temporal == "blend" and writer is not None
                      and any(op.writes_frames for op in self.ops) else None)
-            preroll = blend is not None and start_pts is not None and not any(op.writes_records for op in self.ops)
-            read_from = start_pts - PREROLL_FRAMES * reader.frame_ticks if preroll and start_pts is not None else start_pts
+            preroll_until = (start_pts if blend is not None and not any(op.writes_records for op in self.ops)
+                             else None)
+            read_from = start_pts if preroll_until is None else preroll_until - PREROLL_FRAMES * reader.frame_ticks
             batches = reader.batches(max(op.batch_size for op in self.ops), read_from, end_pts)
             prepare = writer.prepare if writer is not None and blend is None else None
             for batch, prepared, motion in self._overlapped(batches, timers, prepare, blend is not None):
                 t0 = time.perf_counter()
                 if blend is not None and writer is not None:  # in decode order, before the encoder's conversion
                     batch = batch.with_frames(blend(motion, batch.frames))
-                    if preroll and start_pts is not None and batch.pts[0] < start_pts:
-                        kept = batch.pts >= start_pts  # pre-roll frames only set the blend up
+                    if preroll_until is not None and batch.pts[0] < preroll_until:
+                        kept = batch.pts >= preroll_until  # pre-roll frames only set the blend up
                         if not kept.any():
                             continue
                         batch = batch.subset(kept)
@@ -367,7 +368,8 @@ class FrameProcessor:
             while not stop.is_set():
                 t0 = time.perf_counter()
                 batch = next(batches, None)
-                timers["decode"] += time.perf_counter() - t0
+                with self._lock:  # op threads add their conversions to the same timer
+                    timers["decode"] += time.perf_counter() - t0
                 if batch is None:
                     break
                 future = self._pool.submit(self._run_ops, batch, timers, prepare, motion)

@@ -75,7 +75,7 @@ class FlowEstimator:
         target = grid + backward
         inside = (target[..., 0] >= 0) & (target[..., 0] <= width - 1) & (target[..., 1] >= 0) & (target[..., 1] <= height - 1)
         forward_there = cv2.remap(forward, target[..., 0], target[..., 1], cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REPLICATE)
+                                  borderMode=cv2.BORDER_REPLICATE)
         round_trip = backward + forward_there
         agree = (round_trip ** 2).sum(-1) < 0.01 * ((backward ** 2).sum(-1) + (forward_there ** 2).sum(-1)) + 0.5
         return inside & agree
@@ -85,18 +85,12 @@ class FlowEstimator:
         flow of the same size."""
         height, width = backward.shape[:2]
         target = _grid(height, width) + backward
-        return cv2.remap(image, target[..., 0], target[..., 1], cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
+        return cv2.remap(image, target[..., 0], target[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def upscale(self, flow: np.ndarray, width: int, height: int) -> np.ndarray:
-        """A flow field estimated at a smaller size, at width x height (vectors scaled too)."""
-        small_h, small_w = flow.shape[:2]
-        if (small_w, small_h) == (width, height):
-            return flow
-        big = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
-        big[..., 0] *= width / small_w
-        big[..., 1] *= height / small_h
-        return big
+    def motion(self, previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(backward flow from `current` to `previous`, the pixels of `current` visible in both): grey frames."""
+        backward = self.flow(current, previous)
+        return backward, self.visible(backward, self.flow(previous, current))
 
 
 _GRIDS: dict[tuple[int, int], np.ndarray] = {}
@@ -127,10 +121,7 @@ def pair_error(estimator: FlowEstimator, inputs: tuple[np.ndarray, np.ndarray],
                outputs: tuple[np.ndarray, np.ndarray], frame: int) -> PairError:
     """Lai et al.'s warping error of outputs (previous, current) along the flow of inputs (previous, current);
     all four frames the same size."""
-    previous_grey, current_grey = (estimator.grey(f) for f in inputs)
-    backward = estimator.flow(current_grey, previous_grey)
-    forward = estimator.flow(previous_grey, current_grey)
-    visible = estimator.visible(backward, forward)
+    backward, visible = estimator.motion(*(estimator.grey(f) for f in inputs))
     warped = estimator.warp(outputs[0], backward)
     diff = (outputs[1].astype(np.float32) - warped.astype(np.float32)) / 255.0
     squared = (diff ** 2).mean(-1)
@@ -169,9 +160,7 @@ class TemporalBlend:
         if self._previous_grey is None or self._previous_output is None:
             self.restarts += 1
             return output
-        backward = self._estimator.flow(grey, self._previous_grey)
-        forward = self._estimator.flow(self._previous_grey, grey)
-        visible = self._estimator.visible(backward, forward)
+        backward, visible = self._estimator.motion(self._previous_grey, grey)
         if visible.mean() < CUT_VISIBLE:  # a scene cut: the previous frame says nothing about this one
             self.restarts += 1
             return output

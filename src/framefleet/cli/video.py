@@ -17,6 +17,7 @@ from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, progress_bar
 from framefleet.errors import FramefleetError, OutputError, StorageError
+from framefleet.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import InputAccess, InputOpener
 from framefleet.streaming import StreamResult, check_output_path, process_video
@@ -98,14 +99,13 @@ def flicker(
     input: Annotated[str, typer.Argument(help="The original video.", show_default=False)],
     processed: Annotated[str, typer.Argument(help="The same video after processing (e.g. stylized).",
                                              show_default=False)],
-    side: Annotated[int, typer.Option(help="Compare frames scaled so their longest side is at most this.")] = 480,
+    side: Annotated[int, typer.Option(help="Compare frames scaled so their longest side is at most this.")] = DEFAULT_SIDE,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
     """Measure flicker: the temporal warping error of PROCESSED along INPUT's motion (lower is steadier)."""
-    from framefleet.flicker import measure_flicker
 
-    def measure():
+    def measure() -> FlickerReport:
         info = probe(input, keyframes=False)
         with progress_bar(disable=quiet or as_json) as bar:
             task = bar.add_task(input.rsplit("/", 1)[-1], total=info.frame_count_header, fps=0.0)

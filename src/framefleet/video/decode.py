@@ -7,7 +7,6 @@ the op's thread, so conversion runs in parallel with decoding and is skipped whe
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -19,7 +18,8 @@ from av.video.reformatter import VideoReformatter
 from framefleet.errors import CorruptVideoError, OptionError
 from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream
 from framefleet.batch import FrameBatch
-from framefleet.video.frames import COLORSPACE_UNSPECIFIED, display_matrix, frame_to_rgb, yuv_for_encoder
+from framefleet.video.frames import (COLORSPACE_UNSPECIFIED, display_matrix, frame_to_rgb, thread_reformatter,
+                                     yuv_for_encoder)
 from framefleet.video.orientation import Orientation
 
 log = logging.getLogger(__name__)
@@ -180,17 +180,6 @@ def _copy_colour_tags(frame: av.VideoFrame, context: av.video.codeccontext.Video
         frame.color_range = context.color_range
 
 
-_local = threading.local()
-
-
-def _thread_reformatter() -> VideoReformatter:
-    """This thread's swscale context holder (each op thread converts its own batches)."""
-    reformatter = getattr(_local, "reformatter", None)
-    if reformatter is None:
-        reformatter = _local.reformatter = VideoReformatter()
-    return reformatter
-
-
 class DecodedVideoFrames:
     """A batch's frames as the decoder made them (YUV, NV12 from a hardware decoder, ...), turned into RGB,
     scaled or handed to the encoder unchanged only when asked (implements `batch.DecodedFrames`)."""
@@ -209,7 +198,7 @@ class DecodedVideoFrames:
     def rgb(self, width: int, height: int) -> np.ndarray:
         coded = (height, width) if self.orientation.transpose else (width, height)
         out = np.empty((len(self.frames), height, width, 3), dtype=np.uint8)
-        reformatter = _thread_reformatter()
+        reformatter = thread_reformatter("rgb")
         for i, frame in enumerate(self.frames):
             out[i] = self.orientation.apply(frame_to_rgb(frame, reformatter, *coded, threads=1))
         return out
@@ -223,5 +212,5 @@ class DecodedVideoFrames:
         first = self.frames[0]
         if not self.orientation.is_identity or first.width % 2 or first.height % 2:
             return None
-        reformatter = _thread_reformatter()
+        reformatter = thread_reformatter("encoder")
         return [yuv_for_encoder(frame, pix_fmt, colorspace, reformatter, threads=1) for frame in self.frames]

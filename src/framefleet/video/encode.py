@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from functools import cache
 from fractions import Fraction
@@ -25,13 +24,12 @@ from pathlib import Path
 import av
 import av.error
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError, OutputError
 from framefleet.temporary import temporary_path
 from framefleet.video.container import VideoSource
-from framefleet.video.frames import rgb_to_frame
+from framefleet.video.frames import rgb_to_frame, thread_reformatter
 from framefleet.video.remux import CarriedStream, StreamCarrier
 
 log = logging.getLogger(__name__)
@@ -146,7 +144,6 @@ class VideoWriter:
         self._tmp = temporary_path(self.path)
         self._format = video_format
         self._offset_pts = round(offset / video_format.time_base)
-        self._local = threading.local()
         options = options.resolved()
         self.codec = options.codec
         self._width, self._height = width + width % 2, height + height % 2
@@ -206,9 +203,7 @@ class VideoWriter:
 
         Frames whose pixels no op read are the decoder's own (YUV to YUV at most); others are converted
         from RGB (H x W x 3 uint8 at the writer's size before even-padding)."""
-        reformatter = getattr(self._local, "reformatter", None)
-        if reformatter is None:
-            reformatter = self._local.reformatter = VideoReformatter()
+        reformatter = thread_reformatter("encoder")
         frames = None
         if not batch.pixels_read and batch.decoded is not None:
             frames = batch.decoded.for_encoder(self._stream.pix_fmt, self._format.colorspace)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
@@ -16,6 +18,18 @@ RANGE_LIMITED = 1
 RANGE_FULL = 2
 # Matrices swscale can convert with; anything else falls back to the convention for the picture size.
 _SWSCALE_COLORSPACES = frozenset({1, 4, 5, 6, 7, 9})
+
+
+_local = threading.local()
+
+
+def thread_reformatter(purpose: str) -> VideoReformatter:
+    """This thread's swscale context holder for one kind of conversion (e.g. "rgb", "encoder"): threads that
+    convert side by side each keep their own, and each kind keeps its context instead of rebuilding it."""
+    reformatters = _local.__dict__.setdefault("reformatters", {})
+    if purpose not in reformatters:
+        reformatters[purpose] = VideoReformatter()
+    return reformatters[purpose]
 
 
 def display_matrix(frame: av.VideoFrame) -> list[int] | None:
