@@ -11,8 +11,11 @@ H.264 + AAC; no ffmpeg CLI needed) and runs, alternating, each contender `--repe
 - `gpu stylize, libx264` / `gpu stylize, NVDEC` / `gpu stylize, 2 sessions`: one change each;
   `gpu stylize, blend`: with flicker removal, what `framefleet stylize --device cuda` does by default.
 - `cpu stylize`: the same on the CPU (one session per core), on a clip of `--cpu-frames` frames only.
+- `identity transcode`: no model, decode and encode only (libx264): what the machine's CPU side can feed.
 
-Prints one table (median fps, the fraction of the ceiling, GPU over CPU) and writes JSON. Timings never go
+Each end-to-end row also gives its steady rate: frames over time between the outputs that complete 25% and
+95% of the clip (set-up, the pipeline's filling and the encoder's flush left out), the figure a long video
+approaches. Prints one table (median fps, the fraction of the ceiling, GPU over CPU) and writes JSON. Timings never go
 into tests. `benchmarks/gpu_check.sh` runs it after the GPU tests.
 """
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from common import DEFAULT_RESULTS, NAMED_SIZES, load_average, log, machine_info, print_table, write_results
 from framefleet.batch import FrameBatch
-from framefleet.ops import Device, StyleTransferOp
+from framefleet.ops import Device, IdentityOp, StyleTransferOp
 from framefleet.streaming import process_video
 from framefleet.video import EncodeOptions, VideoReader
 from framefleet.video.synth import ClipSpec, write_clip
@@ -69,14 +72,34 @@ def ceiling(frames: np.ndarray, batch_size: int, style: str, device: str) -> dic
     return {"frames": len(frames), "seconds": seconds}
 
 
-def stylize(path: Path, out: Path, style: str, *, device: str, codec: str = "auto", hw_decode: bool = False,
+class OutputClock:
+    """A progress callback noting when each output frame was written."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, frames: int) -> None:
+        self.times.extend([time.perf_counter()] * frames)
+
+    def steady_fps(self) -> float | None:
+        """Frames per second between the outputs that complete 25% and 95% of the video."""
+        first, last = int(0.25 * len(self.times)), int(0.95 * len(self.times)) - 1
+        elapsed = self.times[last] - self.times[first] if last > first else 0.0
+        return (last - first) / elapsed if elapsed > 0 else None
+
+
+def stylize(path: Path, out: Path, style: str | None, *, device: str, codec: str = "auto", hw_decode: bool = False,
             sessions: int | None = None, temporal: str = "none") -> dict[str, Any]:
-    op = StyleTransferOp(style=style, device=device, batch_size=GPU_BATCH if device == "cuda" else 4)
-    codec = codec if device == "cuda" else "libx264"
+    """framefleet's stylize (`style` None: the identity op, no model) of `path`, timed."""
+    op = (IdentityOp() if style is None
+          else StyleTransferOp(style=style, device=device, batch_size=GPU_BATCH if device == "cuda" else 4))
+    codec = codec if device == "cuda" and style is not None else "libx264"
+    clock = OutputClock()
     t0 = time.perf_counter()
     result = process_video(path, out, [op], encode=EncodeOptions(codec=codec), hw_decode=hw_decode,
-                           sessions=sessions, temporal=temporal)
-    return {"frames": result.frames, "seconds": time.perf_counter() - t0, "decoder": result.decoder,
+                           sessions=sessions, temporal=temporal, progress=clock)
+    return {"frames": result.frames, "seconds": time.perf_counter() - t0, "steady_fps": clock.steady_fps(),
+            "decoder": result.decoder,
             "encoder": result.encoder, "sessions": result.sessions,
             "breakdown": {"decode": result.decode_seconds, "ops_summed": result.ops_seconds,
                           "encode_and_convert": result.encode_seconds}}
@@ -84,6 +107,11 @@ def stylize(path: Path, out: Path, style: str, *, device: str, codec: str = "aut
 
 def median_fps(runs: list[dict[str, Any]]) -> float:
     return statistics.median(r["frames"] / r["seconds"] for r in runs)
+
+
+def median_steady(runs: list[dict[str, Any]]) -> float | None:
+    rates = [r["steady_fps"] for r in runs if r.get("steady_fps")]
+    return statistics.median(rates) if rates else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 "gpu stylize, blend": lambda: stylize(clip, work / "f.mp4", args.style, device=args.device,
                                                       temporal="blend"),
                 "cpu stylize": lambda: stylize(short, work / "e.mp4", args.style, device="cpu", codec="libx264"),
+                "identity transcode": lambda: stylize(clip, work / "g.mp4", None, device="cpu"),
             }
             if args.contenders:
                 contenders = {name: run for name, run in contenders.items() if name in args.contenders.split(";")}
@@ -138,19 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     rows, summary = [], {}
     for label, runs in raw.items():
         fps = {name: median_fps(r) for name, r in runs.items()}
+        steady = {name: median_steady(r) for name, r in runs.items()}
         best = max(value for name, value in fps.items() if name.startswith("gpu ceiling"))
-        summary[label] = {"fps": fps, "ceiling": best, "fraction_of_ceiling": fps["gpu stylize"] / best,
-                          "gpu_over_cpu": fps["gpu stylize"] / fps["cpu stylize"] if "cpu stylize" in fps else None}
+        gpu = fps.get("gpu stylize")
+        summary[label] = {"fps": fps, "steady_fps": steady, "ceiling": best,
+                          "fraction_of_ceiling": gpu / best if gpu else None,
+                          "steady_fraction_of_ceiling": steady["gpu stylize"] / best if steady.get("gpu stylize") else None,
+                          "gpu_over_cpu": gpu / fps["cpu stylize"] if gpu and "cpu stylize" in fps else None}
         for name, value in fps.items():
             extra = runs[name][-1]
             note = ""
             if name.startswith("gpu stylize"):
                 note = f"{value / best:.2f} of ceiling; {extra['decoder']} decode, {extra['encoder']}"
-            elif name == "cpu stylize":
-                note = f"GPU stylize {fps['gpu stylize'] / value:.1f}x faster; {extra['sessions']} sessions"
-            rows.append([label, name, f"{value:.1f}", note])
+                if steady[name]:
+                    note = f"steady {steady[name] / best:.2f} of ceiling; " + note
+            elif name == "cpu stylize" and gpu:
+                note = f"GPU stylize {gpu / value:.1f}x faster; {extra['sessions']} sessions"
+            rows.append([label, name, f"{value:.1f}", f"{steady[name]:.1f}" if steady[name] else "", note])
     print_table(f"\nframefleet on {info['cpu_model']} + GPU ({args.repeats} repeats, medians)",
-                ["size", "contender", "fps", "note"], rows, right={2})
+                ["size", "contender", "fps", "steady fps", "note"], rows, right={2, 3})
     write_results(args.output, {"machine": info, "load_before": load_before, "load_after": load_average(),
                                 "args": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
                                 "raw": raw}, time.perf_counter() - started)

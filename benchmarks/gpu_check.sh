@@ -51,14 +51,15 @@ step "GPU tests"
 "$PYTHON" -m pytest -m needs_gpu -q -p no:cacheprovider -rs tests/gpu tests/unit/test_device.py || failed+=(tests)
 
 step "benchmark"
+# FRAMEFLEET_GPU_BENCH_ARGS adds options (--frames 500 --repeats 2); FRAMEFLEET_GPU_CONTENDERS picks rows
 PYTHONUNBUFFERED=1 "$PYTHON" benchmarks/gpu.py --output "$RESULTS/gpu.json" ${FRAMEFLEET_GPU_BENCH_ARGS:-} \
-  || failed+=(benchmark)
+  ${FRAMEFLEET_GPU_CONTENDERS:+--contenders "$FRAMEFLEET_GPU_CONTENDERS"} || failed+=(benchmark)
 
 step "planner profile"
 profile_clip=$(mktemp -d)/clip.mp4
 "$PYTHON" -c "import sys; from fractions import Fraction; from framefleet.video.synth import ClipSpec, write_clip; \
 write_clip(sys.argv[1], ClipSpec(width=1920, height=1080, frames=100, rate=Fraction(25)))" "$profile_clip"
-"$PYTHON" -m framefleet profile "$profile_clip" --device "${FRAMEFLEET_PROFILE_DEVICE:-cuda}" \
+timeout "${FRAMEFLEET_PROFILE_TIMEOUT:-300}" "$PYTHON" -m framefleet profile "$profile_clip" --device "${FRAMEFLEET_PROFILE_DEVICE:-cuda}" \
   --machine "${FRAMEFLEET_MACHINE:-gpu-box}" --export "$RESULTS/gpu-profile.json" --profile-dir "$(mktemp -d)" \
   || failed+=(profile)
 

@@ -33,7 +33,7 @@ from framefleet.errors import CorruptVideoError, OptionError, OutputError
 from framefleet.ops.base import Device, Op
 from framefleet.ops.chain import chain_output_size, run_chain
 from framefleet.records import RecordsWriter
-from framefleet.temporal import TemporalBlend, check_mode, default_mode, flow_size
+from framefleet.temporal import BlendStep, TemporalBlend, check_mode, default_mode, flow_size
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
@@ -249,10 +249,10 @@ class FrameProcessor:
             read_from = start_pts if preroll_until is None else preroll_until - PREROLL_FRAMES * reader.frame_ticks
             batches = reader.batches(max(op.batch_size for op in self.ops), read_from, end_pts)
             prepare = writer.prepare if writer is not None and blend is None else None
-            for batch, prepared, motion in self._overlapped(batches, timers, prepare, blend is not None):
+            for batch, prepared, steps in self._overlapped(batches, timers, prepare, blend, (width, height)):
                 t0 = time.perf_counter()
                 if blend is not None and writer is not None:  # in decode order, before the encoder's conversion
-                    batch = batch.with_frames(blend(motion, batch.frames))
+                    batch = batch.with_frames(blend(steps, batch.frames))
                     if preroll_until is not None and batch.pts[0] < preroll_until:
                         kept = batch.pts >= preroll_until  # pre-roll frames only set the blend up
                         if not kept.any():
@@ -318,14 +318,14 @@ class FrameProcessor:
         )
 
     def _overlapped(self, batches: Iterator[FrameBatch], timers: dict[str, float],
-                    prepare: Callable[[FrameBatch], list] | None,
-                    motion: bool) -> Iterator[tuple[FrameBatch, list, np.ndarray | None]]:
+                    prepare: Callable[[FrameBatch], list] | None, blend: TemporalBlend | None,
+                    size: tuple[int, int]) -> Iterator[tuple[FrameBatch, list, list[BlendStep | None]]]:
         """Yield processed batches in order, with their frames made ready for the encoder by `prepare` and,
-        with `motion`, the input frames at the size flow is estimated at, while a thread decodes ahead and
-        sessions run in parallel."""
+        with `blend`, their blend steps for outputs of `size` (planned from the input's motion), while a
+        thread decodes ahead and sessions run in parallel."""
         in_flight: queue.Queue[Future | BaseException | None] = queue.Queue(maxsize=2 * self._threads + 1)
         stop = threading.Event()
-        feeder = threading.Thread(target=self._feed, args=(batches, in_flight, stop, timers, prepare, motion),
+        feeder = threading.Thread(target=self._feed, args=(batches, in_flight, stop, timers, prepare, blend, size),
                                   daemon=True)
         feeder.start()
         try:
@@ -338,14 +338,20 @@ class FrameProcessor:
             _drain(in_flight)
             feeder.join()
 
-    def _run_ops(self, batch: FrameBatch, timers: dict[str, float], prepare: Callable[[FrameBatch], list] | None,
-                 motion: bool) -> tuple[FrameBatch, list, np.ndarray | None]:
+    def _run_ops(self, batch: FrameBatch, before: FrameBatch | None, timers: dict[str, float],
+                 prepare: Callable[[FrameBatch], list] | None, blend: TemporalBlend | None,
+                 size: tuple[int, int]) -> tuple[FrameBatch, list, list[BlendStep | None]]:
+        """Run the ops on `batch` (`before`: the frame decoded before it, for the blend's motion)."""
         t0 = time.perf_counter()
         first = self.ops[0]
-        size = first.input_size(*batch.size) if first.when is None else None
-        if size is not None:  # convert before taking a session, so conversions overlap the model's runs
-            batch.frames_at(*size)
-        small = batch.frames_at(*flow_size(*batch.size)) if motion else None
+        input_size = first.input_size(*batch.size) if first.when is None else None
+        if input_size is not None:  # convert before taking a session, so conversions overlap the model's runs
+            batch.frames_at(*input_size)
+        steps: list[BlendStep | None] = []
+        if blend is not None:  # the input's motion, here rather than in the ordered blend that follows
+            small = flow_size(*batch.size)
+            steps = blend.plan(None if before is None else before.frames_at(*small)[0], batch.frames_at(*small),
+                               *size)
         t1 = time.perf_counter()
         chain = self._instances.get()
         t2 = time.perf_counter()
@@ -359,11 +365,13 @@ class FrameProcessor:
             timers["decode"] += t1 - t0
             timers["ops"] += t3 - t2
             timers["encode"] += time.perf_counter() - t3
-        return batch, prepared, small
+        return batch, prepared, steps
 
     def _feed(self, batches: Iterator[FrameBatch], in_flight: queue.Queue, stop: threading.Event,
-              timers: dict[str, float], prepare: Callable[[FrameBatch], list] | None, motion: bool) -> None:
+              timers: dict[str, float], prepare: Callable[[FrameBatch], list] | None, blend: TemporalBlend | None,
+              size: tuple[int, int]) -> None:
         """Decode thread: submit batches in order; end with None, or with the exception that stopped it."""
+        before = None
         try:
             while not stop.is_set():
                 t0 = time.perf_counter()
@@ -372,7 +380,10 @@ class FrameProcessor:
                     timers["decode"] += time.perf_counter() - t0
                 if batch is None:
                     break
-                future = self._pool.submit(self._run_ops, batch, timers, prepare, motion)
+                # its last frame (nothing converted yet): where the next batch's motion starts
+                last = batch.subset(np.arange(len(batch)) == len(batch) - 1) if blend is not None else None
+                future = self._pool.submit(self._run_ops, batch, before, timers, prepare, blend, size)
+                before = last
                 while not stop.is_set():
                     try:
                         in_flight.put(future, timeout=0.1)

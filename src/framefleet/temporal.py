@@ -17,6 +17,7 @@ and stays inside the picture.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -130,50 +131,73 @@ def pair_error(estimator: FlowEstimator, inputs: tuple[np.ndarray, np.ndarray],
     return PairError(frame=frame, error=error, visible=count / visible.size)
 
 
+@dataclass
+class BlendStep:
+    """How one frame takes from the previous output, worked out from the input alone (so in any thread,
+    ahead of the model): both at the flow's size, scaled to the frame's when applied."""
+
+    where: np.ndarray
+    """h x w x 2 float32: the full-size pixel position of the previous output to sample."""
+    keep: np.ndarray
+    """h x w float32 in [0, strength): how much of that sample a pixel keeps."""
+
+
 class TemporalBlend:
     """Flow-guided blending of processed frames in decode order (one instance per video or segment).
 
+    `plan` (input frames only, thread-safe, any order) gives each frame's `BlendStep`, or None where the blend
+    restarts (the first frame, a scene cut); calling the instance applies them to the outputs in order.
     `strength` is how much of the warped previous output a visible, unchanged pixel keeps (0: off)."""
 
     def __init__(self, strength: float = 0.8) -> None:
         if not 0.0 <= strength < 1.0:
             raise OptionError(f"temporal strength must be at least 0 and below 1, got {strength}")
         self.strength = strength
-        self._estimator = FlowEstimator()
-        self._previous_grey: np.ndarray | None = None
+        self._estimators = threading.local()
         self._previous_output: np.ndarray | None = None
         self.restarts = 0
         """How many frames started afresh (the first, and each scene cut)."""
 
-    def __call__(self, small_inputs: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-        """Blend `outputs` (N x H x W x 3, a batch in order) given the same frames of the input scaled to
-        `flow_size` (`small_inputs`); returns the blended frames."""
-        blended = np.empty_like(outputs)
-        height, width = outputs.shape[1:3]
-        for i, (small, output) in enumerate(zip(small_inputs, outputs)):
-            grey = self._estimator.grey(small)
-            blended[i] = self._blend(grey, output, width, height)
-            self._previous_grey, self._previous_output = grey, blended[i]
-        return blended
+    def plan(self, previous: np.ndarray | None, small_inputs: np.ndarray,
+             width: int, height: int) -> list[BlendStep | None]:
+        """The steps of frames `small_inputs` (N x h x w x 3, consecutive, scaled to `flow_size`), `previous`
+        being the input frame before the first (same size; None: the first frame starts afresh), for outputs
+        of width x height."""
+        estimator = getattr(self._estimators, "estimator", None)
+        if estimator is None:
+            estimator = self._estimators.estimator = FlowEstimator()
+        greys = [estimator.grey(frame) for frame in small_inputs]
+        before = [None if previous is None else estimator.grey(previous), *greys[:-1]]
+        return [None if prior is None else self._step(estimator, prior, grey, width, height)
+                for prior, grey in zip(before, greys)]
 
-    def _blend(self, grey: np.ndarray, output: np.ndarray, width: int, height: int) -> np.ndarray:
-        if self._previous_grey is None or self._previous_output is None:
-            self.restarts += 1
-            return output
-        backward, visible = self._estimator.motion(self._previous_grey, grey)
+    def _step(self, estimator: FlowEstimator, previous: np.ndarray, grey: np.ndarray,
+              width: int, height: int) -> BlendStep | None:
+        backward, visible = estimator.motion(previous, grey)
         if visible.mean() < CUT_VISIBLE:  # a scene cut: the previous frame says nothing about this one
-            self.restarts += 1
-            return output
+            return None
         # where the input itself changed (lighting, new content), keep the model's frame
-        moved = self._estimator.warp(self._previous_grey, backward).astype(np.float32)
+        moved = estimator.warp(previous, backward).astype(np.float32)
         same = np.exp(-((grey.astype(np.float32) - moved) / 255.0) ** 2 * 50.0) * visible
-        keep = (self.strength * same).astype(np.float32)
-        # everything at the flow's size, then one resize each: where to sample the previous output (full-size
-        # pixel coordinates; linear resizing commutes with the affine change of scale) and how much to keep
+        # full-size pixel coordinates at the flow's size (linear resizing commutes with the change of scale)
         small_h, small_w = backward.shape[:2]
         scale = np.array([width / small_w, height / small_h], dtype=np.float32)
-        where = (_grid(small_h, small_w) + backward + 0.5) * scale - 0.5
-        where = cv2.resize(where, (width, height), interpolation=cv2.INTER_LINEAR)
-        warped = cv2.remap(self._previous_output, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        keep_full = cv2.resize(keep, (width, height), interpolation=cv2.INTER_LINEAR)
-        return cv2.blendLinear(warped, output, keep_full, 1.0 - keep_full)
+        return BlendStep(where=(_grid(small_h, small_w) + backward + 0.5) * scale - 0.5,
+                         keep=(self.strength * same).astype(np.float32))
+
+    def __call__(self, steps: Sequence[BlendStep | None], outputs: np.ndarray) -> np.ndarray:
+        """Blend `outputs` (N x H x W x 3, the next frames in decode order) by their planned `steps`."""
+        blended = np.empty_like(outputs)
+        height, width = outputs.shape[1:3]
+        for i, (step, output) in enumerate(zip(steps, outputs, strict=True)):
+            if step is None or self._previous_output is None:
+                self.restarts += 1
+                blended[i] = output
+            else:
+                where = cv2.resize(step.where, (width, height), interpolation=cv2.INTER_LINEAR)
+                warped = cv2.remap(self._previous_output, where, None, cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+                keep = cv2.resize(step.keep, (width, height), interpolation=cv2.INTER_LINEAR)
+                blended[i] = cv2.blendLinear(warped, output, keep, 1.0 - keep)
+            self._previous_output = blended[i]
+        return blended

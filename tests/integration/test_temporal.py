@@ -67,7 +67,8 @@ def test_videos_of_different_lengths_are_refused(clips, tmp_path):
 def test_the_blend_leaves_a_first_frame_and_a_scene_cut_alone():
     blend = TemporalBlend()
     first, second = texture(3)[:, :WIDTH], texture(4)[:, :WIDTH]
-    out = blend(np.stack([first, second]), np.stack([first, second]))
+    frames = np.stack([first, second])
+    out = blend(blend.plan(None, frames, WIDTH, HEIGHT), frames)
     assert np.array_equal(out[0], first) and np.array_equal(out[1], second)
     assert blend.restarts == 2
     with pytest.raises(OptionError, match="strength"):
