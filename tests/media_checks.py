@@ -7,6 +7,8 @@ expected values. Every function opens the file, reads what it needs and closes i
 - `decoded_pts` / `decoded_times`: presentation timestamps of the frames that really decode
   (like ``ffprobe -show_frames``), in stream ticks or in seconds.
 - `frame_count`: how many frames decode (like ``ffprobe -count_frames``).
+- `salvaged_pts`: the frames of a damaged file that decode, as the ffmpeg CLI gets them (packets the
+  decoder rejects skipped, the file read until its container breaks off).
 - `packet_payloads` / `packet_digests`: the bytes of every packet of a stream, in file order, to check
   a stream-copy is byte-identical.
 - `streams_of_kind`: the indexes of the streams of one kind, in file order.
@@ -21,6 +23,7 @@ import os
 from fractions import Fraction
 
 import av
+import av.error
 import numpy as np
 
 Pathish = str | os.PathLike[str]
@@ -40,6 +43,31 @@ def decoded_pts(path: Pathish, stream: int | None = None) -> list[int]:
     with av.open(str(path)) as container:
         vs = _video(container, stream)
         return [frame.pts for frame in container.decode(vs)]
+
+
+def salvaged_pts(path: Pathish, stream: int | None = None) -> list[int]:
+    """PTS of the frames the ffmpeg CLI keeps from a possibly damaged file: each packet decoded on its own,
+    the ones the decoder rejects skipped, reading stopped (and the decoder flushed) where the container
+    breaks off, and a frame timed before one already kept dropped."""
+    pts: list[int] = []
+    with av.open(str(path)) as container:
+        vs = _video(container, stream)
+        packets = container.demux(vs)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError:
+                packet = None
+            try:
+                frames = vs.codec_context.decode(packet)
+            except av.error.FFmpegError:
+                frames = []
+            pts.extend(f.pts for f in frames if not pts or f.pts > pts[-1])
+            if packet is None:
+                break
+    return pts
 
 
 def video_time_base(path: Pathish, stream: int | None = None) -> Fraction:

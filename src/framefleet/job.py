@@ -54,6 +54,8 @@ class JobResult:
     interrupted: bool = False
     skipped: list[str] = field(default_factory=list)
     """Files in the input folders that are not videos."""
+    damaged: list[dict[str, Any]] = field(default_factory=list)
+    """Items done from partly damaged inputs (every frame that decodes kept), with what was damaged."""
 
     @property
     def exit_code(self) -> int:
@@ -165,7 +167,8 @@ def run(
                 finished = scheduler.run()
             frames, _ = ledger.frame_totals()
             return JobResult(job_dir=job_path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
-                             seconds=time.perf_counter() - started, interrupted=not finished, skipped=skipped)
+                             seconds=time.perf_counter() - started, interrupted=not finished, skipped=skipped,
+                             damaged=ledger.damaged())
         finally:
             ledger.close()
 

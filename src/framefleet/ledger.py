@@ -482,6 +482,16 @@ class Ledger:
         )
         return [dict(r) for r in rows]
 
+    def damaged(self) -> list[dict[str, Any]]:
+        """Items processed from partly damaged inputs: uri, the task's seq and its damage (the counts and a
+        one-line summary), in item order."""
+        rows = self._db.execute(
+            "SELECT i.uri, t.seq, json_extract(t.result, '$.damage') AS damage FROM tasks t "
+            "JOIN items i ON i.id = t.item_id WHERE t.state = 'done' "
+            "AND json_extract(t.result, '$.damage') IS NOT NULL ORDER BY i.id, t.seq"
+        )
+        return [{"uri": r["uri"], "seq": r["seq"], **json.loads(r["damage"])} for r in rows]
+
     def item_metrics(self) -> list[dict[str, Any]]:
         """Per-item totals of the per-task metrics."""
         rows = self._db.execute(

@@ -9,6 +9,7 @@ One op:
     crf: 20
     segment_seconds: 20
     temporal: blend      # flow-guided blending against flicker (none: each frame on its own)
+    strict: false        # true: refuse partly damaged inputs instead of processing what decodes
 
 Several ops run in order as `steps`, each a mapping with its `op` and parameters; `when: NAME` makes a
 step run only on the frames an earlier op of that name wrote records about:
@@ -46,7 +47,7 @@ from framefleet.video import EncodeOptions
 from framefleet.yaml_files import read_yaml_mapping
 
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
-_PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal"}
+_PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal", "strict"}
 _ALL_STEPS_KEYS = {"device"}
 """Options given beside `steps` that apply to every step (device: every step that can use a GPU); any other
 goes to the first step that takes it."""
@@ -63,6 +64,9 @@ class Pipeline:
     temporal: str = "none"
     """none, or blend: each output frame blended with the previous one moved along the input's motion
     (`framefleet.temporal`), which removes the flicker of models that see one frame at a time."""
+    strict: bool = False
+    """Refuse partly damaged inputs (frames missing from the index, packets the decoder rejects, a container
+    that breaks off) instead of processing every frame that decodes."""
 
     def __post_init__(self) -> None:
         if not self.ops:
@@ -91,6 +95,7 @@ class Pipeline:
         encode_values = {key: values.pop(key) for key in list(values) if key in _ENCODE_KEYS}
         segment_seconds = values.pop("segment_seconds", 20.0)
         temporal = values.pop("temporal", None)
+        strict = values.pop("strict", False)
         if steps is None:
             ops = (build_op(values, source=source, extra_keys=_ENCODE_KEYS | _PIPELINE_KEYS - {"op"}),)
         else:
@@ -103,10 +108,13 @@ class Pipeline:
             encode = EncodeOptions(**encode_values)
             if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, (int, float)):
                 raise ValueError(f"segment_seconds must be a number of seconds, got {segment_seconds!r}")
+            if not isinstance(strict, bool):
+                raise ValueError(f"strict must be true or false, got {strict!r}")
         except (TypeError, ValueError) as exc:
             raise OptionError(f"{source}: {exc}") from None
         try:
-            return cls(ops=ops, encode=encode, segment_seconds=float(segment_seconds), temporal=temporal)
+            return cls(ops=ops, encode=encode, segment_seconds=float(segment_seconds), temporal=temporal,
+                       strict=strict)
         except OptionError as exc:
             raise OptionError(f"{source}: {exc}") from None
 
@@ -122,6 +130,7 @@ class Pipeline:
         options) win over it: `device` for every step, any other op option for the first step taking it."""
         return cls.from_options({"steps": [dict(params) for params in spec["ops"]], **spec["encode"],
                                  "segment_seconds": spec["segment_seconds"], "temporal": spec.get("temporal", "none"),
+                                 "strict": spec.get("strict", False),
                                  **(overrides or {})}, source=source)
 
     def for_worker(self, threads: int) -> Pipeline:
@@ -138,6 +147,7 @@ class Pipeline:
             "encode": dataclasses.asdict(self.encode),
             "segment_seconds": self.segment_seconds,
             "temporal": self.temporal,
+            "strict": self.strict,
         }
 
     def fingerprint(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import queue
 import subprocess
@@ -37,6 +38,8 @@ from framefleet.temporal import BlendStep, TemporalBlend, check_mode, default_mo
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
+
+log = logging.getLogger(__name__)
 from framefleet.video.remux import CarriedStream
 
 ProgressCallback = Callable[[int], None]
@@ -113,10 +116,38 @@ class StreamResult:
     """The video encoder used (libx264, h264_nvenc, ...; empty when no video was written)."""
     temporal: str = "none"
     """How frames were made steady: none, or blend (`framefleet.temporal`)."""
+    frames_claimed: int | None = None
+    """Frames the container's index lists for the video stream (MP4, MOV, AVI; None where it lists none, and
+    for a segment)."""
+    decode_errors: int = 0
+    """Packets the decoder rejected and skipped."""
+    cut_short: str | None = None
+    """Why the container broke off before its end (None: it did not)."""
+    frames_dropped: int = 0
+    """Decoded frames dropped because their timestamp went back before an earlier frame's."""
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def damaged(self) -> bool:
+        """Whether the input was partly damaged: frames missing from its index, rejected packets, a cut."""
+        return bool(self.damage())
+
+    def damage(self) -> str:
+        """One line on what was damaged ("" when nothing was)."""
+        parts = []
+        if self.frames_claimed is not None and self.frames < self.frames_claimed:
+            parts.append(f"{self.frames} of the {self.frames_claimed} frames its index lists decoded")
+        if self.decode_errors:
+            parts.append(f"{self.decode_errors} packet{'s' * (self.decode_errors != 1)} rejected by the decoder")
+        if self.frames_dropped:
+            parts.append(f"{self.frames_dropped} frame{'s' * (self.frames_dropped != 1)} dropped, "
+                         "timed before an earlier one")
+        if self.cut_short is not None:
+            parts.append(f"the container breaks off ({self.cut_short})")
+        return "; ".join(parts)
 
 
 def check_output_path(source: VideoSource, output: Path) -> None:
@@ -148,19 +179,21 @@ def process_video(
     records: str | os.PathLike[str] | None = None,
     hw_decode: bool = False,
     temporal: str | None = None,
+    strict: bool = False,
 ) -> StreamResult:
     """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
     subtitles and data streams, and the ops' records to the Parquet file `records`; either may be None.
     With `hw_decode`, a video whose ops run on CUDA is decoded there too (NVDEC; measured slower than the
     CPU's threaded decoder on a 16-core GPU machine, hence off by default). `temporal="blend"` removes
     flicker (`framefleet.temporal`), "none" processes every frame on its own; by default ops that flicker
-    (style transfer) get blend, as in `Pipeline`.
+    (style transfer) get blend, as in `Pipeline`. A partly damaged input gives every frame that decodes
+    (the result counts the damage); `strict` refuses it instead.
     Raises framefleet errors for bad input and output."""
     info = probe(source, keyframes=False, video_stream=video_stream)
     for target in (output, records):
         if target is not None:
             check_output_path(source, Path(target))
-    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode,
+    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode, strict=strict,
                         temporal=default_mode(ops) if temporal is None else temporal) as processor:
         return processor.run(source, output, encode=encode, info=info, progress=progress, records=records)
 
@@ -172,10 +205,13 @@ class FrameProcessor:
     """
 
     def __init__(self, ops: Sequence[Op], *, sessions: int | None = None, threads: int | None = None,
-                 hw_decode: bool = False, temporal: str = "none") -> None:
+                 hw_decode: bool = False, temporal: str = "none", strict: bool = False) -> None:
         self.ops = list(ops)
         self.temporal = check_mode(temporal)
         """none, or blend: outputs blended along the input's motion, in order (a segment pre-rolls into it)."""
+        self.strict = strict
+        """Refuse partly damaged inputs (rejected packets, a container that breaks off, frames missing from
+        the index) instead of processing what decodes."""
         self.plan = Parallelism.choose(self.ops, sessions, threads)
         self.hwaccel = "cuda" if hw_decode and self.plan.device.kind == "cuda" else None
         """Where videos are decoded: NVDEC when asked and the ops run on CUDA (else, or where it cannot, the CPU)."""
@@ -240,7 +276,8 @@ class FrameProcessor:
         width, height = chain_output_size(self.ops, info.width, info.height)
         recorder = None if records is None else RecordsWriter(
             Path(records), input_uri=input_uri or str(source), time_base=info.time_base)
-        with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel) as reader, self._writer(
+        with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel,
+                         strict=self.strict) as reader, self._writer(
                 source, output, info, (width, height), encode, carry) as writer:
             blend = (TemporalBlend() if self.temporal == "blend" and writer is not None
                      and any(op.writes_frames for op in self.ops) else None)
@@ -267,13 +304,15 @@ class FrameProcessor:
                 frames += len(batch)
                 if progress:
                     progress(len(batch))
-            if start_pts is None and end_pts is None:
-                _check_not_truncated(source, frames, info)
+            claimed = info.video.frames_header if start_pts is None and end_pts is None else None
+            if self.strict and claimed and frames < claimed:
+                raise CorruptVideoError(f"{source}: corrupt video, truncated: its index lists {claimed} frames "
+                                        f"but only {frames} decode")
             if recorder is not None:
                 recorder.close(frames)
             t0 = time.perf_counter()
         timers["encode"] += time.perf_counter() - t0  # flush, carried streams and rename happen on exit
-        return StreamResult(
+        result = StreamResult(
             input=str(source),
             output=str(output) if output is not None else "",
             frames=frames,
@@ -290,7 +329,14 @@ class FrameProcessor:
             decoder=reader.decoder,
             encoder=writer.codec if writer is not None else "",
             temporal="blend" if blend is not None else "none",
+            frames_claimed=claimed,
+            decode_errors=reader.decode_errors,
+            cut_short=reader.cut_short,
+            frames_dropped=reader.frames_dropped,
         )
+        if result.damaged:
+            log.warning("%s: partly damaged input: %s; kept every frame that decodes", source, result.damage())
+        return result
 
     def _writer(self, source: VideoSource, output: str | os.PathLike[str] | None, info: VideoInfo,
                 size: tuple[int, int], encode: EncodeOptions,
@@ -393,19 +439,6 @@ class FrameProcessor:
             in_flight.put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             in_flight.put(exc)
-
-
-def _check_not_truncated(source: VideoSource, frames: int, info: VideoInfo) -> None:
-    """A container that indexes its frames (MP4, MOV) but yields far fewer was cut short.
-
-    A few missing frames are normal (an AVI index listing frames that do not decode); a tenth is not.
-    Containers without a frame count (Matroska, MPEG-TS) cannot be checked this way.
-    """
-    listed = info.video.frames_header
-    if listed and frames < 0.9 * listed:
-        raise CorruptVideoError(
-            f"{source}: corrupt video, truncated: its index lists {listed} frames but only {frames} could be read"
-        )
 
 
 def _tear_down(instances: queue.Queue[list[Op]]) -> None:

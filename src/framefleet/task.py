@@ -145,7 +145,9 @@ def run_task(
     remove_stale_temporaries(target)
     video = target if pipeline.writes_video else None
     records = records_path(target) if pipeline.writes_records else None
-    stream = processor.run(source, video, encode=pipeline.encode, info=info, start_pts=request.start_pts,
+    # a segment's part is a .nut file: its encoder is the one the final output's container needs
+    encode = pipeline.encode if whole else pipeline.encode.for_output(request.output_uri)
+    stream = processor.run(source, video, encode=encode, info=info, start_pts=request.start_pts,
                            end_pts=request.end_pts, carry=whole, progress=progress, records=records,
                            input_uri=request.uri)
     metrics = _metrics(stream, info, [path for path in (video, records) if path is not None])
@@ -157,6 +159,10 @@ def run_task(
                               "output": destination if video is not None else records_uri(destination)}
     if records is not None:
         result["records"] = stream.records
+    if stream.damaged:  # kept in the ledger with the task's result
+        result["damage"] = {"summary": stream.damage(), "frames_claimed": stream.frames_claimed,
+                            "decode_errors": stream.decode_errors, "frames_dropped": stream.frames_dropped,
+                            "cut_short": stream.cut_short}
     return TaskResult(result=result, metrics=metrics)
 
 

@@ -260,8 +260,8 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
         "c/zero.mp4": "empty",
         "c/d/e/notes.mp4": "corrupt video",
         "with space/scrambled.mp4": "corrupt video",
-        "a/damaged-after-first-frame.mp4": "corrupt video",
     }
+    damaged = "a/damaged-after-first-frame.mp4"  # every frame that decodes is kept, and the damage reported
     whole = (src / "a/b/truncated.mp4")
     shutil.copyfile(variants["bframes.mp4"], whole)
     whole.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
@@ -277,11 +277,11 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
     result = run([str(src)], out, identity(), workers=2, limits=limits)
 
     assert result.exit_code == 3
-    assert result.counts == {"pending": 0, "running": 0, "done": len(good), "failed": len(bad)}
+    assert result.counts == {"pending": 0, "running": 0, "done": len(good) + 1, "failed": len(bad)}
     assert result.skipped == [(src / "c/readme.txt").as_posix()]
     with ledger_at(result.job_dir) as ledger:
         items = {Path(item.uri).relative_to(src).as_posix(): item for item in ledger.items()}
-        assert set(items) == set(good) | set(bad)
+        assert set(items) == set(good) | set(bad) | {damaged}
         for rel in good:
             assert items[rel].state == "done", (rel, items[rel].error)
             assert_each_task_done_exactly_once(ledger, items[rel].id)
@@ -300,11 +300,16 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
             assert outcomes.count("input_error") == limits.max_attempts, (rel, outcomes)
             assert set(outcomes) <= {"input_error", "done"}, (rel, outcomes)
             assert failure["attempts"] == len(outcomes)
-        tail_attempts = ledger.attempts(failures["a/damaged-after-first-frame.mp4"]["id"])
-        assert [(a["kind"], a["outcome"]) for a in tail_attempts] == [("probe", "done")] + [
-            ("segment", "input_error")] * limits.max_attempts
+        tail_attempts = ledger.attempts(items[damaged].id)
+        assert [(a["kind"], a["outcome"]) for a in tail_attempts] == [("probe", "done"), ("segment", "done")]
+        (report,) = ledger.damaged()
+        assert report["uri"] == (src / damaged).as_posix() and report["decode_errors"] > 0
+        assert report["frames_claimed"] == media_checks.frame_count(variants["plain.mp4"])
+    assert result.damaged == [report]
 
-    assert output_files(out) == set(good)  # mirrored paths, nothing for the bad ones, nothing else
+    # mirrored paths, nothing for the bad ones, nothing else; the damaged one holds what decodes
+    assert output_files(out) == set(good) | {damaged}
+    assert media_checks.decoded_pts(out / damaged) == media_checks.salvaged_pts(src / damaged)
     for rel, variant in good.items():
         assert_same_frames(variant, out / rel)
     for rel in (rel for rel, variant in good.items() if variant == variants["audio.mp4"]):
@@ -693,7 +698,8 @@ def test_cli_run_status_failures_and_retry(variants, tmp_path):
     ran = cli("run", src, "-o", out, "--op", "identity", "--workers", "1", "--max-attempts", "1", "--json")
     assert ran.exit_code == 3, ran.stderr
     summary = stdout_json(ran)
-    assert set(summary) == {"job_dir", "counts", "frames", "seconds", "interrupted", "failures", "skipped"}
+    assert set(summary) == {"job_dir", "counts", "frames", "seconds", "interrupted", "failures", "skipped", "damaged"}
+    assert summary["damaged"] == []
     assert Path(summary["job_dir"]) == job
     assert summary["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     assert summary["frames"] == GOOD_VARIANTS["plain.mp4"]["frames"] and summary["interrupted"] is False

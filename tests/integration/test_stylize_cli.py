@@ -235,13 +235,12 @@ def corrupted(clip: Path, tmp_path: Path, how: str) -> Path:
     [
         pytest.param(how, message, id=how)
         for how, message in [
-            ("noise in the middle", r"noise_in_the_middle\.mp4: corrupt video, decoding failed after \d+"),
             ("zeroed frames", r"zeroed_frames\.mp4: corrupt video, its first frame does not decode"),
             ("truncated", r"truncated\.mp4: corrupt video, FFmpeg cannot read its container"),
         ]
     ],
 )
-def test_a_corrupt_video_is_a_one_line_error(clip_factory, tmp_path, how, message):
+def test_a_video_nothing_can_be_saved_from_is_a_one_line_error(clip_factory, tmp_path, how, message):
     source = corrupted(clip_factory("corruptible.mp4", width=128, height=96, frames=24, audio=("aac",)),
                        tmp_path, how)
     out_dir = tmp_path / "out"
@@ -250,7 +249,27 @@ def test_a_corrupt_video_is_a_one_line_error(clip_factory, tmp_path, how, messag
     assert not out_dir.exists() or not any(out_dir.iterdir()), "a partial output was left behind"
 
 
-def test_a_truncated_video_with_its_index_first_is_a_corrupt_video(clip, tmp_path):
+def test_noise_in_the_middle_keeps_every_frame_that_decodes_and_strict_refuses_it(clip_factory, tmp_path):
+    clip = clip_factory("corruptible.mp4", width=128, height=96, frames=24, audio=("aac",))
+    source = corrupted(clip, tmp_path, "noise in the middle")
+    decodable = media_checks.salvaged_pts(source)
+    assert 0 < len(decodable) < 24
+    result = cli("stylize", source, "-o", tmp_path / "o.mp4", "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames"] == len(decodable) and report["frames_claimed"] == 24
+    assert report["decode_errors"] > 0 and report["damaged"] is True
+    assert media_checks.decoded_pts(tmp_path / "o.mp4") == decodable
+    audio = media_checks.streams_of_kind(clip, "audio")[0]
+    out_audio = media_checks.streams_of_kind(tmp_path / "o.mp4", "audio")[0]
+    assert media_checks.packet_payloads(tmp_path / "o.mp4", out_audio) == media_checks.packet_payloads(source, audio)
+
+    line = assert_user_error(cli("stylize", source, "-o", tmp_path / "strict.mp4", "--strict"), "corrupt video")
+    assert re.search(r"noise_in_the_middle\.mp4: corrupt video, decoding failed after \d+ frames", line), line
+    assert not (tmp_path / "strict.mp4").exists()
+
+
+def test_a_cut_video_with_its_index_first_keeps_what_decodes_and_strict_refuses_it(clip, tmp_path):
     faststart = tmp_path / "faststart.mp4"
     with av.open(str(clip)) as source, av.open(str(faststart), "w", options={"movflags": "faststart"}) as out:
         streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
@@ -260,9 +279,18 @@ def test_a_truncated_video_with_its_index_first_is_a_corrupt_video(clip, tmp_pat
                 out.mux(packet)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 2 // 3])
-    line = assert_user_error(cli("stylize", cut, "-o", tmp_path / "o.mp4", "-q"), "corrupt video")
-    assert "truncated" in line
-    assert not (tmp_path / "o.mp4").exists()
+    decodable = media_checks.salvaged_pts(cut)
+    claimed = media_checks.frame_count(clip)
+    assert 0 < len(decodable) < claimed
+
+    result = cli("stylize", cut, "-o", tmp_path / "o.mp4", "--max-size", "64")
+    assert result.exit_code == 0, result.stderr
+    assert f"damaged input: {len(decodable)} of the {claimed} frames its index lists decoded" in result.stderr
+    assert media_checks.decoded_pts(tmp_path / "o.mp4") == decodable
+
+    line = assert_user_error(cli("stylize", cut, "-o", tmp_path / "strict.mp4", "-q", "--strict"), "corrupt video")
+    assert f"truncated: its index lists {claimed} frames but only {len(decodable)} decode" in line
+    assert not (tmp_path / "strict.mp4").exists()
 
 
 def touch(path: Path, data: bytes) -> Path:

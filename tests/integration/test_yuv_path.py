@@ -114,14 +114,15 @@ def test_a_model_on_a_smaller_copy_never_converts_the_full_frame(tmp_path):
 def test_a_hardware_encoder_that_cannot_open_falls_back_to_libx264_with_a_reason(caplog):
     if hardware_encoder_problem("h264_nvenc") is None:
         pytest.skip("NVENC opens on this machine; the GPU tests cover it")
-    resolved = EncodeOptions(codec="auto", crf=23, preset="fast").resolved()
+    resolved = EncodeOptions(codec="auto", crf=23, preset="fast").for_output("out.mp4")
     assert (resolved.codec, resolved.crf, resolved.preset) == ("libx264", 23, "fast")
     assert "h264_nvenc cannot encode here" in caplog.text
-    assert EncodeOptions(codec="h264_nvenc", preset="p5").resolved().preset == "veryfast"
+    assert EncodeOptions(codec="h264_nvenc", preset="p5").for_output("out.mkv").preset == "veryfast"
+    assert EncodeOptions(codec="auto").for_output("out.webm").codec == "libvpx-vp9"
 
 
 def test_codec_auto_is_taken_for_cuda_pipelines_only():
     assert Pipeline.from_options({"device": "cuda"}).encode.codec == "auto"
     assert Pipeline.from_options({"device": "cuda", "codec": "libx264"}).encode.codec == "libx264"
-    assert Pipeline.from_options({}).encode.codec == "libx264"
+    assert Pipeline.from_options({}).encode.codec is None  # the output's container decides: H.264 where it can
     assert EncodeOptions(codec="h264_nvenc", crf=0).codec_options() == {"rc": "vbr", "cq": "1", "preset": "p2"}

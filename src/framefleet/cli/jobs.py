@@ -63,6 +63,7 @@ def run(
     preset: options.Preset = None,
     codec: options.Codec = None,
     temporal: options.Temporal = None,
+    strict: options.Strict = False,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Split videos longer than this (default 20 s).")] = None,
     workers: Workers = None,
     job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job, "
@@ -90,7 +91,8 @@ def run(
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
         flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
-                               segment_seconds, model=model, params=param, codec=codec, temporal=temporal)
+                               segment_seconds, model=model, params=param, codec=codec, temporal=temporal,
+                               strict=strict or None)
         if plan_file is None:
             pipeline = build_pipeline(pipeline_file, flags)
             applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,
@@ -230,12 +232,14 @@ def report(
 
 def pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
                    segment_seconds, *, model: str | None = None, params: list[str] | None = None,
-                   codec: str | None = None, temporal: str | None = None) -> dict[str, Any]:
+                   codec: str | None = None, temporal: str | None = None,
+                   strict: bool | None = None) -> dict[str, Any]:
     """The pipeline options of the flags `run`, `plan` and `profile` share (None: not given). `--model`
     means the onnx op; `-p KEY=VALUE` sets any op parameter."""
     flags = {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
              "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
-             "preset": preset, "codec": codec, "temporal": temporal, "segment_seconds": segment_seconds}
+             "preset": preset, "codec": codec, "temporal": temporal, "segment_seconds": segment_seconds,
+             "strict": strict}
     if model is not None:
         if op not in (None, "onnx"):
             raise OptionError(f"--model runs the onnx op; drop --op {op} or --model")
@@ -286,13 +290,17 @@ def _finish(result: JobResult, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps({"job_dir": str(result.job_dir), "counts": result.counts, "frames": result.frames,
                                    "seconds": round(result.seconds, 3), "interrupted": result.interrupted,
-                                   "failures": result.failures, "skipped": result.skipped}))
+                                   "failures": result.failures, "skipped": result.skipped,
+                                   "damaged": result.damaged}))
     else:
         counts = result.counts
         err.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "
                   f"{result.frames} frames in {result.seconds:.1f} s (job: {result.job_dir})", highlight=False)
         for failure in result.failures:
             err.print(f"[red]failed[/] {escape(failure['uri'])}: {escape(failure['error'] or '')}", highlight=False, soft_wrap=True)
+        for item in result.damaged:
+            err.print(f"[yellow]damaged[/] {escape(item['uri'])}: {escape(item['summary'])}; kept every frame "
+                      "that decodes (--strict refuses such inputs)", highlight=False, soft_wrap=True)
         if result.interrupted:
             err.print("[yellow]stopped[/]: run the same command again to resume", highlight=False)
     raise typer.Exit(result.exit_code)

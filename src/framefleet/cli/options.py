@@ -23,8 +23,12 @@ Device = Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (default 
 BatchSize = Annotated[Optional[int], typer.Option(help="Frames per model call (default 4).")]
 Crf = Annotated[Optional[int], typer.Option(help="H.264 quality: 0-51, lower is better (default 20).")]
 Codec = Annotated[Optional[str], typer.Option(
-    help="Video encoder: libx264 (default), libx265, h264_nvenc, hevc_nvenc, or auto (h264_nvenc where it opens, "
-         "else libx264; the default with --device cuda).")]
+    help="Video encoder: libx264, libx265, libvpx-vp9, libsvtav1, h264_nvenc, hevc_nvenc, or auto (h264_nvenc where "
+         "it opens; the default with --device cuda). Default: H.264 (libx264), or VP9 where the output's container "
+         "cannot hold H.264 (.webm).")]
+Strict = Annotated[bool, typer.Option(
+    "--strict", help="Refuse partly damaged inputs (frames missing from the index, packets the decoder rejects, a "
+                     "container that breaks off) instead of processing every frame that decodes.")]
 Temporal = Annotated[Optional[str], typer.Option(
     help="Flicker removal: blend (each frame blended with the previous one moved along the motion; the default "
          "for style transfer) or none (every frame on its own; the default for other ops).")]

@@ -42,6 +42,7 @@ def stylize(
     preset: options.Preset = None,
     codec: options.Codec = None,
     temporal: options.Temporal = None,
+    strict: options.Strict = False,
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")] = False,
     storage_options: options.StorageOptions = None,
@@ -64,7 +65,7 @@ def stylize(
         pipeline = Pipeline.from_options(
             dict(style=style, style_image=str(style_image) if style_image else None, strength=strength,
                  max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset, codec=codec,
-                 temporal=temporal),
+                 temporal=temporal, strict=strict or None),
             source="options",
         )
         info = probe(source, keyframes=False, video_stream=video_stream)
@@ -79,7 +80,8 @@ def stylize(
                 bar.update(task, fps=bar.tasks[0].completed / elapsed if elapsed else 0.0)
 
             result = process_video(source, target, pipeline.ops, encode=pipeline.encode, sessions=sessions,
-                                   video_stream=info.video_index, progress=advance, temporal=pipeline.temporal)
+                                   video_stream=info.video_index, progress=advance, temporal=pipeline.temporal,
+                                   strict=pipeline.strict)
         return dataclasses.replace(result, input=input, output=output)
 
     result = guarded(run)
@@ -92,6 +94,9 @@ def stylize(
         f"in {result.seconds:.1f} s ({result.fps:.2f} fps, {result.sessions} x {result.device}); {carried}",
         highlight=False, soft_wrap=True,
     )
+    if result.damaged:
+        err.print(f"[yellow]damaged input[/]: {escape(result.damage())}; kept every frame that decodes "
+                  "(--strict refuses such inputs)", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -215,6 +220,11 @@ def _result_dict(result: StreamResult) -> dict[str, Any]:
         "decoder": result.decoder,
         "encoder": result.encoder,
         "temporal": result.temporal,
+        "frames_claimed": result.frames_claimed,
+        "decode_errors": result.decode_errors,
+        "cut_short": result.cut_short,
+        "frames_dropped": result.frames_dropped,
+        "damaged": result.damaged,
         "streams": [vars(c) for c in result.carried],
     }
 

@@ -166,7 +166,8 @@ def worker_main(
     pipeline = pipeline.for_worker(threads)
     try:
         inputs = worker_storage.apply()
-        processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal)
+        processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal,
+                                   strict=pipeline.strict)
     except Exception as exc:  # noqa: BLE001 - reported to the scheduler, which stops the job
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return

@@ -45,7 +45,8 @@ class RayWorker:
 
         self._inputs = worker_storage.apply()
         self._pipeline = pipeline.for_worker(threads)
-        self._processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal)
+        self._processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal,
+                                         strict=pipeline.strict)
         self._frames = 0
 
     def ready(self) -> str:

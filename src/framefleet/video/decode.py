@@ -33,14 +33,22 @@ class VideoReader:
     ...         print(batch.index, batch.frames.shape)
 
     Frames come with their presentation timestamps in `time_base` units. Timestamps FFmpeg cannot
-    provide are filled in from the previous frame and the frame rate; a timestamp that does not
-    increase is nudged one tick past the previous one (and logged), so the sequence is always strictly
-    increasing, which every encoder needs. Frames FFmpeg cannot decode at all (e.g. the leading
+    provide are filled in from the previous frame and the frame rate; a timestamp equal to the previous
+    one is nudged one tick past it (and logged), and a frame whose timestamp goes back before one already
+    given is dropped and counted in `frames_dropped` (the ffmpeg CLI drops it too), so the sequence is
+    always strictly increasing, which every encoder needs. AVI stores no presentation times (its
+    demuxer guesses them, wrongly once B-frames reorder): its frames are timed by their decode times,
+    FFmpeg's best-effort timestamps there. Frames FFmpeg cannot decode at all (e.g. the leading
     B-frames of an open GOP) are skipped by FFmpeg itself, as in the ffmpeg CLI.
+
+    Damage is what the ffmpeg CLI makes of it: a packet the decoder rejects is counted in `decode_errors`
+    and skipped, and a container that breaks off ends the video there (`cut_short` says why), so every
+    frame that decodes comes out. With `strict`, either is a `CorruptVideoError` instead. A video of which
+    no frame decodes is one either way.
     """
 
     def __init__(self, path: VideoSource, *, video_stream: int | None = None, threads: int = 0,
-                 hwaccel: str | None = None) -> None:
+                 hwaccel: str | None = None, strict: bool = False) -> None:
         self.path = str(path)
         self._source = path
         self._container = open_input(path, hwaccel=hwaccel)
@@ -57,6 +65,14 @@ class VideoReader:
             self.orientation = _first_frame_orientation(path, self._stream.index)
         self._reformatter = VideoReformatter()
         self._used = False
+        self.strict = strict
+        self.decode_errors = 0
+        """Packets of the video stream the decoder rejected (skipped) in the last read."""
+        self.cut_short: str | None = None
+        """Why the container stopped before its end in the last read (None: it did not)."""
+        self.frames_dropped = 0
+        """Frames dropped in the last read because their timestamp went back (damage, a broken muxer)."""
+        self._decode_times = self._container.format.name == "avi"
 
     @property
     def frame_ticks(self) -> int:
@@ -84,31 +100,64 @@ class VideoReader:
         elif self._used:  # read before: go back to the start rather than go on from where that read stopped
             self._container.seek(self._stream.start_time or 0, stream=self._stream, backward=True, any_frame=False)
         self._used = True
+        self.decode_errors, self.cut_short, self.frames_dropped = 0, None, 0
         previous: int | None = None
         decoded = 0
-        try:
-            for frame in self._container.decode(self._stream):
-                decoded += 1
-                pts = self._timestamp(frame, previous)
-                if start_pts is not None and pts < start_pts:
-                    continue
-                if end_pts is not None and pts >= end_pts:
-                    check_reads(self._source)
-                    return
-                previous = pts
-                if self._hwaccel:  # downloaded frames lose the stream's colour tags: put them back
-                    _copy_colour_tags(frame, self._stream.codec_context)
-                if self.orientation is None:
-                    self.orientation = Orientation.from_display_matrix(display_matrix(frame))
-                yield pts, frame
-        except av.error.FFmpegError as exc:
-            check_reads(self._source)
-            raise CorruptVideoError(
-                f"{self.path}: corrupt video, decoding failed after {decoded} frames ({exc.strerror or exc})"
-            ) from None
+        for frame in self._decode():
+            decoded += 1
+            pts = self._timestamp(frame, previous)
+            if pts is None:
+                self.frames_dropped += 1
+                continue
+            if start_pts is not None and pts < start_pts:
+                continue
+            if end_pts is not None and pts >= end_pts:
+                check_reads(self._source)
+                return
+            previous = pts
+            if self._hwaccel:  # downloaded frames lose the stream's colour tags: put them back
+                _copy_colour_tags(frame, self._stream.codec_context)
+            if self.orientation is None:
+                self.orientation = Orientation.from_display_matrix(display_matrix(frame))
+            yield pts, frame
         check_reads(self._source)
         if decoded == 0:
             raise CorruptVideoError(f"{self.path}: corrupt video, no frame of stream {self._stream.index} decodes")
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """The stream's frames, packet by packet: rejected packets counted and skipped, a container that
+        breaks off ending the read (both errors when strict)."""
+        decoded = 0
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)  # at the end, an empty packet flushes the decoder, then StopIteration
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:  # the container breaks off: flush what the decoder holds
+                check_reads(self._source)
+                self.cut_short = exc.strerror or str(exc)
+                if self.strict:
+                    raise CorruptVideoError(f"{self.path}: corrupt video, the container breaks off after "
+                                            f"{decoded} frames ({self.cut_short})") from None
+                log.warning("%s: the container breaks off after %d frames (%s); keeping what decoded",
+                            self.path, decoded, self.cut_short)
+                packet = None
+            try:
+                frames = self._stream.codec_context.decode(packet)
+            except av.error.FFmpegError as exc:
+                check_reads(self._source)
+                if self.strict:
+                    raise CorruptVideoError(f"{self.path}: corrupt video, decoding failed after {decoded} frames "
+                                            f"({exc.strerror or exc})") from None
+                self.decode_errors += 1
+                log.debug("%s: skipping a packet the decoder rejects (%s)", self.path, exc.strerror or exc)
+                frames = []
+            for frame in frames:
+                decoded += 1
+                yield frame
+            if packet is None:
+                return
 
     def batches(
         self, batch_size: int, start_pts: int | None = None, end_pts: int | None = None
@@ -151,11 +200,16 @@ class VideoReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _timestamp(self, frame: av.VideoFrame, previous: int | None) -> int:
-        pts = frame.pts if frame.pts is not None else frame.dts
+    def _timestamp(self, frame: av.VideoFrame, previous: int | None) -> int | None:
+        """The frame's timestamp, or None to drop it (it goes back before `previous`)."""
+        first, second = (frame.dts, frame.pts) if self._decode_times else (frame.pts, frame.dts)
+        pts = first if first is not None else second
         if pts is None:
             return 0 if previous is None else previous + self._default_step
-        if previous is not None and pts <= previous:
+        if previous is not None and pts < previous:
+            log.warning("%s: dropping a frame whose timestamp %d goes back before %d", self.path, pts, previous)
+            return None
+        if previous is not None and pts == previous:
             log.warning("%s: frame timestamp %d does not increase after %d; using %d", self.path, pts, previous, previous + 1)
             return previous + 1
         return pts

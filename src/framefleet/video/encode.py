@@ -1,8 +1,10 @@
 """Encoding frames to a new file that keeps every frame's timestamp, with the source's other streams.
 
 Defaults: H.264 (libx264, bundled in PyAV's wheels) in yuv420p, CRF 20, preset veryfast, limited range,
-tagged with the source's colour matrix, primaries and transfer. `codec: auto` takes NVIDIA's hardware
-encoder (h264_nvenc) where it opens and libx264 where it does not, logging why. 4:2:0 needs even sizes,
+tagged with the source's colour matrix, primaries and transfer. The output's extension picks the container;
+when that container cannot hold H.264 (WebM) and no codec was asked for, the first it holds of VP9
+(libvpx-vp9), AV1 (libsvtav1), ... is used, and logged. `codec: auto` takes NVIDIA's hardware encoder
+(h264_nvenc) where it opens and the default where it does not, logging why. 4:2:0 needs even sizes,
 so an odd width or height is padded by one edge-replicated column or row. The file is written under a
 temporary name beside the target and renamed into place only when complete: a reader never sees a
 partial file.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from fractions import Fraction
 from pathlib import Path
@@ -30,24 +32,33 @@ from framefleet.errors import OptionError, OutputError
 from framefleet.temporary import temporary_path
 from framefleet.video.container import VideoSource
 from framefleet.video.frames import rgb_to_frame, thread_reformatter
+from framefleet.video.muxing import holds_encoder, output_format, video_encoder_for
 from framefleet.video.remux import CarriedStream, StreamCarrier
 
 log = logging.getLogger(__name__)
+os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stderr unless told errors only
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 HARDWARE_CODECS = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
 _NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
                   "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7"}
 """x264 preset names mapped to NVENC's p1 (fastest) to p7 (best); p1-p7 are taken as they are too."""
+_VP9_SPEED = {"ultrafast": 8, "superfast": 7, "veryfast": 6, "faster": 5, "fast": 4, "medium": 3, "slow": 2,
+              "slower": 1, "veryslow": 0}
+"""x264 presets mapped to libvpx-vp9's cpu-used (8 fastest; 6 and above in its realtime mode)."""
+_SVT_PRESET = {"ultrafast": 13, "superfast": 12, "veryfast": 10, "faster": 9, "fast": 8, "medium": 6, "slow": 5,
+               "slower": 4, "veryslow": 2}
+"""x264 presets mapped to SVT-AV1's presets (13 fastest)."""
 
 
 @dataclass(frozen=True)
 class EncodeOptions:
     """How the output video stream is encoded."""
 
-    codec: str = "libx264"
-    """An FFmpeg video encoder (libx264, libx265, h264_nvenc, ...), or auto: h264_nvenc where it opens, else
-    libx264."""
+    codec: str | None = None
+    """An FFmpeg video encoder (libx264, libx265, libvpx-vp9, libsvtav1, h264_nvenc, ...); None: H.264
+    (libx264) where the output's container holds it, else the first of VP9, AV1, ... it holds (WebM: VP9);
+    auto: h264_nvenc where it opens, else as None."""
     crf: int = 20
     """Constant rate factor: 0 (lossless) to 51; lower is better and bigger."""
     preset: str = "veryfast"
@@ -61,35 +72,63 @@ class EncodeOptions:
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise OptionError(f"threads must be a whole number, 0 or more (0: the encoder chooses), got {self.threads!r}")
         try:
-            kind = "video" if self.codec == "auto" else av.Codec(self.codec, "w").type
+            kind = "video" if self.codec in (None, "auto") else av.Codec(self.codec, "w").type
         except (ValueError, TypeError):
             kind = None
         if kind != "video":
             raise OptionError(f"codec {self.codec!r}: this FFmpeg build has no video encoder of that name")
         nvenc_presets = tuple(f"p{n}" for n in range(1, 8))
-        if self.codec in ("libx264", "auto") and self.preset not in PRESETS:
+        if self.codec not in HARDWARE_CODECS and self.preset not in PRESETS:
             raise OptionError(f"--preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
         if self.codec in HARDWARE_CODECS and self.preset not in PRESETS + nvenc_presets:
             raise OptionError(f"--preset for {self.codec} must be p1-p7 or one of {', '.join(PRESETS)}; "
                               f"got {self.preset!r}")
 
-    def resolved(self) -> EncodeOptions:
-        """These options with `auto` and an unusable hardware encoder replaced by what opens here (logged)."""
-        if self.codec not in ("auto", *HARDWARE_CODECS):
-            return self
-        wanted = "h264_nvenc" if self.codec == "auto" else self.codec
-        reason = hardware_encoder_problem(wanted)
-        if reason is None:
-            return EncodeOptions(codec=wanted, crf=self.crf, preset=self.preset, pix_fmt=self.pix_fmt,
-                                 threads=self.threads)
-        log.warning("%s cannot encode here (%s); encoding with libx264 instead", wanted, reason)
-        return EncodeOptions(crf=self.crf, preset=self.preset if self.preset in PRESETS else "veryfast",
-                             pix_fmt=self.pix_fmt, threads=self.threads)
+    def for_output(self, path: str | os.PathLike[str]) -> EncodeOptions:
+        """These options with the encoder settled for a file named `path` (its extension picks the container):
+        no codec or `auto` becomes the one to use there (logged when it is not H.264, or when the hardware
+        encoder cannot open); a codec the container cannot hold is a one-line OutputError."""
+        name = Path(path).name
+        container = output_format(name)
+        codec = self.codec
+        if codec in ("auto", *HARDWARE_CODECS):
+            wanted = "h264_nvenc" if codec == "auto" else codec
+            reason = hardware_encoder_problem(wanted)
+            if reason is None and holds_encoder(container, wanted):
+                return replace(self, codec=wanted)
+            fallback = video_encoder_for(container) or "libx264"
+            log.warning("%s cannot encode here (%s); encoding with %s instead", wanted,
+                        reason or f"the {container} format cannot hold its video", fallback)
+            return replace(self, codec=fallback, preset=self.preset if self.preset in PRESETS else "veryfast")
+        if codec is None:
+            chosen = video_encoder_for(container)
+            if chosen is None:
+                raise OutputError(f"{name}: the {container} format holds none of the video encoders framefleet "
+                                  "uses; name the output .mp4, .mkv, .mov or .webm")
+            if chosen != "libx264":
+                log.info("%s: the %s format cannot hold H.264 video; encoding with %s", name, container, chosen)
+            return replace(self, codec=chosen)
+        if not holds_encoder(container, codec):
+            usable = video_encoder_for(container)
+            hint = f"use --codec {usable} or " if usable else ""
+            raise OutputError(f"{name}: the {container} format cannot hold {av.Codec(codec, 'w').canonical_name} "
+                              f"video; {hint}name the output .mp4, .mkv or .mov")
+        return self
 
     def codec_options(self) -> dict[str, str]:
-        """The encoder's private options for the quality and speed settings."""
+        """The encoder's private options for the quality and speed settings (CRF on x264's 0-51 scale,
+        scaled to 0-63 for VP9 and AV1; x264's presets mapped to the others' speeds)."""
+        wide_crf = str(max(1, round(self.crf * 63 / 51)))
         if self.codec == "libx264":
             return {"crf": str(self.crf), "preset": self.preset}
+        if self.codec == "libx265":
+            return {"crf": str(self.crf), "preset": self.preset, "x265-params": "log-level=error"}
+        if self.codec == "libvpx-vp9":
+            speed = _VP9_SPEED[self.preset]
+            return {"crf": wide_crf, "b": "0", "row-mt": "1", "cpu-used": str(speed),
+                    "deadline": "realtime" if speed >= 6 else "good"}
+        if self.codec == "libsvtav1":
+            return {"crf": wide_crf, "preset": str(_SVT_PRESET[self.preset])}
         if self.codec in HARDWARE_CODECS:
             return {"rc": "vbr", "cq": str(max(1, self.crf)), "preset": _NVENC_PRESETS.get(self.preset, self.preset)}
         return {}
@@ -144,7 +183,7 @@ class VideoWriter:
         self._tmp = temporary_path(self.path)
         self._format = video_format
         self._offset_pts = round(offset / video_format.time_base)
-        options = options.resolved()
+        options = options.for_output(self.path)
         self.codec = options.codec
         self._width, self._height = width + width % 2, height + height % 2
         if (self._width, self._height) != (width, height):
@@ -172,12 +211,6 @@ class VideoWriter:
         return self._carrier.carried if self._carrier else []
 
     def _add_video_stream(self, options: EncodeOptions) -> av.video.stream.VideoStream:
-        codec_id = av.codec.Codec(options.codec, "w").canonical_name
-        if codec_id not in self._container.supported_codecs:
-            raise OutputError(
-                f"{self.path}: the {self._container.format.name} format cannot hold {codec_id} video; "
-                "use .mp4, .mkv or .mov"
-            )
         stream = self._container.add_stream(options.codec)
         stream.width, stream.height = self._width, self._height
         stream.pix_fmt = options.pix_fmt

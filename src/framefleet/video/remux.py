@@ -1,7 +1,8 @@
 """Carrying a source's audio, subtitle and data streams into an output, packet for packet.
 
 Streams the output container accepts are stream-copied (no re-encode, byte-identical packets). Audio
-the container cannot hold is transcoded to AAC, and the reason is logged. Subtitles and data the
+the container cannot hold is transcoded (AAC, or what the container takes: Opus for WebM), and the reason
+is logged. Subtitles and data the
 container cannot hold, extra video streams and attachments are left out, and that is logged too.
 Packets are read lazily and muxed in time order next to the video, so memory stays bounded.
 """
@@ -17,10 +18,9 @@ import av
 import av.error
 
 from framefleet.video.container import VideoSource, check_reads, open_input
+from framefleet.video.muxing import audio_encoder_for, holds_copy
 
 log = logging.getLogger(__name__)
-
-_TRANSCODE_AUDIO_TO = "aac"
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,10 @@ class StreamCarrier:
         self.carried: list[CarriedStream] = []
         self._targets: dict[int, av.stream.Stream] = {}
         self._transcoders: dict[int, _AudioTranscoder] = {}
-        supported = output.supported_codecs
         for stream in self._input.streams:
             if stream.index == video_index:
                 continue
-            decision = self._add(stream, supported)
+            decision = self._add(stream)
             self.carried.append(decision)
             if decision.action != "copy":
                 log.info("%s: stream %d (%s %s): %s, %s", source, stream.index, stream.type, decision.codec,
@@ -65,20 +64,21 @@ class StreamCarrier:
         self._packets = self._demux() if self._targets or self._transcoders else iter(())
         self._pending: av.Packet | None = None
 
-    def _add(self, stream: av.stream.Stream, supported: set[str]) -> CarriedStream:
+    def _add(self, stream: av.stream.Stream) -> CarriedStream:
         codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
         desc = _codec_id_name(stream)
         if stream.type == "video":
             return CarriedStream(stream.index, stream.type, codec, "drop", "only one video stream is processed")
         if stream.type == "attachment":
             return CarriedStream(stream.index, stream.type, codec, "drop", "attachments are not carried")
-        if desc in supported:
+        if holds_copy(self._output, stream):
             self._targets[stream.index] = self._output.add_stream_from_template(stream)
             return CarriedStream(stream.index, stream.type, codec, "copy")
         reason = f"{self._output.format.name} cannot hold {desc}"
-        if stream.type == "audio":
-            self._transcoders[stream.index] = _AudioTranscoder(stream, self._output)
-            return CarriedStream(stream.index, stream.type, codec, "transcode", f"{reason}; transcoded to AAC")
+        encoder = audio_encoder_for(self._output.format.name) if stream.type == "audio" else None
+        if encoder is not None:
+            self._transcoders[stream.index] = _AudioTranscoder(stream, self._output, encoder)
+            return CarriedStream(stream.index, stream.type, codec, "transcode", f"{reason}; transcoded with {encoder}")
         return CarriedStream(stream.index, stream.type, codec, "drop", reason)
 
     def _demux(self) -> Iterator[av.Packet]:
@@ -127,15 +127,21 @@ class StreamCarrier:
 
 
 class _AudioTranscoder:
-    """Decodes one audio stream and encodes it to AAC in the output, keeping its timing."""
+    """Decodes one audio stream and encodes it with `encoder` in the output, keeping its timing."""
 
-    def __init__(self, stream: av.audio.stream.AudioStream, output: av.container.OutputContainer) -> None:
+    def __init__(self, stream: av.audio.stream.AudioStream, output: av.container.OutputContainer,
+                 encoder: str) -> None:
         self._source = stream
         self._output = output
+        codec = av.Codec(encoder, "w")
         rate = stream.codec_context.sample_rate or 48000
-        self._stream = output.add_stream(_TRANSCODE_AUDIO_TO, rate=rate)
+        if codec.audio_rates and rate not in codec.audio_rates:  # Opus: 48 kHz (or 8-24)
+            rate = 48000 if 48000 in codec.audio_rates else max(codec.audio_rates)
+        self._stream = output.add_stream(encoder, rate=rate)
         self._stream.layout = stream.codec_context.layout if stream.codec_context.layout.nb_channels else "stereo"
-        self._resampler = av.AudioResampler(format="fltp", layout=self._stream.layout, rate=rate)
+        sample_format = codec.audio_formats[0].name if codec.audio_formats else "fltp"
+        self._stream.format = sample_format
+        self._resampler = av.AudioResampler(format=sample_format, layout=self._stream.layout, rate=rate)
 
     def feed(self, packet: av.Packet, shift: int) -> None:
         try:

@@ -152,6 +152,8 @@ def _write_tone(out: av.container.OutputContainer, track, hz: float, seconds: fl
         planar = fmt.endswith("p")
         if fmt.startswith("s16"):
             samples = (wave * 32767).astype(np.int16)
+        elif fmt.startswith("s32"):  # e.g. libmp3lame's
+            samples = (wave * 2147483647).astype(np.int32)
         else:
             samples = wave.astype(np.float32)
         data = np.tile(samples, (channels, 1)) if planar else np.repeat(samples, channels)[None, :]
