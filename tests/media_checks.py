@@ -36,22 +36,29 @@ def _video(container: av.container.InputContainer, index: int | None) -> av.vide
 
 
 def decoded_pts(path: Pathish, stream: int | None = None) -> list[int]:
-    """PTS (in the stream's time base) of every frame of a video stream that decodes, in output order.
+    """PTS (in the stream's time base) of every frame of a video stream that decodes, in output order (a
+    frame without one, as MPEG-PS leaves some, takes its packet's decode time, and AVI's frames are timed by
+    decode time: FFmpeg's best-effort timestamps).
 
     `stream` is a stream index; None picks the stream FFmpeg ranks best (as framefleet does).
     """
     with av.open(str(path)) as container:
         vs = _video(container, stream)
-        return [frame.pts for frame in container.decode(vs)]
+        if container.format.name == "avi":  # AVI stores decode times only; its demuxer's pts are guesses
+            return [frame.dts for frame in container.decode(vs)]
+        return [frame.pts if frame.pts is not None else frame.dts for frame in container.decode(vs)]
 
 
 def salvaged_pts(path: Pathish, stream: int | None = None) -> list[int]:
     """PTS of the frames the ffmpeg CLI keeps from a possibly damaged file: each packet decoded on its own,
     the ones the decoder rejects skipped, reading stopped (and the decoder flushed) where the container
-    breaks off, and a frame timed before one already kept dropped."""
+    breaks off, and a frame timed before one already kept dropped. Frames without a presentation time take
+    their packet's decode time (as FFmpeg's best-effort timestamp does). The decoder runs frame-threaded,
+    as the ffmpeg CLI's does: which frames of a damaged stream survive depends on that."""
     pts: list[int] = []
     with av.open(str(path)) as container:
         vs = _video(container, stream)
+        vs.thread_type = "AUTO"
         packets = container.demux(vs)
         while True:
             try:
@@ -64,7 +71,10 @@ def salvaged_pts(path: Pathish, stream: int | None = None) -> list[int]:
                 frames = vs.codec_context.decode(packet)
             except av.error.FFmpegError:
                 frames = []
-            pts.extend(f.pts for f in frames if not pts or f.pts > pts[-1])
+            for frame in frames:
+                time = frame.pts if frame.pts is not None else frame.dts
+                if time is not None and (not pts or time > pts[-1]):
+                    pts.append(time)
             if packet is None:
                 break
     return pts

@@ -40,6 +40,10 @@ from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
 
 log = logging.getLogger(__name__)
+
+INDEX_SLACK = 1
+"""Frames an index may list beyond those that decode before the input counts as damaged (an entry without
+a picture at the end is common: FFmpeg's AVI muxer, phones' MP4s)."""
 from framefleet.video.remux import CarriedStream
 
 ProgressCallback = Callable[[int], None]
@@ -136,9 +140,10 @@ class StreamResult:
         return bool(self.damage())
 
     def damage(self) -> str:
-        """One line on what was damaged ("" when nothing was)."""
+        """One line on what was damaged ("" when nothing was). One frame fewer than the index lists is not
+        damage: FFmpeg's own AVI files and many phones' MP4s index a last entry that holds no picture."""
         parts = []
-        if self.frames_claimed is not None and self.frames < self.frames_claimed:
+        if self.frames_claimed is not None and self.frames < self.frames_claimed - INDEX_SLACK:
             parts.append(f"{self.frames} of the {self.frames_claimed} frames its index lists decoded")
         if self.decode_errors:
             parts.append(f"{self.decode_errors} packet{'s' * (self.decode_errors != 1)} rejected by the decoder")
@@ -305,7 +310,7 @@ class FrameProcessor:
                 if progress:
                     progress(len(batch))
             claimed = info.video.frames_header if start_pts is None and end_pts is None else None
-            if self.strict and claimed and frames < claimed:
+            if self.strict and claimed and frames < claimed - INDEX_SLACK:
                 raise CorruptVideoError(f"{source}: corrupt video, truncated: its index lists {claimed} frames "
                                         f"but only {frames} decode")
             if recorder is not None:

@@ -29,7 +29,7 @@ from framefleet.video.synth import ClipSpec, write_clip
 def stylize(
     input: Annotated[str, typer.Argument(help="Video to stylize: a path or a store URI (az://, s3://, gs://, https://).",
                                          show_default=False)],
-    output: Annotated[str, typer.Option("--output", "-o", help="Output video (.mp4, .mkv or .mov): a path or a store URI.",
+    output: Annotated[str, typer.Option("--output", "-o", help="Output video: a path or a store URI; its extension picks the container (.mp4, .mkv, .mov, .webm, .ts, .avi, ...).",
                                         show_default=False)],
     style: options.Style = None,
     style_image: options.StyleImage = None,

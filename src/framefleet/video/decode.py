@@ -202,8 +202,7 @@ class VideoReader:
 
     def _timestamp(self, frame: av.VideoFrame, previous: int | None) -> int | None:
         """The frame's timestamp, or None to drop it (it goes back before `previous`)."""
-        first, second = (frame.dts, frame.pts) if self._decode_times else (frame.pts, frame.dts)
-        pts = first if first is not None else second
+        pts = frame.dts if self._decode_times else (frame.pts if frame.pts is not None else frame.dts)
         if pts is None:
             return 0 if previous is None else previous + self._default_step
         if previous is not None and pts < previous:

@@ -65,6 +65,9 @@ class EncodeOptions:
     pix_fmt: str = "yuv420p"
     threads: int = 0
     """Encoder threads; 0 lets the encoder choose."""
+    bframes: int | None = None
+    """B-frames between reference frames; None lets the encoder's preset choose (0 for an AVI output, which
+    stores no presentation times to reorder them by)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
@@ -100,6 +103,8 @@ class EncodeOptions:
             log.warning("%s cannot encode here (%s); encoding with %s instead", wanted,
                         reason or f"the {container} format cannot hold its video", fallback)
             return replace(self, codec=fallback, preset=self.preset if self.preset in PRESETS else "veryfast")
+        if container == "avi" and self.bframes is None:
+            return replace(self, bframes=0).for_output(path)
         if codec is None:
             chosen = video_encoder_for(container)
             if chosen is None:
@@ -224,6 +229,8 @@ class VideoWriter:
         cc.color_primaries = self._format.color_primaries
         cc.color_trc = self._format.color_trc
         cc.thread_count = options.threads
+        if options.bframes is not None:
+            cc.max_b_frames = options.bframes
         # PyAV opens encoders with thread_type SLICE, which makes libx264 use sliced threads; AUTO (FFmpeg's
         # and the ffmpeg CLI's default) gives x264's frame threads: faster and better compression.
         cc.thread_type = "AUTO"
