@@ -51,7 +51,7 @@ READ_ONLY_PROTOCOLS = frozenset({"http", "https"})
 EXTRAS = {"az": "azure", "abfs": "azure", "abfss": "azure", "adl": "azure", "s3": "s3", "s3a": "s3",
           "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
 # Output containers kept as they are; any other input extension is written as .mp4.
-KEPT_OUTPUT_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv"})
+KEPT_OUTPUT_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".ts", ".m2ts"})
 DEFAULT_OUTPUT_EXTENSION = ".mp4"
 # Query parameters of pre-signed URLs: such a URL is a credential, and the ledger stores input URIs.
 _SIGNED_QUERY = re.compile(r"[?&](sig|x-amz-signature|x-amz-credential|x-goog-signature|signature)=", re.I)
@@ -574,7 +574,8 @@ def safe_relpath(rel: str) -> str:
 
 def output_relpath(relpath: str) -> str:
     """The output's path under the output root: `safe_relpath(relpath)` with the extension mapped
-    (.mp4, .mov and .mkv are kept; anything else becomes .mp4: `a/b.avi` -> `a/b.mp4`)."""
+    (.mp4, .mov, .mkv, .webm, .ts and .m2ts are kept, the codec following the container: WebM gets VP9;
+    anything else becomes .mp4: `a/b.avi` -> `a/b.mp4`)."""
     rel = safe_relpath(relpath)
     stem, ext = posixpath.splitext(rel)
     return rel if ext.lower() in KEPT_OUTPUT_EXTENSIONS else stem + DEFAULT_OUTPUT_EXTENSION

@@ -271,3 +271,20 @@ def test_a_broken_last_frame_is_counted_and_strict_refuses_the_file(clip_factory
     if report["damaged"]:
         line = one_line_error(cli("stylize", source, "-o", tmp_path / "strict.mp4", "--strict"))
         assert "broken.mp4: corrupt video" in line and not (tmp_path / "strict.mp4").exists()
+
+
+def test_a_segmented_job_encodes_every_part_for_the_webm_it_joins_into(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    source = src / "long.webm"
+    write_clip(source, ClipSpec(**SIZE, frames=72, gop=12, codec="libvpx-vp9", audio=("libopus",),
+                                time_base=Fraction(1, 1000)))
+    ran = cli("run", src, "-o", out, "--style", "7", "--max-size", "64", "--segment-seconds", "0.5",
+              "--workers", "1", "--json")
+    assert ran.exit_code == 0, ran.stderr
+    with av.open(str(out / "long.webm")) as container:  # joined from VP9 parts without re-encoding
+        assert container.streams.video[0].codec_context.codec.canonical_name == "vp9"
+    assert_same_times(out / "long.webm", media_checks.decoded_times(source))
+    same_audio_and_subtitles(source, out / "long.webm")
+    status = json.loads(cli("status", out, "--json").stdout)
+    assert status["items"]["done"] == 1 and status["tasks"]["done"] > 3  # a probe, the segments, a join

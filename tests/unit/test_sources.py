@@ -174,7 +174,7 @@ def test_same_relpath_from_two_inputs_suggests_their_common_parent(tmp_path: Pat
 
 def test_inputs_mapping_to_the_same_output_extension_collide(tmp_path: Path):
     write(tmp_path / "clip.avi")
-    write(tmp_path / "clip.ts")
+    write(tmp_path / "clip.mpg")
     with pytest.raises(OptionError, match="'clip.mp4'.*rename one"):
         expand_inputs([str(tmp_path)])
 

@@ -63,17 +63,17 @@ def test_safe_relpaths_are_normalised(rel: str, safe: str):
 
 @pytest.mark.parametrize(
     ("rel", "out"),
-    [("a/b.avi", "a/b.mp4"), ("x.ts", "x.mp4"), ("x.mp4", "x.mp4"), ("c/x.MOV", "c/x.MOV"),
-     ("x.mkv", "x.mkv"),
-     ("x.webm", "x.mp4"), ("noext", "noext.mp4"), ("a.b/c", "a.b/c.mp4"), ("v.tar.ts", "v.tar.mp4")],
+    [("a/b.avi", "a/b.mp4"), ("x.ts", "x.ts"), ("x.mp4", "x.mp4"), ("c/x.MOV", "c/x.MOV"),
+     ("x.mkv", "x.mkv"), ("x.mpg", "x.mp4"),
+     ("x.webm", "x.webm"), ("noext", "noext.mp4"), ("a.b/c", "a.b/c.mp4"), ("v.tar.ts", "v.tar.ts")],
 )
-def test_output_extension_is_kept_for_mp4_mov_mkv_and_mp4_otherwise(rel: str, out: str):
+def test_output_extension_is_kept_for_containers_framefleet_writes_and_mp4_otherwise(rel: str, out: str):
     assert storage.output_relpath(rel) == out
 
 
 def test_output_uri_joins_in_the_roots_own_form(tmp_path: Path):
     assert storage.output_uri(str(tmp_path), "a/b.avi") == str(tmp_path / "a" / "b.mp4")
-    assert storage.output_uri(f"file://{tmp_path}/", "x.ts") == f"file://{tmp_path}/x.mp4"
+    assert storage.output_uri(f"file://{tmp_path}/", "x.mpg") == f"file://{tmp_path}/x.mp4"
     with pytest.raises(OutputError, match="'..'"):
         storage.output_uri(str(tmp_path), "../escape.mp4")
     with pytest.raises(OutputError, match="empty output root"):
