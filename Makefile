@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-plan bench-ray bench-storage bench-faces clean
+.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-plan bench-ray bench-storage bench-faces bench-codecs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,9 @@ bench: $(STAMP)
 
 bench-jobs: $(STAMP)
 	$(BIN)/python benchmarks/jobs.py
+
+bench-codecs: $(STAMP)
+	$(BIN)/python benchmarks/codecs.py
 
 bench-plan: $(STAMP)
 	$(BIN)/python benchmarks/plan_accuracy.py

@@ -60,7 +60,8 @@ def holds_encoder(format_name: str, codec: str) -> bool:
             stream.layout = "stereo"
             stream.format = encoder.audio_formats[0] if encoder.audio_formats else "fltp"
         else:
-            stream = container.add_stream(codec, rate=25)
+            quiet = {"x265-params": "log-level=error"} if codec == "libx265" else None  # x265 prints a banner
+            stream = container.add_stream(codec, rate=25, options=quiet)
             stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
 
     return _header_written(format_name, add)
