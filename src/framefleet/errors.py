@@ -12,6 +12,11 @@ class FramefleetError(Exception):
 
     exit_code = 2
 
+    @property
+    def error_class(self) -> str:
+        """What the ledger records as the error's type: the class name (`limit:...` for a broken limit)."""
+        return type(self).__name__
+
 
 class InputNotFoundError(FramefleetError):
     """The named input does not exist."""

@@ -10,6 +10,9 @@ One op:
     segment_seconds: 20
     temporal: blend      # flow-guided blending against flicker (none: each frame on its own)
     strict: false        # true: refuse partly damaged inputs instead of processing what decodes
+    limits:              # what an untrusted input may claim or cost (framefleet.limits; these are defaults)
+      max_pixels: 67108864
+      max_streams: 256
 
 Several ops run in order as `steps`, each a mapping with its `op` and parameters; `when: NAME` makes a
 step run only on the frames an earlier op of that name wrote records about:
@@ -39,6 +42,7 @@ from typing import Any
 
 from framefleet import __version__
 from framefleet.errors import OptionError
+from framefleet.limits import InputLimits
 from framefleet.ops import Op
 from framefleet.ops.registry import is_builtin, resolve_op
 from framefleet.ops.simple import SampleOp
@@ -47,7 +51,7 @@ from framefleet.video import EncodeOptions
 from framefleet.yaml_files import read_yaml_mapping
 
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
-_PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal", "strict"}
+_PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal", "strict", "limits"}
 _ALL_STEPS_KEYS = {"device"}
 """Options given beside `steps` that apply to every step (device: every step that can use a GPU); any other
 goes to the first step that takes it."""
@@ -67,6 +71,8 @@ class Pipeline:
     strict: bool = False
     """Refuse partly damaged inputs (frames missing from the index, packets the decoder rejects, a container
     that breaks off) instead of processing every frame that decodes."""
+    limits: InputLimits = field(default_factory=InputLimits)
+    """What an untrusted input may claim (size, frames, streams) or cost (decode errors, a worker's memory)."""
 
     def __post_init__(self) -> None:
         if not self.ops:
@@ -96,6 +102,13 @@ class Pipeline:
         segment_seconds = values.pop("segment_seconds", 20.0)
         temporal = values.pop("temporal", None)
         strict = values.pop("strict", False)
+        limit_values = values.pop("limits", None)
+        if limit_values is not None and not isinstance(limit_values, dict):
+            raise OptionError(f"{source}: limits must be a mapping of limit names to numbers, got {limit_values!r}")
+        try:
+            limits = InputLimits.from_options(limit_values)
+        except OptionError as exc:
+            raise OptionError(f"{source}: {exc}") from None
         if steps is None:
             ops = (build_op(values, source=source, extra_keys=_ENCODE_KEYS | _PIPELINE_KEYS - {"op"}),)
         else:
@@ -114,14 +127,18 @@ class Pipeline:
             raise OptionError(f"{source}: {exc}") from None
         try:
             return cls(ops=ops, encode=encode, segment_seconds=float(segment_seconds), temporal=temporal,
-                       strict=strict)
+                       strict=strict, limits=limits)
         except OptionError as exc:
             raise OptionError(f"{source}: {exc}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:
         """Read a pipeline file; `overrides` (e.g. flags given on the command line) win over it."""
-        return cls.from_options({**read_pipeline_file(path), **(overrides or {})}, source=f"--pipeline {path}")
+        options = read_pipeline_file(path)
+        overrides = dict(overrides or {})
+        if isinstance(options.get("limits"), dict) and isinstance(overrides.get("limits"), dict):
+            overrides["limits"] = {**options["limits"], **overrides["limits"]}  # --limit adds to the file's
+        return cls.from_options({**options, **overrides}, source=f"--pipeline {path}")
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], overrides: dict[str, Any] | None = None, *,
@@ -130,7 +147,7 @@ class Pipeline:
         options) win over it: `device` for every step, any other op option for the first step taking it."""
         return cls.from_options({"steps": [dict(params) for params in spec["ops"]], **spec["encode"],
                                  "segment_seconds": spec["segment_seconds"], "temporal": spec.get("temporal", "none"),
-                                 "strict": spec.get("strict", False),
+                                 "strict": spec.get("strict", False), "limits": spec.get("limits") or None,
                                  **(overrides or {})}, source=source)
 
     def for_worker(self, threads: int) -> Pipeline:
@@ -148,6 +165,7 @@ class Pipeline:
             "segment_seconds": self.segment_seconds,
             "temporal": self.temporal,
             "strict": self.strict,
+            "limits": self.limits.changed(),
         }
 
     def fingerprint(self) -> str:

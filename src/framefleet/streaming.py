@@ -31,6 +31,7 @@ import numpy as np
 
 from framefleet.batch import FrameBatch
 from framefleet.errors import CorruptVideoError, OptionError, OutputError
+from framefleet.limits import InputLimits
 from framefleet.ops.base import Device, Op
 from framefleet.ops.chain import chain_output_size, run_chain
 from framefleet.records import RecordsWriter
@@ -185,6 +186,7 @@ def process_video(
     hw_decode: bool = False,
     temporal: str | None = None,
     strict: bool = False,
+    limits: InputLimits | None = None,
 ) -> StreamResult:
     """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
     subtitles and data streams, and the ops' records to the Parquet file `records`; either may be None.
@@ -192,13 +194,14 @@ def process_video(
     CPU's threaded decoder on a 16-core GPU machine, hence off by default). `temporal="blend"` removes
     flicker (`framefleet.temporal`), "none" processes every frame on its own; by default ops that flicker
     (style transfer) get blend, as in `Pipeline`. A partly damaged input gives every frame that decodes
-    (the result counts the damage); `strict` refuses it instead.
+    (the result counts the damage); `strict` refuses it instead. `limits` refuses inputs that claim or cost
+    too much (`framefleet.limits`).
     Raises framefleet errors for bad input and output."""
-    info = probe(source, keyframes=False, video_stream=video_stream)
+    info = probe(source, keyframes=False, video_stream=video_stream, limits=limits)
     for target in (output, records):
         if target is not None:
             check_output_path(source, Path(target))
-    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode, strict=strict,
+    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode, strict=strict, limits=limits,
                         temporal=default_mode(ops) if temporal is None else temporal) as processor:
         return processor.run(source, output, encode=encode, info=info, progress=progress, records=records)
 
@@ -210,13 +213,16 @@ class FrameProcessor:
     """
 
     def __init__(self, ops: Sequence[Op], *, sessions: int | None = None, threads: int | None = None,
-                 hw_decode: bool = False, temporal: str = "none", strict: bool = False) -> None:
+                 hw_decode: bool = False, temporal: str = "none", strict: bool = False,
+                 limits: InputLimits | None = None) -> None:
         self.ops = list(ops)
         self.temporal = check_mode(temporal)
         """none, or blend: outputs blended along the input's motion, in order (a segment pre-rolls into it)."""
         self.strict = strict
         """Refuse partly damaged inputs (rejected packets, a container that breaks off, frames missing from
         the index) instead of processing what decodes."""
+        self.limits = limits
+        """What an input may claim or cost (None: no limits), checked as it is probed and decoded."""
         self.plan = Parallelism.choose(self.ops, sessions, threads)
         self.hwaccel = "cuda" if hw_decode and self.plan.device.kind == "cuda" else None
         """Where videos are decoded: NVDEC when asked and the ops run on CUDA (else, or where it cannot, the CPU)."""
@@ -275,14 +281,14 @@ class FrameProcessor:
         that write records start afresh, so their records stay the segment's own).
         """
         started = time.perf_counter()
-        info = info or probe(source, keyframes=False)
+        info = info or probe(source, keyframes=False, limits=self.limits)
         timers = {"decode": 0.0, "ops": 0.0, "encode": 0.0}
         frames = 0
         width, height = chain_output_size(self.ops, info.width, info.height)
         recorder = None if records is None else RecordsWriter(
             Path(records), input_uri=input_uri or str(source), time_base=info.time_base)
         with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel,
-                         strict=self.strict) as reader, self._writer(
+                         strict=self.strict, limits=self.limits) as reader, self._writer(
                 source, output, info, (width, height), encode, carry) as writer:
             blend = (TemporalBlend() if self.temporal == "blend" and writer is not None
                      and any(op.writes_frames for op in self.ops) else None)

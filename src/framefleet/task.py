@@ -129,14 +129,14 @@ def run_task(
     anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one)."""
     source = (inputs or InputOpener()).open(request.uri)
     if request.kind == "probe":
-        info = probe(source, keyframes=True)
+        info = probe(source, keyframes=True, limits=pipeline.limits)
         return TaskResult(
             result={"frames": info.frame_count_header, "duration": info.duration, "width": info.width,
                     "height": info.height, "video_index": info.video_index},
             metrics={"bytes_in": info.size_bytes},
             segments=plan_segments(info, pipeline.segment_seconds),
         )
-    info = probe(source, keyframes=False)
+    info = probe(source, keyframes=False, limits=pipeline.limits)
     if request.kind == "join":
         return _join(request, info, source, pipeline)
     whole = request.start_pts is None and request.end_pts is None

@@ -486,7 +486,7 @@ def test_a_hung_worker_is_killed_and_its_item_fails_naming_the_hang(poison_and_g
     assert result.exit_code == 3
     assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     (failure,) = result.failures
-    assert failure["uri"] == poison.as_posix() and failure["error_type"] == "WorkerHung"
+    assert failure["uri"] == poison.as_posix() and failure["error_type"] == "limit:time"
     assert "hung 2 times" in failure["error"] and "no progress" in failure["error"], failure["error"]
     with ledger_at(result.job_dir) as ledger:
         outcomes = [(a["kind"], a["outcome"]) for a in ledger.attempts(item_named(ledger, poison).id)]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-import yaml
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -64,6 +63,7 @@ def run(
     codec: options.Codec = None,
     temporal: options.Temporal = None,
     strict: options.Strict = False,
+    limit: options.Limit = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Split videos longer than this (default 20 s).")] = None,
     workers: Workers = None,
     job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job, "
@@ -92,7 +92,7 @@ def run(
         storage.configure(storage.load_options(storage_options))
         flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
                                segment_seconds, model=model, params=param, codec=codec, temporal=temporal,
-                               strict=strict or None)
+                               strict=strict or None, limits=limit)
         if plan_file is None:
             pipeline = build_pipeline(pipeline_file, flags)
             applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,
@@ -233,25 +233,18 @@ def report(
 def pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
                    segment_seconds, *, model: str | None = None, params: list[str] | None = None,
                    codec: str | None = None, temporal: str | None = None,
-                   strict: bool | None = None) -> dict[str, Any]:
+                   strict: bool | None = None, limits: list[str] | None = None) -> dict[str, Any]:
     """The pipeline options of the flags `run`, `plan` and `profile` share (None: not given). `--model`
-    means the onnx op; `-p KEY=VALUE` sets any op parameter."""
+    means the onnx op; `-p KEY=VALUE` sets any op parameter, `--limit KEY=VALUE` an input limit."""
     flags = {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
              "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
              "preset": preset, "codec": codec, "temporal": temporal, "segment_seconds": segment_seconds,
-             "strict": strict}
+             "strict": strict, "limits": options.key_values(limits, "--limit", "max_pixels=8294400") if limits else None}
     if model is not None:
         if op not in (None, "onnx"):
             raise OptionError(f"--model runs the onnx op; drop --op {op} or --model")
         flags.update(op="onnx", model=model)
-    for item in params or []:
-        key, equals, text = item.partition("=")
-        if not equals or not key.strip():
-            raise OptionError(f"--param {item!r}: write it as KEY=VALUE, e.g. -p threshold=0.4")
-        try:
-            flags[key.strip().replace("-", "_")] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            raise OptionError(f"--param {item!r}: the value is not valid YAML; quote it") from None
+    flags.update(options.key_values(params, "--param", "threshold=0.4"))
     return flags
 
 

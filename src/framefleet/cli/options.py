@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+import yaml
 
+from framefleet.errors import OptionError
 from framefleet.video.encode import PRESETS
 
 Op = Annotated[Optional[str], typer.Option(
     help="The op: style (default), identity, faces, onnx, sample, resize, blur, or your own as module:Class.")]
 Param = Annotated[Optional[list[str]], typer.Option(
     "--param", "-p", help="An op parameter as KEY=VALUE (YAML value: 0.5, true, [1, 2]); repeatable.")]
+Limit = Annotated[Optional[list[str]], typer.Option(
+    "--limit", help="What an input may claim or cost, as KEY=VALUE: max_pixels, max_side, max_frames, max_seconds, "
+                    "max_streams, max_decode_errors, memory_mb (a worker's memory cap); repeatable.")]
 Model = Annotated[Optional[str], typer.Option(
     help="An ONNX model file to run (the onnx op; declare its inputs with -p, see docs/ops.md).")]
 Style = Annotated[Optional[str], typer.Option(help="Built-in style 0-25, or a blend such as 3:0.5,12:0.5 (default 7).")]
@@ -42,3 +47,17 @@ StorageOptions = Annotated[Optional[str], typer.Option(
 RemoteRead = Annotated[str, typer.Option(
     help="How workers read object-store videos: auto, range (seek over range requests) or spool (download "
          "to a bounded local cache first).")]
+
+
+def key_values(items: list[str] | None, flag: str, example: str) -> dict[str, Any]:
+    """`KEY=VALUE` flags as a mapping, each value read as YAML (0.5, true, [1, 2])."""
+    values: dict[str, Any] = {}
+    for item in items or []:
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip():
+            raise OptionError(f"{flag} {item!r}: write it as KEY=VALUE, e.g. {flag} {example}")
+        try:
+            values[key.strip().replace("-", "_")] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise OptionError(f"{flag} {item!r}: the value is not valid YAML; quote it") from None
+    return values

@@ -43,6 +43,7 @@ def stylize(
     codec: options.Codec = None,
     temporal: options.Temporal = None,
     strict: options.Strict = False,
+    limit: options.Limit = None,
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")] = False,
     storage_options: options.StorageOptions = None,
@@ -65,10 +66,11 @@ def stylize(
         pipeline = Pipeline.from_options(
             dict(style=style, style_image=str(style_image) if style_image else None, strength=strength,
                  max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset, codec=codec,
-                 temporal=temporal, strict=strict or None),
+                 temporal=temporal, strict=strict or None,
+                 limits=options.key_values(limit, "--limit", "max_pixels=8294400") if limit else None),
             source="options",
         )
-        info = probe(source, keyframes=False, video_stream=video_stream)
+        info = probe(source, keyframes=False, video_stream=video_stream, limits=pipeline.limits)
         staging = Path(tempfile.gettempdir()) / "framefleet-staging"
         with storage.staged_output(output, staging) as target, progress_bar(disable=quiet or as_json) as bar:
             check_output_path(source, target)  # before the progress display, so an error is a clean line
@@ -81,7 +83,7 @@ def stylize(
 
             result = process_video(source, target, pipeline.ops, encode=pipeline.encode, sessions=sessions,
                                    video_stream=info.video_index, progress=advance, temporal=pipeline.temporal,
-                                   strict=pipeline.strict)
+                                   strict=pipeline.strict, limits=pipeline.limits)
         return dataclasses.replace(result, input=input, output=output)
 
     result = guarded(run)

@@ -26,6 +26,7 @@ from framefleet.engines.scheduler import (
     Ready,
 )
 from framefleet.errors import FramefleetError
+from framefleet.limits import cap_memory, memory_error
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.streaming import available_cores, gpu_names
@@ -164,10 +165,12 @@ def worker_main(
     from framefleet.streaming import FrameProcessor
 
     pipeline = pipeline.for_worker(threads)
+    if not any(op.device == "cuda" for op in pipeline.ops):  # CUDA reserves address space far beyond its use
+        cap_memory(pipeline.limits)
     try:
         inputs = worker_storage.apply()
         processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal,
-                                   strict=pipeline.strict)
+                                   strict=pipeline.strict, limits=pipeline.limits)
     except Exception as exc:  # noqa: BLE001 - reported to the scheduler, which stops the job
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return
@@ -185,8 +188,11 @@ def worker_main(
                                    inputs=inputs)
             except (BrokenPipeError, EOFError):
                 return  # the scheduler is gone: stop quietly
+            except MemoryError:  # under the worker's cap: the input's fault, like any broken limit
+                error = memory_error(request.uri, pipeline.limits)
+                conn.send(("error", error.error_class, str(error), None))
             except FramefleetError as exc:
-                conn.send(("error", type(exc).__name__, str(exc), None))
+                conn.send(("error", exc.error_class, str(exc), None))
             except Exception as exc:  # noqa: BLE001 - a bug or an unexpected library error: report it
                 conn.send(("error", type(exc).__name__, f"{type(exc).__name__}: {exc}", format_tail()))
             else:

@@ -46,7 +46,7 @@ class RayWorker:
         self._inputs = worker_storage.apply()
         self._pipeline = pipeline.for_worker(threads)
         self._processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal,
-                                         strict=pipeline.strict)
+                                         strict=pipeline.strict, limits=pipeline.limits)
         self._frames = 0
 
     def ready(self) -> str:
@@ -190,7 +190,7 @@ class RayPool:
                 return None if kind == "progress" else self._died(worker, f"the worker could not start: {exc.cause}")
             cause = exc.cause
             if isinstance(cause, FramefleetError):
-                return Errored(worker, type(cause).__name__, str(cause))
+                return Errored(worker, cause.error_class, str(cause))
             return Errored(worker, type(cause).__name__, f"{type(cause).__name__}: {cause}", str(exc)[-_TAIL_CHARS:])
         except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
             if kind == "progress":

@@ -308,7 +308,7 @@ class Scheduler:
                 continue
             self._drop(name)
             self._remove_temporaries(slot.task)
-            self.ledger.fail(slot.task, "hung", error_type="WorkerHung", message=f"the worker hung ({reason})", now=now)
+            self.ledger.fail(slot.task, "hung", error_type="limit:time", message=f"the worker hung ({reason})", now=now)
 
     def _check_stall(self) -> None:
         if self.ledger.unfinished() == 0:

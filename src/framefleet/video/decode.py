@@ -16,6 +16,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from framefleet.errors import CorruptVideoError, OptionError
+from framefleet.limits import InputLimits
 from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream
 from framefleet.batch import FrameBatch
 from framefleet.video.frames import (COLORSPACE_UNSPECIFIED, display_matrix, frame_to_rgb, thread_reformatter,
@@ -48,7 +49,7 @@ class VideoReader:
     """
 
     def __init__(self, path: VideoSource, *, video_stream: int | None = None, threads: int = 0,
-                 hwaccel: str | None = None, strict: bool = False) -> None:
+                 hwaccel: str | None = None, strict: bool = False, limits: InputLimits | None = None) -> None:
         self.path = str(path)
         self._source = path
         self._container = open_input(path, hwaccel=hwaccel)
@@ -66,6 +67,8 @@ class VideoReader:
         self._reformatter = VideoReformatter()
         self._used = False
         self.strict = strict
+        self.limits = limits
+        """Checked as frames decode: their size, and how many packets the decoder rejects."""
         self.decode_errors = 0
         """Packets of the video stream the decoder rejected (skipped) in the last read."""
         self.cut_short: str | None = None
@@ -128,12 +131,15 @@ class VideoReader:
         """The stream's frames, packet by packet: rejected packets counted and skipped, a container that
         breaks off ending the read (both errors when strict)."""
         decoded = 0
+        size = (0, 0)
         packets = self._container.demux(self._stream)
         while True:
             try:
                 packet = next(packets)  # at the end, an empty packet flushes the decoder, then StopIteration
             except StopIteration:
                 return
+            except MemoryError:
+                raise
             except av.error.FFmpegError as exc:  # the container breaks off: flush what the decoder holds
                 check_reads(self._source)
                 self.cut_short = exc.strerror or str(exc)
@@ -145,16 +151,23 @@ class VideoReader:
                 packet = None
             try:
                 frames = self._stream.codec_context.decode(packet)
+            except MemoryError:
+                raise  # not the stream's fault: the worker's memory cap (a limit) or the machine's
             except av.error.FFmpegError as exc:
                 check_reads(self._source)
                 if self.strict:
                     raise CorruptVideoError(f"{self.path}: corrupt video, decoding failed after {decoded} frames "
                                             f"({exc.strerror or exc})") from None
                 self.decode_errors += 1
+                if self.limits is not None:
+                    self.limits.check_decode_errors(self.path, self.decode_errors)
                 log.debug("%s: skipping a packet the decoder rejects (%s)", self.path, exc.strerror or exc)
                 frames = []
             for frame in frames:
                 decoded += 1
+                if self.limits is not None and (frame.width, frame.height) != size:
+                    self.limits.check_frame_size(self.path, frame.width, frame.height)
+                    size = frame.width, frame.height
                 yield frame
             if packet is None:
                 return

@@ -14,6 +14,7 @@ import av
 import av.error
 
 from framefleet.errors import CorruptVideoError
+from framefleet.limits import InputLimits
 from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream, source_size
 from framefleet.video.orientation import Orientation
 from framefleet.video.frames import display_matrix
@@ -110,19 +111,18 @@ def probe(
     exact: bool = False,
     keyframes: bool = True,
     video_stream: int | None = None,
+    limits: InputLimits | None = None,
 ) -> VideoInfo:
     """Describe a video: a local file or a `RemoteVideo`.
 
     `keyframes` reads the packets (no decoding) to list keyframe positions; `exact` decodes every frame
-    of the video stream to count the frames that really decode. Raises `InputNotFoundError`,
-    `NotAVideoError` or `CorruptVideoError` with a one-line message.
+    of the video stream to count the frames that really decode. With `limits`, what the header claims is
+    checked before the first frame is decoded, and that frame's size after. Raises `InputNotFoundError`,
+    `NotAVideoError`, `CorruptVideoError` or `LimitError` with a one-line message.
     """
     with open_input(path) as container:
         vs = select_video_stream(container, video_stream)
         streams = tuple(_stream_info(s) for s in container.streams)
-        first = _first_frame(container, vs, path)
-        orientation = Orientation.from_display_matrix(display_matrix(first))
-        width, height = orientation.display_size(first.width, first.height)
         header_frames = vs.frames or None
         if header_frames is None and vs.average_rate:
             # Matroska/WebM give no stream duration: fall back to the container's
@@ -133,7 +133,16 @@ def probe(
             else:
                 seconds = None
             if seconds:
-                header_frames = round(float(seconds * vs.average_rate))
+                header_frames = round(min(float(seconds * vs.average_rate), 1e18))
+        if limits is not None:
+            limits.check_header(path, streams=len(streams), width=vs.codec_context.width,
+                                height=vs.codec_context.height, frames=header_frames,
+                                seconds=container.duration / av.time_base if container.duration else None)
+        first = _first_frame(container, vs, path)
+        if limits is not None:
+            limits.check_frame_size(path, first.width, first.height)
+        orientation = Orientation.from_display_matrix(display_matrix(first))
+        width, height = orientation.display_size(first.width, first.height)
         info = dict(
             path=str(path),
             format_name=container.format.name,
