@@ -54,15 +54,17 @@ class JobResult:
     interrupted: bool = False
     skipped: list[str] = field(default_factory=list)
     """Files in the input folders that are not videos."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Videos left out because their names cannot be mirrored under the output root: URI -> reason."""
     damaged: list[dict[str, Any]] = field(default_factory=list)
     """Items done from partly damaged inputs (every frame that decodes kept), with what was damaged."""
 
     @property
     def exit_code(self) -> int:
-        """0 when every item is done, 3 when some failed, 130 when the run was stopped."""
+        """0 when every item is done, 3 when some failed or were refused, 130 when the run was stopped."""
         if self.interrupted:
             return 130
-        return 3 if self.counts.get("failed") else 0
+        return 3 if self.counts.get("failed") or self.refused else 0
 
 
 def default_job_dir(output: str) -> Path:
@@ -142,9 +144,10 @@ def run(
             ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
                             output_root=output_root)
             skipped: list[str] = []
+            refused: dict[str, str] = {}
             if inputs:
                 listing = expand_inputs(inputs, stdin=stdin)
-                skipped = listing.skipped
+                skipped, refused = listing.skipped, listing.refused
                 refs = [ref for ref in listing.refs if not storage.is_inside(ref.uri, output_root)]
                 if accept is not None:
                     skipped = sorted([*skipped, *(ref.uri for ref in refs if not accept(ref.uri))])
@@ -168,7 +171,7 @@ def run(
             frames, _ = ledger.frame_totals()
             return JobResult(job_dir=job_path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
                              seconds=time.perf_counter() - started, interrupted=not finished, skipped=skipped,
-                             damaged=ledger.damaged())
+                             refused=refused, damaged=ledger.damaged())
         finally:
             ledger.close()
 

@@ -66,6 +66,9 @@ class SourceListing:
     """The videos, sorted by relpath, each URI once."""
     skipped: list[str] = field(default_factory=list)
     """URIs of files found in directories or by globs that are not videos, sorted."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Videos whose names cannot be mirrored under the output root (control characters, backslashes, ...):
+    URI -> the one-line reason. They are left out; the other videos run."""
 
 
 def sniff_container(head: bytes) -> str | None:
@@ -109,7 +112,8 @@ def expand_inputs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> Sour
     """Turn the inputs a user names into the job's videos; see the module docstring for the forms.
 
     A named file is always included (workers find out whether it is a video); files inside directories
-    and matched by globs are included when they look like videos, else listed in `skipped`. Raises
+    and matched by globs are included when they look like videos, else listed in `skipped`; a video whose
+    name cannot be mirrored under the output root is left out and listed in `refused`. Raises
     `InputNotFoundError` for a missing path or a glob matching nothing, and `OptionError` for an unknown
     store or two inputs that would be written to the same output path. Object stores are listed with one
     paged listing per folder; the sizes and versions come with it.
@@ -117,18 +121,23 @@ def expand_inputs(inputs: Sequence[str], *, stdin: TextIO | None = None) -> Sour
     found: dict[str, str] = {}  # uri -> relpath, first naming wins
     listed: dict[str, tuple[int, str]] = {}  # uri -> (size, version) from a store's listing
     skipped: set[str] = set()
+    refused: dict[str, str] = {}
     for entry, where in _entries(inputs, stdin):
         for uri, relpath, is_video, known in expand_entry(entry, where):
             if not is_video:
                 skipped.add(uri)
-            elif uri not in found:
-                found[uri] = _checked_relpath(uri, relpath)
+            elif uri not in found and uri not in refused:
+                try:
+                    found[uri] = _checked_relpath(uri, relpath)
+                except OutputError as exc:
+                    refused[uri] = str(exc)
+                    continue
                 if known is not None:
                     listed[uri] = known
     _check_collisions(found)
     refs = [VideoRef(uri, relpath, *(listed.get(uri) or storage.stat(uri))) for uri, relpath in found.items()]
     refs.sort(key=lambda ref: (ref.relpath, ref.uri))
-    return SourceListing(refs=refs, skipped=sorted(skipped - found.keys()))
+    return SourceListing(refs=refs, skipped=sorted(skipped - found.keys()), refused=refused)
 
 
 def _entries(inputs: Sequence[str], stdin: TextIO | None) -> Iterator[tuple[str, str]]:
@@ -218,7 +227,8 @@ def _checked_relpath(uri: str, relpath: str) -> str:
     try:
         return storage.safe_relpath(relpath)
     except OutputError as exc:
-        raise OutputError(f"{uri}: cannot be mirrored under the output root: {exc}") from None
+        shown = repr(uri)[1:-1]  # a control character in the name must not break the line
+        raise OutputError(f"{shown}: cannot be mirrored under the output root: {exc}") from None
 
 
 def _check_collisions(found: dict[str, str]) -> None:
@@ -237,5 +247,6 @@ def _check_collisions(found: dict[str, str]) -> None:
             )
         raise OptionError(
             f"{other} and {uri} would both be written as {key!r} under the output root "
-            "(outputs are .mp4 unless the input is .mp4, .mov or .mkv); rename one of them"
+            f"(outputs are .mp4 unless the input is {', '.join(sorted(storage.KEPT_OUTPUT_EXTENSIONS))}); "
+            "rename one of them"
         )

@@ -179,10 +179,16 @@ def test_inputs_mapping_to_the_same_output_extension_collide(tmp_path: Path):
         expand_inputs([str(tmp_path)])
 
 
-def test_a_file_name_unsafe_as_an_output_path_is_an_output_error(tmp_path: Path):
+def test_a_file_name_unsafe_as_an_output_path_is_refused_and_the_others_listed(tmp_path: Path):
     write(tmp_path / "bad\\name.mp4")
-    with pytest.raises(OutputError, match="backslash"):
-        expand_inputs([str(tmp_path)])
+    write(tmp_path / "bell\a.mp4")
+    write(tmp_path / "good.mp4")
+    listing = expand_inputs([str(tmp_path)])
+    assert [ref.relpath for ref in listing.refs] == ["good.mp4"]
+    assert set(listing.refused) == {(tmp_path / "bad\\name.mp4").as_posix(), (tmp_path / "bell\a.mp4").as_posix()}
+    reasons = sorted(listing.refused.values())
+    assert "backslash" in reasons[0] + reasons[1] and "control character" in reasons[0] + reasons[1]
+    assert all("\n" not in reason for reason in reasons)
 
 
 def test_an_unknown_store_is_a_clear_option_error():

@@ -284,13 +284,15 @@ def _finish(result: JobResult, as_json: bool) -> None:
         out.print_json(json.dumps({"job_dir": str(result.job_dir), "counts": result.counts, "frames": result.frames,
                                    "seconds": round(result.seconds, 3), "interrupted": result.interrupted,
                                    "failures": result.failures, "skipped": result.skipped,
-                                   "damaged": result.damaged}))
+                                   "refused": result.refused, "damaged": result.damaged}))
     else:
         counts = result.counts
         err.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "
                   f"{result.frames} frames in {result.seconds:.1f} s (job: {result.job_dir})", highlight=False)
         for failure in result.failures:
             err.print(f"[red]failed[/] {escape(failure['uri'])}: {escape(failure['error'] or '')}", highlight=False, soft_wrap=True)
+        for uri, reason in result.refused.items():
+            err.print(f"[red]refused[/] {escape(repr(uri)[1:-1])}: {escape(reason)}", highlight=False, soft_wrap=True)
         for item in result.damaged:
             err.print(f"[yellow]damaged[/] {escape(item['uri'])}: {escape(item['summary'])}; kept every frame "
                       "that decodes (--strict refuses such inputs)", highlight=False, soft_wrap=True)
