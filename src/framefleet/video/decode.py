@@ -140,9 +140,10 @@ class VideoReader:
                 return
             except MemoryError:
                 raise
-            except av.error.FFmpegError as exc:  # the container breaks off: flush what the decoder holds
+            except (av.error.FFmpegError, IndexError) as exc:  # the container breaks off (IndexError: PyAV
+                # meeting a stream that appears mid-file): flush what the decoder holds
                 check_reads(self._source)
-                self.cut_short = exc.strerror or str(exc)
+                self.cut_short = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
                 if self.strict:
                     raise CorruptVideoError(f"{self.path}: corrupt video, the container breaks off after "
                                             f"{decoded} frames ({self.cut_short})") from None

@@ -67,18 +67,13 @@ def holds_encoder(format_name: str, codec: str) -> bool:
     return _header_written(format_name, add)
 
 
-_COPY_ANSWERS: dict[tuple[str, str, str], bool] = {}
-
-
 def holds_copy(output: av.container.OutputContainer, stream: av.stream.Stream) -> bool:
-    """Whether `output` can hold a packet-for-packet copy of the input `stream`."""
-    codec = stream.codec_context.codec.canonical_name if stream.codec_context is not None else "unknown"
-    if codec in output.supported_codecs:
-        return True
-    key = (output.format.name, codec, stream.type)
-    if key not in _COPY_ANSWERS:
-        _COPY_ANSWERS[key] = _header_written(output.format.name, lambda c: c.add_stream_from_template(stream))
-    return _COPY_ANSWERS[key]
+    """Whether `output` can hold a packet-for-packet copy of the input `stream`, as the stream describes
+    itself: tried for each stream (a damaged header can describe a codec the muxer takes in a way it
+    refuses, such as audio with no sample rate), not cached."""
+    if stream.codec_context is None:
+        return False
+    return _header_written(output.format.name, lambda c: c.add_stream_from_template(stream))
 
 
 def audio_encoder_for(format_name: str) -> str | None:

@@ -122,6 +122,8 @@ def probe(
     """
     with open_input(path) as container:
         vs = select_video_stream(container, video_stream)
+        if vs.codec_context is None:
+            raise CorruptVideoError(f"{path}: corrupt video, the codec of its video stream {vs.index} is unknown")
         streams = tuple(_stream_info(s) for s in container.streams)
         header_frames = vs.frames or None
         if header_frames is None and vs.average_rate:
@@ -214,7 +216,7 @@ def _scan_keyframes(path, index: int) -> tuple[tuple[int, ...], int]:
                 packets += 1
                 if packet.is_keyframe and packet.pts is not None:
                     keys.append(packet.pts)
-        except av.error.FFmpegError:
+        except (av.error.FFmpegError, IndexError):  # IndexError: a stream that appears mid-file (damage)
             pass  # a damaged tail: the keyframes read so far are still right
     return tuple(sorted(set(keys))), packets
 
@@ -230,6 +232,8 @@ def _stream_info(stream) -> StreamInfo:
         duration=float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None,
         language=stream.language,
     )
+    if cc is None:  # a codec FFmpeg does not know (a damaged header): nothing more to say
+        return StreamInfo(**common)
     if stream.type == "video":
         return StreamInfo(
             **common,

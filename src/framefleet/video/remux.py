@@ -63,6 +63,10 @@ class StreamCarrier:
                          decision.action, decision.reason)
         self._packets = self._demux() if self._targets or self._transcoders else iter(())
         self._pending: av.Packet | None = None
+        self._last_dts: dict[int, int] = {}
+        self.dropped_packets = 0
+        """Carried packets left out: timed at or before the previous one of their stream, or refused by the
+        muxer (a damaged input's); logged."""
 
     def _add(self, stream: av.stream.Stream) -> CarriedStream:
         codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
@@ -75,6 +79,8 @@ class StreamCarrier:
             self._targets[stream.index] = self._output.add_stream_from_template(stream)
             return CarriedStream(stream.index, stream.type, codec, "copy")
         reason = f"{self._output.format.name} cannot hold {desc}"
+        if desc in self._output.supported_codecs:  # the codec, yes; this stream's parameters (damage), no
+            reason += " as this stream describes it"
         encoder = audio_encoder_for(self._output.format.name) if stream.type == "audio" else None
         if encoder is not None:
             self._transcoders[stream.index] = _AudioTranscoder(stream, self._output, encoder)
@@ -83,10 +89,13 @@ class StreamCarrier:
 
     def _demux(self) -> Iterator[av.Packet]:
         streams = [self._input.streams[i] for i in (*self._targets, *self._transcoders)]
-        for packet in self._input.demux(streams):
-            if packet.dts is None and packet.pts is None:
-                continue  # flush marker
-            yield packet
+        try:
+            for packet in self._input.demux(streams):
+                if packet.dts is None and packet.pts is None:
+                    continue  # flush marker
+                yield packet
+        except (av.error.FFmpegError, IndexError) as exc:  # a damaged tail: carry what came before it
+            log.warning("%s: the other streams end early (%s)", self._source, exc)
 
     def advance(self, seconds: Fraction | None) -> None:
         """Mux every carried packet whose decode time (after the offset) is at or before `seconds`."""
@@ -122,8 +131,21 @@ class StreamCarrier:
         if packet.pts is not None:
             packet.pts -= shift
         packet.dts = packet.dts - shift if packet.dts is not None else packet.pts
+        if packet.dts is not None and packet.dts <= self._last_dts.get(index, packet.dts - 1):
+            self._drop(packet, index, "timed at or before the previous one")
+            return
         packet.stream = self._targets[index]
-        self._output.mux(packet)
+        try:
+            self._output.mux(packet)
+        except (av.error.ArgumentError, av.error.InvalidDataError) as exc:
+            self._drop(packet, index, f"the muxer refuses it: {exc.strerror or exc}")
+            return
+        if packet.dts is not None:
+            self._last_dts[index] = packet.dts
+
+    def _drop(self, packet: av.Packet, index: int, why: str) -> None:
+        self.dropped_packets += 1
+        log.warning("%s: leaving out a packet of stream %d at %s (%s)", self._source, index, packet.dts, why)
 
 
 class _AudioTranscoder:
