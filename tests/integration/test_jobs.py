@@ -698,8 +698,9 @@ def test_cli_run_status_failures_and_retry(variants, tmp_path):
     ran = cli("run", src, "-o", out, "--op", "identity", "--workers", "1", "--max-attempts", "1", "--json")
     assert ran.exit_code == 3, ran.stderr
     summary = stdout_json(ran)
-    assert set(summary) == {"job_dir", "counts", "frames", "seconds", "interrupted", "failures", "skipped", "damaged"}
-    assert summary["damaged"] == []
+    assert set(summary) == {"job_dir", "counts", "frames", "seconds", "interrupted", "failures", "skipped", "damaged",
+                            "refused"}
+    assert summary["damaged"] == [] and summary["refused"] == {}
     assert Path(summary["job_dir"]) == job
     assert summary["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     assert summary["frames"] == GOOD_VARIANTS["plain.mp4"]["frames"] and summary["interrupted"] is False

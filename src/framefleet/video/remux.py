@@ -134,14 +134,15 @@ class StreamCarrier:
         if packet.dts is not None and packet.dts <= self._last_dts.get(index, packet.dts - 1):
             self._drop(packet, index, "timed at or before the previous one")
             return
+        dts = packet.dts  # in the source's time base (muxing rescales the packet to the output's)
         packet.stream = self._targets[index]
         try:
             self._output.mux(packet)
         except (av.error.ArgumentError, av.error.InvalidDataError) as exc:
             self._drop(packet, index, f"the muxer refuses it: {exc.strerror or exc}")
             return
-        if packet.dts is not None:
-            self._last_dts[index] = packet.dts
+        if dts is not None:
+            self._last_dts[index] = dts
 
     def _drop(self, packet: av.Packet, index: int, why: str) -> None:
         self.dropped_packets += 1
