@@ -129,3 +129,30 @@ def test_odd_strings_in_a_submission_never_break_the_service(fuzz_client, data):
     for path in ("/api/jobs?limit=1000", "/healthz", "/metrics"):
         after = fuzz_client.get(path)
         assert after.status_code == 200, (body, path, after.text)
+
+
+# -- traversal: paths built to leave the allowed prefix (issue 17) ------------------------------------------
+
+STEPS = st.sampled_from(["..", ".", "a", "out", "%2e%2e", "..%2f", "...", "link", "\\..", "", "x.mp4"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_a_path_that_leaves_the_allowed_prefix_is_refused(fuzz_client, data):
+    """Inputs and outputs made of `..`, encoded dots, backslashes and a symbolic link out of the allowed
+    folder: a submission is accepted only when every path, links resolved, stays inside that folder."""
+    allowed = Path(fuzz_client.app.state.allowed)
+    link = allowed / "link"
+    if not link.is_symlink():
+        (allowed.parent / "outside").mkdir(exist_ok=True)
+        link.symlink_to(allowed.parent / "outside")
+    path = st.lists(STEPS, min_size=1, max_size=5).map(lambda steps: f"{allowed}/" + "/".join(steps))
+    body = {"inputs": data.draw(st.lists(path, min_size=1, max_size=2)), "output": data.draw(path),
+            "pipeline": {"op": "identity"}}
+    response = fuzz_client.post("/api/jobs", json=body)
+    assert response.status_code in (200, 202, 403, 422), (body, response.status_code, response.text)
+    if response.status_code in (200, 202):
+        root = allowed.resolve()
+        for named in [*body["inputs"], body["output"]]:
+            real = Path(named).resolve()
+            assert real == root or root in real.parents, (named, real)
