@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-plan bench-ray bench-storage bench-faces bench-codecs clean
+.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-plan bench-ray bench-storage bench-faces bench-codecs bench-chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,9 @@ bench-jobs: $(STAMP)
 
 bench-codecs: $(STAMP)
 	$(BIN)/python benchmarks/codecs.py
+
+bench-chaos: $(STAMP)
+	$(BIN)/python benchmarks/chaos.py
 
 bench-plan: $(STAMP)
 	$(BIN)/python benchmarks/plan_accuracy.py
