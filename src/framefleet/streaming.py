@@ -39,15 +39,14 @@ from framefleet.temporal import BlendStep, TemporalBlend, check_mode, default_mo
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
+from framefleet.video.remux import CarriedStream
 
 log = logging.getLogger(__name__)
 
+ProgressCallback = Callable[[int], None]
 INDEX_SLACK = 1
 """Frames an index may list beyond those that decode before the input counts as damaged (an entry without
 a picture at the end is common: FFmpeg's AVI muxer, phones' MP4s)."""
-from framefleet.video.remux import CarriedStream
-
-ProgressCallback = Callable[[int], None]
 PREROLL_FRAMES = 12
 """Frames before a segment's start that the temporal blend runs through to continue the previous segment
 (the previous output's weight after them: 0.8^12, under 7%)."""

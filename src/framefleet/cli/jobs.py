@@ -239,7 +239,7 @@ def pipeline_flags(op, style, style_image, strength, max_size, device, batch_siz
     flags = {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
              "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
              "preset": preset, "codec": codec, "temporal": temporal, "segment_seconds": segment_seconds,
-             "strict": strict, "limits": options.key_values(limits, "--limit", "max_pixels=8294400") if limits else None}
+             "strict": strict, "limits": options.limits_of(limits)}
     if model is not None:
         if op not in (None, "onnx"):
             raise OptionError(f"--model runs the onnx op; drop --op {op} or --model")

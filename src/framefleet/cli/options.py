@@ -49,6 +49,11 @@ RemoteRead = Annotated[str, typer.Option(
          "to a bounded local cache first).")]
 
 
+def limits_of(items: list[str] | None) -> dict[str, Any] | None:
+    """`--limit KEY=VALUE` flags as the pipeline's `limits` mapping (None: none given)."""
+    return key_values(items, "--limit", "max_pixels=8294400") if items else None
+
+
 def key_values(items: list[str] | None, flag: str, example: str) -> dict[str, Any]:
     """`KEY=VALUE` flags as a mapping, each value read as YAML (0.5, true, [1, 2])."""
     values: dict[str, Any] = {}

@@ -67,7 +67,7 @@ def stylize(
             dict(style=style, style_image=str(style_image) if style_image else None, strength=strength,
                  max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset, codec=codec,
                  temporal=temporal, strict=strict or None,
-                 limits=options.key_values(limit, "--limit", "max_pixels=8294400") if limit else None),
+                 limits=options.limits_of(limit)),
             source="options",
         )
         info = probe(source, keyframes=False, video_stream=video_stream, limits=pipeline.limits)

@@ -93,18 +93,17 @@ class EncodeOptions:
         encoder cannot open); a codec the container cannot hold is a one-line OutputError."""
         name = Path(path).name
         container = output_format(name)
+        options = replace(self, bframes=0) if container == "avi" and self.bframes is None else self
         codec = self.codec
         if codec in ("auto", *HARDWARE_CODECS):
             wanted = "h264_nvenc" if codec == "auto" else codec
             reason = hardware_encoder_problem(wanted)
             if reason is None and holds_encoder(container, wanted):
-                return replace(self, codec=wanted)
+                return replace(options, codec=wanted)
             fallback = video_encoder_for(container) or "libx264"
             log.warning("%s cannot encode here (%s); encoding with %s instead", wanted,
                         reason or f"the {container} format cannot hold its video", fallback)
-            return replace(self, codec=fallback, preset=self.preset if self.preset in PRESETS else "veryfast")
-        if container == "avi" and self.bframes is None:
-            return replace(self, bframes=0).for_output(path)
+            return replace(options, codec=fallback, preset=self.preset if self.preset in PRESETS else "veryfast")
         if codec is None:
             chosen = video_encoder_for(container)
             if chosen is None:
@@ -112,13 +111,13 @@ class EncodeOptions:
                                   "uses; name the output .mp4, .mkv, .mov or .webm")
             if chosen != "libx264":
                 log.info("%s: the %s format cannot hold H.264 video; encoding with %s", name, container, chosen)
-            return replace(self, codec=chosen)
+            return replace(options, codec=chosen)
         if not holds_encoder(container, codec):
             usable = video_encoder_for(container)
             hint = f"use --codec {usable} or " if usable else ""
             raise OutputError(f"{name}: the {container} format cannot hold {av.Codec(codec, 'w').canonical_name} "
                               f"video; {hint}name the output .mp4, .mkv or .mov")
-        return self
+        return options
 
     def codec_options(self) -> dict[str, str]:
         """The encoder's private options for the quality and speed settings (CRF on x264's 0-51 scale,

@@ -4,7 +4,8 @@ FFmpeg's muxers declare the codecs they take in three ways: a list (MP4, AVI), a
 they cannot take (WebM), or nothing at all (MPEG-TS, MPEG-PS, and Matroska for some subtitles). PyAV's
 `supported_codecs` lists only the first kind, so MPEG-TS would seem unable to hold H.264 or E-AC-3. Here a
 codec the muxer does not list is tried: a header with such a stream is written to memory, which is what the
-muxer checks when the real output starts. Answers are cached per muxer and codec.
+muxer checks when the real output starts. Answers for encoders are cached per muxer and codec; a stream to
+copy is tried as it is, each time (a damaged one can describe a codec the muxer takes in a way it refuses).
 """
 
 from __future__ import annotations
@@ -69,8 +70,7 @@ def holds_encoder(format_name: str, codec: str) -> bool:
 
 def holds_copy(output: av.container.OutputContainer, stream: av.stream.Stream) -> bool:
     """Whether `output` can hold a packet-for-packet copy of the input `stream`, as the stream describes
-    itself: tried for each stream (a damaged header can describe a codec the muxer takes in a way it
-    refuses, such as audio with no sample rate), not cached."""
+    itself (not cached: see the module's docstring)."""
     if stream.codec_context is None:
         return False
     return _header_written(output.format.name, lambda c: c.add_stream_from_template(stream))
@@ -78,16 +78,17 @@ def holds_copy(output: av.container.OutputContainer, stream: av.stream.Stream) -
 
 def audio_encoder_for(format_name: str) -> str | None:
     """The first of `AUDIO_ENCODERS` the muxer holds (None: none)."""
-    return next((codec for codec in AUDIO_ENCODERS if _exists(codec) and holds_encoder(format_name, codec)), None)
+    return _first_held(format_name, AUDIO_ENCODERS)
 
 
 def video_encoder_for(format_name: str) -> str | None:
     """The first of `VIDEO_ENCODERS` the muxer holds (None: none)."""
-    return next((codec for codec in VIDEO_ENCODERS if _exists(codec) and holds_encoder(format_name, codec)), None)
+    return _first_held(format_name, VIDEO_ENCODERS)
 
 
-def _exists(codec: str) -> bool:
-    return codec in av.codecs_available
+def _first_held(format_name: str, encoders: tuple[str, ...]) -> str | None:
+    return next((codec for codec in encoders
+                 if codec in av.codecs_available and holds_encoder(format_name, codec)), None)
 
 
 def _header_written(format_name: str, add: Callable[[av.container.OutputContainer], None]) -> bool:

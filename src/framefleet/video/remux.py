@@ -64,9 +64,8 @@ class StreamCarrier:
         self._packets = self._demux() if self._targets or self._transcoders else iter(())
         self._pending: av.Packet | None = None
         self._last_dts: dict[int, int] = {}
-        self.dropped_packets = 0
-        """Carried packets left out: timed at or before the previous one of their stream, or refused by the
-        muxer (a damaged input's); logged."""
+        """The last decode time muxed per source stream: a damaged input's packet timed at or before it is
+        left out (logged), as is one the muxer refuses."""
 
     def _add(self, stream: av.stream.Stream) -> CarriedStream:
         codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
@@ -75,6 +74,8 @@ class StreamCarrier:
             return CarriedStream(stream.index, stream.type, codec, "drop", "only one video stream is processed")
         if stream.type == "attachment":
             return CarriedStream(stream.index, stream.type, codec, "drop", "attachments are not carried")
+        if stream.codec_context is None:  # a damaged header: nothing to copy or decode it with
+            return CarriedStream(stream.index, stream.type, codec, "drop", "its codec is unknown")
         if holds_copy(self._output, stream):
             self._targets[stream.index] = self._output.add_stream_from_template(stream)
             return CarriedStream(stream.index, stream.type, codec, "copy")
@@ -145,7 +146,6 @@ class StreamCarrier:
             self._last_dts[index] = dts
 
     def _drop(self, packet: av.Packet, index: int, why: str) -> None:
-        self.dropped_packets += 1
         log.warning("%s: leaving out a packet of stream %d at %s (%s)", self._source, index, packet.dts, why)
 
 
