@@ -6,6 +6,10 @@ prints that line and exits with `exit_code`. Anything else escaping framefleet i
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+from collections.abc import Iterator
+
 
 class FramefleetError(Exception):
     """Base class: a problem with the user's input, options or environment."""
@@ -61,5 +65,33 @@ class StorageUnavailableError(StorageError):
     the task is retried after a backoff and never fails its item for it)."""
 
 
-INFRASTRUCTURE_ERRORS = frozenset({StorageUnavailableError.__name__})
+class DiskFullError(FramefleetError):
+    """A disk framefleet writes to (an output folder, a staging folder, the job's ledger) is full or over its
+    quota: an infrastructure loss. A task is retried after a backoff; a job whose ledger cannot be written
+    stops, and running it again once space is freed resumes it."""
+
+
+INFRASTRUCTURE_ERRORS = frozenset({StorageUnavailableError.__name__, DiskFullError.__name__})
+
+
+def job_disk_full(where: object) -> DiskFullError:
+    """The error that stops a job whose own state (`where`: its ledger, its directory) cannot be written."""
+    return DiskFullError(f"{where}: no space left on the disk that holds the job's state; free some (or give "
+                         "--job-dir on another disk) and run the same command again to resume the job")
 """Names of the errors a task reports that are not its input's fault (the ledger counts them as losses)."""
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or one it came from, says a disk or a quota is full (an OS, FFmpeg or SQLite error)."""
+    return any(getattr(cause, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+               or getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL for cause in exception_chain(exc))

@@ -26,7 +26,7 @@ from framefleet.cache import cache_dir
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions, EngineProgress, Scheduler, WorkerPool
-from framefleet.errors import FramefleetError, OptionError
+from framefleet.errors import FramefleetError, OptionError, is_disk_full, job_disk_full
 from framefleet.ledger import Ledger, Limits
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import InputAccess, WorkerStorage
@@ -241,10 +241,13 @@ def _job_lock(job_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise JobBusyError(f"{job_dir}: another framefleet run is using this job directory") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:  # unbuffered, so that closing the file has nothing left to write
+            os.ftruncate(handle.fileno(), 0)
+            os.pwrite(handle.fileno(), f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise job_disk_full(job_dir) from None
         try:
             yield
         finally:

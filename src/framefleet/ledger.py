@@ -16,6 +16,7 @@ through `framefleet.redact.redact` before they are stored: the ledger never hold
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from framefleet.errors import FramefleetError
+from framefleet.errors import FramefleetError, is_disk_full, job_disk_full
 from framefleet.redact import redact
 
 SCHEMA_VERSION = 1
@@ -152,6 +153,10 @@ class Segment:
     end_pts: int | None
 
 
+_NEARLY_FULL = 1 << 20
+"""Bytes free below which an SQLite I/O error on the ledger is taken for a full disk."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Retry rules."""
@@ -172,23 +177,37 @@ class Ledger:
         self.limits = limits
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        with self._disk_full_stops_the_job():
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        with self._disk_full_stops_the_job():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _disk_full_stops_the_job(self) -> Iterator[None]:
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            yield
+        except sqlite3.Error as exc:
+            # SQLite may report a full disk as an I/O error (growing its WAL index): tell by the free space
+            io_error = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_IOERR
+            if not (is_disk_full(exc) or io_error and shutil.disk_usage(self.path.parent).free < _NEARLY_FULL):
+                raise
+            raise job_disk_full(self.path) from None
 
     # -- the job ---------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from framefleet.errors import (
     OutputError,
     StorageError,
     StorageUnavailableError,
+    exception_chain,
 )
 from framefleet.temporary import temporary_path
 
@@ -241,15 +242,6 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 _UNAVAILABLE_NAMES = ("ServiceRequestError", "ServiceResponseError", "ClientConnectorError", "ClientOSError",
                       "ServerDisconnectedError", "ServerTimeoutError", "EndpointConnectionError",
                       "ConnectTimeoutError", "ReadTimeoutError", "ConnectionError", "TimeoutError",
@@ -259,7 +251,7 @@ _UNAVAILABLE_NAMES = ("ServiceRequestError", "ServiceResponseError", "ClientConn
 def storage_error(exc: BaseException, operation: str, uri: str) -> FramefleetError:
     """The one-line framefleet error for a store's exception, naming `operation` and `uri`, no secret."""
     shown = redact.redact(uri)
-    for cause in _chain(exc):
+    for cause in exception_chain(exc):
         if isinstance(cause, FramefleetError):
             return cause
         status = _status(cause)

@@ -8,7 +8,9 @@ What is checked comes from outside framefleet where it can: frames and timestamp
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 import threading
 import uuid
@@ -306,3 +308,34 @@ def test_a_stopped_multi_step_job_resumes_without_redoing_work_and_keeps_its_pip
     changed = {**options, "steps": [{"op": f"{user_module}:Brightness"}, {"op": "job_ops:SlowOp", "delay": 0.01}]}
     with pytest.raises(FramefleetError, match="another pipeline"):
         run([str(folder)], out, Pipeline.from_options(changed), workers=2)
+
+
+NOISY_OP = '''
+import os
+from dataclasses import dataclass
+
+from framefleet import FrameBatch, Op
+
+
+@dataclass(kw_only=True)
+class Noisy(Op):
+    """Changes nothing and prints, as a careless library would."""
+
+    name = "noisy"
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        print("noise through print", flush=True)
+        os.write(1, b"noise through file descriptor 1\\n")
+        return batch
+'''
+
+
+def test_json_output_stays_parseable_when_an_op_or_a_library_prints(tmp_path, clip_factory):
+    (tmp_path / "noisy_ops.py").write_text(NOISY_OP)
+    folder = inputs_with(tmp_path, {"a.mp4": clip_factory("custom-short.mp4", **SMALL)})
+    done = subprocess.run([sys.executable, "-m", "framefleet", "run", str(folder), "-o", str(tmp_path / "out"),
+                           "--op", "noisy_ops:Noisy", "--json"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["done"] == 1  # the result alone on stdout
+    assert "noise through print" in done.stderr and "noise through file descriptor 1" in done.stderr

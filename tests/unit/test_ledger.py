@@ -559,3 +559,15 @@ def test_a_second_ledger_reads_while_the_first_writes(ledger, make_ledger):
         ledger._db.execute("COMMIT")
     reader = make_ledger()
     assert reader.counts()["done"] == 1
+
+
+def test_a_ledger_whose_disk_is_full_stops_the_job_with_one_line_and_keeps_what_it_had(ledger):
+    from framefleet.errors import DiskFullError
+
+    ledger.add_items([ref("a")])
+    pages = ledger._db.execute("PRAGMA page_count").fetchone()[0]
+    ledger._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite answers SQLITE_FULL past this size
+    with pytest.raises(DiskFullError, match="no space left on the disk that holds the job's state"):
+        ledger.add_items([ref(f"b{i}") for i in range(500)])
+    assert not ledger._db.in_transaction, "the failed write was rolled back"
+    assert [item.relpath for item in ledger.items()] == ["a.mp4"]

@@ -8,9 +8,11 @@ the input, an option or the output, reported on one line; 3 a job finished with 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, TypeVar
 
 import typer
@@ -86,6 +88,28 @@ def guarded(action: Callable[[], T]) -> T:
                   "(rerun with --debug for the traceback)",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+@contextmanager
+def stdout_only_for_the_result(enabled: bool) -> Iterator[None]:
+    """For --json: stdout carries the command's result and nothing else. Whatever else reaches file
+    descriptor 1 from here on (Ray's raylet messages, a library's prints) goes to stderr; `out` keeps the
+    real stdout. Nothing changes where stdout is not the process's own (in tests)."""
+    try:
+        real = enabled and sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a captured stream has no file descriptor
+        real = False
+    if not real:
+        yield
+        return
+    sys.stdout.flush()
+    kept = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # for the rest of the process: a library's thread may still print after the result
+    out.file = kept
+    try:
+        yield
+    finally:
+        kept.flush()
 
 
 def progress_bar(disable: bool) -> Progress:

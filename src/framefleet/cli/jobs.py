@@ -15,7 +15,7 @@ from rich.table import Table
 
 from framefleet import storage
 from framefleet.cli import options
-from framefleet.cli.app import app, err, guarded, out
+from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions, EngineProgress
 from framefleet.errors import OptionError
@@ -116,7 +116,8 @@ def run(
             quiet=quiet or as_json,
         )
 
-    _finish(guarded(start), as_json)
+    with stdout_only_for_the_result(as_json):
+        _finish(guarded(start), as_json)
 
 
 @app.command()
@@ -148,8 +149,8 @@ def retry(
             quiet=quiet or as_json,
         )
 
-    result = guarded(start)
-    _finish(result, as_json)
+    with stdout_only_for_the_result(as_json):
+        _finish(guarded(start), as_json)
 
 
 @app.command()
