@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -211,6 +212,16 @@ class Faults:
         return self.rng.choices(open_kinds, [weights[kind] for kind in open_kinds])[0]
 
 
+def attempt_outcomes(ledger: Path) -> dict[str, int]:
+    """How the job's attempts ended, by outcome and error class (`lost: DiskFullError`, `done`, ...)."""
+    db = sqlite3.connect(ledger)
+    try:
+        rows = db.execute("SELECT outcome, error_type, COUNT(*) FROM attempts GROUP BY outcome, error_type")
+        return {f"{outcome}: {error}" if error else str(outcome): n for outcome, error, n in rows}
+    finally:
+        db.close()
+
+
 def make_inputs(folder: Path, videos: int) -> dict[str, bytes]:
     folder.mkdir()
     for i in range(videos):
@@ -231,7 +242,7 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     cluster = RayCluster(2) if args.engine == "ray" else None
     try:
         store.add_inputs(originals)
-        command = [sys.executable, "-m", "framefleet", "run", store.input_uri, "-o", store.output_uri,
+        command = [sys.executable, "-m", "framefleet", "--debug", "run", store.input_uri, "-o", store.output_uri,
                    "--job-dir", store.job_dir, "--style", "7", "--max-size", "48", "--temporal", "none", "--max-attempts", "2", "--json",
                    "--quiet"]
         command += ["--engine", "ray", "--ray-address", cluster.cluster.address] if cluster else ["--workers", "2"]
@@ -244,7 +255,7 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         if store.disk is not None:
             caps["disk full"] = 1
         faults = Faults(rng, args.every, args.faults, caps)
-        runs, exits, last, started = 0, [], None, time.perf_counter()
+        runs, exits, bugs, last, started = 0, [], [], None, time.perf_counter()
         while last is None:
             runs += 1
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -265,7 +276,10 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
                 except ValueError:
                     raise RuntimeError(f"run {runs} ended with {process.returncode}: {out[:2000]!r} {err[-2000:]!r}")
             elif process.returncode != -9:
-                log(f"run {runs} ended with {process.returncode}: {err.strip().splitlines()[-1:] or ''}")
+                said = [line for line in err.decode(errors="replace").splitlines() if "error" in line]
+                log(f"run {runs} ended with {process.returncode}: {said[-1] if said else err[-300:]}")
+                if process.returncode == 1:  # a bug in framefleet: keep what it printed
+                    bugs.append(err.decode(errors="replace")[-5000:])
                 while faults.restore:  # an operator frees the disk or waits for the store, then runs it again
                     time.sleep(0.2)
                     restore_due(faults, store)
@@ -277,15 +291,18 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         wrong = [name for name in good
                  if name in outputs and times(store.fetch(name, work / "fetched")) != times(originals / name)]
         failed = {Path(f["uri"]).name: f["error_type"] for f in last["failures"]}
+        attempts = attempt_outcomes(Path(store.job_dir) / "ledger.sqlite")
     finally:
         if cluster:
             cluster.close()
         store.close()
     return {"engine": args.engine, "store": args.store, "videos": args.videos, "hostile": len(hostile),
-            "runs": runs, "exit_codes": exits, "faults": dict(faults.injected), "seconds": seconds,
+            "runs": runs, "exit_codes": exits, "internal_errors": bugs, "faults": dict(faults.injected),
+            "seconds": seconds,
             "lost": lost, "duplicated_or_stray": extra, "wrong": wrong,
             "failed_good": sorted(set(failed) & set(good)),
-            "hostile_outcomes": {name: failed.get(name, "done") for name in hostile}, "counts": last["counts"]}
+            "hostile_outcomes": {name: failed.get(name, "done") for name in hostile}, "counts": last["counts"],
+            "attempts": attempts}
 
 
 def inject(kind: str | None, faults: Faults, process: subprocess.Popen, store: Any, cluster: RayCluster | None,
@@ -379,11 +396,13 @@ def main(argv: list[str] | None = None) -> int:
              str(len(result["failed_good"])), f"{result['seconds']:.0f}"]]
     print_table("\nchaos soak", ["setup", "videos", "faults", "injected", "runs", "lost", "duplicated", "wrong",
                                  "good failed", "s"], rows, right={1, 2, 4, 5, 6, 7, 8, 9})
+    print(f"attempts by outcome: {result['attempts']}")
     print(f"hostile files: {result['hostile_outcomes']}; the runs' exit codes: {result['exit_codes']} "
           "(-9: killed; 2: stopped, e.g. the job's disk full or workers dying while starting)")
     write_results(args.output, {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
                                 "result": result}, result["seconds"])
-    clean = not (result["lost"] or result["duplicated_or_stray"] or result["wrong"] or result["failed_good"])
+    clean = not (result["internal_errors"] or result["lost"] or result["duplicated_or_stray"] or result["wrong"]
+                 or result["failed_good"])
     return 0 if clean else 1
 
 
