@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from framefleet import __version__, storage
 from framefleet.cache import cache_dir
+from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions, EngineProgress, Scheduler, WorkerPool
@@ -113,7 +114,8 @@ def run(
 
     Running it again with the same job directory resumes: done work is skipped, unfinished work runs.
     `handle_signals` makes SIGINT/SIGTERM stop the job gracefully (the CLI sets it). `engine` is "local"
-    (worker processes on this machine) or "ray" (Ray actors on a cluster, see `RayOptions`).
+    (worker processes on this machine), "ray" (Ray actors on a cluster, see `RayOptions`) or "inline"
+    (worker threads in this process: for debugging an op, and for tests).
     Inputs and `output` may be object-store URIs (`az://`, `s3://`, `gs://`; inputs also `https://`);
     `storage_options` are their fsspec options (see `storage.configure`; default: the ones configured),
     `input_access` how workers read remote videos. `parts_dir` is where segments wait for their join
@@ -128,8 +130,8 @@ def run(
     `prediction` (from a plan: predicted wall seconds, fps, ...) is recorded so that `job_status` shows it
     beside what the job measures.
     """
-    if engine not in ("local", "ray"):
-        raise OptionError(f"--engine must be local or ray, got {engine!r}")
+    if engine not in ("local", "ray", "inline"):
+        raise OptionError(f"--engine must be local, ray or inline, got {engine!r}")
     started = time.perf_counter()
     pipeline = pipeline or Pipeline.from_options({})
     if storage_options is not None:
@@ -205,6 +207,9 @@ def _pool(
     if engine == "local":
         workers, threads = local_worker_count(options, pipeline)
         return LocalPool(pipeline, threads, worker_storage), workers
+    if engine == "inline":
+        workers, threads = inline_worker_count(options)
+        return InlinePool(pipeline, threads, worker_storage), workers
     from framefleet.engines.ray import ray_pool
 
     return ray_pool(pipeline, options, ray or RayOptions(), worker_storage)

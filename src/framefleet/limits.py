@@ -113,16 +113,19 @@ class InputLimits:
 
 
 def cap_memory(limits: InputLimits) -> None:
-    """Cap this process's address space at `limits.memory_mb` (a job worker calls it once, at start).
-    Where the platform has no such limit, or it is already lower, nothing changes (logged)."""
+    """Cap this process's private memory at `limits.memory_mb` (a job worker calls it once, at start).
+
+    The cap is `RLIMIT_DATA`: the heap and private writable mappings, where frames and model buffers live.
+    Shared mappings (Ray's object store) and reserved but inaccessible address space do not count. Where
+    the platform has no such limit, or it is already lower, nothing changes (logged)."""
     if limits.memory_mb is None:
         return
     wanted = limits.memory_mb * 1024 * 1024
     try:
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
         if hard != resource.RLIM_INFINITY and hard < wanted:
             wanted = hard
-        resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+        resource.setrlimit(resource.RLIMIT_DATA, (wanted, hard))
     except (ValueError, OSError, AttributeError) as exc:
         log.info("cannot cap the worker's memory at %d MiB (%s)", limits.memory_mb, exc)
 

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framefleet import storage
-from framefleet.errors import DiskFullError, is_disk_full
 from framefleet.ledger import Segment, Task
 from framefleet.pipeline import Pipeline
 from framefleet.records import join_records, records_path, records_uri
-from framefleet.redact import redact
 from framefleet.remote_inputs import InputOpener
 from framefleet.streaming import FrameProcessor, StreamResult
 from framefleet.temporary import remove_stale_temporaries
@@ -127,24 +125,8 @@ def run_task(
     progress: Callable[[int], None] | None = None,
     inputs: InputOpener | None = None,
 ) -> TaskResult:
-    """Run one task. Raises framefleet errors (bad input, a store that refuses or is unreachable, a full
-    disk) or anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one)."""
-    try:
-        return _run(request, pipeline, processor, progress, inputs)
-    except Exception as exc:
-        if not is_disk_full(exc):
-            raise
-        raise DiskFullError(f"{redact(request.output_uri)}: no space left on a disk this task writes to (the "
-                            "output's, or the job's parts folder); it is retried when space is freed") from exc
-
-
-def _run(
-    request: TaskRequest,
-    pipeline: Pipeline,
-    processor: FrameProcessor,
-    progress: Callable[[int], None] | None,
-    inputs: InputOpener | None,
-) -> TaskResult:
+    """Run one task. Raises framefleet errors (bad input, a store that refuses or is unreachable) or
+    anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one)."""
     source = (inputs or InputOpener()).open(request.uri)
     if request.kind == "probe":
         info = probe(source, keyframes=True, limits=pipeline.limits)

@@ -1,11 +1,10 @@
-"""Short chaos soaks (benchmarks/chaos.py): workers, Ray nodes and whole runs killed, the object store
-stopped for stretches and the output disk filled while a job runs; nothing lost, nothing duplicated, every
-output frame-exact, only the hostile files failed."""
+"""A short chaos soak (benchmarks/chaos.py, local engine): workers and whole runs killed and the output
+disk filled while a job runs; nothing lost, nothing duplicated, every output frame-exact, only the hostile
+files failed. (The Ray and Azurite set-up runs in `make bench-chaos`; see docs/reliability.md.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +13,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from azurite import find_azurite_blob
 
 
 def soak(tmp_path: Path, *args: str) -> dict:
@@ -45,19 +42,3 @@ def test_a_local_job_under_worker_and_run_kills_and_a_full_disk_loses_and_duplic
     assert result["faults"]["worker killed"] >= 1 and result["faults"]["run killed"] >= 1
     if private_mounts():
         assert result["faults"]["disk full"] == 1
-
-
-@pytest.mark.ray
-@pytest.mark.storage
-@pytest.mark.timeout(900)
-def test_a_ray_job_on_blob_storage_under_node_loss_and_store_outages_loses_and_duplicates_nothing(tmp_path):
-    pytest.importorskip("ray")
-    if find_azurite_blob() is None:
-        if os.environ.get("FRAMEFLEET_REQUIRE_AZURITE") == "1":
-            pytest.fail("azurite-blob is not installed (FRAMEFLEET_REQUIRE_AZURITE=1)", pytrace=False)
-        pytest.skip("azurite-blob is not installed (npm ci --prefix tools/azurite)")
-    result = soak(tmp_path, "--engine", "ray", "--store", "azurite", "--videos", "30", "--faults", "10",
-                  "--every", "1.0")
-    assert result["counts"]["done"] == 30
-    faults = result["faults"]
-    assert faults["node preempted"] >= 1 and faults["store down"] >= 1 and faults["run killed"] >= 1, faults

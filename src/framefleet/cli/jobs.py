@@ -31,7 +31,8 @@ from framefleet.remote_inputs import InputAccess
 
 JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
                                             "or the output URI of a job writing to an object store.")]
-Engine = Annotated[str, typer.Option(help="local (worker processes here) or ray (a Ray cluster).")]
+Engine = Annotated[str, typer.Option(help="local (worker processes here), ray (a Ray cluster) or inline (threads "
+                                          "in this process, for debugging an op).")]
 RayAddress = Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://HOST:10001, or none to start a private one.")]
 CpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: CPUs each worker reserves.")]
 GpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: GPUs each worker reserves (e.g. 0.25).")]
@@ -75,7 +76,8 @@ def run(
     hang_timeout: HangTimeout = 300.0,
     task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
     engine: Annotated[Optional[str], typer.Option(
-        help="local (worker processes here) or ray (a Ray cluster); default local, or the plan's.")] = None,
+        help="local (worker processes here), ray (a Ray cluster) or inline (threads in this process, for "
+             "debugging an op); default local, or the plan's.")] = None,
     ray_address: RayAddress = None,
     cpus_per_worker: CpusPerWorker = None,
     gpus_per_worker: GpusPerWorker = None,

@@ -12,7 +12,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import traceback
 from dataclasses import dataclass
 
 from framefleet.engines.scheduler import (
@@ -26,15 +25,13 @@ from framefleet.engines.scheduler import (
     Ready,
 )
 from framefleet.errors import FramefleetError
-from framefleet.limits import cap_memory, memory_error
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.streaming import available_cores, gpu_names
-from framefleet.task import TaskRequest, run_task
+from framefleet.task import TaskRequest
+from framefleet.worker import Failure, Worker, traceback_tail
 
 __all__ = ["EngineOptions", "EngineProgress", "LocalPool", "local_worker_count"]
-
-_LOG_TAIL_LINES = 20
 
 
 def local_worker_count(options: EngineOptions, pipeline: Pipeline | None = None) -> tuple[int, int]:
@@ -141,7 +138,8 @@ class LocalPool:
             elif kind == "done":
                 events.append(Finished(name, message[1]))
             elif kind == "error":
-                events.append(Errored(name, *message[1:]))
+                failure = message[1]
+                events.append(Errored(name, failure.error_type, failure.message, failure.log_tail))
             elif kind == "fatal":
                 raise FramefleetError(f"a worker could not start: {message[1]}")
         return events
@@ -162,15 +160,8 @@ def worker_main(
 ) -> None:
     """A worker process: set the ops up once, then run tasks until told to stop or the scheduler is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the scheduler decides
-    from framefleet.streaming import FrameProcessor
-
-    pipeline = pipeline.for_worker(threads)
-    if not any(op.device == "cuda" for op in pipeline.ops):  # CUDA reserves address space far beyond its use
-        cap_memory(pipeline.limits)
     try:
-        inputs = worker_storage.apply()
-        processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal,
-                                   strict=pipeline.strict, limits=pipeline.limits)
+        worker = Worker(pipeline, threads, worker_storage)
     except Exception as exc:  # noqa: BLE001 - reported to the scheduler, which stops the job
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return
@@ -184,23 +175,12 @@ def worker_main(
             if request is None:
                 return
             try:
-                outcome = run_task(request, pipeline, processor, progress=lambda n: conn.send(("beat", n)),
-                                   inputs=inputs)
+                outcome = worker.run(request, progress=lambda n: conn.send(("beat", n)))
             except (BrokenPipeError, EOFError):
                 return  # the scheduler is gone: stop quietly
-            except MemoryError:  # under the worker's cap: the input's fault, like any broken limit
-                error = memory_error(request.uri, pipeline.limits)
-                conn.send(("error", error.error_class, str(error), None))
-            except FramefleetError as exc:
-                conn.send(("error", exc.error_class, str(exc), None))
-            except Exception as exc:  # noqa: BLE001 - a bug or an unexpected library error: report it
-                conn.send(("error", type(exc).__name__, f"{type(exc).__name__}: {exc}", format_tail()))
+            except Exception as exc:  # noqa: BLE001 - the input's fault, or a bug: reported either way
+                conn.send(("error", Failure.of(exc, traceback_tail())))
             else:
                 conn.send(("done", outcome))
     finally:
-        processor.close()
-
-
-def format_tail() -> str:
-    """The last lines of the current exception's traceback, for the ledger's log tail."""
-    return "".join(traceback.format_exc().splitlines(keepends=True)[-_LOG_TAIL_LINES:])
+        worker.close()

@@ -1,6 +1,6 @@
 """The Ray engine: the same tasks, run by Ray actors on a cluster; the driver keeps the ledger.
 
-Each worker is an actor that sets the ops up once (`FrameProcessor`) and runs `run_task` unchanged;
+Each worker is an actor hosting a `Worker` (the ops set up once, `run_task` unchanged);
 only the small `TaskRequest` goes out and the small `TaskResult` (metrics, the segment plan) comes back.
 Actors reserve the CPUs and GPUs the op declares (or `--cpus-per-worker` / `--gpus-per-worker`), so
 Ray places GPU work on GPU nodes. An actor whose node left the cluster is an infrastructure loss; an
@@ -19,11 +19,12 @@ from typing import Any
 
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import Died, EngineOptions, Errored, Event, Finished, Progressed, Ready
-from framefleet.errors import FramefleetError, OptionError
+from framefleet.errors import OptionError
 from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
-from framefleet.task import TaskRequest, TaskResult, run_task
+from framefleet.task import TaskRequest, TaskResult
+from framefleet.worker import Failure, Worker
 
 try:
     import ray
@@ -38,15 +39,10 @@ _TAIL_CHARS = 2000
 
 
 class RayWorker:
-    """Actor body: one op chain, set up once, running one task at a time (plus progress queries)."""
+    """Actor body: a `Worker`, set up once, running one task at a time (plus progress queries)."""
 
     def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage) -> None:
-        from framefleet.streaming import FrameProcessor
-
-        self._inputs = worker_storage.apply()
-        self._pipeline = pipeline.for_worker(threads)
-        self._processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal,
-                                         strict=pipeline.strict, limits=pipeline.limits)
+        self._worker = Worker(pipeline, threads, worker_storage)
         self._frames = 0
 
     def ready(self) -> str:
@@ -59,7 +55,7 @@ class RayWorker:
         def count(frames: int) -> None:
             self._frames += frames
 
-        return run_task(request, self._pipeline, self._processor, progress=count, inputs=self._inputs)
+        return self._worker.run(request, progress=count)
 
     def progress(self) -> int:
         """Frames processed in the current task so far."""
@@ -188,10 +184,8 @@ class RayPool:
         except ray.exceptions.RayTaskError as exc:
             if kind != "run":
                 return None if kind == "progress" else self._died(worker, f"the worker could not start: {exc.cause}")
-            cause = exc.cause
-            if isinstance(cause, FramefleetError):
-                return Errored(worker, cause.error_class, str(cause))
-            return Errored(worker, type(cause).__name__, f"{type(cause).__name__}: {cause}", str(exc)[-_TAIL_CHARS:])
+            failure = Failure.of(exc.cause, str(exc)[-_TAIL_CHARS:])
+            return Errored(worker, failure.error_type, failure.message, failure.log_tail)
         except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
             if kind == "progress":
                 return None  # the run reference reports the death

@@ -1,0 +1,99 @@
+"""The inline engine (`--engine inline`): workers are threads of the job's own process.
+
+For finding out what a pipeline does (a breakpoint in an op stops right there; an op's traceback is the
+job's) and for tests of the scheduler's policy, whose failures an op can script in-process. The scheduler
+treats these workers like any other: an error fails the attempt, a hang past `hang_timeout` makes it kill
+the worker. A thread cannot be killed, so a killed worker is forgotten: whatever it still reports is
+dropped. A crash that takes a process down takes the job down here; the memory cap does not apply (it
+would cap the job).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from framefleet.engines.scheduler import EngineOptions, Errored, Event, Finished, Progressed, Ready
+from framefleet.errors import FramefleetError
+from framefleet.pipeline import Pipeline
+from framefleet.remote_inputs import WorkerStorage
+from framefleet.streaming import available_cores
+from framefleet.task import TaskRequest
+from framefleet.worker import Failure, Worker, traceback_tail
+
+
+def inline_worker_count(options: EngineOptions) -> tuple[int, int]:
+    """(workers, threads per worker): one worker with every core, unless the options say otherwise."""
+    workers = max(1, options.workers or 1)
+    return workers, options.threads_per_worker or max(1, available_cores() // workers)
+
+
+class InlinePool:
+    """Worker threads, each with its own `Worker` and inbox; events arrive on one queue."""
+
+    def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage | None = None) -> None:
+        self._pipeline = pipeline
+        self._threads = threads
+        self._storage = worker_storage or WorkerStorage()
+        self._workers: dict[str, tuple[queue.SimpleQueue[TaskRequest | None], threading.Thread]] = {}
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._fatal: str | None = None
+        self._serial = 0
+
+    def spawn(self) -> str:
+        self._serial += 1
+        name = f"inline-{self._serial}"
+        inbox: queue.SimpleQueue[TaskRequest | None] = queue.SimpleQueue()
+        thread = threading.Thread(target=self._serve, args=(name, inbox), name=name, daemon=True)
+        self._workers[name] = inbox, thread
+        thread.start()
+        return name
+
+    def submit(self, worker: str, request: TaskRequest) -> bool:
+        if worker not in self._workers:
+            return False
+        self._workers[worker][0].put(request)
+        return True
+
+    def events(self, timeout: float) -> list[Event]:
+        found: list[Event] = []
+        try:
+            found.append(self._events.get(timeout=timeout))
+            while True:
+                found.append(self._events.get_nowait())
+        except queue.Empty:
+            pass
+        if self._fatal is not None:
+            raise FramefleetError(f"a worker could not start: {self._fatal}")
+        return [event for event in found if event.worker in self._workers]
+
+    def kill(self, worker: str) -> None:
+        if worker in self._workers:
+            self._workers.pop(worker)[0].put(None)  # it stops after its current task, if that ever ends
+
+    def close(self) -> None:
+        for inbox, _ in self._workers.values():
+            inbox.put(None)
+        for _, thread in self._workers.values():
+            thread.join(timeout=10)
+        self._workers.clear()
+
+    def _serve(self, name: str, inbox: queue.SimpleQueue[TaskRequest | None]) -> None:
+        try:
+            worker = Worker(self._pipeline, self._threads, self._storage, own_process=False)
+        except Exception as exc:  # noqa: BLE001 - the scheduler stops the job with this
+            self._fatal = f"{type(exc).__name__}: {exc}"
+            self._events.put(Ready(name))  # wakes the scheduler, which then raises
+            return
+        self._events.put(Ready(name))
+        try:
+            while (request := inbox.get()) is not None:
+                try:
+                    result = worker.run(request, progress=lambda frames: self._events.put(Progressed(name, frames)))
+                except Exception as exc:  # noqa: BLE001 - the input's fault, or a bug: reported either way
+                    failure = Failure.of(exc, traceback_tail())
+                    self._events.put(Errored(name, failure.error_type, failure.message, failure.log_tail))
+                else:
+                    self._events.put(Finished(name, result))
+        finally:
+            worker.close()

@@ -1,0 +1,125 @@
+"""The inline engine (`--engine inline`, worker threads in the job's process): the same outputs as the
+local engine, and the scheduler's policy under failures that ops script in-process (a count of calls in
+the op itself, impossible across processes): retries up to the limit, a full disk retried without using
+up attempts, an allocation refused under the cap failing as `limit:memory`, a hang killed and failed."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from job_ops import SleepForeverOp
+from media_checks import decoded_pts, packet_digests
+
+from framefleet.batch import FrameBatch
+from framefleet.engines.scheduler import EngineOptions
+from framefleet.errors import OpError
+from framefleet.job import open_ledger, run
+from framefleet.ledger import Limits
+from framefleet.ops.base import Op
+from framefleet.pipeline import Pipeline
+
+FAST = Limits(max_attempts=3, max_crashes=2, backoff_seconds=0.01)
+TINY = dict(width=64, height=48, frames=12, gop=4, audio=("aac",))
+
+
+CALLS: Counter = Counter()
+"""Calls of each scripted op so far (by key): the workers are threads of this process, so they share it."""
+CALLS_LOCK = threading.Lock()
+
+
+@dataclass(kw_only=True)
+class ScriptedOp(Op):
+    """Identity that raises `failure` on the first batch of a video `width` pixels wide, the first `times`
+    times that batch comes (once an attempt)."""
+
+    name = "scripted"
+    failure: str = "op"
+    times: int = 1
+    width: int = 96
+    key: str = ""
+    """Which count in CALLS is this op's (one per test)."""
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        if batch.frames.shape[2] != self.width or batch.index != 0:
+            return batch
+        with CALLS_LOCK:
+            CALLS[self.key] += 1
+            if CALLS[self.key] > self.times:
+                return batch
+        if self.failure == "disk":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if self.failure == "memory":
+            raise MemoryError
+        raise OpError("scripted failure")
+
+
+@pytest.fixture
+def tree(clip_factory, tmp_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(clip_factory("inline-good.mp4", **TINY), folder / "good.mp4")
+    shutil.copy(clip_factory("inline-wide.mp4", **{**TINY, "width": 96}), folder / "wide.mp4")
+    return folder
+
+
+def attempts_of(job_dir: Path, name: str) -> list[tuple[str, str, str | None]]:
+    ledger = open_ledger(job_dir)
+    try:
+        item = next(item for item in ledger.items() if item.uri.endswith(name))
+        return [(a["kind"], a["outcome"], a["error_type"]) for a in ledger.attempts(item.id)]
+    finally:
+        ledger.close()
+
+
+def test_the_inline_engine_writes_what_the_local_engine_writes(tree, tmp_path):
+    pipeline = Pipeline.from_options({"op": "identity"})
+    inline = run([str(tree)], tmp_path / "inline", pipeline, engine="inline", workers=2, limits=FAST)
+    local = run([str(tree)], tmp_path / "local", pipeline, workers=2, limits=FAST)
+    assert inline.exit_code == local.exit_code == 0 and inline.counts["done"] == 2
+    for name in ("good.mp4", "wide.mp4"):
+        assert decoded_pts(tmp_path / "inline" / name) == decoded_pts(tree / name)
+        assert packet_digests(tmp_path / "inline" / name) == packet_digests(tmp_path / "local" / name)
+
+
+@pytest.mark.parametrize("times, outcome", [(2, "done"), (3, "failed")])
+def test_an_input_failure_is_retried_up_to_max_attempts(tree, tmp_path, times, outcome):
+    op = ScriptedOp(times=times, key=str(tmp_path))
+    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(op,)), engine="inline", workers=2, limits=FAST)
+    segments = [a for a in attempts_of(result.job_dir, "wide.mp4") if a[0] == "segment"]
+    assert [a[1] for a in segments] == ["input_error"] * min(times, 3) + (["done"] if outcome == "done" else [])
+    assert {a[2] for a in segments if a[1] == "input_error"} == {"OpError"}
+    assert result.counts["done"] == (2 if outcome == "done" else 1)
+    assert (tmp_path / "out" / "wide.mp4").exists() == (outcome == "done")
+
+
+def test_a_full_disk_is_retried_without_using_up_the_items_attempts(tree, tmp_path):
+    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(ScriptedOp(failure="disk", times=5, key=str(tmp_path)),)),
+                 engine="inline", limits=FAST)
+    assert result.exit_code == 0 and result.counts["done"] == 2
+    segments = [a for a in attempts_of(result.job_dir, "wide.mp4") if a[0] == "segment"]
+    assert segments == [("segment", "lost", "DiskFullError")] * 5 + [("segment", "done", None)]
+    assert decoded_pts(tmp_path / "out" / "wide.mp4") == decoded_pts(tree / "wide.mp4")
+
+
+def test_an_allocation_refused_under_the_cap_fails_the_item_as_limit_memory(tree, tmp_path):
+    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(ScriptedOp(failure="memory", times=9, key=str(tmp_path)),)),
+                 engine="inline", limits=FAST)
+    assert result.exit_code == 3
+    (failure,) = result.failures
+    assert failure["error_type"] == "limit:memory" and "memory_mb" in failure["error"]
+
+
+def test_a_hung_task_is_killed_retried_and_failed_as_a_hang(tree, tmp_path):
+    hang = SleepForeverOp(width=96)
+    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(hang,)), engine="inline", workers=2, limits=FAST,
+                 engine_options=EngineOptions(hang_timeout=1.0, poll_seconds=0.1))
+    assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
+    (failure,) = result.failures
+    assert failure["error_type"] == "limit:time" and "hung 2 times" in failure["error"]
+    assert decoded_pts(tmp_path / "out" / "good.mp4") == decoded_pts(tree / "good.mp4")
