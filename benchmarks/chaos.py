@@ -198,6 +198,10 @@ class Faults:
     restore: dict[str, float] = field(default_factory=dict)
     next_at: float = 0.0
 
+    def schedule(self) -> None:
+        """The next fault comes after an exponential gap of `every` seconds on average."""
+        self.next_at = time.monotonic() + self.rng.expovariate(1 / self.every)
+
     def total(self) -> int:
         return sum(self.injected.values())
 
@@ -235,7 +239,6 @@ def make_inputs(folder: Path, videos: int) -> dict[str, bytes]:
 
 
 def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    rng = random.Random(args.seed)
     originals = work / "originals"
     hostile = make_inputs(originals, args.videos)
     store = AzuriteStore(work) if args.store == "azurite" else LocalStore(work, args.disk_full)
@@ -243,8 +246,8 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     try:
         store.add_inputs(originals)
         command = [sys.executable, "-m", "framefleet", "--debug", "run", store.input_uri, "-o", store.output_uri,
-                   "--job-dir", store.job_dir, "--style", "7", "--max-size", "48", "--temporal", "none", "--max-attempts", "2", "--json",
-                   "--quiet"]
+                   "--job-dir", store.job_dir, "--style", "7", "--max-size", "48", "--temporal", "none",
+                   "--max-attempts", "2", "--json", "--quiet"]
         command += ["--engine", "ray", "--ray-address", cluster.cluster.address] if cluster else ["--workers", "2"]
         env = {**os.environ, "FRAMEFLEET_STORAGE_OPTIONS": json.dumps(store.options)}
         caps = {"worker killed": args.faults, "run killed": max(1, args.faults // 10)}
@@ -254,21 +257,22 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             caps["store down"] = 3
         if store.disk is not None:
             caps["disk full"] = 1
-        faults = Faults(rng, args.every, args.faults, caps)
+        faults = Faults(random.Random(args.seed), args.every, args.faults, caps)
         runs, exits, bugs, last, started = 0, [], [], None, time.perf_counter()
         while last is None:
             runs += 1
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                        start_new_session=True)
-            faults.next_at = time.monotonic() + rng.expovariate(1 / args.every)
+            faults.schedule()
             while process.poll() is None:
                 time.sleep(0.05)
                 restore_due(faults, store)
                 if time.monotonic() >= faults.next_at:
-                    faults.next_at = time.monotonic() + rng.expovariate(1 / args.every)
-                    if inject(faults.choose(), faults, process, store, cluster, rng):
+                    faults.schedule()
+                    if inject(faults.choose(), faults, process, store, cluster):
                         break
-            out, err = process.communicate()
+            out, raw_err = process.communicate()
+            err = raw_err.decode(errors="replace")
             exits.append(process.returncode)
             if process.returncode in (0, 3) and not faults.restore:
                 try:
@@ -276,10 +280,10 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
                 except ValueError:
                     raise RuntimeError(f"run {runs} ended with {process.returncode}: {out[:2000]!r} {err[-2000:]!r}")
             elif process.returncode != -9:
-                said = [line for line in err.decode(errors="replace").splitlines() if "error" in line]
+                said = [line for line in err.splitlines() if "error" in line]
                 log(f"run {runs} ended with {process.returncode}: {said[-1] if said else err[-300:]}")
                 if process.returncode == 1:  # a bug in framefleet: keep what it printed
-                    bugs.append(err.decode(errors="replace")[-5000:])
+                    bugs.append(err[-5000:])
                 while faults.restore:  # an operator frees the disk or waits for the store, then runs it again
                     time.sleep(0.2)
                     restore_due(faults, store)
@@ -305,25 +309,25 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             "attempts": attempts}
 
 
-def inject(kind: str | None, faults: Faults, process: subprocess.Popen, store: Any, cluster: RayCluster | None,
-           rng: random.Random) -> bool:
+def inject(kind: str | None, faults: Faults, process: subprocess.Popen, store: Any, cluster: RayCluster | None
+           ) -> bool:
     """Inject one fault of `kind`; True when it ended the run."""
     if kind == "worker killed":
         pids = ray_workers() if cluster else local_workers(process.pid)
         if not pids:
             return False
-        os.kill(rng.choice(pids), signal.SIGKILL)
+        os.kill(faults.rng.choice(pids), signal.SIGKILL)
     elif kind == "node preempted":
-        cluster.preempt(rng)
+        cluster.preempt(faults.rng)
     elif kind == "run killed":
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     elif kind == "store down":
         store.server.stop()
-        faults.restore[kind] = time.monotonic() + rng.uniform(2, 6)
+        faults.restore[kind] = time.monotonic() + faults.rng.uniform(2, 6)
     elif kind == "disk full":
         fill(store.disk / ".ballast")
-        faults.restore[kind] = time.monotonic() + rng.uniform(3, 6)
+        faults.restore[kind] = time.monotonic() + faults.rng.uniform(3, 6)
     else:
         return False
     faults.injected[kind] += 1

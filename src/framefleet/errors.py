@@ -72,13 +72,13 @@ class DiskFullError(FramefleetError):
 
 
 INFRASTRUCTURE_ERRORS = frozenset({StorageUnavailableError.__name__, DiskFullError.__name__})
+"""Names of the errors a task reports that are not its input's fault (the ledger counts them as losses)."""
 
 
 def job_disk_full(where: object) -> DiskFullError:
     """The error that stops a job whose own state (`where`: its ledger, its directory) cannot be written."""
     return DiskFullError(f"{where}: no space left on the disk that holds the job's state; free some (or give "
                          "--job-dir on another disk) and run the same command again to resume the job")
-"""Names of the errors a task reports that are not its input's fault (the ledger counts them as losses)."""
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

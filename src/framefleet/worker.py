@@ -4,16 +4,16 @@ The local engine's processes, the Ray actors and the inline engine each host one
 the process's memory (not for a CUDA pipeline, nor in the job's own process), applies the job's storage
 options and builds the op chain (`FrameProcessor`). `run` turns what the environment did to a task into
 framefleet errors: a full disk (`DiskFullError`, an infrastructure loss) and an allocation refused under
-the memory cap (`limit:memory`, the input's fault). `Failure.of` is how an engine reports any error.
+the memory cap (`limit:memory`, the input's fault). An engine reports any error as
+`Errored.of` (with `traceback_tail` for a bug).
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from framefleet.errors import DiskFullError, FramefleetError, is_disk_full
+from framefleet.errors import DiskFullError, is_disk_full
 from framefleet.limits import cap_memory, memory_error
 from framefleet.pipeline import Pipeline
 from framefleet.redact import redact
@@ -22,22 +22,6 @@ from framefleet.streaming import FrameProcessor
 from framefleet.task import TaskRequest, TaskResult, run_task
 
 _LOG_TAIL_LINES = 20
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A task's error as the ledger records it: its class, one line, and for a bug the traceback's tail."""
-
-    error_type: str
-    message: str
-    log_tail: str | None = None
-
-    @classmethod
-    def of(cls, exc: BaseException, log_tail: str | None = None) -> Failure:
-        """A framefleet error as itself; anything else (a bug, a library's surprise) with `log_tail`."""
-        if isinstance(exc, FramefleetError):
-            return cls(exc.error_class, str(exc))
-        return cls(type(exc).__name__, f"{type(exc).__name__}: {exc}", log_tail)
 
 
 def traceback_tail() -> str:
@@ -54,8 +38,8 @@ class Worker:
         if own_process and not any(op.device == "cuda" for op in pipeline.ops):
             cap_memory(pipeline.limits)  # CUDA reserves far more address space than it uses
         self._inputs = worker_storage.apply()
-        self._processor = FrameProcessor(pipeline.ops, sessions=1, threads=threads, temporal=pipeline.temporal,
-                                         strict=pipeline.strict, limits=pipeline.limits)
+        self._processor = FrameProcessor(self.pipeline.ops, sessions=1, threads=threads,
+                                         temporal=pipeline.temporal, strict=pipeline.strict, limits=pipeline.limits)
 
     def run(self, request: TaskRequest, progress: Callable[[int], None] | None = None) -> TaskResult:
         """Run one task (see `run_task`); raises a framefleet error, or anything else for a bug."""

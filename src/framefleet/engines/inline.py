@@ -19,7 +19,7 @@ from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.streaming import available_cores
 from framefleet.task import TaskRequest
-from framefleet.worker import Failure, Worker, traceback_tail
+from framefleet.worker import Worker, traceback_tail
 
 
 def inline_worker_count(options: EngineOptions) -> tuple[int, int]:
@@ -91,8 +91,7 @@ class InlinePool:
                 try:
                     result = worker.run(request, progress=lambda frames: self._events.put(Progressed(name, frames)))
                 except Exception as exc:  # noqa: BLE001 - the input's fault, or a bug: reported either way
-                    failure = Failure.of(exc, traceback_tail())
-                    self._events.put(Errored(name, failure.error_type, failure.message, failure.log_tail))
+                    self._events.put(Errored.of(name, exc, traceback_tail()))
                 else:
                     self._events.put(Finished(name, result))
         finally:

@@ -29,7 +29,7 @@ from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.streaming import available_cores, gpu_names
 from framefleet.task import TaskRequest
-from framefleet.worker import Failure, Worker, traceback_tail
+from framefleet.worker import Worker, traceback_tail
 
 __all__ = ["EngineOptions", "EngineProgress", "LocalPool", "local_worker_count"]
 
@@ -138,8 +138,7 @@ class LocalPool:
             elif kind == "done":
                 events.append(Finished(name, message[1]))
             elif kind == "error":
-                failure = message[1]
-                events.append(Errored(name, failure.error_type, failure.message, failure.log_tail))
+                events.append(message[1])
             elif kind == "fatal":
                 raise FramefleetError(f"a worker could not start: {message[1]}")
         return events
@@ -179,7 +178,7 @@ def worker_main(
             except (BrokenPipeError, EOFError):
                 return  # the scheduler is gone: stop quietly
             except Exception as exc:  # noqa: BLE001 - the input's fault, or a bug: reported either way
-                conn.send(("error", Failure.of(exc, traceback_tail())))
+                conn.send(("error", Errored.of(multiprocessing.current_process().name, exc, traceback_tail())))
             else:
                 conn.send(("done", outcome))
     finally:

@@ -24,7 +24,7 @@ from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.task import TaskRequest, TaskResult
-from framefleet.worker import Failure, Worker
+from framefleet.worker import Worker
 
 try:
     import ray
@@ -184,8 +184,7 @@ class RayPool:
         except ray.exceptions.RayTaskError as exc:
             if kind != "run":
                 return None if kind == "progress" else self._died(worker, f"the worker could not start: {exc.cause}")
-            failure = Failure.of(exc.cause, str(exc)[-_TAIL_CHARS:])
-            return Errored(worker, failure.error_type, failure.message, failure.log_tail)
+            return Errored.of(worker, exc.cause, str(exc)[-_TAIL_CHARS:])
         except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
             if kind == "progress":
                 return None  # the run reference reports the death

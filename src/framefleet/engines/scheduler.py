@@ -114,6 +114,13 @@ class Errored:
     message: str
     log_tail: str | None = None
 
+    @classmethod
+    def of(cls, worker: str, exc: BaseException, log_tail: str | None = None) -> Errored:
+        """A framefleet error as itself; anything else (a bug, a library's surprise) with `log_tail`."""
+        if isinstance(exc, FramefleetError):
+            return cls(worker, exc.error_class, str(exc))
+        return cls(worker, type(exc).__name__, f"{type(exc).__name__}: {exc}", log_tail)
+
 
 @dataclass(frozen=True)
 class Died:
