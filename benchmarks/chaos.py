@@ -226,6 +226,32 @@ def attempt_outcomes(ledger: Path) -> dict[str, int]:
         db.close()
 
 
+def attempts_started(ledger: Path) -> int:
+    """How many attempts the job has started so far (-1 while its ledger cannot be read)."""
+    try:
+        db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return -1
+    try:
+        return db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+    except sqlite3.Error:
+        return -1
+    finally:
+        db.close()
+
+
+def stall_stacks(process: subprocess.Popen, err_path: Path) -> str:
+    """A run that started no attempt for `--stall` seconds: its threads' stacks (the CLI prints them on
+    SIGUSR1), then the run killed like a preempted machine."""
+    size = err_path.stat().st_size
+    os.kill(process.pid, signal.SIGUSR1)
+    time.sleep(2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    log("stalled: stacks kept, run killed")
+    return err_path.read_bytes()[size:].decode(errors="replace")[-8000:]
+
+
 def make_inputs(folder: Path, videos: int) -> dict[str, bytes]:
     folder.mkdir()
     for i in range(videos):
@@ -258,21 +284,30 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         if store.disk is not None:
             caps["disk full"] = 1
         faults = Faults(random.Random(args.seed), args.every, args.faults, caps)
-        runs, exits, bugs, last, started = 0, [], [], None, time.perf_counter()
+        runs, exits, bugs, stalls, last, started = 0, [], [], [], None, time.perf_counter()
         while last is None:
             runs += 1
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                       start_new_session=True)
+            # Files, not pipes: a run that prints more than a pipe holds while nobody reads would block.
+            out_path, err_path = work / f"run-{runs}.stdout", work / f"run-{runs}.stderr"
+            with open(out_path, "wb") as out_file, open(err_path, "wb") as err_file:
+                process = subprocess.Popen(command, stdout=out_file, stderr=err_file, env=env,
+                                           start_new_session=True)
             faults.schedule()
+            ledger, seen, moved_at = Path(store.job_dir) / "ledger.sqlite", -1, time.monotonic()
             while process.poll() is None:
                 time.sleep(0.05)
                 restore_due(faults, store)
+                if (now := attempts_started(ledger)) != seen or faults.restore:
+                    seen, moved_at = now, time.monotonic()
+                elif time.monotonic() - moved_at > args.stall:
+                    stalls.append(stall_stacks(process, err_path))
+                    break
                 if time.monotonic() >= faults.next_at:
                     faults.schedule()
                     if inject(faults.choose(), faults, process, store, cluster):
                         break
-            out, raw_err = process.communicate()
-            err = raw_err.decode(errors="replace")
+            process.wait()
+            out, err = (path.read_text(errors="replace") for path in (out_path, err_path))
             exits.append(process.returncode)
             if process.returncode in (0, 3) and not faults.restore:
                 try:
@@ -301,7 +336,8 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             cluster.close()
         store.close()
     return {"engine": args.engine, "store": args.store, "videos": args.videos, "hostile": len(hostile),
-            "runs": runs, "exit_codes": exits, "internal_errors": bugs, "faults": dict(faults.injected),
+            "runs": runs, "exit_codes": exits, "internal_errors": bugs, "stalls": stalls,
+            "faults": dict(faults.injected),
             "seconds": seconds,
             "lost": lost, "duplicated_or_stray": extra, "wrong": wrong,
             "failed_good": sorted(set(failed) & set(good)),
@@ -383,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", type=int, default=50)
     parser.add_argument("--every", type=float, default=0.3, help="mean seconds between faults")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--stall", type=float, default=180.0,
+                        help="seconds without a new attempt after which a run counts as stalled")
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS / f"chaos-{time.strftime('%Y%m%dT%H%M%S')}.json")
     args = parser.parse_args(argv)
     if args.disk_full and args.store == "local" and not os.environ.get(NAMESPACE_FLAG):
@@ -401,11 +439,14 @@ def main(argv: list[str] | None = None) -> int:
     print_table("\nchaos soak", ["setup", "videos", "faults", "injected", "runs", "lost", "duplicated", "wrong",
                                  "good failed", "s"], rows, right={1, 2, 4, 5, 6, 7, 8, 9})
     print(f"attempts by outcome: {result['attempts']}")
-    print(f"hostile files: {result['hostile_outcomes']}; the runs' exit codes: {result['exit_codes']} "
+    print(f"hostile files: {result['hostile_outcomes']}; the runs' exit codes: {result['exit_codes']}; "
+          f"stalled runs: {len(result['stalls'])} "
           "(-9: killed; 2: stopped, e.g. the job's disk full or workers dying while starting)")
     write_results(args.output, {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
                                 "result": result}, result["seconds"])
-    clean = not (result["internal_errors"] or result["lost"] or result["duplicated_or_stray"] or result["wrong"]
+    for stall in result["stalls"]:
+        print(f"a run stalled; its stacks:\n{stall}")
+    clean = not (result["internal_errors"] or result["stalls"] or result["lost"] or result["duplicated_or_stray"] or result["wrong"]
                  or result["failed_good"])
     return 0 if clean else 1
 

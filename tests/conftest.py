@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import os
 import uuid
@@ -86,3 +87,9 @@ def _no_storage_options_left_behind():
     from framefleet import storage
 
     storage.configure(None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread left running by a test (a task's pool thread waits in an op) would make the interpreter
+    wait at exit forever after every test passed: after two minutes, print every thread's stack and fail."""
+    faulthandler.dump_traceback_later(120, exit=True)

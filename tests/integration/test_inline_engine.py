@@ -6,17 +6,21 @@ up attempts, an allocation refused under the cap failing as `limit:memory`, a ha
 from __future__ import annotations
 
 import errno
+import json
+import re
 import shutil
+import subprocess
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from job_ops import SleepForeverOp
 from media_checks import decoded_pts, packet_digests
 
 from framefleet.batch import FrameBatch
+from framefleet.engines.inline import hung_workers
 from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import OpError
 from framefleet.job import open_ledger, run
@@ -115,11 +119,46 @@ def test_an_allocation_refused_under_the_cap_fails_the_item_as_limit_memory(tree
     assert failure["error_type"] == "limit:memory" and "memory_mb" in failure["error"]
 
 
-def test_a_hung_task_is_killed_retried_and_failed_as_a_hang(tree, tmp_path):
-    hang = SleepForeverOp(width=96)
-    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(hang,)), engine="inline", workers=2, limits=FAST,
+RELEASE = threading.Event()
+"""Set when a test ends: the threads its hung workers left behind return, so this process can exit."""
+
+
+@dataclass(kw_only=True)
+class HangOp(Op):
+    """Never returns from a batch of a video `width` pixels wide, until the test ends."""
+
+    name = "hang"
+    width: int = 96
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        if batch.frames.shape[2] == self.width:
+            RELEASE.wait()
+        return batch
+
+
+@pytest.fixture
+def released():
+    RELEASE.clear()
+    yield
+    RELEASE.set()
+
+
+def test_a_hung_task_is_killed_retried_and_failed_as_a_hang(tree, tmp_path, released):
+    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(HangOp(),)), engine="inline", workers=2, limits=FAST,
                  engine_options=EngineOptions(hang_timeout=1.0, poll_seconds=0.1))
     assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     (failure,) = result.failures
     assert failure["error_type"] == "limit:time" and "hung 2 times" in failure["error"]
     assert decoded_pts(tmp_path / "out" / "good.mp4") == decoded_pts(tree / "good.mp4")
+    assert hung_workers() == 2  # both attempts' threads are still in the op
+
+
+def test_the_cli_exits_when_inline_workers_hang_forever(tree, tmp_path):
+    """A thread cannot be killed and the interpreter waits for a task's threads at exit: the CLI must not."""
+    done = subprocess.run([sys.executable, "-m", "framefleet", "run", str(tree), "-o", str(tmp_path / "out"),
+                           "--op", "job_ops:SleepForeverOp", "--engine", "inline", "--hang-timeout", "1",
+                           "--max-attempts", "1", "--json"],
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 3, done.stderr
+    assert json.loads(done.stdout)["counts"] == {"pending": 0, "running": 0, "done": 0, "failed": 2}
+    assert re.search(r"leaving \d+ hung inline worker\(s\) behind", done.stderr)

@@ -7,8 +7,10 @@ the input, an option or the output, reported on one line; 3 a job finished with 
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -29,6 +31,7 @@ from rich.progress import (
 )
 
 from framefleet import __version__
+from framefleet.engines.inline import hung_workers
 from framefleet.errors import FramefleetError
 from framefleet.redact import install_log_redaction, redact
 
@@ -61,6 +64,8 @@ def global_options(
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
     install_log_redaction()  # after the handlers exist: the filter goes on each handler (RichHandler included)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: a run that seems stuck prints where each thread is
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def _print_traceback() -> None:
@@ -142,4 +147,12 @@ def main() -> None:
             raise
         err.print(f"[bold red]error:[/] {escape(redact(exc.format_message()))} (see --help)", highlight=False, soft_wrap=True)
         code = 2
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if hung_workers():
+        # The threads of a hung --engine inline worker cannot be stopped, and the interpreter would wait
+        # for them at exit forever: the job is over, so leave without them.
+        err.print(f"[yellow]warning:[/] leaving {hung_workers()} hung inline worker(s) behind", highlight=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

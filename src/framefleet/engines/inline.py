@@ -4,7 +4,8 @@ For finding out what a pipeline does (a breakpoint in an op stops right there; a
 job's) and for tests of the scheduler's policy, whose failures an op can script in-process. The scheduler
 treats these workers like any other: an error fails the attempt, a hang past `hang_timeout` makes it kill
 the worker. A thread cannot be killed, so a killed worker is forgotten: whatever it still reports is
-dropped. A crash that takes a process down takes the job down here; the memory cap does not apply (it
+dropped, and a hung one keeps running until its process ends (the CLI then exits without waiting for it;
+a program that calls `framefleet.run(engine="inline")` can check `hung_workers`). A crash that takes a process down takes the job down here; the memory cap does not apply (it
 would cap the job).
 """
 
@@ -20,6 +21,15 @@ from framefleet.remote_inputs import WorkerStorage
 from framefleet.streaming import available_cores
 from framefleet.task import TaskRequest
 from framefleet.worker import Worker, traceback_tail
+
+
+_FORGOTTEN: list[threading.Thread] = []
+"""Threads of workers the scheduler killed (they were hung, or their lease ran out)."""
+
+
+def hung_workers() -> int:
+    """How many killed inline workers are still running (a hung op never returns)."""
+    return sum(thread.is_alive() for thread in _FORGOTTEN)
 
 
 def inline_worker_count(options: EngineOptions) -> tuple[int, int]:
@@ -69,7 +79,9 @@ class InlinePool:
 
     def kill(self, worker: str) -> None:
         if worker in self._workers:
-            self._workers.pop(worker)[0].put(None)  # it stops after its current task, if that ever ends
+            inbox, thread = self._workers.pop(worker)
+            inbox.put(None)  # it stops after its current task, if that ever ends
+            _FORGOTTEN.append(thread)
 
     def close(self) -> None:
         for inbox, _ in self._workers.values():
