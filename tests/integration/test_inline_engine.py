@@ -9,9 +9,11 @@ import errno
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,3 +164,22 @@ def test_the_cli_exits_when_inline_workers_hang_forever(tree, tmp_path):
     assert done.returncode == 3, done.stderr
     assert json.loads(done.stdout)["counts"] == {"pending": 0, "running": 0, "done": 0, "failed": 2}
     assert re.search(r"leaving \d+ hung inline worker\(s\) behind", done.stderr)
+
+
+def test_a_run_prints_every_threads_stack_on_sigusr1_and_goes_on(tree, tmp_path):
+    out = tmp_path / "out"
+    run_process = subprocess.Popen([sys.executable, "-m", "framefleet", "run", str(tree), "-o", str(out),
+                                    "--op", "job_ops:SleepForeverOp", "--engine", "inline", "--hang-timeout", "60"],
+                                   cwd=Path(__file__).parents[1], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / ".framefleet-job" / "ledger.sqlite").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        run_process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        assert run_process.poll() is None  # still running
+    finally:
+        run_process.kill()
+    stacks = run_process.communicate(timeout=30)[1]
+    assert "most recent call first" in stacks and "in process" in stacks  # the hung op's frame among them

@@ -64,8 +64,9 @@ def global_options(
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
     install_log_redaction()  # after the handlers exist: the filter goes on each handler (RichHandler included)
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: a run that seems stuck prints where each thread is
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if hasattr(signal, "SIGUSR1") and sys.__stderr__ is not None:
+        # `kill -USR1 PID`: a run that seems stuck prints where each thread is (on the process's own stderr)
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
 
 
 def _print_traceback() -> None:
