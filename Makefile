@@ -36,9 +36,9 @@ $(AZURITE): tools/azurite/package-lock.json
 	npm ci --prefix tools/azurite --no-audit --no-fund --silent
 	touch $(AZURITE)
 
-test-ray: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
-	$(BIN)/python -m pytest -m "ray" -q
+test-ray: $(STAMP) $(AZURITE)
+	$(BIN)/python -m pip install --quiet -e '.[test,ray,azure]'
+	FRAMEFLEET_REQUIRE_AZURITE=1 $(BIN)/python -m pytest -m "ray" -q
 
 test-storage: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pip install --quiet -e '.[test,azure]'

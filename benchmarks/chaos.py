@@ -24,6 +24,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -48,6 +49,8 @@ FRAMES = 24
 CONTAINER = "chaos"
 NAMESPACE_FLAG = "FRAMEFLEET_CHAOS_NAMESPACE"
 DISK_MB = 64
+RAY_LOG_LINE = re.compile(r"\s*(\[state-dump\]|\[\d{4}-\d\d-\d\d |.*\(raylet\))")
+"""A line of the raylet's log that Ray copies to a dying driver's stderr."""
 
 
 def children(pid: int) -> list[int]:
@@ -317,8 +320,8 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             elif process.returncode != -9:
                 said = [line for line in err.splitlines() if "error" in line]
                 log(f"run {runs} ended with {process.returncode}: {said[-1] if said else err[-300:]}")
-                if process.returncode == 1:  # a bug in framefleet: keep what it printed
-                    bugs.append(err[-5000:])
+                if process.returncode == 1:  # a bug in framefleet: keep what it printed (less Ray's log lines)
+                    bugs.append("\n".join(line for line in err.splitlines() if not RAY_LOG_LINE.match(line))[-5000:])
                 while faults.restore:  # an operator frees the disk or waits for the store, then runs it again
                     time.sleep(0.2)
                     restore_due(faults, store)
@@ -330,6 +333,7 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         wrong = [name for name in good
                  if name in outputs and times(store.fetch(name, work / "fetched")) != times(originals / name)]
         failed = {Path(f["uri"]).name: f["error_type"] for f in last["failures"]}
+        reasons = {Path(f["uri"]).name: f["error"] for f in last["failures"]}
         attempts = attempt_outcomes(Path(store.job_dir) / "ledger.sqlite")
     finally:
         if cluster:
@@ -341,6 +345,7 @@ def soak(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             "seconds": seconds,
             "lost": lost, "duplicated_or_stray": extra, "wrong": wrong,
             "failed_good": sorted(set(failed) & set(good)),
+            "failed_good_reasons": {name: reasons[name] for name in sorted(set(failed) & set(good))},
             "hostile_outcomes": {name: failed.get(name, "done") for name in hostile}, "counts": last["counts"],
             "attempts": attempts}
 

@@ -52,17 +52,24 @@ def _azurite_unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def azurite():
-    """A started Azurite blob server for the whole session (see tests/azurite.py)."""
+def azurite_installed() -> None:
+    """Azurite and the Azure extra are installed (a test that starts its own server asks for this)."""
     for module in ("adlfs", "azure.storage.blob"):
         try:
             importlib.import_module(module)
         except ImportError:
             _azurite_unavailable(f"{module} is not installed; run make test-storage (extra: .[azure])")
-    from azurite import Azurite, find_azurite_blob
+    from azurite import find_azurite_blob
 
     if find_azurite_blob() is None:
         _azurite_unavailable("Azurite is not installed; run make test-storage")
+
+
+@pytest.fixture(scope="session")
+def azurite(azurite_installed):
+    """A started Azurite blob server for the whole session (see tests/azurite.py)."""
+    from azurite import Azurite
+
     server = Azurite().start()
     try:
         yield server

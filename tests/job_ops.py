@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from framefleet.batch import FrameBatch
+from framefleet.errors import OpError
 from framefleet.ops.base import Op
 
 
@@ -98,3 +100,19 @@ class RecordNodeOp(Op):
 
         Path(self.record_dir, ray.get_runtime_context().get_node_id()).touch()
         return batch
+
+
+@dataclass(kw_only=True)
+class PhoneHomeOp(Op):
+    """Identity that first tries to connect to `port` on this machine's loopback (a decoder that a crafted
+    file took over, calling out): fails its batch if it got through."""
+
+    name = "phone_home"
+    port: int = 0
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+        except OSError:
+            return batch
+        raise OpError(f"reached 127.0.0.1:{self.port} from the worker")

@@ -29,6 +29,7 @@ from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions, EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import FramefleetError, OptionError, is_disk_full, job_disk_full
 from framefleet.ledger import Ledger, Limits
+from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import InputAccess, WorkerStorage
 from framefleet.sources import expand_inputs
@@ -164,8 +165,10 @@ def run(
             options = engine_options or EngineOptions()
             if workers is not None:
                 options = EngineOptions(**{**vars(options), "workers": workers})
-            pool, count = _pool(engine, pipeline, options, ray, worker_storage)
             parts = _parts_dir(ledger, job_path, parts_dir)
+            offline = engine == "local" and workers_offline(options.worker_network, pipeline, ledger,
+                                                                [output_root, parts], standing)
+            pool, count = _pool(engine, pipeline, options, ray, worker_storage, offline)
             scheduler = Scheduler(ledger, pool, parts, count, options, on_progress,
                                   standing=standing, stop=stop)
             with _stop_on_signals(scheduler.request_stop, enabled=handle_signals):
@@ -200,13 +203,28 @@ def canonical_output_root(output: str) -> str:
     return storage.canonical_uri(output)
 
 
+def workers_offline(network: str, pipeline: Pipeline, ledger: Ledger, places: list[str], standing: bool) -> bool:
+    """Whether local workers give up their network: asked for ("off"), or ("auto") nothing they do needs it:
+    built-in ops only (a user's op may call a service), and every input, output and parts folder local (a
+    standing run takes submissions from anywhere)."""
+    if network not in ("auto", "on", "off"):
+        raise OptionError(f"--worker-network must be auto, on or off, got {network!r}")
+    if network != "auto":
+        return network == "off"
+    return (not standing and all(is_builtin(type(op)) for op in pipeline.ops)
+            and all(storage.is_local(place) for place in places)
+            and all(storage.is_local(item.uri) and storage.is_local(item.output_uri) for item in ledger.items()))
+
+
 def _pool(
-    engine: str, pipeline: Pipeline, options: EngineOptions, ray: RayOptions | None, worker_storage: WorkerStorage
+    engine: str, pipeline: Pipeline, options: EngineOptions, ray: RayOptions | None, worker_storage: WorkerStorage,
+    offline: bool = False,
 ) -> tuple[WorkerPool, int]:
     """The worker pool of the chosen engine, and how many workers to start."""
     if engine == "local":
         workers, threads = local_worker_count(options, pipeline)
-        return LocalPool(pipeline, threads, worker_storage), workers
+        return LocalPool(pipeline, threads, worker_storage, offline=offline,
+                         insist=options.worker_network == "off"), workers
     if engine == "inline":
         workers, threads = inline_worker_count(options)
         return InlinePool(pipeline, threads, worker_storage), workers

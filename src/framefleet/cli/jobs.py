@@ -39,6 +39,9 @@ GpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: GPUs each wor
 Workers = Annotated[Optional[int], typer.Option(help="Workers (default: one per core, or per worker slot of a Ray cluster).")]
 MaxAttempts = Annotated[int, typer.Option(help="Input failures before an item fails.")]
 HangTimeout = Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")]
+WorkerNetwork = Annotated[str, typer.Option(
+    help="Network for local workers: off (a network namespace of their own, where the platform allows), on, or "
+         "auto (off unless a user op or a store needs it).")]
 
 
 @app.command()
@@ -75,6 +78,7 @@ def run(
     max_attempts: MaxAttempts = 3,
     hang_timeout: HangTimeout = 300.0,
     task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
+    worker_network: WorkerNetwork = "auto",
     engine: Annotated[Optional[str], typer.Option(
         help="local (worker processes here), ray (a Ray cluster) or inline (threads in this process, for "
              "debugging an op); default local, or the plan's.")] = None,
@@ -109,7 +113,8 @@ def run(
                 inputs, output, pipeline, workers=applied.workers, job_dir=job_dir,
                 limits=Limits(max_attempts=max_attempts),
                 engine_options=EngineOptions(hang_timeout=hang_timeout, task_timeout=task_timeout,
-                                             threads_per_worker=applied.threads_per_worker),
+                                             threads_per_worker=applied.threads_per_worker,
+                                             worker_network=worker_network),
                 on_progress=on_progress, stdin=sys.stdin, handle_signals=True, engine=applied.engine,
                 ray=RayOptions(address=ray_address, cpus_per_worker=applied.cpus_per_worker,
                                gpus_per_worker=applied.gpus_per_worker),
@@ -128,6 +133,7 @@ def retry(
     workers: Workers = None,
     max_attempts: MaxAttempts = 3,
     hang_timeout: HangTimeout = 300.0,
+    worker_network: WorkerNetwork = "auto",
     engine: Engine = "local",
     ray_address: RayAddress = None,
     cpus_per_worker: CpusPerWorker = None,
@@ -143,7 +149,8 @@ def retry(
         storage.configure(storage.load_options(storage_options))
         return _with_display(
             lambda on_progress: retry_job(job_dir, workers=workers, limits=Limits(max_attempts=max_attempts),
-                                          engine_options=EngineOptions(hang_timeout=hang_timeout),
+                                          engine_options=EngineOptions(hang_timeout=hang_timeout,
+                                                                       worker_network=worker_network),
                                           on_progress=on_progress, handle_signals=True, engine=engine,
                                           ray=RayOptions(address=ray_address, cpus_per_worker=cpus_per_worker,
                                                          gpus_per_worker=gpus_per_worker),

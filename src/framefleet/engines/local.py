@@ -8,6 +8,7 @@ operator, a preemption) is an infrastructure loss; any other death is a crash.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -25,6 +26,7 @@ from framefleet.engines.scheduler import (
     Ready,
 )
 from framefleet.errors import FramefleetError
+from framefleet.limits import cut_network
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.streaming import available_cores, gpu_names
@@ -32,6 +34,8 @@ from framefleet.task import TaskRequest
 from framefleet.worker import Worker, traceback_tail
 
 __all__ = ["EngineOptions", "EngineProgress", "LocalPool", "local_worker_count"]
+
+log = logging.getLogger(__name__)
 
 
 def local_worker_count(options: EngineOptions, pipeline: Pipeline | None = None) -> tuple[int, int]:
@@ -52,10 +56,15 @@ class _Process:
 class LocalPool:
     """Worker processes started with the spawn method (a fresh interpreter: no inherited state)."""
 
-    def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage = WorkerStorage()) -> None:
+    def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage = WorkerStorage(), *,
+                 offline: bool = False, insist: bool = False) -> None:
         self._pipeline = pipeline
         self._threads = threads
         self._storage = worker_storage
+        self._offline = offline
+        self._insist = insist
+        """`offline` was asked for (`--worker-network off`): say so loudly when the platform refuses it."""
+        self._network_refusal_told = False
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[str, _Process] = {}
         self._serial = 0
@@ -65,7 +74,8 @@ class LocalPool:
         name = f"local-{os.getpid()}-{self._serial}"
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=worker_main, args=(child, self._pipeline, self._threads, self._storage), name=name, daemon=True
+            target=worker_main, args=(child, self._pipeline, self._threads, self._storage, self._offline), name=name,
+            daemon=True,
         )
         process.start()
         child.close()
@@ -132,6 +142,7 @@ class LocalPool:
                 break
             kind = message[0]
             if kind == "ready":
+                self._tell_network_refusal(message[2])
                 events.append(Ready(name))
             elif kind == "beat":
                 events.append(Progressed(name, message[1]))
@@ -142,6 +153,13 @@ class LocalPool:
             elif kind == "fatal":
                 raise FramefleetError(f"a worker could not start: {message[1]}")
         return events
+
+    def _tell_network_refusal(self, refusal: str | None) -> None:
+        if refusal is None or self._network_refusal_told:
+            return
+        self._network_refusal_told = True
+        log.log(logging.WARNING if self._insist else logging.INFO,
+                "workers keep their network access: this platform lets them make no network namespace (%s)", refusal)
 
     def _death(self, name: str, handle: _Process) -> Died:
         self._workers.pop(name, None)
@@ -155,16 +173,19 @@ class LocalPool:
 
 
 def worker_main(
-    conn: multiprocessing.connection.Connection, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage
+    conn: multiprocessing.connection.Connection, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage,
+    offline: bool = False,
 ) -> None:
-    """A worker process: set the ops up once, then run tasks until told to stop or the scheduler is gone."""
+    """A worker process: cut its network if `offline`, set the ops up once, then run tasks until told to stop
+    or the scheduler is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the scheduler decides
+    refusal = cut_network() if offline else None
     try:
         worker = Worker(pipeline, threads, worker_storage)
     except Exception as exc:  # noqa: BLE001 - reported to the scheduler, which stops the job
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", os.getpid()))
+    conn.send(("ready", os.getpid(), refusal))
     try:
         while True:
             try:
