@@ -131,6 +131,33 @@ class Item:
 
 
 @dataclass(frozen=True)
+class ItemMetrics:
+    """One input video's totals over its finished tasks (`Ledger.item_metrics`)."""
+
+    id: int
+    uri: str
+    output_uri: str
+    state: str
+    error: str | None
+    item_frames: int | None
+    """Frames its probe found (None before the probe)."""
+    tasks: int
+    """Finished tasks (probe, segments or the whole video, join)."""
+    frames: int
+    seconds: float
+    decode_s: float
+    ops_s: float
+    encode_s: float
+    upload_s: float
+    bytes_in: int
+    bytes_out: int
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
 class Task:
     """A unit of work handed to a worker under a lease."""
 
@@ -511,17 +538,24 @@ class Ledger:
         )
         return [{"uri": r["uri"], "seq": r["seq"], **json.loads(r["damage"])} for r in rows]
 
-    def item_metrics(self) -> list[dict[str, Any]]:
-        """Per-item totals of the per-task metrics."""
+    def item_metrics(self) -> list[ItemMetrics]:
+        """Per-item totals of the per-task metrics. Bytes are the video's, not the sum of its tasks' (a split
+        video's segments read the input again and write parts that the join reads and writes once more):
+        in = what its probe read, else its tasks'; out = what its join wrote, else its tasks'."""
         rows = self._db.execute(
-            "SELECT i.id, i.uri, i.output_uri, i.state, i.frames AS item_frames, COUNT(m.task_id) AS tasks, "
-            "COALESCE(SUM(m.frames), 0) AS frames, COALESCE(SUM(m.seconds), 0) AS seconds, "
-            "COALESCE(SUM(m.decode_s), 0) AS decode_s, COALESCE(SUM(m.ops_s), 0) AS ops_s, "
-            "COALESCE(SUM(m.encode_s), 0) AS encode_s, COALESCE(SUM(m.upload_s), 0) AS upload_s, "
-            "COALESCE(SUM(m.bytes_in), 0) AS bytes_in, COALESCE(SUM(m.bytes_out), 0) AS bytes_out "
-            "FROM items i LEFT JOIN metrics m ON m.item_id = i.id GROUP BY i.id ORDER BY i.id"
+            "SELECT i.id, i.uri, i.output_uri, i.state, i.error, i.frames AS item_frames, "
+            "COUNT(m.task_id) AS tasks, COALESCE(SUM(m.frames), 0) AS frames, "
+            "COALESCE(SUM(m.seconds), 0) AS seconds, COALESCE(SUM(m.decode_s), 0) AS decode_s, "
+            "COALESCE(SUM(m.ops_s), 0) AS ops_s, COALESCE(SUM(m.encode_s), 0) AS encode_s, "
+            "COALESCE(SUM(m.upload_s), 0) AS upload_s, "
+            "COALESCE(MAX(CASE WHEN t.kind = 'probe' THEN m.bytes_in END), "
+            "         SUM(CASE WHEN t.kind NOT IN ('probe', 'join') THEN m.bytes_in END), 0) AS bytes_in, "
+            "COALESCE(MAX(CASE WHEN t.kind = 'join' THEN m.bytes_out END), "
+            "         SUM(CASE WHEN t.kind NOT IN ('probe', 'join') THEN m.bytes_out END), 0) AS bytes_out "
+            "FROM items i LEFT JOIN metrics m ON m.item_id = i.id LEFT JOIN tasks t ON t.id = m.task_id "
+            "GROUP BY i.id ORDER BY i.id"
         )
-        return [dict(r) for r in rows]
+        return [ItemMetrics(**dict(r)) for r in rows]
 
     def task_metrics(self) -> list[dict[str, Any]]:
         """The metrics of every finished task with its kind and seq, by item then task."""

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from framefleet.ledger import CRASH_OUTCOMES, INFRA_OUTCOMES, Ledger
+from framefleet.ledger import CRASH_OUTCOMES, INFRA_OUTCOMES, ItemMetrics, Ledger
 from framefleet.redact import redact
 
 STAGES = {"decode_s": ("decode", "#4e79a7"), "ops_s": ("ops", "#f28e2b"), "encode_s": ("encode", "#59a14f"),
@@ -37,10 +37,10 @@ def render_report(ledger: Ledger, *, now: float | None = None) -> str:
     """The whole report as one HTML page (`now` is the time printed as the report's date)."""
     now = time.time() if now is None else now
     job = ledger.job() or {}
-    items = _item_rows(ledger)
+    items = ledger.item_metrics()
     attempts = ledger.attempts()
     failures = ledger.failures()
-    stage_totals = {key: sum(item[key] for item in items) for key in STAGES}
+    stage_totals = {key: sum(getattr(item, key) for item in items) for key in STAGES}
     fingerprint = str(job.get("fingerprint", ""))
     title = f"framefleet job {fingerprint[:12]}" if fingerprint else "framefleet job"
     body = "\n".join([
@@ -56,30 +56,7 @@ def render_report(ledger: Ledger, *, now: float | None = None) -> str:
     return f'<!DOCTYPE html>\n<html lang="en">\n<head>\n{head}\n</head>\n<body>\n{body}\n</body>\n</html>\n'
 
 
-def _item_rows(ledger: Ledger) -> list[dict[str, Any]]:
-    """Per-item totals; bytes in = the input (its probe), bytes out = the final output (the join, else the
-    segments), since `item_metrics` adds up every task's reads and writes (parts count twice)."""
-    probed: dict[int, int] = {}
-    segments_in: dict[int, int] = {}
-    joined: dict[int, int] = {}
-    parts_out: dict[int, int] = {}
-    for metric in ledger.task_metrics():
-        item = metric["item_id"]
-        if metric["kind"] == "probe":
-            probed[item] = metric["bytes_in"]
-        elif metric["kind"] == "join":
-            joined[item] = metric["bytes_out"]
-        else:
-            segments_in[item] = segments_in.get(item, 0) + metric["bytes_in"]
-            parts_out[item] = parts_out.get(item, 0) + metric["bytes_out"]
-    rows = ledger.item_metrics()
-    for row in rows:
-        row["bytes_in"] = probed.get(row["id"], segments_in.get(row["id"], 0))
-        row["bytes_out"] = joined.get(row["id"], parts_out.get(row["id"], 0))
-    return rows
-
-
-def _summary(ledger: Ledger, job: dict[str, Any], items: list[dict[str, Any]], attempts: list[dict[str, Any]],
+def _summary(ledger: Ledger, job: dict[str, Any], items: list[ItemMetrics], attempts: list[dict[str, Any]],
              stage_totals: dict[str, float]) -> str:
     counts = ledger.counts()
     done, expected = ledger.frame_totals()
@@ -87,12 +64,12 @@ def _summary(ledger: Ledger, job: dict[str, Any], items: list[dict[str, Any]], a
     starts = [a["started"] for a in attempts]
     ends = [a["ended"] for a in attempts if a["ended"] is not None]
     wall = max(ends) - min(starts) if starts and ends else 0.0
-    seconds = sum(item["seconds"] for item in items)
+    seconds = sum(item.seconds for item in items)
     fingerprint = str(job.get("fingerprint", ""))
     states = ", ".join(f'<span class="{state}">{n} {state}</span>' for state, n in counts.items())
     stages = ", ".join(f"{STAGES[key][0]} {value:.1f} s" for key, value in stage_totals.items())
     fps = f", {done / wall:.1f} fps" if wall > 0 else ""
-    bytes_in, bytes_out = sum(i["bytes_in"] for i in items), sum(i["bytes_out"] for i in items)
+    bytes_in, bytes_out = sum(i.bytes_in for i in items), sum(i.bytes_out for i in items)
     crashes = sum(outcomes.count(o) for o in CRASH_OUTCOMES)
     losses = sum(outcomes.count(o) for o in INFRA_OUTCOMES)
     causes = (f"{outcomes.count('input_error')} input failures, {crashes} crashes or hangs, "
@@ -169,16 +146,16 @@ def _throughput_chart(points: list[tuple[float, int]], attempts: list[dict[str, 
     return _svg(width, height, "throughput over time", "".join(parts))
 
 
-def _item_table(items: list[dict[str, Any]]) -> str:
+def _item_table(items: list[ItemMetrics]) -> str:
     columns = ["input", "state", "frames", "seconds", "fps", "decode s", "ops s", "encode s", "bytes out",
                "output"]
     rows = []
     for item in items:
-        fps = f"{item['frames'] / item['seconds']:.1f}" if item["seconds"] > 0 else ""
-        state = escape(item["state"])
-        rows.append([_text(item["uri"]), f'<span class="{state}">{state}</span>', str(item["frames"]),
-                     f"{item['seconds']:.2f}", fps, f"{item['decode_s']:.2f}", f"{item['ops_s']:.2f}",
-                     f"{item['encode_s']:.2f}", _bytes(item["bytes_out"]), _text(item["output_uri"])])
+        fps = f"{item.fps:.1f}" if item.seconds > 0 else ""
+        state = escape(item.state)
+        rows.append([_text(item.uri), f'<span class="{state}">{state}</span>', str(item.frames),
+                     f"{item.seconds:.2f}", fps, f"{item.decode_s:.2f}", f"{item.ops_s:.2f}",
+                     f"{item.encode_s:.2f}", _bytes(item.bytes_out), _text(item.output_uri)])
     return _table(columns, rows, "path,,n,n,n,n,n,n,n,path")
 
 

@@ -74,7 +74,7 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
         items = {item.uri: item for item in ledger.items()}
         attempts = ledger.attempts()
         failures = {f["uri"]: f for f in ledger.failures()}
-        written = {row["uri"]: row["frames"] for row in ledger.item_metrics()}
+        written = {row.uri: row.frames for row in ledger.item_metrics()}
     finally:
         ledger.close()
     outcomes = Counter(a["outcome"] for a in attempts)

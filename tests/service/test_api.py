@@ -499,6 +499,22 @@ def test_a_job_runs_to_finished_lists_its_failures_and_retries_them(tmp_path, al
         assert client.post("/api/jobs/job-nope/retry", headers=BEARER).status_code == 404
 
 
+def test_the_items_of_a_split_video_count_its_bytes_once(tmp_path, allowed, clip_factory):
+    """A split video's segments read the input again and write parts the join rewrites: the items
+    endpoint (and the report, from the same ledger query) gives the input's and the output's bytes."""
+    folder = allowed / "long"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(clip_factory("api-split.mp4", **{**TINY, "gop": 5}, frames=75).read_bytes())
+    with running_service(tmp_path) as (client, _):
+        body = submission([str(folder)], str(allowed / "out"), pipeline={"op": "identity", "segment_seconds": 1})
+        job = client.post("/api/jobs", json=body, headers=BEARER).json()
+        assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"
+        [item] = client.get(f"/api/jobs/{job['id']}/items", headers=BEARER).json()["items"]
+    assert item["frames"] == 75
+    assert item["bytes_out"] == (allowed / "out" / "a.mp4").stat().st_size
+    assert item["bytes_in"] == (folder / "a.mp4").stat().st_size
+
+
 def test_the_same_idempotency_key_twice_makes_one_job(idle, allowed):
     client, service = idle
     body = submission([str(allowed)], str(allowed / "out"))

@@ -114,7 +114,7 @@ def test_add_items_restarts_an_item_whose_version_changed(ledger):
     assert (item.state, item.version, item.frames, item.error) == ("pending", "v2", None, None)
     assert states(ledger, item.id) == {("probe", 0): "pending"}
     assert ledger.attempts(item.id) == []
-    assert ledger.item_metrics()[0]["tasks"] == 0
+    assert ledger.item_metrics()[0].tasks == 0
     # The old lease belongs to the old version: it cannot touch the new one, even once new leases exist.
     new = ledger.claim("w2", 60, now=5)
     assert new.kind == "probe" and new.lease_id != old.lease_id
@@ -511,12 +511,13 @@ def test_item_metrics_sums_the_task_metrics(ledger):
     join = ledger.claim("w", 60, now=5)
     ledger.complete(join, metrics={"seconds": 1.0, "upload_s": 1.0, "bytes_out": 1000}, now=6)
     a, b = ledger.item_metrics()
-    assert (a["state"], a["item_frames"], a["tasks"], a["frames"]) == ("done", 200, 4, 200)
-    assert a["seconds"] == pytest.approx(0.5 + 2 + 3 + 1)
-    assert (a["decode_s"], a["ops_s"], a["encode_s"]) == pytest.approx((1.0, 2.0, 0.5))
-    assert a["upload_s"] == pytest.approx(1.25)
-    assert (a["bytes_in"], a["bytes_out"]) == (2010, 2000)
-    assert (b["tasks"], b["frames"], b["seconds"], b["bytes_out"]) == (0, 0, 0, 0)
+    assert (a.state, a.item_frames, a.tasks, a.frames) == ("done", 200, 4, 200)
+    assert a.seconds == pytest.approx(0.5 + 2 + 3 + 1)
+    assert (a.decode_s, a.ops_s, a.encode_s) == pytest.approx((1.0, 2.0, 0.5))
+    assert a.upload_s == pytest.approx(1.25)
+    # The video's bytes, not its tasks' sum: what the probe read, what the join wrote (not the parts twice)
+    assert (a.bytes_in, a.bytes_out) == (10, 1000)
+    assert (b.tasks, b.frames, b.seconds, b.bytes_out) == (0, 0, 0, 0)
     assert ledger.throughput() == [(1, 0), (3, 100), (4, 100), (6, 0)]
 
 

@@ -216,21 +216,18 @@ def _job(record: JobRecord) -> models.Job:
 
 
 def _item_rows(ledger) -> list[models.ItemMetrics]:
-    errors = {item.id: item.error for item in ledger.items()}
     return [
         models.ItemMetrics(
-            id=row["id"], uri=row["uri"], output_uri=row["output_uri"], state=row["state"],
-            error=errors.get(row["id"]), frames=row["frames"], seconds=row["seconds"],
-            fps=row["frames"] / row["seconds"] if row["seconds"] > 0 else 0.0,
-            decode_s=row["decode_s"], ops_s=row["ops_s"], encode_s=row["encode_s"], upload_s=row["upload_s"],
-            bytes_in=row["bytes_in"], bytes_out=row["bytes_out"])
+            id=row.id, uri=row.uri, output_uri=row.output_uri, state=row.state, error=row.error, frames=row.frames,
+            seconds=row.seconds, fps=row.fps, decode_s=row.decode_s, ops_s=row.ops_s, encode_s=row.encode_s,
+            upload_s=row.upload_s, bytes_in=row.bytes_in, bytes_out=row.bytes_out)
         for row in ledger.item_metrics()
     ]
 
 
 def _stage_seconds(ledger) -> dict[str, float]:
     rows = ledger.item_metrics()
-    return {stage: sum(row[f"{stage}_s"] for row in rows) for stage in ("decode", "ops", "encode", "upload")}
+    return {stage: sum(getattr(row, f"{stage}_s") for row in rows) for stage in ("decode", "ops", "encode", "upload")}
 
 
 def _chart(finished: list[tuple[float, int]], end: float | None) -> models.Throughput:
