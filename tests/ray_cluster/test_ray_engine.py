@@ -3,7 +3,9 @@ engine, node loss is an infrastructure loss, bad inputs end in the failure list.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import threading
 import time
 import uuid
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
-from job_ops import RecordNodeOp, SlowOp  # noqa: E402
+from job_ops import CrashOp, RecordNodeOp, SlowOp  # noqa: E402
 from media_checks import decoded_pts, mean_abs_diff, packet_payloads, rgb_frames, streams_of_kind  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 from user_ops import channel_mean_model, write_user_ops  # noqa: E402
@@ -144,6 +146,46 @@ def test_a_corrupt_input_on_ray_ends_in_the_failure_list(cluster, clip_factory, 
     (failure,) = result.failures
     assert failure["uri"].endswith("broken.mp4")
     assert "corrupt video" in failure["error"] and failure["error_type"] == "CorruptVideoError"
+
+
+def test_an_actor_killed_from_outside_is_a_loss_and_one_that_segfaults_is_a_crash(cluster, clip_factory, tmp_path):
+    """Ray reports both deaths alike; the actor's tombstone tells them apart: a SIGKILL (an operator, the
+    kernel's OOM killer) is retried without using up the video's crashes, a segfault fails a poison input."""
+    make_inputs(clip_factory, tmp_path / "in", 3, frames=24)
+    poison = tmp_path / "in" / "poison.mp4"
+    shutil.copy(clip_factory("ray-wide.mp4", **{**TINY, "width": 96}, frames=6), poison)
+    beacons = tmp_path / "beacons"
+    beacons.mkdir()
+    pipeline = Pipeline(ops=(SlowOp(delay=0.1, beacon_dir=str(beacons)), CrashOp(width=96)))
+
+    def kill_one_busy_actor() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for beacon in beacons.iterdir():
+                if int(beacon.read_text() or 0) >= 4:  # in the middle of a 24-frame video
+                    os.kill(int(beacon.name), signal.SIGKILL)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_busy_actor)
+    killer.start()
+    result = run([str(tmp_path / "in")], tmp_path / "out", pipeline, job_dir=tmp_path / "job", engine="ray",
+                 ray=RAY_OPTIONS, limits=FAST_RETRIES)
+    killer.join()
+
+    assert result.counts == {"pending": 0, "running": 0, "done": 3, "failed": 1}
+    (failure,) = result.failures
+    assert failure["uri"] == str(poison) and "crashed 3 times" in failure["error"]
+    assert "Segmentation fault" in failure["error"]
+    ledger = open_ledger(tmp_path / "job")
+    try:
+        attempts = ledger.attempts()
+    finally:
+        ledger.close()
+    killed = [a for a in attempts if a["error_type"] == "WorkerKilled"]
+    assert [a["outcome"] for a in killed] == ["lost"], attempts
+    crashed = [a for a in attempts if a["outcome"] == "crashed"]
+    assert len(crashed) == 3 and all("Segmentation fault" in a["message"] for a in crashed)
 
 
 def test_a_job_that_cannot_start_any_worker_stops_loudly_instead_of_hanging(cluster, clip_factory, tmp_path):

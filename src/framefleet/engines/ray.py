@@ -3,16 +3,22 @@
 Each worker is an actor hosting a `Worker` (the ops set up once, `run_task` unchanged);
 only the small `TaskRequest` goes out and the small `TaskResult` (metrics, the segment plan) comes back.
 Actors reserve the CPUs and GPUs the op declares (or `--cpus-per-worker` / `--gpus-per-worker`), so
-Ray places GPU work on GPU nodes. An actor whose node left the cluster is an infrastructure loss; an
-actor that died on a live node is a crash. Inputs, outputs and the job's `parts/` folder must be
-reachable from every node (a shared file system, or object storage).
+Ray places GPU work on GPU nodes. An actor whose node left the cluster is an infrastructure loss. Ray
+reports an actor that crashed (a segfault in a decoder) and one killed from outside (SIGKILL: an operator,
+the kernel's OOM killer) alike, so each actor leaves a tombstone: a file on its node where a fatal signal
+writes the Python stacks. For an actor that died on a live node, a small task on that node reads it: a
+crash when written, an infrastructure loss (as the local engine's SIGKILL) when empty. Inputs, outputs
+and the job's `parts/` folder must be reachable from every node (a shared file system, or object storage).
 """
 
 from __future__ import annotations
 
+import faulthandler
+import functools
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,7 @@ from framefleet.worker import Worker
 try:
     import ray
     import ray.exceptions
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 except ImportError:  # pragma: no cover - exercised by the "not installed" message test
     ray = None
 
@@ -38,16 +45,37 @@ _PROGRESS_EVERY = 1.0
 _TAIL_CHARS = 2000
 
 
+def tombstone_path(pid: int) -> Path:
+    """Where the actor of process `pid` keeps its tombstone, on its node."""
+    return Path(tempfile.gettempdir()) / "framefleet-tombstones" / str(pid)
+
+
+def read_tombstone(pid: int) -> str:
+    """On an actor's node, after it died: what a fatal signal wrote ("" for none, so the process was
+    killed without a trace); the file is removed."""
+    path = tombstone_path(pid)
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        path.unlink(missing_ok=True)
+
+
 class RayWorker:
     """Actor body: a `Worker`, set up once, running one task at a time (plus progress queries)."""
 
     def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage) -> None:
+        path = tombstone_path(os.getpid())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tombstone = open(path, "w")  # noqa: SIM115 - open while the actor lives
+        faulthandler.enable(file=self._tombstone, all_threads=True)
         self._worker = Worker(pipeline, threads, worker_storage)
         self._frames = 0
 
-    def ready(self) -> str:
-        """The id of the node this actor runs on."""
-        return ray.get_runtime_context().get_node_id()
+    def ready(self) -> tuple[str, int]:
+        """The id of the node this actor runs on, and its process id."""
+        return ray.get_runtime_context().get_node_id(), os.getpid()
 
     def run(self, request: TaskRequest) -> TaskResult:
         self._frames = 0
@@ -125,9 +153,12 @@ class RayPool:
         self._storage = ray.put(worker_storage)  # by reference: the options are not in the actor's arguments
         self._threads = threads
         self._actors: dict[str, Any] = {}
-        self._nodes: dict[str, str] = {}
+        self._nodes: dict[str, tuple[str, int]] = {}
+        """Worker -> (its node, its process id)."""
         self._refs: dict[Any, tuple[str, str]] = {}
         """Outstanding reference -> (worker, "ready" | "run" | "progress")."""
+        self._autopsies: dict[Any, tuple[str, str]] = {}
+        """Outstanding tombstone read -> (worker, what Ray said of its death)."""
         self._frames: dict[str, int] = {}
         self._last_poll: dict[str, float] = {}
         self._serial = 0
@@ -151,28 +182,36 @@ class RayPool:
 
     def events(self, timeout: float) -> list[Event]:
         self._poll_progress()
-        if not self._refs:
+        refs = [*self._refs, *self._autopsies]
+        if not refs:
             time.sleep(timeout)
             return []
-        refs = list(self._refs)
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         events: list[Event] = []
         for ref in ready:
-            worker, kind = self._refs.pop(ref)
-            if worker not in self._actors:
+            if ref in self._autopsies:
+                events.append(self._autopsy_found(ref, *self._autopsies.pop(ref)))
                 continue
-            event = self._settle(ref, worker, kind)
+            entry = self._refs.pop(ref, None)  # None: forgotten by a death settled in this loop
+            if entry is None or entry[0] not in self._actors:
+                continue
+            event = self._settle(ref, *entry)
             if event is not None:
                 events.append(event)
         return events
 
     def kill(self, worker: str) -> None:
         actor = self._actors.pop(worker, None)
+        node = self._nodes.get(worker)
         self._forget(worker)
+        for ref in [ref for ref, (dead, _) in self._autopsies.items() if dead == worker]:
+            del self._autopsies[ref]
         if actor is not None:
             ray.kill(actor, no_restart=True)
+            if node is not None:
+                _tombstone_of(*node)  # not waited for: it only removes the file
 
     def close(self) -> None:
         for worker in list(self._actors):
@@ -192,7 +231,7 @@ class RayPool:
                               memory=isinstance(exc, ray.exceptions.OutOfMemoryError),
                               preempted=bool(getattr(exc, "preempted", False)))
         if kind == "ready":
-            self._nodes[worker] = value
+            self._nodes[worker] = tuple(value)
             return Ready(worker)
         if kind == "progress":
             delta = value - self._frames.get(worker, 0)
@@ -201,15 +240,30 @@ class RayPool:
         self._frames[worker] = 0
         return Finished(worker, value)
 
-    def _died(self, worker: str, message: str, *, memory: bool = False, preempted: bool = False) -> Died:
-        node = self._nodes.get(worker)
+    def _died(self, worker: str, message: str, *, memory: bool = False, preempted: bool = False) -> Died | None:
+        """The death of `worker`, or None while its tombstone is read (`_autopsy_found` reports it)."""
+        node, pid = self._nodes.get(worker, (None, 0))
         self._actors.pop(worker, None)
         self._forget(worker)
         if memory:
             return Died(worker, "lost", "OutOfMemory", f"Ray stopped the worker for lack of memory ({message})")
         if preempted or (node is not None and not _node_alive(node)):
-            return Died(worker, "lost", "NodeLost", f"the worker's node left the cluster ({message})")
-        return Died(worker, "crashed", "WorkerCrashed", f"the worker died ({message})")
+            return _node_lost(worker, message)
+        if node is None:  # it died before it said where it runs
+            return Died(worker, "crashed", "WorkerCrashed", f"the worker died ({message})")
+        self._autopsies[_tombstone_of(node, pid)] = (worker, message)
+        return None
+
+    def _autopsy_found(self, ref: Any, worker: str, message: str) -> Died:
+        try:
+            tombstone = ray.get(ref)
+        except (ray.exceptions.RayError, ValueError):  # the node went too, or was never reachable
+            return _node_lost(worker, message)
+        if not tombstone.strip():
+            return Died(worker, "lost", "WorkerKilled", "the worker was killed without a trace (SIGKILL: an operator, "
+                                                        f"or the kernel's OOM killer) ({message})")
+        said = next((line for line in tombstone.splitlines() if line.startswith("Fatal Python error")), message)
+        return Died(worker, "crashed", "WorkerCrashed", f"the worker died ({said})")
 
     def _poll_progress(self) -> None:
         now = time.monotonic()
@@ -226,6 +280,21 @@ class RayPool:
         self._frames.pop(worker, None)
         self._last_poll.pop(worker, None)
         self._nodes.pop(worker, None)
+
+
+def _tombstone_of(node: str, pid: int) -> Any:
+    """A reference to the tombstone of the actor of process `pid`, read (and removed) on its node."""
+    on_its_node = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+    return _tombstone_reader().options(scheduling_strategy=on_its_node).remote(pid)
+
+
+@functools.cache
+def _tombstone_reader() -> Any:
+    return ray.remote(num_cpus=0, max_retries=0)(read_tombstone)
+
+
+def _node_lost(worker: str, message: str) -> Died:
+    return Died(worker, "lost", "NodeLost", f"the worker's node left the cluster ({message})")
 
 
 def _node_alive(node_id: str) -> bool:
