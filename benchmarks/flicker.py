@@ -93,12 +93,13 @@ def seam_figures(clip: Path, work: Path, style: str) -> dict[str, Any]:
     """The pan as a job of 1 s segments with temporal blend: warping error at the seams vs inside segments."""
     from framefleet.job import run
     from framefleet.pipeline import Pipeline
+    from framefleet.spec import JobSpec, RunSettings
 
     folder = work / "seam-in"
     folder.mkdir()
     shutil.copy(clip, folder / "pan.mp4")
     pipeline = Pipeline.from_options({"style": style, "temporal": "blend", "segment_seconds": 1})
-    run([str(folder)], work / "seam-out", pipeline, workers=2)
+    run(JobSpec([str(folder)], str(work / "seam-out"), pipeline, RunSettings().given(workers=2)))
     report = measure_flicker(clip, work / "seam-out" / "pan.mp4")
     seams = [p.error for p in report.pairs if p.frame % 25 == 0]
     inside = [p.error for p in report.pairs if p.frame % 25 != 0]

@@ -81,15 +81,13 @@ def run_job(inputs: list[str], work: Path, options: dict[str, Any], workers: int
             threads: int | None) -> dict[str, Any]:
     """framefleet.run into a fresh `work`/out with a fresh `work`/job; the wall time, JobResult and ledger."""
     import framefleet
-    from framefleet.engines.scheduler import EngineOptions
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     pipeline = framefleet.Pipeline.from_options(options)
-    engine = EngineOptions(threads_per_worker=threads)
+    settings = framefleet.RunSettings().given(workers=workers, threads_per_worker=threads)
     t0 = time.perf_counter()
-    result = framefleet.run(inputs, work / "out", pipeline, workers=workers, job_dir=work / "job",
-                            engine_options=engine)
+    result = framefleet.run(framefleet.JobSpec(inputs, str(work / "out"), pipeline, settings), job_dir=work / "job")
     wall = time.perf_counter() - t0
     if result.failures or result.interrupted:
         first = result.failures[0] if result.failures else {}

@@ -36,15 +36,14 @@ WORKERS = 2
 def run_job(inputs: Path, work: Path, engine: str) -> dict[str, Any]:
     """One job into a fresh folder; wall time and frames."""
     import framefleet
-    from framefleet.engines.ray_options import RayOptions
-    from framefleet.engines.scheduler import EngineOptions
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     pipeline = framefleet.Pipeline.from_options({"style": "7"})
     t0 = time.perf_counter()
-    result = framefleet.run([str(inputs)], work / "out", pipeline, workers=WORKERS, job_dir=work / "job",
-                            engine=engine, ray=RayOptions(), engine_options=EngineOptions(threads_per_worker=1))
+    settings = framefleet.RunSettings().given(engine=engine, workers=WORKERS, threads_per_worker=1)
+    result = framefleet.run(framefleet.JobSpec([str(inputs)], str(work / "out"), pipeline, settings),
+                            job_dir=work / "job")
     wall = time.perf_counter() - t0
     if result.exit_code != 0:
         raise RuntimeError(f"{engine} job did not finish cleanly: {result.counts} {result.failures[:1]}")

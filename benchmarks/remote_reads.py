@@ -325,7 +325,7 @@ def run_case(case: str, contender: str, inputs: dict[str, Any], store: Store, wo
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     source = inputs["local"] if contender == "local" else inputs["remote"]
-    access = None
+    access = InputAccess()
     if contender != "local":
         mode = contender.split("-")[0]
         access = InputAccess(mode=mode, cache_dir=str(work / "cache"))  # a fresh spool cache every run
@@ -333,8 +333,9 @@ def run_case(case: str, contender: str, inputs: dict[str, Any], store: Store, wo
     pipeline = framefleet.Pipeline.from_options(pipeline_options(case, args))
     before = store.traffic()
     t0 = time.perf_counter()
-    result = framefleet.run([source], output, pipeline, workers=WORKERS, job_dir=work / "job",
-                            storage_options=store.storage_options(), input_access=access)
+    settings = framefleet.RunSettings(input_access=access).given(workers=WORKERS)
+    result = framefleet.run(framefleet.JobSpec([source], output, pipeline, settings), job_dir=work / "job",
+                            storage_options=store.storage_options())
     wall = time.perf_counter() - t0
     traffic = store.traffic()
     traffic.subtract(before)

@@ -116,3 +116,16 @@ class PhoneHomeOp(Op):
         except OSError:
             return batch
         raise OpError(f"reached 127.0.0.1:{self.port} from the worker")
+
+
+@dataclass(kw_only=True)
+class GatedOp(Op):
+    """Identity that fails every batch (an input error) until the file `gate` exists."""
+
+    name = "gated"
+    gate: str = ""
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        if not os.path.exists(self.gate):
+            raise OpError(f"{self.gate} is not there yet")
+        return batch

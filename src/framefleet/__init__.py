@@ -10,6 +10,7 @@ from framefleet.job import JobResult, retry, run
 from framefleet.remote_inputs import InputAccess
 from framefleet.pipeline import Pipeline
 from framefleet.records import load_records
+from framefleet.spec import JobSpec, RunSettings
 from framefleet.streaming import StreamResult, process_video
 from framefleet.video import probe
 
@@ -21,10 +22,12 @@ __all__ = [
     "IdentityOp",
     "InputAccess",
     "JobResult",
+    "JobSpec",
     "OnnxModelOp",
     "Op",
     "Pipeline",
     "Resources",
+    "RunSettings",
     "ResizeOp",
     "SampleOp",
     "StreamResult",

@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +25,18 @@ from framefleet import __version__, storage
 from framefleet.cache import cache_dir
 from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
-from framefleet.engines.ray_options import RayOptions
-from framefleet.engines.scheduler import EngineOptions, EngineProgress, Scheduler, WorkerPool
+from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import FramefleetError, OptionError, is_disk_full, job_disk_full
 from framefleet.ledger import Ledger, Limits
 from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import InputAccess, WorkerStorage
+from framefleet.remote_inputs import WorkerStorage
 from framefleet.sources import expand_inputs
+from framefleet.spec import JobSpec, RunSettings
 
 LEDGER_NAME = "ledger.sqlite"
 DEFAULT_JOB_DIR_NAME = ".framefleet-job"
+RUN_SETTINGS_KEY = "run_settings"
 
 
 class JobBusyError(FramefleetError):
@@ -90,38 +91,25 @@ def open_ledger(job_dir: str | Path, limits: Limits = Limits()) -> Ledger:
 
 
 def run(
-    inputs: Sequence[str],
-    output: str | os.PathLike[str],
-    pipeline: Pipeline | None = None,
+    spec: JobSpec,
     *,
-    workers: int | None = None,
     job_dir: str | os.PathLike[str] | None = None,
-    limits: Limits = Limits(),
-    engine_options: EngineOptions | None = None,
     on_progress: Callable[[EngineProgress], None] | None = None,
     stdin: TextIO | None = None,
     handle_signals: bool = False,
-    engine: str = "local",
-    ray: RayOptions | None = None,
     storage_options: Mapping[str, Any] | None = None,
-    input_access: InputAccess | None = None,
-    parts_dir: str | None = None,
     standing: bool = False,
     stop: threading.Event | None = None,
     accept: Callable[[str], bool] | None = None,
     prediction: Mapping[str, Any] | None = None,
 ) -> JobResult:
-    """Process every video named by `inputs` into `output` (mirroring relative paths).
+    """Run a job (see `JobSpec`): every video its inputs name, processed into its output root.
 
     Running it again with the same job directory resumes: done work is skipped, unfinished work runs.
-    `handle_signals` makes SIGINT/SIGTERM stop the job gracefully (the CLI sets it). `engine` is "local"
-    (worker processes on this machine), "ray" (Ray actors on a cluster, see `RayOptions`) or "inline"
-    (worker threads in this process: for debugging an op, and for tests).
-    Inputs and `output` may be object-store URIs (`az://`, `s3://`, `gs://`; inputs also `https://`);
-    `storage_options` are their fsspec options (see `storage.configure`; default: the ones configured),
-    `input_access` how workers read remote videos. `parts_dir` is where segments wait for their join
-    (default: the job directory; an object-store URI when Ray workers on several machines share no disk);
-    a job keeps the one of its first run.
+    The job directory defaults to `default_job_dir(output)`; the run stores its settings there, which
+    `retry` uses. `handle_signals` makes SIGINT/SIGTERM stop the job gracefully (the CLI sets it).
+    `storage_options` are the stores' fsspec options (see `storage.configure`; default: the ones
+    configured); they are never stored.
     `standing` keeps the run going when no work is left (a long-running service): it picks up items that
     another connection adds to the job's ledger meanwhile (their output URI is
     `storage.output_uri(canonical_output_root(output), relpath)`), and stops its workers while idle for
@@ -131,25 +119,24 @@ def run(
     `prediction` (from a plan: predicted wall seconds, fps, ...) is recorded so that `job_status` shows it
     beside what the job measures.
     """
-    if engine not in ("local", "ray", "inline"):
-        raise OptionError(f"--engine must be local, ray or inline, got {engine!r}")
     started = time.perf_counter()
-    pipeline = pipeline or Pipeline.from_options({})
+    pipeline, settings = spec.pipeline, spec.settings
     if storage_options is not None:
         storage.configure(storage_options)
-    worker_storage = WorkerStorage(storage.configured_options(), input_access or InputAccess())
-    output_root = canonical_output_root(str(output))
+    worker_storage = WorkerStorage(storage.configured_options(), settings.input_access)
+    output_root = canonical_output_root(spec.output)
     job_path = Path(job_dir) if job_dir is not None else default_job_dir(output_root)
     job_path.mkdir(parents=True, exist_ok=True)
     with _job_lock(job_path):
-        ledger = Ledger(job_path / LEDGER_NAME, limits)
+        ledger = Ledger(job_path / LEDGER_NAME, settings.limits)
         try:
             ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
                             output_root=output_root)
+            ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())
             skipped: list[str] = []
             refused: dict[str, str] = {}
-            if inputs:
-                listing = expand_inputs(inputs, stdin=stdin)
+            if spec.inputs:
+                listing = expand_inputs(spec.inputs, stdin=stdin)
                 skipped, refused = listing.skipped, listing.refused
                 refs = [ref for ref in listing.refs if not storage.is_inside(ref.uri, output_root)]
                 if accept is not None:
@@ -162,14 +149,11 @@ def run(
             if prediction is not None:
                 ledger.put_setting("prediction", json.dumps(dict(prediction)))
             ledger.release_all_running("lost", "the previous run of this job stopped before this task finished")
-            options = engine_options or EngineOptions()
-            if workers is not None:
-                options = EngineOptions(**{**vars(options), "workers": workers})
-            parts = _parts_dir(ledger, job_path, parts_dir)
-            offline = engine == "local" and workers_offline(options.worker_network, pipeline, ledger,
-                                                                [output_root, parts], standing)
-            pool, count = _pool(engine, pipeline, options, ray, worker_storage, offline)
-            scheduler = Scheduler(ledger, pool, parts, count, options, on_progress,
+            parts = _parts_dir(ledger, job_path, settings.parts_dir)
+            offline = settings.engine == "local" and workers_offline(settings.options.worker_network, pipeline,
+                                                                     ledger, [output_root, parts], standing)
+            pool, count = _pool(settings, pipeline, worker_storage, offline)
+            scheduler = Scheduler(ledger, pool, parts, count, settings.options, on_progress,
                                   standing=standing, stop=stop)
             with _stop_on_signals(scheduler.request_stop, enabled=handle_signals):
                 finished = scheduler.run()
@@ -216,21 +200,20 @@ def workers_offline(network: str, pipeline: Pipeline, ledger: Ledger, places: li
             and all(storage.is_local(item.uri) and storage.is_local(item.output_uri) for item in ledger.items()))
 
 
-def _pool(
-    engine: str, pipeline: Pipeline, options: EngineOptions, ray: RayOptions | None, worker_storage: WorkerStorage,
-    offline: bool = False,
-) -> tuple[WorkerPool, int]:
+def _pool(settings: RunSettings, pipeline: Pipeline, worker_storage: WorkerStorage, offline: bool = False
+          ) -> tuple[WorkerPool, int]:
     """The worker pool of the chosen engine, and how many workers to start."""
-    if engine == "local":
+    options = settings.options
+    if settings.engine == "local":
         workers, threads = local_worker_count(options, pipeline)
         return LocalPool(pipeline, threads, worker_storage, offline=offline,
                          insist=options.worker_network == "off"), workers
-    if engine == "inline":
+    if settings.engine == "inline":
         workers, threads = inline_worker_count(options)
         return InlinePool(pipeline, threads, worker_storage), workers
     from framefleet.engines.ray import ray_pool
 
-    return ray_pool(pipeline, options, ray or RayOptions(), worker_storage)
+    return ray_pool(pipeline, options, settings.ray, worker_storage)
 
 
 def resolve_job_dir(job_dir: str | os.PathLike[str]) -> Path:
@@ -243,9 +226,21 @@ def resolve_job_dir(job_dir: str | os.PathLike[str]) -> Path:
     return inside if not (Path(text) / LEDGER_NAME).exists() and (inside / LEDGER_NAME).exists() else Path(text)
 
 
-def retry(job_dir: str | os.PathLike[str], **kwargs: Any) -> JobResult:
-    """Put a job's failed items back to pending and run the job again with its stored pipeline."""
+def job_settings(job_dir: str | os.PathLike[str]) -> RunSettings:
+    """The settings a job's latest run stored (the defaults for a job from before they were stored)."""
+    ledger = open_ledger(job_dir)
+    try:
+        text = ledger.setting(RUN_SETTINGS_KEY)
+    finally:
+        ledger.close()
+    return RunSettings() if text is None else RunSettings.from_json(text)
+
+
+def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, **kwargs: Any) -> JobResult:
+    """Put a job's failed items back to pending and run the job again with its stored pipeline and, unless
+    `settings` are given, its stored settings (so a Ray job retries on Ray). `kwargs` go to `run`."""
     job_dir = resolve_job_dir(job_dir)
+    settings = settings or job_settings(job_dir)
     ledger = open_ledger(job_dir)
     try:
         job = ledger.job()
@@ -254,7 +249,8 @@ def retry(job_dir: str | os.PathLike[str], **kwargs: Any) -> JobResult:
         ledger.retry_failed()
     finally:
         ledger.close()
-    return run([], job["output_root"], Pipeline.from_spec(job["spec"]), job_dir=job_dir, **kwargs)
+    spec = JobSpec((), job["output_root"], Pipeline.from_spec(job["spec"]), settings)
+    return run(spec, job_dir=job_dir, **kwargs)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from framefleet.job import open_ledger
+from framefleet.job import RUN_SETTINGS_KEY, open_ledger
 from framefleet.ledger import CRASH_OUTCOMES, INFRA_OUTCOMES
 
 _RECENT_SECONDS = 120.0
@@ -37,6 +37,10 @@ class JobStatus:
     """From the job's first attempt to its last (or to now while one runs)."""
     prediction: dict[str, Any] | None = None
     """What the plan the job ran with predicted (`framefleet run --plan`): wall_seconds, fps, ..."""
+    step_seconds: dict[str, float] | None = None
+    """Op time by step of the op chain (`resize`, `style`, ...) over the finished tasks: the slow step."""
+    settings: dict[str, Any] | None = None
+    """How the job's latest run was set up (`RunSettings`: engine, options, limits, ...), which `retry` reuses."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,8 +60,18 @@ class JobStatus:
             ("workers", f"{len(self.workers)} busy" + (f": {', '.join(self.workers)}" if self.workers else "")),
             ("losses", f"{self.input_failures} input failures, {self.crashes} crashes or hangs, "
                        f"{self.infra_losses} infrastructure losses"),
+            *([("op steps", ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.step_seconds.items()))]
+              if self.step_seconds else []),
+            *self._settings_rows(),
             *self._prediction_rows(),
         ]
+
+    def _settings_rows(self) -> list[tuple[str, str]]:
+        if not self.settings:
+            return []
+        workers = self.settings["options"]["workers"]
+        return [("engine", f"{self.settings['engine']}, {workers or 'default'} workers, "
+                           f"{self.settings['limits']['max_attempts']} attempts")]
 
     def _prediction_rows(self) -> list[tuple[str, str]]:
         """The plan's prediction beside the measured figures."""
@@ -89,6 +103,7 @@ def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
         fps = sum(recent) / _RECENT_SECONDS if recent else 0.0
         attempts = ledger.attempts()
         prediction = json.loads(ledger.setting("prediction") or "null")
+        settings = json.loads(ledger.setting(RUN_SETTINGS_KEY) or "null")
         rate = fps or (prediction or {}).get("fps", 0.0)
         eta = (expected - done) / rate if rate > 0 and expected > done else None
         outcomes = [a["outcome"] for a in attempts]
@@ -107,6 +122,8 @@ def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
             infra_losses=sum(1 for o in outcomes if o in INFRA_OUTCOMES),
             elapsed_seconds=_elapsed(attempts, now),
             prediction=prediction,
+            step_seconds=ledger.step_seconds(),
+            settings=settings,
         )
     finally:
         ledger.close()

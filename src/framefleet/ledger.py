@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,9 +106,13 @@ CREATE TABLE IF NOT EXISTS metrics (
     encode_s REAL NOT NULL,
     upload_s REAL NOT NULL,
     bytes_in INTEGER NOT NULL,
-    bytes_out INTEGER NOT NULL
+    bytes_out INTEGER NOT NULL,
+    steps_s TEXT NOT NULL DEFAULT '{}'
 );
 """
+
+_COLUMNS_ADDED = {"metrics": {"steps_s": "TEXT NOT NULL DEFAULT '{}'"}}
+"""Columns added since the first schema: a ledger made before gets them when opened."""
 
 
 class JobMismatchError(FramefleetError):
@@ -151,6 +155,8 @@ class ItemMetrics:
     upload_s: float
     bytes_in: int
     bytes_out: int
+    steps_s: dict[str, float] = field(default_factory=dict)
+    """`ops_s` by step of the op chain."""
 
     @property
     def fps(self) -> float:
@@ -180,8 +186,34 @@ class Segment:
     end_pts: int | None
 
 
+def _summed(times: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Seconds by step, added up over tasks (in the chain's order)."""
+    total: dict[str, float] = {}
+    for each in times:
+        for step, seconds in each.items():
+            total[step] = total.get(step, 0.0) + seconds
+    return total
+
+
 _NEARLY_FULL = 1 << 20
 """Bytes free below which an SQLite I/O error on the ledger is taken for a full disk."""
+
+
+@dataclass
+class TaskMetrics:
+    """What one finished task measured (`Ledger.complete` stores it). Seconds are wall time of the task and
+    the time its stages took (summed over their threads); bytes what it read and wrote."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    decode_s: float = 0.0
+    ops_s: float = 0.0
+    encode_s: float = 0.0
+    upload_s: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    steps_s: dict[str, float] = field(default_factory=dict)
+    """`ops_s` by step of the op chain (`ops.chain.step_names`), to find the slow step of a pipeline."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +241,11 @@ class Ledger:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            for table, columns in _COLUMNS_ADDED.items():
+                present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name not in present:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -389,7 +426,7 @@ class Ledger:
         task: Task,
         *,
         result: dict[str, Any] | None = None,
-        metrics: dict[str, float] | None = None,
+        metrics: TaskMetrics | None = None,
         segments: list[Segment] | None = None,
         now: float | None = None,
     ) -> bool:
@@ -410,10 +447,11 @@ class Ledger:
             )
             if metrics is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (task.id, task.item_id, now, int(metrics.get("frames", 0)), metrics.get("seconds", 0.0),
-                     metrics.get("decode_s", 0.0), metrics.get("ops_s", 0.0), metrics.get("encode_s", 0.0),
-                     metrics.get("upload_s", 0.0), int(metrics.get("bytes_in", 0)), int(metrics.get("bytes_out", 0))),
+                    "INSERT OR REPLACE INTO metrics (task_id, item_id, finished, frames, seconds, decode_s, ops_s, "
+                    "encode_s, upload_s, bytes_in, bytes_out, steps_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (task.id, task.item_id, now, int(metrics.frames), metrics.seconds, metrics.decode_s,
+                     metrics.ops_s, metrics.encode_s, metrics.upload_s, int(metrics.bytes_in),
+                     int(metrics.bytes_out), json.dumps(metrics.steps_s)),
                 )
             if task.kind == "probe":
                 self._plan_segments(db, task, segments or [Segment(None, None)], result or {})
@@ -552,10 +590,20 @@ class Ledger:
             "         SUM(CASE WHEN t.kind NOT IN ('probe', 'join') THEN m.bytes_in END), 0) AS bytes_in, "
             "COALESCE(MAX(CASE WHEN t.kind = 'join' THEN m.bytes_out END), "
             "         SUM(CASE WHEN t.kind NOT IN ('probe', 'join') THEN m.bytes_out END), 0) AS bytes_out "
+            ", json_group_array(json(m.steps_s)) AS steps "
             "FROM items i LEFT JOIN metrics m ON m.item_id = i.id LEFT JOIN tasks t ON t.id = m.task_id "
             "GROUP BY i.id ORDER BY i.id"
         )
-        return [ItemMetrics(**dict(r)) for r in rows]
+        found = []
+        for row in rows:
+            values = dict(row)
+            steps = [step for step in json.loads(values.pop("steps")) if step]
+            found.append(ItemMetrics(**values, steps_s=_summed(steps)))
+        return found
+
+    def step_seconds(self) -> dict[str, float]:
+        """The job's op time by step of the op chain, over every finished task."""
+        return _summed(json.loads(text) for (text,) in self._db.execute("SELECT steps_s FROM metrics"))
 
     def task_metrics(self) -> list[dict[str, Any]]:
         """The metrics of every finished task with its kind and seq, by item then task."""

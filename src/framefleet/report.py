@@ -82,6 +82,8 @@ def _summary(ledger: Ledger, job: dict[str, Any], items: list[ItemMetrics], atte
         ("items", f"{states} ({sum(counts.values())} in all)"),
         ("frames", f"{done} done of {expected} expected"),
         ("work", f"{seconds:.1f} s in tasks: {stages}"),
+        ("ops by step", ", ".join(f"{escape(step)} {value:.1f} s" for step, value in ledger.step_seconds().items())
+         or "none recorded"),
         ("wall time", f"{wall:.1f} s from the first claim to the last attempt{fps}"),
         ("bytes", f"{_bytes(bytes_in)} in (inputs), {_bytes(bytes_out)} out (outputs)"),
         ("attempts", f"{len(attempts)}: {causes}"),

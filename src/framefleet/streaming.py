@@ -94,6 +94,17 @@ class Parallelism:
 
 
 @dataclass
+class StageTimes:
+    """Seconds spent so far in each stage of one `process_video` call (summed over threads)."""
+
+    decode: float = 0.0
+    ops: float = 0.0
+    encode: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
+    """`ops` by step of the op chain."""
+
+
+@dataclass
 class StreamResult:
     """What one `process_video` call did, with where the time went."""
 
@@ -127,6 +138,8 @@ class StreamResult:
     """Packets the decoder rejected and skipped."""
     cut_short: str | None = None
     """Why the container broke off before its end (None: it did not)."""
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    """`ops_seconds` by step of the op chain (`step_names`: the op's name, numbered when it comes twice)."""
     frames_dropped: int = 0
     """Decoded frames dropped because their timestamp went back before an earlier frame's."""
 
@@ -281,7 +294,7 @@ class FrameProcessor:
         """
         started = time.perf_counter()
         info = info or probe(source, keyframes=False, limits=self.limits)
-        timers = {"decode": 0.0, "ops": 0.0, "encode": 0.0}
+        timers = StageTimes()
         frames = 0
         width, height = chain_output_size(self.ops, info.width, info.height)
         recorder = None if records is None else RecordsWriter(
@@ -310,7 +323,7 @@ class FrameProcessor:
                     writer.write_prepared(prepared)
                 if recorder is not None:
                     recorder.write(batch.records)
-                timers["encode"] += time.perf_counter() - t0
+                timers.encode += time.perf_counter() - t0
                 frames += len(batch)
                 if progress:
                     progress(len(batch))
@@ -321,7 +334,7 @@ class FrameProcessor:
             if recorder is not None:
                 recorder.close(frames)
             t0 = time.perf_counter()
-        timers["encode"] += time.perf_counter() - t0  # flush, carried streams and rename happen on exit
+        timers.encode += time.perf_counter() - t0  # flush, carried streams and rename happen on exit
         result = StreamResult(
             input=str(source),
             output=str(output) if output is not None else "",
@@ -329,9 +342,10 @@ class FrameProcessor:
             width=width,
             height=height,
             seconds=time.perf_counter() - started,
-            decode_seconds=timers["decode"],
-            ops_seconds=timers["ops"],
-            encode_seconds=timers["encode"],
+            decode_seconds=timers.decode,
+            ops_seconds=timers.ops,
+            encode_seconds=timers.encode,
+            step_seconds=dict(timers.steps),
             sessions=self.plan.sessions,
             device=self.plan.device.kind,
             carried=writer.carried if writer is not None else [],
@@ -373,7 +387,7 @@ class FrameProcessor:
             offset=Fraction(info.start_time or 0).limit_denominator(1_000_000),
         )
 
-    def _overlapped(self, batches: Iterator[FrameBatch], timers: dict[str, float],
+    def _overlapped(self, batches: Iterator[FrameBatch], timers: StageTimes,
                     prepare: Callable[[FrameBatch], list] | None, blend: TemporalBlend | None,
                     size: tuple[int, int]) -> Iterator[tuple[FrameBatch, list, list[BlendStep | None]]]:
         """Yield processed batches in order, with their frames made ready for the encoder by `prepare` and,
@@ -394,7 +408,7 @@ class FrameProcessor:
             _drain(in_flight)
             feeder.join()
 
-    def _run_ops(self, batch: FrameBatch, before: FrameBatch | None, timers: dict[str, float],
+    def _run_ops(self, batch: FrameBatch, before: FrameBatch | None, timers: StageTimes,
                  prepare: Callable[[FrameBatch], list] | None, blend: TemporalBlend | None,
                  size: tuple[int, int]) -> tuple[FrameBatch, list, list[BlendStep | None]]:
         """Run the ops on `batch` (`before`: the frame decoded before it, for the blend's motion)."""
@@ -409,22 +423,25 @@ class FrameProcessor:
             steps = blend.plan(None if before is None else before.frames_at(*small)[0], batch.frames_at(*small),
                                *size)
         t1 = time.perf_counter()
+        step_times: dict[str, float] = {}
         chain = self._instances.get()
         t2 = time.perf_counter()
         try:
-            batch = run_chain(chain, batch)
+            batch = run_chain(chain, batch, step_times)
         finally:
             t3 = time.perf_counter()
             self._instances.put(chain)
         prepared = prepare(batch) if prepare is not None else []
         with self._lock:
-            timers["decode"] += t1 - t0
-            timers["ops"] += t3 - t2
-            timers["encode"] += time.perf_counter() - t3
+            timers.decode += t1 - t0
+            timers.ops += t3 - t2
+            for step, seconds in step_times.items():
+                timers.steps[step] = timers.steps.get(step, 0.0) + seconds
+            timers.encode += time.perf_counter() - t3
         return batch, prepared, steps
 
     def _feed(self, batches: Iterator[FrameBatch], in_flight: queue.Queue, stop: threading.Event,
-              timers: dict[str, float], prepare: Callable[[FrameBatch], list] | None, blend: TemporalBlend | None,
+              timers: StageTimes, prepare: Callable[[FrameBatch], list] | None, blend: TemporalBlend | None,
               size: tuple[int, int]) -> None:
         """Decode thread: submit batches in order; end with None, or with the exception that stopped it."""
         before = None
@@ -433,7 +450,7 @@ class FrameProcessor:
                 t0 = time.perf_counter()
                 batch = next(batches, None)
                 with self._lock:  # op threads add their conversions to the same timer
-                    timers["decode"] += time.perf_counter() - t0
+                    timers.decode += time.perf_counter() - t0
                 if batch is None:
                     break
                 # its last frame (nothing converted yet): where the next batch's motion starts

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framefleet import storage
-from framefleet.ledger import Segment, Task
+from framefleet.ledger import Segment, Task, TaskMetrics
 from framefleet.pipeline import Pipeline
 from framefleet.records import join_records, records_path, records_uri
 from framefleet.remote_inputs import InputOpener
@@ -57,7 +57,7 @@ class TaskResult:
     """What a worker reports back: a JSON-able result, metrics and, for a probe, the segment plan."""
 
     result: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: TaskMetrics = field(default_factory=TaskMetrics)
     segments: list[Segment] | None = None
 
 
@@ -133,7 +133,7 @@ def run_task(
         return TaskResult(
             result={"frames": info.frame_count_header, "duration": info.duration, "width": info.width,
                     "height": info.height, "video_index": info.video_index},
-            metrics={"bytes_in": info.size_bytes},
+            metrics=TaskMetrics(bytes_in=info.size_bytes),
             segments=plan_segments(info, pipeline.segment_seconds),
         )
     info = probe(source, keyframes=False, limits=pipeline.limits)
@@ -152,9 +152,9 @@ def run_task(
                            input_uri=request.uri)
     metrics = _metrics(stream, info, [path for path in (video, records) if path is not None])
     destination = request.output_uri if whole else part_uri(request.parts_dir, request.item_id, request.seq)
-    metrics["upload_s"] = _commit(records, records_uri(destination)) if records is not None else 0.0
+    metrics.upload_s = _commit(records, records_uri(destination)) if records is not None else 0.0
     if video is not None:
-        metrics["upload_s"] += _commit(video, destination)
+        metrics.upload_s += _commit(video, destination)
     result: dict[str, Any] = {"frames": stream.frames,
                               "output": destination if video is not None else records_uri(destination)}
     if records is not None:
@@ -199,12 +199,12 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
         storage.download(uri, local)
     bytes_in = sum(part.stat().st_size for part in parts if part.exists())
     result: dict[str, Any] = {"output": request.output_uri}
-    metrics: dict[str, float] = {"bytes_in": bytes_in, "bytes_out": 0.0, "upload_s": 0.0}
+    metrics = TaskMetrics(bytes_in=bytes_in)
     if record_parts:
         records = records_path(target)
         result["records"] = join_records(record_parts, records)
-        metrics["bytes_out"] += records.stat().st_size
-        metrics["upload_s"] += _commit(records, records_uri(request.output_uri))
+        metrics.bytes_out += records.stat().st_size
+        metrics.upload_s += _commit(records, records_uri(request.output_uri))
         if not video_parts:
             result["output"] = records_uri(request.output_uri)
     if video_parts:
@@ -212,24 +212,17 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
         frames, carried = join_segments(video_parts, target, carry_from=source,
                                         carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
         result.update(frames=frames, streams=[vars(c) for c in carried])
-        metrics["bytes_out"] += target.stat().st_size
-        metrics["upload_s"] += _commit(target, request.output_uri)
+        metrics.bytes_out += target.stat().st_size
+        metrics.upload_s += _commit(target, request.output_uri)
     for uri in remote_parts:
         storage.delete(uri)
     shutil.rmtree(part_path(request.parts_dir, request.item_id, 0).parent, ignore_errors=True)
     return TaskResult(result=result, metrics=metrics)
 
 
-def _metrics(stream: StreamResult, info: VideoInfo, written: list[Path]) -> dict[str, float]:
+def _metrics(stream: StreamResult, info: VideoInfo, written: list[Path]) -> TaskMetrics:
     share = min(1.0, stream.frames / info.frame_count_header) if info.frame_count_header else 1.0
-    return {
-        "frames": stream.frames,
-        "seconds": stream.seconds,
-        "decode_s": stream.decode_seconds,
-        "ops_s": stream.ops_seconds,
-        "encode_s": stream.encode_seconds,
-        "upload_s": 0.0,
-        "bytes_in": info.size_bytes * share,
-        "bytes_out": sum(path.stat().st_size for path in written),
-    }
-
+    return TaskMetrics(frames=stream.frames, seconds=stream.seconds, decode_s=stream.decode_seconds,
+                       ops_s=stream.ops_seconds, encode_s=stream.encode_seconds,
+                       bytes_in=round(info.size_bytes * share),
+                       bytes_out=sum(path.stat().st_size for path in written), steps_s=stream.step_seconds)

@@ -18,6 +18,7 @@ from framefleet.engines.scheduler import EngineOptions
 from framefleet.job import open_ledger, run
 from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
+from framefleet.spec import JobSpec, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
 from hostile.generate import generate
 
@@ -61,8 +62,9 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
     writer.start()
     try:
         pipeline = Pipeline.from_options({"op": "identity", "limits": {"memory_mb": 4096}})
-        result = run([str(inputs)], out, pipeline, workers=2, limits=Limits(max_attempts=2, backoff_seconds=0.05),
-                     engine_options=EngineOptions(hang_timeout=30, task_timeout=120))
+        settings = RunSettings(options=EngineOptions(workers=2, hang_timeout=30, task_timeout=120),
+                               limits=Limits(max_attempts=2, backoff_seconds=0.05))
+        result = run(JobSpec([str(inputs)], out, pipeline, settings))
     finally:
         stop.set()
         writer.join()

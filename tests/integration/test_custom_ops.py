@@ -27,7 +27,9 @@ import media_checks
 from cli_helpers import cli, stderr_lines, stdout_json
 from framefleet import FramefleetError, load_records
 from framefleet.job import open_ledger, run
+from framefleet.engines.scheduler import EngineOptions
 from framefleet.pipeline import Pipeline, file_sha256
+from framefleet.spec import JobSpec, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
 from user_ops import channel_mean_model, write_user_ops
 
@@ -292,9 +294,11 @@ def test_a_stopped_multi_step_job_resumes_without_redoing_work_and_keeps_its_pip
         if progress.counts.get("done", 0) >= 2:
             stop.set()
 
-    first = run([str(folder)], out, Pipeline.from_options(options), workers=2, stop=stop, on_progress=stop_after_two)
+    two_workers = RunSettings(options=EngineOptions(workers=2))
+    first = run(JobSpec([str(folder)], out, Pipeline.from_options(options), two_workers), stop=stop,
+                on_progress=stop_after_two)
     assert first.interrupted and 2 <= first.counts["done"] < 5
-    second = run([str(folder)], out, Pipeline.from_options(options), workers=2)
+    second = run(JobSpec([str(folder)], out, Pipeline.from_options(options), two_workers))
     assert second.counts["done"] == 5 and not second.interrupted
 
     ledger = open_ledger(out)
@@ -307,7 +311,7 @@ def test_a_stopped_multi_step_job_resumes_without_redoing_work_and_keeps_its_pip
         assert frames == list(range(len(media_checks.decoded_pts(folder / name)))), name
     changed = {**options, "steps": [{"op": f"{user_module}:Brightness"}, {"op": "job_ops:SlowOp", "delay": 0.01}]}
     with pytest.raises(FramefleetError, match="another pipeline"):
-        run([str(folder)], out, Pipeline.from_options(changed), workers=2)
+        run(JobSpec([str(folder)], out, Pipeline.from_options(changed), two_workers))
 
 
 NOISY_OP = '''

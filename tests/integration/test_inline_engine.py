@@ -29,8 +29,11 @@ from framefleet.job import open_ledger, run
 from framefleet.ledger import Limits
 from framefleet.ops.base import Op
 from framefleet.pipeline import Pipeline
+from framefleet.spec import JobSpec, RunSettings
 
 FAST = Limits(max_attempts=3, max_crashes=2, backoff_seconds=0.01)
+INLINE = RunSettings(engine="inline", limits=FAST)
+INLINE_TWO = RunSettings(engine="inline", options=EngineOptions(workers=2), limits=FAST)
 TINY = dict(width=64, height=48, frames=12, gop=4, audio=("aac",))
 
 
@@ -85,8 +88,9 @@ def attempts_of(job_dir: Path, name: str) -> list[tuple[str, str, str | None]]:
 
 def test_the_inline_engine_writes_what_the_local_engine_writes(tree, tmp_path):
     pipeline = Pipeline.from_options({"op": "identity"})
-    inline = run([str(tree)], tmp_path / "inline", pipeline, engine="inline", workers=2, limits=FAST)
-    local = run([str(tree)], tmp_path / "local", pipeline, workers=2, limits=FAST)
+    inline = run(JobSpec([str(tree)], tmp_path / "inline", pipeline, INLINE_TWO))
+    local = run(JobSpec([str(tree)], tmp_path / "local", pipeline,
+                        RunSettings(options=EngineOptions(workers=2), limits=FAST)))
     assert inline.exit_code == local.exit_code == 0 and inline.counts["done"] == 2
     for name in ("good.mp4", "wide.mp4"):
         assert decoded_pts(tmp_path / "inline" / name) == decoded_pts(tree / name)
@@ -96,7 +100,7 @@ def test_the_inline_engine_writes_what_the_local_engine_writes(tree, tmp_path):
 @pytest.mark.parametrize("times, outcome", [(2, "done"), (3, "failed")])
 def test_an_input_failure_is_retried_up_to_max_attempts(tree, tmp_path, times, outcome):
     op = ScriptedOp(times=times, key=str(tmp_path))
-    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(op,)), engine="inline", workers=2, limits=FAST)
+    result = run(JobSpec([str(tree)], tmp_path / "out", Pipeline(ops=(op,)), INLINE_TWO))
     segments = [a for a in attempts_of(result.job_dir, "wide.mp4") if a[0] == "segment"]
     assert [a[1] for a in segments] == ["input_error"] * min(times, 3) + (["done"] if outcome == "done" else [])
     assert {a[2] for a in segments if a[1] == "input_error"} == {"OpError"}
@@ -105,8 +109,8 @@ def test_an_input_failure_is_retried_up_to_max_attempts(tree, tmp_path, times, o
 
 
 def test_a_full_disk_is_retried_without_using_up_the_items_attempts(tree, tmp_path):
-    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(ScriptedOp(failure="disk", times=5, key=str(tmp_path)),)),
-                 engine="inline", limits=FAST)
+    pipeline = Pipeline(ops=(ScriptedOp(failure="disk", times=5, key=str(tmp_path)),))
+    result = run(JobSpec([str(tree)], tmp_path / "out", pipeline, INLINE))
     assert result.exit_code == 0 and result.counts["done"] == 2
     segments = [a for a in attempts_of(result.job_dir, "wide.mp4") if a[0] == "segment"]
     assert segments == [("segment", "lost", "DiskFullError")] * 5 + [("segment", "done", None)]
@@ -114,8 +118,8 @@ def test_a_full_disk_is_retried_without_using_up_the_items_attempts(tree, tmp_pa
 
 
 def test_an_allocation_refused_under_the_cap_fails_the_item_as_limit_memory(tree, tmp_path):
-    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(ScriptedOp(failure="memory", times=9, key=str(tmp_path)),)),
-                 engine="inline", limits=FAST)
+    pipeline = Pipeline(ops=(ScriptedOp(failure="memory", times=9, key=str(tmp_path)),))
+    result = run(JobSpec([str(tree)], tmp_path / "out", pipeline, INLINE))
     assert result.exit_code == 3
     (failure,) = result.failures
     assert failure["error_type"] == "limit:memory" and "memory_mb" in failure["error"]
@@ -146,8 +150,9 @@ def released():
 
 
 def test_a_hung_task_is_killed_retried_and_failed_as_a_hang(tree, tmp_path, released):
-    result = run([str(tree)], tmp_path / "out", Pipeline(ops=(HangOp(),)), engine="inline", workers=2, limits=FAST,
-                 engine_options=EngineOptions(hang_timeout=1.0, poll_seconds=0.1))
+    options = EngineOptions(workers=2, hang_timeout=1.0, poll_seconds=0.1)
+    settings = RunSettings(engine="inline", options=options, limits=FAST)
+    result = run(JobSpec([str(tree)], tmp_path / "out", Pipeline(ops=(HangOp(),)), settings))
     assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     (failure,) = result.failures
     assert failure["error_type"] == "limit:time" and "hung 2 times" in failure["error"]

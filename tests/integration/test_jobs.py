@@ -37,6 +37,7 @@ from framefleet.engines.scheduler import EngineOptions
 from framefleet.job import LEDGER_NAME, open_ledger, run
 from framefleet.ledger import Ledger, Limits
 from framefleet.pipeline import Pipeline
+from framefleet.spec import JobSpec, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
 from job_ops import CrashOp, SleepForeverOp, SlowOp
 
@@ -44,6 +45,7 @@ TESTS_DIR = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 IDENTITY = {"op": "identity"}
 FAST_RETRIES = Limits(backoff_seconds=0.05)
+TWO_WORKERS_FAST = RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES)
 # The framefleet command; tests/ is on its PYTHONPATH, so a --pipeline file may say `op: job_ops:SlowOp`.
 JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
 TINY = dict(width=64, height=48, gop=4, bframes=0)
@@ -274,7 +276,8 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
     (src / "c/readme.txt").write_text("not a video, and not named like one\n")
 
     limits = Limits(max_attempts=3, backoff_seconds=0.05)
-    result = run([str(src)], out, identity(), workers=2, limits=limits)
+    settings = RunSettings(options=EngineOptions(workers=2), limits=limits)
+    result = run(JobSpec([str(src)], out, identity(), settings))
 
     assert result.exit_code == 3
     assert result.counts == {"pending": 0, "running": 0, "done": len(good) + 1, "failed": len(bad)}
@@ -368,7 +371,7 @@ def test_workers_killed_mid_segment_are_infrastructure_losses_and_their_segments
     sources = copy_tree(clip, src, 5)
     pipeline = Pipeline(ops=(SlowOp(delay=0.08, beacon_dir=str(beacons)),))
     with MidSegment(beacons, lambda pid: os.kill(pid, signal.SIGKILL), times=3) as killer:
-        result = run([str(src)], out, pipeline, workers=2, limits=FAST_RETRIES)
+        result = run(JobSpec([str(src)], out, pipeline, TWO_WORKERS_FAST))
 
     assert len(killer.picked) == 3, "the workers were not killed as planned"
     assert result.exit_code == 0 and result.counts["done"] == len(sources)
@@ -479,9 +482,9 @@ def test_a_hung_worker_is_killed_and_its_item_fails_naming_the_hang(poison_and_g
     poison, good = two_item_tree(poison_and_good, tmp_path / "in")
     out = tmp_path / "out"
     hang = SleepForeverOp(width=96, after_frames=POISON_AT, batch_size=8)
-    result = run([str(tmp_path / "in")], out, Pipeline(ops=(hang,)), workers=2,
-                 limits=Limits(max_crashes=2, backoff_seconds=0.05),
-                 engine_options=EngineOptions(hang_timeout=2.0, poll_seconds=0.2))
+    settings = RunSettings(options=EngineOptions(workers=2, hang_timeout=2.0, poll_seconds=0.2),
+                           limits=Limits(max_crashes=2, backoff_seconds=0.05))
+    result = run(JobSpec([str(tmp_path / "in")], out, Pipeline(ops=(hang,)), settings))
 
     assert result.exit_code == 3
     assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
@@ -501,8 +504,7 @@ def test_a_worker_crash_is_retried_and_the_item_completes(poison_and_good, tmp_p
     poison, good = two_item_tree(poison_and_good, tmp_path / "in")
     out, marker = tmp_path / "out", tmp_path / "crashed-once"
     crash_once = CrashOp(width=96, marker=str(marker), after_frames=POISON_AT, batch_size=8)
-    result = run([str(tmp_path / "in")], out, Pipeline(ops=(crash_once,)), workers=2,
-                 limits=FAST_RETRIES)
+    result = run(JobSpec([str(tmp_path / "in")], out, Pipeline(ops=(crash_once,)), TWO_WORKERS_FAST))
 
     assert marker.exists(), "the op never crashed"
     assert result.exit_code == 0 and result.counts["done"] == 2
@@ -520,8 +522,9 @@ def test_a_worker_crashing_on_every_attempt_ends_its_item_failed_as_poison(poiso
     poison, good = two_item_tree(poison_and_good, tmp_path / "in")
     out = tmp_path / "out"
     crash = CrashOp(width=96, after_frames=POISON_AT, batch_size=8)
-    result = run([str(tmp_path / "in")], out, Pipeline(ops=(crash,)), workers=2,
-                 limits=Limits(max_attempts=5, max_crashes=2, backoff_seconds=0.05))
+    settings = RunSettings(options=EngineOptions(workers=2),
+                           limits=Limits(max_attempts=5, max_crashes=2, backoff_seconds=0.05))
+    result = run(JobSpec([str(tmp_path / "in")], out, Pipeline(ops=(crash,)), settings))
 
     assert result.exit_code == 3
     assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
@@ -544,7 +547,7 @@ def test_a_long_video_is_split_at_keyframes_and_joined_frame_exact_with_its_audi
                                              "bframes": 2, "audio": ("aac",)})
     out = tmp_path / "out"
     pipeline = Pipeline.from_options({**IDENTITY, "segment_seconds": 3})
-    result = run([str(source)], out, pipeline, workers=2, limits=FAST_RETRIES)
+    result = run(JobSpec([str(source)], out, pipeline, TWO_WORKERS_FAST))
 
     assert result.exit_code == 0 and result.frames == 300
     with ledger_at(result.job_dir) as ledger:
@@ -573,12 +576,12 @@ def test_rerunning_a_job_resumes_and_redoes_only_changed_inputs(variants, tmp_pa
     src.mkdir()
     for name in names:
         shutil.copyfile(variants[name], src / name)
-    first = run([str(src)], out, identity(), workers=2, job_dir=job, limits=FAST_RETRIES)
+    first = run(JobSpec([str(src)], out, identity(), TWO_WORKERS_FAST), job_dir=job)
     assert first.exit_code == 0
     with ledger_at(job) as ledger:
         attempts_first = ledger.attempts()
 
-    unchanged = run([str(src)], out, identity(), workers=2, job_dir=job, limits=FAST_RETRIES)
+    unchanged = run(JobSpec([str(src)], out, identity(), TWO_WORKERS_FAST), job_dir=job)
     assert unchanged.exit_code == 0 and unchanged.counts["done"] == 3
     with ledger_at(job) as ledger:
         assert ledger.attempts() == attempts_first  # nothing attempted again
@@ -593,7 +596,7 @@ def test_rerunning_a_job_resumes_and_redoes_only_changed_inputs(variants, tmp_pa
 
     changed = src / "bframes.mp4"
     write_clip(changed, ClipSpec(**{**TINY, "frames": 13}))
-    redo = run([str(src)], out, identity(), workers=2, job_dir=job, limits=FAST_RETRIES)
+    redo = run(JobSpec([str(src)], out, identity(), TWO_WORKERS_FAST), job_dir=job)
     assert redo.exit_code == 0 and redo.counts["done"] == 3
     with ledger_at(job) as ledger:
         redone = item_named(ledger, changed).id
@@ -657,8 +660,8 @@ def test_a_stop_whose_grace_period_runs_out_releases_the_running_tasks_and_resum
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # in case a signal came after the job's end
     try:
         with MidSegment(beacons, lambda pid: os.kill(os.getpid(), signal.SIGTERM), times=1) as stopper:
-            stopped = run([str(src)], out, pipeline, workers=2, limits=FAST_RETRIES, handle_signals=True,
-                          engine_options=EngineOptions(grace_seconds=0.1))
+            settings = RunSettings(options=EngineOptions(workers=2, grace_seconds=0.1), limits=FAST_RETRIES)
+            stopped = run(JobSpec([str(src)], out, pipeline, settings), handle_signals=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert stopper.picked, "the job was not stopped as planned"
@@ -671,7 +674,7 @@ def test_a_stop_whose_grace_period_runs_out_releases_the_running_tasks_and_resum
     assert query(stopped.job_dir, "SELECT COUNT(*) FROM tasks WHERE state = 'running'")[0][0] == 0
     assert temporaries(out) == []  # the cut-off tasks' partial outputs are removed
 
-    resumed = run([str(src)], out, pipeline, workers=2, limits=FAST_RETRIES)
+    resumed = run(JobSpec([str(src)], out, pipeline, TWO_WORKERS_FAST))
     assert resumed.exit_code == 0 and resumed.counts["done"] == len(sources)
     with ledger_at(resumed.job_dir) as ledger:
         attempts = ledger.attempts()

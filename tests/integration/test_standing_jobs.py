@@ -8,6 +8,7 @@ event. Real worker processes, the identity op, tiny clips; the outputs are check
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 import threading
@@ -24,6 +25,7 @@ from framefleet.engines.scheduler import EngineOptions, EngineProgress
 from framefleet.job import LEDGER_NAME, JobResult, canonical_output_root, run
 from framefleet.ledger import Ledger
 from framefleet.pipeline import Pipeline
+from framefleet.spec import JobSpec, RunSettings
 
 TINY = {"width": 64, "height": 48, "gop": 4, "bframes": 0}
 FRAMES = 6
@@ -45,9 +47,11 @@ class StandingRun(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.result = run([], self.out, Pipeline.from_options({"op": "identity"}), workers=1,
-                              job_dir=self.job_dir, engine_options=self.options, on_progress=self._note,
-                              standing=True, stop=self.stop_event)
+            options = dataclasses.replace(self.options or EngineOptions(), workers=1)
+            pipeline = Pipeline.from_options({"op": "identity"})
+            spec = JobSpec([], self.out, pipeline, RunSettings(options=options))
+            self.result = run(spec, job_dir=self.job_dir, on_progress=self._note, standing=True,
+                              stop=self.stop_event)
         except BaseException as exc:  # noqa: BLE001 - handed to the test by `stop`
             self.error = exc
 

@@ -17,6 +17,7 @@ from framefleet.ledger import Limits
 from framefleet.limits import cut_network
 from framefleet.ops.identity import IdentityOp
 from framefleet.pipeline import Pipeline
+from framefleet.spec import JobSpec, RunSettings
 
 ONCE = Limits(max_attempts=1)
 
@@ -58,8 +59,8 @@ def reached(server: socket.socket) -> bool:
 
 def test_a_worker_with_its_network_off_cannot_reach_a_loopback_service(folder, tmp_path, listener):
     op = PhoneHomeOp(port=listener.getsockname()[1])
-    result = run([str(folder)], tmp_path / "out", Pipeline(ops=(op,)), workers=1, limits=ONCE,
-                 engine_options=EngineOptions(worker_network="off"))
+    settings = RunSettings(options=EngineOptions(workers=1, worker_network="off"), limits=ONCE)
+    result = run(JobSpec([str(folder)], tmp_path / "out", Pipeline(ops=(op,)), settings))
     assert result.counts["done"] == 1, result.failures
     assert not reached(listener)
 
@@ -67,7 +68,8 @@ def test_a_worker_with_its_network_off_cannot_reach_a_loopback_service(folder, t
 def test_a_worker_with_its_network_on_reaches_it(folder, tmp_path, listener):
     """The same op, network kept (the default for a user's op): the check above can fail."""
     op = PhoneHomeOp(port=listener.getsockname()[1])
-    result = run([str(folder)], tmp_path / "out", Pipeline(ops=(op,)), workers=1, limits=ONCE)
+    settings = RunSettings(options=EngineOptions(workers=1), limits=ONCE)
+    result = run(JobSpec([str(folder)], tmp_path / "out", Pipeline(ops=(op,)), settings))
     assert result.counts["failed"] == 1 and "reached 127.0.0.1" in result.failures[0]["error"]
     assert reached(listener)
 

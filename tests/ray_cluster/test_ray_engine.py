@@ -27,12 +27,14 @@ from framefleet.engines.scheduler import EngineOptions  # noqa: E402
 from framefleet.job import open_ledger, run  # noqa: E402
 from framefleet.ledger import Limits  # noqa: E402
 from framefleet.pipeline import Pipeline  # noqa: E402
+from framefleet.spec import JobSpec, RunSettings  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 TESTS = Path(__file__).resolve().parents[1]
 TINY = dict(width=64, height=48, gop=4, bframes=0, audio=("aac",))
 FAST_RETRIES = Limits(backoff_seconds=0.05)
 RAY_OPTIONS = RayOptions(address="auto")
+ON_RAY = RunSettings(engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +71,9 @@ def test_a_job_on_ray_matches_the_local_engine(cluster, clip_factory, tmp_path):
     shutil.copy(long_clip, tmp_path / "in" / "long.mp4")
     pipeline = Pipeline.from_options({"op": "identity", "segment_seconds": 2})
 
-    on_ray = run([str(tmp_path / "in")], tmp_path / "ray", pipeline, engine="ray", ray=RAY_OPTIONS,
-                 limits=FAST_RETRIES)
-    local = run([str(tmp_path / "in")], tmp_path / "local", pipeline, workers=2, limits=FAST_RETRIES)
+    on_ray = run(JobSpec([str(tmp_path / "in")], tmp_path / "ray", pipeline, ON_RAY))
+    local = run(JobSpec([str(tmp_path / "in")], tmp_path / "local", pipeline,
+                        RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES)))
 
     assert on_ray.exit_code == 0 and local.exit_code == 0
     assert on_ray.counts["done"] == local.counts["done"] == len(sources) + 1
@@ -113,8 +115,7 @@ def test_a_lost_node_takes_only_its_tasks_which_rerun_as_infrastructure_losses(c
 
     remover = threading.Thread(target=remove_node_once_busy)
     remover.start()
-    result = run([str(tmp_path / "in")], tmp_path / "out", pipeline, job_dir=job_dir, engine="ray",
-                 ray=RAY_OPTIONS, limits=FAST_RETRIES)
+    result = run(JobSpec([str(tmp_path / "in")], tmp_path / "out", pipeline, ON_RAY), job_dir=job_dir)
     remover.join()
 
     assert result.exit_code == 0 and result.counts["done"] == len(sources)
@@ -139,8 +140,8 @@ def test_a_lost_node_takes_only_its_tasks_which_rerun_as_infrastructure_losses(c
 def test_a_corrupt_input_on_ray_ends_in_the_failure_list(cluster, clip_factory, tmp_path):
     make_inputs(clip_factory, tmp_path / "in", 3, frames=6)
     (tmp_path / "in" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200)
-    result = run([str(tmp_path / "in")], tmp_path / "out", Pipeline.from_options({"op": "identity"}),
-                 engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES)
+    result = run(JobSpec([str(tmp_path / "in")], tmp_path / "out", Pipeline.from_options({"op": "identity"}),
+                         ON_RAY))
     assert result.exit_code == 3
     assert result.counts == {"pending": 0, "running": 0, "done": 3, "failed": 1}
     (failure,) = result.failures
@@ -169,8 +170,8 @@ def test_an_actor_killed_from_outside_is_a_loss_and_one_that_segfaults_is_a_cras
 
     killer = threading.Thread(target=kill_one_busy_actor)
     killer.start()
-    result = run([str(tmp_path / "in")], tmp_path / "out", pipeline, job_dir=tmp_path / "job", engine="ray",
-                 ray=RAY_OPTIONS, limits=FAST_RETRIES)
+    result = run(JobSpec([str(tmp_path / "in")], tmp_path / "out", pipeline, ON_RAY),
+                 job_dir=tmp_path / "job")
     killer.join()
 
     assert result.counts == {"pending": 0, "running": 0, "done": 3, "failed": 1}
@@ -194,8 +195,10 @@ def test_a_job_that_cannot_start_any_worker_stops_loudly_instead_of_hanging(clus
     make_inputs(clip_factory, tmp_path / "in", 1, frames=6)
     no_gpu_here = RayOptions(address="auto", gpus_per_worker=1)  # the loopback cluster has no GPU
     with pytest.raises(JobStalledError, match=r"no progress for .* \(0 of 1 workers ready\)"):
-        run([str(tmp_path / "in")], tmp_path / "out", Pipeline.from_options({"op": "identity"}), engine="ray",
-            ray=no_gpu_here, engine_options=EngineOptions(workers=1, stall_timeout=3))
+        settings = RunSettings(engine="ray", ray=no_gpu_here,
+                               options=EngineOptions(workers=1, stall_timeout=3))
+        run(JobSpec([str(tmp_path / "in")], tmp_path / "out", Pipeline.from_options({"op": "identity"}),
+                    settings))
 
 
 def test_gpu_workers_are_placed_on_the_node_that_has_gpus(cluster, clip_factory, tmp_path):
@@ -207,8 +210,9 @@ def test_gpu_workers_are_placed_on_the_node_that_has_gpus(cluster, clip_factory,
         records = tmp_path / "nodes"
         records.mkdir()
         half_a_gpu = RayOptions(address="auto", gpus_per_worker=0.5)  # two workers share the GPU
-        result = run([str(tmp_path / "in")], tmp_path / "out", Pipeline(ops=(RecordNodeOp(record_dir=str(records)),)),
-                     engine="ray", ray=half_a_gpu, limits=FAST_RETRIES)
+        result = run(JobSpec([str(tmp_path / "in")], tmp_path / "out",
+                             Pipeline(ops=(RecordNodeOp(record_dir=str(records)),)),
+                             RunSettings(engine="ray", ray=half_a_gpu, limits=FAST_RETRIES)))
         assert result.exit_code == 0 and result.counts["done"] == 6
         assert {p.name for p in records.iterdir()} == {gpu_node.node_id}
         _, workers = ray_pool(Pipeline.from_options({"op": "identity"}), EngineOptions(), half_a_gpu)
@@ -224,10 +228,11 @@ def test_on_ray_every_byte_can_go_through_an_object_store(cluster, clip_factory,
                for i in range(3)}  # the last is 4 s long: segments of 1 s
     for name, path in sources.items():
         azurite.upload_blob(azurite_container, f"in/{name}", path.read_bytes())
-    result = run([f"az://{azurite_container}/in"], f"az://{azurite_container}/out",
-                 Pipeline.from_options({"op": "identity", "segment_seconds": 1}), engine="ray", ray=RAY_OPTIONS,
-                 job_dir=tmp_path / "job", limits=FAST_RETRIES, storage_options=azurite.storage_options(),
-                 parts_dir=f"az://{azurite_container}/parts")
+    settings = RunSettings(engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES,
+                           parts_dir=f"az://{azurite_container}/parts")
+    result = run(JobSpec([f"az://{azurite_container}/in"], f"az://{azurite_container}/out",
+                         Pipeline.from_options({"op": "identity", "segment_seconds": 1}), settings),
+                 job_dir=tmp_path / "job", storage_options=azurite.storage_options())
     assert result.exit_code == 0, result.failures
     for name, source in sources.items():
         output = tmp_path / name
@@ -332,7 +337,7 @@ def test_user_ops_and_an_onnx_model_run_on_ray_without_their_module_on_the_nodes
                                                 {"op": "onnx", "model": str(model), "outputs": ["mean"]},
                                                 {"op": f"{module}:Invert"}], "segment_seconds": 2})
     out = tmp_path / "out"
-    result = run([str(tmp_path / "in")], str(out), pipeline, engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES)
+    result = run(JobSpec([str(tmp_path / "in")], str(out), pipeline, ON_RAY))
 
     assert result.counts["done"] == 5 and result.counts["failed"] == 0, result.failures
     table = load_records(out)

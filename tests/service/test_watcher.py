@@ -18,7 +18,7 @@ import pytest
 
 from framefleet import storage
 from framefleet.job import canonical_output_root
-from framefleet.ledger import Ledger, Segment
+from framefleet.ledger import Ledger, Segment, TaskMetrics
 from framefleet.service.watcher import PARTIAL_SUFFIXES, Watcher, WatchRule
 
 TINY = {"width": 64, "height": 48, "frames": 4, "gop": 4, "bframes": 0}
@@ -262,7 +262,7 @@ def _process(ledger: Ledger) -> None:
         if task.kind == "probe":
             ledger.complete(task, result={"frames": 4, "duration": 0.2}, segments=[Segment(None, None)])
         else:
-            ledger.complete(task, metrics={"frames": 4})
+            ledger.complete(task, metrics=TaskMetrics(frames=4))
 
 
 def test_a_replaced_file_is_a_new_version_and_starts_over(src, tmp_path, ledger, clip, other_clip):

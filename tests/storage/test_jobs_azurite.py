@@ -20,9 +20,11 @@ from typer.testing import CliRunner
 
 import media_checks
 from framefleet.cli import app
+from framefleet.engines.scheduler import EngineOptions
 from framefleet.job import LEDGER_NAME, run
 from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
+from framefleet.spec import JobSpec, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
 
 pytestmark = pytest.mark.storage
@@ -83,8 +85,9 @@ CLIPS = {
 def test_a_job_reads_from_and_writes_to_blob_storage_frame_exact(azurite, azurite_container, tmp_path: Path):
     clips = make_clips(azurite, azurite_container, tmp_path, CLIPS)
     pipeline = Pipeline.from_options({"op": "identity", "segment_seconds": 1})
-    result = run([f"az://{azurite_container}/videos"], f"az://{azurite_container}/results", pipeline, workers=2,
-                 job_dir=tmp_path / "job", storage_options=azurite.storage_options(), limits=FAST_RETRIES)
+    settings = RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES)
+    result = run(JobSpec([f"az://{azurite_container}/videos"], f"az://{azurite_container}/results", pipeline,
+                         settings), job_dir=tmp_path / "job", storage_options=azurite.storage_options())
     assert result.counts["done"] == 3 and result.failures == [], result.failures
     names = [n for n in azurite.blob_names(azurite_container) if n.startswith("results/")]
     assert names == ["results/a.mp4", "results/sub/b.mov", "results/sub/deep/c.mkv"]
@@ -106,9 +109,11 @@ def test_range_reads_and_the_spool_cache_give_the_same_output(azurite, azurite_c
     outputs = {}
     for mode in ("range", "spool"):
         cache = tmp_path / f"cache-{mode}"
-        run([f"az://{azurite_container}/videos/a.mp4"], tmp_path / mode, Pipeline.from_options({"op": "identity"}),
-            workers=1, storage_options=azurite.storage_options(),
-            input_access=InputAccess(mode=mode, cache_dir=str(cache)))
+        settings = RunSettings(options=EngineOptions(workers=1),
+                               input_access=InputAccess(mode=mode, cache_dir=str(cache)))
+        run(JobSpec([f"az://{azurite_container}/videos/a.mp4"], tmp_path / mode,
+                    Pipeline.from_options({"op": "identity"}), settings),
+            storage_options=azurite.storage_options())
         outputs[mode] = tmp_path / mode / "a.mp4"
         assert_same_frames(clips["a.mp4"], outputs[mode])
         spooled = list(cache.glob("*.mp4")) if cache.exists() else []
@@ -210,9 +215,10 @@ def test_segments_can_wait_for_their_join_in_the_store(azurite, azurite_containe
     """--parts-dir az://...: what Ray workers on machines without a shared disk need."""
     clips = make_clips(azurite, azurite_container, tmp_path, {"long.mkv": CLIPS["sub/deep/c.mkv"]})
     parts = f"az://{azurite_container}/scratch/job"
-    result = run([f"az://{azurite_container}/videos"], tmp_path / "out", Pipeline.from_options(
-        {"op": "identity", "segment_seconds": 1}), workers=2, job_dir=tmp_path / "job",
-        storage_options=azurite.storage_options(), parts_dir=parts)
+    settings = RunSettings(options=EngineOptions(workers=2), parts_dir=parts)
+    result = run(JobSpec([f"az://{azurite_container}/videos"], tmp_path / "out", Pipeline.from_options(
+        {"op": "identity", "segment_seconds": 1}), settings),
+        job_dir=tmp_path / "job", storage_options=azurite.storage_options())
     assert result.counts["done"] == 1, result.failures
     assert_same_frames(clips["long.mkv"], tmp_path / "out" / "long.mkv")
     rows = ledger_rows(tmp_path / "job", "SELECT result FROM tasks WHERE kind = 'segment'")
@@ -220,8 +226,9 @@ def test_segments_can_wait_for_their_join_in_the_store(azurite, azurite_containe
     assert len(written) >= 3 and all(uri.startswith(f"{parts}/item-1/") for uri in written), written
     assert not [n for n in azurite.blob_names(azurite_container) if n.startswith("scratch/")], "the join cleans up"
     with pytest.raises(Exception, match="keeps its segments in"):
-        run([], tmp_path / "out", Pipeline.from_options({"op": "identity", "segment_seconds": 1}),
-            job_dir=tmp_path / "job", storage_options=azurite.storage_options(), parts_dir=str(tmp_path / "elsewhere"))
+        run(JobSpec([], tmp_path / "out", Pipeline.from_options({"op": "identity", "segment_seconds": 1}),
+                    RunSettings(parts_dir=str(tmp_path / "elsewhere"))),
+            job_dir=tmp_path / "job", storage_options=azurite.storage_options())
 
 
 def test_listing_a_prefix_pages_past_the_stores_5000_names_per_response(azurite, azurite_container):
@@ -251,12 +258,12 @@ def test_an_https_style_url_is_a_read_only_input(azurite, tmp_path: Path):
     container = azurite.create_container(f"pub{os.urandom(6).hex()}", public=True)
     clips = make_clips(azurite, container, tmp_path, {"a.mp4": CLIPS["a.mp4"]})
     url = azurite.blob_url(container, "videos/a.mp4")
-    result = run([url], tmp_path / "out", Pipeline.from_options({"op": "identity"}), workers=1,
-                 job_dir=tmp_path / "job")
+    result = run(JobSpec([url], tmp_path / "out", Pipeline.from_options({"op": "identity"}),
+                         RunSettings(options=EngineOptions(workers=1))), job_dir=tmp_path / "job")
     assert result.counts["done"] == 1, result.failures
     assert_same_frames(clips["a.mp4"], tmp_path / "out" / "a.mp4")
     with pytest.raises(Exception, match="read-only"):
-        run([url], url.rsplit("/", 1)[0] + "/out", Pipeline.from_options({"op": "identity"}))
+        run(JobSpec([url], url.rsplit("/", 1)[0] + "/out", Pipeline.from_options({"op": "identity"})))
 
 
 def test_status_failures_and_retry_take_a_store_output_uri_for_its_job(azurite, azurite_container, tmp_path: Path,
@@ -296,9 +303,10 @@ def test_records_are_committed_beside_store_outputs_and_load_back_from_the_store
                        {"a.mp4": CLIPS["a.mp4"], "sub/deep/c.mkv": CLIPS["sub/deep/c.mkv"]})
     pipeline = Pipeline.from_options({"steps": [{"op": f"{module}:Brightness"}, {"op": f"{module}:Invert"}],
                                       "segment_seconds": 1})
-    result = run([f"az://{azurite_container}/videos"], f"az://{azurite_container}/results", pipeline, workers=2,
-                 job_dir=tmp_path / "job", storage_options=azurite.storage_options(), limits=FAST_RETRIES,
-                 parts_dir=f"az://{azurite_container}/scratch/job")
+    settings = RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES,
+                           parts_dir=f"az://{azurite_container}/scratch/job")
+    result = run(JobSpec([f"az://{azurite_container}/videos"], f"az://{azurite_container}/results", pipeline,
+                         settings), job_dir=tmp_path / "job", storage_options=azurite.storage_options())
     assert result.counts["done"] == 2 and result.failures == [], result.failures
 
     names = [n for n in azurite.blob_names(azurite_container) if not n.startswith("videos/")]

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from framefleet.ledger import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Limits, Segment
+from framefleet.ledger import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Limits, Segment, TaskMetrics
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_add_items_restarts_an_item_whose_version_changed(ledger):
     ledger.add_items([ref("a")], now=0)
     probe_into(ledger, 2)
     seg = ledger.claim("w", 60, now=1)
-    ledger.complete(seg, metrics={"frames": 150}, now=2)
+    ledger.complete(seg, metrics=TaskMetrics(frames=150), now=2)
     old = ledger.claim("w", 60, now=3)
     assert ledger.add_items([ref("a", version="v2")], now=4) == 1
     (item,) = ledger.items()
@@ -502,14 +502,14 @@ def test_item_metrics_sums_the_task_metrics(ledger):
     ledger.add_items([ref("a"), ref("b")], now=0)
     probe = ledger.claim("w", 60, now=0)
     ledger.complete(probe, result={"frames": 200}, segments=[Segment(0, 100), Segment(100, None)],
-                    metrics={"seconds": 0.5, "bytes_in": 10}, now=1)
+                    metrics=TaskMetrics(seconds=0.5, bytes_in=10), now=1)
     for i in range(2):
         seg = ledger.claim("w", 60, now=2)
-        ledger.complete(seg, metrics={"frames": 100, "seconds": 2.0 + i, "decode_s": 0.5, "ops_s": 1.0,
-                                      "encode_s": 0.25, "upload_s": 0.125, "bytes_in": 1000, "bytes_out": 500},
+        ledger.complete(seg, metrics=TaskMetrics(frames=100, seconds=2.0 + i, decode_s=0.5, ops_s=1.0,
+                                      encode_s=0.25, upload_s=0.125, bytes_in=1000, bytes_out=500),
                         now=3 + i)
     join = ledger.claim("w", 60, now=5)
-    ledger.complete(join, metrics={"seconds": 1.0, "upload_s": 1.0, "bytes_out": 1000}, now=6)
+    ledger.complete(join, metrics=TaskMetrics(seconds=1.0, upload_s=1.0, bytes_out=1000), now=6)
     a, b = ledger.item_metrics()
     assert (a.state, a.item_frames, a.tasks, a.frames) == ("done", 200, 4, 200)
     assert a.seconds == pytest.approx(0.5 + 2 + 3 + 1)
@@ -519,6 +519,32 @@ def test_item_metrics_sums_the_task_metrics(ledger):
     assert (a.bytes_in, a.bytes_out) == (10, 1000)
     assert (b.tasks, b.frames, b.seconds, b.bytes_out) == (0, 0, 0, 0)
     assert ledger.throughput() == [(1, 0), (3, 100), (4, 100), (6, 0)]
+
+
+def test_step_times_add_up_by_step_over_tasks_and_items(ledger):
+    ledger.add_items([ref("a"), ref("b")], now=0)
+    for _ in range(2):
+        probe = ledger.claim("w", 60, now=0)
+        ledger.complete(probe, result={"frames": 10}, segments=[Segment(None, None)], now=1)
+        video = ledger.claim("w", 60, now=2)
+        ledger.complete(video, metrics=TaskMetrics(frames=10, ops_s=3.0, steps_s={"resize": 1.0, "style": 2.0}),
+                        now=3)
+    assert [item.steps_s for item in ledger.item_metrics()] == [{"resize": 1.0, "style": 2.0}] * 2
+    assert ledger.step_seconds() == {"resize": 2.0, "style": 4.0}
+
+
+def test_a_ledger_from_before_step_times_gets_the_column_when_opened(db_path, make_ledger):
+    make_ledger().close()
+    old = sqlite3.connect(db_path)
+    old.execute("ALTER TABLE metrics DROP COLUMN steps_s")
+    old.close()
+    ledger = make_ledger()
+    ledger.add_items([ref("a")], now=0)
+    probe = ledger.claim("w", 60, now=0)
+    ledger.complete(probe, result={"frames": 1}, segments=[Segment(None, None)], metrics=TaskMetrics(), now=1)
+    video = ledger.claim("w", 60, now=2)
+    ledger.complete(video, metrics=TaskMetrics(frames=1, steps_s={"identity": 0.5}), now=3)
+    assert ledger.step_seconds() == {"identity": 0.5}
 
 
 # -- the file ---------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ def test_without_ray_installed_the_ray_engine_says_how_to_install_it(monkeypatch
         engines_ray.connect(RayOptions())
 
 
-def test_an_unknown_engine_is_an_option_error(tmp_path):
-    from framefleet.job import run
+def test_an_unknown_engine_is_an_option_error():
+    from framefleet.spec import RunSettings
 
     with pytest.raises(OptionError, match="--engine must be local, ray or inline"):
-        run([], tmp_path / "out", engine="spark")
+        RunSettings(engine="spark")

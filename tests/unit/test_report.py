@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from framefleet.cli import app
-from framefleet.ledger import Ledger, Limits, Segment
+from framefleet.ledger import Ledger, Limits, Segment, TaskMetrics
 from framefleet.report import render_report
 
 HOSTILE = "/in/<script>alert(1)</script>.mp4"
@@ -72,23 +72,23 @@ def job_dir(tmp_path) -> Path:
 
     probe = ledger.claim("w1", 60, now=0)
     ledger.complete(probe, result={"frames": 200}, segments=[Segment(0, 100), Segment(100, None)],
-                    metrics={"bytes_in": 10_000}, now=1)
+                    metrics=TaskMetrics(bytes_in=10_000), now=1)
     lost = ledger.claim("w1", 60, now=1)
     assert ledger.fail(lost, "lost", error_type="WorkerKilled", message="SIGKILL", now=2) == "pending"
     for now in (5, 9):
         segment = ledger.claim("w1", 60, now=now - 3)
         assert segment.kind == "segment"
-        ledger.complete(segment, metrics={"frames": 100, "seconds": 4.0, **stage, "bytes_in": 5000,
-                                          "bytes_out": 3000}, now=now)
+        ledger.complete(segment, metrics=TaskMetrics(**{"frames": 100, "seconds": 4.0, **stage, "bytes_in": 5000,
+                                          "bytes_out": 3000}), now=now)
     join = ledger.claim("w1", 60, now=9)
     assert join.kind == "join"
-    ledger.complete(join, metrics={"bytes_in": 6000, "bytes_out": 6000}, now=10)
+    ledger.complete(join, metrics=TaskMetrics(bytes_in=6000, bytes_out=6000), now=10)
 
     probe = ledger.claim("w2", 60, now=10)
-    ledger.complete(probe, result={"frames": 50}, metrics={"bytes_in": 2000}, now=11)
+    ledger.complete(probe, result={"frames": 50}, metrics=TaskMetrics(bytes_in=2000), now=11)
     segment = ledger.claim("w2", 60, now=11)
-    ledger.complete(segment, metrics={"frames": 50, "seconds": 2.0, **{k: v / 2 for k, v in stage.items()},
-                                      "bytes_in": 2000, "bytes_out": 1500}, now=13)
+    ledger.complete(segment, metrics=TaskMetrics(**{"frames": 50, "seconds": 2.0, **{k: v / 2 for k, v in stage.items()},
+                                      "bytes_in": 2000, "bytes_out": 1500}), now=13)
 
     for now, expected in ((14, "pending"), (15, "failed")):
         probe = ledger.claim("w2", 60, now=now)

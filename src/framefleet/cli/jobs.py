@@ -16,23 +16,21 @@ from rich.table import Table
 from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
-from framefleet.engines.ray_options import RayOptions
-from framefleet.engines.scheduler import EngineOptions, EngineProgress
+from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import OptionError
-from framefleet.job import JobResult, open_ledger
+from framefleet.job import JobResult, job_settings, open_ledger
 from framefleet.job import retry as retry_job
 from framefleet.job import run as run_job
 from framefleet.job_status import JobStatus, job_status
-from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
 from framefleet.plan.apply import AppliedPlan, apply_plan
 from framefleet.plan.planner import read_plan
-from framefleet.remote_inputs import InputAccess
+from framefleet.spec import JobSpec, RunSettings
 
 JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
                                             "or the output URI of a job writing to an object store.")]
-Engine = Annotated[str, typer.Option(help="local (worker processes here), ray (a Ray cluster) or inline (threads "
-                                          "in this process, for debugging an op).")]
+Engine = Annotated[Optional[str], typer.Option(help="local (worker processes here), ray (a Ray cluster) or inline "
+                                                    "(threads in this process, for debugging an op); default: the job's.")]
 RayAddress = Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://HOST:10001, or none to start a private one.")]
 CpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: CPUs each worker reserves.")]
 GpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: GPUs each worker reserves (e.g. 0.25).")]
@@ -108,18 +106,15 @@ def run(
         else:
             pipeline, applied = apply_plan(read_plan(plan_file), flags, engine=engine, workers=workers,
                                            cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
+        settings = RunSettings().given(
+            engine=applied.engine, workers=applied.workers, threads_per_worker=applied.threads_per_worker,
+            cpus_per_worker=applied.cpus_per_worker, gpus_per_worker=applied.gpus_per_worker,
+            ray_address=ray_address, max_attempts=max_attempts, hang_timeout=hang_timeout, task_timeout=task_timeout,
+            worker_network=worker_network, remote_read=remote_read, parts_dir=parts_dir)
         return _with_display(
-            lambda on_progress: run_job(
-                inputs, output, pipeline, workers=applied.workers, job_dir=job_dir,
-                limits=Limits(max_attempts=max_attempts),
-                engine_options=EngineOptions(hang_timeout=hang_timeout, task_timeout=task_timeout,
-                                             threads_per_worker=applied.threads_per_worker,
-                                             worker_network=worker_network),
-                on_progress=on_progress, stdin=sys.stdin, handle_signals=True, engine=applied.engine,
-                ray=RayOptions(address=ray_address, cpus_per_worker=applied.cpus_per_worker,
-                               gpus_per_worker=applied.gpus_per_worker),
-                input_access=InputAccess(mode=remote_read), parts_dir=parts_dir, prediction=applied.prediction,
-            ),
+            lambda on_progress: run_job(JobSpec(inputs, output, pipeline, settings), job_dir=job_dir,
+                                        on_progress=on_progress, stdin=sys.stdin, handle_signals=True,
+                                        prediction=applied.prediction),
             quiet=quiet or as_json,
         )
 
@@ -131,30 +126,31 @@ def run(
 def retry(
     job_dir: JobDir,
     workers: Workers = None,
-    max_attempts: MaxAttempts = 3,
-    hang_timeout: HangTimeout = 300.0,
-    worker_network: WorkerNetwork = "auto",
-    engine: Engine = "local",
+    max_attempts: Annotated[Optional[int], typer.Option(help="Input failures before an item fails.")] = None,
+    hang_timeout: Annotated[Optional[float], typer.Option(
+        help="Seconds without progress before a worker counts as hung.")] = None,
+    worker_network: Annotated[Optional[str], typer.Option(help="Network for local workers: auto, on or off.")] = None,
+    engine: Engine = None,
     ray_address: RayAddress = None,
     cpus_per_worker: CpusPerWorker = None,
     gpus_per_worker: GpusPerWorker = None,
     storage_options: options.StorageOptions = None,
-    remote_read: options.RemoteRead = "auto",
+    remote_read: Annotated[Optional[str], typer.Option(help="How workers read videos in a store: auto, range, spool.")] = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
-    """Put a job's failed items back to pending and run the job again."""
+    """Put a job's failed items back to pending and run the job again, with the engine and settings it
+    was run with; a flag given here overrides the stored one."""
 
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
+        stored = job_settings(job_dir)
+        settings = stored.given(engine=engine, workers=workers, max_attempts=max_attempts, hang_timeout=hang_timeout,
+                                worker_network=worker_network, ray_address=ray_address,
+                                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                                remote_read=remote_read)
         return _with_display(
-            lambda on_progress: retry_job(job_dir, workers=workers, limits=Limits(max_attempts=max_attempts),
-                                          engine_options=EngineOptions(hang_timeout=hang_timeout,
-                                                                       worker_network=worker_network),
-                                          on_progress=on_progress, handle_signals=True, engine=engine,
-                                          ray=RayOptions(address=ray_address, cpus_per_worker=cpus_per_worker,
-                                                         gpus_per_worker=gpus_per_worker),
-                                          input_access=InputAccess(mode=remote_read)),
+            lambda on_progress: retry_job(job_dir, settings, on_progress=on_progress, handle_signals=True),
             quiet=quiet or as_json,
         )
 

@@ -5,7 +5,7 @@ job's) and for tests of the scheduler's policy, whose failures an op can script 
 treats these workers like any other: an error fails the attempt, a hang past `hang_timeout` makes it kill
 the worker. A thread cannot be killed, so a killed worker is forgotten: whatever it still reports is
 dropped, and a hung one keeps running until its process ends (the CLI then exits without waiting for it;
-a program that calls `framefleet.run(engine="inline")` can check `hung_workers`). A crash that takes a process down takes the job down here; the memory cap does not apply (it
+a program that runs a job with `RunSettings(engine="inline")` can check `hung_workers`). A crash that takes a process down takes the job down here; the memory cap does not apply (it
 would cap the job).
 """
 

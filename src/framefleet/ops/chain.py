@@ -8,6 +8,7 @@ its records are stamped with its name.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,9 +18,11 @@ from framefleet.errors import OpError
 from framefleet.ops.base import Op
 
 
-def run_chain(ops: Sequence[Op], batch: FrameBatch) -> FrameBatch:
-    """`batch` after every op of the chain, in order."""
-    for op in ops:
+def run_chain(ops: Sequence[Op], batch: FrameBatch, step_times: dict[str, float] | None = None) -> FrameBatch:
+    """`batch` after every op of the chain, in order; with `step_times`, the seconds each step took are
+    added to it (by `step_names`)."""
+    for op, step in zip(ops, step_names(ops)):
+        started = time.perf_counter()
         mask = step_mask(op, batch)
         if mask is None:
             batch = _apply(op, batch)
@@ -33,7 +36,20 @@ def run_chain(ops: Sequence[Op], batch: FrameBatch) -> FrameBatch:
                 merged = batch.copy()
             merged.records = [*batch.records, *part.records]
             batch = merged
+        if step_times is not None:
+            step_times[step] = step_times.get(step, 0.0) + time.perf_counter() - started
     return batch
+
+
+def step_names(ops: Sequence[Op]) -> list[str]:
+    """A name for each step of the chain: its op's name, numbered from the second time it comes
+    (`resize`, `style`, `resize#2`)."""
+    seen: dict[str, int] = {}
+    names = []
+    for op in ops:
+        seen[op.name] = seen.get(op.name, 0) + 1
+        names.append(op.name if seen[op.name] == 1 else f"{op.name}#{seen[op.name]}")
+    return names
 
 
 def chain_output_size(ops: Sequence[Op], width: int, height: int) -> tuple[int, int]:

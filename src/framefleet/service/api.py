@@ -220,7 +220,7 @@ def _item_rows(ledger) -> list[models.ItemMetrics]:
         models.ItemMetrics(
             id=row.id, uri=row.uri, output_uri=row.output_uri, state=row.state, error=row.error, frames=row.frames,
             seconds=row.seconds, fps=row.fps, decode_s=row.decode_s, ops_s=row.ops_s, encode_s=row.encode_s,
-            upload_s=row.upload_s, bytes_in=row.bytes_in, bytes_out=row.bytes_out)
+            upload_s=row.upload_s, bytes_in=row.bytes_in, bytes_out=row.bytes_out, steps_s=row.steps_s)
         for row in ledger.item_metrics()
     ]
 

@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from framefleet import storage
+from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import FramefleetError, OptionError
 from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline, read_pipeline_file
 from framefleet.service.watcher import WatchRule
+from framefleet.spec import RunSettings
 from framefleet.yaml_files import read_yaml_mapping
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -68,6 +70,11 @@ class ServiceConfig:
     """With engine ray: the cluster (see `RayOptions.address`)."""
     limits: Limits = field(default_factory=Limits)
     engine_options: EngineOptions = field(default_factory=EngineOptions)
+
+    def run_settings(self) -> RunSettings:
+        """How the service runs each of its jobs."""
+        return RunSettings(engine=self.engine, options=self.engine_options, limits=self.limits,
+                           ray=RayOptions(address=self.ray_address)).given(workers=self.workers)
 
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):

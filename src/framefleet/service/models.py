@@ -114,6 +114,8 @@ class ItemMetrics(BaseModel):
     upload_s: float
     bytes_in: int
     bytes_out: int
+    steps_s: dict[str, float] = {}
+    """ops_s by step of the pipeline (the op's name, numbered when it comes twice)."""
 
 
 class ItemList(BaseModel):

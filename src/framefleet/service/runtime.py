@@ -29,6 +29,7 @@ from framefleet.pipeline import Pipeline
 from framefleet.redact import redact
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
 from framefleet.service.registry import JobRecord, Registry
+from framefleet.spec import JobSpec
 from framefleet.service.watcher import Watcher, WatchRule
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,8 @@ class JobRunner:
     def _run(self, inputs: list[str], output: str, pipeline: Pipeline, *, standing: bool) -> job.JobResult:
         config = self._service.config
         accept = None if standing else self._allowed
-        return job.run(inputs, output, pipeline, job_dir=self.job_dir, workers=config.workers,
-                       engine=config.engine, ray=RayOptions(address=config.ray_address), limits=config.limits,
-                       engine_options=config.engine_options, on_progress=self._on_progress, standing=standing,
-                       stop=self._stop, accept=accept)
+        return job.run(JobSpec(inputs, output, pipeline, config.run_settings()), job_dir=self.job_dir,
+                       on_progress=self._on_progress, standing=standing, stop=self._stop, accept=accept)
 
     def _allowed(self, uri: str) -> bool:
         """Whether a listed video of a submitted job lies inside the allowed prefixes (after resolving links)."""
