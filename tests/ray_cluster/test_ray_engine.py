@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
-from job_ops import CrashOp, RecordNodeOp, SlowOp  # noqa: E402
+from job_ops import CrashOp, GatedOp, RecordNodeOp, SlowOp  # noqa: E402
 from media_checks import decoded_pts, mean_abs_diff, packet_payloads, rgb_frames, streams_of_kind  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 from user_ops import channel_mean_model, write_user_ops  # noqa: E402
@@ -24,7 +24,7 @@ from framefleet import load_records  # noqa: E402
 from framefleet.engines.ray import ray_pool  # noqa: E402
 from framefleet.engines.ray_options import RayOptions  # noqa: E402
 from framefleet.engines.scheduler import EngineOptions  # noqa: E402
-from framefleet.job import open_ledger, run  # noqa: E402
+from framefleet.job import open_ledger, retry, run  # noqa: E402
 from framefleet.ledger import Limits  # noqa: E402
 from framefleet.pipeline import Pipeline  # noqa: E402
 from framefleet.spec import JobSpec, RunSettings  # noqa: E402
@@ -147,6 +147,24 @@ def test_a_corrupt_input_on_ray_ends_in_the_failure_list(cluster, clip_factory, 
     (failure,) = result.failures
     assert failure["uri"].endswith("broken.mp4")
     assert "corrupt video" in failure["error"] and failure["error_type"] == "CorruptVideoError"
+
+
+def test_retry_of_a_ray_job_runs_on_ray_again(cluster, clip_factory, tmp_path):
+    make_inputs(clip_factory, tmp_path / "in", 1, frames=6)
+    gate, job_dir = tmp_path / "gate", tmp_path / "job"
+    once = RunSettings(engine="ray", ray=RAY_OPTIONS, limits=Limits(max_attempts=1, backoff_seconds=0.05))
+    first = run(JobSpec([str(tmp_path / "in")], tmp_path / "out", Pipeline(ops=(GatedOp(gate=str(gate)),)), once),
+                job_dir=job_dir)
+    assert first.counts["failed"] == 1
+    gate.touch()
+    again = retry(job_dir)  # no settings given: the stored ones
+    assert again.counts["done"] == 1
+    ledger = open_ledger(job_dir)
+    try:
+        workers = [attempt["worker"] for attempt in ledger.attempts()]
+    finally:
+        ledger.close()
+    assert len(workers) == 3 and all(worker.startswith("ray-") for worker in workers), workers  # probe, video, retry
 
 
 def test_an_actor_killed_from_outside_is_a_loss_and_one_that_segfaults_is_a_crash(cluster, clip_factory, tmp_path):
