@@ -1,15 +1,10 @@
-"""`run`: a batch job over many videos, durable in its job directory and resumable by running it again.
-
-The job directory holds `ledger.sqlite` (the state of every item, task and attempt), `parts/` (segments
-waiting to be joined, and outputs staged for upload to an object store) and `lock` (held while a run is
-active, so two runs never share a job). It is always local: inside a local output root by default, or
-under the user's cache folder for an object-store output.
+"""`run`: a batch job over many videos, durable in its job directory (`framefleet.job_dir`) and resumable
+by running it again; `retry`: its failed items again, run as the job's stored settings say.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -22,20 +17,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from framefleet import __version__, storage
-from framefleet.cache import cache_dir
 from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import FramefleetError, OptionError, is_disk_full, job_disk_full
-from framefleet.ledger import Ledger, Limits
+from framefleet.job_dir import LEDGER_NAME, default_job_dir, open_ledger, resolve_job_dir
+from framefleet.ledger import Ledger
 from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.sources import expand_inputs
 from framefleet.spec import JobSpec, RunSettings
 
-LEDGER_NAME = "ledger.sqlite"
-DEFAULT_JOB_DIR_NAME = ".framefleet-job"
 RUN_SETTINGS_KEY = "run_settings"
 
 
@@ -68,26 +61,6 @@ class JobResult:
         if self.interrupted:
             return 130
         return 3 if self.counts.get("failed") or self.refused else 0
-
-
-def default_job_dir(output: str) -> Path:
-    """Where a job keeps its state when --job-dir is not given: inside a local output root; for an
-    object-store output, `~/.cache/framefleet/jobs/<protocol>-<name>-<hash>` (the same for the same URI)."""
-    if storage.is_local(output):
-        return storage.local_path(output) / DEFAULT_JOB_DIR_NAME
-    uri = storage.canonical_uri(output)
-    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in uri.split("://", 1)[1])[-48:]
-    digest = hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return cache_dir("jobs") / f"{storage.protocol_of(uri)}-{name}-{digest}"
-
-
-def open_ledger(job_dir: str | Path, limits: Limits = Limits()) -> Ledger:
-    """The ledger of an existing job (raises when the folder holds no job). An object-store output URI
-    stands for its default job directory (`default_job_dir`)."""
-    path = resolve_job_dir(job_dir) / LEDGER_NAME
-    if not path.exists():
-        raise OptionError(f"{job_dir}: no framefleet job here (no {LEDGER_NAME}); give the --job-dir of a run")
-    return Ledger(path, limits)
 
 
 def run(
@@ -128,8 +101,7 @@ def run(
     job_path = Path(job_dir) if job_dir is not None else default_job_dir(output_root)
     job_path.mkdir(parents=True, exist_ok=True)
     with _job_lock(job_path):
-        ledger = Ledger(job_path / LEDGER_NAME, settings.limits)
-        try:
+        with Ledger(job_path / LEDGER_NAME, settings.limits) as ledger:
             ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
                             output_root=output_root)
             ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())
@@ -161,8 +133,6 @@ def run(
             return JobResult(job_dir=job_path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
                              seconds=time.perf_counter() - started, interrupted=not finished, skipped=skipped,
                              refused=refused, damaged=ledger.damaged())
-        finally:
-            ledger.close()
 
 
 def _parts_dir(ledger: Ledger, job_dir: Path, requested: str | None) -> str:
@@ -216,23 +186,10 @@ def _pool(settings: RunSettings, pipeline: Pipeline, worker_storage: WorkerStora
     return ray_pool(pipeline, options, settings.ray, worker_storage)
 
 
-def resolve_job_dir(job_dir: str | os.PathLike[str]) -> Path:
-    """`job_dir` itself, or the default job directory of an output root (a local folder holding one, or an
-    object-store URI)."""
-    text = os.fspath(job_dir)
-    if not storage.is_local(text):
-        return default_job_dir(text)
-    inside = default_job_dir(text)
-    return inside if not (Path(text) / LEDGER_NAME).exists() and (inside / LEDGER_NAME).exists() else Path(text)
-
-
 def job_settings(job_dir: str | os.PathLike[str]) -> RunSettings:
     """The settings a job's latest run stored (the defaults for a job from before they were stored)."""
-    ledger = open_ledger(job_dir)
-    try:
+    with open_ledger(job_dir) as ledger:
         text = ledger.setting(RUN_SETTINGS_KEY)
-    finally:
-        ledger.close()
     return RunSettings() if text is None else RunSettings.from_json(text)
 
 
@@ -241,14 +198,11 @@ def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, 
     `settings` are given, its stored settings (so a Ray job retries on Ray). `kwargs` go to `run`."""
     job_dir = resolve_job_dir(job_dir)
     settings = settings or job_settings(job_dir)
-    ledger = open_ledger(job_dir)
-    try:
+    with open_ledger(job_dir) as ledger:
         job = ledger.job()
         if job is None:
             raise OptionError(f"{job_dir}: the job was never started")
         ledger.retry_failed()
-    finally:
-        ledger.close()
     spec = JobSpec((), job["output_root"], Pipeline.from_spec(job["spec"]), settings)
     return run(spec, job_dir=job_dir, **kwargs)
 

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from framefleet.job import RUN_SETTINGS_KEY, open_ledger
+from framefleet.job import RUN_SETTINGS_KEY
+from framefleet.job_dir import open_ledger
 from framefleet.ledger import CRASH_OUTCOMES, INFRA_OUTCOMES
 
 _RECENT_SECONDS = 120.0
@@ -96,8 +97,7 @@ class JobStatus:
 def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
     """Read a job's state from its ledger (safe while the job runs)."""
     now = time.time() if now is None else now
-    ledger = open_ledger(job_dir)
-    try:
+    with open_ledger(job_dir) as ledger:
         done, expected = ledger.frame_totals()
         recent = [frames for finished, frames in ledger.throughput() if finished >= now - _RECENT_SECONDS]
         fps = sum(recent) / _RECENT_SECONDS if recent else 0.0
@@ -125,8 +125,6 @@ def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
             step_seconds=ledger.step_seconds(),
             settings=settings,
         )
-    finally:
-        ledger.close()
 
 
 def _elapsed(attempts: list[dict[str, Any]], now: float) -> float:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from framefleet import storage
 from framefleet.errors import OpError, OptionError
+from framefleet.job_dir import open_ledger
 from framefleet.temporary import remove_stale_temporaries, temporary_path
 
 RECORDS_SUFFIX = ".records.parquet"
@@ -159,13 +160,8 @@ def load_records(job: str | os.PathLike[str]) -> pa.Table:
     """All records of a job's finished videos as one table (`job`: its directory, or its output root).
 
     Columns missing from some videos' files are filled with nulls."""
-    from framefleet.job import open_ledger
-
-    ledger = open_ledger(str(job))
-    try:
+    with open_ledger(str(job)) as ledger:
         items = ledger.items("done")
-    finally:
-        ledger.close()
     uris = [records_uri(item.output_uri) for item in items]
     if uris and not _exists(uris[0]):
         raise OptionError(f"{job}: {uris[0]} does not exist: this job's pipeline writes no records")

@@ -18,9 +18,10 @@ from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import OptionError
-from framefleet.job import JobResult, job_settings, open_ledger
+from framefleet.job import JobResult, job_settings
 from framefleet.job import retry as retry_job
 from framefleet.job import run as run_job
+from framefleet.job_dir import open_ledger
 from framefleet.job_status import JobStatus, job_status
 from framefleet.pipeline import Pipeline
 from framefleet.plan.apply import AppliedPlan, apply_plan
@@ -173,11 +174,8 @@ def failures(job_dir: JobDir, as_json: options.Json = False) -> None:
     """The failed items of a job with their errors."""
 
     def read() -> list[dict[str, Any]]:
-        ledger = open_ledger(job_dir)
-        try:
+        with open_ledger(job_dir) as ledger:
             return ledger.failures()
-        finally:
-            ledger.close()
 
     rows = guarded(read)
     if as_json:
@@ -226,11 +224,8 @@ def report(
     from framefleet.report import render_report
 
     def write() -> None:
-        ledger = open_ledger(job_dir)
-        try:
+        with open_ledger(job_dir) as ledger:
             output.write_text(render_report(ledger), encoding="utf-8")
-        finally:
-            ledger.close()
 
     guarded(write)
     err.print(f"[green]wrote[/] {escape(str(output))}", highlight=False)

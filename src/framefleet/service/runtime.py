@@ -23,6 +23,7 @@ from framefleet import job
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import FramefleetError
+from framefleet.job_dir import LEDGER_NAME, open_ledger
 from framefleet.job_status import job_status
 from framefleet.ledger import Ledger
 from framefleet.pipeline import Pipeline
@@ -153,7 +154,7 @@ class JobRunner:
         rule = WatchRule(name=self.record.name, source=spec["source"], output=spec["output"],
                          pipeline=spec["pipeline"], interval=spec["interval"])
         self.job_dir.mkdir(parents=True, exist_ok=True)
-        feed = Ledger(self.job_dir / job.LEDGER_NAME)
+        feed = Ledger(self.job_dir / LEDGER_NAME)
         self.watcher = Watcher(rule, feed, job.canonical_output_root(rule.output))
         watching = threading.Thread(target=self.watcher.run, args=(self._stop,), name=f"watch-{rule.name}",
                                     daemon=True)
@@ -170,21 +171,15 @@ class JobRunner:
         self._samples.append((time.monotonic(), progress.frames))
 
     def _has_items(self) -> bool:
-        path = self.job_dir / job.LEDGER_NAME
+        path = self.job_dir / LEDGER_NAME
         if not path.exists():
             return False
-        ledger = Ledger(path)
-        try:
+        with Ledger(path) as ledger:
             return bool(ledger.items())
-        finally:
-            ledger.close()
 
     def _unfinished(self) -> int:
-        ledger = job.open_ledger(self.job_dir)
-        try:
+        with open_ledger(self.job_dir) as ledger:
             return ledger.unfinished()
-        finally:
-            ledger.close()
 
 
 class Service:
@@ -270,11 +265,8 @@ class Service:
         record = self.job(job_id)
         if record.state == "queued" or not self._ledger_path(record).exists():
             return 0
-        ledger = self._open_ledger(record)
-        try:
+        with self._open_ledger(record) as ledger:
             count = ledger.retry_failed()
-        finally:
-            ledger.close()
         if count and record.kind == "submitted":
             self.registry.set_state(job_id, "queued", unless=("queued", "running"))
             self._wake.set()
@@ -299,11 +291,8 @@ class Service:
         """`read(ledger)` on the job's ledger, or `default` while the job has none yet."""
         if not self._ledger_path(record).exists():
             return default
-        ledger = self._open_ledger(record)
-        try:
+        with self._open_ledger(record) as ledger:
             return read(ledger)
-        finally:
-            ledger.close()
 
     def status(self, record: JobRecord) -> dict[str, Any]:
         """The job's progress: its ledger's status, and live figures while it runs."""
@@ -325,7 +314,7 @@ class Service:
         return self.job(record.id)
 
     def _ledger_path(self, record: JobRecord) -> Path:
-        return self.job_dir(record) / job.LEDGER_NAME
+        return self.job_dir(record) / LEDGER_NAME
 
     def _open_ledger(self, record: JobRecord) -> Ledger:
         return Ledger(self._ledger_path(record), self.config.limits)
