@@ -47,7 +47,7 @@ from common import (  # benchmarks/common.py: helpers shared with the other scri
 
 from framefleet import run as run_job
 from framefleet.pipeline import Pipeline
-from framefleet.plan import ProfileStore, apply_plan, make_plan
+from framefleet.plan import Plan, ProfileStore, apply_plan, make_plan
 from framefleet.plan.hardware import default_catalogue
 from framefleet.spec import JobSpec, RunSettings
 
@@ -157,7 +157,7 @@ def run_case(case: Case, plan: dict[str, Any], workdir: Path, repeat: int) -> fl
     """Run the job as `framefleet run --plan` does; its wall time."""
     output = workdir / "outputs" / f"{case.name}-{repeat}"
     shutil.rmtree(output, ignore_errors=True)
-    pipeline, applied = apply_plan(plan["plan"], {}, engine=None, workers=None, cpus_per_worker=None)
+    pipeline, applied = apply_plan(Plan(**plan["plan"]), {}, engine=None, workers=None, cpus_per_worker=None)
     began = time.perf_counter()
     settings = RunSettings().given(workers=applied.workers, threads_per_worker=applied.threads_per_worker)
     result = run_job(JobSpec([plan["folder"]], str(output), pipeline, settings), prediction=applied.prediction)

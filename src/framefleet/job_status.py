@@ -10,7 +10,7 @@ from typing import Any
 
 from framefleet.job import RUN_SETTINGS_KEY
 from framefleet.job_dir import open_ledger
-from framefleet.ledger import CRASH_OUTCOMES, INFRA_OUTCOMES
+from framefleet.ledger import Losses
 
 _RECENT_SECONDS = 120.0
 
@@ -59,8 +59,7 @@ class JobStatus:
             ("throughput", f"{self.fps_recent:.1f} fps (last {_RECENT_SECONDS:.0f} s)"),
             ("ETA", eta),
             ("workers", f"{len(self.workers)} busy" + (f": {', '.join(self.workers)}" if self.workers else "")),
-            ("losses", f"{self.input_failures} input failures, {self.crashes} crashes or hangs, "
-                       f"{self.infra_losses} infrastructure losses"),
+            ("losses", str(Losses(self.input_failures, self.crashes, self.infra_losses))),
             *([("op steps", ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.step_seconds.items()))]
               if self.step_seconds else []),
             *self._settings_rows(),
@@ -106,7 +105,7 @@ def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
         settings = json.loads(ledger.setting(RUN_SETTINGS_KEY) or "null")
         rate = fps or (prediction or {}).get("fps", 0.0)
         eta = (expected - done) / rate if rate > 0 and expected > done else None
-        outcomes = [a["outcome"] for a in attempts]
+        losses = ledger.losses()
         running = {a["worker"] for a in attempts if a["outcome"] is None}
         return JobStatus(
             job_dir=str(job_dir),
@@ -117,9 +116,9 @@ def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
             fps_recent=fps,
             eta_seconds=eta,
             workers=sorted(running),
-            input_failures=outcomes.count("input_error"),
-            crashes=sum(1 for o in outcomes if o in CRASH_OUTCOMES),
-            infra_losses=sum(1 for o in outcomes if o in INFRA_OUTCOMES),
+            input_failures=losses.input_failures,
+            crashes=losses.crashes,
+            infra_losses=losses.infra_losses,
             elapsed_seconds=_elapsed(attempts, now),
             prediction=prediction,
             step_seconds=ledger.step_seconds(),

@@ -217,6 +217,22 @@ class TaskMetrics:
 
 
 @dataclass(frozen=True)
+class Losses:
+    """A job's attempts that did not end done, by cause (`Ledger.losses`)."""
+
+    input_failures: int = 0
+    """The input's fault (a corrupt video, a broken limit, an op's error)."""
+    crashes: int = 0
+    """Workers that crashed or hung on the task."""
+    infra_losses: int = 0
+    """Lost to the machines: killed workers, lost nodes, stopped runs, stale leases, full disks."""
+
+    def __str__(self) -> str:
+        return (f"{self.input_failures} input failures, {self.crashes} crashes or hangs, "
+                f"{self.infra_losses} infrastructure losses")
+
+
+@dataclass(frozen=True)
 class Limits:
     """Retry rules."""
 
@@ -558,6 +574,13 @@ class Ledger:
             + " ORDER BY a.id"
         )
         return [dict(r) for r in self._db.execute(query, (item_id,) if item_id is not None else ())]
+
+    def losses(self) -> Losses:
+        """The job's attempts that did not end done, by cause."""
+        counts = dict(self._db.execute("SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome").fetchall())
+        return Losses(input_failures=counts.get("input_error", 0),
+                      crashes=sum(counts.get(outcome, 0) for outcome in CRASH_OUTCOMES),
+                      infra_losses=sum(counts.get(outcome, 0) for outcome in INFRA_OUTCOMES))
 
     def failures(self) -> list[dict[str, Any]]:
         """Failed items with their error and attempt counts."""

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from framefleet.ledger import CRASH_OUTCOMES, INFRA_OUTCOMES, ItemMetrics, Ledger
+from framefleet.ledger import ItemMetrics, Ledger
 from framefleet.redact import redact
 
 STAGES = {"decode_s": ("decode", "#4e79a7"), "ops_s": ("ops", "#f28e2b"), "encode_s": ("encode", "#59a14f"),
@@ -60,7 +60,6 @@ def _summary(ledger: Ledger, job: dict[str, Any], items: list[ItemMetrics], atte
              stage_totals: dict[str, float]) -> str:
     counts = ledger.counts()
     done, expected = ledger.frame_totals()
-    outcomes = [a["outcome"] for a in attempts]
     starts = [a["started"] for a in attempts]
     ends = [a["ended"] for a in attempts if a["ended"] is not None]
     wall = max(ends) - min(starts) if starts and ends else 0.0
@@ -70,10 +69,6 @@ def _summary(ledger: Ledger, job: dict[str, Any], items: list[ItemMetrics], atte
     stages = ", ".join(f"{STAGES[key][0]} {value:.1f} s" for key, value in stage_totals.items())
     fps = f", {done / wall:.1f} fps" if wall > 0 else ""
     bytes_in, bytes_out = sum(i.bytes_in for i in items), sum(i.bytes_out for i in items)
-    crashes = sum(outcomes.count(o) for o in CRASH_OUTCOMES)
-    losses = sum(outcomes.count(o) for o in INFRA_OUTCOMES)
-    causes = (f"{outcomes.count('input_error')} input failures, {crashes} crashes or hangs, "
-              f"{losses} infrastructure losses")
     rows = [
         ("fingerprint", f'<span title="{escape(fingerprint)}">{escape(fingerprint[:12])}</span>'),
         ("created", _when(job["created"]) if "created" in job else ""),
@@ -86,7 +81,7 @@ def _summary(ledger: Ledger, job: dict[str, Any], items: list[ItemMetrics], atte
          or "none recorded"),
         ("wall time", f"{wall:.1f} s from the first claim to the last attempt{fps}"),
         ("bytes", f"{_bytes(bytes_in)} in (inputs), {_bytes(bytes_out)} out (outputs)"),
-        ("attempts", f"{len(attempts)}: {causes}"),
+        ("attempts", f"{len(attempts)}: {ledger.losses()}"),
     ]
     table = "".join(f"<tr><th>{key}</th><td>{value}</td></tr>" for key, value in rows)
     spec = json.dumps(job.get("spec", {}), indent=2, sort_keys=True)

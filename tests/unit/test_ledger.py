@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from framefleet.ledger import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Limits, Segment, TaskMetrics
+from framefleet.ledger import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Limits, Losses, Segment, TaskMetrics
 
 
 @pytest.fixture
@@ -519,6 +519,15 @@ def test_item_metrics_sums_the_task_metrics(ledger):
     assert (a.bytes_in, a.bytes_out) == (10, 1000)
     assert (b.tasks, b.frames, b.seconds, b.bytes_out) == (0, 0, 0, 0)
     assert ledger.throughput() == [(1, 0), (3, 100), (4, 100), (6, 0)]
+
+
+def test_losses_count_the_attempts_by_cause(ledger):
+    outcomes = ("input_error", "crashed", "hung", "lost", "interrupted")
+    ledger.add_items([ref(name) for name in "abcde"], now=0)
+    for outcome in outcomes:  # one item each: a second crash would fail the first item's task
+        ledger.fail(ledger.claim("w", 60, now=0), outcome, error_type="E", message="m", now=0)
+    assert ledger.losses() == Losses(input_failures=1, crashes=2, infra_losses=2)
+    assert str(ledger.losses()) == "1 input failures, 2 crashes or hangs, 2 infrastructure losses"
 
 
 def test_step_times_add_up_by_step_over_tasks_and_items(ledger):

@@ -625,7 +625,7 @@ def test_plan_round_trip_and_apply(planned, tmp_path: Path) -> None:
     result = planned(deadline_seconds=200)
     path = result.write(tmp_path / "plan.json")
     plan = planner.read_plan(path)
-    choice = plan["options"][plan["chosen"]]
+    choice = plan.choice
     pipeline, applied = apply_plan(plan, {"max_size": None}, engine=None, workers=None, cpus_per_worker=None)
     assert pipeline.ops[0].max_size == choice["knobs"]["max_size"] is not None
     assert applied.engine == "ray" and applied.workers == choice["workers"]

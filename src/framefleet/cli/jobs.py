@@ -23,7 +23,6 @@ from framefleet.job import retry as retry_job
 from framefleet.job import run as run_job
 from framefleet.job_dir import open_ledger
 from framefleet.job_status import JobStatus, job_status
-from framefleet.pipeline import Pipeline
 from framefleet.plan.apply import AppliedPlan, apply_plan
 from framefleet.plan.planner import read_plan
 from framefleet.spec import JobSpec, RunSettings
@@ -95,11 +94,11 @@ def run(
 
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
-        flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
-                               segment_seconds, model=model, params=param, codec=codec, temporal=temporal,
-                               strict=strict or None, limits=limit)
+        flags = options.pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
+                                       segment_seconds, model=model, params=param, codec=codec, temporal=temporal,
+                                       strict=strict or None, limits=limit)
         if plan_file is None:
-            pipeline = build_pipeline(pipeline_file, flags)
+            pipeline = options.build_pipeline(pipeline_file, flags)
             applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,
                                   cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, prediction=None)
         elif pipeline_file is not None:
@@ -229,31 +228,6 @@ def report(
 
     guarded(write)
     err.print(f"[green]wrote[/] {escape(str(output))}", highlight=False)
-
-
-def pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
-                   segment_seconds, *, model: str | None = None, params: list[str] | None = None,
-                   codec: str | None = None, temporal: str | None = None,
-                   strict: bool | None = None, limits: list[str] | None = None) -> dict[str, Any]:
-    """The pipeline options of the flags `run`, `plan` and `profile` share (None: not given). `--model`
-    means the onnx op; `-p KEY=VALUE` sets any op parameter, `--limit KEY=VALUE` an input limit."""
-    flags = {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
-             "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
-             "preset": preset, "codec": codec, "temporal": temporal, "segment_seconds": segment_seconds,
-             "strict": strict, "limits": options.limits_of(limits)}
-    if model is not None:
-        if op not in (None, "onnx"):
-            raise OptionError(f"--model runs the onnx op; drop --op {op} or --model")
-        flags.update(op="onnx", model=model)
-    flags.update(options.key_values(params, "--param", "threshold=0.4"))
-    return flags
-
-
-def build_pipeline(pipeline_file: Path | None, flags: dict[str, Any]) -> Pipeline:
-    """The pipeline of a command: its --pipeline file with the flags given over it, or the flags alone."""
-    if pipeline_file is not None:
-        return Pipeline.from_yaml(pipeline_file, {k: v for k, v in flags.items() if v is not None})
-    return Pipeline.from_options(flags)
 
 
 def _with_display(start, *, quiet: bool) -> JobResult:

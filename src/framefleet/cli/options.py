@@ -9,6 +9,7 @@ import typer
 import yaml
 
 from framefleet.errors import OptionError
+from framefleet.pipeline import Pipeline
 from framefleet.video.encode import PRESETS
 
 Op = Annotated[Optional[str], typer.Option(
@@ -66,3 +67,28 @@ def key_values(items: list[str] | None, flag: str, example: str) -> dict[str, An
         except yaml.YAMLError:
             raise OptionError(f"{flag} {item!r}: the value is not valid YAML; quote it") from None
     return values
+
+
+def pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
+                   segment_seconds, *, model: str | None = None, params: list[str] | None = None,
+                   codec: str | None = None, temporal: str | None = None,
+                   strict: bool | None = None, limits: list[str] | None = None) -> dict[str, Any]:
+    """The pipeline options of the flags `run`, `plan` and `profile` share (None: not given). `--model`
+    means the onnx op; `-p KEY=VALUE` sets any op parameter, `--limit KEY=VALUE` an input limit."""
+    flags = {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
+             "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
+             "preset": preset, "codec": codec, "temporal": temporal, "segment_seconds": segment_seconds,
+             "strict": strict, "limits": limits_of(limits)}
+    if model is not None:
+        if op not in (None, "onnx"):
+            raise OptionError(f"--model runs the onnx op; drop --op {op} or --model")
+        flags.update(op="onnx", model=model)
+    flags.update(key_values(params, "--param", "threshold=0.4"))
+    return flags
+
+
+def build_pipeline(pipeline_file: Path | None, flags: dict[str, Any]) -> Pipeline:
+    """The pipeline of a command: its --pipeline file with the flags given over it, or the flags alone."""
+    if pipeline_file is not None:
+        return Pipeline.from_yaml(pipeline_file, {k: v for k, v in flags.items() if v is not None})
+    return Pipeline.from_options(flags)

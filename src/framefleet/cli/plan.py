@@ -13,7 +13,6 @@ from rich.table import Table
 from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
-from framefleet.cli.jobs import build_pipeline, pipeline_flags
 from framefleet.errors import OptionError, OutputError
 from framefleet.plan.hardware import default_catalogue, load_catalogue
 from framefleet.plan.planner import Plan, format_seconds, make_plan, parse_duration
@@ -71,9 +70,9 @@ def plan(
         if not output.parent.is_dir():
             raise OutputError(f"--output {output}: its folder does not exist")
         storage.configure(storage.load_options(storage_options))
-        flags = pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset, segment_seconds,
-                               model=model, params=param)
-        pipeline = build_pipeline(pipeline_file, flags)
+        flags = options.pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
+                                       segment_seconds, model=model, params=param)
+        pipeline = options.build_pipeline(pipeline_file, flags)
         catalogue = load_catalogue(hardware) if hardware is not None else default_catalogue()
         store = ProfileStore(profile_dir)
         for path in profiles or ():
@@ -128,9 +127,9 @@ def profile(
 
     def work() -> ProfileStore:
         storage.configure(storage.load_options(storage_options))
-        flags = pipeline_flags(op, style, style_image, strength, None, device, batch_size, crf, preset, segment_seconds,
-                               model=model, params=param)
-        pipeline = build_pipeline(pipeline_file, flags)
+        flags = options.pipeline_flags(op, style, style_image, strength, None, device, batch_size, crf, preset,
+                                       segment_seconds, model=model, params=param)
+        pipeline = options.build_pipeline(pipeline_file, flags)
         store = ProfileStore(profile_dir, MachineInfo.here(machine))
         workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)
         profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, say=_say(as_json))

@@ -9,6 +9,7 @@ from typing import Any
 
 from framefleet.errors import OptionError
 from framefleet.pipeline import Pipeline
+from framefleet.plan.planner import Plan
 
 
 @dataclass(frozen=True)
@@ -23,15 +24,16 @@ class AppliedPlan:
     prediction: dict[str, Any] | None
 
 
-def apply_plan(plan: dict[str, Any], flags: dict[str, Any], *, engine: str | None, workers: int | None,
+def apply_plan(plan: Plan, flags: dict[str, Any], *, engine: str | None, workers: int | None,
                cpus_per_worker: float | None, gpus_per_worker: float | None = None) -> tuple[Pipeline, AppliedPlan]:
-    """The pipeline and run settings of a plan (as `read_plan` returns it); flags that are not None win."""
-    choice = plan["options"][plan["chosen"]]
+    """The pipeline and run settings of a plan (`read_plan`); flags that are not None win."""
+    choice = plan.choice
     overrides = {key: value for key, value in flags.items() if value is not None}
-    if "op" in overrides and overrides["op"] != plan["pipeline"]["ops"][0].get("op"):
-        raise OptionError(f"--op {overrides['op']}: the plan is for op {plan['pipeline']['ops'][0].get('op')}; "
+    planned_op = plan.pipeline["ops"][0].get("op")
+    if "op" in overrides and overrides["op"] != planned_op:
+        raise OptionError(f"--op {overrides['op']}: the plan is for op {planned_op}; "
                           "make a new plan for another op")
-    pipeline = Pipeline.from_spec(plan["pipeline"], overrides, source="--plan")
+    pipeline = Pipeline.from_spec(plan.pipeline, overrides, source="--plan")
     planned_engine = "local" if choice["this_machine"] else "ray"
     engine = engine or planned_engine
     threads = int(choice["knobs"]["threads"])
@@ -47,9 +49,9 @@ def apply_plan(plan: dict[str, Any], flags: dict[str, Any], *, engine: str | Non
         "spot": choice["spot"],
         "knobs": choice["knobs"],
         "cost": choice["cost"],
-        "currency": plan.get("currency", ""),
-        "frames": plan.get("workload", {}).get("frames"),
-        "planned": plan.get("created"),
+        "currency": plan.currency,
+        "frames": plan.workload.get("frames"),
+        "planned": plan.created,
         "engine": planned_engine,
         "overridden": sorted(overrides),
     }

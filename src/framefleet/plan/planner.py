@@ -179,8 +179,8 @@ def apply_knobs(pipeline: Pipeline, knobs: Knobs) -> Pipeline:
     return dataclasses.replace(pipeline, ops=(op_with_knobs(pipeline.ops[0], knobs), *pipeline.ops[1:]))
 
 
-def read_plan(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A plan file written by `framefleet plan` (checked enough to apply it)."""
+def read_plan(path: str | os.PathLike[str]) -> Plan:
+    """A plan file written by `framefleet plan`, read back (checked enough to apply it)."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -189,12 +189,14 @@ def read_plan(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise OptionError(f"--plan {path}: not a plan file ({exc})") from None
     if not isinstance(data, dict) or not {"pipeline", "options", "chosen"} <= set(data):
         raise OptionError(f"--plan {path}: not a plan file (write one with framefleet plan)")
+    known = {item.name for item in dataclasses.fields(Plan)}
     try:
-        data["options"][data["chosen"]]["knobs"]
-        Pipeline.from_spec(data["pipeline"])
+        plan = Plan(**{key: value for key, value in data.items() if key in known})
+        plan.choice["knobs"]
+        Pipeline.from_spec(plan.pipeline)
     except (KeyError, IndexError, TypeError) as exc:
         raise OptionError(f"--plan {path}: not a plan file ({exc})") from None
-    return data
+    return plan
 
 
 def format_seconds(seconds: float | None) -> str:
