@@ -71,7 +71,7 @@ bench-codecs: $(STAMP)
 bench-chaos: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pip install --quiet -e '.[test,ray,azure]'
 	$(BIN)/python benchmarks/chaos.py --disk-full
-	$(BIN)/python benchmarks/chaos.py --engine ray --store azurite --every 1.0
+	$(BIN)/python benchmarks/chaos.py --engine ray --store azurite --every 0.6 --faults 80 --seed 2
 
 bench-plan: $(STAMP)
 	$(BIN)/python benchmarks/plan_accuracy.py
