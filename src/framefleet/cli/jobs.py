@@ -43,6 +43,8 @@ WorkerNetwork = Annotated[str, typer.Option(
 
 
 @app.command()
+@options.with_pipeline_flags("op", "param", "model", "style", "style_image", "strength", "max_size", "device",
+                             "batch_size", "crf", "preset", "codec", "temporal", "strict", "limit")
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, @list.txt, or - for a list on stdin.",
                                                 show_default=False)],
@@ -51,21 +53,7 @@ def run(
     pipeline_file: Annotated[Optional[Path], typer.Option("--pipeline", help="YAML pipeline; flags override it.")] = None,
     plan_file: Annotated[Optional[Path], typer.Option(
         "--plan", help="A plan.json from framefleet plan: its pipeline, knobs and worker counts (flags override).")] = None,
-    op: options.Op = None,
-    param: options.Param = None,
-    model: options.Model = None,
-    style: options.Style = None,
-    style_image: options.StyleImage = None,
-    strength: options.Strength = None,
-    max_size: options.MaxSize = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    crf: options.Crf = None,
-    preset: options.Preset = None,
-    codec: options.Codec = None,
-    temporal: options.Temporal = None,
-    strict: options.Strict = False,
-    limit: options.Limit = None,
+    pipeline_flags: options.PipelineFlags = {},
     segment_seconds: Annotated[Optional[float], typer.Option(help="Split videos longer than this (default 20 s).")] = None,
     workers: Workers = None,
     job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job, "
@@ -94,9 +82,7 @@ def run(
 
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
-        flags = options.pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
-                                       segment_seconds, model=model, params=param, codec=codec, temporal=temporal,
-                                       strict=strict or None, limits=limit)
+        flags = options.pipeline_options(pipeline_flags, segment_seconds=segment_seconds)
         if plan_file is None:
             pipeline = options.build_pipeline(pipeline_file, flags)
             applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,

@@ -1,9 +1,12 @@
-"""Option types shared by `stylize` and `run`, so both commands spell and document them alike."""
+"""Option types the commands share, so they spell and document them alike; the pipeline flags declared once
+for `run`, `plan`, `profile` and `stylize` (`with_pipeline_flags`)."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 import yaml
@@ -69,22 +72,61 @@ def key_values(items: list[str] | None, flag: str, example: str) -> dict[str, An
     return values
 
 
-def pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
-                   segment_seconds, *, model: str | None = None, params: list[str] | None = None,
-                   codec: str | None = None, temporal: str | None = None,
-                   strict: bool | None = None, limits: list[str] | None = None) -> dict[str, Any]:
-    """The pipeline options of the flags `run`, `plan` and `profile` share (None: not given). `--model`
-    means the onnx op; `-p KEY=VALUE` sets any op parameter, `--limit KEY=VALUE` an input limit."""
-    flags = {"op": op, "style": style, "style_image": str(style_image) if style_image else None,
-             "strength": strength, "max_size": max_size, "device": device, "batch_size": batch_size, "crf": crf,
-             "preset": preset, "codec": codec, "temporal": temporal, "segment_seconds": segment_seconds,
-             "strict": strict, "limits": limits_of(limits)}
+PIPELINE_FLAGS: dict[str, tuple[Any, Any]] = {
+    "op": (Op, None), "param": (Param, None), "model": (Model, None), "style": (Style, None),
+    "style_image": (StyleImage, None), "strength": (Strength, None), "max_size": (MaxSize, None),
+    "device": (Device, None), "batch_size": (BatchSize, None), "crf": (Crf, None), "preset": (Preset, None),
+    "codec": (Codec, None), "temporal": (Temporal, None), "strict": (Strict, False), "limit": (Limit, None),
+}
+"""The pipeline flags commands share: name -> (its option type, its default)."""
+
+PipelineFlags = Mapping[str, Any]
+"""What a command decorated with `with_pipeline_flags` receives: the shared flags given, by name."""
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def with_pipeline_flags(*names: str) -> Callable[[Command], Command]:
+    """Declare the shared pipeline flags `names` (of `PIPELINE_FLAGS`) once for a command: they take the
+    place of its `pipeline_flags` parameter, and the command receives them there as one mapping."""
+
+    def decorate(command: Command) -> Command:
+        signature = inspect.signature(command, eval_str=True)
+        parameters = []
+        for parameter in signature.parameters.values():
+            if parameter.name != "pipeline_flags":
+                parameters.append(parameter)
+                continue
+            parameters += [inspect.Parameter(name, parameter.kind, annotation=PIPELINE_FLAGS[name][0],
+                                             default=PIPELINE_FLAGS[name][1]) for name in names]
+
+        def with_flags(**values: Any) -> Any:
+            flags = {name: values.pop(name) for name in names}
+            return command(**values, pipeline_flags=flags)
+
+        with_flags.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        with_flags.__name__, with_flags.__doc__ = command.__name__, command.__doc__
+        return with_flags  # type: ignore[return-value]
+
+    return decorate
+
+
+def pipeline_options(flags: PipelineFlags, **more: Any) -> dict[str, Any]:
+    """The pipeline options of a command's shared flags (None: not given) and `more` (`segment_seconds`,
+    ...). `--model` means the onnx op; `-p KEY=VALUE` sets any op parameter, `--limit KEY=VALUE` an input
+    limit."""
+    given = dict(flags)
+    model, params, limits = given.pop("model", None), given.pop("param", None), given.pop("limit", None)
+    options = {**given, **more, "limits": limits_of(limits)}
+    if options.get("style_image") is not None:
+        options["style_image"] = str(options["style_image"])
+    options["strict"] = options.get("strict") or None
     if model is not None:
-        if op not in (None, "onnx"):
-            raise OptionError(f"--model runs the onnx op; drop --op {op} or --model")
-        flags.update(op="onnx", model=model)
-    flags.update(key_values(params, "--param", "threshold=0.4"))
-    return flags
+        if options.get("op") not in (None, "onnx"):
+            raise OptionError(f"--model runs the onnx op; drop --op {options['op']} or --model")
+        options.update(op="onnx", model=model)
+    options.update(key_values(params, "--param", "threshold=0.4"))
+    return options
 
 
 def build_pipeline(pipeline_file: Path | None, flags: dict[str, Any]) -> Pipeline:

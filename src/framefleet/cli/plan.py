@@ -29,7 +29,12 @@ Refresh = Annotated[bool, typer.Option("--refresh", help="Measure again even whe
 ProfileDir = Annotated[Optional[Path], typer.Option(help="Where profiles are cached (default ~/.cache/framefleet/profiles).")]
 
 
+PROFILED_FLAGS = ("op", "param", "model", "style", "style_image", "strength", "device", "batch_size", "crf", "preset")
+"""The pipeline flags of `plan` and `profile` (their own `--max-size`, `--threads` fix a knob instead)."""
+
+
 @app.command()
+@options.with_pipeline_flags(*PROFILED_FLAGS)
 def plan(
     inputs: Inputs,
     deadline: Annotated[Optional[str], typer.Option(help="Finish within this long: 2h, 90m, 1h30m or seconds.")] = None,
@@ -40,18 +45,9 @@ def plan(
     objective: Annotated[str, typer.Option(help="quality (full-resolution inference first) or cost (cheapest first).")] = "quality",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the plan.")] = Path("plan.json"),
     pipeline_file: PipelineFile = None,
-    op: options.Op = None,
-    param: options.Param = None,
-    model: options.Model = None,
-    style: options.Style = None,
-    style_image: options.StyleImage = None,
-    strength: options.Strength = None,
+    pipeline_flags: options.PipelineFlags = {},
     max_size: Annotated[Optional[int], typer.Option(help="Fix the inference size instead of letting the plan choose.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Fix the op threads per worker instead of letting the plan choose.")] = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    crf: options.Crf = None,
-    preset: options.Preset = None,
     segment_seconds: SegmentSeconds = None,
     sample: Sample = DEFAULT_SAMPLE,
     sample_frames: SampleFrames = DEFAULT_FRAMES,
@@ -70,8 +66,7 @@ def plan(
         if not output.parent.is_dir():
             raise OutputError(f"--output {output}: its folder does not exist")
         storage.configure(storage.load_options(storage_options))
-        flags = options.pipeline_flags(op, style, style_image, strength, max_size, device, batch_size, crf, preset,
-                                       segment_seconds, model=model, params=param)
+        flags = options.pipeline_options(pipeline_flags, max_size=max_size, segment_seconds=segment_seconds)
         pipeline = options.build_pipeline(pipeline_file, flags)
         catalogue = load_catalogue(hardware) if hardware is not None else default_catalogue()
         store = ProfileStore(profile_dir)
@@ -82,7 +77,7 @@ def plan(
                            budget=budget, objective=objective, sample=sample, sample_frames=sample_frames,
                            refresh=refresh, say=_say(as_json),
                            fixed={k: v for k, v in {"max_size": max_size, "threads": threads,
-                                                    "batch_size": batch_size}.items() if v is not None})
+                                                    "batch_size": pipeline_flags["batch_size"]}.items() if v is not None})
         result.write(output)
         return result
 
@@ -98,21 +93,13 @@ def plan(
 
 
 @app.command()
+@options.with_pipeline_flags(*PROFILED_FLAGS)
 def profile(
     inputs: Inputs,
     export: Annotated[Optional[Path], typer.Option(help="Also write this machine's profile here, for --profiles elsewhere.")] = None,
     machine: Annotated[Optional[str], typer.Option(help="Name this machine's profile (default: the host name).")] = None,
     pipeline_file: PipelineFile = None,
-    op: options.Op = None,
-    param: options.Param = None,
-    model: options.Model = None,
-    style: options.Style = None,
-    style_image: options.StyleImage = None,
-    strength: options.Strength = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
-    crf: options.Crf = None,
-    preset: options.Preset = None,
+    pipeline_flags: options.PipelineFlags = {},
     segment_seconds: SegmentSeconds = None,
     sample: Sample = DEFAULT_SAMPLE,
     sample_frames: SampleFrames = DEFAULT_FRAMES,
@@ -127,8 +114,7 @@ def profile(
 
     def work() -> ProfileStore:
         storage.configure(storage.load_options(storage_options))
-        flags = options.pipeline_flags(op, style, style_image, strength, None, device, batch_size, crf, preset,
-                                       segment_seconds, model=model, params=param)
+        flags = options.pipeline_options(pipeline_flags, segment_seconds=segment_seconds)
         pipeline = options.build_pipeline(pipeline_file, flags)
         store = ProfileStore(profile_dir, MachineInfo.here(machine))
         workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)

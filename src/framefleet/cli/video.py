@@ -26,24 +26,15 @@ from framefleet.video.synth import ClipSpec, write_clip
 
 
 @app.command()
+@options.with_pipeline_flags("style", "style_image", "strength", "max_size", "device", "batch_size", "crf", "preset",
+                             "codec", "temporal", "strict", "limit")
 def stylize(
     input: Annotated[str, typer.Argument(help="Video to stylize: a path or a store URI (az://, s3://, gs://, https://).",
                                          show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="Output video: a path or a store URI; its extension picks the container (.mp4, .mkv, .mov, .webm, .ts, .avi, ...).",
                                         show_default=False)],
-    style: options.Style = None,
-    style_image: options.StyleImage = None,
-    strength: options.Strength = None,
-    max_size: options.MaxSize = None,
-    device: options.Device = None,
-    batch_size: options.BatchSize = None,
+    pipeline_flags: options.PipelineFlags = {},
     sessions: Annotated[Optional[int], typer.Option(help="Model sessions run in parallel (default: one per core on CPU, 1 on GPU).")] = None,
-    crf: options.Crf = None,
-    preset: options.Preset = None,
-    codec: options.Codec = None,
-    temporal: options.Temporal = None,
-    strict: options.Strict = False,
-    limit: options.Limit = None,
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")] = False,
     storage_options: options.StorageOptions = None,
@@ -63,13 +54,7 @@ def stylize(
             storage.check_writable(output)
             if not overwrite and _exists_remotely(output):
                 raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
-        pipeline = Pipeline.from_options(
-            dict(style=style, style_image=str(style_image) if style_image else None, strength=strength,
-                 max_size=max_size, device=device, batch_size=batch_size, crf=crf, preset=preset, codec=codec,
-                 temporal=temporal, strict=strict or None,
-                 limits=options.limits_of(limit)),
-            source="options",
-        )
+        pipeline = Pipeline.from_options(options.pipeline_options(pipeline_flags), source="options")
         info = probe(source, keyframes=False, video_stream=video_stream, limits=pipeline.limits)
         staging = Path(tempfile.gettempdir()) / "framefleet-staging"
         with storage.staged_output(output, staging) as target, progress_bar(disable=quiet or as_json) as bar:
