@@ -22,14 +22,13 @@ from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import FramefleetError, OptionError, is_disk_full, job_disk_full
 from framefleet.job_dir import LEDGER_NAME, default_job_dir, open_ledger, resolve_job_dir
-from framefleet.ledger import Ledger
+from framefleet.job_view import PREDICTION_KEY, RUN_SETTINGS_KEY
+from framefleet.ledger import Damage, Failure, Ledger
 from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.sources import expand_inputs
 from framefleet.spec import JobSpec, RunSettings
-
-RUN_SETTINGS_KEY = "run_settings"
 
 
 class JobBusyError(FramefleetError):
@@ -43,7 +42,7 @@ class JobResult:
     job_dir: Path
     counts: dict[str, int]
     """Items per state."""
-    failures: list[dict[str, Any]]
+    failures: list[Failure]
     """Failed items with their errors."""
     frames: int
     seconds: float
@@ -52,7 +51,7 @@ class JobResult:
     """Files in the input folders that are not videos."""
     refused: dict[str, str] = field(default_factory=dict)
     """Videos left out because their names cannot be mirrored under the output root: URI -> reason."""
-    damaged: list[dict[str, Any]] = field(default_factory=list)
+    damaged: list[Damage] = field(default_factory=list)
     """Items done from partly damaged inputs (every frame that decodes kept), with what was damaged."""
 
     @property
@@ -89,7 +88,7 @@ def run(
     `EngineOptions.idle_seconds`. Setting `stop` (from any thread) stops the run as SIGINT would; a standing
     run ends only so, and its result says `interrupted`. `accept(uri)` False skips a listed video (the
     service confines what a submission may read, symbolic links inside its folders included).
-    `prediction` (from a plan: predicted wall seconds, fps, ...) is recorded so that `job_status` shows it
+    `prediction` (from a plan: predicted wall seconds, fps, ...) is recorded so that `JobView.status` shows it
     beside what the job measures.
     """
     started = time.perf_counter()
@@ -119,7 +118,7 @@ def run(
                     for ref in refs
                 )
             if prediction is not None:
-                ledger.put_setting("prediction", json.dumps(dict(prediction)))
+                ledger.put_setting(PREDICTION_KEY, json.dumps(dict(prediction)))
             ledger.release_all_running("lost", "the previous run of this job stopped before this task finished")
             parts = _parts_dir(ledger, job_path, settings.parts_dir)
             offline = settings.engine == "local" and workers_offline(settings.options.worker_network, pipeline,
@@ -203,7 +202,7 @@ def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, 
         if job is None:
             raise OptionError(f"{job_dir}: the job was never started")
         ledger.retry_failed()
-    spec = JobSpec((), job["output_root"], Pipeline.from_spec(job["spec"]), settings)
+    spec = JobSpec((), job.output_root, Pipeline.from_spec(job.spec), settings)
     return run(spec, job_dir=job_dir, **kwargs)
 
 

@@ -111,12 +111,27 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 """
 
+STAGES = ("decode", "ops", "encode", "upload")
+"""The stages of a task whose seconds are kept (`TaskMetrics.decode_s`, ...)."""
+
 _COLUMNS_ADDED = {"metrics": {"steps_s": "TEXT NOT NULL DEFAULT '{}'"}}
 """Columns added since the first schema: a ledger made before gets them when opened."""
 
 
 class JobMismatchError(FramefleetError):
     """The job directory holds a job with another pipeline."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What the ledger holds about the job itself (`Ledger.job`)."""
+
+    created: float
+    fingerprint: str
+    spec: dict[str, Any]
+    """The pipeline's `Pipeline.spec()`."""
+    framefleet_version: str
+    output_root: str
 
 
 @dataclass(frozen=True)
@@ -161,6 +176,56 @@ class ItemMetrics:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed item with its error, as `Ledger.failures` lists it."""
+
+    id: int
+    uri: str
+    error: str | None
+    attempts: int
+    """Attempts of its tasks, whatever their outcome."""
+    error_type: str | None
+    """The exception class of its latest error (`CorruptVideoError`, `limit:pixels`, ...)."""
+    log_tail: str | None
+    """The last lines of the latest traceback, for a bug or a crash."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A task done from a partly damaged input (every frame that decodes kept), as `Ledger.damaged` lists it."""
+
+    uri: str
+    seq: int
+    """The task's place among the item's segments."""
+    summary: str
+    """One line on what was damaged."""
+    frames_claimed: int | None
+    decode_errors: int
+    frames_dropped: int
+    cut_short: str | None
+    """Why the input broke off early, if it did."""
+
+
+@dataclass(frozen=True)
+class Activity:
+    """When a job's attempts ran (`Ledger.activity`)."""
+
+    attempts: int
+    first_started: float | None
+    last_ended: float | None
+    """The end of the latest finished attempt (None before any)."""
+    running_workers: list[str]
+    """Workers holding an attempt now, sorted."""
+
+    def elapsed(self, now: float) -> float:
+        """Seconds from the first attempt's start to the last one's end, or to `now` while one runs."""
+        if self.first_started is None:
+            return 0.0
+        end = now if self.running_workers else self.last_ended
+        return (end or self.first_started) - self.first_started
 
 
 @dataclass(frozen=True)
@@ -331,13 +396,11 @@ class Ledger:
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
 
-    def job(self) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT * FROM job").fetchone()
-        if row is None:
-            return None
-        job = dict(row)
-        job["spec"] = json.loads(job["spec"])
-        return job
+    def job(self) -> JobRecord | None:
+        """The job, or None before `init_job`."""
+        row = self._db.execute(
+            "SELECT created, fingerprint, spec, framefleet_version, output_root FROM job").fetchone()
+        return None if row is None else JobRecord(**{**row, "spec": json.loads(row["spec"])})
 
     # -- items -----------------------------------------------------------------------------------
 
@@ -582,7 +645,14 @@ class Ledger:
                       crashes=sum(counts.get(outcome, 0) for outcome in CRASH_OUTCOMES),
                       infra_losses=sum(counts.get(outcome, 0) for outcome in INFRA_OUTCOMES))
 
-    def failures(self) -> list[dict[str, Any]]:
+    def activity(self) -> Activity:
+        """How many attempts ran, from when to when, and which workers hold one now."""
+        count, first, last = self._db.execute("SELECT COUNT(*), MIN(started), MAX(ended) FROM attempts").fetchone()
+        running = [row[0] for row in self._db.execute(
+            "SELECT DISTINCT worker FROM attempts WHERE outcome IS NULL ORDER BY worker")]
+        return Activity(attempts=count, first_started=first, last_ended=last, running_workers=running)
+
+    def failures(self) -> list[Failure]:
         """Failed items with their error and attempt counts."""
         rows = self._db.execute(
             "SELECT i.id, i.uri, i.error, "
@@ -593,17 +663,16 @@ class Ledger:
             " WHERE t.item_id = i.id AND a.log_tail IS NOT NULL ORDER BY a.id DESC LIMIT 1) AS log_tail "
             "FROM items i WHERE i.state = 'failed' ORDER BY i.id"
         )
-        return [dict(r) for r in rows]
+        return [Failure(**r) for r in rows]
 
-    def damaged(self) -> list[dict[str, Any]]:
-        """Items processed from partly damaged inputs: uri, the task's seq and its damage (the counts and a
-        one-line summary), in item order."""
+    def damaged(self) -> list[Damage]:
+        """Tasks done from partly damaged inputs, in item order."""
         rows = self._db.execute(
             "SELECT i.uri, t.seq, json_extract(t.result, '$.damage') AS damage FROM tasks t "
             "JOIN items i ON i.id = t.item_id WHERE t.state = 'done' "
             "AND json_extract(t.result, '$.damage') IS NOT NULL ORDER BY i.id, t.seq"
         )
-        return [{"uri": r["uri"], "seq": r["seq"], **json.loads(r["damage"])} for r in rows]
+        return [Damage(uri=r["uri"], seq=r["seq"], **json.loads(r["damage"])) for r in rows]
 
     def item_metrics(self) -> list[ItemMetrics]:
         """Per-item totals of the per-task metrics. Bytes are the video's, not the sum of its tasks' (a split
@@ -629,6 +698,12 @@ class Ledger:
             steps = [step for step in json.loads(values.pop("steps")) if step]
             found.append(ItemMetrics(**values, steps_s=_summed(steps)))
         return found
+
+    def stage_seconds(self) -> dict[str, float]:
+        """The job's seconds by stage of a task (decode, ops, encode, upload), over every finished task."""
+        row = self._db.execute("SELECT " + ", ".join(f"COALESCE(SUM({stage}_s), 0)" for stage in STAGES)
+                               + " FROM metrics").fetchone()
+        return dict(zip(STAGES, row))
 
     def step_seconds(self) -> dict[str, float]:
         """The job's op time by step of the op chain, over every finished task."""

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import datetime, timezone
 from html import escape
-from typing import Any
 
-from framefleet.ledger import ItemMetrics, Ledger
+from framefleet.job_view import JobView
+from framefleet.ledger import Activity, Failure, ItemMetrics, JobRecord
 from framefleet.redact import redact
 
-STAGES = {"decode_s": ("decode", "#4e79a7"), "ops_s": ("ops", "#f28e2b"), "encode_s": ("encode", "#59a14f"),
-          "upload_s": ("upload", "#b07aa1")}
+_STAGE_COLOURS = {"decode": "#4e79a7", "ops": "#f28e2b", "encode": "#59a14f", "upload": "#b07aa1"}
 _NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; }
@@ -33,22 +31,20 @@ svg text { font: 12px system-ui, sans-serif; fill: #333; } .muted { color: #777;
 """
 
 
-def render_report(ledger: Ledger, *, now: float | None = None) -> str:
-    """The whole report as one HTML page (`now` is the time printed as the report's date)."""
-    now = time.time() if now is None else now
-    job = ledger.job() or {}
-    items = ledger.item_metrics()
-    attempts = ledger.attempts()
-    failures = ledger.failures()
-    stage_totals = {key: sum(getattr(item, key) for item in items) for key in STAGES}
-    fingerprint = str(job.get("fingerprint", ""))
-    title = f"framefleet job {fingerprint[:12]}" if fingerprint else "framefleet job"
+def render_report(view: JobView) -> str:
+    """The whole report as one HTML page, dated `view.now`."""
+    job = view.job()
+    items = view.items()
+    activity = view.activity()
+    failures = view.failures()
+    stages = view.stages()
+    title = f"framefleet job {job.fingerprint[:12]}" if job else "framefleet job"
     body = "\n".join([
         f"<h1>{escape(title)}</h1>",
-        f'<p class="muted">report written {_when(now)}</p>',
-        _section("Summary", _summary(ledger, job, items, attempts, stage_totals)),
-        _section("Time per stage", _stage_chart(stage_totals)),
-        _section("Throughput over time", _throughput_chart(ledger.throughput(), attempts)),
+        f'<p class="muted">report written {_when(view.now)}</p>',
+        _section("Summary", _summary(view, job, items, activity, stages)),
+        _section("Time per stage", _stage_chart(stages)),
+        _section("Throughput over time", _throughput_chart(view.throughput(), activity)),
         _section(f"Videos ({len(items)})", _item_table(items)),
         _section(f"Failures ({len(failures)})", _failure_table(failures)),
     ])
@@ -56,35 +52,33 @@ def render_report(ledger: Ledger, *, now: float | None = None) -> str:
     return f'<!DOCTYPE html>\n<html lang="en">\n<head>\n{head}\n</head>\n<body>\n{body}\n</body>\n</html>\n'
 
 
-def _summary(ledger: Ledger, job: dict[str, Any], items: list[ItemMetrics], attempts: list[dict[str, Any]],
-             stage_totals: dict[str, float]) -> str:
-    counts = ledger.counts()
-    done, expected = ledger.frame_totals()
-    starts = [a["started"] for a in attempts]
-    ends = [a["ended"] for a in attempts if a["ended"] is not None]
-    wall = max(ends) - min(starts) if starts and ends else 0.0
+def _summary(view: JobView, job: JobRecord | None, items: list[ItemMetrics], activity: Activity,
+             stages: dict[str, float]) -> str:
+    counts = view.counts()
+    done, expected = view.frames()
+    wall = activity.elapsed(view.now)
     seconds = sum(item.seconds for item in items)
-    fingerprint = str(job.get("fingerprint", ""))
+    fingerprint = job.fingerprint if job else ""
     states = ", ".join(f'<span class="{state}">{n} {state}</span>' for state, n in counts.items())
-    stages = ", ".join(f"{STAGES[key][0]} {value:.1f} s" for key, value in stage_totals.items())
+    stage_text = ", ".join(f"{stage} {value:.1f} s" for stage, value in stages.items())
     fps = f", {done / wall:.1f} fps" if wall > 0 else ""
     bytes_in, bytes_out = sum(i.bytes_in for i in items), sum(i.bytes_out for i in items)
     rows = [
         ("fingerprint", f'<span title="{escape(fingerprint)}">{escape(fingerprint[:12])}</span>'),
-        ("created", _when(job["created"]) if "created" in job else ""),
-        ("framefleet version", escape(str(job.get("framefleet_version", "")))),
-        ("output root", _text(job.get("output_root", ""))),
+        ("created", _when(job.created) if job else ""),
+        ("framefleet version", escape(job.framefleet_version if job else "")),
+        ("output root", _text(job.output_root if job else "")),
         ("items", f"{states} ({sum(counts.values())} in all)"),
         ("frames", f"{done} done of {expected} expected"),
-        ("work", f"{seconds:.1f} s in tasks: {stages}"),
-        ("ops by step", ", ".join(f"{escape(step)} {value:.1f} s" for step, value in ledger.step_seconds().items())
+        ("work", f"{seconds:.1f} s in tasks: {stage_text}"),
+        ("ops by step", ", ".join(f"{escape(step)} {value:.1f} s" for step, value in view.step_seconds().items())
          or "none recorded"),
         ("wall time", f"{wall:.1f} s from the first claim to the last attempt{fps}"),
         ("bytes", f"{_bytes(bytes_in)} in (inputs), {_bytes(bytes_out)} out (outputs)"),
-        ("attempts", f"{len(attempts)}: {ledger.losses()}"),
+        ("attempts", f"{activity.attempts}: {view.losses()}"),
     ]
     table = "".join(f"<tr><th>{key}</th><td>{value}</td></tr>" for key, value in rows)
-    spec = json.dumps(job.get("spec", {}), indent=2, sort_keys=True)
+    spec = json.dumps(job.spec if job else {}, indent=2, sort_keys=True)
     return (f'<table class="summary"><tbody>{table}</tbody></table>\n'
             f"<details open><summary>pipeline</summary><pre>{_text(spec)}</pre></details>")
 
@@ -95,8 +89,8 @@ def _stage_chart(totals: dict[str, float]) -> str:
     total = sum(totals.values())
     parts = [f'<rect x="0" y="0" width="{width}" height="{bar}" fill="#eee"/>']
     x = 0.0
-    for index, (key, seconds) in enumerate(totals.items()):
-        name, colour = STAGES[key]
+    for index, (name, seconds) in enumerate(totals.items()):
+        colour = _STAGE_COLOURS[name]
         share = seconds / total if total > 0 else 0.0
         label = f"{name} {seconds:.1f} s ({share * 100:.1f}%)"
         if share > 0:
@@ -111,12 +105,12 @@ def _stage_chart(totals: dict[str, float]) -> str:
     return _svg(width, bar + 32, "time per stage", "".join(parts))
 
 
-def _throughput_chart(points: list[tuple[float, int]], attempts: list[dict[str, Any]]) -> str:
+def _throughput_chart(points: list[tuple[float, int]], activity: Activity) -> str:
     """Frames finished per time bucket, as bars over wall time since the first claim."""
     if not points:
         return _svg(400, 30, "throughput over time", '<text x="0" y="20">no finished tasks yet</text>')
     width, height, left, top, bottom = 800, 220, 60, 10, 30
-    start = min([a["started"] for a in attempts] + [points[0][0]])
+    start = min(activity.first_started or points[0][0], points[0][0])
     span = max(points[-1][0] - start, 1e-9)
     bucket = next((step for step in _NICE_STEPS if span / step <= 40), math.ceil(span / 40))
     frames = [0] * max(1, math.ceil(span / bucket))
@@ -156,15 +150,15 @@ def _item_table(items: list[ItemMetrics]) -> str:
     return _table(columns, rows, "path,,n,n,n,n,n,n,n,path")
 
 
-def _failure_table(failures: list[dict[str, Any]]) -> str:
+def _failure_table(failures: list[Failure]) -> str:
     if not failures:
         return '<p class="muted">no failed items</p>'
     rows = []
     for failure in failures:
-        tail = failure["log_tail"]
+        tail = failure.log_tail
         details = f"<details><summary>log tail</summary><pre>{_text(tail)}</pre></details>" if tail else ""
-        rows.append([_text(failure["uri"]), str(failure["attempts"]), _text(failure["error_type"] or ""),
-                     _text(failure["error"] or "") + details])
+        rows.append([_text(failure.uri), str(failure.attempts), _text(failure.error_type or ""),
+                     _text(failure.error or "") + details])
     return _table(["input", "attempts", "error type", "error"], rows, "path,n,,")
 
 

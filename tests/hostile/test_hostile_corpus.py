@@ -75,7 +75,7 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
     try:
         items = {item.uri: item for item in ledger.items()}
         attempts = ledger.attempts()
-        failures = {f["uri"]: f for f in ledger.failures()}
+        failures = {f.uri: f for f in ledger.failures()}
         written = {row.uri: row.frames for row in ledger.item_metrics()}
     finally:
         ledger.close()
@@ -88,9 +88,9 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
         output = out / "good" / name
         assert media_checks.decoded_times(output) == media_checks.decoded_times(source), name
     for uri, failure in failures.items():  # every failure: one clear line of a known class
-        error = failure["error"] or ""
-        assert "\n" not in error and "Traceback" not in error and failure["log_tail"] is None, (uri, error)
-        assert failure["error_type"] in KNOWN_CLASSES or failure["error_type"].startswith("limit:"), failure
+        error = failure.error or ""
+        assert "\n" not in error and "Traceback" not in error and failure.log_tail is None, (uri, error)
+        assert failure.error_type in KNOWN_CLASSES or failure.error_type.startswith("limit:"), failure
     for uri, reason in result.refused.items():
         assert "\n" not in reason and "cannot be mirrored under the output root" in reason, reason
     for uri, item in items.items():  # every hostile file that was processed gave a readable video
@@ -98,7 +98,7 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
             output = Path(str(item.output_uri))
             assert media_checks.frame_count(output) == written[uri] > 0, uri
     hostile = inputs / "hostile"
-    by_name = {Path(uri).name: failure["error_type"] for uri, failure in failures.items()}
+    by_name = {Path(uri).name: failure.error_type for uri, failure in failures.items()}
     assert by_name["bomb.mp4"] == "limit:pixels" and by_name["many-streams.mkv"] == "limit:streams"
     assert by_name["huge-duration.mkv"] == "limit:frames"
     assert {Path(uri).name for uri in result.refused} >= {"line\nbreak.mp4", "escape\x1b[31m.mp4", "back\\slash.mp4"}
@@ -109,7 +109,7 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
         assert out.resolve() in path.resolve().parents or path.resolve() == out.resolve(), path
 
     tried = len(corpus) + len(GOOD) + 1
-    classes = Counter(failure["error_type"] for failure in failures.values())
+    classes = Counter(failure.error_type for failure in failures.values())
     with capsys.disabled():
         print(f"\nhostile corpus: {tried} files tried ({len(corpus)} hostile); {result.counts['done']} processed "
               f"({len(result.damaged)} of them damaged), {result.counts['failed']} failed, "

@@ -129,7 +129,7 @@ def test_an_allocation_refused_under_the_cap_fails_the_item_as_limit_memory(tree
     result = run(JobSpec([str(tree)], tmp_path / "out", pipeline, INLINE))
     assert result.exit_code == 3
     (failure,) = result.failures
-    assert failure["error_type"] == "limit:memory" and "memory_mb" in failure["error"]
+    assert failure.error_type == "limit:memory" and "memory_mb" in failure.error
 
 
 RELEASE = threading.Event()
@@ -162,7 +162,7 @@ def test_a_hung_task_is_killed_retried_and_failed_as_a_hang(tree, tmp_path, rele
     result = run(JobSpec([str(tree)], tmp_path / "out", Pipeline(ops=(HangOp(),)), settings))
     assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     (failure,) = result.failures
-    assert failure["error_type"] == "limit:time" and "hung 2 times" in failure["error"]
+    assert failure.error_type == "limit:time" and "hung 2 times" in failure.error
     assert decoded_pts(tmp_path / "out" / "good.mp4") == decoded_pts(tree / "good.mp4")
     assert hung_workers() == 2  # both attempts' threads are still in the op
 

@@ -289,25 +289,25 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
             assert items[rel].state == "done", (rel, items[rel].error)
             assert_each_task_done_exactly_once(ledger, items[rel].id)
 
-        failures = {Path(f["uri"]).relative_to(src).as_posix(): f for f in ledger.failures()}
+        failures = {Path(f.uri).relative_to(src).as_posix(): f for f in ledger.failures()}
         assert set(failures) == set(bad)
         for rel, cause in bad.items():
             failure = failures[rel]
-            error = failure["error"]
+            error = failure.error
             assert cause in error and str(src / rel) in error, error
             assert "\n" not in error and "Traceback" not in error, error
-            assert failure["error_type"] in {"CorruptVideoError", "NotAVideoError"}, failure
-            assert failure["log_tail"] is None  # an input error, not a bug
-            outcomes = [a["outcome"] for a in ledger.attempts(failure["id"])]
+            assert failure.error_type in {"CorruptVideoError", "NotAVideoError"}, failure
+            assert failure.log_tail is None  # an input error, not a bug
+            outcomes = [a["outcome"] for a in ledger.attempts(failure.id)]
             # The failing task used up its retries; other tasks (a probe that worked) ran once.
             assert outcomes.count("input_error") == limits.max_attempts, (rel, outcomes)
             assert set(outcomes) <= {"input_error", "done"}, (rel, outcomes)
-            assert failure["attempts"] == len(outcomes)
+            assert failure.attempts == len(outcomes)
         tail_attempts = ledger.attempts(items[damaged].id)
         assert [(a["kind"], a["outcome"]) for a in tail_attempts] == [("probe", "done"), ("segment", "done")]
         (report,) = ledger.damaged()
-        assert report["uri"] == (src / damaged).as_posix() and report["decode_errors"] > 0
-        assert report["frames_claimed"] == media_checks.frame_count(variants["plain.mp4"])
+        assert report.uri == (src / damaged).as_posix() and report.decode_errors > 0
+        assert report.frames_claimed == media_checks.frame_count(variants["plain.mp4"])
     assert result.damaged == [report]
 
     # mirrored paths, nothing for the bad ones, nothing else; the damaged one holds what decodes
@@ -489,8 +489,8 @@ def test_a_hung_worker_is_killed_and_its_item_fails_naming_the_hang(poison_and_g
     assert result.exit_code == 3
     assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     (failure,) = result.failures
-    assert failure["uri"] == poison.as_posix() and failure["error_type"] == "limit:time"
-    assert "hung 2 times" in failure["error"] and "no progress" in failure["error"], failure["error"]
+    assert failure.uri == poison.as_posix() and failure.error_type == "limit:time"
+    assert "hung 2 times" in failure.error and "no progress" in failure.error, failure.error
     with ledger_at(result.job_dir) as ledger:
         outcomes = [(a["kind"], a["outcome"]) for a in ledger.attempts(item_named(ledger, poison).id)]
         assert outcomes == [("probe", "done"), ("segment", "hung"), ("segment", "hung")]
@@ -529,10 +529,10 @@ def test_a_worker_crashing_on_every_attempt_ends_its_item_failed_as_poison(poiso
     assert result.exit_code == 3
     assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     (failure,) = result.failures
-    assert failure["uri"] == poison.as_posix() and failure["error_type"] == "WorkerCrashed"
-    assert "crashed 2 times" in failure["error"] and "SIGSEGV" in failure["error"], failure["error"]
+    assert failure.uri == poison.as_posix() and failure.error_type == "WorkerCrashed"
+    assert "crashed 2 times" in failure.error and "SIGSEGV" in failure.error, failure.error
     with ledger_at(result.job_dir) as ledger:
-        outcomes = [(a["kind"], a["outcome"]) for a in ledger.attempts(failure["id"])]
+        outcomes = [(a["kind"], a["outcome"]) for a in ledger.attempts(failure.id)]
         assert outcomes == [("probe", "done"), ("segment", "crashed"), ("segment", "crashed")]
     assert_same_frames(good, out / "good.mp4")
     assert not (out / "poison.mp4").exists()
@@ -750,7 +750,7 @@ def test_cli_pipeline_file_is_used(variants, tmp_path):
                  "--workers", "1", "--json")
     assert result.exit_code == 0, result.stderr
     with ledger_at(tmp_path / "out" / ".framefleet-job") as ledger:
-        spec = ledger.job()["spec"]
+        spec = ledger.job().spec
     assert spec["ops"][0]["op"] == "identity" and spec["encode"]["crf"] == 30 and spec["segment_seconds"] == 5
 
 

@@ -248,7 +248,7 @@ def test_plan_then_run_with_the_plan(profiled, clips, tmp_path: Path) -> None:
 
     ledger = open_ledger(job_dir)
     try:
-        stored = ledger.job()["spec"]["ops"][0]
+        stored = ledger.job().spec["ops"][0]
     finally:
         ledger.close()
     assert (stored["op"], stored["max_size"], stored["batch_size"]) == ("style", MAX_SIZE, choice["knobs"]["batch_size"])

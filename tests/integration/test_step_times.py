@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from framefleet.job import open_ledger
+from framefleet.job_view import JobView
 from framefleet.report import render_report
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_a_two_step_pipeline_records_the_time_of_each_step(clip_factory, tmp_pat
         [item] = ledger.item_metrics()
         assert item.steps_s == pytest.approx(steps)
         assert sum(steps.values()) <= item.ops_s + 1e-6  # the steps are the chain's time, split
-        html = render_report(ledger)
+        html = render_report(JobView(ledger, job_dir))
     finally:
         ledger.close()
     assert f"slow {steps['slow']:.1f} s" in html and "resize" in html

@@ -70,7 +70,7 @@ def test_a_worker_with_its_network_on_reaches_it(folder, tmp_path, listener):
     op = PhoneHomeOp(port=listener.getsockname()[1])
     settings = RunSettings(options=EngineOptions(workers=1), limits=ONCE)
     result = run(JobSpec([str(folder)], tmp_path / "out", Pipeline(ops=(op,)), settings))
-    assert result.counts["failed"] == 1 and "reached 127.0.0.1" in result.failures[0]["error"]
+    assert result.counts["failed"] == 1 and "reached 127.0.0.1" in result.failures[0].error
     assert reached(listener)
 
 

@@ -145,8 +145,8 @@ def test_a_corrupt_input_on_ray_ends_in_the_failure_list(cluster, clip_factory, 
     assert result.exit_code == 3
     assert result.counts == {"pending": 0, "running": 0, "done": 3, "failed": 1}
     (failure,) = result.failures
-    assert failure["uri"].endswith("broken.mp4")
-    assert "corrupt video" in failure["error"] and failure["error_type"] == "CorruptVideoError"
+    assert failure.uri.endswith("broken.mp4")
+    assert "corrupt video" in failure.error and failure.error_type == "CorruptVideoError"
 
 
 def test_retry_of_a_ray_job_runs_on_ray_again(cluster, clip_factory, tmp_path):
@@ -194,8 +194,8 @@ def test_an_actor_killed_from_outside_is_a_loss_and_one_that_segfaults_is_a_cras
 
     assert result.counts == {"pending": 0, "running": 0, "done": 3, "failed": 1}
     (failure,) = result.failures
-    assert failure["uri"] == str(poison) and "crashed 3 times" in failure["error"]
-    assert "Segmentation fault" in failure["error"]
+    assert failure.uri == str(poison) and "crashed 3 times" in failure.error
+    assert "Segmentation fault" in failure.error
     ledger = open_ledger(tmp_path / "job")
     try:
         attempts = ledger.attempts()
@@ -283,7 +283,7 @@ def test_the_service_runs_its_watch_rule_and_a_submitted_job_as_ray_actors(clust
         watch_job = next(r for r in service.registry.list(kind="watch")[0])
 
         def done(job) -> int:
-            return service.read_ledger(job, lambda ledger: ledger.counts()["done"], 0)
+            return service.read_job(job, lambda view: view.counts()["done"], 0)
 
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not (
@@ -296,7 +296,7 @@ def test_the_service_runs_its_watch_rule_and_a_submitted_job_as_ray_actors(clust
                 output = tmp_path / f"{root}-out" / source.relative_to(tmp_path / root)
                 assert decoded_pts(output) == decoded_pts(source)
         for job in (record, watch_job):
-            workers = service.read_ledger(job, lambda ledger: {a["worker"] for a in ledger.attempts()}, set())
+            workers = service.read_job(job, lambda view: {a["worker"] for a in view.ledger.attempts()}, set())
             assert workers and all(w.startswith("ray-") for w in workers)
     finally:
         service.stop()

@@ -69,10 +69,10 @@ def test_new_job_records_its_fingerprint(ledger, db_path):
     assert ledger.job() is None
     assert ledger.init_job(fingerprint="abc123" * 4, spec={"ops": ["style"]}, version="0.1", output_root="s3://o")
     job = ledger.job()
-    assert job["fingerprint"] == "abc123" * 4
-    assert job["spec"] == {"ops": ["style"]}
-    assert job["framefleet_version"] == "0.1"
-    assert job["output_root"] == "s3://o"
+    assert job.fingerprint == "abc123" * 4
+    assert job.spec == {"ops": ["style"]}
+    assert job.framefleet_version == "0.1"
+    assert job.output_root == "s3://o"
     # Reopening with the same fingerprint is not a new job.
     again = Ledger(db_path)
     try:
@@ -90,7 +90,7 @@ def test_reopening_with_another_fingerprint_raises_and_says_how_to_start_a_new_j
     message = str(info.value)
     assert "new --job-dir" in message
     assert "a" * 12 in message and "b" * 12 in message
-    assert other.job()["fingerprint"] == "a" * 64  # nothing was overwritten
+    assert other.job().fingerprint == "a" * 64  # nothing was overwritten
 
 
 # -- items ------------------------------------------------------------------------------------------
@@ -479,11 +479,11 @@ def test_failures_lists_error_error_type_and_attempts(make_ledger):
     assert t.item_id == 1
     ledger.fail(t, "input_error", error_type="ProbeError", message="no video stream", log_tail="tail2", now=10)
     (failure,) = ledger.failures()
-    assert failure["id"] == 1 and failure["uri"] == "s3://in/a.mp4"
-    assert failure["error"] == "no video stream"
-    assert failure["error_type"] == "ProbeError"
-    assert failure["attempts"] == 3
-    assert failure["log_tail"] == "tail2"
+    assert failure.id == 1 and failure.uri == "s3://in/a.mp4"
+    assert failure.error == "no video stream"
+    assert failure.error_type == "ProbeError"
+    assert failure.attempts == 3
+    assert failure.log_tail == "tail2"
 
 
 def test_counts_and_task_counts_list_every_state(ledger):

@@ -319,6 +319,7 @@ def test_ledger_stores_no_secret(tmp_path: Path):
 
 
 def test_report_redacts_what_an_older_ledger_stored(tmp_path: Path):
+    from framefleet.job_view import JobView
     from framefleet.report import render_report
 
     ledger = Ledger(tmp_path / "ledger.db", Limits(max_attempts=1))
@@ -330,7 +331,7 @@ def test_report_redacts_what_an_older_ledger_stored(tmp_path: Path):
     # what a ledger written before redaction existed may hold
     ledger._db.execute("UPDATE items SET error = 'AccountKey=ERRSECRET;'")
     ledger._db.execute("UPDATE attempts SET log_tail = 'Bearer TAILSECRET'")
-    html = render_report(ledger, now=10)
+    html = render_report(JobView(ledger, tmp_path, now=10))
     ledger.close()
     for secret in ("SPECSECRET", "URISECRET", "ERRSECRET", "TAILSECRET"):
         assert secret not in html

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from framefleet.cli import app
 from framefleet.ledger import Ledger, Limits, Segment, TaskMetrics
+from framefleet.job_view import JobView
 from framefleet.report import render_report
 
 HOSTILE = "/in/<script>alert(1)</script>.mp4"
@@ -104,7 +105,7 @@ def job_dir(tmp_path) -> Path:
 def html(job_dir) -> str:
     ledger = Ledger(job_dir / "ledger.sqlite")
     try:
-        return render_report(ledger, now=100.0)
+        return render_report(JobView(ledger, job_dir, now=100.0))
     finally:
         ledger.close()
 
@@ -180,7 +181,7 @@ def test_an_empty_job_renders(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     try:
         ledger.init_job(fingerprint="f" * 64, spec={}, version="0.1.0", output_root="/out")
-        html = render_report(ledger, now=0.0)
+        html = render_report(JobView(ledger, tmp_path, now=0.0))
     finally:
         ledger.close()
     page = parse(html)
@@ -194,3 +195,22 @@ def test_the_cli_writes_the_report(job_dir, tmp_path):
     assert result.exit_code == 0, result.output
     html = output.read_text(encoding="utf-8")
     assert "&lt;script&gt;" in html and html.count("<svg") == 2
+
+
+def test_status_items_and_report_give_the_same_figures(job_dir):
+    """One `JobView` feeds `status`, the report and the API: their stage times, bytes and losses agree."""
+    with JobView.open(job_dir, now=100.0) as view:
+        status = view.status()
+        items = view.items()
+        html = render_report(view)
+        failed = view.items("failed")
+        attempts = view.activity().attempts
+    assert status.stages == {stage: pytest.approx(sum(getattr(item, f"{stage}_s") for item in items))
+                             for stage in ("decode", "ops", "encode", "upload")}
+    assert status.stages == {"decode": 2.5, "ops": 5.0, "encode": 1.25, "upload": 1.25}
+    assert [item.uri for item in failed] == ["/in/broken.mp4"] and failed[0].error
+    # the split video's bytes are its own: in = what the probe read, out = what the join wrote
+    assert [(item.bytes_in, item.bytes_out) for item in items[:2]] == [(10_000, 6000), (2000, 1500)]
+    assert "12.0 kB in (inputs), 7.5 kB out (outputs)" in html
+    assert attempts == 9 and f"<th>attempts</th><td>9: {status.losses}</td>" in html
+    assert status.elapsed_seconds == 15.0 and not status.workers  # first claim at 0, last attempt ended at 15

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.live import Live
@@ -21,8 +22,8 @@ from framefleet.errors import OptionError
 from framefleet.job import JobResult, job_settings
 from framefleet.job import retry as retry_job
 from framefleet.job import run as run_job
-from framefleet.job_dir import open_ledger
-from framefleet.job_status import JobStatus, job_status
+from framefleet.job_view import JobStatus, JobView, job_status
+from framefleet.ledger import Failure
 from framefleet.plan.apply import AppliedPlan, apply_plan
 from framefleet.plan.planner import read_plan
 from framefleet.spec import JobSpec, RunSettings
@@ -158,20 +159,20 @@ def status(job_dir: JobDir, as_json: options.Json = False) -> None:
 def failures(job_dir: JobDir, as_json: options.Json = False) -> None:
     """The failed items of a job with their errors."""
 
-    def read() -> list[dict[str, Any]]:
-        with open_ledger(job_dir) as ledger:
-            return ledger.failures()
+    def read() -> list[Failure]:
+        with JobView.open(job_dir) as view:
+            return view.failures()
 
     rows = guarded(read)
     if as_json:
-        out.print_json(json.dumps(rows))
+        out.print_json(json.dumps([asdict(row) for row in rows]))
         return
     if not rows:
         err.print("no failed items")
         return
     table = Table("input", "attempts", "error")
     for row in rows:
-        table.add_row(row["uri"], str(row["attempts"]), row["error"] or "")
+        table.add_row(row.uri, str(row.attempts), row.error or "")
     out.print(table)
 
 
@@ -209,8 +210,8 @@ def report(
     from framefleet.report import render_report
 
     def write() -> None:
-        with open_ledger(job_dir) as ledger:
-            output.write_text(render_report(ledger), encoding="utf-8")
+        with JobView.open(job_dir) as view:
+            output.write_text(render_report(view), encoding="utf-8")
 
     guarded(write)
     err.print(f"[green]wrote[/] {escape(str(output))}", highlight=False)
@@ -244,18 +245,18 @@ def _finish(result: JobResult, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps({"job_dir": str(result.job_dir), "counts": result.counts, "frames": result.frames,
                                    "seconds": round(result.seconds, 3), "interrupted": result.interrupted,
-                                   "failures": result.failures, "skipped": result.skipped,
-                                   "refused": result.refused, "damaged": result.damaged}))
+                                   "failures": [asdict(f) for f in result.failures], "skipped": result.skipped,
+                                   "refused": result.refused, "damaged": [asdict(d) for d in result.damaged]}))
     else:
         counts = result.counts
         err.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "
                   f"{result.frames} frames in {result.seconds:.1f} s (job: {result.job_dir})", highlight=False)
         for failure in result.failures:
-            err.print(f"[red]failed[/] {escape(failure['uri'])}: {escape(failure['error'] or '')}", highlight=False, soft_wrap=True)
+            err.print(f"[red]failed[/] {escape(failure.uri)}: {escape(failure.error or '')}", highlight=False, soft_wrap=True)
         for uri, reason in result.refused.items():
             err.print(f"[red]refused[/] {escape(repr(uri)[1:-1])}: {escape(reason)}", highlight=False, soft_wrap=True)
         for item in result.damaged:
-            err.print(f"[yellow]damaged[/] {escape(item['uri'])}: {escape(item['summary'])}; kept every frame "
+            err.print(f"[yellow]damaged[/] {escape(item.uri)}: {escape(item.summary)}; kept every frame "
                       "that decodes (--strict refuses such inputs)", highlight=False, soft_wrap=True)
         if result.interrupted:
             err.print("[yellow]stopped[/]: run the same command again to resume", highlight=False)

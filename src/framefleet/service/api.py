@@ -28,6 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from framefleet import __version__
 from framefleet.errors import FramefleetError
+from framefleet.job_view import JobView
+from framefleet.ledger import Losses
 from framefleet.redact import redact
 from framefleet.service import models
 from framefleet.service.auth import TokenAuth
@@ -95,19 +97,20 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
     def get_job(job_id: JobId) -> models.JobDetail:
         """A job with its counts per state, frames, frame rate, ETA, workers and time per stage."""
         record = service.job(job_id)
-        view = service.status(record)
-        status, live = view["status"] or {}, view["live"]
-        stages = service.read_ledger(record, _stage_seconds, {})
-        fps = live.fps if live is not None else status.get("fps_recent", 0.0)
-        done, expected = status.get("frames_done", 0), status.get("frames_expected", 0)
-        eta = (expected - done) / fps if live is not None and fps > 0 and expected > done else status.get("eta_seconds")
+        progress = service.progress(record)
+        status, live, watcher = progress.status, progress.live, progress.watcher
+        losses = status.losses if status else Losses()
+        done, expected = (status.frames_done, status.frames_expected) if status else (0, 0)
+        fps = live.fps if live is not None else status.fps_recent if status else 0.0
+        eta = ((expected - done) / fps if live is not None and fps > 0 and expected > done
+               else status.eta_seconds if status else None)
         return models.JobDetail(
-            **_job(record).model_dump(), items=status.get("items", {}), tasks=status.get("tasks", {}),
+            **_job(record).model_dump(), items=status.items if status else {}, tasks=status.tasks if status else {},
             frames_done=done, frames_expected=expected, fps=fps, eta_seconds=eta,
-            workers=live.workers if live else 0, busy_workers=live.busy if live else 0, stages=stages,
-            input_failures=status.get("input_failures", 0), crashes=status.get("crashes", 0),
-            infra_losses=status.get("infra_losses", 0),
-            watch=models.WatchInfo(**view["watch"]) if view["watch"] else None)
+            workers=live.workers if live else 0, busy_workers=live.busy if live else 0,
+            stages=status.stages if status else {}, input_failures=losses.input_failures, crashes=losses.crashes,
+            infra_losses=losses.infra_losses,
+            watch=models.WatchInfo(polls=watcher.polls, last_error=watcher.last_error) if watcher else None)
 
     @app.get("/api/jobs/{job_id}/items", response_model=models.ItemList, tags=["jobs"],
              responses={404: {"description": "No such job"}})
@@ -116,17 +119,16 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
                    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> models.ItemList:
         """A job's videos (e.g. `state=failed` for the failure list), with their errors and metrics."""
         record = service.job(job_id)
-        rows = service.read_ledger(record, _item_rows, [])
-        if state is not None:
-            rows = [row for row in rows if row.state == state]
-        return models.ItemList(items=rows[offset:offset + limit], total=len(rows), limit=limit, offset=offset)
+        rows = service.read_job(record, lambda view: view.items(state), [])
+        return models.ItemList(items=[models.ItemMetrics.of(row) for row in rows[offset:offset + limit]],
+                               total=len(rows), limit=limit, offset=offset)
 
     @app.get("/api/jobs/{job_id}/throughput", response_model=models.Throughput, tags=["jobs"],
              responses={404: {"description": "No such job"}})
     def throughput(job_id: JobId) -> models.Throughput:
         """Frames per second over time (finished tasks, in up to 60 buckets): the dashboard's chart."""
         record = service.job(job_id)
-        return _chart(service.read_ledger(record, lambda ledger: ledger.throughput(), []),
+        return _chart(service.read_job(record, JobView.throughput, []),
                       end=time.time() if record.state == "running" else None)
 
     @app.post("/api/jobs/{job_id}/retry", response_model=models.Retried, tags=["jobs"],
@@ -213,21 +215,6 @@ def _job(record: JobRecord) -> models.Job:
     return models.Job(id=record.id, kind=record.kind, name=record.name, state=record.state,
                       created=record.created, updated=record.updated, error=record.error, inputs=inputs,
                       output=spec["output"], pipeline=spec["pipeline"])
-
-
-def _item_rows(ledger) -> list[models.ItemMetrics]:
-    return [
-        models.ItemMetrics(
-            id=row.id, uri=row.uri, output_uri=row.output_uri, state=row.state, error=row.error, frames=row.frames,
-            seconds=row.seconds, fps=row.fps, decode_s=row.decode_s, ops_s=row.ops_s, encode_s=row.encode_s,
-            upload_s=row.upload_s, bytes_in=row.bytes_in, bytes_out=row.bytes_out, steps_s=row.steps_s)
-        for row in ledger.item_metrics()
-    ]
-
-
-def _stage_seconds(ledger) -> dict[str, float]:
-    rows = ledger.item_metrics()
-    return {stage: sum(getattr(row, f"{stage}_s") for row in rows) for stage in ("decode", "ops", "encode", "upload")}
 
 
 def _chart(finished: list[tuple[float, int]], end: float | None) -> models.Throughput:

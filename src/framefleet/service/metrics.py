@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from framefleet.job_view import JobView
 from framefleet.service.runtime import Service
 
 
@@ -31,16 +32,14 @@ class ServiceCollector(Collector):
         busy = GaugeMetricFamily("framefleet_busy_workers", "Workers running a task.", labels=["job"])
         for record in self.service.registry.active(queued_limit=0):
             runner = self.service.runner(record.id)
-            figures = self.service.read_ledger(
-                record, lambda ledger: (ledger.counts(), ledger.frame_totals()[0], ledger.task_counts()), None)
-            if figures is None:
+            status = self.service.read_job(record, JobView.status, None)
+            if status is None:
                 continue
-            counts, done, tasks = figures
-            for state, count in counts.items():
+            for state, count in status.items.items():
                 items.add_metric([record.id, state], count)
-            frames.add_metric([record.id], done)
-            failures.add_metric([record.id], counts["failed"])
-            queue.add_metric([record.id], tasks["pending"])
+            frames.add_metric([record.id], status.frames_done)
+            failures.add_metric([record.id], status.items["failed"])
+            queue.add_metric([record.id], status.tasks["pending"])
             live = runner.live() if runner is not None and runner.alive else None
             fps.add_metric([record.id], live.fps if live else 0.0)
             workers.add_metric([record.id], live.workers if live else 0)

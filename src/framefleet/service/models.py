@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from framefleet import ledger
 
 ItemState = Literal["pending", "running", "done", "failed"]
 JobState = Literal["queued", "running", "finished", "cancelled", "error"]
@@ -116,6 +119,11 @@ class ItemMetrics(BaseModel):
     bytes_out: int
     steps_s: dict[str, float] = {}
     """ops_s by step of the pipeline (the op's name, numbered when it comes twice)."""
+
+    @classmethod
+    def of(cls, item: ledger.ItemMetrics) -> ItemMetrics:
+        """The ledger's figures for one video, as the API returns them."""
+        return cls(**asdict(item), fps=item.fps)
 
 
 class ItemList(BaseModel):

@@ -17,23 +17,24 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from framefleet import job
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import FramefleetError
 from framefleet.job_dir import LEDGER_NAME, open_ledger
-from framefleet.job_status import job_status
+from framefleet.job_view import JobStatus, JobView
 from framefleet.ledger import Ledger
 from framefleet.pipeline import Pipeline
 from framefleet.redact import redact
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
 from framefleet.service.registry import JobRecord, Registry
-from framefleet.spec import JobSpec
 from framefleet.service.watcher import Watcher, WatchRule
+from framefleet.spec import JobSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LIVE_FPS_SECONDS = 30.0
 """Window of the live frame rate a running job reports."""
@@ -57,6 +58,18 @@ class LiveProgress:
     busy: int
     fps: float
     frames_this_run: int
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A job's progress as the API shows it (`Service.progress`)."""
+
+    status: JobStatus | None
+    """What its ledger says (None before its first run)."""
+    live: LiveProgress | None
+    """Its scheduler's figures while it runs."""
+    watcher: Watcher | None
+    """A watch job's watcher."""
 
 
 class JobRunner:
@@ -287,21 +300,19 @@ class Service:
     def job_dir(self, record: JobRecord) -> Path:
         return self.config.state_dir / "jobs" / record.id
 
-    def read_ledger(self, record: JobRecord, read: Callable[[Ledger], Any], default: Any) -> Any:
-        """`read(ledger)` on the job's ledger, or `default` while the job has none yet."""
+    def read_job(self, record: JobRecord, read: Callable[[JobView], T], default: T) -> T:
+        """`read(view)` on a view of the job's ledger, or `default` while the job has none yet."""
         if not self._ledger_path(record).exists():
             return default
         with self._open_ledger(record) as ledger:
-            return read(ledger)
+            return read(JobView(ledger, self.job_dir(record)))
 
-    def status(self, record: JobRecord) -> dict[str, Any]:
+    def progress(self, record: JobRecord) -> JobProgress:
         """The job's progress: its ledger's status, and live figures while it runs."""
-        status = (job_status(self.job_dir(record)).to_dict() if self._ledger_path(record).exists() else None)
         runner = self.runner(record.id)
-        live = runner.live() if runner is not None and runner.alive else None
-        watcher = runner.watcher if runner is not None else None
-        return {"status": status, "live": live, "watch": None if watcher is None else {
-            "polls": watcher.polls, "last_error": watcher.last_error}}
+        return JobProgress(status=self.read_job(record, JobView.status, None),
+                           live=runner.live() if runner is not None and runner.alive else None,
+                           watcher=runner.watcher if runner is not None else None)
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -1,0 +1,202 @@
+"""`JobView`: one job as its ledger tells it, the single reading that every reader of a job shows.
+
+`framefleet status`, `failures` and `report`, the service's API and dashboard, and its Prometheus metrics
+read a job through a `JobView`. The ledger runs the queries and returns dataclasses; this module adds
+what is computed from them (the recent frame rate, the ETA, time by stage, elapsed time), and each reader
+only formats the result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from framefleet.job_dir import open_ledger
+from framefleet.ledger import Activity, Failure, ItemMetrics, JobRecord, Ledger, Losses
+
+RECENT_SECONDS = 120.0
+"""The window of `JobStatus.fps_recent`."""
+PREDICTION_KEY = "prediction"
+"""The ledger setting under which `run` keeps what a plan predicted."""
+RUN_SETTINGS_KEY = "run_settings"
+"""The ledger setting under which `run` keeps the `RunSettings` of the job's latest run."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of one job (`framefleet status`, the API's job detail)."""
+
+    job_dir: str
+    items: dict[str, int]
+    tasks: dict[str, int]
+    frames_done: int
+    frames_expected: int
+    fps_recent: float
+    """Frames per second over the last two minutes of finished tasks (0 when idle)."""
+    eta_seconds: float | None
+    """From the throughput measured over the last two minutes; when no task finished in them (at the start,
+    or after a pause), from the plan's predicted fps."""
+    workers: list[str]
+    """Workers holding a lease now."""
+    input_failures: int
+    crashes: int
+    infra_losses: int
+    elapsed_seconds: float = 0.0
+    """From the job's first attempt to its last (or to now while one runs)."""
+    stages: dict[str, float] | None = None
+    """Seconds by stage (decode, ops, encode, upload) over the finished tasks."""
+    prediction: dict[str, Any] | None = None
+    """What the plan the job ran with predicted (`framefleet run --plan`): wall_seconds, fps, ..."""
+    step_seconds: dict[str, float] | None = None
+    """Op time by step of the op chain (`resize`, `style`, ...) over the finished tasks: the slow step."""
+    settings: dict[str, Any] | None = None
+    """How the job's latest run was set up (`RunSettings`: engine, options, limits, ...), which `retry` reuses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def losses(self) -> Losses:
+        return Losses(self.input_failures, self.crashes, self.infra_losses)
+
+    @property
+    def fps_overall(self) -> float:
+        """Frames per second since the job's first attempt."""
+        return self.frames_done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) lines for a table."""
+        items = self.items
+        eta = f"{self.eta_seconds:.0f} s" if self.eta_seconds is not None else "unknown"
+        return [
+            ("job", self.job_dir),
+            ("items", f"{items['done']} done, {items['failed']} failed, {items['running']} running, "
+                      f"{items['pending']} pending"),
+            ("tasks", ", ".join(f"{n} {state}" for state, n in self.tasks.items() if n)),
+            ("frames", f"{self.frames_done} of {self.frames_expected} expected"),
+            ("throughput", f"{self.fps_recent:.1f} fps (last {RECENT_SECONDS:.0f} s)"),
+            ("ETA", eta),
+            ("workers", f"{len(self.workers)} busy" + (f": {', '.join(self.workers)}" if self.workers else "")),
+            ("losses", str(self.losses)),
+            *([("op steps", ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.step_seconds.items()))]
+              if self.step_seconds else []),
+            *self._settings_rows(),
+            *self._prediction_rows(),
+        ]
+
+    def _settings_rows(self) -> list[tuple[str, str]]:
+        if not self.settings:
+            return []
+        workers = self.settings["options"]["workers"]
+        return [("engine", f"{self.settings['engine']}, {workers or 'default'} workers, "
+                           f"{self.settings['limits']['max_attempts']} attempts")]
+
+    def _prediction_rows(self) -> list[tuple[str, str]]:
+        """The plan's prediction beside the measured figures."""
+        if not self.prediction:
+            return []
+        predicted = self.prediction
+        projected = (self.elapsed_seconds + (self.eta_seconds or 0.0)) if self.frames_done else None
+        return [
+            ("predicted", f"{predicted['wall_seconds']:.0f} s wall, {predicted['fps']:.1f} fps "
+                          f"({predicted.get('node', '?')} x {predicted.get('nodes', '?')})"),
+            ("actual", f"{self.elapsed_seconds:.0f} s so far, {self.fps_overall:.1f} fps"
+                       + (f", {projected:.0f} s projected" if projected else "")),
+        ]
+
+
+class JobView:
+    """Read one job from its ledger (safe while the job runs). `now` is the time rates and elapsed time are
+    measured to (the current time by default)."""
+
+    def __init__(self, ledger: Ledger, job_dir: str | Path, now: float | None = None) -> None:
+        self.ledger = ledger
+        self.job_dir = str(job_dir)
+        self.now = time.time() if now is None else now
+
+    @classmethod
+    @contextmanager
+    def open(cls, job_dir: str | Path, now: float | None = None) -> Iterator[JobView]:
+        """A view of the job in `job_dir`, its ledger closed on leaving."""
+        with open_ledger(job_dir) as ledger:
+            yield cls(ledger, job_dir, now)
+
+    def job(self) -> JobRecord | None:
+        """The job's fingerprint, pipeline, output root and version (None before it started)."""
+        return self.ledger.job()
+
+    def counts(self) -> dict[str, int]:
+        """Items per state."""
+        return self.ledger.counts()
+
+    def frames(self) -> tuple[int, int]:
+        """(frames done, frames the probes expect)."""
+        return self.ledger.frame_totals()
+
+    def items(self, state: str | None = None) -> list[ItemMetrics]:
+        """Each video's state, error and totals (bytes counted once for a split video), in order."""
+        return [item for item in self.ledger.item_metrics() if state is None or item.state == state]
+
+    def failures(self) -> list[Failure]:
+        return self.ledger.failures()
+
+    def losses(self) -> Losses:
+        return self.ledger.losses()
+
+    def activity(self) -> Activity:
+        return self.ledger.activity()
+
+    def throughput(self) -> list[tuple[float, int]]:
+        """(finish time, frames) of every finished task, in time order."""
+        return self.ledger.throughput()
+
+    def stages(self) -> dict[str, float]:
+        """Seconds by stage (decode, ops, encode, upload) over the finished tasks."""
+        return self.ledger.stage_seconds()
+
+    def step_seconds(self) -> dict[str, float]:
+        """Op seconds by step of the op chain over the finished tasks."""
+        return self.ledger.step_seconds()
+
+    def setting(self, key: str) -> Any:
+        """A JSON setting `run` stored (`PREDICTION_KEY`, `RUN_SETTINGS_KEY`), or None."""
+        return json.loads(self.ledger.setting(key) or "null")
+
+    def status(self) -> JobStatus:
+        """Counts, frames, rates, ETA, workers, losses, stages and settings in one snapshot."""
+        done, expected = self.frames()
+        recent = [frames for finished, frames in self.throughput() if finished >= self.now - RECENT_SECONDS]
+        fps = sum(recent) / RECENT_SECONDS if recent else 0.0
+        prediction = self.setting(PREDICTION_KEY)
+        rate = fps or (prediction or {}).get("fps", 0.0)
+        activity = self.activity()
+        losses = self.losses()
+        return JobStatus(
+            job_dir=self.job_dir,
+            items=self.counts(),
+            tasks=self.ledger.task_counts(),
+            frames_done=done,
+            frames_expected=expected,
+            fps_recent=fps,
+            eta_seconds=(expected - done) / rate if rate > 0 and expected > done else None,
+            workers=activity.running_workers,
+            input_failures=losses.input_failures,
+            crashes=losses.crashes,
+            infra_losses=losses.infra_losses,
+            elapsed_seconds=activity.elapsed(self.now),
+            stages=self.stages(),
+            prediction=prediction,
+            step_seconds=self.step_seconds(),
+            settings=self.setting(RUN_SETTINGS_KEY),
+        )
+
+
+def job_status(job_dir: str | Path, now: float | None = None) -> JobStatus:
+    """The status of the job in `job_dir`."""
+    with JobView.open(job_dir, now) as view:
+        return view.status()
