@@ -185,11 +185,11 @@ def _pool(settings: RunSettings, pipeline: Pipeline, worker_storage: WorkerStora
     return ray_pool(pipeline, options, settings.ray, worker_storage)
 
 
-def job_settings(job_dir: str | os.PathLike[str]) -> RunSettings:
-    """The settings a job's latest run stored (the defaults for a job from before they were stored)."""
+def job_settings(job_dir: str | os.PathLike[str], default: RunSettings = RunSettings()) -> RunSettings:
+    """The settings a job's latest run stored (`default` for a job from before they were stored)."""
     with open_ledger(job_dir) as ledger:
         text = ledger.setting(RUN_SETTINGS_KEY)
-    return RunSettings() if text is None else RunSettings.from_json(text)
+    return default if text is None else RunSettings.from_json(text)
 
 
 def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, **kwargs: Any) -> JobResult:

@@ -3,7 +3,8 @@
 The CLI builds one from its flags (or a plan's choice with the flags over it), the service from its
 configuration, a program by hand; `framefleet.run` takes it whole. A run stores its settings in the job's
 ledger (never credentials: storage options travel apart), so `framefleet retry` runs the job as it was
-started, on the same engine, unless told otherwise (the service runs its jobs with its current settings).
+started, on the same engine, unless told otherwise; the service resumes and retries a submitted job with
+its stored settings too (a watch job follows the service's configuration, where its rule lives).
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
 from framefleet.errors import OptionError
+from framefleet.job_view import JobView
+from framefleet.ledger import Limits
 from framefleet.service.api import create_app
 from framefleet.service.auth import COOKIE, TOKEN_ENV, check_listen, session_value
 from framefleet.service.config import ServiceConfig
@@ -497,6 +499,24 @@ def test_a_job_runs_to_finished_lists_its_failures_and_retries_them(tmp_path, al
         assert again["state"] == "finished" and again["items"]["done"] == 1 and again["items"]["failed"] == 1
         assert client.post(f"/api/jobs/{job['id']}/cancel", headers=BEARER).status_code == 409
         assert client.post("/api/jobs/job-nope/retry", headers=BEARER).status_code == 404
+
+
+def test_a_restarted_service_runs_a_submitted_job_with_the_settings_it_first_ran_with(tmp_path, allowed, inputs):
+    """The service's settings are taken when a job first runs and stored with it: after a restart with
+    other settings, a retry runs the job as before (its retry budget too), and its status shows that."""
+    with running_service(tmp_path, limits=Limits(max_attempts=1)) as (client, service):
+        job = client.post("/api/jobs", json=submission([str(inputs)], str(allowed / "out")), headers=BEARER).json()
+        assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"
+        job_dir = service.job_dir(service.job(job["id"]))
+    with running_service(tmp_path, workers=2, limits=Limits(max_attempts=3)) as (client, _):
+        assert client.post(f"/api/jobs/{job['id']}/retry", headers=BEARER).json() == {"retried": 1}
+        time.sleep(0.2)
+        assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"
+    with JobView.open(job_dir) as view:
+        settings = view.status().settings
+        [failure] = view.failures()
+    assert settings["options"]["workers"] == 1 and settings["limits"]["max_attempts"] == 1
+    assert failure.uri == str(inputs / "bad.mp4") and failure.attempts == 2  # one try per run, not 1 + 3
 
 
 def test_the_items_of_a_split_video_count_its_bytes_once(tmp_path, allowed, clip_factory):

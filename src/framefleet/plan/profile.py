@@ -1,7 +1,7 @@
 """Profiles: what a pipeline costs on a machine, measured on real frames of the job's own videos.
 
-For each resolution of the workload (the most common few), `profile_pipeline` runs the real worker body,
-`FrameProcessor.run` (decode, ops, encode) with one session, on frames from up to three places in a
+For each resolution of the workload (the most common few), `profile_pipeline` runs a real `Worker`, set
+up as `run` sets one up, on segment tasks (decode, ops, encode) over frames from up to three places in a
 video at that resolution (its first seconds are often unlike the rest), for each setting of the knobs:
 
 - `max_size` (inference resolution) at every value the op offers below the frame's size, with the
@@ -38,26 +38,26 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from framefleet import __version__
+from framefleet.cache import cache_dir
 from framefleet.errors import OptionError
 from framefleet.ops import Op
 from framefleet.ops.base import Device
 from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.plan.workload import VideoWork, Workload
-from framefleet.records import records_path
 from framefleet.remote_inputs import InputOpener
-from framefleet.cache import cache_dir
-from framefleet.streaming import FrameProcessor, available_cores, gpu_names
+from framefleet.streaming import available_cores, gpu_names
+from framefleet.task import TaskRequest
 from framefleet.temporary import write_text_atomically
 from framefleet.video import EncodeOptions, VideoReader, probe
-from framefleet.video.concat import join_segments
+from framefleet.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,6 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
     """Every measurement for one resolution (see the module docstring); a JSON-ready entry."""
     op = pipeline.ops[0]
     source = InputOpener().open(video.uri)
-    info = probe(source, keyframes=False)
     chunks = _chunks(source, frames)
     sizes = _max_sizes(op, video.width, video.height)
     base = Knobs(max_size=None, batch_size=op.batch_size, threads=1)
@@ -319,10 +318,10 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         out = Path(scratch)
 
         def run(knobs: Knobs, length: str) -> dict[str, float]:
-            return _timed_run(pipeline, knobs, source, info, chunks, length, out / "run.nut")
+            return _timed_run(pipeline, knobs, video.uri, chunks, length, out)
 
         setup_started = time.perf_counter()
-        with FrameProcessor([op_with_knobs(op, base)], sessions=1, threads=1):
+        with closing(_worker(pipeline, base)):
             setup_seconds = time.perf_counter() - setup_started
         short, long = run(base, "short"), run(base, "long")
         extra = max(1, long["frames"] - short["frames"])
@@ -349,7 +348,7 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         else:
             node_fps = 1.0 / reference["wall"]
         say(f"  all {workers} workers: {node_fps:.2f} fps")
-        join_seconds = _join_seconds(pipeline, source, info, chunks[0], out)
+        join_seconds = _join_seconds(pipeline, video.uri, chunks[0], out)
         quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
     return {
         "pixels": video.width * video.height,
@@ -417,28 +416,36 @@ def _pts_after(source, start: int | None, counts: tuple[int, ...]) -> tuple[int,
     return None
 
 
-def _timed_run(pipeline: Pipeline, knobs: Knobs, source, info, chunks: list[_Chunk], length: str,
-               target: Path) -> dict[str, float]:
-    """One worker's body over each chunk's `length` ("short" or "long") of frames, after a warm-up run:
+def _worker(pipeline: Pipeline, knobs: Knobs) -> Worker:
+    """A `Worker` as `run` sets one up (in this process), with the first op's knobs turned to `knobs`.
+    Without the temporal blend: a segment of the blend first runs frames before its start through the
+    ops (its pre-roll), a fixed cost that would swamp the short runs a profile times."""
+    ops = (op_with_knobs(pipeline.ops[0], knobs), *pipeline.ops[1:])
+    return Worker(replace(pipeline, ops=ops, temporal="none"), knobs.threads, own_process=False)
+
+
+def _segment(uri: str, scratch: Path, seq: int, start: int | None, end: int | None) -> TaskRequest:
+    """The task of processing frames [start, end) of `uri` into a part file under `scratch`."""
+    return TaskRequest(task_id=seq, lease_id=seq, kind="segment", item_id=0, seq=seq, uri=uri,
+                       output_uri=str(scratch / "output.mp4"), start_pts=start, end_pts=end, parts_dir=str(scratch))
+
+
+def _timed_run(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chunk], length: str,
+               scratch: Path) -> dict[str, float]:
+    """A worker's tasks over each chunk's `length` ("short" or "long") of frames, after a warm-up task:
     wall and CPU seconds, frames and stage times, summed over the chunks."""
-    encode = replace(pipeline.encode, threads=pipeline.encode.threads or knobs.threads)
     totals = dict.fromkeys(("frames", "cpu", "wall", "decode", "ops", "encode"), 0.0)
-    ops = [op_with_knobs(pipeline.ops[0], knobs), *pipeline.ops[1:]]
-    outputs = {"output": target if pipeline.writes_video else None,
-               "records": records_path(target) if pipeline.writes_records else None}
-    with FrameProcessor(ops, sessions=1, threads=knobs.threads) as processor:
-        processor.run(source, encode=encode, info=info, start_pts=chunks[0].start, end_pts=chunks[0].warm,
-                      carry=False, **outputs)
+    with closing(_worker(pipeline, knobs)) as worker:
+        worker.run(_segment(uri, scratch, 0, chunks[0].start, chunks[0].warm))
         for chunk in chunks:
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            result = processor.run(source, encode=encode, info=info, start_pts=chunk.start,
-                                   end_pts=getattr(chunk, length), carry=False, **outputs)
+            metrics = worker.run(_segment(uri, scratch, 0, chunk.start, getattr(chunk, length))).metrics
             totals["cpu"] += time.process_time() - cpu0
             totals["wall"] += time.perf_counter() - wall0
-            totals["frames"] += result.frames
-            totals["decode"] += result.decode_seconds
-            totals["ops"] += result.ops_seconds
-            totals["encode"] += result.encode_seconds
+            totals["frames"] += metrics.frames
+            totals["decode"] += metrics.decode_s
+            totals["ops"] += metrics.ops_s
+            totals["encode"] += metrics.encode_s
     return totals
 
 
@@ -486,32 +493,25 @@ def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[
     """One of `_all_cores_fps`'s processes: puts (extra frames, extra seconds) of its long runs over its
     short ones, or the error that stopped it."""
     try:
-        source = InputOpener().open(uri)
-        info = probe(source, keyframes=False)
         with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
             timed = []
             for length in ("short", "long"):
                 barrier.wait(timeout=300)
-                timed.append(_timed_run(pipeline, knobs, source, info, chunks, length, Path(scratch) / "run.nut"))
+                timed.append(_timed_run(pipeline, knobs, uri, chunks, length, Path(scratch)))
             short, long = timed
             results.put((long["frames"] - short["frames"], max(1e-6, long["wall"] - short["wall"])))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         results.put(f"{type(exc).__name__}: {exc}")
 
 
-def _join_seconds(pipeline: Pipeline, source, info, chunk: _Chunk, out: Path) -> float:
-    """Seconds to join two segments into a whole video (the source's other streams carried in)."""
-    parts = [out / "part-0.nut", out / "part-1.nut"]
-    with FrameProcessor([op_with_knobs(pipeline.ops[0], Knobs(max_size=64)), *pipeline.ops[1:]],
-                        sessions=1) as processor:
-        processor.run(source, parts[0], encode=pipeline.encode, info=info, start_pts=chunk.start,
-                      end_pts=chunk.warm, carry=False)
-        processor.run(source, parts[1], encode=pipeline.encode, info=info, start_pts=chunk.warm,
-                      end_pts=chunk.short, carry=False)
-    offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
-    started = time.perf_counter()
-    join_segments(parts, out / "joined.mp4", carry_from=source, carry_skip_index=info.video_index, offset=offset,
-                  time_base=info.time_base)
+def _join_seconds(pipeline: Pipeline, uri: str, chunk: _Chunk, scratch: Path) -> float:
+    """Seconds of the join task that makes two segments one video (the source's other streams carried in)."""
+    with closing(_worker(pipeline, Knobs(max_size=64))) as worker:
+        worker.run(_segment(uri, scratch, 0, chunk.start, chunk.warm))
+        worker.run(_segment(uri, scratch, 1, chunk.warm, chunk.short))
+        join = replace(_segment(uri, scratch, 2, None, None), kind="join", segments=2)
+        started = time.perf_counter()
+        worker.run(join)
     return time.perf_counter() - started
 
 

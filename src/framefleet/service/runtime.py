@@ -31,7 +31,7 @@ from framefleet.redact import redact
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
 from framefleet.service.registry import JobRecord, Registry
 from framefleet.service.watcher import Watcher, WatchRule
-from framefleet.spec import JobSpec
+from framefleet.spec import JobSpec, RunSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -140,10 +140,17 @@ class JobRunner:
         # else: the service is stopping; the job stays running in the registry and resumes at the next start
 
     def _run(self, inputs: list[str], output: str, pipeline: Pipeline, *, standing: bool) -> job.JobResult:
-        config = self._service.config
         accept = None if standing else self._allowed
-        return job.run(JobSpec(inputs, output, pipeline, config.run_settings()), job_dir=self.job_dir,
+        return job.run(JobSpec(inputs, output, pipeline, self._settings(standing)), job_dir=self.job_dir,
                        on_progress=self._on_progress, standing=standing, stop=self._stop, accept=accept)
+
+    def _settings(self, standing: bool) -> RunSettings:
+        """A submitted job runs with the settings its first run stored, so a restart of the service or a
+        retry never changes how it runs; a watch job with the service's own (its rule is in the config)."""
+        current = self._service.config.run_settings()
+        if standing or not (self.job_dir / LEDGER_NAME).exists():
+            return current
+        return job.job_settings(self.job_dir, default=current)
 
     def _allowed(self, uri: str) -> bool:
         """Whether a listed video of a submitted job lies inside the allowed prefixes (after resolving links)."""
