@@ -30,6 +30,7 @@ from framefleet.redact import redact
 
 SCHEMA_VERSION = 1
 TaskKind = Literal["probe", "segment", "join"]
+ItemState = Literal["pending", "running", "done", "failed"]
 Outcome = Literal["done", "input_error", "crashed", "hung", "lost", "interrupted", "stale"]
 INFRA_OUTCOMES = frozenset({"lost", "interrupted", "stale"})
 CRASH_OUTCOMES = frozenset({"crashed", "hung"})
@@ -151,12 +152,12 @@ class Item:
 
 @dataclass(frozen=True)
 class ItemMetrics:
-    """One input video's totals over its finished tasks (`Ledger.item_metrics`)."""
+    """One input video of a job: its state, its error and its totals over its finished tasks."""
 
     id: int
     uri: str
     output_uri: str
-    state: str
+    state: ItemState
     error: str | None
     item_frames: int | None
     """Frames its probe found (None before the probe)."""
@@ -171,11 +172,9 @@ class ItemMetrics:
     bytes_in: int
     bytes_out: int
     steps_s: dict[str, float] = field(default_factory=dict)
-    """`ops_s` by step of the op chain."""
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+    """`ops_s` by step of the op chain (the op's name, numbered when it comes twice)."""
+    fps: float = 0.0
+    """Frames over task seconds."""
 
 
 @dataclass(frozen=True)
@@ -696,7 +695,8 @@ class Ledger:
         for row in rows:
             values = dict(row)
             steps = [step for step in json.loads(values.pop("steps")) if step]
-            found.append(ItemMetrics(**values, steps_s=_summed(steps)))
+            fps = values["frames"] / values["seconds"] if values["seconds"] > 0 else 0.0
+            found.append(ItemMetrics(**values, steps_s=_summed(steps), fps=fps))
         return found
 
     def stage_seconds(self) -> dict[str, float]:

@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from framefleet import __version__
 from framefleet.errors import FramefleetError
 from framefleet.job_view import JobView
-from framefleet.ledger import Losses
+from framefleet.ledger import ItemState, Losses
 from framefleet.redact import redact
 from framefleet.service import models
 from framefleet.service.auth import TokenAuth
@@ -114,13 +114,13 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
 
     @app.get("/api/jobs/{job_id}/items", response_model=models.ItemList, tags=["jobs"],
              responses={404: {"description": "No such job"}})
-    def list_items(job_id: JobId, state: models.ItemState | None = None,
+    def list_items(job_id: JobId, state: ItemState | None = None,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> models.ItemList:
         """A job's videos (e.g. `state=failed` for the failure list), with their errors and metrics."""
         record = service.job(job_id)
         rows = service.read_job(record, lambda view: view.items(state), [])
-        return models.ItemList(items=[models.ItemMetrics.of(row) for row in rows[offset:offset + limit]],
+        return models.ItemList(items=rows[offset:offset + limit],
                                total=len(rows), limit=limit, offset=offset)
 
     @app.get("/api/jobs/{job_id}/throughput", response_model=models.Throughput, tags=["jobs"],

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from framefleet import ledger
+from framefleet.ledger import ItemMetrics
 
-ItemState = Literal["pending", "running", "done", "failed"]
 JobState = Literal["queued", "running", "finished", "cancelled", "error"]
 JobKind = Literal["watch", "submitted"]
 Scalar = str | int | float | bool
@@ -100,34 +98,9 @@ class JobList(BaseModel):
     offset: int
 
 
-class ItemMetrics(BaseModel):
-    """One input video of a job, with its metrics."""
-
-    id: int
-    uri: str
-    output_uri: str
-    state: ItemState
-    error: str | None
-    frames: int
-    seconds: float
-    fps: float
-    decode_s: float
-    ops_s: float
-    encode_s: float
-    upload_s: float
-    bytes_in: int
-    bytes_out: int
-    steps_s: dict[str, float] = {}
-    """ops_s by step of the pipeline (the op's name, numbered when it comes twice)."""
-
-    @classmethod
-    def of(cls, item: ledger.ItemMetrics) -> ItemMetrics:
-        """The ledger's figures for one video, as the API returns them."""
-        return cls(**asdict(item), fps=item.fps)
-
-
 class ItemList(BaseModel):
     items: list[ItemMetrics]
+    """Each video's state, error and totals (bytes counted once for a split video)."""
     total: int
     limit: int
     offset: int
