@@ -360,7 +360,7 @@ def run_case(case: str, contender: str, inputs: dict[str, Any], store: Store, wo
 
 def ledger_stats(job_dir: Path) -> dict[str, Any]:
     """Sums of the task metrics (upload_s among them) and the attempt time by task kind."""
-    from framefleet.job import open_ledger
+    from framefleet.job_dir import open_ledger
 
     ledger = open_ledger(job_dir)
     try:

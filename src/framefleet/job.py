@@ -4,7 +4,6 @@ by running it again; `retry`: its failed items again, run as the job's stored se
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -20,8 +19,8 @@ from framefleet import __version__, storage
 from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
-from framefleet.errors import FramefleetError, OptionError, is_disk_full, job_disk_full
-from framefleet.job_dir import LEDGER_NAME, default_job_dir, open_ledger, resolve_job_dir
+from framefleet.errors import OptionError
+from framefleet.job_dir import JobDir, default_job_dir, open_ledger, resolve_job_dir
 from framefleet.job_view import PREDICTION_KEY, RUN_SETTINGS_KEY
 from framefleet.ledger import Damage, Failure, Ledger
 from framefleet.ops.registry import is_builtin
@@ -29,10 +28,6 @@ from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
 from framefleet.sources import expand_inputs
 from framefleet.spec import JobSpec, RunSettings
-
-
-class JobBusyError(FramefleetError):
-    """Another run holds the job directory."""
 
 
 @dataclass
@@ -97,46 +92,44 @@ def run(
         storage.configure(storage_options)
     worker_storage = WorkerStorage(storage.configured_options(), settings.input_access)
     output_root = canonical_output_root(spec.output)
-    job_path = Path(job_dir) if job_dir is not None else default_job_dir(output_root)
-    job_path.mkdir(parents=True, exist_ok=True)
-    with _job_lock(job_path):
-        with Ledger(job_path / LEDGER_NAME, settings.limits) as ledger:
-            ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
-                            output_root=output_root)
-            ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())
-            skipped: list[str] = []
-            refused: dict[str, str] = {}
-            if spec.inputs:
-                listing = expand_inputs(spec.inputs, stdin=stdin)
-                skipped, refused = listing.skipped, listing.refused
-                refs = [ref for ref in listing.refs if not storage.is_inside(ref.uri, output_root)]
-                if accept is not None:
-                    skipped = sorted([*skipped, *(ref.uri for ref in refs if not accept(ref.uri))])
-                    refs = [ref for ref in refs if accept(ref.uri)]
-                ledger.add_items(
-                    (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
-                    for ref in refs
-                )
-            if prediction is not None:
-                ledger.put_setting(PREDICTION_KEY, json.dumps(dict(prediction)))
-            ledger.release_all_running("lost", "the previous run of this job stopped before this task finished")
-            parts = _parts_dir(ledger, job_path, settings.parts_dir)
-            offline = settings.engine == "local" and workers_offline(settings.options.worker_network, pipeline,
-                                                                     ledger, [output_root, parts], standing)
-            pool, count = _pool(settings, pipeline, worker_storage, offline)
-            scheduler = Scheduler(ledger, pool, parts, count, settings.options, on_progress,
-                                  standing=standing, stop=stop)
-            with _stop_on_signals(scheduler.request_stop, enabled=handle_signals):
-                finished = scheduler.run()
-            frames, _ = ledger.frame_totals()
-            return JobResult(job_dir=job_path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
-                             seconds=time.perf_counter() - started, interrupted=not finished, skipped=skipped,
-                             refused=refused, damaged=ledger.damaged())
+    place = JobDir(Path(job_dir) if job_dir is not None else default_job_dir(output_root))
+    with place.lock(), place.open_ledger(settings.limits, create=True) as ledger:
+        ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
+                        output_root=output_root)
+        ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())
+        skipped: list[str] = []
+        refused: dict[str, str] = {}
+        if spec.inputs:
+            listing = expand_inputs(spec.inputs, stdin=stdin)
+            skipped, refused = listing.skipped, listing.refused
+            refs = [ref for ref in listing.refs if not storage.is_inside(ref.uri, output_root)]
+            if accept is not None:
+                skipped = sorted([*skipped, *(ref.uri for ref in refs if not accept(ref.uri))])
+                refs = [ref for ref in refs if accept(ref.uri)]
+            ledger.add_items(
+                (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
+                for ref in refs
+            )
+        if prediction is not None:
+            ledger.put_setting(PREDICTION_KEY, json.dumps(dict(prediction)))
+        ledger.release_all_running("lost", "the previous run of this job stopped before this task finished")
+        parts = _parts_dir(ledger, place, settings.parts_dir)
+        offline = settings.engine == "local" and workers_offline(settings.options.worker_network, pipeline,
+                                                                 ledger, [output_root, parts], standing)
+        pool, count = _pool(settings, pipeline, worker_storage, offline)
+        scheduler = Scheduler(ledger, pool, parts, count, settings.options, on_progress,
+                              standing=standing, stop=stop)
+        with _stop_on_signals(scheduler.request_stop, enabled=handle_signals):
+            finished = scheduler.run()
+        frames, _ = ledger.frame_totals()
+        return JobResult(job_dir=place.path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
+                         seconds=time.perf_counter() - started, interrupted=not finished, skipped=skipped,
+                         refused=refused, damaged=ledger.damaged())
 
 
-def _parts_dir(ledger: Ledger, job_dir: Path, requested: str | None) -> str:
+def _parts_dir(ledger: Ledger, place: JobDir, requested: str | None) -> str:
     """The job's parts location: the one recorded by its first run, which later runs must not change."""
-    wanted = str((job_dir / "parts").resolve()) if requested is None else (
+    wanted = str(place.parts.resolve()) if requested is None else (
         str(storage.local_path(requested).resolve()) if storage.is_local(requested) else storage.canonical_uri(requested))
     if requested is not None and not storage.is_local(requested):
         storage.check_writable(requested)
@@ -204,26 +197,6 @@ def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, 
         ledger.retry_failed()
     spec = JobSpec((), job.output_root, Pipeline.from_spec(job.spec), settings)
     return run(spec, job_dir=job_dir, **kwargs)
-
-
-@contextmanager
-def _job_lock(job_dir: Path) -> Iterator[None]:
-    with open(job_dir / "lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise JobBusyError(f"{job_dir}: another framefleet run is using this job directory") from None
-        try:  # unbuffered, so that closing the file has nothing left to write
-            os.ftruncate(handle.fileno(), 0)
-            os.pwrite(handle.fileno(), f"{os.getpid()}\n".encode(), 0)
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            raise job_disk_full(job_dir) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Where a job keeps its state, and opening its ledger.
+"""`JobDir`: where a job keeps its state, and opening its ledger.
 
 The job directory holds `ledger.sqlite` (the state of every item, task and attempt, and the job's stored
 settings), `parts/` (segments waiting to be joined, and outputs staged for upload to an object store)
@@ -9,13 +9,17 @@ of a job (status, failures, records, the report, the service) finds it here.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from framefleet import storage
 from framefleet.cache import cache_dir
-from framefleet.errors import OptionError
+from framefleet.errors import FramefleetError, OptionError, is_disk_full, job_disk_full
 from framefleet.ledger import Ledger, Limits
 
 LEDGER_NAME = "ledger.sqlite"
@@ -43,10 +47,67 @@ def resolve_job_dir(job_dir: str | os.PathLike[str]) -> Path:
     return inside if not (Path(text) / LEDGER_NAME).exists() and (inside / LEDGER_NAME).exists() else Path(text)
 
 
-def open_ledger(job_dir: str | Path, limits: Limits = Limits()) -> Ledger:
-    """The ledger of an existing job (raises when the folder holds no job). An object-store output URI
-    stands for its default job directory (`default_job_dir`)."""
-    path = resolve_job_dir(job_dir) / LEDGER_NAME
-    if not path.exists():
-        raise OptionError(f"{job_dir}: no framefleet job here (no {LEDGER_NAME}); give the --job-dir of a run")
-    return Ledger(path, limits)
+class JobBusyError(FramefleetError):
+    """Another run holds the job directory."""
+
+
+@dataclass(frozen=True)
+class JobDir:
+    """One job directory and its layout: the ledger, the default parts folder and the run's lock."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, job_dir: str | os.PathLike[str]) -> JobDir:
+        """The job directory `job_dir` names: itself, or the default one of an output root (`resolve_job_dir`)."""
+        return cls(resolve_job_dir(job_dir))
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / LEDGER_NAME
+
+    @property
+    def parts(self) -> Path:
+        """Where segments wait for their join unless the job names another place (`--parts-dir`)."""
+        return self.path / "parts"
+
+    def started(self) -> bool:
+        """Whether a run has made the job's ledger."""
+        return self.ledger_path.exists()
+
+    def open_ledger(self, limits: Limits = Limits(), *, create: bool = False) -> Ledger:
+        """The job's ledger, to use as a context manager; `create` makes the folder and the ledger of a new
+        job, else a folder without one is refused."""
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not self.started():
+            raise OptionError(f"{self.path}: no framefleet job here (no {LEDGER_NAME}); give the --job-dir of a run")
+        return Ledger(self.ledger_path, limits)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the job for one run (raises `JobBusyError` while another run holds it); the lock file
+        names the holder's process id. Makes the folder of a new job."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JobBusyError(f"{self.path}: another framefleet run is using this job directory") from None
+            try:  # unbuffered, so that closing the file has nothing left to write
+                os.ftruncate(handle.fileno(), 0)
+                os.pwrite(handle.fileno(), f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                raise job_disk_full(self.path) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_ledger(job_dir: str | os.PathLike[str], limits: Limits = Limits()) -> Ledger:
+    """The ledger of an existing job (`JobDir.open_ledger`); an object-store output URI stands for its
+    default job directory."""
+    return JobDir.of(job_dir).open_ledger(limits)

@@ -57,6 +57,12 @@ class JobStatus:
     settings: dict[str, Any] | None = None
     """How the job's latest run was set up (`RunSettings`: engine, options, limits, ...), which `retry` reuses."""
 
+    @classmethod
+    def not_started(cls, job_dir: str | Path) -> JobStatus:
+        """The status of a job whose first run has not made its ledger yet."""
+        return cls(job_dir=str(job_dir), items={}, tasks={}, frames_done=0, frames_expected=0, fps_recent=0.0,
+                   eta_seconds=None, workers=[], input_failures=0, crashes=0, infra_losses=0, stages={})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -15,7 +15,8 @@ import pytest
 
 import media_checks
 from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import open_ledger, run
+from framefleet.job import run
+from framefleet.job_dir import open_ledger
 from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
 from framefleet.spec import JobSpec, RunSettings

@@ -26,7 +26,8 @@ from PIL import Image
 import media_checks
 from cli_helpers import cli, stderr_lines, stdout_json
 from framefleet import FramefleetError, load_records
-from framefleet.job import open_ledger, run
+from framefleet.job import run
+from framefleet.job_dir import open_ledger
 from framefleet.engines.scheduler import EngineOptions
 from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.spec import JobSpec, RunSettings

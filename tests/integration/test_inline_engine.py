@@ -25,7 +25,8 @@ from framefleet.batch import FrameBatch
 from framefleet.engines.inline import hung_workers
 from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import OpError
-from framefleet.job import open_ledger, run
+from framefleet.job import run
+from framefleet.job_dir import open_ledger
 from framefleet.ledger import Limits
 from framefleet.ops.base import Op
 from framefleet.pipeline import Pipeline

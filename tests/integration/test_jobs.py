@@ -34,7 +34,8 @@ from typer.testing import CliRunner, Result
 import media_checks
 from framefleet.cli import app
 from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import LEDGER_NAME, open_ledger, run
+from framefleet.job import run
+from framefleet.job_dir import LEDGER_NAME, open_ledger
 from framefleet.ledger import Ledger, Limits
 from framefleet.pipeline import Pipeline
 from framefleet.spec import JobSpec, RunSettings

@@ -20,7 +20,7 @@ import yaml
 from cli_helpers import ANSI, cli, stderr_lines, stdout_json
 from typer.testing import Result
 
-from framefleet.job import open_ledger
+from framefleet.job_dir import open_ledger
 from framefleet.pipeline import Pipeline
 from framefleet.plan import ProfileStore, measure_workload, profile_pipeline
 from framefleet.plan import profile as profile_module

@@ -22,7 +22,8 @@ import pytest
 
 from framefleet import storage
 from framefleet.engines.scheduler import EngineOptions, EngineProgress
-from framefleet.job import LEDGER_NAME, JobResult, canonical_output_root, run
+from framefleet.job import JobResult, canonical_output_root, run
+from framefleet.job_dir import LEDGER_NAME
 from framefleet.ledger import Ledger
 from framefleet.pipeline import Pipeline
 from framefleet.spec import JobSpec, RunSettings

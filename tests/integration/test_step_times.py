@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from framefleet.job import open_ledger
+from framefleet.job_dir import open_ledger
 from framefleet.job_view import JobView
 from framefleet.report import render_report
 

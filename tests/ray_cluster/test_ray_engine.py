@@ -24,7 +24,8 @@ from framefleet import load_records  # noqa: E402
 from framefleet.engines.ray import ray_pool  # noqa: E402
 from framefleet.engines.ray_options import RayOptions  # noqa: E402
 from framefleet.engines.scheduler import EngineOptions  # noqa: E402
-from framefleet.job import open_ledger, retry, run  # noqa: E402
+from framefleet.job import retry, run  # noqa: E402
+from framefleet.job_dir import open_ledger  # noqa: E402
 from framefleet.ledger import Limits  # noqa: E402
 from framefleet.pipeline import Pipeline  # noqa: E402
 from framefleet.spec import JobSpec, RunSettings  # noqa: E402

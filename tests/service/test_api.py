@@ -507,7 +507,7 @@ def test_a_restarted_service_runs_a_submitted_job_with_the_settings_it_first_ran
     with running_service(tmp_path, limits=Limits(max_attempts=1)) as (client, service):
         job = client.post("/api/jobs", json=submission([str(inputs)], str(allowed / "out")), headers=BEARER).json()
         assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"
-        job_dir = service.job_dir(service.job(job["id"]))
+        job_dir = service.job_dir(service.job(job["id"])).path
     with running_service(tmp_path, workers=2, limits=Limits(max_attempts=3)) as (client, _):
         assert client.post(f"/api/jobs/{job['id']}/retry", headers=BEARER).json() == {"retried": 1}
         time.sleep(0.2)
@@ -586,7 +586,7 @@ def test_cancelling_a_queued_job_means_it_never_runs(tmp_path, allowed, inputs, 
 
         never = detail(client, queued["id"])
         assert never["state"] == "cancelled" and never["frames_done"] == 0 and not any(never["items"].values())
-        assert not service.job_dir(service.job(queued["id"])).exists()
+        assert not service.job_dir(service.job(queued["id"])).path.exists()
         assert not (allowed / "never").exists()
         assert detail(client, first["id"])["state"] == "cancelled"
         assert (allowed / "later" / "a.mp4").is_file()

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 import media_checks
 from framefleet.cli import app
 from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import LEDGER_NAME, run
+from framefleet.job import run
+from framefleet.job_dir import LEDGER_NAME
 from framefleet.ledger import Limits
 from framefleet.pipeline import Pipeline
 from framefleet.spec import JobSpec, RunSettings

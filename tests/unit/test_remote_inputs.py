@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from framefleet.errors import OptionError
-from framefleet.job import default_job_dir
+from framefleet.job_dir import default_job_dir
 from framefleet.remote_inputs import InputAccess, SpoolCache
 
 

@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from framefleet import __version__
 from framefleet.errors import FramefleetError
 from framefleet.job_view import JobView
-from framefleet.ledger import ItemState, Losses
+from framefleet.ledger import ItemState
 from framefleet.redact import redact
 from framefleet.service import models
 from framefleet.service.auth import TokenAuth
@@ -99,17 +99,14 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
         record = service.job(job_id)
         progress = service.progress(record)
         status, live, watcher = progress.status, progress.live, progress.watcher
-        losses = status.losses if status else Losses()
-        done, expected = (status.frames_done, status.frames_expected) if status else (0, 0)
-        fps = live.fps if live is not None else status.fps_recent if status else 0.0
-        eta = ((expected - done) / fps if live is not None and fps > 0 and expected > done
-               else status.eta_seconds if status else None)
+        done, expected = status.frames_done, status.frames_expected
+        fps = live.fps if live is not None else status.fps_recent
+        eta = (expected - done) / fps if live is not None and fps > 0 and expected > done else status.eta_seconds
         return models.JobDetail(
-            **_job(record).model_dump(), items=status.items if status else {}, tasks=status.tasks if status else {},
-            frames_done=done, frames_expected=expected, fps=fps, eta_seconds=eta,
-            workers=live.workers if live else 0, busy_workers=live.busy if live else 0,
-            stages=status.stages if status else {}, input_failures=losses.input_failures, crashes=losses.crashes,
-            infra_losses=losses.infra_losses,
+            **_job(record).model_dump(), items=status.items, tasks=status.tasks, frames_done=done,
+            frames_expected=expected, fps=fps, eta_seconds=eta, workers=live.workers if live else 0,
+            busy_workers=live.busy if live else 0, stages=status.stages, input_failures=status.input_failures,
+            crashes=status.crashes, infra_losses=status.infra_losses,
             watch=models.WatchInfo(polls=watcher.polls, last_error=watcher.last_error) if watcher else None)
 
     @app.get("/api/jobs/{job_id}/items", response_model=models.ItemList, tags=["jobs"],

@@ -16,16 +16,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 from framefleet import job
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import FramefleetError
-from framefleet.job_dir import LEDGER_NAME, open_ledger
+from framefleet.job_dir import JobDir
 from framefleet.job_view import JobStatus, JobView
-from framefleet.ledger import Ledger
 from framefleet.pipeline import Pipeline
 from framefleet.redact import redact
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
@@ -64,8 +62,8 @@ class LiveProgress:
 class JobProgress:
     """A job's progress as the API shows it (`Service.progress`)."""
 
-    status: JobStatus | None
-    """What its ledger says (None before its first run)."""
+    status: JobStatus
+    """What its ledger says (`JobStatus.not_started` before its first run)."""
     live: LiveProgress | None
     """Its scheduler's figures while it runs."""
     watcher: Watcher | None
@@ -75,7 +73,7 @@ class JobProgress:
 class JobRunner:
     """Runs one job in its own thread: a submitted job until its items are done, a watch job until stopped."""
 
-    def __init__(self, record: JobRecord, job_dir: Path, service: Service) -> None:
+    def __init__(self, record: JobRecord, job_dir: JobDir, service: Service) -> None:
         self.record = record
         self.job_dir = job_dir
         self.watcher: Watcher | None = None
@@ -141,16 +139,16 @@ class JobRunner:
 
     def _run(self, inputs: list[str], output: str, pipeline: Pipeline, *, standing: bool) -> job.JobResult:
         accept = None if standing else self._allowed
-        return job.run(JobSpec(inputs, output, pipeline, self._settings(standing)), job_dir=self.job_dir,
+        return job.run(JobSpec(inputs, output, pipeline, self._settings(standing)), job_dir=self.job_dir.path,
                        on_progress=self._on_progress, standing=standing, stop=self._stop, accept=accept)
 
     def _settings(self, standing: bool) -> RunSettings:
         """A submitted job runs with the settings its first run stored, so a restart of the service or a
         retry never changes how it runs; a watch job with the service's own (its rule is in the config)."""
         current = self._service.config.run_settings()
-        if standing or not (self.job_dir / LEDGER_NAME).exists():
+        if standing or not self.job_dir.started():
             return current
-        return job.job_settings(self.job_dir, default=current)
+        return job.job_settings(self.job_dir.path, default=current)
 
     def _allowed(self, uri: str) -> bool:
         """Whether a listed video of a submitted job lies inside the allowed prefixes (after resolving links)."""
@@ -173,8 +171,7 @@ class JobRunner:
         spec = self.record.spec
         rule = WatchRule(name=self.record.name, source=spec["source"], output=spec["output"],
                          pipeline=spec["pipeline"], interval=spec["interval"])
-        self.job_dir.mkdir(parents=True, exist_ok=True)
-        feed = Ledger(self.job_dir / LEDGER_NAME)
+        feed = self.job_dir.open_ledger(create=True)
         self.watcher = Watcher(rule, feed, job.canonical_output_root(rule.output))
         watching = threading.Thread(target=self.watcher.run, args=(self._stop,), name=f"watch-{rule.name}",
                                     daemon=True)
@@ -191,14 +188,13 @@ class JobRunner:
         self._samples.append((time.monotonic(), progress.frames))
 
     def _has_items(self) -> bool:
-        path = self.job_dir / LEDGER_NAME
-        if not path.exists():
+        if not self.job_dir.started():
             return False
-        with Ledger(path) as ledger:
+        with self.job_dir.open_ledger() as ledger:
             return bool(ledger.items())
 
     def _unfinished(self) -> int:
-        with open_ledger(self.job_dir) as ledger:
+        with self.job_dir.open_ledger() as ledger:
             return ledger.unfinished()
 
 
@@ -283,9 +279,9 @@ class Service:
     def retry(self, job_id: str) -> int:
         """Put the job's failed items back to pending; a job that had ended runs again. Returns how many."""
         record = self.job(job_id)
-        if record.state == "queued" or not self._ledger_path(record).exists():
+        if record.state == "queued" or not self.job_dir(record).started():
             return 0
-        with self._open_ledger(record) as ledger:
+        with self.job_dir(record).open_ledger(self.config.limits) as ledger:
             count = ledger.retry_failed()
         if count and record.kind == "submitted":
             self.registry.set_state(job_id, "queued", unless=("queued", "running"))
@@ -304,20 +300,22 @@ class Service:
         with self._lock:
             return self._runners.get(job_id)
 
-    def job_dir(self, record: JobRecord) -> Path:
-        return self.config.state_dir / "jobs" / record.id
+    def job_dir(self, record: JobRecord) -> JobDir:
+        return JobDir(self.config.state_dir / "jobs" / record.id)
 
     def read_job(self, record: JobRecord, read: Callable[[JobView], T], default: T) -> T:
         """`read(view)` on a view of the job's ledger, or `default` while the job has none yet."""
-        if not self._ledger_path(record).exists():
+        place = self.job_dir(record)
+        if not place.started():
             return default
-        with self._open_ledger(record) as ledger:
-            return read(JobView(ledger, self.job_dir(record)))
+        with place.open_ledger(self.config.limits) as ledger:
+            return read(JobView(ledger, place.path))
 
     def progress(self, record: JobRecord) -> JobProgress:
         """The job's progress: its ledger's status, and live figures while it runs."""
         runner = self.runner(record.id)
-        return JobProgress(status=self.read_job(record, JobView.status, None),
+        not_started = JobStatus.not_started(self.job_dir(record).path)
+        return JobProgress(status=self.read_job(record, JobView.status, not_started),
                            live=runner.live() if runner is not None and runner.alive else None,
                            watcher=runner.watcher if runner is not None else None)
 
@@ -331,11 +329,6 @@ class Service:
             self.registry.set_state(record.id, "running")
         return self.job(record.id)
 
-    def _ledger_path(self, record: JobRecord) -> Path:
-        return self.job_dir(record) / LEDGER_NAME
-
-    def _open_ledger(self, record: JobRecord) -> Ledger:
-        return Ledger(self._ledger_path(record), self.config.limits)
 
     def _dispatch_loop(self) -> None:
         while not self.stopping:
