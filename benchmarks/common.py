@@ -177,3 +177,19 @@ def parse_choices(parser: argparse.ArgumentParser, text: str, allowed: Sequence[
     if not chosen:
         parser.error(f"no {what} to run")
     return chosen
+
+
+class OutputClock:
+    """A progress callback noting when each output frame was written."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, frames: int) -> None:
+        self.times.extend([time.perf_counter()] * frames)
+
+    def steady_fps(self) -> float | None:
+        """Frames per second between the outputs that complete 25% and 95% of the video."""
+        first, last = int(0.25 * len(self.times)), int(0.95 * len(self.times)) - 1
+        elapsed = self.times[last] - self.times[first] if last > first else 0.0
+        return (last - first) / elapsed if elapsed > 0 else None

@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from common import DEFAULT_RESULTS, NAMED_SIZES, load_average, log, machine_info, print_table, write_results
+from common import (DEFAULT_RESULTS, NAMED_SIZES, OutputClock, load_average, log, machine_info, print_table,
+                    write_results)
 from framefleet.batch import FrameBatch
 from framefleet.ops import Device, IdentityOp, StyleTransferOp
 from framefleet.streaming import process_video
@@ -70,22 +71,6 @@ def ceiling(frames: np.ndarray, batch_size: int, style: str, device: str) -> dic
     finally:
         op.teardown()
     return {"frames": len(frames), "seconds": seconds}
-
-
-class OutputClock:
-    """A progress callback noting when each output frame was written."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def __call__(self, frames: int) -> None:
-        self.times.extend([time.perf_counter()] * frames)
-
-    def steady_fps(self) -> float | None:
-        """Frames per second between the outputs that complete 25% and 95% of the video."""
-        first, last = int(0.25 * len(self.times)), int(0.95 * len(self.times)) - 1
-        elapsed = self.times[last] - self.times[first] if last > first else 0.0
-        return (last - first) / elapsed if elapsed > 0 else None
 
 
 def stylize(path: Path, out: Path, style: str | None, *, device: str, codec: str = "auto", hw_decode: bool = False,
