@@ -336,7 +336,8 @@ def test_real_plan_tighter_deadline_picks_a_smaller_inference_size(tmp_path: Pat
     loose = cli("plan", clip, "-o", tmp_path / "loose.json", *common)
     assert loose.exit_code == 0, loose.output
     plan = stdout_json(loose)
-    assert {o["knobs"]["max_size"] for o in plan["options"]} >= {None, 360}
+    shown = {o["knobs"]["max_size"] for o in plan["options"]}  # the table keeps a spread of the frontier
+    assert None in shown and shown & {480, 360}, shown
     assert plan["options"][plan["chosen"]]["knobs"]["max_size"] is None  # no deadline: full quality
     store = ProfileStore(directory=tmp_path / "profiles")
     (value,) = [v for k, v in store.entries(store.machine.name).items() if k.endswith("|640x360|cpu")]
