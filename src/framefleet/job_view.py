@@ -140,6 +140,10 @@ class JobView:
         """Items per state."""
         return self.ledger.counts()
 
+    def tasks(self) -> dict[str, int]:
+        """Tasks (probes, segments, joins) per state."""
+        return self.ledger.task_counts()
+
     def frames(self) -> tuple[int, int]:
         """(frames done, frames the probes expect)."""
         return self.ledger.frame_totals()
@@ -185,7 +189,7 @@ class JobView:
         return JobStatus(
             job_dir=self.job_dir,
             items=self.counts(),
-            tasks=self.ledger.task_counts(),
+            tasks=self.tasks(),
             frames_done=done,
             frames_expected=expected,
             fps_recent=fps,

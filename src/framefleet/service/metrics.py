@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from framefleet.job_view import JobView
 from framefleet.service.runtime import Service
 
 
@@ -32,14 +31,17 @@ class ServiceCollector(Collector):
         busy = GaugeMetricFamily("framefleet_busy_workers", "Workers running a task.", labels=["job"])
         for record in self.service.registry.active(queued_limit=0):
             runner = self.service.runner(record.id)
-            status = self.service.read_job(record, JobView.status, None)
-            if status is None:
+            # counts only: a scrape must not read every finished task, as the full status does
+            figures = self.service.read_job(record, lambda view: (view.counts(), view.frames()[0], view.tasks()),
+                                            None)
+            if figures is None:
                 continue
-            for state, count in status.items.items():
+            counts, done, tasks = figures
+            for state, count in counts.items():
                 items.add_metric([record.id, state], count)
-            frames.add_metric([record.id], status.frames_done)
-            failures.add_metric([record.id], status.items["failed"])
-            queue.add_metric([record.id], status.tasks["pending"])
+            frames.add_metric([record.id], done)
+            failures.add_metric([record.id], counts["failed"])
+            queue.add_metric([record.id], tasks["pending"])
             live = runner.live() if runner is not None and runner.alive else None
             fps.add_metric([record.id], live.fps if live else 0.0)
             workers.add_metric([record.id], live.workers if live else 0)
