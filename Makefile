@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/framefleet example build/example.mp4 --seconds 4
+	$(BIN)/framefleet example build/example.mp4 --seconds 4 --overwrite
 	$(BIN)/framefleet stylize build/example.mp4 -o build/example-stylized.mp4 --style 7 --overwrite
 	@echo "Stylized video: build/example-stylized.mp4 (input: build/example.mp4)"
 

@@ -13,6 +13,7 @@ CLI in a subprocess with tests/ on its ``PYTHONPATH`` and need tasks that take a
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -128,4 +129,18 @@ class GatedOp(Op):
     def process(self, batch: FrameBatch) -> FrameBatch:
         if not os.path.exists(self.gate):
             raise OpError(f"{self.gate} is not there yet")
+        return batch
+
+
+@dataclass(kw_only=True)
+class WarnOp(Op):
+    """Identity that logs `message` as a warning when its worker sets it up (a library's warning, say)."""
+
+    name = "warn"
+    message: str = "a warning from the worker"
+
+    def setup(self, device) -> None:
+        logging.getLogger("job_ops.warn").warning(self.message)
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
         return batch

@@ -15,6 +15,9 @@ class FramefleetError(Exception):
     """Base class: a problem with the user's input, options or environment."""
 
     exit_code = 2
+    retryable = True
+    """Whether another attempt at the same input may succeed; False where the input itself settles it (a file
+    that is not there, not a video, or that FFmpeg cannot read): a job fails such an item at its first attempt."""
 
     @property
     def error_class(self) -> str:
@@ -25,13 +28,23 @@ class FramefleetError(Exception):
 class InputNotFoundError(FramefleetError):
     """The named input does not exist."""
 
+    retryable = False
+
 
 class NotAVideoError(FramefleetError):
     """The input exists but FFmpeg finds no video in it."""
 
+    retryable = False
+
 
 class CorruptVideoError(FramefleetError):
     """The input is a video, but its data cannot be decoded."""
+
+    retryable = False
+
+
+class NoVideosError(FramefleetError):
+    """A job's inputs name no video to process (an empty folder, only other files, only its own outputs)."""
 
 
 class OutputError(FramefleetError):

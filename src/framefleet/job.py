@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +19,14 @@ from framefleet import __version__, storage
 from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
-from framefleet.errors import OptionError
+from framefleet.errors import NoVideosError, OptionError, OutputError
 from framefleet.job_dir import JobDir, default_job_dir, open_ledger, resolve_job_dir
 from framefleet.job_view import PREDICTION_KEY, RUN_SETTINGS_KEY
 from framefleet.ledger import Damage, Failure, Ledger
 from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
-from framefleet.sources import expand_inputs
+from framefleet.sources import VideoRef, expand_inputs
 from framefleet.spec import JobSpec, RunSettings
 
 
@@ -93,22 +93,19 @@ def run(
     worker_storage = WorkerStorage(storage.configured_options(), settings.input_access)
     output_root = canonical_output_root(spec.output)
     place = JobDir(Path(job_dir) if job_dir is not None else default_job_dir(output_root))
+    found = _list_inputs(spec.inputs, output_root, stdin, accept) if spec.inputs else None
+    if found is not None and not found.refs and not _has_items(place):
+        raise NoVideosError(found.explain(spec.inputs, output_root))
+    if storage.is_local(output_root):
+        _create_folder(Path(output_root))
     with place.lock(), place.open_ledger(settings.limits, create=True) as ledger:
         ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
                         output_root=output_root)
         ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())
-        skipped: list[str] = []
-        refused: dict[str, str] = {}
-        if spec.inputs:
-            listing = expand_inputs(spec.inputs, stdin=stdin)
-            skipped, refused = listing.skipped, listing.refused
-            refs = [ref for ref in listing.refs if not storage.is_inside(ref.uri, output_root)]
-            if accept is not None:
-                skipped = sorted([*skipped, *(ref.uri for ref in refs if not accept(ref.uri))])
-                refs = [ref for ref in refs if accept(ref.uri)]
+        if found is not None:
             ledger.add_items(
                 (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
-                for ref in refs
+                for ref in found.refs
             )
         if prediction is not None:
             ledger.put_setting(PREDICTION_KEY, json.dumps(dict(prediction)))
@@ -119,12 +116,74 @@ def run(
         pool, count = _pool(settings, pipeline, worker_storage, offline)
         scheduler = Scheduler(ledger, pool, parts, count, settings.options, on_progress,
                               standing=standing, stop=stop)
-        with _stop_on_signals(scheduler.request_stop, enabled=handle_signals):
+        with _stop_on_signals(scheduler, enabled=handle_signals):
             finished = scheduler.run()
         frames, _ = ledger.frame_totals()
+        # A stop that came when nothing was left to do (or while the last task finished) interrupted nothing.
+        interrupted = not finished and (standing or ledger.unfinished() > 0)
         return JobResult(job_dir=place.path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
-                         seconds=time.perf_counter() - started, interrupted=not finished, skipped=skipped,
-                         refused=refused, damaged=ledger.damaged())
+                         seconds=time.perf_counter() - started, interrupted=interrupted,
+                         skipped=found.skipped if found else [], refused=found.refused if found else {},
+                         damaged=ledger.damaged())
+
+
+@dataclass
+class _Found:
+    """The videos a run's inputs name, less those it leaves out, and what was left out."""
+
+    refs: list[VideoRef]
+    skipped: list[str]
+    """Files that are not videos, and videos `accept` refused."""
+    refused: dict[str, str]
+    """Videos whose names cannot be mirrored under the output root: URI -> reason."""
+    inside_output: int
+    """Videos under the output root (a job's outputs are never its inputs)."""
+
+    def explain(self, inputs: Sequence[str], output_root: str) -> str:
+        """Why no video is left, for a run that has nothing to do."""
+        named = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
+        found = []
+        if self.skipped:
+            names = ", ".join(Path(uri).name for uri in self.skipped[:3]) + (", ..." if len(self.skipped) > 3 else "")
+            found.append(f"{_count(len(self.skipped), 'file')} that {'is' if len(self.skipped) == 1 else 'are'} "
+                         f"not a video ({names})")
+        if self.inside_output:
+            found.append(f"{_count(self.inside_output, 'video')} inside the output folder {output_root}, which a job "
+                         "never takes as inputs")
+        if self.refused:
+            found.append(f"{_count(len(self.refused), 'video')} whose names cannot be mirrored under the output")
+        return f"no videos to process in {named}: found {'; '.join(found) or 'no files'}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _list_inputs(inputs: Sequence[str], output_root: str, stdin: TextIO | None,
+                 accept: Callable[[str], bool] | None) -> _Found:
+    listing = expand_inputs(inputs, stdin=stdin)
+    refs = [ref for ref in listing.refs if not storage.is_inside(ref.uri, output_root)]
+    inside_output = len(listing.refs) - len(refs)
+    skipped = listing.skipped
+    if accept is not None:
+        skipped = sorted([*skipped, *(ref.uri for ref in refs if not accept(ref.uri))])
+        refs = [ref for ref in refs if accept(ref.uri)]
+    return _Found(refs, skipped, listing.refused, inside_output)
+
+
+def _has_items(place: JobDir) -> bool:
+    """Whether the job already holds items (from an earlier run), so a run with no new videos resumes it."""
+    if not place.started():
+        return False
+    with place.open_ledger() as ledger:
+        return sum(ledger.counts().values()) > 0
+
+
+def _create_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create the output folder ({exc.strerror or exc})") from None
 
 
 def _parts_dir(ledger: Ledger, place: JobDir, requested: str | None) -> str:
@@ -144,7 +203,11 @@ def canonical_output_root(output: str) -> str:
     """The output root in canonical form, as `run` records it and derives output URIs from; checked to be
     writable storage."""
     if storage.is_local(output):
-        return str(storage.local_path(output).resolve())
+        root = storage.local_path(output).resolve()
+        if root.exists() and not root.is_dir():
+            raise OutputError(f"{output}: is a file; the output of a job is a folder (outputs mirror the inputs' "
+                              "paths under it)")
+        return str(root)
     storage.check_writable(output)
     return storage.canonical_uri(output)
 
@@ -200,11 +263,19 @@ def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, 
 
 
 @contextmanager
-def _stop_on_signals(stop: Callable[[], None], *, enabled: bool) -> Iterator[None]:
+def _stop_on_signals(scheduler: Scheduler, *, enabled: bool) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the job gracefully; a second SIGINT (Ctrl-C again) stops it now."""
     if not enabled:
         yield
         return
-    previous = {sig: signal.signal(sig, lambda *_: stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    interrupts = 0
+
+    def handle(signum: int, _frame: object) -> None:
+        nonlocal interrupts
+        interrupts += signum == signal.SIGINT
+        scheduler.request_stop(now=interrupts > 1)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from framefleet import storage
 from framefleet.cache import cache_dir
-from framefleet.errors import FramefleetError, OptionError, is_disk_full, job_disk_full
+from framefleet.errors import FramefleetError, OptionError, OutputError, is_disk_full, job_disk_full
 from framefleet.ledger import Ledger, Limits
 
 LEDGER_NAME = "ledger.sqlite"
@@ -88,7 +88,10 @@ class JobDir:
     def lock(self) -> Iterator[None]:
         """Hold the job for one run (raises `JobBusyError` while another run holds it); the lock file
         names the holder's process id. Makes the folder of a new job."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot create the job directory ({exc.strerror or exc})") from None
         with open(self.path / "lock", "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -104,7 +107,35 @@ class JobDir:
             try:
                 yield
             finally:
+                os.ftruncate(handle.fileno(), 0)  # no process id: nobody holds the job
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def held(self) -> bool:
+        """Whether a run holds the job now (`lock`). Tested without taking the lock where the file names no
+        live process, so a status read never makes a starting run fail as busy."""
+        try:
+            pid = int((self.path / "lock").read_text().strip() or 0)
+        except (OSError, ValueError):
+            return False
+        if pid <= 0 or not _alive(pid):
+            return False
+        with open(self.path / "lock", "a+") as handle:  # a live process id may be a reused one: ask the lock
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def open_ledger(job_dir: str | os.PathLike[str], limits: Limits = Limits()) -> Ledger:

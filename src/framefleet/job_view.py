@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from framefleet.job_dir import open_ledger
+from framefleet.job_dir import JobDir, open_ledger
 from framefleet.ledger import Activity, Failure, ItemMetrics, JobRecord, Ledger, Losses
 
 RECENT_SECONDS = 120.0
@@ -56,6 +56,11 @@ class JobStatus:
     """Op time by step of the op chain (`resize`, `style`, ...) over the finished tasks: the slow step."""
     settings: dict[str, Any] | None = None
     """How the job's latest run was set up (`RunSettings`: engine, options, limits, ...), which `retry` reuses."""
+    running: bool = False
+    """Whether a run holds the job now. When none does, nothing runs: no ETA, and items counted `running`
+    were started and stopped (they resume where they were when the job runs again)."""
+    stopped: int = 0
+    """Attempts given up because the job was stopped (Ctrl-C, SIGTERM); not losses."""
 
     @classmethod
     def not_started(cls, job_dir: str | Path) -> JobStatus:
@@ -68,7 +73,15 @@ class JobStatus:
 
     @property
     def losses(self) -> Losses:
-        return Losses(self.input_failures, self.crashes, self.infra_losses)
+        return Losses(self.input_failures, self.crashes, self.infra_losses, self.stopped)
+
+    @property
+    def state(self) -> str:
+        """running, stopped (work is left and no run holds the job), or finished."""
+        if self.running:
+            return "running"
+        left = self.items.get("pending", 0) + self.items.get("running", 0)
+        return "stopped" if left else "finished"
 
     @property
     def fps_overall(self) -> float:
@@ -78,11 +91,15 @@ class JobStatus:
     def rows(self) -> list[tuple[str, str]]:
         """(label, value) lines for a table."""
         items = self.items
-        eta = f"{self.eta_seconds:.0f} s" if self.eta_seconds is not None else "unknown"
+        state = self.state
+        in_flight = (f"{items['running']} running, " if self.running
+                     else f"{items['running']} stopped part-way, " if items['running'] else "")
+        eta = (f"{self.eta_seconds:.0f} s" if self.eta_seconds is not None else "unknown") if self.running else "-"
         return [
             ("job", self.job_dir),
-            ("items", f"{items['done']} done, {items['failed']} failed, {items['running']} running, "
-                      f"{items['pending']} pending"),
+            ("state", {"running": "running", "finished": "finished: nothing left to do",
+                       "stopped": "stopped: run the same command again to resume"}[state]),
+            ("items", f"{items['done']} done, {items['failed']} failed, {in_flight}{items['pending']} pending"),
             ("tasks", ", ".join(f"{n} {state}" for state, n in self.tasks.items() if n)),
             ("frames", f"{self.frames_done} of {self.frames_expected} expected"),
             ("throughput", f"{self.fps_recent:.1f} fps (last {RECENT_SECONDS:.0f} s)"),
@@ -186,6 +203,7 @@ class JobView:
         rate = fps or (prediction or {}).get("fps", 0.0)
         activity = self.activity()
         losses = self.losses()
+        running = JobDir.of(self.job_dir).held()
         return JobStatus(
             job_dir=self.job_dir,
             items=self.counts(),
@@ -193,7 +211,7 @@ class JobView:
             frames_done=done,
             frames_expected=expected,
             fps_recent=fps,
-            eta_seconds=(expected - done) / rate if rate > 0 and expected > done else None,
+            eta_seconds=(expected - done) / rate if running and rate > 0 and expected > done else None,
             workers=activity.running_workers,
             input_failures=losses.input_failures,
             crashes=losses.crashes,
@@ -203,6 +221,8 @@ class JobView:
             prediction=prediction,
             step_seconds=self.step_seconds(),
             settings=self.setting(RUN_SETTINGS_KEY),
+            running=running,
+            stopped=losses.stopped,
         )
 
 

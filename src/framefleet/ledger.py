@@ -32,7 +32,8 @@ SCHEMA_VERSION = 1
 TaskKind = Literal["probe", "segment", "join"]
 ItemState = Literal["pending", "running", "done", "failed"]
 Outcome = Literal["done", "input_error", "crashed", "hung", "lost", "interrupted", "stale"]
-INFRA_OUTCOMES = frozenset({"lost", "interrupted", "stale"})
+INFRA_OUTCOMES = frozenset({"lost", "stale"})
+"""Attempts lost to the machines; "interrupted" ones were given up on a stop request."""
 CRASH_OUTCOMES = frozenset({"crashed", "hung"})
 INFRA_BACKOFF_CAP = 30.0
 """Seconds: the longest wait before retrying a task after repeated infrastructure losses."""
@@ -191,6 +192,12 @@ class Failure:
     log_tail: str | None
     """The last lines of the latest traceback, for a bug or a crash."""
 
+    @property
+    def reason(self) -> str:
+        """The error without the input's name where it starts with it (shown beside the name already)."""
+        error = self.error or ""
+        return error.removeprefix(f"{self.uri}: ")
+
 
 @dataclass(frozen=True)
 class Damage:
@@ -289,11 +296,14 @@ class Losses:
     crashes: int = 0
     """Workers that crashed or hung on the task."""
     infra_losses: int = 0
-    """Lost to the machines: killed workers, lost nodes, stopped runs, stale leases, full disks."""
+    """Lost to the machines: killed workers, lost nodes, stale leases, full disks."""
+    stopped: int = 0
+    """Given up because the job was stopped (Ctrl-C, SIGTERM): nobody's fault, redone on resume."""
 
     def __str__(self) -> str:
-        return (f"{self.input_failures} input failures, {self.crashes} crashes or hangs, "
-                f"{self.infra_losses} infrastructure losses")
+        text = (f"attempts: {self.input_failures} failed on their input, {self.crashes} crashed or hung, "
+                f"{self.infra_losses} lost to the infrastructure")
+        return text + (f", {self.stopped} given up on a stop request" if self.stopped else "")
 
 
 @dataclass(frozen=True)
@@ -554,16 +564,18 @@ class Ledger:
         message: str,
         log_tail: str | None = None,
         now: float | None = None,
+        final: bool = False,
     ) -> str:
         """Record a failed attempt. Returns the task's new state: pending (retry), failed, or cancelled (its item
-        failed meanwhile through another task); "stale" when the lease is no longer the newest.
+        failed meanwhile through another task); "stale" when the lease is no longer the newest. `final` (an
+        input error that another attempt cannot change) fails the item now, whatever its retry budget.
         """
         now = time.time() if now is None else now
         with self._write() as db:
             if not self._holds_lease(db, task):
                 self._close_attempt(db, task.lease_id, "stale", now, error_type, message, log_tail)
                 return "stale"
-            return self._release(db, task.id, task.lease_id, outcome, message, now, error_type, log_tail)
+            return self._release(db, task.id, task.lease_id, outcome, message, now, error_type, log_tail, final)
 
     def retry_failed(self, now: float | None = None) -> int:
         """Put failed items back to pending with fresh retry budgets. Returns how many."""
@@ -624,6 +636,18 @@ class Ledger:
         ).fetchone()[0]
         return done, expected
 
+    def frames_estimate(self) -> tuple[int, int]:
+        """(frames the live items hold, how many of those items are not probed yet). An item not probed yet
+        counts at the probed items' frames per byte of input, so the total does not jump as probes finish."""
+        known, known_bytes, unknown_bytes, unknown = self._db.execute(
+            "SELECT COALESCE(SUM(frames), 0), COALESCE(SUM(CASE WHEN frames IS NOT NULL THEN size END), 0), "
+            "COALESCE(SUM(CASE WHEN frames IS NULL THEN size END), 0), COUNT(*) - COUNT(frames) "
+            "FROM items WHERE state != 'failed'"
+        ).fetchone()
+        if unknown and known and known_bytes:
+            known += round(unknown_bytes * known / known_bytes)
+        return known, unknown
+
     def next_ready_time(self) -> float | None:
         """When the earliest pending task becomes claimable (None when nothing is pending)."""
         row = self._db.execute("SELECT MIN(not_before) FROM tasks WHERE state = 'pending'").fetchone()
@@ -642,7 +666,8 @@ class Ledger:
         counts = dict(self._db.execute("SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome").fetchall())
         return Losses(input_failures=counts.get("input_error", 0),
                       crashes=sum(counts.get(outcome, 0) for outcome in CRASH_OUTCOMES),
-                      infra_losses=sum(counts.get(outcome, 0) for outcome in INFRA_OUTCOMES))
+                      infra_losses=sum(counts.get(outcome, 0) for outcome in INFRA_OUTCOMES),
+                      stopped=counts.get("interrupted", 0))
 
     def activity(self) -> Activity:
         """How many attempts ran, from when to when, and which workers hold one now."""
@@ -735,14 +760,15 @@ class Ledger:
             (now, outcome, error_type, message, log_tail, lease_id),
         )
 
-    def _release(self, db, task_id, lease_id, outcome, message, now, error_type=None, log_tail=None) -> str:
+    def _release(self, db, task_id, lease_id, outcome, message, now, error_type=None, log_tail=None,
+                 final=False) -> str:
         message = _redacted(message)
         self._close_attempt(db, lease_id, outcome, now, error_type, message, log_tail)
         row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if outcome == "input_error":
             used = row["input_failures"] + 1
             db.execute("UPDATE tasks SET input_failures = ? WHERE id = ?", (used, task_id))
-            exhausted = used >= self.limits.max_attempts
+            exhausted = final or used >= self.limits.max_attempts
             delay = self.limits.backoff_seconds * 2 ** (used - 1)
             reason = message
         elif outcome in CRASH_OUTCOMES:
@@ -751,6 +777,8 @@ class Ledger:
             exhausted = used >= self.limits.max_crashes
             delay = self.limits.backoff_seconds * 2 ** (used - 1)
             reason = f"the worker {outcome} {used} times on this input (last: {message})"
+        elif outcome == "interrupted":  # a stop request: retried at once when the job resumes, never counted
+            exhausted, reason, delay = False, message, 0.0
         else:
             losses = row["infra_losses"] + 1
             db.execute("UPDATE tasks SET infra_losses = ? WHERE id = ?", (losses, task_id))

@@ -313,7 +313,11 @@ def test_infrastructure_losses_never_fail_an_item(make_ledger, outcome):
         assert t is not None
         assert ledger.fail(t, outcome, error_type="Lost", message="node gone", now=n * 100) == "pending"
     row = task_rows(ledger)[0]
-    assert (row["infra_losses"], row["input_failures"], row["crashes"], row["state"]) == (25, 0, 0, "pending")
+    counted = 25 if outcome == "lost" else 0  # a stop request is nobody's loss: retried at once, never backed off
+    assert (row["infra_losses"], row["input_failures"], row["crashes"], row["state"]) == (counted, 0, 0, "pending")
+    assert row["not_before"] == (2400 if outcome == "interrupted" else pytest.approx(2400 + INFRA_BACKOFF_CAP))
+    losses = ledger.losses()
+    assert (losses.infra_losses, losses.stopped) == ((25, 0) if outcome == "lost" else (0, 25))
     assert item_state(ledger, 1) == "running"
     t = ledger.claim("w", 60, now=10_000)
     assert ledger.complete(t, segments=[Segment(None, None)], now=10_001)
@@ -398,7 +402,8 @@ def test_release_all_running_returns_running_tasks_to_pending(ledger):
     assert ledger.task_counts()["running"] == 0
     assert ledger.task_counts()["pending"] == 3
     rows = task_rows(ledger)
-    assert [r["infra_losses"] for r in rows] == [1, 1, 0]
+    assert [r["infra_losses"] for r in rows] == [0, 0, 0]  # a stop request is nobody's loss
+    assert ledger.losses().stopped == 2
     assert all(r["lease_owner"] is None and r["lease_expires"] is None for r in rows)
     assert [a["outcome"] for a in ledger.attempts()] == ["interrupted", "interrupted"]
     assert ledger.claim("w", 60, now=5) is not None  # claimable at once
@@ -526,8 +531,9 @@ def test_losses_count_the_attempts_by_cause(ledger):
     ledger.add_items([ref(name) for name in "abcde"], now=0)
     for outcome in outcomes:  # one item each: a second crash would fail the first item's task
         ledger.fail(ledger.claim("w", 60, now=0), outcome, error_type="E", message="m", now=0)
-    assert ledger.losses() == Losses(input_failures=1, crashes=2, infra_losses=2)
-    assert str(ledger.losses()) == "1 input failures, 2 crashes or hangs, 2 infrastructure losses"
+    assert ledger.losses() == Losses(input_failures=1, crashes=2, infra_losses=1, stopped=1)
+    assert str(ledger.losses()) == ("attempts: 1 failed on their input, 2 crashed or hung, 1 lost to the infrastructure, "
+                                    "1 given up on a stop request")
 
 
 def test_step_times_add_up_by_step_over_tasks_and_items(ledger):

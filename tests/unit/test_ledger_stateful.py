@@ -87,10 +87,12 @@ class LedgerMachine(RuleBasedStateMachine):
             after = self.task_row(before["id"])
             item_failed = self.item_state(before["item_id"]) == "failed"
             assert after["state"] == ("cancelled" if item_failed else "pending")
-            assert after["infra_losses"] == before["infra_losses"] + 1
+            stopped = outcome == "interrupted"  # a stop request: nobody's loss, retried at once
+            assert after["infra_losses"] == before["infra_losses"] + (0 if stopped else 1)
             assert (after["input_failures"], after["crashes"]) == (before["input_failures"], before["crashes"])
             losses = after["infra_losses"]
-            delay = 0.0 if losses == 1 else min(self.limits.backoff_seconds * 2 ** (losses - 2), INFRA_BACKOFF_CAP)
+            delay = 0.0 if stopped or losses == 1 else min(self.limits.backoff_seconds * 2 ** (losses - 2),
+                                                           INFRA_BACKOFF_CAP)
             assert after["not_before"] == self.now + delay
             attempt = self.ledger._db.execute("SELECT * FROM attempts WHERE id = ?", (before["lease_id"],)).fetchone()
             assert attempt["outcome"] == outcome
@@ -181,7 +183,7 @@ class LedgerMachine(RuleBasedStateMachine):
             exhausted = used >= self.limits.max_crashes
         else:
             used, exhausted = 0, False
-            losses = before["infra_losses"] + 1
+            losses = before["infra_losses"] + (0 if outcome == "interrupted" else 1)
         item_failed = self.item_state(task.item_id) == "failed"
         state = self.ledger.fail(task, outcome, error_type="TestError", message=outcome, now=self.now)
         expected = "failed" if exhausted else ("cancelled" if item_failed else "pending")
@@ -191,6 +193,8 @@ class LedgerMachine(RuleBasedStateMachine):
         if not exhausted:
             if used:
                 delay = self.limits.backoff_seconds * 2 ** (used - 1)
+            elif outcome == "interrupted":  # a stop request: at once, never counted
+                delay = 0.0
             else:  # infrastructure: at once the first time, then backing off, capped
                 delay = 0.0 if losses == 1 else min(self.limits.backoff_seconds * 2 ** (losses - 2), INFRA_BACKOFF_CAP)
             assert after["not_before"] == self.now + delay

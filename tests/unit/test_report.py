@@ -140,7 +140,7 @@ def test_the_summary_gives_the_totals(html):
     assert "10.0 s in tasks" in text
     assert "decode 2.5 s, ops 5.0 s, encode 1.2 s, upload 1.2 s" in text
     assert "12.0 kB in (inputs), 7.5 kB out (outputs)" in text
-    assert "2 input failures, 0 crashes or hangs, 1 infrastructure losses" in text
+    assert "attempts: 2 failed on their input, 0 crashed or hung, 1 lost to the infrastructure" in text
     assert '"segment_seconds": 20' in text  # the pipeline, pretty-printed
 
 

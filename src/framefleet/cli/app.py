@@ -15,12 +15,13 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.core import TyperGroup
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -35,7 +36,30 @@ from framefleet.engines.inline import hung_workers
 from framefleet.errors import FramefleetError
 from framefleet.redact import install_log_redaction, redact
 
+
+
+def _without_flag_types(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Commands(TyperGroup):
+    """Typer's rich help shows a flag with a type (`--debug <bool>`) as if it took a value: flags show none."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _without_flag_types(super().get_params(ctx))
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _without_flag_types(command.get_params(ctx))
+        return command
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Run deep-learning models over videos: frame-exact, streaming, with their audio.",
     no_args_is_help=True,
     add_completion=False,
@@ -132,6 +156,19 @@ def progress_bar(disable: bool) -> Progress:
         disable=disable,
         transient=True,
     )
+
+
+def frame_counter(bar: Progress, description: str, total: int | None) -> Callable[[int], None]:
+    """A task on `bar` counting frames; the returned callable adds processed frames and updates the rate."""
+    task = bar.add_task(description, total=total, fps=0.0)
+
+    def advance(frames: int) -> None:
+        bar.advance(task, frames)
+        state = bar.tasks[task]
+        elapsed = state.elapsed or 0.0
+        bar.update(task, fps=state.completed / elapsed if elapsed else 0.0)
+
+    return advance
 
 
 

@@ -18,7 +18,7 @@ from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
 from framefleet.engines.scheduler import EngineProgress
-from framefleet.errors import OptionError
+from framefleet.errors import OptionError, OutputError
 from framefleet.job import JobResult, job_settings
 from framefleet.job import retry as retry_job
 from framefleet.job import run as run_job
@@ -27,6 +27,7 @@ from framefleet.ledger import Failure
 from framefleet.plan.apply import AppliedPlan, apply_plan
 from framefleet.plan.planner import read_plan
 from framefleet.spec import JobSpec, RunSettings
+from framefleet.temporary import write_text_atomically
 
 JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
                                             "or the output URI of a job writing to an object store.")]
@@ -172,7 +173,7 @@ def failures(job_dir: JobDir, as_json: options.Json = False) -> None:
         return
     table = Table("input", "attempts", "error")
     for row in rows:
-        table.add_row(row.uri, str(row.attempts), row.error or "")
+        table.add_row(row.uri, str(row.attempts), row.reason)
     out.print(table)
 
 
@@ -180,11 +181,14 @@ def failures(job_dir: JobDir, as_json: options.Json = False) -> None:
 def records(
     job_dir: JobDir,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write every record as one Parquet file.")] = None,
+    overwrite: options.Overwrite = False,
     as_json: options.Json = False,
 ) -> None:
     """The records a job's ops wrote: rows per op and the columns, or all of them as one Parquet file."""
     from framefleet.records import load_records, summarize, write_table_atomically
 
+    if output is not None:
+        guarded(lambda: options.check_new_file(output, overwrite))
     table = guarded(lambda: load_records(job_dir))
     if output is not None:
         guarded(lambda: write_table_atomically(table, output))
@@ -205,13 +209,19 @@ def records(
 def report(
     job_dir: JobDir,
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Write a self-contained HTML report: totals, per-video metrics, time per stage, failures."""
     from framefleet.report import render_report
 
     def write() -> None:
+        options.check_new_file(output, overwrite)
         with JobView.open(job_dir) as view:
-            output.write_text(render_report(view), encoding="utf-8")
+            page = render_report(view)
+        try:
+            write_text_atomically(output, page)
+        except OSError as exc:
+            raise OutputError(f"{output}: cannot write the report ({exc.strerror or exc})") from None
 
     guarded(write)
     err.print(f"[green]wrote[/] {escape(str(output))}", highlight=False)
@@ -226,14 +236,16 @@ def _with_display(start, *, quiet: bool) -> JobResult:
 
         def on_progress(progress: EngineProgress) -> None:
             elapsed = time.monotonic() - began
-            fps = progress.frames / elapsed if elapsed > 0 else 0.0
+            fps = progress.frames / elapsed if elapsed > 0 else 0.0  # this run's rate
+            done = progress.frames_before + progress.frames
+            about = "~" if progress.unprobed else ""  # some items are not probed yet: their frames are estimated
             counts = progress.counts
             total = sum(counts.values())
             line = (f"items {counts.get('done', 0)}/{total} done, {counts.get('failed', 0)} failed  "
-                    f"frames {progress.frames}/{progress.frames_expected or '?'}  {fps:.1f} fps  "
+                    f"frames {done}/{about}{progress.frames_expected or '?'}  {fps:.1f} fps  "
                     f"workers {progress.busy}/{progress.workers}")
-            if fps > 0 and progress.frames_expected > progress.frames:
-                line += f"  ETA {(progress.frames_expected - progress.frames) / fps:.0f} s"
+            if fps > 0 and progress.frames_expected > done:
+                line += f"  ETA {about}{(progress.frames_expected - done) / fps:.0f} s"
             if progress.stopping:
                 line += "  [yellow]stopping[/]"
             live.update(line)
@@ -250,9 +262,10 @@ def _finish(result: JobResult, as_json: bool) -> None:
     else:
         counts = result.counts
         err.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "
-                  f"{result.frames} frames in {result.seconds:.1f} s (job: {result.job_dir})", highlight=False)
+                  f"{result.frames} frames in {result.seconds:.1f} s (job: {result.job_dir})", highlight=False,
+                  soft_wrap=True)
         for failure in result.failures:
-            err.print(f"[red]failed[/] {escape(failure.uri)}: {escape(failure.error or '')}", highlight=False, soft_wrap=True)
+            err.print(f"[red]failed[/] {escape(failure.uri)}: {escape(failure.reason)}", highlight=False, soft_wrap=True)
         for uri, reason in result.refused.items():
             err.print(f"[red]refused[/] {escape(repr(uri)[1:-1])}: {escape(reason)}", highlight=False, soft_wrap=True)
         for item in result.damaged:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 import yaml
 
-from framefleet.errors import OptionError
+from framefleet.errors import OptionError, OutputError
 from framefleet.pipeline import Pipeline
 from framefleet.video.encode import PRESETS
 
@@ -43,6 +43,7 @@ Temporal = Annotated[Optional[str], typer.Option(
          "for style transfer) or none (every frame on its own; the default for other ops).")]
 Preset = Annotated[Optional[str], typer.Option(help=f"x264 preset (default veryfast): {', '.join(PRESETS)}.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 StorageOptions = Annotated[Optional[str], typer.Option(
     envvar="FRAMEFLEET_STORAGE_OPTIONS", show_envvar=False,
@@ -51,6 +52,14 @@ StorageOptions = Annotated[Optional[str], typer.Option(
 RemoteRead = Annotated[str, typer.Option(
     help="How workers read object-store videos: auto, range (seek over range requests) or spool (download "
          "to a bounded local cache first).")]
+
+
+def check_new_file(path: Path, overwrite: bool) -> None:
+    """Refuse a file output that names a folder, or that exists unless `overwrite` (as `stylize` does)."""
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name inside it")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
 
 
 def limits_of(items: list[str] | None) -> dict[str, Any] | None:

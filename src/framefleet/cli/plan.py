@@ -55,6 +55,7 @@ def plan(
     profile_dir: ProfileDir = None,
     storage_options: options.StorageOptions = None,
     as_json: options.Json = False,
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Predict how long the job takes and what it costs on each node type, and choose the knobs.
 
@@ -65,6 +66,7 @@ def plan(
             raise OptionError(f"--objective must be quality or cost, got {objective!r}")
         if not output.parent.is_dir():
             raise OutputError(f"--output {output}: its folder does not exist")
+        options.check_new_file(output, overwrite)
         storage.configure(storage.load_options(storage_options))
         flags = options.pipeline_options(pipeline_flags, max_size=max_size, segment_seconds=segment_seconds)
         pipeline = options.build_pipeline(pipeline_file, flags)

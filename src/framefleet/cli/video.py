@@ -15,7 +15,7 @@ from rich.table import Table
 
 from framefleet import storage
 from framefleet.cli import options
-from framefleet.cli.app import app, err, guarded, out, progress_bar
+from framefleet.cli.app import app, err, frame_counter, guarded, out, progress_bar
 from framefleet.errors import FramefleetError, OutputError, StorageError
 from framefleet.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
 from framefleet.pipeline import Pipeline
@@ -36,7 +36,7 @@ def stylize(
     pipeline_flags: options.PipelineFlags = {},
     sessions: Annotated[Optional[int], typer.Option(help="Model sessions run in parallel (default: one per core on CPU, 1 on GPU).")] = None,
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")] = False,
+    overwrite: options.Overwrite = False,
     storage_options: options.StorageOptions = None,
     remote_read: options.RemoteRead = "auto",
     as_json: options.Json = False,
@@ -45,6 +45,8 @@ def stylize(
     """Restyle every frame of a video; keep its timing, audio and subtitles."""
 
     def run() -> StreamResult:
+        if output.endswith("/"):
+            raise OutputError(f"{output}: is a folder; give a file name such as {output}{input.rsplit('/', 1)[-1]}")
         storage.configure(storage.load_options(storage_options))
         source = InputOpener(InputAccess(mode=remote_read)).open(input)
         if storage.is_local(output):
@@ -59,13 +61,7 @@ def stylize(
         staging = Path(tempfile.gettempdir()) / "framefleet-staging"
         with storage.staged_output(output, staging) as target, progress_bar(disable=quiet or as_json) as bar:
             check_output_path(source, target)  # before the progress display, so an error is a clean line
-            task = bar.add_task(input.rsplit("/", 1)[-1], total=info.frame_count_header, fps=0.0)
-
-            def advance(frames: int) -> None:
-                bar.advance(task, frames)
-                elapsed = bar.tasks[0].elapsed or 0
-                bar.update(task, fps=bar.tasks[0].completed / elapsed if elapsed else 0.0)
-
+            advance = frame_counter(bar, input.rsplit("/", 1)[-1], info.frame_count_header)
             result = process_video(source, target, pipeline.ops, encode=pipeline.encode, sessions=sessions,
                                    video_stream=info.video_index, progress=advance, temporal=pipeline.temporal,
                                    strict=pipeline.strict, limits=pipeline.limits)
@@ -100,8 +96,8 @@ def flicker(
     def measure() -> FlickerReport:
         info = probe(input, keyframes=False)
         with progress_bar(disable=quiet or as_json) as bar:
-            task = bar.add_task(input.rsplit("/", 1)[-1], total=info.frame_count_header, fps=0.0)
-            return measure_flicker(input, processed, side=side, progress=lambda n: bar.advance(task, n))
+            advance = frame_counter(bar, input.rsplit("/", 1)[-1], info.frame_count_header)
+            return measure_flicker(input, processed, side=side, progress=advance)
 
     report = guarded(measure)
     if as_json:
@@ -139,11 +135,13 @@ def styles(
     at: Annotated[float, typer.Option(help="Take the frame at this many seconds.")] = 0.0,
     tile: Annotated[int, typer.Option(help="Longest side of each tile in pixels.", min=32, max=1024)] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Render all 26 built-in styles on a frame of your video, to pick one."""
     from framefleet.contact_sheet import contact_sheet
 
     def run() -> None:
+        options.check_new_file(output, overwrite)
         with VideoReader(input) as reader:
             frame = reader.frame_at(at)
         sheet = contact_sheet(frame, tile=tile, device=device)
@@ -161,6 +159,7 @@ def example(
     output: Annotated[Path, typer.Argument(help="Where to write the example clip.")] = Path("example.mp4"),
     seconds: Annotated[float, typer.Option(help="Length in seconds.")] = 5.0,
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "640x360",
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Write a synthetic example clip (moving shapes and a stereo tone) to try framefleet on."""
 
@@ -169,10 +168,16 @@ def example(
             width, height = (int(v) for v in size.lower().split("x"))
         except ValueError:
             raise FramefleetError(f"--size {size!r}: use WIDTHxHEIGHT, e.g. 640x360") from None
+        options.check_new_file(output, overwrite)
         rate = Fraction(25)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        write_clip(output, ClipSpec(width=width, height=height, frames=max(1, round(seconds * rate)), rate=rate,
-                                    audio=("aac",)))
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write_clip(output, ClipSpec(width=width, height=height, frames=max(1, round(seconds * rate)), rate=rate,
+                                        audio=("aac",)))
+        except (OSError, ValueError) as exc:
+            output.unlink(missing_ok=True)
+            raise OutputError(f"{output}: cannot write an H.264 clip with AAC audio there ({exc}); "
+                              "name it .mp4, .mkv or .mov") from None
 
     guarded(run)
     err.print(f"[green]wrote[/] {escape(str(output))}", highlight=False)

@@ -8,11 +8,13 @@ operator, a preemption) is an infrastructure loss; any other death is a crash.
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import threading
 from dataclasses import dataclass
 
 from framefleet.engines.scheduler import (
@@ -74,8 +76,9 @@ class LocalPool:
         name = f"local-{os.getpid()}-{self._serial}"
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=worker_main, args=(child, self._pipeline, self._threads, self._storage, self._offline), name=name,
-            daemon=True,
+            target=worker_main, args=(child, self._pipeline, self._threads, self._storage, self._offline,
+                                      logging.getLogger().getEffectiveLevel()),
+            name=name, daemon=True,
         )
         process.start()
         child.close()
@@ -150,6 +153,8 @@ class LocalPool:
                 events.append(Finished(name, message[1]))
             elif kind == "error":
                 events.append(message[1])
+            elif kind == "log":
+                _relay(message[1])
             elif kind == "fatal":
                 raise FramefleetError(f"a worker could not start: {message[1]}")
         return events
@@ -172,20 +177,63 @@ class LocalPool:
         return Died(name, "crashed", "WorkerCrashed", f"the worker died ({cause}) while running this task")
 
 
+def _relay(record: logging.LogRecord) -> None:
+    """Handle a worker's log record as this process's own: printed above a live progress line and redacted
+    like every other line (a worker writing to the shared terminal itself would garble that line)."""
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+
+
+class _Sender:
+    """A worker's end of its pipe, shared by its threads (a log record may come from any of them)."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def __call__(self, message: object) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+
+class _LogToScheduler(logging.Handler):
+    """Sends a worker's log records to the scheduler's process (`_relay`), formatted and picklable."""
+
+    def __init__(self, send: _Sender) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record = copy.copy(record)
+            record.msg, record.args = record.getMessage(), None
+            if record.exc_info:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            self._send(("log", record))
+        except Exception:  # noqa: BLE001 - logging never breaks the worker (a closed pipe: the scheduler is gone)
+            self.handleError(record)
+
+
 def worker_main(
     conn: multiprocessing.connection.Connection, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage,
-    offline: bool = False,
+    offline: bool = False, log_level: int = logging.WARNING,
 ) -> None:
     """A worker process: cut its network if `offline`, set the ops up once, then run tasks until told to stop
-    or the scheduler is gone."""
+    or the scheduler is gone. What it logs (at `log_level` and above) the scheduler's process prints."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the scheduler decides
+    send = _Sender(conn)
+    logging.raiseExceptions = False
+    logging.basicConfig(level=log_level, handlers=[_LogToScheduler(send)], force=True)
+    logging.captureWarnings(True)  # warnings.warn too: to the scheduler, not onto the terminal
     refusal = cut_network() if offline else None
     try:
         worker = Worker(pipeline, threads, worker_storage)
     except Exception as exc:  # noqa: BLE001 - reported to the scheduler, which stops the job
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        send(("fatal", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", os.getpid(), refusal))
+    send(("ready", os.getpid(), refusal))
     try:
         while True:
             try:
@@ -195,12 +243,12 @@ def worker_main(
             if request is None:
                 return
             try:
-                outcome = worker.run(request, progress=lambda n: conn.send(("beat", n)))
+                outcome = worker.run(request, progress=lambda n: send(("beat", n)))
             except (BrokenPipeError, EOFError):
                 return  # the scheduler is gone: stop quietly
             except Exception as exc:  # noqa: BLE001 - the input's fault, or a bug: reported either way
-                conn.send(("error", Errored.of(multiprocessing.current_process().name, exc, traceback_tail())))
+                send(("error", Errored.of(multiprocessing.current_process().name, exc, traceback_tail())))
             else:
-                conn.send(("done", outcome))
+                send(("done", outcome))
     finally:
         worker.close()

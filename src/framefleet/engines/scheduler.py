@@ -73,8 +73,12 @@ class EngineProgress:
 
     frames: int = 0
     """Frames processed in this run so far (live, from the workers' progress)."""
+    frames_before: int = 0
+    """Frames earlier runs of the job finished (a resumed job starts with them done)."""
     frames_expected: int = 0
-    """Frames the job's items hold, as far as their probes have told."""
+    """Frames the job's items hold: their probes' counts, estimated from file sizes for items not probed yet."""
+    unprobed: int = 0
+    """Items not probed yet (while any is, `frames_expected` is partly an estimate)."""
     counts: dict[str, int] = field(default_factory=dict)
     """Items per state."""
     workers: int = 0
@@ -116,12 +120,14 @@ class Errored:
     error_type: str
     message: str
     log_tail: str | None = None
+    retryable: bool = True
+    """False: the input settles it (`FramefleetError.retryable`), so its item fails without another attempt."""
 
     @classmethod
     def of(cls, worker: str, exc: BaseException, log_tail: str | None = None) -> Errored:
         """A framefleet error as itself; anything else (a bug, a library's surprise) with `log_tail`."""
         if isinstance(exc, FramefleetError):
-            return cls(worker, exc.error_class, str(exc))
+            return cls(worker, exc.error_class, str(exc), retryable=exc.retryable)
         return cls(worker, type(exc).__name__, f"{type(exc).__name__}: {exc}", log_tail)
 
 
@@ -186,19 +192,27 @@ class Scheduler:
     def __post_init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
         self._stop_requested_at: float | None = None
+        self._stop_now = False
         self._idle_since: float | None = None
-        self._progress = EngineProgress()
+        self._progress = EngineProgress(frames_before=self.ledger.frame_totals()[0])
         self._early_deaths = 0
         self._last_report = 0.0
         self._last_event = time.monotonic()
         self._lease_seconds = max(60.0, 2 * self.options.hang_timeout)
 
-    def request_stop(self) -> None:
-        """Stop claiming work; running tasks get `grace_seconds` to finish."""
+    def request_stop(self, *, now: bool = False) -> None:
+        """Stop claiming work; running tasks get `grace_seconds` to finish, or none when `now` (a second Ctrl-C)."""
+        if now:
+            if self._stop_now:
+                return
+            self._stop_now = True
+            log.warning("stopping now: giving up the running tasks (they run again when the job resumes)")
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
             self._progress.stopping = True
-            log.warning("stopping: no new tasks; waiting up to %.0f s for running ones", self.options.grace_seconds)
+            if not now:
+                log.warning("stopping: no new tasks; waiting up to %.0f s for running ones (Ctrl-C again to stop "
+                            "now)", self.options.grace_seconds)
 
     def run(self) -> bool:
         """Run until no work is left (True; never in a standing run) or a stop was requested (False)."""
@@ -287,7 +301,7 @@ class Scheduler:
         elif isinstance(event, Errored) and slot.task is not None:
             outcome = "lost" if event.error_type in INFRASTRUCTURE_ERRORS else "input_error"
             state = self.ledger.fail(slot.task, outcome, error_type=event.error_type, message=event.message,
-                                     log_tail=event.log_tail, now=now)
+                                     log_tail=event.log_tail, now=now, final=not event.retryable)
             log.info("%s failed (%s): %s", slot.task.uri, state, event.message)
             slot.task = None
         elif isinstance(event, Died):
@@ -344,8 +358,8 @@ class Scheduler:
                 slot.last_renewal = now
 
     def _stopping_too_long(self) -> bool:
-        return (self._stop_requested_at is not None
-                and time.monotonic() - self._stop_requested_at > self.options.grace_seconds)
+        return self._stop_requested_at is not None and (
+            self._stop_now or time.monotonic() - self._stop_requested_at > self.options.grace_seconds)
 
     def _abandon_running(self, outcome: Literal["interrupted"], message: str) -> None:
         for name, slot in list(self._slots.items()):
@@ -386,5 +400,5 @@ class Scheduler:
         self._progress.workers = len(self._slots)
         self._progress.busy = sum(1 for slot in self._slots.values() if slot.task is not None)
         self._progress.counts = self.ledger.counts()
-        self._progress.frames_expected = self.ledger.frame_totals()[1]
+        self._progress.frames_expected, self._progress.unprobed = self.ledger.frames_estimate()
         self.on_progress(self._progress)
