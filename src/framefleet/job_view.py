@@ -9,6 +9,7 @@ only formats the result.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from typing import Any
 from framefleet.job_dir import JobDir, open_ledger
 from framefleet.ledger import Activity, Failure, ItemMetrics, JobRecord, Ledger, Losses
 
+NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+"""Seconds a bucket of `JobView.frame_series` may span (a longer job gets whole multiples of a minute)."""
 RECENT_SECONDS = 120.0
 """The window of `JobStatus.fps_recent`."""
 PREDICTION_KEY = "prediction"
@@ -133,6 +136,17 @@ class JobStatus:
         ]
 
 
+@dataclass(frozen=True)
+class FrameSeries:
+    """Frames processed over time (`JobView.frame_series`), in equal buckets from `start`."""
+
+    start: float
+    """The first finished task's claim, seconds since the epoch."""
+    bucket_seconds: float
+    frames: list[float]
+    """Frames per bucket: each finished task's frames spread evenly over the attempt that did them."""
+
+
 class JobView:
     """Read one job from its ledger (safe while the job runs). `now` is the time rates and elapsed time are
     measured to (the current time by default)."""
@@ -181,6 +195,28 @@ class JobView:
     def throughput(self) -> list[tuple[float, int]]:
         """(finish time, frames) of every finished task, in time order."""
         return self.ledger.throughput()
+
+    def frame_series(self, buckets: int, end: float | None = None) -> FrameSeries | None:
+        """Frames processed over time, in at most `buckets` buckets (a `NICE_BUCKETS` span each when one
+        fits) up to `end` (default: the last task's end); None before any task finished. A task's frames
+        are only known when it ends: they are spread evenly from its claim to its end, not all put at
+        the end (a nine-minute task shows nine minutes of work, not one spike)."""
+        spans = self.ledger.task_spans()
+        if not spans:
+            return None
+        start = spans[0][0]
+        span = max((end or 0.0) - start, max(ended for _, ended, _ in spans) - start, 1.0)
+        bucket = next((step for step in NICE_BUCKETS if span / step <= buckets), math.ceil(span / buckets))
+        frames = [0.0] * math.ceil(span / bucket)
+        for started, ended, count in spans:
+            if ended <= started:
+                frames[min(len(frames) - 1, int((ended - start) // bucket))] += count
+                continue
+            first, last = int((started - start) // bucket), min(len(frames) - 1, int((ended - start) // bucket))
+            for index in range(first, last + 1):
+                low, high = max(started, start + index * bucket), min(ended, start + (index + 1) * bucket)
+                frames[index] += count * max(high - low, 0.0) / (ended - started)
+        return FrameSeries(start=start, bucket_seconds=float(bucket), frames=frames)
 
     def stages(self) -> dict[str, float]:
         """Seconds by stage (decode, ops, encode, upload) over the finished tasks."""

@@ -157,9 +157,12 @@ class ItemMetrics:
 
     id: int
     uri: str
-    output_uri: str
+    output_uri: str | None
+    """Its output, once written (None until the item is done)."""
     state: ItemState
     error: str | None
+    damage: str | None
+    """What was damaged in a partly damaged input done with losses (its damaged tasks' summaries), else None."""
     item_frames: int | None
     """Frames its probe found (None before the probe)."""
     tasks: int
@@ -703,7 +706,11 @@ class Ledger:
         video's segments read the input again and write parts that the join reads and writes once more):
         in = what its probe read, else its tasks'; out = what its join wrote, else its tasks'."""
         rows = self._db.execute(
-            "SELECT i.id, i.uri, i.output_uri, i.state, i.error, i.frames AS item_frames, "
+            "SELECT i.id, i.uri, CASE WHEN i.state = 'done' THEN i.output_uri END AS output_uri, i.state, "
+            "i.error, (SELECT group_concat(summary, '; ') FROM "
+            " (SELECT json_extract(d.result, '$.damage.summary') AS summary FROM tasks d WHERE d.item_id = i.id "
+            "  AND d.state = 'done' AND json_extract(d.result, '$.damage') IS NOT NULL ORDER BY d.seq)) AS damage, "
+            "i.frames AS item_frames, "
             "COUNT(m.task_id) AS tasks, COALESCE(SUM(m.frames), 0) AS frames, "
             "COALESCE(SUM(m.seconds), 0) AS seconds, COALESCE(SUM(m.decode_s), 0) AS decode_s, "
             "COALESCE(SUM(m.ops_s), 0) AS ops_s, COALESCE(SUM(m.encode_s), 0) AS encode_s, "
@@ -740,6 +747,12 @@ class Ledger:
             "SELECT m.*, t.kind, t.seq FROM metrics m JOIN tasks t ON t.id = m.task_id ORDER BY m.item_id, t.id"
         )
         return [dict(r) for r in rows]
+
+    def task_spans(self) -> list[tuple[float, float, int]]:
+        """(start, end, frames) of every finished task: the attempt that did it, from its claim to its end."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT a.started, a.ended, m.frames FROM metrics m "
+            "JOIN attempts a ON a.task_id = m.task_id AND a.outcome = 'done' ORDER BY a.started")]
 
     def throughput(self) -> list[tuple[float, int]]:
         """(finish time, frames) of every finished task, in time order: the throughput curve."""

@@ -8,16 +8,16 @@ errors already, this is defence in depth) and escaped.
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime, timezone
 from html import escape
 
-from framefleet.job_view import JobView
+from framefleet.job_view import FrameSeries, JobView
 from framefleet.ledger import Activity, Failure, ItemMetrics, JobRecord
 from framefleet.redact import redact
+from framefleet.sizes import format_bytes
 
 _STAGE_COLOURS = {"decode": "#4e79a7", "ops": "#f28e2b", "encode": "#59a14f", "upload": "#b07aa1"}
-_NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+_CHART_BUCKETS = 40
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
@@ -27,6 +27,7 @@ th { background: #f6f6f6; } td.n, th.n { text-align: right; font-variant-numeric
 td.path { word-break: break-all; } table.summary th { width: 14em; background: none; }
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; white-space: pre-wrap; margin: .3em 0; }
 .done { color: #2e7d32; } .failed { color: #c62828; } .running { color: #1565c0; } .pending { color: #777; }
+.damaged { color: #b26a00; font-weight: 600; }
 svg text { font: 12px system-ui, sans-serif; fill: #333; } .muted { color: #777; }
 """
 
@@ -38,17 +39,17 @@ def render_report(view: JobView) -> str:
     activity = view.activity()
     failures = view.failures()
     stages = view.stages()
-    title = f"framefleet job {job.fingerprint[:12]}" if job else "framefleet job"
+    title = _title(job, items)
     body = "\n".join([
-        f"<h1>{escape(title)}</h1>",
+        f"<h1>{_text(title)}</h1>",
         f'<p class="muted">report written {_when(view.now)}</p>',
         _section("Summary", _summary(view, job, items, activity, stages)),
         _section("Time per stage", _stage_chart(stages)),
-        _section("Throughput over time", _throughput_chart(view.throughput(), activity)),
+        _section("Throughput over time", _throughput_chart(view.frame_series(_CHART_BUCKETS))),
         _section(f"Videos ({len(items)})", _item_table(items)),
         _section(f"Failures ({len(failures)})", _failure_table(failures)),
     ])
-    head = f'<meta charset="utf-8">\n<title>{escape(title)}</title>\n<style>{_CSS}</style>'
+    head = f'<meta charset="utf-8">\n<title>{_text(title)}</title>\n<style>{_CSS}</style>'
     return f'<!DOCTYPE html>\n<html lang="en">\n<head>\n{head}\n</head>\n<body>\n{body}\n</body>\n</html>\n'
 
 
@@ -63,24 +64,26 @@ def _summary(view: JobView, job: JobRecord | None, items: list[ItemMetrics], act
     stage_text = ", ".join(f"{stage} {value:.1f} s" for stage, value in stages.items())
     fps = f", {done / wall:.1f} fps" if wall > 0 else ""
     bytes_in, bytes_out = sum(i.bytes_in for i in items), sum(i.bytes_out for i in items)
+    damaged = sum(1 for item in items if item.damage)
     rows = [
         ("fingerprint", f'<span title="{escape(fingerprint)}">{escape(fingerprint[:12])}</span>'),
         ("created", _when(job.created) if job else ""),
         ("framefleet version", escape(job.framefleet_version if job else "")),
         ("output root", _text(job.output_root if job else "")),
         ("items", f"{states} ({sum(counts.values())} in all)"),
+        ("damaged inputs", f'<span class="damaged">{damaged} done with losses</span>' if damaged else "none"),
         ("frames", f"{done} done of {expected} expected"),
         ("work", f"{seconds:.1f} s in tasks: {stage_text}"),
         ("ops by step", ", ".join(f"{escape(step)} {value:.1f} s" for step, value in view.step_seconds().items())
          or "none recorded"),
         ("wall time", f"{wall:.1f} s from the first claim to the last attempt{fps}"),
-        ("bytes", f"{_bytes(bytes_in)} in (inputs), {_bytes(bytes_out)} out (outputs)"),
+        ("bytes", f"{format_bytes(bytes_in)} in (inputs), {format_bytes(bytes_out)} out (outputs)"),
         ("attempts", f"{activity.attempts}: {view.losses()}"),
     ]
     table = "".join(f"<tr><th>{key}</th><td>{value}</td></tr>" for key, value in rows)
     spec = json.dumps(job.spec if job else {}, indent=2, sort_keys=True)
     return (f'<table class="summary"><tbody>{table}</tbody></table>\n'
-            f"<details open><summary>pipeline</summary><pre>{_text(spec)}</pre></details>")
+            f"<details><summary>pipeline</summary><pre>{_text(spec)}</pre></details>")
 
 
 def _stage_chart(totals: dict[str, float]) -> str:
@@ -105,24 +108,19 @@ def _stage_chart(totals: dict[str, float]) -> str:
     return _svg(width, bar + 32, "time per stage", "".join(parts))
 
 
-def _throughput_chart(points: list[tuple[float, int]], activity: Activity) -> str:
-    """Frames finished per time bucket, as bars over wall time since the first claim."""
-    if not points:
+def _throughput_chart(series: FrameSeries | None) -> str:
+    """Frames processed per time bucket, as bars over wall time since the first claim."""
+    if series is None:
         return _svg(400, 30, "throughput over time", '<text x="0" y="20">no finished tasks yet</text>')
     width, height, left, top, bottom = 800, 220, 60, 10, 30
-    start = min(activity.first_started or points[0][0], points[0][0])
-    span = max(points[-1][0] - start, 1e-9)
-    bucket = next((step for step in _NICE_STEPS if span / step <= 40), math.ceil(span / 40))
-    frames = [0] * max(1, math.ceil(span / bucket))
-    for finished, count in points:
-        frames[min(len(frames) - 1, int((finished - start) // bucket))] += count
-    peak = max(max(frames), 1)
+    frames, bucket = series.frames, series.bucket_seconds
+    peak = max(max(frames), 1.0)
     plot_w, plot_h, base, mid = width - left - 10, height - bottom - top, height - bottom, width / 2 + 25
     bar_w = plot_w / len(frames)
     parts = [
         f'<line x1="{left}" y1="{base}" x2="{width - 10}" y2="{base}" stroke="#999"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#999"/>',
-        f'<text x="{left - 6}" y="{top + 6}" text-anchor="end">{peak}</text>',
+        f'<text x="{left - 6}" y="{top + 6}" text-anchor="end">{peak:.0f}</text>',
         f'<text x="{left - 6}" y="{base}" text-anchor="end">0</text>',
         f'<text x="{left}" y="{height - 8}">0 s</text>',
         f'<text x="{width - 10}" y="{height - 8}" text-anchor="end">{len(frames) * bucket:g} s</text>',
@@ -130,7 +128,7 @@ def _throughput_chart(points: list[tuple[float, int]], activity: Activity) -> st
     ]
     for index, count in enumerate(frames):
         h = plot_h * count / peak
-        tip = f"{index * bucket:g}-{(index + 1) * bucket:g} s: {count} frames ({count / bucket:.1f} fps)"
+        tip = f"{index * bucket:g}-{(index + 1) * bucket:g} s: {count:.0f} frames ({count / bucket:.1f} fps)"
         x = left + index * bar_w + 1
         rect = f'x="{x:.2f}" y="{base - h:.2f}" width="{max(bar_w - 2, 1):.2f}" height="{h:.2f}"'
         parts.append(f'<rect {rect} fill="#4e79a7"><title>{tip}</title></rect>')
@@ -144,9 +142,10 @@ def _item_table(items: list[ItemMetrics]) -> str:
     for item in items:
         fps = f"{item.fps:.1f}" if item.seconds > 0 else ""
         state = escape(item.state)
-        rows.append([_text(item.uri), f'<span class="{state}">{state}</span>', str(item.frames),
+        damage = (f' <span class="damaged" title="{_text(item.damage)}">damaged</span>' if item.damage else "")
+        rows.append([_text(item.uri), f'<span class="{state}">{state}</span>{damage}', str(item.frames),
                      f"{item.seconds:.2f}", fps, f"{item.decode_s:.2f}", f"{item.ops_s:.2f}",
-                     f"{item.encode_s:.2f}", _bytes(item.bytes_out), _text(item.output_uri)])
+                     f"{item.encode_s:.2f}", format_bytes(item.bytes_out), _text(item.output_uri or "")])
     return _table(columns, rows, "path,,n,n,n,n,n,n,n,path")
 
 
@@ -189,9 +188,21 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _bytes(count: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(count) < 1000:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
+def _title(job: JobRecord | None, items: list[ItemMetrics]) -> str:
+    """The job named by what it read and where it wrote."""
+    if job is None:
+        return "framefleet job"
+    source = _inputs(items)
+    return f"framefleet job: {source} → {job.output_root}" if source else f"framefleet job → {job.output_root}"
+
+
+def _inputs(items: list[ItemMetrics]) -> str:
+    """Its one input, the folder (or prefix) its inputs share, or how many there are ("" for none)."""
+    if len(items) <= 1:
+        return items[0].uri if items else ""
+    shared = []
+    for names in zip(*(item.uri.split("/")[:-1] for item in items)):
+        if len(set(names)) > 1:
+            break
+        shared.append(names[0])
+    return "/".join(shared) + "/" if shared else f"{len(items)} inputs"

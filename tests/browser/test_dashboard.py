@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from framefleet.sizes import format_bytes
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -276,14 +278,26 @@ def test_dashboard_signs_in_and_follows_a_running_job_live(browser, served, arti
     listed = {rows.nth(i).locator("td").first.text_content(): rows.nth(i) for i in range(rows.count())}
     expected = {str(served.watch / f"clip{i}.mp4") for i in range(GOOD_CLIPS)}
     assert set(listed) == expected | {str(served.watch / "late.mp4"), str(served.watch / BAD_NAME)}
+    api_items = {item["uri"]: item for item in served.api(f"/api/jobs/{served.job_id}/items")["items"]}
     for uri in expected:
         cells = listed[uri].locator("td")
         assert cells.nth(1).text_content() == "done"
         assert cells.nth(2).text_content() == str(CLIP["frames"])
         assert float(cells.nth(3).text_content()) > 0  # frames per second
+        # sizes as the report writes them (decimal SI, framefleet.sizes)
+        assert [cells.nth(i).text_content() for i in (5, 6)] == [
+            format_bytes(api_items[uri]["bytes_in"]), format_bytes(api_items[uri]["bytes_out"])]
     assert float(page.text_content("#stage-ops")) > 0
     assert page.text_content("#stage-ops-share").endswith("%")
     _screenshot(page, artifacts / "job-failure.png")
+
+    # Back on the jobs page: the job's done and failed videos.
+    with page.expect_navigation():
+        page.click("nav a[href='/']")
+    job_row = f'#jobs-body tr[data-job-id="{served.job_id}"]'
+    page.wait_for_function(
+        f"document.querySelector('{job_row} [data-test=job-done]')?.textContent === '{good}'", timeout=10_000)
+    assert page.text_content(f"{job_row} [data-test=job-failed]") == "1"
 
     # The dashboard only ever read, and only from the service itself.
     assert all(method == "GET" or url.startswith(served.base + "/login") for method, url in requests), requests

@@ -33,7 +33,7 @@ from starlette.routing import Mount, Route
 
 from framefleet.errors import OptionError
 from framefleet.job_view import JobView
-from framefleet.ledger import Limits
+from framefleet.ledger import Limits, Segment, TaskMetrics
 from framefleet.service.api import create_app
 from framefleet.service.auth import COOKIE, TOKEN_ENV, check_listen, session_value
 from framefleet.service.config import ServiceConfig
@@ -484,12 +484,14 @@ def test_a_job_runs_to_finished_lists_its_failures_and_retries_them(tmp_path, al
         [item] = failed["items"]
         assert item["uri"] == str(inputs / "bad.mp4") and item["state"] == "failed"
         assert item["error"] and "bad.mp4" in item["error"]
+        assert item["output_uri"] is None and item["damage"] is None  # nothing was written for it
         done = client.get(f"/api/jobs/{job['id']}/items", params={"state": "done"}, headers=BEARER).json()
         assert [(i["uri"], i["frames"], i["error"]) for i in done["items"]] == [(str(inputs / "a.mp4"), FRAMES, None)]
         chart = client.get(f"/api/jobs/{job['id']}/throughput", headers=BEARER).json()
         assert sum(p["fps"] for p in chart["points"]) * chart["bucket_seconds"] == pytest.approx(FRAMES)
         listed = client.get("/api/jobs", headers=BEARER).json()
         assert listed["total"] == 1 and listed["jobs"][0]["id"] == job["id"]
+        assert listed["jobs"][0]["items"] == {"pending": 0, "running": 0, "done": 1, "failed": 1}
         assert client.get("/healthz", headers=BEARER).json()["jobs"]["finished"] == 1
 
         retried = client.post(f"/api/jobs/{job['id']}/retry", headers=BEARER)
@@ -533,6 +535,28 @@ def test_the_items_of_a_split_video_count_its_bytes_once(tmp_path, allowed, clip
     assert item["frames"] == 75
     assert item["bytes_out"] == (allowed / "out" / "a.mp4").stat().st_size
     assert item["bytes_in"] == (folder / "a.mp4").stat().st_size
+
+
+def test_the_job_list_counts_items_and_the_chart_spreads_frames_over_the_time_they_took(idle, allowed):
+    """From a job's ledger: the list carries its items per state; the chart gives a nine-minute task's
+    frames (10 fps) to every bucket it ran in, not all to the bucket it ended in."""
+    client, service = idle
+    job = client.post("/api/jobs", json=submission([str(allowed)], str(allowed / "out")), headers=BEARER).json()
+    assert client.get("/api/jobs", headers=BEARER).json()["jobs"][0]["items"] == {}  # no ledger yet
+    with service.job_dir(service.job(job["id"])).open_ledger(Limits(max_attempts=1), create=True) as ledger:
+        ledger.add_items([(f"/in/{name}.mp4", f"{name}.mp4", 1, "v1", f"/out/{name}.mp4") for name in "abc"],
+                         now=0)
+        probes = [ledger.claim("w", 60, now=0) for _ in range(3)]
+        ledger.complete(probes[0], segments=[Segment(None, None)], now=0)
+        ledger.fail(probes[1], "input_error", error_type="InputError", message="broken", now=0)
+        ledger.complete(ledger.claim("w", 1000, now=0), metrics=TaskMetrics(frames=5400), now=540)
+    listed = client.get("/api/jobs", headers=BEARER).json()["jobs"]
+    chart = client.get(f"/api/jobs/{job['id']}/throughput", headers=BEARER).json()
+    assert listed[0]["items"] == {"pending": 0, "running": 1, "done": 1, "failed": 1}
+    assert detail(client, job["id"])["items"] == listed[0]["items"]
+    assert chart["bucket_seconds"] == 10 and len(chart["points"]) == 54
+    assert [point["fps"] for point in chart["points"]] == pytest.approx([10.0] * 54)
+    assert [point["t"] for point in chart["points"][:2]] == [0, 10]
 
 
 def test_the_same_idempotency_key_twice_makes_one_job(idle, allowed):

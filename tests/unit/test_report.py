@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,9 +16,12 @@ from framefleet.cli import app
 from framefleet.ledger import Ledger, Limits, Segment, TaskMetrics
 from framefleet.job_view import JobView
 from framefleet.report import render_report
+from framefleet.sizes import format_bytes
 
 HOSTILE = "/in/<script>alert(1)</script>.mp4"
 LOG_TAIL = "Traceback (most recent call last):\n  File <stdin>\nValueError: moov atom not found"
+DAMAGE = {"summary": "12 packets rejected by the decoder <x>", "frames_claimed": 50, "decode_errors": 12,
+          "frames_dropped": 0, "cut_short": None}
 VOID = {"meta", "br", "hr", "img", "input", "link", "wbr"}
 
 
@@ -61,8 +67,8 @@ def ref(uri: str) -> tuple[str, str, int, str, str]:
 
 @pytest.fixture
 def job_dir(tmp_path) -> Path:
-    """A job with a two-segment item (one segment lost once), a one-segment item with a hostile name,
-    an item that failed twice on its input, and one item still pending."""
+    """A job with a two-segment item (one segment lost once), a one-segment item with a hostile name done
+    from a partly damaged input, an item that failed twice on its input, and one item still pending."""
     folder = tmp_path / "job"
     folder.mkdir()
     ledger = Ledger(folder / "ledger.sqlite", Limits(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
@@ -88,7 +94,7 @@ def job_dir(tmp_path) -> Path:
     probe = ledger.claim("w2", 60, now=10)
     ledger.complete(probe, result={"frames": 50}, metrics=TaskMetrics(bytes_in=2000), now=11)
     segment = ledger.claim("w2", 60, now=11)
-    ledger.complete(segment, metrics=TaskMetrics(**{"frames": 50, "seconds": 2.0, **{k: v / 2 for k, v in stage.items()},
+    ledger.complete(segment, result={"damage": DAMAGE}, metrics=TaskMetrics(**{"frames": 50, "seconds": 2.0, **{k: v / 2 for k, v in stage.items()},
                                       "bytes_in": 2000, "bytes_out": 1500}), now=13)
 
     for now, expected in ((14, "pending"), (15, "failed")):
@@ -214,3 +220,96 @@ def test_status_items_and_report_give_the_same_figures(job_dir):
     assert "12.0 kB in (inputs), 7.5 kB out (outputs)" in html
     assert attempts == 9 and f"<th>attempts</th><td>9: {status.losses}</td>" in html
     assert status.elapsed_seconds == 15.0 and not status.workers  # first claim at 0, last attempt ended at 15
+
+
+def row_of(html: str, uri: str) -> str:
+    return next(row for row in re.findall(r"<tr>(.*?)</tr>", html) if f"<td class=\"path\">{uri}</td>" in row)
+
+
+def test_a_damaged_input_is_flagged_on_its_row_and_counted(html):
+    hostile = row_of(html, "/in/&lt;script&gt;alert(1)&lt;/script&gt;.mp4")
+    assert '<span class="damaged" title="12 packets rejected by the decoder &lt;x&gt;">damaged</span>' in hostile
+    assert all("damaged" not in row_of(html, f"/in/{name}.mp4") for name in ("long", "broken", "later"))
+    assert "<th>damaged inputs</th><td><span class=\"damaged\">1 done with losses</span></td>" in html
+
+
+def test_only_done_items_show_an_output(html, job_dir):
+    assert "/out/long.mp4" in row_of(html, "/in/long.mp4")
+    for name in ("broken", "later"):  # failed, pending: nothing was written
+        assert f"/out/{name}.mp4" not in row_of(html, f"/in/{name}.mp4")
+        assert f"/out/{name}.mp4" not in html
+    with JobView.open(job_dir) as view:
+        assert [(item.state, item.output_uri) for item in view.items()] == [
+            ("done", "/out/long.mp4"), ("done", "/out/script>.mp4"), ("failed", None),
+            ("pending", None)]
+        assert [item.damage for item in view.items()] == [None, DAMAGE["summary"], None, None]
+
+
+def test_the_title_names_the_job_by_its_input_and_output(html):
+    title = "framefleet job: /in/ → /out"
+    assert f"<title>{title}</title>" in html and f"<h1>{title}</h1>" in html
+    assert "0123456789ab" not in re.search(r"<title>.*?</title>", html).group(0)
+    assert '<span title="' + "0123456789abcdef" * 4 + '">0123456789ab</span>' in html  # still in the summary
+
+
+def test_the_pipeline_is_collapsed(html):
+    assert "<details><summary>pipeline</summary><pre>" in html
+    assert "<details open" not in html
+
+
+def spans_job(folder: Path, spans: list[tuple[float, float, int]]) -> None:
+    """A job with one single-segment video per (claim, end, frames), its segment claimed and ended then."""
+    with Ledger(folder / "ledger.sqlite") as ledger:
+        ledger.init_job(fingerprint="f" * 64, spec={}, version="0.1.0", output_root="/out")
+        ledger.add_items([ref(f"/in/{i}.mp4") for i in range(len(spans))], now=0)
+        for probe in [ledger.claim("w", 60, now=0) for _ in spans]:
+            ledger.complete(probe, result={"frames": 1}, segments=[Segment(None, None)], now=0)
+        segments = [ledger.claim("w", 1e6, now=started) for started, _, _ in spans]
+        for segment, (_, ended, frames) in zip(segments, spans):
+            ledger.complete(segment, metrics=TaskMetrics(frames=frames, seconds=1.0), now=ended)
+
+
+def test_frames_are_charted_when_they_were_processed_not_when_their_task_ended(tmp_path):
+    """A nine-minute task (10 fps) and a one-minute one beside it (10 fps): the frames are spread over the
+    time each task ran, so every 15-second bucket of the nine minutes has frames, not only the last one."""
+    spans_job(tmp_path, [(0, 540, 5400), (300, 360, 600)])
+    with JobView.open(tmp_path, now=600) as view:
+        series = view.frame_series(40)
+        to_now = view.frame_series(60, end=600)
+        html = render_report(view)
+    assert (series.start, series.bucket_seconds) == (0, 15)
+    assert series.frames == pytest.approx([150] * 20 + [300] * 4 + [150] * 12)
+    assert (to_now.bucket_seconds, len(to_now.frames)) == (10, 60)
+    assert to_now.frames == pytest.approx([100] * 30 + [200] * 6 + [100] * 18 + [0] * 6)
+    chart = html[html.index('aria-label="throughput over time"'):]
+    tips = re.findall(r"<title>([\d.]+)-[\d.]+ s: (\d+) frames", chart)
+    assert len(tips) == 36 and all(int(frames) >= 150 for _, frames in tips)
+    assert "frames per 15 s" in chart
+
+
+@pytest.mark.parametrize(("count", "text"), [
+    (0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (1250, "1.3 kB"), (7500, "7.5 kB"), (999_949, "999.9 kB"),
+    (999_950, "1.0 MB"), (3_400_000, "3.4 MB"), (12_345_678_901, "12.3 GB"), (5 * 10**15, "5000.0 TB")])
+def test_sizes_are_written_in_decimal_si_units(count, text):
+    assert format_bytes(count) == text
+
+
+DASHBOARD_JS = Path(__file__).resolve().parents[2] / "src/framefleet/service/dashboard/static/dashboard.js"
+NODE_BYTES = """
+globalThis.window = {}; globalThis.document = { addEventListener() {} };
+require(process.argv[1]);
+const counts = JSON.parse(require("fs").readFileSync(0, "utf8"));
+console.log(JSON.stringify(counts.map((n) => window.framefleet.bytes(n))));
+"""
+
+
+def test_the_dashboard_writes_sizes_as_the_report_does():
+    """The dashboard's `bytes()` (dashboard.js, run in Node) and `format_bytes` agree, halves and all."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    counts = [0, 1, 999, 1000, 1049, 1050, 1250, 1750, 2250, 7500, 999_949, 999_950, 1_000_000, 2_250_000,
+              3_456_789, 999_950_000, 12_345_678_901, 10**13, 5 * 10**15] + [37 ** k for k in range(2, 10)]
+    done = subprocess.run([node, "-e", NODE_BYTES, str(DASHBOARD_JS)], input=json.dumps(counts), text=True,
+                          capture_output=True, check=True, timeout=60)
+    assert json.loads(done.stdout) == [format_bytes(count) for count in counts]

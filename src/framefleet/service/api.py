@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from framefleet import __version__
 from framefleet.errors import FramefleetError
-from framefleet.job_view import JobView
+from framefleet.job_view import FrameSeries, JobView
 from framefleet.ledger import ItemState
 from framefleet.redact import redact
 from framefleet.service import models
@@ -60,6 +60,10 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
     app.mount("/static", StaticFiles(packages=[("framefleet.service", "dashboard/static")]), name="static")
     metrics = metrics_registry(service)
 
+    def listed(record: JobRecord) -> models.Job:
+        """The job with its items per state (a few counts from its ledger, not its full status)."""
+        return _job(record, service.read_job(record, JobView.counts, {}))
+
     @app.exception_handler(FramefleetError)
     async def framefleet_error(_: Request, exc: FramefleetError) -> JSONResponse:
         status = next((code for kind, code in _ERROR_STATUS.items() if isinstance(exc, kind)), 422)
@@ -82,7 +86,7 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
                                      name=submission.name, idempotency_key=idempotency_key)
         if not new:
             response.status_code = 200
-        return _job(record)
+        return listed(record)
 
     @app.get("/api/jobs", response_model=models.JobList, tags=["jobs"])
     def list_jobs(state: models.JobState | None = None, kind: models.JobKind | None = None,
@@ -90,7 +94,7 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> models.JobList:
         """Jobs, newest first."""
         records, total = service.registry.list(state=state, kind=kind, limit=limit, offset=offset)
-        return models.JobList(jobs=[_job(r) for r in records], total=total, limit=limit, offset=offset)
+        return models.JobList(jobs=[listed(r) for r in records], total=total, limit=limit, offset=offset)
 
     @app.get("/api/jobs/{job_id}", response_model=models.JobDetail, tags=["jobs"],
              responses={404: {"description": "No such job"}})
@@ -103,7 +107,7 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
         fps = live.fps if live is not None else status.fps_recent
         eta = (expected - done) / fps if live is not None and fps > 0 and expected > done else status.eta_seconds
         return models.JobDetail(
-            **_job(record).model_dump(), items=status.items, tasks=status.tasks, frames_done=done,
+            **_job(record, status.items).model_dump(), tasks=status.tasks, frames_done=done,
             frames_expected=expected, fps=fps, eta_seconds=eta, workers=live.workers if live else 0,
             busy_workers=live.busy if live else 0, stages=status.stages, input_failures=status.input_failures,
             crashes=status.crashes, infra_losses=status.infra_losses,
@@ -123,10 +127,12 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
     @app.get("/api/jobs/{job_id}/throughput", response_model=models.Throughput, tags=["jobs"],
              responses={404: {"description": "No such job"}})
     def throughput(job_id: JobId) -> models.Throughput:
-        """Frames per second over time (finished tasks, in up to 60 buckets): the dashboard's chart."""
+        """Frames per second over time, in up to 60 buckets: each finished task's frames spread over the time
+        it ran. The dashboard's chart."""
         record = service.job(job_id)
-        return _chart(service.read_job(record, JobView.throughput, []),
-                      end=time.time() if record.state == "running" else None)
+        end = time.time() if record.state == "running" else None
+        series = service.read_job(record, lambda view: view.frame_series(_CHART_POINTS, end), None)
+        return _chart(series)
 
     @app.post("/api/jobs/{job_id}/retry", response_model=models.Retried, tags=["jobs"],
               responses={404: {"description": "No such job"}})
@@ -138,7 +144,7 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
               responses={404: {"description": "No such job"}, 409: {"description": "The job has ended"}})
     def cancel_job(job_id: JobId) -> models.Job:
         """Stop a queued or running job for good (running tasks get a grace period)."""
-        return _job(service.cancel(job_id))
+        return listed(service.cancel(job_id))
 
     @app.get("/healthz", response_model=models.Health, tags=["service"])
     def health() -> models.Health:
@@ -206,26 +212,22 @@ def openapi_spec() -> dict[str, Any]:
             service.registry.close()
 
 
-def _job(record: JobRecord) -> models.Job:
+def _job(record: JobRecord, items: dict[str, int]) -> models.Job:
     spec = record.spec
     inputs = spec["inputs"] if record.kind == "submitted" else [spec["source"]]
     return models.Job(id=record.id, kind=record.kind, name=record.name, state=record.state,
                       created=record.created, updated=record.updated, error=record.error, inputs=inputs,
-                      output=spec["output"], pipeline=spec["pipeline"])
+                      output=spec["output"], pipeline=spec["pipeline"], items=items)
 
 
-def _chart(finished: list[tuple[float, int]], end: float | None) -> models.Throughput:
-    """Frames per second in up to `_CHART_POINTS` equal buckets from the first finished task to `end`."""
-    if not finished:
+def _chart(series: FrameSeries | None) -> models.Throughput:
+    """The series as frames per second at the start of each bucket."""
+    if series is None:
         return models.Throughput(bucket_seconds=0.0, points=[])
-    start = finished[0][0]
-    end = max(end or finished[-1][0], start + 1.0)
-    bucket = max(1.0, math.ceil((end - start) / _CHART_POINTS))
-    frames = [0] * (int((end - start) // bucket) + 1)
-    for when, count in finished:
-        frames[int((when - start) // bucket)] += count
+    bucket = series.bucket_seconds
     return models.Throughput(bucket_seconds=bucket, points=[
-        models.ThroughputPoint(t=start + i * bucket, fps=count / bucket) for i, count in enumerate(frames)])
+        models.ThroughputPoint(t=series.start + i * bucket, fps=count / bucket)
+        for i, count in enumerate(series.frames)])
 
 
 def _asset(name: str) -> str:

@@ -66,6 +66,7 @@ class Job(BaseModel):
     inputs: list[str] = Field(description="What the job reads: its inputs, or a watch rule's source.")
     output: str
     pipeline: dict[str, PipelineValue]
+    items: dict[str, int] = Field(description="Items (videos) per state; none before the job first runs.")
 
 
 class WatchInfo(BaseModel):
@@ -76,7 +77,6 @@ class WatchInfo(BaseModel):
 class JobDetail(Job):
     """A job with its progress."""
 
-    items: dict[str, int] = Field(description="Items per state.")
     tasks: dict[str, int] = Field(description="Tasks (probes, segments, joins) per state.")
     frames_done: int
     frames_expected: int

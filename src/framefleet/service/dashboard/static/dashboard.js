@@ -7,8 +7,9 @@
   const SVG = "http://www.w3.org/2000/svg";
   const STAGES = ["decode", "ops", "encode", "upload"];
   const ITEM_STATES = ["pending", "running", "done", "failed"];
-  // What the browser test reads: when the page was loaded, and how many refreshes have been drawn.
-  const state = (window.framefleet = { loadedAt: Date.now(), updates: 0, lastError: null });
+  const SIZE_UNITS = ["B", "kB", "MB", "GB", "TB"];  // decimal SI, as framefleet.sizes.format_bytes
+  // What the tests read: when the page was loaded, how many refreshes have been drawn, and the size format.
+  const state = (window.framefleet = { loadedAt: Date.now(), updates: 0, lastError: null, bytes });
 
   // -- helpers ---------------------------------------------------------------------------------------
 
@@ -56,12 +57,14 @@
     return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
   }
 
+  // Sizes as the report writes them (framefleet.sizes.format_bytes, the same arithmetic): "512 B", "12.0 kB".
   function bytes(n) {
     if (!Number.isFinite(n)) return "—";
-    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let i = 0;
-    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
-    return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+    if (n < 1000) return `${n} B`;
+    const tenths = (v) => Math.floor(v * 10 + 0.5) / 10;
+    let value = n / 1000, unit = 1;
+    while (tenths(value) >= 1000 && unit < SIZE_UNITS.length - 1) { value /= 1000; unit += 1; }
+    return `${tenths(value).toFixed(1)} ${SIZE_UNITS[unit]}`;
   }
 
   // "op: style, crf: 20"; steps read "faces (anonymize: none) → blur (when: faces)".
@@ -120,7 +123,10 @@
       const stateCell = el("td");
       stateCell.append(el("span"));
       stateBadge(stateCell.firstChild, job.state);
+      const items = job.items || {};
       row.append(idCell, el("td", {}, job.name), el("td", {}, job.kind), stateCell,
+                 el("td", { class: "n", "data-test": "job-done" }, int(items.done || 0)),
+                 el("td", { class: "n", "data-test": "job-failed" }, int(items.failed || 0)),
                  el("td", { class: "uri" }, job.inputs.join("\n")), el("td", { class: "uri" }, job.output),
                  el("td", { class: "time" }, when(job.created)));
       return row;
@@ -246,10 +252,15 @@
 
   function drawItems(list) {
     const rows = list.items.map((item) => {
-      const row = el("tr", { "data-test": "item-row", "data-item-id": item.id, "data-state": item.state });
+      const row = el("tr", { "data-test": "item-row", "data-item-id": item.id, "data-state": item.state,
+                             "data-damaged": item.damage ? "yes" : "no" });
       const stateCell = el("td");
       stateCell.append(el("span"));
       stateBadge(stateCell.firstChild, item.state);
+      if (item.damage) {  // done from a partly damaged input: what was lost, on hover
+        stateCell.append(" ", el("span", { class: "badge damaged", "data-test": "damaged", title: item.damage },
+                                 "damaged"));
+      }
       row.append(el("td", { class: "uri" }, item.uri), stateCell, el("td", { class: "n" }, int(item.frames)),
                  el("td", { class: "n" }, num(item.fps)), el("td", { class: "n" }, num(item.seconds, 2)),
                  el("td", { class: "n" }, bytes(item.bytes_in)), el("td", { class: "n" }, bytes(item.bytes_out)));
