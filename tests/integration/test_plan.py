@@ -288,7 +288,7 @@ def test_profile_export_then_plan_with_it(profiled, clips, tmp_path: Path) -> No
 
     def plan(*extra: object) -> dict:
         result = cli("plan", clips["small"], "--op", "identity", "--hardware", catalogue, "-o", tmp_path / "plan.json",
-                     "--json", "--sample-frames", SAMPLE_FRAMES, "--profile-dir", profile_dir, *extra)
+                     "--overwrite", "--json", "--sample-frames", SAMPLE_FRAMES, "--profile-dir", profile_dir, *extra)
         assert result.exit_code == 0, result.output
         return stdout_json(result)
 
