@@ -5,6 +5,7 @@ The budget (FRAMEFLEET_MEMORY_BUDGET_MB) makes framefleet believe the machine ha
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -55,3 +56,16 @@ def test_an_explicit_full_size_that_cannot_fit_is_refused_before_any_work(uhd_cl
     assert lines[0].startswith("error: limit:memory: 3840x2160 at full size with 1 session needs ~12.3 GB")
     assert "lower or drop --max-size" in lines[0]
     assert not output.exists()
+
+
+def test_a_job_worker_too_small_for_a_4k_frame_fails_the_item_as_limit_memory(uhd_clip, tmp_path):
+    # one worker, capped at its share (3200 MiB, not the default 16384): a full-size 4K frame fails its item
+    # as limit:memory, naming the fix, where it would have taken the machine's memory
+    done = subprocess.run([sys.executable, "-m", "framefleet", "run", str(uhd_clip), "-o", str(tmp_path / "out"),
+                           "--workers", "1", "--max-attempts", "1", "--json", "--quiet"],
+                          env={**os.environ, BUDGET_ENV: str(BUDGET_MIB)}, capture_output=True, text=True,
+                          timeout=300, preexec_fn=_capped)
+    assert done.returncode == 3, done.stderr
+    (failure,) = json.loads(done.stdout)["failures"]
+    assert failure["error_type"] == "limit:memory", failure
+    assert f"the worker's cap of {BUDGET_MIB} MiB" in failure["error"] and "smaller --max-size" in failure["error"]

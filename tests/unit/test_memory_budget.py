@@ -1,4 +1,5 @@
-"""The memory budget's estimate and decisions: fewer sessions, then a smaller inference size, or a refusal."""
+"""The memory budget's estimate and decisions: fewer sessions, then a smaller inference size, or a refusal;
+a job's workers and their caps."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import logging
 import pytest
 
 from framefleet import memory_budget, streaming
+from framefleet.engines import local
+from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import OptionError
-from framefleet.limits import LimitError
-from framefleet.memory_budget import BUDGET_ENV, MIB, available_bytes, estimate, fit_stylize
+from framefleet.limits import LimitError, is_out_of_memory
+from framefleet.memory_budget import BUDGET_ENV, MIB, available_bytes, estimate, fit_local_workers, fit_stylize
 from framefleet.pipeline import Pipeline
 
 UHD = (3840, 2160)
@@ -18,6 +21,7 @@ UHD = (3840, 2160)
 @pytest.fixture(autouse=True)
 def two_cores(monkeypatch):
     monkeypatch.setattr(streaming, "available_cores", lambda: 2)
+    monkeypatch.setattr(local, "available_cores", lambda: 2)
 
 
 def budget(monkeypatch, mib: int) -> None:
@@ -109,3 +113,32 @@ def test_the_budget_comes_from_the_machine_or_the_environment(monkeypatch):
     monkeypatch.setenv(BUDGET_ENV, "lots")
     with pytest.raises(OptionError, match="FRAMEFLEET_MEMORY_BUDGET_MB='lots': give the memory"):
         available_bytes()
+
+
+def test_a_job_caps_each_default_worker_at_its_share(monkeypatch, caplog):
+    budget(monkeypatch, 8000)
+    options, pipeline = fit_local_workers(EngineOptions(), style())
+    assert options.workers is None and pipeline.limits.memory_mb == 4000
+    given = style(limits={"memory_mb": 6000})
+    assert fit_local_workers(EngineOptions(), given) == (EngineOptions(), given)
+    cuda = style(device="cuda")
+    assert fit_local_workers(EngineOptions(), cuda)[1] is cuda
+
+
+def test_a_job_runs_the_workers_that_fit_or_refuses_those_given(monkeypatch, caplog):
+    budget(monkeypatch, 500)
+    with caplog.at_level(logging.WARNING):
+        options, pipeline = fit_local_workers(EngineOptions(), style())
+    assert options.workers == 1 and pipeline.limits.memory_mb == 500
+    assert len(caplog.records) == 1 and "running 1 worker (set --workers to choose)" in caplog.text
+    with pytest.raises(LimitError, match=r"limit:memory: 2 workers need at least ~0.8 GB .* use --workers 1 or"):
+        fit_local_workers(EngineOptions(workers=2), style())
+
+
+def test_out_of_memory_from_python_or_onnxruntime():
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(Fail("bfc_arena.cc:360 Failed to allocate memory for requested buffer of size 398131200"))
+    assert not is_out_of_memory(Fail("Non-zero status code returned while running Conv node"))
+    assert not is_out_of_memory(RuntimeError("Failed to allocate memory"))
