@@ -23,6 +23,7 @@ from framefleet.errors import NoVideosError, OptionError, OutputError
 from framefleet.job_dir import JobDir, default_job_dir, open_ledger, resolve_job_dir
 from framefleet.job_view import PREDICTION_KEY, RUN_SETTINGS_KEY
 from framefleet.ledger import Damage, Failure, Ledger
+from framefleet.memory_budget import fit_local_workers
 from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import WorkerStorage
@@ -230,6 +231,7 @@ def _pool(settings: RunSettings, pipeline: Pipeline, worker_storage: WorkerStora
     """The worker pool of the chosen engine, and how many workers to start."""
     options = settings.options
     if settings.engine == "local":
+        options, pipeline = fit_local_workers(options, pipeline)
         workers, threads = local_worker_count(options, pipeline)
         return LocalPool(pipeline, threads, worker_storage, offline=offline,
                          insist=options.worker_network == "off"), workers

@@ -19,7 +19,7 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
-from framefleet.errors import FramefleetError, OptionError
+from framefleet.errors import FramefleetError, OptionError, exception_chain
 
 log = logging.getLogger(__name__)
 
@@ -160,4 +160,13 @@ def cut_network() -> str | None:
 def memory_error(source: object, limits: InputLimits) -> LimitError:
     """The error for an allocation that failed under the worker's memory cap."""
     return LimitError("memory", f"{source}: limit:memory: processing it needed more memory than the "
-                      f"worker's cap of {limits.memory_mb} MiB (limit memory_mb)")
+                      f"worker's cap of {limits.memory_mb} MiB (limit memory_mb); a smaller --max-size or "
+                      "fewer --workers needs less")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` (or one it came from) is an allocation refused: Python's `MemoryError`, or onnxruntime's
+    arena failing to allocate a buffer (which it raises as a plain failure)."""
+    return any(isinstance(cause, MemoryError) or (type(cause).__module__.startswith("onnxruntime")
+                                                  and "Failed to allocate memory" in str(cause))
+               for cause in exception_chain(exc))

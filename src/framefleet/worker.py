@@ -4,7 +4,7 @@ The local engine's processes, the Ray actors and the inline engine each host one
 the process's memory (not for a CUDA pipeline, nor in the job's own process), applies the job's storage
 options and builds the op chain (`FrameProcessor`). `run` turns what the environment did to a task into
 framefleet errors: a full disk (`DiskFullError`, an infrastructure loss) and an allocation refused under
-the memory cap (`limit:memory`, the input's fault). An engine reports any error as
+the memory cap, by Python or onnxruntime (`limit:memory`, the input's fault). An engine reports any error as
 `Errored.of` (with `traceback_tail` for a bug).
 """
 
@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 
 from framefleet.errors import DiskFullError, is_disk_full
-from framefleet.limits import cap_memory, memory_error
+from framefleet.limits import cap_memory, is_out_of_memory, memory_error
 from framefleet.pipeline import Pipeline
 from framefleet.redact import redact
 from framefleet.remote_inputs import WorkerStorage
@@ -45,9 +45,9 @@ class Worker:
         """Run one task (see `run_task`); raises a framefleet error, or anything else for a bug."""
         try:
             return run_task(request, self.pipeline, self._processor, progress=progress, inputs=self._inputs)
-        except MemoryError:  # under the worker's cap: the input's fault, like any broken limit
-            raise memory_error(request.uri, self.pipeline.limits) from None
         except Exception as exc:
+            if is_out_of_memory(exc):  # under the worker's cap: the input's fault, like any broken limit
+                raise memory_error(request.uri, self.pipeline.limits) from None
             if isinstance(exc, DiskFullError) or not is_disk_full(exc):
                 raise
             raise DiskFullError(f"{redact(request.output_uri)}: no space left on a disk this task writes to (the "

@@ -18,6 +18,7 @@ from framefleet.cli import options
 from framefleet.cli.app import app, err, frame_counter, guarded, out, progress_bar
 from framefleet.errors import FramefleetError, OutputError, StorageError
 from framefleet.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
+from framefleet.memory_budget import fit_stylize
 from framefleet.pipeline import Pipeline
 from framefleet.remote_inputs import InputAccess, InputOpener
 from framefleet.streaming import StreamResult, check_output_path, process_video
@@ -58,13 +59,15 @@ def stylize(
                 raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
         pipeline = Pipeline.from_options(options.pipeline_options(pipeline_flags), source="options")
         info = probe(source, keyframes=False, video_stream=video_stream, limits=pipeline.limits)
+        fit = fit_stylize(pipeline, info.width, info.height, sessions,
+                          size_fixed=pipeline_flags["max_size"] is not None)
         staging = Path(tempfile.gettempdir()) / "framefleet-staging"
         with storage.staged_output(output, staging) as target, progress_bar(disable=quiet or as_json) as bar:
             check_output_path(source, target)  # before the progress display, so an error is a clean line
             advance = frame_counter(bar, input.rsplit("/", 1)[-1], info.frame_count_header)
-            result = process_video(source, target, pipeline.ops, encode=pipeline.encode, sessions=sessions,
-                                   video_stream=info.video_index, progress=advance, temporal=pipeline.temporal,
-                                   strict=pipeline.strict, limits=pipeline.limits)
+            result = process_video(source, target, fit.pipeline.ops, encode=pipeline.encode,
+                                   sessions=fit.sessions, video_stream=info.video_index, progress=advance,
+                                   temporal=pipeline.temporal, strict=pipeline.strict, limits=pipeline.limits)
         return dataclasses.replace(result, input=input, output=output)
 
     result = guarded(run)

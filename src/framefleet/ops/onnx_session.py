@@ -37,11 +37,13 @@ def resolve_onnx_device(requested: str) -> DeviceKind:
 
 def open_session(model: Path | bytes, device: Device) -> ort.InferenceSession:
     """An inference session on `device` for a model file (or a serialized model), using `device.threads`
-    intra-op threads on the CPU; on CUDA one host thread, which never spins (the host's cores belong to
-    decoding, conversion and encoding there)."""
+    intra-op threads on the CPU, without onnxruntime's memory pattern (docs/benchmarks.md, memory); on CUDA one
+    host thread, which never spins (the host's cores belong to decoding, conversion and encoding there)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = max(1, device.threads) if device.kind == "cpu" else 1
+    if device.kind == "cpu":  # a memory pattern preplans one block per input shape: twice the peak, no faster
+        options.enable_mem_pattern = False
     if device.kind == "cuda":
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
