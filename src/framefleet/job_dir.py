@@ -9,7 +9,6 @@ of a job (status, failures, records, the report, the service) finds it here.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
@@ -19,8 +18,9 @@ from pathlib import Path
 
 from framefleet import storage
 from framefleet.cache import cache_dir
-from framefleet.errors import FramefleetError, OptionError, is_disk_full, job_disk_full
+from framefleet.errors import FramefleetError, OptionError, job_disk_full
 from framefleet.ledger import Ledger, Limits
+from framefleet.lock_file import hold_lock_file
 
 LEDGER_NAME = "ledger.sqlite"
 DEFAULT_JOB_DIR_NAME = ".framefleet-job"
@@ -89,22 +89,9 @@ class JobDir:
         """Hold the job for one run (raises `JobBusyError` while another run holds it); the lock file
         names the holder's process id. Makes the folder of a new job."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise JobBusyError(f"{self.path}: another framefleet run is using this job directory") from None
-            try:  # unbuffered, so that closing the file has nothing left to write
-                os.ftruncate(handle.fileno(), 0)
-                os.pwrite(handle.fileno(), f"{os.getpid()}\n".encode(), 0)
-            except OSError as exc:
-                if not is_disk_full(exc):
-                    raise
-                raise job_disk_full(self.path) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with hold_lock_file(self.path / "lock", disk_full=job_disk_full(self.path),
+                            busy=JobBusyError(f"{self.path}: another framefleet run is using this job directory")):
+            yield
 
 
 def open_ledger(job_dir: str | os.PathLike[str], limits: Limits = Limits()) -> Ledger:
