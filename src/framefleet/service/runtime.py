@@ -9,7 +9,6 @@ started again resumes each job where it was: only tasks in flight are redone.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -168,9 +167,7 @@ class JobRunner:
                 return
 
     def _run_watch(self, pipeline: Pipeline) -> None:
-        spec = self.record.spec
-        rule = WatchRule(name=self.record.name, source=spec["source"], output=spec["output"],
-                         pipeline=spec["pipeline"], interval=spec["interval"])
+        rule = WatchRule.from_spec(self.record.name, self.record.spec)
         feed = self.job_dir.open_ledger(create=True)
         self.watcher = Watcher(rule, feed, job.canonical_output_root(rule.output))
         watching = threading.Thread(target=self.watcher.run, args=(self._stop,), name=f"watch-{rule.name}",
@@ -322,13 +319,20 @@ class Service:
     # -- internals ---------------------------------------------------------------------------------
 
     def _register_watch(self, rule: WatchRule) -> JobRecord:
-        digest = hashlib.sha256(json.dumps(rule.spec(), sort_keys=True).encode()).hexdigest()[:8]
-        record, _ = self.registry.add("watch", rule.name, rule.spec(), job_id=f"watch-{rule.name}-{digest}",
-                                      state="running")
+        """The rule's job, running with the rule's current spec. Its id hashes the rule's identity (source,
+        output, pipeline); a job recorded by an older framefleet, whose id hashed the interval too, is
+        adopted when only the interval differs, so that its ledger (what it processed) goes on."""
+        identity = rule.identity()
+        job_id = f"watch-{rule.name}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+        if self.registry.get(job_id) is None:
+            job_id = next((record.id for record in self.registry.named("watch", rule.name)
+                           if WatchRule.from_spec(record.name, record.spec).identity() == identity), job_id)
+        record, _ = self.registry.add("watch", rule.name, rule.spec(), job_id=job_id, state="running")
+        if record.spec != rule.spec():
+            self.registry.set_spec(record.id, rule.spec())
         if record.state != "running":
             self.registry.set_state(record.id, "running")
         return self.job(record.id)
-
 
     def _dispatch_loop(self) -> None:
         while not self.stopping:
