@@ -13,16 +13,19 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from framefleet import job
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineProgress
-from framefleet.errors import FramefleetError
+from framefleet.errors import DiskFullError, FramefleetError
 from framefleet.job_dir import JobDir
 from framefleet.job_view import JobStatus, JobView
+from framefleet.lock_file import hold_lock_file
 from framefleet.pipeline import Pipeline
 from framefleet.redact import redact
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
@@ -45,6 +48,23 @@ class UnknownJobError(FramefleetError):
 
 class JobConflictError(FramefleetError):
     """The job is not in a state that allows the request."""
+
+
+class StateBusyError(FramefleetError):
+    """Another service holds the state folder."""
+
+
+@contextmanager
+def lock_state_dir(state_dir: Path) -> Iterator[None]:
+    """Hold the state folder for one service (`STATE/lock`, made with the folder if missing): raises
+    `StateBusyError` at once while another service holds it, before anything in it is read or written."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    busy = StateBusyError(f"{state_dir}: another framefleet serve is using this state folder (its process id is "
+                          f"in {state_dir / 'lock'}); stop that one, or give this one another --state-dir")
+    full = DiskFullError(f"{state_dir}: no space left on the disk that holds the service's state; free some "
+                         "(or give --state-dir on another disk) and start it again")
+    with hold_lock_file(state_dir / "lock", busy=busy, disk_full=full):
+        yield
 
 
 @dataclass(frozen=True)
@@ -215,7 +235,10 @@ class Service:
     # -- life cycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Register the watch rules, resume the jobs a previous run left active, and start dispatching."""
+        """Register the watch rules, resume the jobs a previous run left active, and start dispatching.
+        Once: a second call does nothing (`framefleet serve` starts the service before its server)."""
+        if self._dispatcher.ident is not None:
+            return
         if self.config.engine == "ray":
             from framefleet.engines.ray import connect
 
@@ -359,6 +382,8 @@ class Service:
             for record in self.registry.active(queued_limit=max(0, self.config.max_jobs - running)):
                 if self.stopping or record.id in self._runners:
                     continue
+                if record.kind == "watch" and record.id not in self._watch_ids:
+                    continue  # not a rule of this service's configuration (another service's, or an old one)
                 if record.kind == "submitted":
                     if running >= self.config.max_jobs:
                         continue
