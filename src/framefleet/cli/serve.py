@@ -81,7 +81,7 @@ def _serve(config, host: str, port: int, token: str | None) -> None:
         raise OptionError(f'framefleet serve needs the service extra ({exc.name} is missing): '
                           'pip install "framefleet[service]"') from None
     with _listen(host, port) as sock, lock_state_dir(config.state_dir):
-        service = Service(config)
+        service = Service(config, say=_say)
         service.start()  # registers the watch rules: only once the port and the state folder are this one's
         # Idle keep-alive connections stay open longer than clients and proxies keep theirs (httpx 5 s, load
         # balancers 60 s), so the client side closes first: a server closing one just as a client reuses it

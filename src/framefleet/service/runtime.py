@@ -29,6 +29,7 @@ from framefleet.lock_file import hold_lock_file
 from framefleet.pipeline import Pipeline
 from framefleet.redact import redact
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
+from framefleet.service.console import ItemLines
 from framefleet.service.registry import JobRecord, Registry
 from framefleet.service.watcher import Watcher, WatchRule
 from framefleet.spec import JobSpec, RunSettings
@@ -102,6 +103,8 @@ class JobRunner:
         self._cancelled = False
         self._progress = EngineProgress()
         self._samples: deque[tuple[float, int]] = deque(maxlen=512)
+        label = record.name if record.kind == "watch" else record.id
+        self._lines = ItemLines(label, job_dir, service.say) if service.say is not None else None
         self._thread = threading.Thread(target=self._main, name=f"framefleet-{record.id}", daemon=True)
 
     def start(self) -> None:
@@ -150,6 +153,8 @@ class JobRunner:
             return
         finally:
             self.ended_at = time.monotonic()
+            if self._lines is not None:
+                self._lines.close()
         if self._cancelled:
             registry.set_state(job_id, "cancelled")
         elif not self._stop.is_set():
@@ -158,8 +163,10 @@ class JobRunner:
 
     def _run(self, inputs: list[str], output: str, pipeline: Pipeline, *, standing: bool) -> job.JobResult:
         accept = None if standing else self._allowed
-        return job.run(JobSpec(inputs, output, pipeline, self._settings(standing)), job_dir=self.job_dir.path,
-                       on_progress=self._on_progress, standing=standing, stop=self._stop, accept=accept)
+        result = job.run(JobSpec(inputs, output, pipeline, self._settings(standing)), job_dir=self.job_dir.path,
+                         on_progress=self._on_progress, standing=standing, stop=self._stop, accept=accept)
+        self._say_items(now=True)  # what the run did since its last progress report
+        return result
 
     def _settings(self, standing: bool) -> RunSettings:
         """A submitted job runs with the settings its first run stored, so a restart of the service or a
@@ -203,6 +210,16 @@ class JobRunner:
     def _on_progress(self, progress: EngineProgress) -> None:
         self._progress = replace(progress, counts=dict(progress.counts))
         self._samples.append((time.monotonic(), progress.frames))
+        self._say_items()
+
+    def _say_items(self, *, now: bool = False) -> None:
+        """The console lines of the files taken, done and failed since the last look; never stops the job."""
+        if self._lines is None:
+            return
+        try:
+            self._lines.look(now=now)
+        except Exception:
+            log.exception("job %s: cannot read its items for the console", self.record.id)
 
     def _has_items(self) -> bool:
         if not self.job_dir.started():
@@ -218,8 +235,10 @@ class JobRunner:
 class Service:
     """The jobs of one `framefleet serve`: started, supervised, stopped, and read for the API."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, say: Callable[[str], None] | None = None) -> None:
         self.config = config
+        self.say = say
+        """Where a line per file taken, done and failed goes (`framefleet serve`'s console); None: nowhere."""
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(config.state_dir / "registry.sqlite")
         self.stopping = False
