@@ -9,7 +9,6 @@ of a job (status, failures, records, the report, the service) finds it here.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
@@ -19,8 +18,9 @@ from pathlib import Path
 
 from framefleet import storage
 from framefleet.cache import cache_dir
-from framefleet.errors import FramefleetError, OptionError, OutputError, is_disk_full, job_disk_full
+from framefleet.errors import FramefleetError, OptionError, OutputError, job_disk_full
 from framefleet.ledger import Ledger, Limits
+from framefleet.lock_file import hold_lock_file, is_held
 
 LEDGER_NAME = "ledger.sqlite"
 DEFAULT_JOB_DIR_NAME = ".framefleet-job"
@@ -92,49 +92,13 @@ class JobDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create the job directory ({exc.strerror or exc})") from None
-        with open(self.path / "lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise JobBusyError(f"{self.path}: another framefleet run is using this job directory") from None
-            try:  # unbuffered, so that closing the file has nothing left to write
-                os.ftruncate(handle.fileno(), 0)
-                os.pwrite(handle.fileno(), f"{os.getpid()}\n".encode(), 0)
-            except OSError as exc:
-                if not is_disk_full(exc):
-                    raise
-                raise job_disk_full(self.path) from None
-            try:
-                yield
-            finally:
-                os.ftruncate(handle.fileno(), 0)  # no process id: nobody holds the job
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with hold_lock_file(self.path / "lock", disk_full=job_disk_full(self.path),
+                            busy=JobBusyError(f"{self.path}: another framefleet run is using this job directory")):
+            yield
 
     def held(self) -> bool:
-        """Whether a run holds the job now (`lock`). Tested without taking the lock where the file names no
-        live process, so a status read never makes a starting run fail as busy."""
-        try:
-            pid = int((self.path / "lock").read_text().strip() or 0)
-        except (OSError, ValueError):
-            return False
-        if pid <= 0 or not _alive(pid):
-            return False
-        with open(self.path / "lock", "a+") as handle:  # a live process id may be a reused one: ask the lock
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
+        """Whether a run holds the job now (`lock`)."""
+        return is_held(self.path / "lock")
     return True
 
 

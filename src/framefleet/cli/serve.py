@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +15,7 @@ from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded
 from framefleet.errors import OptionError
 from framefleet.pipeline import read_pipeline_file
+from framefleet.redact import redact
 
 
 @app.command()
@@ -68,19 +71,52 @@ def serve(
 
 
 def _serve(config, host: str, port: int, token: str | None) -> None:
+    """Listen, hold the state folder, start the service, and only then say it serves; until stopped."""
     try:
         import uvicorn
 
         from framefleet.service.api import create_app
-        from framefleet.service.runtime import Service
+        from framefleet.service.runtime import Service, lock_state_dir
     except ImportError as exc:
         raise OptionError(f'framefleet serve needs the service extra ({exc.name} is missing): '
                           'pip install "framefleet[service]"') from None
-    app_ = create_app(Service(config), token)
-    rules = ", ".join(f"{rule.name}: {rule.source} -> {rule.output}" for rule in config.watch) or "none"
-    err.print(f"framefleet serving http://{host}:{port}/ (state in {config.state_dir}; watch rules: {rules})",
-              highlight=False, soft_wrap=True)
-    # Idle keep-alive connections stay open longer than clients and proxies keep theirs (httpx 5 s, load
-    # balancers 60 s), so the client side closes first: a server closing one just as a client reuses it
-    # drops that request ("server disconnected without sending a response").
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=75)
+    with _listen(host, port) as sock, lock_state_dir(config.state_dir):
+        service = Service(config, say=_say)
+        service.start()  # registers the watch rules: only once the port and the state folder are this one's
+        # Idle keep-alive connections stay open longer than clients and proxies keep theirs (httpx 5 s, load
+        # balancers 60 s), so the client side closes first: a server closing one just as a client reuses it
+        # drops that request ("server disconnected without sending a response").
+        server = uvicorn.Server(uvicorn.Config(create_app(service, token), log_level="warning", access_log=False,
+                                               timeout_keep_alive=75))
+        rules = ", ".join(f"{rule.name}: {rule.source} -> {rule.output}" for rule in config.watch) or "none"
+        bound = sock.getsockname()[1]
+        _say(f"framefleet serving http://{host}:{bound}/ (state in {config.state_dir}; watch rules: {rules})")
+        server.run(sockets=[sock])  # its lifespan stops the service, on SIGINT or SIGTERM
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port and listening (connections wait in its backlog until the server runs)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not a port another socket listens on
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise OptionError(f"cannot listen on {host}:{port}: {_listen_problem(exc)}") from None
+    return sock
+
+
+def _listen_problem(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another framefleet serve? choose --port)"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges; choose --port 1024 or above)"
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return "no such address on this machine (choose --host, e.g. 127.0.0.1 or 0.0.0.0)"
+    return f"{exc.strerror or exc} (check --host and --port)"
+
+
+def _say(line: str) -> None:
+    """One line on the serve console, redacted like every line framefleet prints."""
+    err.print(redact(line), markup=False, highlight=False, soft_wrap=True)

@@ -117,6 +117,13 @@ class Registry:
                                     (*args, limit, offset)).fetchall()
         return [_record(r) for r in rows], total
 
+    def named(self, kind: JobKind, name: str) -> list[JobRecord]:
+        """The jobs of a kind with this name, newest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs WHERE kind = ? AND name = ? ORDER BY seq DESC",
+                                    (kind, name)).fetchall()
+        return [_record(r) for r in rows]
+
     def active(self, *, queued_limit: int | None = None) -> list[JobRecord]:
         """Running jobs, then queued ones (at most `queued_limit`), each oldest first: the start order."""
         with self._lock:
@@ -143,6 +150,13 @@ class Registry:
                 (state, error, time.time(), job_id, *unless),
             ).rowcount
         return updated == 1
+
+
+    def set_spec(self, job_id: str, spec: dict[str, Any]) -> None:
+        """Replace what a job does (a watch rule whose interval changed)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET spec = ?, updated = ? WHERE id = ?",
+                             (json.dumps(spec, sort_keys=True), time.time(), job_id))
 
 
 def _filters(**values: str | None) -> tuple[str, tuple[str, ...]]:

@@ -9,24 +9,27 @@ started again resumes each job where it was: only tasks in flight are redone.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from framefleet import job
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineProgress
-from framefleet.errors import FramefleetError
+from framefleet.errors import DiskFullError, FramefleetError
 from framefleet.job_dir import JobDir
 from framefleet.job_view import JobStatus, JobView
+from framefleet.lock_file import hold_lock_file
 from framefleet.pipeline import Pipeline
 from framefleet.redact import redact
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
+from framefleet.service.console import ItemLines
 from framefleet.service.registry import JobRecord, Registry
 from framefleet.service.watcher import Watcher, WatchRule
 from framefleet.spec import JobSpec, RunSettings
@@ -46,6 +49,23 @@ class UnknownJobError(FramefleetError):
 
 class JobConflictError(FramefleetError):
     """The job is not in a state that allows the request."""
+
+
+class StateBusyError(FramefleetError):
+    """Another service holds the state folder."""
+
+
+@contextmanager
+def lock_state_dir(state_dir: Path) -> Iterator[None]:
+    """Hold the state folder for one service (`STATE/lock`, made with the folder if missing): raises
+    `StateBusyError` at once while another service holds it, before anything in it is read or written."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    busy = StateBusyError(f"{state_dir}: another framefleet serve is using this state folder (its process id is "
+                          f"in {state_dir / 'lock'}); stop that one, or give this one another --state-dir")
+    full = DiskFullError(f"{state_dir}: no space left on the disk that holds the service's state; free some "
+                         "(or give --state-dir on another disk) and start it again")
+    with hold_lock_file(state_dir / "lock", busy=busy, disk_full=full):
+        yield
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,8 @@ class JobRunner:
         self._cancelled = False
         self._progress = EngineProgress()
         self._samples: deque[tuple[float, int]] = deque(maxlen=512)
+        label = record.name if record.kind == "watch" else record.id
+        self._lines = ItemLines(label, job_dir, service.say) if service.say is not None else None
         self._thread = threading.Thread(target=self._main, name=f"framefleet-{record.id}", daemon=True)
 
     def start(self) -> None:
@@ -131,6 +153,8 @@ class JobRunner:
             return
         finally:
             self.ended_at = time.monotonic()
+            if self._lines is not None:
+                self._lines.close()
         if self._cancelled:
             registry.set_state(job_id, "cancelled")
         elif not self._stop.is_set():
@@ -139,8 +163,10 @@ class JobRunner:
 
     def _run(self, inputs: list[str], output: str, pipeline: Pipeline, *, standing: bool) -> job.JobResult:
         accept = None if standing else self._allowed
-        return job.run(JobSpec(inputs, output, pipeline, self._settings(standing)), job_dir=self.job_dir.path,
-                       on_progress=self._on_progress, standing=standing, stop=self._stop, accept=accept)
+        result = job.run(JobSpec(inputs, output, pipeline, self._settings(standing)), job_dir=self.job_dir.path,
+                         on_progress=self._on_progress, standing=standing, stop=self._stop, accept=accept)
+        self._say_items(now=True)  # what the run did since its last progress report
+        return result
 
     def _settings(self, standing: bool) -> RunSettings:
         """A submitted job runs with the settings its first run stored, so a restart of the service or a
@@ -168,9 +194,7 @@ class JobRunner:
                 return
 
     def _run_watch(self, pipeline: Pipeline) -> None:
-        spec = self.record.spec
-        rule = WatchRule(name=self.record.name, source=spec["source"], output=spec["output"],
-                         pipeline=spec["pipeline"], interval=spec["interval"])
+        rule = WatchRule.from_spec(self.record.name, self.record.spec)
         feed = self.job_dir.open_ledger(create=True)
         self.watcher = Watcher(rule, feed, job.canonical_output_root(rule.output))
         watching = threading.Thread(target=self.watcher.run, args=(self._stop,), name=f"watch-{rule.name}",
@@ -186,6 +210,16 @@ class JobRunner:
     def _on_progress(self, progress: EngineProgress) -> None:
         self._progress = replace(progress, counts=dict(progress.counts))
         self._samples.append((time.monotonic(), progress.frames))
+        self._say_items()
+
+    def _say_items(self, *, now: bool = False) -> None:
+        """The console lines of the files taken, done and failed since the last look; never stops the job."""
+        if self._lines is None:
+            return
+        try:
+            self._lines.look(now=now)
+        except Exception:
+            log.exception("job %s: cannot read its items for the console", self.record.id)
 
     def _has_items(self) -> bool:
         if not self.job_dir.started():
@@ -201,8 +235,10 @@ class JobRunner:
 class Service:
     """The jobs of one `framefleet serve`: started, supervised, stopped, and read for the API."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, say: Callable[[str], None] | None = None) -> None:
         self.config = config
+        self.say = say
+        """Where a line per file taken, done and failed goes (`framefleet serve`'s console); None: nowhere."""
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(config.state_dir / "registry.sqlite")
         self.stopping = False
@@ -218,7 +254,10 @@ class Service:
     # -- life cycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Register the watch rules, resume the jobs a previous run left active, and start dispatching."""
+        """Register the watch rules, resume the jobs a previous run left active, and start dispatching.
+        Once: a second call does nothing (`framefleet serve` starts the service before its server)."""
+        if self._dispatcher.ident is not None:
+            return
         if self.config.engine == "ray":
             from framefleet.engines.ray import connect
 
@@ -322,13 +361,20 @@ class Service:
     # -- internals ---------------------------------------------------------------------------------
 
     def _register_watch(self, rule: WatchRule) -> JobRecord:
-        digest = hashlib.sha256(json.dumps(rule.spec(), sort_keys=True).encode()).hexdigest()[:8]
-        record, _ = self.registry.add("watch", rule.name, rule.spec(), job_id=f"watch-{rule.name}-{digest}",
-                                      state="running")
+        """The rule's job, running with the rule's current spec. Its id hashes the rule's identity (source,
+        output, pipeline); a job recorded by an older framefleet, whose id hashed the interval too, is
+        adopted when only the interval differs, so that its ledger (what it processed) goes on."""
+        identity = rule.identity()
+        job_id = f"watch-{rule.name}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+        if self.registry.get(job_id) is None:
+            job_id = next((record.id for record in self.registry.named("watch", rule.name)
+                           if WatchRule.from_spec(record.name, record.spec).identity() == identity), job_id)
+        record, _ = self.registry.add("watch", rule.name, rule.spec(), job_id=job_id, state="running")
+        if record.spec != rule.spec():
+            self.registry.set_spec(record.id, rule.spec())
         if record.state != "running":
             self.registry.set_state(record.id, "running")
         return self.job(record.id)
-
 
     def _dispatch_loop(self) -> None:
         while not self.stopping:
@@ -355,6 +401,8 @@ class Service:
             for record in self.registry.active(queued_limit=max(0, self.config.max_jobs - running)):
                 if self.stopping or record.id in self._runners:
                     continue
+                if record.kind == "watch" and record.id not in self._watch_ids:
+                    continue  # not a rule of this service's configuration (another service's, or an old one)
                 if record.kind == "submitted":
                     if running >= self.config.max_jobs:
                         continue

@@ -14,6 +14,7 @@ file goes on; a file that vanishes between the listing and its `stat` waits for 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -46,8 +47,19 @@ class WatchRule:
     interval: float = 10.0
     """Seconds between two listings of the source."""
 
+    @classmethod
+    def from_spec(cls, name: str, spec: dict[str, Any]) -> WatchRule:
+        """The rule a registry record's `spec` holds."""
+        return cls(name=name, source=spec["source"], output=spec["output"], pipeline=spec["pipeline"],
+                   interval=spec["interval"])
+
     def spec(self) -> dict[str, Any]:
         return {"source": self.source, "output": self.output, "pipeline": self.pipeline, "interval": self.interval}
+
+    def identity(self) -> str:
+        """What makes the rule's job (its id hashes it): source, output and pipeline, as JSON. Not the
+        interval: polling more or less often goes on with the same job and ledger."""
+        return json.dumps({"source": self.source, "output": self.output, "pipeline": self.pipeline}, sort_keys=True)
 
 
 class Watcher:
