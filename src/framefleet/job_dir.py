@@ -99,7 +99,6 @@ class JobDir:
     def held(self) -> bool:
         """Whether a run holds the job now (`lock`)."""
         return is_held(self.path / "lock")
-    return True
 
 
 def open_ledger(job_dir: str | os.PathLike[str], limits: Limits = Limits()) -> Ledger:
