@@ -197,9 +197,13 @@ class Failure:
 
     @property
     def reason(self) -> str:
-        """The error without the input's name where it starts with it (shown beside the name already)."""
-        error = self.error or ""
-        return error.removeprefix(f"{self.uri}: ")
+        """The error without the input's name (`reason_of`)."""
+        return reason_of(self.uri, self.error)
+
+
+def reason_of(uri: str, error: str | None) -> str:
+    """An item's error without its input's name where it starts with it, to show beside that name."""
+    return (error or "").removeprefix(f"{uri}: ")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from framefleet.job_dir import JobDir
-from framefleet.ledger import Item, Ledger
+from framefleet.ledger import Item, Ledger, reason_of
 
 LOOK_SECONDS = 1.0
 """Least time between two looks at the ledger while a job runs (each look reads every item)."""
@@ -58,7 +58,7 @@ class ItemLines:
 
     def _finished(self, item: Item, ledger: Ledger) -> str:
         if item.state == "failed":
-            return f"{self._label}: failed {item.uri}: {item.error}"
+            return f"{self._label}: failed {item.uri}: {reason_of(item.uri, item.error)}"
         attempts = ledger.attempts(item.id)  # of its current version: a new version drops the old ones
         started = min((a["started"] for a in attempts), default=None)
         ended = max((a["ended"] for a in attempts if a["ended"] is not None), default=None)
