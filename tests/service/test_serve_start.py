@@ -220,8 +220,10 @@ def test_the_console_has_a_line_per_file_taken_done_and_failed(first, clip):
                                    "pipeline": {"op": "identity"}})
     wait_for(lambda: serve.call(f"/api/jobs/{job['id']}")["state"] == "finished", what="the submitted job to finish")
     wait_for(lambda: f"{job['id']}: done" in serve.console(), what="the submitted job's done line", timeout=10)
-    lines = serve.console().splitlines()
     src, out = root / "in", root / "out"
+    wait_for(lambda: f"watch: failed {src / 'b.mp4'}" in serve.console() and f"watch: done {src / 'a.mp4'}"
+             in serve.console(), what="the watch job's lines", timeout=60)
+    lines = serve.console().splitlines()
     assert f"watch: took {src / 'a.mp4'}" in lines
     assert any(line.startswith(f"watch: done {src / 'a.mp4'} -> {out / 'a.mp4'} ({TINY['frames']} frames, ")
                and line.endswith(" s)") for line in lines), lines
