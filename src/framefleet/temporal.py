@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from framefleet.detail import BAND_SIGMA, split_bands
 from framefleet.errors import OptionError
 
 if TYPE_CHECKING:
@@ -116,19 +117,26 @@ class PairError:
     """Mean squared difference over visible pixels, RGB in [0, 1]."""
     visible: float
     """Share of the frame's pixels visible in both frames."""
+    low: float = 0.0
+    """The error of the difference's low band (`detail.split_bands`): colour and lighting pulses."""
+    high: float = 0.0
+    """The error of the difference's high band: texture shimmer."""
 
 
 def pair_error(estimator: FlowEstimator, inputs: tuple[np.ndarray, np.ndarray],
-               outputs: tuple[np.ndarray, np.ndarray], frame: int) -> PairError:
-    """Lai et al.'s warping error of outputs (previous, current) along the flow of inputs (previous, current);
-    all four frames the same size."""
+               outputs: tuple[np.ndarray, np.ndarray], frame: int, sigma: float = BAND_SIGMA) -> PairError:
+    """Lai et al.'s warping error of outputs (previous, current) along the flow of inputs (previous, current),
+    and of its bands split at a Gaussian of `sigma` px; all four frames the same size."""
     backward, visible = estimator.motion(*(estimator.grey(f) for f in inputs))
     warped = estimator.warp(outputs[0], backward)
     diff = (outputs[1].astype(np.float32) - warped.astype(np.float32)) / 255.0
-    squared = (diff ** 2).mean(-1)
     count = int(visible.sum())
-    error = float(squared[visible].mean()) if count else 0.0
-    return PairError(frame=frame, error=error, visible=count / visible.size)
+
+    def error(values: np.ndarray) -> float:
+        return float((values ** 2).mean(-1)[visible].mean()) if count else 0.0
+
+    low, high = split_bands(diff, sigma)
+    return PairError(frame=frame, error=error(diff), visible=count / visible.size, low=error(low), high=error(high))
 
 
 @dataclass

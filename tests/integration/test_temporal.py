@@ -5,6 +5,8 @@ The clips are made here: a smooth random texture, still or panning 4 px a frame,
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,38 @@ def test_style_pipelines_blend_by_default_and_others_do_not():
     assert Pipeline.from_options({"op": "blur", "temporal": "blend"}).temporal == "blend"
     stored = Pipeline.from_options({"style": "7"}).spec()
     assert Pipeline.from_spec({**stored, "temporal": "none"}).temporal == "none"  # a stored choice is kept
+
+
+def test_flicker_reports_detail_and_bands_against_the_per_frame_output(clips, tmp_path):
+    from typer.testing import CliRunner
+
+    from framefleet.cli import app
+    from framefleet.video import VideoReader
+
+    plain, blurred, small = tmp_path / "plain.mp4", tmp_path / "blurred.mp4", tmp_path / "small.mp4"
+    process_video(clips["pan"], plain, [StyleTransferOp(style="7")], temporal="none")
+    with VideoReader(plain) as reader:
+        frames = [rgb for _, rgb in reader.frames()]
+    write_clip(blurred, ClipSpec(width=WIDTH, height=HEIGHT, frames=FRAMES, bframes=0),
+               lambda i: cv2.GaussianBlur(frames[i], (0, 0), 1.5))
+    write_clip(small, ClipSpec(width=WIDTH // 2, height=HEIGHT // 2, frames=FRAMES, bframes=0),
+               lambda i: cv2.resize(frames[i], (WIDTH // 2, HEIGHT // 2)))
+    runner = CliRunner()
+
+    def measured(processed, reference):
+        result = runner.invoke(app, ["flicker", str(clips["pan"]), str(processed), "--reference", str(reference),
+                                     "--json", "-q"])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    itself, soft = measured(plain, plain), measured(blurred, plain)
+    assert itself["detail"]["median"] == itself["detail"]["worst"] == 1.0
+    assert itself["ratios"] == {"flicker": 1.0, "low": 1.0, "high": 1.0}
+    assert itself["detail"]["ssim_mean"] > 0.999 and len(itself["detail"]["frames"]) == FRAMES
+    assert soft["detail"]["median"] < 0.5 and soft["detail"]["ssim_mean"] < 0.95
+    assert soft["ratios"]["high"] < soft["ratios"]["low"]  # blur takes the shimmer, not the colour pulses
+    text = runner.invoke(app, ["flicker", str(clips["pan"]), str(blurred), "--reference", str(plain)])
+    assert text.exit_code == 0 and "detail kept" in text.stdout and "high band" in text.stdout
+    unequal = runner.invoke(app, ["flicker", str(clips["pan"]), str(plain), "--reference", str(small), "-q"])
+    assert unequal.exit_code == 2 and unequal.stderr.strip().startswith("error:") and "equal sizes" in unequal.stderr
+    assert len(unequal.stderr.strip().splitlines()) == 1
