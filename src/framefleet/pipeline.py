@@ -8,7 +8,7 @@ One op:
     max_size: 720
     crf: 20
     segment_seconds: 20
-    temporal: blend      # flow-guided blending against flicker (none: each frame on its own)
+    temporal: bands      # flow-guided flicker removal that keeps detail (blend: softer; none: each frame on its own)
     strict: false        # true: refuse partly damaged inputs instead of processing what decodes
     limits:              # what an untrusted input may claim or cost (framefleet.limits; these are defaults)
       max_pixels: 67108864
@@ -66,8 +66,9 @@ class Pipeline:
     segment_seconds: float = 20.0
     """Videos longer than this are split at keyframes into segments of at least this length."""
     temporal: str = "none"
-    """none, or blend: each output frame blended with the previous one moved along the input's motion
-    (`framefleet.temporal`), which removes the flicker of models that see one frame at a time."""
+    """none, bands or blend: each output frame (its colour and stroke bands, or all of it) blended with the
+    previous one moved along the input's motion (`framefleet.temporal`), which removes the flicker of models
+    that see one frame at a time."""
     strict: bool = False
     """Refuse partly damaged inputs (frames missing from the index, packets the decoder rejects, a container
     that breaks off) instead of processing every frame that decodes."""

@@ -15,7 +15,7 @@ from framefleet.errors import OptionError
 from framefleet.flicker import measure_flicker
 from framefleet.ops import StyleTransferOp
 from framefleet.streaming import process_video
-from framefleet.temporal import TemporalBlend
+from framefleet.temporal import temporal_filter
 from framefleet.video.synth import ClipSpec, write_clip
 
 cv2 = pytest.importorskip("cv2")
@@ -66,26 +66,43 @@ def test_videos_of_different_lengths_are_refused(clips, tmp_path):
         measure_flicker(clips["still"], short)
 
 
-def test_the_blend_leaves_a_first_frame_and_a_scene_cut_alone():
-    blend = TemporalBlend()
+@pytest.mark.parametrize("mode", ["bands", "blend"])
+def test_the_filters_leave_a_first_frame_and_a_scene_cut_alone(mode):
+    blend = temporal_filter(mode)
     first, second = texture(3)[:, :WIDTH], texture(4)[:, :WIDTH]
     frames = np.stack([first, second])
     out = blend(blend.plan(None, frames, WIDTH, HEIGHT), frames)
     assert np.array_equal(out[0], first) and np.array_equal(out[1], second)
     assert blend.restarts == 2
-    with pytest.raises(OptionError, match="strength"):
-        TemporalBlend(strength=1.0)
+    for wrong in (-0.1, 1.5, "high"):
+        with pytest.raises(OptionError, match="--temporal-strength must be between 0 and 1"):
+            temporal_filter(mode, wrong)
 
 
 def test_stylize_with_temporal_blend_is_frame_exact_and_flickers_less(clips, tmp_path):
     plain, stable = tmp_path / "plain.mp4", tmp_path / "stable.mp4"
     process_video(clips["pan"], plain, [StyleTransferOp(style="7")], temporal="none")
-    result = process_video(clips["pan"], stable, [StyleTransferOp(style="7")])  # blend: the style op's default
-    assert result.frames == FRAMES and result.temporal == "blend"
+    result = process_video(clips["pan"], stable, [StyleTransferOp(style="7")])  # bands: the style op's default
+    assert result.frames == FRAMES and result.temporal == "bands"
     assert media_checks.decoded_pts(stable) == media_checks.decoded_pts(clips["pan"])
     assert media_checks.packet_digests(stable)[1] == media_checks.packet_digests(clips["pan"])[1]
     before, after = measure_flicker(clips["pan"], plain), measure_flicker(clips["pan"], stable)
     assert after.mean < 0.6 * before.mean, (before.mean, after.mean)
+
+
+def test_bands_remove_flicker_and_keep_the_style_detail_that_blend_smears(tmp_path):
+    fine = cv2.resize(texture(6), (WIDTH * 4, HEIGHT * 2), interpolation=cv2.INTER_CUBIC)
+    source, plain, outputs = tmp_path / "pan.mp4", tmp_path / "plain.mp4", {}
+    write_clip(source, ClipSpec(width=WIDTH, height=HEIGHT, frames=24, bframes=0),  # 2.5 px a frame
+               lambda i: cv2.resize(fine[:, 5 * i:5 * i + 2 * WIDTH], (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA))
+    process_video(source, plain, [StyleTransferOp(style="7")], temporal="none")
+    for mode in ("bands", "blend"):
+        outputs[mode] = tmp_path / f"{mode}.mp4"
+        process_video(source, outputs[mode], [StyleTransferOp(style="7")], temporal=mode)
+    bands, blend = (measure_flicker(source, outputs[mode], reference=plain) for mode in ("bands", "blend"))
+    assert bands.ratios()["flicker"] < 0.6 and bands.ratios()["high"] < 0.7, bands.ratios()
+    assert bands.details_summary()["median"] >= 0.9 and bands.details_summary()["worst"] >= 0.7, bands.details_summary()
+    assert blend.details_summary()["median"] < 0.8  # the recursive blend resamples and averages the strokes away
 
 
 def test_a_job_with_temporal_blend_splits_joins_and_stays_frame_exact(tmp_path):
@@ -104,18 +121,18 @@ def test_a_job_with_temporal_blend_splits_joins_and_stays_frame_exact(tmp_path):
                lambda i: np.ascontiguousarray(picture[:, 3 * i:3 * i + WIDTH]))
     runner = CliRunner()
     bad = runner.invoke(app, ["run", str(folder), "-o", str(tmp_path / "bad"), "--temporal", "smooth"])
-    assert bad.exit_code == 2 and "--temporal must be one of none, blend" in bad.stderr
+    assert bad.exit_code == 2 and "--temporal must be one of none, bands, blend" in bad.stderr
     outputs = {}
-    for mode in ("none", "blend"):
+    for mode in ("none", "bands"):
         out = tmp_path / mode
         result = runner.invoke(app, ["run", str(folder), "-o", str(out), "--style", "7", "--temporal", mode,
                                      "--segment-seconds", "1", "--workers", "2", "--json", "-q"])
         assert result.exit_code == 0, (result.stdout, result.stderr)
         outputs[mode] = out / "pan.mp4"
-    assert media_checks.decoded_pts(outputs["blend"]) == media_checks.decoded_pts(source)
-    (audio_in,), (audio_out,) = (media_checks.streams_of_kind(p, "audio") for p in (source, outputs["blend"]))
-    assert media_checks.packet_payloads(outputs["blend"], audio_out) == media_checks.packet_payloads(source, audio_in)
-    plain, stable = (measure_flicker(source, outputs[mode]) for mode in ("none", "blend"))
+    assert media_checks.decoded_pts(outputs["bands"]) == media_checks.decoded_pts(source)
+    (audio_in,), (audio_out,) = (media_checks.streams_of_kind(p, "audio") for p in (source, outputs["bands"]))
+    assert media_checks.packet_payloads(outputs["bands"], audio_out) == media_checks.packet_payloads(source, audio_in)
+    plain, stable = (measure_flicker(source, outputs[mode]) for mode in ("none", "bands"))
     assert stable.mean < 0.6 * plain.mean
     # 3 segments of 25 frames: each continues the blend of the one before (it runs the frames before its
     # start through the model and the blend first), so a seam flickers no more than the frames around it
@@ -126,7 +143,7 @@ def test_a_job_with_temporal_blend_splits_joins_and_stays_frame_exact(tmp_path):
 def test_style_pipelines_blend_by_default_and_others_do_not():
     from framefleet.pipeline import Pipeline
 
-    assert Pipeline.from_options({"style": "7"}).temporal == "blend"
+    assert Pipeline.from_options({"style": "7"}).temporal == "bands"
     assert Pipeline.from_options({"style": "7", "temporal": "none"}).temporal == "none"
     assert Pipeline.from_options({"op": "identity"}).temporal == "none"
     assert Pipeline.from_options({"op": "blur", "temporal": "blend"}).temporal == "blend"

@@ -39,8 +39,9 @@ Strict = Annotated[bool, typer.Option(
     "--strict", help="Refuse partly damaged inputs (frames missing from the index, packets the decoder rejects, a "
                      "container that breaks off) instead of processing every frame that decodes.")]
 Temporal = Annotated[Optional[str], typer.Option(
-    help="Flicker removal: blend (each frame blended with the previous one moved along the motion; the default "
-         "for style transfer) or none (every frame on its own; the default for other ops).")]
+    help="Flicker removal: bands (colour and brush strokes steadied along the motion, the finest detail kept from "
+         "each frame; the default for style transfer), blend (whole frames averaged along the motion: steadier, "
+         "softer) or none (every frame on its own; the default for other ops).")]
 Preset = Annotated[Optional[str], typer.Option(help=f"x264 preset (default veryfast): {', '.join(PRESETS)}.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")]
