@@ -184,3 +184,32 @@ def test_flicker_reports_detail_and_bands_against_the_per_frame_output(clips, tm
     unequal = runner.invoke(app, ["flicker", str(clips["pan"]), str(plain), "--reference", str(small), "-q"])
     assert unequal.exit_code == 2 and unequal.stderr.strip().startswith("error:") and "equal sizes" in unequal.stderr
     assert len(unequal.stderr.strip().splitlines()) == 1
+
+
+def test_temporal_strength_is_a_flag_a_pipeline_key_and_checked(tmp_path, clips):
+    from typer.testing import CliRunner
+
+    from framefleet.cli import app
+    from framefleet.pipeline import Pipeline
+
+    pipeline = Pipeline.from_options({"style": "7", "temporal_strength": 0.5})
+    assert pipeline.temporal_strength == 0.5 and Pipeline.from_spec(pipeline.spec()).temporal_strength == 0.5
+    assert pipeline.fingerprint() != Pipeline.from_options({"style": "7"}).fingerprint()
+    yaml_file = tmp_path / "steady.yaml"
+    yaml_file.write_text("style: 7\ntemporal: blend\ntemporal_strength: 0.3\n")
+    assert Pipeline.from_yaml(yaml_file).temporal_strength == 0.3
+    runner = CliRunner()
+    for command in (["stylize", str(clips["pan"]), "-o", str(tmp_path / "x.mp4")],
+                    ["run", str(clips["pan"]), "-o", str(tmp_path / "out")]):
+        bad = runner.invoke(app, [*command, "--temporal-strength", "1.5"])
+        assert bad.exit_code == 2, (bad.stdout, bad.stderr)
+        assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and bad.stderr.strip().startswith("error:")
+        assert "--temporal-strength must be between 0 and 1, got 1.5" in bad.stderr
+    outputs = {}
+    for strength in ("0", "1"):
+        outputs[strength] = tmp_path / f"s{strength}.mp4"
+        done = runner.invoke(app, ["stylize", str(clips["pan"]), "-o", str(outputs[strength]), "--temporal-strength",
+                                   strength, "--json", "-q"])
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+    off, most = (measure_flicker(clips["pan"], outputs[s]) for s in ("0", "1"))
+    assert most.mean < 0.6 * off.mean, (off.mean, most.mean)

@@ -27,7 +27,7 @@ from framefleet.video.synth import ClipSpec, write_clip
 
 @app.command()
 @options.with_pipeline_flags("style", "style_image", "strength", "max_size", "device", "batch_size", "crf", "preset",
-                             "codec", "temporal", "strict", "limit")
+                             "codec", "temporal", "temporal_strength", "strict", "limit")
 def stylize(
     input: Annotated[str, typer.Argument(help="Video to stylize: a path or a store URI (az://, s3://, gs://, https://).",
                                          show_default=False)],
@@ -64,7 +64,7 @@ def stylize(
             advance = frame_counter(bar, input.rsplit("/", 1)[-1], info.frame_count_header)
             result = process_video(source, target, pipeline.ops, encode=pipeline.encode, sessions=sessions,
                                    video_stream=info.video_index, progress=advance, temporal=pipeline.temporal,
-                                   strict=pipeline.strict, limits=pipeline.limits)
+                                   temporal_strength=pipeline.temporal_strength, strict=pipeline.strict, limits=pipeline.limits)
         return dataclasses.replace(result, input=input, output=output)
 
     result = guarded(run)
