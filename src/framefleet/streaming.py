@@ -35,7 +35,8 @@ from framefleet.limits import InputLimits
 from framefleet.ops.base import Device, Op
 from framefleet.ops.chain import chain_output_size, run_chain
 from framefleet.records import RecordsWriter
-from framefleet.temporal import BlendStep, TemporalBlend, check_mode, default_mode, flow_size
+from framefleet.temporal import (BlendStep, TemporalBlend, check_mode, check_strength, default_mode, flow_size,
+                                 preroll_frames, temporal_filter)
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
@@ -47,9 +48,6 @@ ProgressCallback = Callable[[int], None]
 INDEX_SLACK = 1
 """Frames an index may list beyond those that decode before the input counts as damaged (an entry without
 a picture at the end is common: FFmpeg's AVI muxer, phones' MP4s)."""
-PREROLL_FRAMES = 12
-"""Frames before a segment's start that the temporal blend runs through to continue the previous segment
-(the previous output's weight after them: 0.8^12, under 7%)."""
 
 
 def available_cores() -> int:
@@ -130,7 +128,7 @@ class StreamResult:
     encoder: str = ""
     """The video encoder used (libx264, h264_nvenc, ...; empty when no video was written)."""
     temporal: str = "none"
-    """How frames were made steady: none, or blend (`framefleet.temporal`)."""
+    """How frames were made steady: none, bands or blend (`framefleet.temporal`)."""
     frames_claimed: int | None = None
     """Frames the container's index lists for the video stream (MP4, MOV, AVI; None where it lists none, and
     for a segment)."""
@@ -197,15 +195,17 @@ def process_video(
     records: str | os.PathLike[str] | None = None,
     hw_decode: bool = False,
     temporal: str | None = None,
+    temporal_strength: float | None = None,
     strict: bool = False,
     limits: InputLimits | None = None,
 ) -> StreamResult:
     """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
     subtitles and data streams, and the ops' records to the Parquet file `records`; either may be None.
     With `hw_decode`, a video whose ops run on CUDA is decoded there too (NVDEC; measured slower than the
-    CPU's threaded decoder on a 16-core GPU machine, hence off by default). `temporal="blend"` removes
-    flicker (`framefleet.temporal`), "none" processes every frame on its own; by default ops that flicker
-    (style transfer) get blend, as in `Pipeline`. A partly damaged input gives every frame that decodes
+    CPU's threaded decoder on a 16-core GPU machine, hence off by default). `temporal="bands"` (or the
+    older "blend") removes flicker (`framefleet.temporal`) at `temporal_strength` (None: the mode's default),
+    "none" processes every frame on its own; by default ops that flicker (style transfer) get bands, as in
+    `Pipeline`. A partly damaged input gives every frame that decodes
     (the result counts the damage); `strict` refuses it instead. `limits` refuses inputs that claim or cost
     too much (`framefleet.limits`).
     Raises framefleet errors for bad input and output."""
@@ -214,7 +214,8 @@ def process_video(
         if target is not None:
             check_output_path(source, Path(target))
     with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode, strict=strict, limits=limits,
-                        temporal=default_mode(ops) if temporal is None else temporal) as processor:
+                        temporal=default_mode(ops) if temporal is None else temporal,
+                        temporal_strength=temporal_strength) as processor:
         return processor.run(source, output, encode=encode, info=info, progress=progress, records=records)
 
 
@@ -225,11 +226,14 @@ class FrameProcessor:
     """
 
     def __init__(self, ops: Sequence[Op], *, sessions: int | None = None, threads: int | None = None,
-                 hw_decode: bool = False, temporal: str = "none", strict: bool = False,
-                 limits: InputLimits | None = None) -> None:
+                 hw_decode: bool = False, temporal: str = "none", temporal_strength: float | None = None,
+                 strict: bool = False, limits: InputLimits | None = None) -> None:
         self.ops = list(ops)
         self.temporal = check_mode(temporal)
-        """none, or blend: outputs blended along the input's motion, in order (a segment pre-rolls into it)."""
+        """none, bands or blend: outputs made steady along the input's motion, in order (a segment pre-rolls
+        into it)."""
+        self.temporal_strength = None if temporal_strength is None else check_strength(temporal_strength)
+        """How steady (0 to 1; None: the mode's default)."""
         self.strict = strict
         """Refuse partly damaged inputs (rejected packets, a container that breaks off, frames missing from
         the index) instead of processing what decodes."""
@@ -287,8 +291,8 @@ class FrameProcessor:
 
         `carry` copies the source's other streams (for a whole video); a segment is written without
         them, to be joined later. Timestamps are shifted by the source's start time either way, so
-        segments of one video line up. With `temporal: blend`, a segment that starts inside the video first
-        runs the `PREROLL_FRAMES` frames before its start through the ops and the blend without writing
+        segments of one video line up. With a temporal mode, a segment that starts inside the video first
+        runs the `preroll_frames` frames before its start through the ops and the blend without writing
         them, so it continues the blend of the segment before it instead of starting afresh (pipelines
         that write records start afresh, so their records stay the segment's own).
         """
@@ -302,11 +306,12 @@ class FrameProcessor:
         with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel,
                          strict=self.strict, limits=self.limits) as reader, self._writer(
                 source, output, info, (width, height), encode, carry) as writer:
-            blend = (TemporalBlend() if self.temporal == "blend" and writer is not None
+            blend = (temporal_filter(self.temporal, self.temporal_strength) if writer is not None
                      and any(op.writes_frames for op in self.ops) else None)
             preroll_until = (start_pts if blend is not None and not any(op.writes_records for op in self.ops)
                              else None)
-            read_from = start_pts if preroll_until is None else preroll_until - PREROLL_FRAMES * reader.frame_ticks
+            read_from = (start_pts if preroll_until is None
+                         else preroll_until - preroll_frames(blend.strength) * reader.frame_ticks)
             batches = reader.batches(max(op.batch_size for op in self.ops), read_from, end_pts)
             prepare = writer.prepare if writer is not None and blend is None else None
             for batch, prepared, steps in self._overlapped(batches, timers, prepare, blend, (width, height)):
@@ -352,7 +357,7 @@ class FrameProcessor:
             records=recorder.rows if recorder is not None else 0,
             decoder=reader.decoder,
             encoder=writer.codec if writer is not None else "",
-            temporal="blend" if blend is not None else "none",
+            temporal=self.temporal if blend is not None else "none",
             frames_claimed=claimed,
             decode_errors=reader.decode_errors,
             cut_short=reader.cut_short,

@@ -12,11 +12,16 @@ and stays inside the picture.
 - `TemporalBlend`: each output frame is blended with the previous *output* warped onto it, where that
   pixel is visible in both frames and its input did not change (new content keeps the model's frame);
   a scene cut (few visible pixels) restarts it. Applied in decode order, it turns the model's
-  frame-to-frame jitter into a running average along motion paths.
+  frame-to-frame jitter into a running average along motion paths (`blend`), but resampling and averaging
+  the previous output frame after frame also wipes out the style's fine texture.
+- `BandBlend` (`bands`, the default for style transfer): the same steps per band of spatial frequency: low
+  and mid bands averaged along the motion, the mid band's contrast restored, the finest band the current
+  frame's. Steady colour and strokes, detail kept.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from framefleet.detail import BAND_SIGMA, split_bands
 from framefleet.errors import OptionError
 
 if TYPE_CHECKING:
@@ -34,12 +40,44 @@ FLOW_SIDE = 320
 """Flow is estimated on frames whose longest side is at most this (then scaled to the frame's size)."""
 CUT_VISIBLE = 0.4
 """Fewer pixels than this share visible in both frames: a scene cut, the blend restarts."""
-TEMPORAL_MODES = ("none", "blend")
+TEMPORAL_MODES = ("none", "bands", "blend")
+FINE_SIGMA = 1.0
+"""`bands`: the finest band, below a Gaussian of this many px, is always the current frame's."""
+ENERGY_SIGMA = 6.0
+"""`bands`: the mid band's energy is matched over Gaussian windows of this many px."""
+DEFAULT_STRENGTH = {"bands": 0.9, "blend": 0.8}
+"""Each mode's strength (share of the warped previous output a steady pixel keeps) unless told otherwise."""
+PREROLL_MAX = 24
+"""The most frames a segment runs through before its start to continue the previous segment's filter."""
+MAX_GAIN = 4.0
+"""`bands`: the most the mid band's contrast is raised to make up for averaging."""
 
 
 def default_mode(ops: Sequence[Op]) -> str:
-    """blend when an op returns frames that flicker (style transfer), else none."""
-    return "blend" if any(op.flickers and op.writes_frames for op in ops) else "none"
+    """bands when an op returns frames that flicker (style transfer), else none."""
+    return "bands" if any(op.flickers and op.writes_frames for op in ops) else "none"
+
+
+def check_strength(strength: float) -> float:
+    """`strength` when it is in [0, 1], else a one-line OptionError."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise OptionError(f"--temporal-strength must be between 0 and 1, got {strength!r}")
+    return float(strength)
+
+
+def temporal_filter(mode: str, strength: float | None = None) -> TemporalBlend | None:
+    """The filter of a temporal mode (None for none), at `strength` (None: the mode's default)."""
+    if check_mode(mode) == "none":
+        return None
+    kind = BandBlend if mode == "bands" else TemporalBlend
+    return kind(DEFAULT_STRENGTH[mode] if strength is None else strength)
+
+
+def preroll_frames(strength: float) -> int:
+    """Frames a segment runs through before its start so the previous segment's say falls below 7%."""
+    if strength <= 0.0:
+        return 0
+    return PREROLL_MAX if strength >= 1.0 else min(PREROLL_MAX, math.ceil(math.log(0.07) / math.log(strength)))
 
 
 def check_mode(mode: str) -> str:
@@ -116,19 +154,26 @@ class PairError:
     """Mean squared difference over visible pixels, RGB in [0, 1]."""
     visible: float
     """Share of the frame's pixels visible in both frames."""
+    low: float = 0.0
+    """The error of the difference's low band (`detail.split_bands`): colour and lighting pulses."""
+    high: float = 0.0
+    """The error of the difference's high band: texture shimmer."""
 
 
 def pair_error(estimator: FlowEstimator, inputs: tuple[np.ndarray, np.ndarray],
-               outputs: tuple[np.ndarray, np.ndarray], frame: int) -> PairError:
-    """Lai et al.'s warping error of outputs (previous, current) along the flow of inputs (previous, current);
-    all four frames the same size."""
+               outputs: tuple[np.ndarray, np.ndarray], frame: int, sigma: float = BAND_SIGMA) -> PairError:
+    """Lai et al.'s warping error of outputs (previous, current) along the flow of inputs (previous, current),
+    and of its bands split at a Gaussian of `sigma` px; all four frames the same size."""
     backward, visible = estimator.motion(*(estimator.grey(f) for f in inputs))
     warped = estimator.warp(outputs[0], backward)
     diff = (outputs[1].astype(np.float32) - warped.astype(np.float32)) / 255.0
-    squared = (diff ** 2).mean(-1)
     count = int(visible.sum())
-    error = float(squared[visible].mean()) if count else 0.0
-    return PairError(frame=frame, error=error, visible=count / visible.size)
+
+    def error(values: np.ndarray) -> float:
+        return float((values ** 2).mean(-1)[visible].mean()) if count else 0.0
+
+    low, high = split_bands(diff, sigma)
+    return PairError(frame=frame, error=error(diff), visible=count / visible.size, low=error(low), high=error(high))
 
 
 @dataclass
@@ -150,11 +195,10 @@ class TemporalBlend:
     `strength` is how much of the warped previous output a visible, unchanged pixel keeps (0: off)."""
 
     def __init__(self, strength: float = 0.8) -> None:
-        if not 0.0 <= strength < 1.0:
-            raise OptionError(f"temporal strength must be at least 0 and below 1, got {strength}")
-        self.strength = strength
+        self.strength = check_strength(strength)
         self._estimators = threading.local()
-        self._previous_output: np.ndarray | None = None
+        self._previous: tuple[np.ndarray, ...] | None = None
+        """What the next frame takes from the previous output (its bands, for `BandBlend`)."""
         self.restarts = 0
         """How many frames started afresh (the first, and each scene cut)."""
 
@@ -190,14 +234,68 @@ class TemporalBlend:
         blended = np.empty_like(outputs)
         height, width = outputs.shape[1:3]
         for i, (step, output) in enumerate(zip(steps, outputs, strict=True)):
-            if step is None or self._previous_output is None:
+            if step is None or self._previous is None:
                 self.restarts += 1
+                self._previous = self._start(output)
                 blended[i] = output
-            else:
-                where = cv2.resize(step.where, (width, height), interpolation=cv2.INTER_LINEAR)
-                warped = cv2.remap(self._previous_output, where, None, cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REPLICATE)
-                keep = cv2.resize(step.keep, (width, height), interpolation=cv2.INTER_LINEAR)
-                blended[i] = cv2.blendLinear(warped, output, keep, 1.0 - keep)
-            self._previous_output = blended[i]
+                continue
+            where = cv2.resize(step.where, (width, height), interpolation=cv2.INTER_LINEAR)
+            keep = cv2.resize(step.keep, (width, height), interpolation=cv2.INTER_LINEAR)
+            blended[i] = self._blend(output, where, keep)
         return blended
+
+    def _start(self, output: np.ndarray) -> tuple[np.ndarray, ...]:
+        """What the next frame takes from `output`, a frame taken as the ops returned it."""
+        return (output,)
+
+    def _blend(self, output: np.ndarray, where: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """The whole previous output, warped, mixed in by `keep` (the running average of `blend`)."""
+        warped = cv2.remap(self._previous[0], where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        result = cv2.blendLinear(warped, output, keep, 1.0 - keep)
+        self._previous = (result,)
+        return result
+
+
+class BandBlend(TemporalBlend):
+    """`bands`: the same steps, applied per band of spatial frequency so the style's detail survives.
+
+    The output splits at Gaussians of `FINE_SIGMA` and `BAND_SIGMA` px into low (colour, light), mid (brush
+    strokes) and fine (the crispest texture, edges) bands. Low and mid each get the running average along the
+    motion; the mid band is then scaled back, locally, to the current frame's mid-band energy (averaging
+    strokes that differ from frame to frame would fade them); the fine band is the current frame's, untouched,
+    so no detail is resampled frame after frame."""
+
+    def _bands(self, output: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        values = output.astype(np.float32)
+        low = cv2.GaussianBlur(values, (0, 0), BAND_SIGMA, borderType=cv2.BORDER_REFLECT)
+        below_fine = cv2.GaussianBlur(values, (0, 0), FINE_SIGMA, borderType=cv2.BORDER_REFLECT)
+        return low, below_fine - low, values - below_fine
+
+    def _start(self, output: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self._bands(output)[:2]
+
+    def _blend(self, output: np.ndarray, where: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        low, mid, fine = self._bands(output)
+        weight = keep[..., None]
+        past_low = cv2.remap(self._previous[0], where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        past_mid = cv2.remap(self._previous[1], where, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        low += weight * (past_low - low)
+        mixed = mid + weight * (past_mid - mid)
+        mixed *= _energy_gain(mid, mixed)[..., None]
+        self._previous = (low, mixed)
+        return np.clip(low + mixed + fine + 0.5, 0, 255).astype(np.uint8)
+
+
+def _energy_gain(target: np.ndarray, mixed: np.ndarray) -> np.ndarray:
+    """H x W gain (1 to `MAX_GAIN`) that brings the local energy of `mixed` up to that of `target` (mid bands),
+    measured over Gaussian windows of `ENERGY_SIGMA` px on a copy a quarter the size."""
+    height, width = target.shape[:2]
+    small = max(1, width // 4), max(1, height // 4)
+
+    def energy(band: np.ndarray) -> np.ndarray:
+        squares = cv2.resize(cv2.multiply(band, band).sum(-1), small, interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(squares, (0, 0), ENERGY_SIGMA / 4)
+
+    ratio = (energy(target) + 1e-3) / (energy(mixed) + 1e-3)
+    gain = np.sqrt(np.clip(ratio, 1.0, MAX_GAIN ** 2))
+    return cv2.resize(gain, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -39,7 +39,8 @@ class Worker:
             cap_memory(pipeline.limits)  # CUDA reserves far more address space than it uses
         self._inputs = worker_storage.apply()
         self._processor = FrameProcessor(self.pipeline.ops, sessions=1, threads=threads,
-                                         temporal=pipeline.temporal, strict=pipeline.strict, limits=pipeline.limits)
+                                         temporal=pipeline.temporal, temporal_strength=pipeline.temporal_strength,
+                                         strict=pipeline.strict, limits=pipeline.limits)
 
     def run(self, request: TaskRequest, progress: Callable[[int], None] | None = None) -> TaskResult:
         """Run one task (see `run_task`); raises a framefleet error, or anything else for a bug."""

@@ -5,6 +5,8 @@ The clips are made here: a smooth random texture, still or panning 4 px a frame,
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from framefleet.errors import OptionError
 from framefleet.flicker import measure_flicker
 from framefleet.ops import StyleTransferOp
 from framefleet.streaming import process_video
-from framefleet.temporal import TemporalBlend
+from framefleet.temporal import temporal_filter
 from framefleet.video.synth import ClipSpec, write_clip
 
 cv2 = pytest.importorskip("cv2")
@@ -64,26 +66,43 @@ def test_videos_of_different_lengths_are_refused(clips, tmp_path):
         measure_flicker(clips["still"], short)
 
 
-def test_the_blend_leaves_a_first_frame_and_a_scene_cut_alone():
-    blend = TemporalBlend()
+@pytest.mark.parametrize("mode", ["bands", "blend"])
+def test_the_filters_leave_a_first_frame_and_a_scene_cut_alone(mode):
+    blend = temporal_filter(mode)
     first, second = texture(3)[:, :WIDTH], texture(4)[:, :WIDTH]
     frames = np.stack([first, second])
     out = blend(blend.plan(None, frames, WIDTH, HEIGHT), frames)
     assert np.array_equal(out[0], first) and np.array_equal(out[1], second)
     assert blend.restarts == 2
-    with pytest.raises(OptionError, match="strength"):
-        TemporalBlend(strength=1.0)
+    for wrong in (-0.1, 1.5, "high"):
+        with pytest.raises(OptionError, match="--temporal-strength must be between 0 and 1"):
+            temporal_filter(mode, wrong)
 
 
 def test_stylize_with_temporal_blend_is_frame_exact_and_flickers_less(clips, tmp_path):
     plain, stable = tmp_path / "plain.mp4", tmp_path / "stable.mp4"
     process_video(clips["pan"], plain, [StyleTransferOp(style="7")], temporal="none")
-    result = process_video(clips["pan"], stable, [StyleTransferOp(style="7")])  # blend: the style op's default
-    assert result.frames == FRAMES and result.temporal == "blend"
+    result = process_video(clips["pan"], stable, [StyleTransferOp(style="7")])  # bands: the style op's default
+    assert result.frames == FRAMES and result.temporal == "bands"
     assert media_checks.decoded_pts(stable) == media_checks.decoded_pts(clips["pan"])
     assert media_checks.packet_digests(stable)[1] == media_checks.packet_digests(clips["pan"])[1]
     before, after = measure_flicker(clips["pan"], plain), measure_flicker(clips["pan"], stable)
     assert after.mean < 0.6 * before.mean, (before.mean, after.mean)
+
+
+def test_bands_remove_flicker_and_keep_the_style_detail_that_blend_smears(tmp_path):
+    fine = cv2.resize(texture(6), (WIDTH * 4, HEIGHT * 2), interpolation=cv2.INTER_CUBIC)
+    source, plain, outputs = tmp_path / "pan.mp4", tmp_path / "plain.mp4", {}
+    write_clip(source, ClipSpec(width=WIDTH, height=HEIGHT, frames=24, bframes=0),  # 2.5 px a frame
+               lambda i: cv2.resize(fine[:, 5 * i:5 * i + 2 * WIDTH], (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA))
+    process_video(source, plain, [StyleTransferOp(style="7")], temporal="none")
+    for mode in ("bands", "blend"):
+        outputs[mode] = tmp_path / f"{mode}.mp4"
+        process_video(source, outputs[mode], [StyleTransferOp(style="7")], temporal=mode)
+    bands, blend = (measure_flicker(source, outputs[mode], reference=plain) for mode in ("bands", "blend"))
+    assert bands.ratios()["flicker"] < 0.6 and bands.ratios()["high"] < 0.7, bands.ratios()
+    assert bands.details_summary()["median"] >= 0.9 and bands.details_summary()["worst"] >= 0.7, bands.details_summary()
+    assert blend.details_summary()["median"] < 0.8  # the recursive blend resamples and averages the strokes away
 
 
 def test_a_job_with_temporal_blend_splits_joins_and_stays_frame_exact(tmp_path):
@@ -102,18 +121,18 @@ def test_a_job_with_temporal_blend_splits_joins_and_stays_frame_exact(tmp_path):
                lambda i: np.ascontiguousarray(picture[:, 3 * i:3 * i + WIDTH]))
     runner = CliRunner()
     bad = runner.invoke(app, ["run", str(folder), "-o", str(tmp_path / "bad"), "--temporal", "smooth"])
-    assert bad.exit_code == 2 and "--temporal must be one of none, blend" in bad.stderr
+    assert bad.exit_code == 2 and "--temporal must be one of none, bands, blend" in bad.stderr
     outputs = {}
-    for mode in ("none", "blend"):
+    for mode in ("none", "bands"):
         out = tmp_path / mode
         result = runner.invoke(app, ["run", str(folder), "-o", str(out), "--style", "7", "--temporal", mode,
                                      "--segment-seconds", "1", "--workers", "2", "--json", "-q"])
         assert result.exit_code == 0, (result.stdout, result.stderr)
         outputs[mode] = out / "pan.mp4"
-    assert media_checks.decoded_pts(outputs["blend"]) == media_checks.decoded_pts(source)
-    (audio_in,), (audio_out,) = (media_checks.streams_of_kind(p, "audio") for p in (source, outputs["blend"]))
-    assert media_checks.packet_payloads(outputs["blend"], audio_out) == media_checks.packet_payloads(source, audio_in)
-    plain, stable = (measure_flicker(source, outputs[mode]) for mode in ("none", "blend"))
+    assert media_checks.decoded_pts(outputs["bands"]) == media_checks.decoded_pts(source)
+    (audio_in,), (audio_out,) = (media_checks.streams_of_kind(p, "audio") for p in (source, outputs["bands"]))
+    assert media_checks.packet_payloads(outputs["bands"], audio_out) == media_checks.packet_payloads(source, audio_in)
+    plain, stable = (measure_flicker(source, outputs[mode]) for mode in ("none", "bands"))
     assert stable.mean < 0.6 * plain.mean
     # 3 segments of 25 frames: each continues the blend of the one before (it runs the frames before its
     # start through the model and the blend first), so a seam flickers no more than the frames around it
@@ -124,9 +143,73 @@ def test_a_job_with_temporal_blend_splits_joins_and_stays_frame_exact(tmp_path):
 def test_style_pipelines_blend_by_default_and_others_do_not():
     from framefleet.pipeline import Pipeline
 
-    assert Pipeline.from_options({"style": "7"}).temporal == "blend"
+    assert Pipeline.from_options({"style": "7"}).temporal == "bands"
     assert Pipeline.from_options({"style": "7", "temporal": "none"}).temporal == "none"
     assert Pipeline.from_options({"op": "identity"}).temporal == "none"
     assert Pipeline.from_options({"op": "blur", "temporal": "blend"}).temporal == "blend"
     stored = Pipeline.from_options({"style": "7"}).spec()
     assert Pipeline.from_spec({**stored, "temporal": "none"}).temporal == "none"  # a stored choice is kept
+
+
+def test_flicker_reports_detail_and_bands_against_the_per_frame_output(clips, tmp_path):
+    from typer.testing import CliRunner
+
+    from framefleet.cli import app
+    from framefleet.video import VideoReader
+
+    plain, blurred, small = tmp_path / "plain.mp4", tmp_path / "blurred.mp4", tmp_path / "small.mp4"
+    process_video(clips["pan"], plain, [StyleTransferOp(style="7")], temporal="none")
+    with VideoReader(plain) as reader:
+        frames = [rgb for _, rgb in reader.frames()]
+    write_clip(blurred, ClipSpec(width=WIDTH, height=HEIGHT, frames=FRAMES, bframes=0),
+               lambda i: cv2.GaussianBlur(frames[i], (0, 0), 1.5))
+    write_clip(small, ClipSpec(width=WIDTH // 2, height=HEIGHT // 2, frames=FRAMES, bframes=0),
+               lambda i: cv2.resize(frames[i], (WIDTH // 2, HEIGHT // 2)))
+    runner = CliRunner()
+
+    def measured(processed, reference):
+        result = runner.invoke(app, ["flicker", str(clips["pan"]), str(processed), "--reference", str(reference),
+                                     "--json", "-q"])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    itself, soft = measured(plain, plain), measured(blurred, plain)
+    assert itself["detail"]["median"] == itself["detail"]["worst"] == 1.0
+    assert itself["ratios"] == {"flicker": 1.0, "low": 1.0, "high": 1.0}
+    assert itself["detail"]["ssim_mean"] > 0.999 and len(itself["detail"]["frames"]) == FRAMES
+    assert soft["detail"]["median"] < 0.5 and soft["detail"]["ssim_mean"] < 0.95
+    assert soft["ratios"]["high"] < soft["ratios"]["low"]  # blur takes the shimmer, not the colour pulses
+    text = runner.invoke(app, ["flicker", str(clips["pan"]), str(blurred), "--reference", str(plain)])
+    assert text.exit_code == 0 and "detail kept" in text.stdout and "high band" in text.stdout
+    unequal = runner.invoke(app, ["flicker", str(clips["pan"]), str(plain), "--reference", str(small), "-q"])
+    assert unequal.exit_code == 2 and unequal.stderr.strip().startswith("error:") and "equal sizes" in unequal.stderr
+    assert len(unequal.stderr.strip().splitlines()) == 1
+
+
+def test_temporal_strength_is_a_flag_a_pipeline_key_and_checked(tmp_path, clips):
+    from typer.testing import CliRunner
+
+    from framefleet.cli import app
+    from framefleet.pipeline import Pipeline
+
+    pipeline = Pipeline.from_options({"style": "7", "temporal_strength": 0.5})
+    assert pipeline.temporal_strength == 0.5 and Pipeline.from_spec(pipeline.spec()).temporal_strength == 0.5
+    assert pipeline.fingerprint() != Pipeline.from_options({"style": "7"}).fingerprint()
+    yaml_file = tmp_path / "steady.yaml"
+    yaml_file.write_text("style: 7\ntemporal: blend\ntemporal_strength: 0.3\n")
+    assert Pipeline.from_yaml(yaml_file).temporal_strength == 0.3
+    runner = CliRunner()
+    for command in (["stylize", str(clips["pan"]), "-o", str(tmp_path / "x.mp4")],
+                    ["run", str(clips["pan"]), "-o", str(tmp_path / "out")]):
+        bad = runner.invoke(app, [*command, "--temporal-strength", "1.5"])
+        assert bad.exit_code == 2, (bad.stdout, bad.stderr)
+        assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and bad.stderr.strip().startswith("error:")
+        assert "--temporal-strength must be between 0 and 1, got 1.5" in bad.stderr
+    outputs = {}
+    for strength in ("0", "1"):
+        outputs[strength] = tmp_path / f"s{strength}.mp4"
+        done = runner.invoke(app, ["stylize", str(clips["pan"]), "-o", str(outputs[strength]), "--temporal-strength",
+                                   strength, "--json", "-q"])
+        assert done.exit_code == 0, (done.stdout, done.stderr)
+    off, most = (measure_flicker(clips["pan"], outputs[s]) for s in ("0", "1"))
+    assert most.mean < 0.6 * off.mean, (off.mean, most.mean)

@@ -39,8 +39,12 @@ Strict = Annotated[bool, typer.Option(
     "--strict", help="Refuse partly damaged inputs (frames missing from the index, packets the decoder rejects, a "
                      "container that breaks off) instead of processing every frame that decodes.")]
 Temporal = Annotated[Optional[str], typer.Option(
-    help="Flicker removal: blend (each frame blended with the previous one moved along the motion; the default "
-         "for style transfer) or none (every frame on its own; the default for other ops).")]
+    help="Flicker removal: bands (colour and brush strokes steadied along the motion, the finest detail kept from "
+         "each frame; the default for style transfer), blend (whole frames averaged along the motion: steadier, "
+         "softer) or none (every frame on its own; the default for other ops).")]
+TemporalStrength = Annotated[Optional[float], typer.Option(
+    help="How steady the flicker removal makes the video, 0 (off) to 1 (most); default 0.9 for bands, 0.8 for "
+         "blend. Higher is steadier; with blend also softer.")]
 Preset = Annotated[Optional[str], typer.Option(help=f"x264 preset (default veryfast): {', '.join(PRESETS)}.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")]
@@ -85,7 +89,8 @@ PIPELINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "op": (Op, None), "param": (Param, None), "model": (Model, None), "style": (Style, None),
     "style_image": (StyleImage, None), "strength": (Strength, None), "max_size": (MaxSize, None),
     "device": (Device, None), "batch_size": (BatchSize, None), "crf": (Crf, None), "preset": (Preset, None),
-    "codec": (Codec, None), "temporal": (Temporal, None), "strict": (Strict, False), "limit": (Limit, None),
+    "codec": (Codec, None), "temporal": (Temporal, None),
+    "temporal_strength": (TemporalStrength, None), "strict": (Strict, False), "limit": (Limit, None),
 }
 """The pipeline flags commands share: name -> (its option type, its default)."""
 

@@ -28,7 +28,7 @@ from framefleet.video.synth import ClipSpec, write_clip
 
 @app.command()
 @options.with_pipeline_flags("style", "style_image", "strength", "max_size", "device", "batch_size", "crf", "preset",
-                             "codec", "temporal", "strict", "limit")
+                             "codec", "temporal", "temporal_strength", "strict", "limit")
 def stylize(
     input: Annotated[str, typer.Argument(help="Video to stylize: a path or a store URI (az://, s3://, gs://, https://).",
                                          show_default=False)],
@@ -67,7 +67,8 @@ def stylize(
             advance = frame_counter(bar, input.rsplit("/", 1)[-1], info.frame_count_header)
             result = process_video(source, target, fit.pipeline.ops, encode=pipeline.encode,
                                    sessions=fit.sessions, video_stream=info.video_index, progress=advance,
-                                   temporal=pipeline.temporal, strict=pipeline.strict, limits=pipeline.limits)
+                                   temporal=pipeline.temporal, temporal_strength=pipeline.temporal_strength,
+                                   strict=pipeline.strict, limits=pipeline.limits)
         return dataclasses.replace(result, input=input, output=output)
 
     result = guarded(run)
@@ -91,6 +92,10 @@ def flicker(
     processed: Annotated[str, typer.Argument(help="The same video after processing (e.g. stylized).",
                                              show_default=False)],
     side: Annotated[int, typer.Option(help="Compare frames scaled so their longest side is at most this.")] = DEFAULT_SIDE,
+    reference: Annotated[Optional[str], typer.Option(
+        help="The same video processed frame by frame (--temporal none): also report the detail PROCESSED "
+             "keeps against it (full size), SSIM, and both videos' flicker and its bands side by side.",
+        show_default=False)] = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
@@ -100,7 +105,7 @@ def flicker(
         info = probe(input, keyframes=False)
         with progress_bar(disable=quiet or as_json) as bar:
             advance = frame_counter(bar, input.rsplit("/", 1)[-1], info.frame_count_header)
-            return measure_flicker(input, processed, side=side, progress=advance)
+            return measure_flicker(input, processed, side=side, reference=reference, progress=advance)
 
     report = guarded(measure)
     if as_json:
@@ -109,6 +114,12 @@ def flicker(
     out.print(f"{escape(processed)}: warping error mean {report.mean:.5f}, p95 {report.p95:.5f} over "
               f"{len(report.pairs)} frame pairs (frames compared at {report.side} px; lower is steadier)",
               highlight=False, soft_wrap=True)
+    if report.reference is None:
+        return
+    ratios, detail = report.ratios(), report.details_summary()
+    out.print(f"against {escape(report.reference)}: flicker {ratios['flicker']:.2f}x (low band {ratios['low']:.2f}x, "
+              f"high band {ratios['high']:.2f}x); detail kept {detail['median']:.2f} median, {detail['worst']:.2f} "
+              f"worst frame; SSIM {detail['ssim_mean']:.3f} mean", highlight=False, soft_wrap=True)
 
 
 @app.command("probe")
