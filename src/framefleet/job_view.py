@@ -94,14 +94,13 @@ class JobStatus:
     def rows(self) -> list[tuple[str, str]]:
         """(label, value) lines for a table."""
         items = self.items
-        state = self.state
         in_flight = (f"{items['running']} running, " if self.running
                      else f"{items['running']} stopped part-way, " if items['running'] else "")
         eta = (f"{self.eta_seconds:.0f} s" if self.eta_seconds is not None else "unknown") if self.running else "-"
         return [
             ("job", self.job_dir),
             ("state", {"running": "running", "finished": "finished: nothing left to do",
-                       "stopped": "stopped: run the same command again to resume"}[state]),
+                       "stopped": "stopped: run the same command again to resume"}[self.state]),
             ("items", f"{items['done']} done, {items['failed']} failed, {in_flight}{items['pending']} pending"),
             ("tasks", ", ".join(f"{n} {state}" for state, n in self.tasks.items() if n)),
             ("frames", f"{self.frames_done} of {self.frames_expected} expected"),

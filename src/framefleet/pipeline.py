@@ -153,7 +153,8 @@ class Pipeline:
         options) win over it: `device` for every step, any other op option for the first step taking it."""
         return cls.from_options({"steps": [dict(params) for params in spec["ops"]], **spec["encode"],
                                  "segment_seconds": spec["segment_seconds"], "temporal": spec.get("temporal", "none"),
-                                 "temporal_strength": spec.get("temporal_strength"), "strict": spec.get("strict", False), "limits": spec.get("limits") or None,
+                                 "temporal_strength": spec.get("temporal_strength"), "strict": spec.get("strict", False),
+                                 "limits": spec.get("limits") or None,
                                  **(overrides or {})}, source=source)
 
     def for_worker(self, threads: int) -> Pipeline:

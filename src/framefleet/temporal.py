@@ -267,9 +267,9 @@ class BandBlend(TemporalBlend):
 
     def _bands(self, output: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         values = output.astype(np.float32)
-        low = cv2.GaussianBlur(values, (0, 0), BAND_SIGMA, borderType=cv2.BORDER_REFLECT)
-        below_fine = cv2.GaussianBlur(values, (0, 0), FINE_SIGMA, borderType=cv2.BORDER_REFLECT)
-        return low, below_fine - low, values - below_fine
+        low, _ = split_bands(values, BAND_SIGMA)
+        below_fine, fine = split_bands(values, FINE_SIGMA)
+        return low, below_fine - low, fine
 
     def _start(self, output: np.ndarray) -> tuple[np.ndarray, ...]:
         return self._bands(output)[:2]

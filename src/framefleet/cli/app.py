@@ -21,7 +21,6 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from typer.core import TyperGroup
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,12 +29,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.core import TyperGroup
 
 from framefleet import __version__
 from framefleet.engines.inline import hung_workers
 from framefleet.errors import FramefleetError
 from framefleet.redact import install_log_redaction, redact
-
 
 
 def _without_flag_types(params: list[Any]) -> list[Any]:

@@ -151,7 +151,6 @@ class Registry:
             ).rowcount
         return updated == 1
 
-
     def set_spec(self, job_id: str, spec: dict[str, Any]) -> None:
         """Replace what a job does (a watch rule whose interval changed)."""
         with self._lock:
