@@ -267,3 +267,24 @@ def test_the_tour_names_only_files_that_exist_and_calls_that_work():
     assert "--pipeline examples/style.yaml" in readme
     pipeline = Pipeline.from_yaml(REPO / "examples" / "style.yaml")
     assert type(pipeline.ops[0]).__name__ == "StyleTransferOp" and pipeline.temporal == "blend"
+
+
+def _framefleet(*args: object) -> subprocess.CompletedProcess:
+    """The real command in a subprocess, as a shell runs it (its usage errors are one line there)."""
+    return subprocess.run([*JOB_CLI, *(str(a) for a in args)], env=_env(), capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_serve_on_a_port_that_cannot_exist_is_one_line():
+    done = _framefleet("serve", "--port", "99999")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ") and "--port" in done.stderr
+
+
+def test_flicker_with_a_wrong_path_is_one_line_and_nothing_else(clip_factory, tmp_path):
+    clip = clip_factory("truth-12.mp4", frames=12, **TINY)
+    for extra in ([tmp_path / "nope.mp4"], [clip, "--reference", tmp_path / "nope.mp4"]):
+        done = _framefleet("flicker", clip, *extra)
+        # exactly the error line: no blank line left by a progress display started before the check
+        expected = f"error: {tmp_path / 'nope.mp4'}: no such file\n"
+        assert (done.returncode, done.stderr) == (2, expected), done.stderr

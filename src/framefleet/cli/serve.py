@@ -27,7 +27,7 @@ def serve(
     config: Annotated[Optional[Path], typer.Option(help="YAML service file: watch rules, allowed prefixes, "
                                                         "engine (see docs/service.md).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; beyond loopback a token is required.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port of the API and dashboard (0: any free one).", min=0, max=65535)] = 8000,
     token_file: Annotated[Optional[Path], typer.Option(help="File holding the bearer token (default: "
                                                             "$FRAMEFLEET_TOKEN).")] = None,
     state_dir: Annotated[Optional[Path], typer.Option(help="Registry and job ledgers (default "

@@ -103,6 +103,9 @@ def flicker(
 
     def measure() -> FlickerReport:
         info = probe(input, keyframes=False)
+        for other in (processed, reference):  # a wrong path is one line, before the progress display
+            if other is not None:
+                probe(other, keyframes=False)
         with progress_bar(disable=quiet or as_json) as bar:
             advance = frame_counter(bar, input.rsplit("/", 1)[-1], info.frame_count_header)
             return measure_flicker(input, processed, side=side, reference=reference, progress=advance)
