@@ -184,6 +184,8 @@ class Pipeline:
             "encode": dataclasses.asdict(self.encode),
             "framefleet": __version__,
         }
+        if self.encode.hdr == "sdr":  # (absent by default, so earlier jobs keep their fingerprints)
+            del identity["encode"]["hdr"]
         if self.temporal != "none":  # (absent when off, so earlier jobs keep their fingerprints)
             identity["temporal"] = self.temporal
         if self.temporal_strength is not None:

@@ -38,6 +38,7 @@ from framefleet.records import RecordsWriter
 from framefleet.temporal import (BlendStep, TemporalBlend, check_mode, check_strength, default_mode, flow_size,
                                  preroll_frames, temporal_filter)
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
+from framefleet.video.colour import ColourPlan, check_tags, expects_sdr, plan_colour
 from framefleet.video.container import RemoteVideo, VideoSource
 from framefleet.video.frames import effective_colorspace
 from framefleet.video.remux import CarriedStream
@@ -140,6 +141,8 @@ class StreamResult:
     """`ops_seconds` by step of the op chain (`step_names`: the op's name, numbered when it comes twice)."""
     frames_dropped: int = 0
     """Decoded frames dropped because their timestamp went back before an earlier frame's."""
+    colour: str = ""
+    """The input's picture and the output's (`ColourPlan.describe`), e.g. "HDR PQ 10-bit -> SDR 8-bit (tone-mapped)"."""
 
     @property
     def fps(self) -> float:
@@ -303,9 +306,13 @@ class FrameProcessor:
         width, height = chain_output_size(self.ops, info.width, info.height)
         recorder = None if records is None else RecordsWriter(
             Path(records), input_uri=input_uri or str(source), time_base=info.time_base)
+        check_tags(color_trc=info.color_trc, color_primaries=info.color_primaries, metadata=info.hdr_metadata,
+                   strict=self.strict, name=str(input_uri or source))
+        colour = plan_colour(color_trc=info.color_trc, pix_fmt=info.pix_fmt, metadata=info.hdr_metadata,
+                             expects_sdr=expects_sdr(self.ops), hdr=encode.hdr)
         with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel,
-                         strict=self.strict, limits=self.limits) as reader, self._writer(
-                source, output, info, (width, height), encode, carry) as writer:
+                         strict=self.strict, limits=self.limits, to_sdr=colour.to_sdr) as reader, self._writer(
+                source, output, info, (width, height), encode, carry, colour) as writer:
             blend = (temporal_filter(self.temporal, self.temporal_strength) if writer is not None
                      and any(op.writes_frames for op in self.ops) else None)
             preroll_until = (start_pts if blend is not None and not any(op.writes_records for op in self.ops)
@@ -362,24 +369,27 @@ class FrameProcessor:
             decode_errors=reader.decode_errors,
             cut_short=reader.cut_short,
             frames_dropped=reader.frames_dropped,
+            colour=colour.describe(),
         )
         if result.damaged:
             log.warning("%s: partly damaged input: %s; kept every frame that decodes", source, result.damage())
         return result
 
     def _writer(self, source: VideoSource, output: str | os.PathLike[str] | None, info: VideoInfo,
-                size: tuple[int, int], encode: EncodeOptions,
-                carry: bool) -> contextlib.AbstractContextManager[VideoWriter | None]:
-        """The video writer of `output` at `size`, the ops' output size (a null context for no output)."""
+                size: tuple[int, int], encode: EncodeOptions, carry: bool,
+                colour: ColourPlan) -> contextlib.AbstractContextManager[VideoWriter | None]:
+        """The video writer of `output` at `size`, the ops' output size, in `colour` (a null context for no
+        output)."""
         if output is None:
             return contextlib.nullcontext()
         width, height = size
         video_format = VideoFormat(
             time_base=info.time_base,
             average_rate=info.average_rate,
-            colorspace=effective_colorspace(info.colorspace, height),
-            color_primaries=info.color_primaries,
-            color_trc=info.color_trc,
+            colorspace=colour.colorspace or effective_colorspace(info.colorspace, height),
+            color_primaries=colour.color_primaries or info.color_primaries,
+            color_trc=colour.color_trc or info.color_trc,
+            colour=colour,
         )
         return VideoWriter(
             Path(output),

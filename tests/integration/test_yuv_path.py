@@ -66,13 +66,14 @@ def test_other_formats_are_converted_yuv_to_yuv_once_without_rgb(tmp_path, no_rg
                                 bframes=0))
     out = tmp_path / "out.mp4"
     process_video(source, out, [IdentityOp()], encode=LOSSLESS)
+    kept = "yuv420p10le" if pix_fmt == "yuv420p10le" else "yuv420p"  # 10 bits stay 10 bits (H.264 High 10)
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
-        assert stream.codec_context.pix_fmt == "yuv420p" and stream.codec_context.color_range == 1
+        assert stream.codec_context.pix_fmt == kept and stream.codec_context.color_range == 1
     assert media_checks.decoded_times(out) == media_checks.decoded_times(source)
-    # against swscale's own conversion of the source's frames to limited-range yuv420p
+    # against swscale's own conversion of the source's frames to limited-range 4:2:0
     with av.open(str(source)) as container:
-        expected = [f.reformat(format="yuv420p", src_color_range=color_range, dst_color_range=1).to_ndarray()
+        expected = [f.reformat(format=kept, src_color_range=color_range, dst_color_range=1).to_ndarray()
                     for f in container.decode(video=0)]
     with av.open(str(out)) as container:
         got = [f.to_ndarray() for f in container.decode(video=0)]

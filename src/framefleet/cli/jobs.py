@@ -46,7 +46,7 @@ WorkerNetwork = Annotated[str, typer.Option(
 
 @app.command()
 @options.with_pipeline_flags("op", "param", "model", "style", "style_image", "strength", "max_size", "device",
-                             "batch_size", "crf", "preset", "codec", "temporal", "temporal_strength",
+                             "batch_size", "crf", "preset", "codec", "hdr", "temporal", "temporal_strength",
                              "strict", "limit")
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, @list.txt, or - for a list on stdin.",

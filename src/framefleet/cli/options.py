@@ -45,6 +45,10 @@ Temporal = Annotated[Optional[str], typer.Option(
 TemporalStrength = Annotated[Optional[float], typer.Option(
     help="How steady the flicker removal makes the video, 0 (off) to 1 (most); default 0.9 for bands, 0.8 for "
          "blend. Higher is steadier; with blend also softer.")]
+Hdr = Annotated[Optional[str], typer.Option(
+    help="What HDR video (PQ or HLG) becomes when a model expects SDR pictures, as style transfer does: sdr (rendered "
+         "as an SDR screen shows it; SDR BT.709 output, the default) or keep (the styled picture placed back in the "
+         "source's HDR, 10-bit). Ops that keep pixels (identity, blur) always keep HDR, in 10 bits.")]
 Preset = Annotated[Optional[str], typer.Option(help=f"x264 preset (default veryfast): {', '.join(PRESETS)}.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")]
@@ -89,7 +93,7 @@ PIPELINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "op": (Op, None), "param": (Param, None), "model": (Model, None), "style": (Style, None),
     "style_image": (StyleImage, None), "strength": (Strength, None), "max_size": (MaxSize, None),
     "device": (Device, None), "batch_size": (BatchSize, None), "crf": (Crf, None), "preset": (Preset, None),
-    "codec": (Codec, None), "temporal": (Temporal, None),
+    "codec": (Codec, None), "hdr": (Hdr, None), "temporal": (Temporal, None),
     "temporal_strength": (TemporalStrength, None), "strict": (Strict, False), "limit": (Limit, None),
 }
 """The pipeline flags commands share: name -> (its option type, its default)."""

@@ -28,7 +28,7 @@ from framefleet.video.synth import ClipSpec, write_clip
 
 @app.command()
 @options.with_pipeline_flags("style", "style_image", "strength", "max_size", "device", "batch_size", "crf", "preset",
-                             "codec", "temporal", "temporal_strength", "strict", "limit")
+                             "codec", "hdr", "temporal", "temporal_strength", "strict", "limit")
 def stylize(
     input: Annotated[str, typer.Argument(help="Video to stylize: a path or a store URI (az://, s3://, gs://, https://).",
                                          show_default=False)],
@@ -234,6 +234,7 @@ def _result_dict(result: StreamResult) -> dict[str, Any]:
         "cut_short": result.cut_short,
         "frames_dropped": result.frames_dropped,
         "damaged": result.damaged,
+        "colour": result.colour,
         "streams": [vars(c) for c in result.carried],
     }
 
@@ -254,6 +255,7 @@ def _print_info(info: VideoInfo) -> None:
         ("frames", f"{info.frame_count_header} (header)"
                    + (f", {info.frame_count} (decoded)" if info.frame_count is not None else "")),
     ]
+    rows += _colour_rows(info)
     if info.keyframe_times is not None:
         shown = ", ".join(f"{t:.3f}" for t in info.keyframe_times[:12])
         more = f" ... ({len(info.keyframe_times)} in all)" if len(info.keyframe_times) > 12 else ""
@@ -273,6 +275,24 @@ def _print_info(info: VideoInfo) -> None:
                         f"{s.start_time:.3f}" if s.start_time is not None else "",
                         f"{s.duration:.3f}" if s.duration else "", s.language or "")
     out.print(streams)
+
+
+def _colour_rows(info: VideoInfo) -> list[tuple[str, str]]:
+    """What the pixels mean, and what they become through models (style) and through other ops."""
+    hdr = info.hdr_metadata
+    picture = f"{info.transfer.upper() if info.transfer != 'sdr' else 'SDR'}, {info.bit_depth}-bit"
+    if hdr.max_luminance:
+        picture += f", mastered to {hdr.max_luminance:g} cd/m2"
+    if hdr.max_cll:
+        picture += f", MaxCLL {hdr.max_cll} cd/m2"
+    if hdr.dolby_vision:
+        picture += ", Dolby Vision"
+    outputs = info.output_colours()
+    rows = [("colour", f"{'HDR ' if info.transfer != 'sdr' else ''}{picture}")]
+    if info.transfer != "sdr" or info.bit_depth > 8:
+        rows += [("style output", f"{outputs['sdr_ops']}; with --hdr keep: {outputs['sdr_ops_hdr_keep']}"),
+                 ("identity output", outputs["other_ops"])]
+    return rows
 
 
 def _rate(rate: Fraction | None) -> str:

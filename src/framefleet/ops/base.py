@@ -62,6 +62,9 @@ class Op:
     """Whether `process` changes pixels (a pipeline writes video only when one of its ops does)."""
     writes_records: ClassVar[bool] = False
     """Whether `process` files records (a pipeline writes a Parquet file per video when one does)."""
+    picture: ClassVar[Literal["sdr", "any"]] = "any"
+    """The picture the op expects: "sdr" (a model trained on SDR pictures: HDR input is rendered as an SDR
+    screen shows it, `framefleet.video.colour`) or "any" (the op keeps what the pixels mean, HDR included)."""
     flickers: ClassVar[bool] = False
     """Whether the op's frames flicker when it sees one frame at a time (a pipeline with such an op blends
     its outputs along the motion unless told `temporal: none`)."""

@@ -58,6 +58,7 @@ class OnnxModelOp(OnnxOp):
     """Run a user's ONNX model on every frame: records from its outputs, or new frames (`produces`)."""
 
     name = "onnx"
+    picture = "sdr"  # models are trained on SDR pictures
     knobs = (
         Knob("batch_size", "frames per process call (one model run when its batch size is dynamic)",
              (1, 8, 32), False),

@@ -99,6 +99,7 @@ class StyleTransferOp(OnnxOp):
     """Restyle every frame: a built-in style or blend (`style`), or any painting (`style_image`)."""
 
     name = "style"
+    picture = "sdr"
     flickers = True
     knobs = (
         Knob("max_size", "longest side the model sees (output keeps the input size)", (None, 720, 480, 360), True),

@@ -32,7 +32,8 @@ from framefleet.errors import OptionError, OutputError
 from framefleet.temporary import temporary_path
 from framefleet.video.container import VideoSource
 from framefleet.video.frames import rgb_to_frame, thread_reformatter
-from framefleet.video.muxing import holds_encoder, output_format, video_encoder_for
+from framefleet.video.colour import ColourPlan, check_hdr_mode, output_pix_fmt
+from framefleet.video.muxing import VIDEO_ENCODERS, encodes, holds_encoder, output_format, video_encoder_for
 from framefleet.video.remux import CarriedStream, StreamCarrier
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class EncodeOptions:
     bframes: int | None = None
     """B-frames between reference frames; None lets the encoder's preset choose (0 for an AVI output, which
     stores no presentation times to reorder them by)."""
+    hdr: str = "sdr"
+    """What an HDR input becomes when an op expects SDR pictures (`framefleet.video.colour`): sdr (SDR BT.709,
+    8-bit) or keep (the op's output placed back in the source's HDR transfer, 10-bit)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
@@ -80,6 +84,7 @@ class EncodeOptions:
             kind = None
         if kind != "video":
             raise OptionError(f"codec {self.codec!r}: this FFmpeg build has no video encoder of that name")
+        check_hdr_mode(self.hdr)
         nvenc_presets = tuple(f"p{n}" for n in range(1, 8))
         if self.codec not in HARDWARE_CODECS and self.preset not in PRESETS:
             raise OptionError(f"--preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
@@ -87,10 +92,37 @@ class EncodeOptions:
             raise OptionError(f"--preset for {self.codec} must be p1-p7 or one of {', '.join(PRESETS)}; "
                               f"got {self.preset!r}")
 
-    def for_output(self, path: str | os.PathLike[str]) -> EncodeOptions:
+    def for_output(self, path: str | os.PathLike[str], *, bits: int = 8, hdr: bool = False) -> EncodeOptions:
         """These options with the encoder settled for a file named `path` (its extension picks the container):
         no codec or `auto` becomes the one to use there (logged when it is not H.264, or when the hardware
-        encoder cannot open); a codec the container cannot hold is a one-line OutputError."""
+        encoder cannot open); a codec the container cannot hold is a one-line OutputError. With `bits` 10,
+        the pixel format becomes 10-bit, and a codec that cannot encode it gives way to one that can (when
+        none was asked for), else 8 bits are written (logged), except under HDR tags (`hdr`): an OutputError."""
+        settled = self._settled(path)
+        if bits <= 8:
+            return settled
+        return settled._ten_bit(Path(path).name, hdr=hdr, asked=self.codec not in (None, "auto"))
+
+    def _ten_bit(self, name: str, *, hdr: bool, asked: bool) -> EncodeOptions:
+        """These settled options writing 10 bits, with another codec when this one cannot and none was asked."""
+        pix_fmt = output_pix_fmt(10)
+        if encodes(self.codec, pix_fmt):
+            return replace(self, pix_fmt=pix_fmt)
+        container = output_format(name)
+        other = next((codec for codec in VIDEO_ENCODERS if codec in av.codecs_available
+                      and encodes(codec, pix_fmt) and holds_encoder(container, codec)), None)
+        if not asked and other is not None:
+            log.info("%s: %s cannot encode 10-bit video; encoding with %s, which can", name, self.codec, other)
+            return replace(self, codec=other, pix_fmt=pix_fmt, preset=self.preset if self.preset in PRESETS
+                           else "veryfast")
+        if not hdr:
+            log.info("%s: %s cannot encode 10-bit video; writing 8 bits", name, self.codec)
+            return self
+        hint = f"use --codec {other}" if other else "name the output .mp4 or .mkv"
+        raise OutputError(f"{name}: {self.codec} cannot encode 10-bit video, which an HDR output needs (8 bits "
+                          f"under HDR tags would band); {hint}")
+
+    def _settled(self, path: str | os.PathLike[str]) -> EncodeOptions:
         name = Path(path).name
         container = output_format(name)
         options = replace(self, bframes=0) if container == "avi" and self.bframes is None else self
@@ -162,6 +194,8 @@ class VideoFormat:
     colorspace: int
     color_primaries: int
     color_trc: int
+    colour: ColourPlan | None = None
+    """How the source's colours become the output's (bit depth, SDR rendering, HDR metadata); None: as SDR."""
 
 
 class VideoWriter:
@@ -187,7 +221,9 @@ class VideoWriter:
         self._tmp = temporary_path(self.path)
         self._format = video_format
         self._offset_pts = round(offset / video_format.time_base)
-        options = options.for_output(self.path)
+        colour = video_format.colour
+        options = options.for_output(self.path, bits=colour.bits if colour else 8,
+                                     hdr=colour is not None and colour.output != "sdr")
         self.codec = options.codec
         self._width, self._height = width + width % 2, height + height % 2
         if (self._width, self._height) != (width, height):
@@ -233,8 +269,19 @@ class VideoWriter:
         # PyAV opens encoders with thread_type SLICE, which makes libx264 use sliced threads; AUTO (FFmpeg's
         # and the ffmpeg CLI's default) gives x264's frame threads: faster and better compression.
         cc.thread_type = "AUTO"
-        cc.options = options.codec_options()
+        cc.options = self._with_metadata(options.codec_options(), options.codec)
         return stream
+
+    def _with_metadata(self, codec_options: dict[str, str], codec: str) -> dict[str, str]:
+        """The encoder's options plus the parameters that write the source's HDR10 metadata (when carried)."""
+        colour = self._format.colour
+        if colour is None or colour.metadata is None:
+            return codec_options
+        extra = colour.metadata.encoder_options(codec, content_light=colour.content_light)
+        merged = dict(codec_options)
+        for key, value in extra.items():
+            merged[key] = f"{merged[key]}:{value}" if key in merged else value
+        return merged
 
     def prepare(self, batch: FrameBatch) -> list[av.VideoFrame]:
         """The batch's frames as the encoder takes them, timestamps set; safe to call from several threads
@@ -243,11 +290,13 @@ class VideoWriter:
         Frames whose pixels no op read are the decoder's own (YUV to YUV at most); others are converted
         from RGB (H x W x 3 uint8 at the writer's size before even-padding)."""
         reformatter = thread_reformatter("encoder")
+        colour = self._format.colour
         frames = None
-        if not batch.pixels_read and batch.decoded is not None:
+        if not batch.pixels_read and batch.decoded is not None and (colour is None or colour.passthrough):
             frames = batch.decoded.for_encoder(self._stream.pix_fmt, self._format.colorspace)
         if frames is None:
-            frames = [rgb_to_frame(self._pad_even(rgb), pix_fmt=self._stream.pix_fmt,
+            to_hdr = colour.from_sdr if colour is not None else None
+            frames = [rgb_to_frame(self._pad_even(to_hdr(rgb) if to_hdr else rgb), pix_fmt=self._stream.pix_fmt,
                                    colorspace=self._format.colorspace, reformatter=reformatter, threads=1)
                       for rgb in batch.frames]
         for frame, pts in zip(frames, batch.pts):

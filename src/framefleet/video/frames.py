@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -53,27 +54,29 @@ def source_range(frame: av.VideoFrame) -> int:
 
 
 def frame_to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter, width: int | None = None,
-                 height: int | None = None, *, threads: int = 0) -> np.ndarray:
+                 height: int | None = None, *, threads: int = 0,
+                 to_sdr: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Decode-side conversion to H x W x 3 uint8 RGB, honouring the frame's matrix and range; scaled to
     width x height in the same pass when given (Lanczos, for downscaling without aliasing). `threads`: 1 in
-    threads that already run side by side, 0 (swscale chooses) elsewhere.
+    threads that already run side by side, 0 (swscale chooses) elsewhere. `to_sdr` renders HDR code values
+    (16-bit RGB) as SDR (`framefleet.video.tone_map.ToSdr`).
 
     Pass the same `reformatter` for every frame of a stream: it keeps FFmpeg's conversion context."""
     scaled = (width or frame.width, height or frame.height) != (frame.width, frame.height)
-    if frame.format.name == "rgb24" and not scaled:
+    if frame.format.name == "rgb24" and not scaled and to_sdr is None:
         return frame.to_ndarray()
     rgb = reformatter.reformat(
         frame,
         width=width,
         height=height,
-        format="rgb24",
+        format="rgb24" if to_sdr is None else "rgb48le",
         src_colorspace=effective_colorspace(int(frame.colorspace), frame.height),
         src_color_range=source_range(frame),
         dst_color_range=RANGE_FULL,
         interpolation=Interpolation.LANCZOS if scaled else None,
         threads=threads,
     )
-    return rgb.to_ndarray()
+    return rgb.to_ndarray() if to_sdr is None else to_sdr(rgb.to_ndarray())
 
 
 def yuv_for_encoder(frame: av.VideoFrame, pix_fmt: str, colorspace: int, reformatter: VideoReformatter, *,
@@ -91,8 +94,9 @@ def yuv_for_encoder(frame: av.VideoFrame, pix_fmt: str, colorspace: int, reforma
 
 def rgb_to_frame(rgb: np.ndarray, *, pix_fmt: str, colorspace: int, reformatter: VideoReformatter,
                  threads: int = 0) -> av.VideoFrame:
-    """Encode-side conversion of H x W x 3 uint8 RGB to a limited-range YUV frame with `colorspace`."""
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    """Encode-side conversion of H x W x 3 RGB (uint8, or uint16 for 10 bits and more) to a limited-range YUV
+    frame with `colorspace`."""
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
     return reformatter.reformat(
         frame,
         format=pix_fmt,

@@ -68,6 +68,12 @@ def holds_encoder(format_name: str, codec: str) -> bool:
     return _header_written(format_name, add)
 
 
+@cache
+def encodes(codec: str, pix_fmt: str) -> bool:
+    """Whether the encoder `codec` takes frames of `pix_fmt`."""
+    return any(f.name == pix_fmt for f in av.Codec(codec, "w").video_formats or ())
+
+
 def holds_copy(output: av.container.OutputContainer, stream: av.stream.Stream) -> bool:
     """Whether `output` can hold a packet-for-packet copy of the input `stream`, as the stream describes
     itself (not cached: see the module's docstring)."""

@@ -15,6 +15,7 @@ import av.error
 
 from framefleet.errors import CorruptVideoError
 from framefleet.limits import InputLimits
+from framefleet.video.colour import HdrMetadata, bit_depth_of, output_colours, transfer_of
 from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream, source_size
 from framefleet.video.orientation import Orientation
 from framefleet.video.frames import display_matrix
@@ -85,6 +86,18 @@ class VideoInfo:
     keyframe_pts: tuple[int, ...] | None = field(default=None, repr=False)
     """Presentation timestamps of the video keyframes, in `time_base` units (only with ``keyframes=True``)."""
     packet_count: int | None = None
+    hdr_metadata: HdrMetadata = field(default_factory=HdrMetadata)
+    """HDR10 static metadata and Dolby Vision signalling of the first frame."""
+
+    @property
+    def transfer(self) -> str:
+        """pq, hlg (HDR) or sdr."""
+        return transfer_of(self.color_trc)
+
+    @property
+    def bit_depth(self) -> int:
+        """Bits per component of the decoded frames."""
+        return bit_depth_of(self.pix_fmt)
 
     @property
     def keyframe_times(self) -> tuple[float, ...] | None:
@@ -102,7 +115,13 @@ class VideoInfo:
         data = _jsonable(asdict(self))
         data["keyframe_times"] = list(self.keyframe_times) if self.keyframe_pts is not None else None
         data["orientation"] = {"rotation": self.rotation, "mirrored": self.mirrored}
+        data["transfer"], data["hdr"], data["bit_depth"] = self.transfer, self.transfer != "sdr", self.bit_depth
+        data["output_colour"] = self.output_colours()
         return data
+
+    def output_colours(self) -> dict[str, str]:
+        """What this video becomes through ops that expect SDR (by default and with --hdr keep) and others."""
+        return output_colours(color_trc=self.color_trc, pix_fmt=self.pix_fmt, metadata=self.hdr_metadata)
 
 
 def probe(
@@ -170,6 +189,7 @@ def probe(
             real_rate=_fraction(vs.base_rate),
             time_base=Fraction(vs.time_base),
             frame_count_header=header_frames,
+            hdr_metadata=HdrMetadata.from_frame(first),
         )
     if keyframes:
         info["keyframe_pts"], info["packet_count"] = _scan_keyframes(path, info["video_index"])
