@@ -43,6 +43,34 @@ class ClipSpec:
     """Audio codecs, one track each (e.g. ("aac", "aac")); each track gets its own tone."""
     audio_rate: int = 48000
     time_base: Fraction = field(default=Fraction(1, 12800))
+    transfer: str = "sdr"
+    """sdr, or pq / hlg for an HDR clip: BT.2020, 10-bit (`hdr_picture`'s code values; pick a 10-bit `pix_fmt`
+    and an encoder that takes it), PQ with HDR10 metadata (1,000 cd/m2 mastering and MaxCLL) when x265 or
+    x264 writes it."""
+    lossless: bool = False
+    """Encode losslessly (x264 and x265), so a test can compare the decoded samples with what was written."""
+
+
+HDR_MASTERING = "G(8500,39850)B(6550,2300)R(35400,14600)WP(15635,16450)L(10000000,50)"
+"""The HDR10 mastering display of HDR clips (BT.2020 primaries, D65, 1,000 cd/m2), in x265's notation."""
+HDR_MAX_CLL = (1000, 400)
+
+
+def hdr_picture(index: int, width: int, height: int) -> np.ndarray:
+    """The displayed HDR picture of frame `index`: H x W x 3 uint16 R'G'B' code values (full range): a
+    brightness ramp from black to near the coding's top across the width, smooth colour waves, and a moving
+    bright disk, so the dark, the mid-tones and the highlights are all present; the red marker as in `picture`."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    t = index / 12.0
+    ramp = 0.05 + 0.8 * x / max(width - 1, 1)
+    r = ramp * (0.85 + 0.15 * np.sin(y / max(height, 1) * 5.0 + t))
+    g = ramp * (0.85 + 0.15 * np.sin(x / max(width, 1) * 4.0 - t * 0.7))
+    b = ramp * (0.85 + 0.15 * np.sin((x + y) / max(width + height, 1) * 6.0 + t * 1.3))
+    img = np.stack([r, g, b], axis=-1)
+    cx, cy, rad = (0.2 + 0.6 * ((index * 7) % 100) / 100) * width, height * 0.6, max(4, min(width, height) // 6)
+    img[(x - cx) ** 2 + (y - cy) ** 2 < rad**2] = (0.78, 0.74, 0.45)
+    img[:MARKER, :MARKER] = (0.7, 0.0, 0.0)
+    return (img * 65535 + 0.5).astype(np.uint16)
 
 
 def picture(index: int, width: int, height: int) -> np.ndarray:
@@ -114,9 +142,20 @@ def write_clip(path: str | os.PathLike[str], spec: ClipSpec = ClipSpec(),
         vs.codec_context.gop_size = spec.gop
         vs.codec_context.max_b_frames = spec.bframes
         if spec.codec == "libx264":
-            vs.codec_context.options = {"preset": "ultrafast" if not spec.bframes else "veryfast", "crf": "18",
+            vs.codec_context.options = {"preset": "ultrafast" if not spec.bframes else "veryfast",
+                                        "crf": "0" if spec.lossless else "18",
                                         "keyint": str(spec.gop), "min-keyint": str(spec.gop),
                                         "scenecut": "0", "bframes": str(spec.bframes)}
+        if spec.codec == "libx265":
+            params = ["log-level=error", f"keyint={spec.gop}", f"bframes={spec.bframes}"] + ["lossless=1"] * spec.lossless
+            if spec.transfer == "pq":
+                params += ["hdr10=1", f"master-display={HDR_MASTERING}", "max-cll={},{}".format(*HDR_MAX_CLL)]
+            vs.codec_context.options = {"preset": "ultrafast", "x265-params": ":".join(params)}
+        matrix = 1 if spec.height >= 720 else 5
+        if spec.transfer != "sdr":
+            matrix = 9
+            vs.codec_context.color_primaries, vs.codec_context.colorspace = 9, 9
+            vs.codec_context.color_trc = {"pq": 16, "hlg": 18}[spec.transfer]
         if spec.rotation or spec.hflip:
             vs.set_display_rotation(spec.rotation, hflip=spec.hflip)
         tracks = [out.add_stream(codec, rate=spec.audio_rate) for codec in spec.audio]
@@ -124,10 +163,11 @@ def write_clip(path: str | os.PathLike[str], spec: ClipSpec = ClipSpec(),
             track.layout = "stereo" if track.codec_context.name != "pcm_mulaw" else "mono"
         duration = float((pts_list[-1] + 1 / (spec.rate * spec.time_base)) * spec.time_base)
         for i, pts in enumerate(pts_list):
-            shown = pictures(i) if pictures is not None else picture(i, spec.width, spec.height)
+            default = picture if spec.transfer == "sdr" else hdr_picture
+            shown = pictures(i) if pictures is not None else default(i, spec.width, spec.height)
             rgb = _stored(shown, spec.rotation, spec.hflip)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
-                format=spec.pix_fmt, dst_colorspace=1 if spec.height >= 720 else 5, src_color_range=2,
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24").reformat(
+                format=spec.pix_fmt, src_colorspace=matrix, dst_colorspace=matrix, src_color_range=2,
                 dst_color_range=spec.color_range,
             )
             frame.pts, frame.time_base = pts, spec.time_base
