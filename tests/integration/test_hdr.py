@@ -68,7 +68,8 @@ def reference_sdr(codes: np.ndarray, transfer: str) -> np.ndarray:
         display = colour.models.eotf_ST2084(signal)
     else:
         display = colour.models.eotf_BT2100_HLG(signal, L_B=0, L_W=1000, gamma=1.2)
-    light = eetf(display, 1000.0, 100.0) / 100.0
+    brightest = np.maximum(display.max(axis=-1, keepdims=True), 1e-9)
+    light = display * eetf(brightest, 1000.0, 100.0) / brightest / 100.0  # the curve on max(R, G, B)
     linear = colour.RGB_to_RGB(light, "ITU-R BT.2020", "ITU-R BT.709", chromatic_adaptation_transform=None)
     return colour.models.eotf_inverse_BT1886(np.clip(linear, 0.0, 1.0), L_B=0, L_W=1) * 255.0
 

@@ -4,15 +4,17 @@
 
 1. the decoder's R'G'B' code values become display light: PQ (SMPTE ST 2084) as coded; HLG (ARIB STD-B67)
    through BT.2100's reference OOTF for a 1,000 cd/m2 display (system gamma 1.2);
-2. each channel is tone-mapped from the source's peak (HDR10 mastering or content light metadata, else
+2. the light is tone-mapped from the source's peak (HDR10 mastering or content light metadata, else
    1,000 cd/m2) to an SDR screen's 100 cd/m2 with the BT.2390 EETF, in the PQ domain: light below the
-   knee (about 30 cd/m2 for a 1,000 cd/m2 source) is kept exactly, brighter light rolls off smoothly;
+   knee (about 30 cd/m2 for a 1,000 cd/m2 source) is kept exactly, brighter light rolls off smoothly. The
+   curve maps the largest of R, G and B, and all three are scaled by the same factor, which keeps hue and
+   saturation (the curve applied to each channel on its own turns bright colours, a pink sky, white);
 3. BT.2020 primaries become BT.709 in linear light; colours outside BT.709 are clipped;
 4. the light is coded for BT.709 (inverse BT.1886, gamma 2.4), 8 bits.
 
-Steps 1-2 are per channel, so for PQ they are one table of 65,536 entries indexed by the 16-bit code;
-HLG's OOTF mixes the channels, so its light goes through a table indexed by its square root. Tables are
-built once per source (`ToSdr.for_source`, cached).
+Step 1 is a table of 65,536 entries indexed by the 16-bit code (HLG's OOTF, which mixes the channels,
+follows it per pixel); step 2's factor is a table indexed by the square root of the largest channel's
+light. Tables are built once per source (`ToSdr.for_source`, cached).
 
 `FromSdr` is `--hdr keep`'s way back: SDR white is placed at HDR reference white, 203 cd/m2 (BT.2408), the
 primaries become BT.2020, and the light is coded PQ or HLG in 16 bits (for a 10-bit encoder). It is not
@@ -146,24 +148,25 @@ class ToSdr:
         if self.transfer not in ("pq", "hlg"):
             raise ValueError(f"no SDR rendering of transfer {self.transfer!r}")
         codes = np.arange(_TABLE, dtype=np.float64) / (_TABLE - 1)
-        if self.transfer == "pq":  # code -> tone-mapped SDR light, per channel
-            table = bt2390_eetf(pq_to_nits(codes), self.source_peak) / SDR_PEAK
-        else:  # code -> scene light; the OOTF follows per pixel, then display light (at squares) -> SDR light
-            table = hlg_to_scene(codes)
-            object.__setattr__(self, "_display_to_sdr", (bt2390_eetf(_squares() * HLG_DISPLAY_PEAK,
-                                                                     self.source_peak) / SDR_PEAK).astype(np.float32))
-        object.__setattr__(self, "_table", table.astype(np.float32))
+        # code -> display light relative to `scale` cd/m2 (HLG: scene light; its OOTF follows per pixel)
+        scale = PQ_PEAK if self.transfer == "pq" else HLG_DISPLAY_PEAK
+        light = pq_to_nits(codes) / PQ_PEAK if self.transfer == "pq" else hlg_to_scene(codes)
+        # the largest channel's light (sampled at squares) -> the factor making all three SDR light
+        peaks = np.maximum(_squares(), 1e-12)
+        gain = bt2390_eetf(peaks * scale, self.source_peak) / SDR_PEAK / peaks
+        object.__setattr__(self, "_light", light.astype(np.float32))
+        object.__setattr__(self, "_gain", gain.astype(np.float32))
         object.__setattr__(self, "_gamut", primaries_matrix("bt2020", "bt709").T.astype(np.float32))
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """H x W x 3 uint16 R'G'B' (full range, BT.2020) to H x W x 3 uint8 SDR BT.709 R'G'B'."""
-        light = self._table[rgb]
+        light = self._light[rgb]
         if self.transfer == "hlg":
             luma = light @ _BT2020_LUMA.astype(np.float32)
-            display = light * np.power(luma, HLG_GAMMA - 1)[..., None]  # relative to the display's peak
-            light = self._display_to_sdr[_sqrt_index(display)]
-        linear = light @ self._gamut
-        return _sdr_coding()[_sqrt_index(linear)]
+            light *= np.power(luma, HLG_GAMMA - 1)[..., None]  # display light, relative to the display's peak
+        brightest = np.maximum(np.maximum(light[..., 0], light[..., 1]), light[..., 2])  # (max(axis) is 8x slower)
+        light *= self._gain[_sqrt_index(brightest)][..., None]
+        return _sdr_coding()[_sqrt_index(light @ self._gamut)]
 
 
 @dataclass(frozen=True)
