@@ -8,11 +8,11 @@ light placed at HDR reference white (203 cd/m2) and its brightest tenth stretche
    rendered as an SDR screen shows it (rgb48, then `ToSdr`), one thread, alternating rounds, medians;
 2. `framefleet stylize` end to end (the whole command) on the HDR clip against the SDR clip it was graded
    from, alternating runs, medians: the cost a user sees;
-3. the strip in docs/images/hdr-strip.png: the HDR input as an SDR screen shows it, the stylized output as
+3. the strip in docs/images/hdr-strip.jpg: the HDR input as an SDR screen shows it, the stylized output as
    framefleet made it before (the model painting PQ code values, written under PQ tags) shown by a player
    that honours the tags and by one that ignores them, and the stylized output now.
 
-    .venv/bin/python benchmarks/hdr.py [--frames 12] [--repeats 3] [--strip docs/images/hdr-strip.png]
+    .venv/bin/python benchmarks/hdr.py [--frames 12] [--repeats 3] [--strip docs/images/hdr-strip.jpg]
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def strip(panels: list[tuple[str, np.ndarray]], path: Path, width: int = 480) ->
         canvas.paste(Image.fromarray(rgb).resize((width, height), Image.LANCZOS), (index * width, 34))
         draw.multiline_text((index * width + 6, 2), caption, fill="black", spacing=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, optimize=True)
+    canvas.save(path, quality=85, optimize=True)
 
 
 def main() -> None:
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--start", type=int, default=96, help="first frame of the real clip (its sky and trees)")
-    parser.add_argument("--strip", type=Path, default=ROOT / "docs" / "images" / "hdr-strip.png")
+    parser.add_argument("--strip", type=Path, default=ROOT / "docs" / "images" / "hdr-strip.jpg")
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS / "hdr.json")
     args = parser.parse_args()
     began = time.perf_counter()
