@@ -200,3 +200,19 @@ def test_an_encoder_that_cannot_write_10_bits_is_refused_for_hdr_in_one_line(tmp
     assert str(refused.value) == ("out.mkv: libvpx-vp9 cannot encode 10-bit video, which an HDR output needs (8 bits "
                                   "under HDR tags would band); use --codec libx264")
     assert not (tmp_path / "out.mkv").exists()
+
+
+def test_a_job_splits_an_hdr_video_and_joins_it_still_10_bit_with_its_metadata(tmp_path):
+    from cli_helpers import cli, stdout_json
+
+    width, height = SIZE
+    source = tmp_path / "in" / "pq.mkv"
+    source.parent.mkdir()
+    write_clip(source, ClipSpec(width=width, height=height, frames=48, gop=12, bframes=0, codec="libx265",
+                                pix_fmt="yuv420p10le", transfer="pq"))
+    summary = stdout_json(cli("run", source.parent, "-o", tmp_path / "out", "--op", "identity",
+                              "--segment-seconds", "0.5", "--json"))
+    assert summary["counts"]["done"] == 1 and summary["frames"] == 48
+    out = tmp_path / "out" / "pq.mkv"
+    assert output_tags(out) == ("yuv420p10le", 9, 16, 9, {"mastering": 1000.0, "max_cll": 1000})
+    assert media_checks.decoded_times(out) == media_checks.decoded_times(source)
