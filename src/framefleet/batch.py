@@ -17,6 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+DEPTHS = (np.dtype(np.uint8), np.dtype(np.uint16))
+"""Pixel types of frames: uint8, or uint16 (0-65535) for a source of more than 8 bits whose ops all take it
+(`Op.high_bit_depth`)."""
 RESERVED_COLUMNS = frozenset({"input", "frame", "pts", "time", "op", "frames"})
 """Record columns framefleet fills in itself; an op's values may not use these names."""
 
@@ -62,8 +65,8 @@ class FrameBatch:
     ) -> None:
         if (frames is None) == (decoded is None):
             raise ValueError("a batch needs either frames or decoded frames")
-        if frames is not None and (frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8):
-            raise ValueError(f"frames must be N x H x W x 3 uint8, got {frames.shape} {frames.dtype}")
+        if frames is not None and (frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype not in DEPTHS):
+            raise ValueError(f"frames must be N x H x W x 3 uint8 (or uint16), got {frames.shape} {frames.dtype}")
         self._frames = frames
         self._scaled: dict[tuple[int, int], np.ndarray] = {}
         self.decoded = decoded
@@ -89,7 +92,8 @@ class FrameBatch:
 
     @property
     def frames(self) -> np.ndarray:
-        """N x H x W x 3 uint8 RGB, displayed orientation (converted from the decoded frames on first use)."""
+        """N x H x W x 3 RGB, displayed orientation (converted from the decoded frames on first use): uint8, or
+        uint16 where the source has more bits and every op takes them (`Op.high_bit_depth`)."""
         if self._frames is None:
             assert self.decoded is not None
             self._frames = self.decoded.rgb(*self.decoded.size)

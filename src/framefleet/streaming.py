@@ -310,8 +310,9 @@ class FrameProcessor:
                    strict=self.strict, name=str(input_uri or source))
         colour = plan_colour(color_trc=info.color_trc, pix_fmt=info.pix_fmt, metadata=info.hdr_metadata,
                              expects_sdr=expects_sdr(self.ops), hdr=encode.hdr)
-        with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel,
-                         strict=self.strict, limits=self.limits, to_sdr=colour.to_sdr) as reader, self._writer(
+        with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel, strict=self.strict,
+                         limits=self.limits, to_sdr=colour.to_sdr,
+                         deep=self._reads_deep(colour, info, str(input_uri or source))) as reader, self._writer(
                 source, output, info, (width, height), encode, carry, colour) as writer:
             blend = (temporal_filter(self.temporal, self.temporal_strength) if writer is not None
                      and any(op.writes_frames for op in self.ops) else None)
@@ -374,6 +375,18 @@ class FrameProcessor:
         if result.damaged:
             log.warning("%s: partly damaged input: %s; kept every frame that decodes", source, result.damage())
         return result
+
+    def _reads_deep(self, colour: ColourPlan, info: VideoInfo, name: str) -> bool:
+        """Whether the ops get 16-bit RGB: the output keeps more than 8 bits and every op reading pixels takes
+        them (`Op.high_bit_depth`); otherwise they get 8 bits, which is logged."""
+        if colour.bits <= 8 or colour.to_sdr is not None or self.temporal != "none":
+            return False
+        shallow = [op.name for op in self.ops if op.input_size(info.width, info.height) is not None
+                   and not op.high_bit_depth]
+        if shallow:
+            log.info("%s: %s work%s on 8-bit pixels, so the %d-bit output holds 8 bits of precision", name,
+                     ", ".join(shallow), "s" * (len(shallow) == 1), colour.bits)
+        return not shallow
 
     def _writer(self, source: VideoSource, output: str | os.PathLike[str] | None, info: VideoInfo,
                 size: tuple[int, int], encode: EncodeOptions, carry: bool,

@@ -7,6 +7,7 @@ code values the clip was written with.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import ClassVar
@@ -20,6 +21,7 @@ from framefleet.batch import FrameBatch
 from framefleet.errors import OutputError
 from framefleet.ops.base import Op
 from framefleet.ops.identity import IdentityOp
+from framefleet.ops.simple import BlurOp
 from framefleet.streaming import process_video
 from framefleet.video import EncodeOptions, probe
 from framefleet.video.synth import ClipSpec, hdr_picture, write_clip
@@ -216,3 +218,52 @@ def test_a_job_splits_an_hdr_video_and_joins_it_still_10_bit_with_its_metadata(t
     out = tmp_path / "out" / "pq.mkv"
     assert output_tags(out) == ("yuv420p10le", 9, 16, 9, {"mastering": 1000.0, "max_cll": 1000})
     assert media_checks.decoded_times(out) == media_checks.decoded_times(source)
+
+
+@dataclass(kw_only=True)
+class Depths(Op):
+    """Notes the pixel type it is given (an op that takes 16-bit pixels) and passes the frames on."""
+
+    high_bit_depth: ClassVar[bool] = True
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        SEEN.append(batch.frames[0].copy())
+        return batch.with_frames(batch.frames.copy())
+
+
+def test_ops_that_read_pixels_get_16_bits_from_a_10_bit_source_when_they_all_take_them(tmp_path):
+    source = tmp_path / "pq.mkv"
+    hdr_clip(source, "pq")
+    SEEN.clear()
+    out = tmp_path / "out.mp4"
+    process_video(source, out, [Depths(), BlurOp(radius=0.5)], encode=EncodeOptions(crf=0), sessions=1)
+    assert {frame.dtype for frame in SEEN} == {np.dtype(np.uint16)}
+    assert output_tags(out)[:4] == ("yuv420p10le", 9, 16, 9)
+
+    def round_trip_error(op: Op) -> float:  # mean, in 10-bit codes, of the samples after YUV -> RGB -> YUV
+        process_video(source, out, [op], encode=EncodeOptions(crf=0), sessions=1)
+        with av.open(str(source)) as a, av.open(str(out)) as b:
+            return float(np.mean([np.abs(x.to_ndarray().astype(int) - y.to_ndarray().astype(int)).mean()
+                                  for x, y in zip(a.decode(video=0), b.decode(video=0), strict=True)]))
+
+    deep, shallow = round_trip_error(Depths()), round_trip_error(Eight())
+    assert deep < 0.5 * shallow, (deep, shallow)  # measured 0.56 against 4.2
+
+
+def test_an_op_that_reads_8_bits_only_gets_8_bits_and_that_is_logged(tmp_path, caplog):
+    source = tmp_path / "hlg.mkv"
+    hdr_clip(source, "hlg")
+    SEEN.clear()
+    with caplog.at_level(logging.INFO, logger="framefleet.streaming"):
+        process_video(source, tmp_path / "out.mp4", [Depths(), Eight()], sessions=1)
+    assert {frame.dtype for frame in SEEN} == {np.dtype(np.uint8)}
+    assert any("Eight works on 8-bit pixels, so the 10-bit output holds 8 bits of precision" in r.getMessage()
+               for r in caplog.records)
+
+
+@dataclass(kw_only=True)
+class Eight(Op):
+    """An op that reads 8-bit pixels only (the default)."""
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        return batch

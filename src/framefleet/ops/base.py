@@ -65,6 +65,10 @@ class Op:
     picture: ClassVar[Literal["sdr", "any"]] = "any"
     """The picture the op expects: "sdr" (a model trained on SDR pictures: HDR input is rendered as an SDR
     screen shows it, `framefleet.video.colour`) or "any" (the op keeps what the pixels mean, HDR included)."""
+    high_bit_depth: ClassVar[bool] = False
+    """Whether `process` takes uint16 RGB frames (0-65535) as well as uint8, and returns the same type. A
+    source of more than 8 bits (10-bit, HDR) reaches a chain whose pixel-reading ops all say so in 16 bits,
+    so the output keeps its precision; otherwise in 8 bits."""
     flickers: ClassVar[bool] = False
     """Whether the op's frames flicker when it sees one frame at a time (a pipeline with such an op blends
     its outputs along the motion unless told `temporal: none`)."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image
 
 
 def resize(rgb: np.ndarray, width: int, height: int, resample: Image.Resampling = Image.LANCZOS) -> np.ndarray:
-    """Resize an H x W x 3 uint8 frame (Lanczos unless told otherwise)."""
+    """Resize an H x W x 3 uint8 frame (Lanczos unless told otherwise); a uint16 one with OpenCV's Lanczos
+    (Pillow resizes 8-bit colour only)."""
     if rgb.shape[1] == width and rgb.shape[0] == height:
         return rgb
+    if rgb.dtype == np.uint16:
+        return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LANCZOS4)
     return np.asarray(Image.fromarray(rgb).resize((width, height), resample))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -56,6 +57,7 @@ class ResizeOp(Op):
     output video has the new size."""
 
     name = "resize"
+    high_bit_depth = True
     max_size: int = 720
     batch_size: int = 8
 
@@ -79,6 +81,7 @@ class BlurOp(Op):
     """Gaussian blur of whole frames (with `when`, of the frames another op flagged)."""
 
     name = "blur"
+    high_bit_depth = True
     radius: float = 12.0
     batch_size: int = 8
 
@@ -88,5 +91,7 @@ class BlurOp(Op):
             raise OptionError(f"blur: radius must be a positive number of pixels, got {self.radius!r}")
 
     def process(self, batch: FrameBatch) -> FrameBatch:
+        if batch.frames.dtype == np.uint16:  # Pillow blurs 8-bit pictures only; its radius is the sigma
+            return batch.with_frames(np.stack([cv2.GaussianBlur(f, (0, 0), self.radius) for f in batch.frames]))
         blur = ImageFilter.GaussianBlur(self.radius)
         return batch.with_frames(np.stack([np.asarray(Image.fromarray(f).filter(blur)) for f in batch.frames]))

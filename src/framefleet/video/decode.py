@@ -51,7 +51,7 @@ class VideoReader:
 
     def __init__(self, path: VideoSource, *, video_stream: int | None = None, threads: int = 0,
                  hwaccel: str | None = None, strict: bool = False, limits: InputLimits | None = None,
-                 to_sdr: ToSdr | None = None) -> None:
+                 to_sdr: ToSdr | None = None, deep: bool = False) -> None:
         self.path = str(path)
         self._source = path
         self._container = open_input(path, hwaccel=hwaccel)
@@ -71,6 +71,8 @@ class VideoReader:
         self.strict = strict
         self.to_sdr = to_sdr
         """Renders HDR frames as SDR wherever they become RGB (None: RGB holds the code values as they are)."""
+        self.deep = deep
+        """RGB in 16 bits (uint16) rather than 8, for a source of more bits whose ops all take them."""
         self.limits = limits
         """Checked as frames decode: their size, and how many packets the decoder rejects."""
         self.decode_errors = 0
@@ -199,7 +201,7 @@ class VideoReader:
     def _batch(self, pixels: list[av.VideoFrame], stamps: list[int], index: int) -> FrameBatch:
         assert self.orientation is not None
         return FrameBatch(None, np.asarray(stamps, dtype=np.int64), index, time_base=self.time_base,
-                          frame_rate=self.frame_rate, decoded=DecodedVideoFrames(pixels, self.orientation, self.to_sdr))
+                          frame_rate=self.frame_rate, decoded=DecodedVideoFrames(pixels, self.orientation, self.to_sdr, self.deep))
 
     def frame_at(self, seconds: float) -> np.ndarray:
         """The first frame shown at or after `seconds` from the stream's start."""
@@ -233,7 +235,7 @@ class VideoReader:
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         assert self.orientation is not None
-        return self.orientation.apply(frame_to_rgb(frame, self._reformatter, to_sdr=self.to_sdr))
+        return self.orientation.apply(frame_to_rgb(frame, self._reformatter, to_sdr=self.to_sdr, deep=self.deep))
 
 
 def _first_frame_orientation(path: VideoSource, index: int) -> Orientation:
@@ -255,10 +257,12 @@ class DecodedVideoFrames:
     """A batch's frames as the decoder made them (YUV, NV12 from a hardware decoder, ...), turned into RGB,
     scaled or handed to the encoder unchanged only when asked (implements `batch.DecodedFrames`)."""
 
-    def __init__(self, frames: list[av.VideoFrame], orientation: Orientation, to_sdr: ToSdr | None = None) -> None:
+    def __init__(self, frames: list[av.VideoFrame], orientation: Orientation, to_sdr: ToSdr | None = None,
+                 deep: bool = False) -> None:
         self.frames = frames
         self.orientation = orientation
         self.to_sdr = to_sdr
+        self.deep = deep
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -269,14 +273,16 @@ class DecodedVideoFrames:
 
     def rgb(self, width: int, height: int) -> np.ndarray:
         coded = (height, width) if self.orientation.transpose else (width, height)
-        out = np.empty((len(self.frames), height, width, 3), dtype=np.uint8)
+        out = np.empty((len(self.frames), height, width, 3), dtype=np.uint16 if self.deep else np.uint8)
         reformatter = thread_reformatter("rgb")
         for i, frame in enumerate(self.frames):
-            out[i] = self.orientation.apply(frame_to_rgb(frame, reformatter, *coded, threads=1, to_sdr=self.to_sdr))
+            out[i] = self.orientation.apply(frame_to_rgb(frame, reformatter, *coded, threads=1, to_sdr=self.to_sdr,
+                                                          deep=self.deep))
         return out
 
     def subset(self, mask: np.ndarray) -> DecodedVideoFrames:
-        return DecodedVideoFrames([f for f, keep in zip(self.frames, mask) if keep], self.orientation, self.to_sdr)
+        return DecodedVideoFrames([f for f, keep in zip(self.frames, mask) if keep], self.orientation, self.to_sdr,
+                                  self.deep)
 
     def for_encoder(self, pix_fmt: str, colorspace: int) -> list[av.VideoFrame] | None:
         """The frames in the encoder's format, converted YUV to YUV where needed (no RGB); None when they

@@ -55,21 +55,21 @@ def source_range(frame: av.VideoFrame) -> int:
 
 def frame_to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter, width: int | None = None,
                  height: int | None = None, *, threads: int = 0,
-                 to_sdr: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                 to_sdr: Callable[[np.ndarray], np.ndarray] | None = None, deep: bool = False) -> np.ndarray:
     """Decode-side conversion to H x W x 3 uint8 RGB, honouring the frame's matrix and range; scaled to
     width x height in the same pass when given (Lanczos, for downscaling without aliasing). `threads`: 1 in
     threads that already run side by side, 0 (swscale chooses) elsewhere. `to_sdr` renders HDR code values
-    (16-bit RGB) as SDR (`framefleet.video.tone_map.ToSdr`).
+    (16-bit RGB) as SDR (`framefleet.video.tone_map.ToSdr`); `deep` gives uint16 RGB instead of uint8.
 
     Pass the same `reformatter` for every frame of a stream: it keeps FFmpeg's conversion context."""
     scaled = (width or frame.width, height or frame.height) != (frame.width, frame.height)
-    if frame.format.name == "rgb24" and not scaled and to_sdr is None:
+    if frame.format.name == "rgb24" and not scaled and to_sdr is None and not deep:
         return frame.to_ndarray()
     rgb = reformatter.reformat(
         frame,
         width=width,
         height=height,
-        format="rgb24" if to_sdr is None else "rgb48le",
+        format="rgb48le" if to_sdr is not None or deep else "rgb24",
         src_colorspace=effective_colorspace(int(frame.colorspace), frame.height),
         src_color_range=source_range(frame),
         dst_color_range=RANGE_FULL,
