@@ -42,8 +42,9 @@ class DecodedFrames(Protocol):
         """The frames where `mask` is true."""
         ...
 
-    def for_encoder(self, pix_fmt: str, colorspace: int) -> list[Any] | None:
-        """The frames as the video layer's encoder takes them, without going through RGB (None: they must)."""
+    def for_encoder(self, pix_fmt: str, colorspace: int, size: tuple[int, int]) -> list[Any] | None:
+        """The frames as the video layer's encoder takes them at `size` (width, height), without going through
+        RGB (None: they must)."""
         ...
 
 

@@ -284,11 +284,11 @@ class DecodedVideoFrames:
         return DecodedVideoFrames([f for f, keep in zip(self.frames, mask) if keep], self.orientation, self.to_sdr,
                                   self.deep)
 
-    def for_encoder(self, pix_fmt: str, colorspace: int) -> list[av.VideoFrame] | None:
-        """The frames in the encoder's format, converted YUV to YUV where needed (no RGB); None when they
-        must go through RGB instead (a rotation to apply, or an odd size to pad)."""
+    def for_encoder(self, pix_fmt: str, colorspace: int, size: tuple[int, int]) -> list[av.VideoFrame] | None:
+        """The frames in the encoder's format and `size`, converted YUV to YUV where needed (no RGB); None when
+        they must go through RGB instead (a rotation to apply, or an odd size to pad)."""
         first = self.frames[0]
-        if not self.orientation.is_identity or first.width % 2 or first.height % 2:
+        if not self.orientation.is_identity or (first.width, first.height) != size:
             return None
         reformatter = thread_reformatter("encoder")
         return [yuv_for_encoder(frame, pix_fmt, colorspace, reformatter, threads=1) for frame in self.frames]

@@ -41,6 +41,8 @@ os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to std
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 HARDWARE_CODECS = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
+QSCALE_CODECS = ("mpeg4", "mpeg2video")
+"""Encoders with no CRF: the quality setting becomes their fixed quantiser (`EncodeOptions.qscale`)."""
 _NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
                   "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7"}
 """x264 preset names mapped to NVENC's p1 (fastest) to p7 (best); p1-p7 are taken as they are too."""
@@ -151,6 +153,11 @@ class EncodeOptions:
                               f"video; {hint}name the output .mp4, .mkv or .mov")
         return options
 
+    def qscale(self) -> int:
+        """CRF as the fixed quantiser of MPEG-4 part 2 and MPEG-2 (1-31; CRF 20 -> 3, and each 6 steps of CRF
+        double it, as they roughly double x264's quantiser)."""
+        return max(1, min(31, round(2 ** ((self.crf - 11) / 6))))
+
     def codec_options(self) -> dict[str, str]:
         """The encoder's private options for the quality and speed settings (CRF on x264's 0-51 scale,
         scaled to 0-63 for VP9 and AV1; x264's presets mapped to the others' speeds)."""
@@ -171,6 +178,22 @@ class EncodeOptions:
 
 
 @cache
+def encodes_odd_sizes(codec: str, pix_fmt: str) -> bool:
+    """Whether the encoder `codec` takes frames of `pix_fmt` with an odd width and height (VP9, AV1, MPEG-2 and
+    MPEG-4 part 2 do in 4:2:0; x264 and x265 do not); tried once per process with a small frame."""
+    try:
+        context = av.CodecContext.create(codec, "w")
+        context.width, context.height, context.pix_fmt = 161, 121, pix_fmt
+        context.time_base = Fraction(1, 25)
+        if codec == "libx265":
+            context.options = {"x265-params": "log-level=none"}
+        context.open()
+    except (av.error.FFmpegError, ValueError, OSError):
+        return False
+    return True
+
+
+@cache
 def hardware_encoder_problem(codec: str) -> str | None:
     """Why `codec` (a hardware encoder) cannot open on this machine, or None when it can (tried once per
     process with a small frame)."""
@@ -179,7 +202,6 @@ def hardware_encoder_problem(codec: str) -> str | None:
         context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
         context.time_base = Fraction(1, 25)
         context.open()
-        context.close()
     except (av.error.FFmpegError, ValueError, OSError) as exc:
         return str(exc) or type(exc).__name__
     return None
@@ -225,10 +247,12 @@ class VideoWriter:
         options = options.for_output(self.path, bits=colour.bits if colour else 8,
                                      hdr=colour is not None and colour.output != "sdr")
         self.codec = options.codec
-        self._width, self._height = width + width % 2, height + height % 2
-        if (self._width, self._height) != (width, height):
-            log.info("%s: %dx%d padded to %dx%d (4:2:0 needs even sizes)", self.path, width, height,
-                     self._width, self._height)
+        self._size = self._width, self._height = width, height
+        self._rescaling = False
+        if (width % 2 or height % 2) and not encodes_odd_sizes(options.codec, options.pix_fmt):
+            self._width, self._height = width + width % 2, height + height % 2
+            log.info("%s: %dx%d padded to %dx%d (%s needs even sizes in 4:2:0)", self.path, width, height,
+                     self._width, self._height, options.codec)
         try:
             self._container = av.open(str(self._tmp), mode="w", container_options={"avoid_negative_ts": "disabled"})
         except (av.error.FFmpegError, ValueError, OSError) as exc:
@@ -270,6 +294,8 @@ class VideoWriter:
         # and the ffmpeg CLI's default) gives x264's frame threads: faster and better compression.
         cc.thread_type = "AUTO"
         cc.options = self._with_metadata(options.codec_options(), options.codec)
+        if options.codec in QSCALE_CODECS:
+            cc.qscale = options.qscale()
         return stream
 
     def _with_metadata(self, codec_options: dict[str, str], codec: str) -> dict[str, str]:
@@ -293,10 +319,11 @@ class VideoWriter:
         colour = self._format.colour
         frames = None
         if not batch.pixels_read and batch.decoded is not None and (colour is None or colour.passthrough):
-            frames = batch.decoded.for_encoder(self._stream.pix_fmt, self._format.colorspace)
+            frames = batch.decoded.for_encoder(self._stream.pix_fmt, self._format.colorspace,
+                                               (self._width, self._height))
         if frames is None:
             to_hdr = colour.from_sdr if colour is not None else None
-            frames = [rgb_to_frame(self._pad_even(to_hdr(rgb) if to_hdr else rgb), pix_fmt=self._stream.pix_fmt,
+            frames = [rgb_to_frame(*self._fitted(to_hdr(rgb) if to_hdr else rgb), pix_fmt=self._stream.pix_fmt,
                                    colorspace=self._format.colorspace, reformatter=reformatter, threads=1)
                       for rgb in batch.frames]
         for frame, pts in zip(frames, batch.pts):
@@ -354,8 +381,18 @@ class VideoWriter:
                 self._carrier.advance(packet.dts * packet.time_base)
             self._container.mux(packet)
 
-    def _pad_even(self, rgb: np.ndarray) -> np.ndarray:
-        pad_h, pad_w = self._height - rgb.shape[0], self._width - rgb.shape[1]
+    def _fitted(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int] | None]:
+        """The frame and the size to scale it to on its way to YUV (None: none): a frame of the size this writer
+        was made for is padded to even where the encoder needs it; one of another size (a stream whose size
+        changes part-way) is scaled to the output's size, as the ffmpeg CLI does (logged once)."""
+        height, width = rgb.shape[:2]
+        if (width, height) != self._size:
+            if not self._rescaling:
+                log.warning("%s: the frames change size part-way (%dx%d, was %dx%d): scaled to the output's size",
+                            self.path, width, height, *self._size)
+                self._rescaling = True
+            return rgb, (self._width, self._height)
+        pad_h, pad_w = self._height - height, self._width - width
         if pad_h or pad_w:
-            return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        return rgb
+            return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge"), None
+        return rgb, None

@@ -92,13 +92,17 @@ def yuv_for_encoder(frame: av.VideoFrame, pix_fmt: str, colorspace: int, reforma
     return frame
 
 
-def rgb_to_frame(rgb: np.ndarray, *, pix_fmt: str, colorspace: int, reformatter: VideoReformatter,
-                 threads: int = 0) -> av.VideoFrame:
+def rgb_to_frame(rgb: np.ndarray, size: tuple[int, int] | None = None, *, pix_fmt: str, colorspace: int,
+                 reformatter: VideoReformatter, threads: int = 0) -> av.VideoFrame:
     """Encode-side conversion of H x W x 3 RGB (uint8, or uint16 for 10 bits and more) to a limited-range YUV
-    frame with `colorspace`."""
+    frame with `colorspace`, scaled to `size` (width, height) in the same pass when given."""
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+    width, height = size or (None, None)
     return reformatter.reformat(
         frame,
+        width=width,
+        height=height,
+        interpolation=Interpolation.BICUBIC if size else None,
         format=pix_fmt,
         src_colorspace=colorspace,
         dst_colorspace=colorspace,

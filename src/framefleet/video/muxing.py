@@ -88,8 +88,11 @@ def audio_encoder_for(format_name: str) -> str | None:
 
 
 def video_encoder_for(format_name: str) -> str | None:
-    """The first of `VIDEO_ENCODERS` the muxer holds (None: none)."""
-    return _first_held(format_name, VIDEO_ENCODERS)
+    """The first of `VIDEO_ENCODERS` the muxer holds (None: none); for AVI, MPEG-4 part 2 first, as the ffmpeg
+    CLI: AVI stores no presentation times, and FFmpeg reads H.264 in AVI a frame or two late (it guesses a
+    reordering delay), where MPEG-4 part 2 comes out at its exact times."""
+    preferred = ("mpeg4", *VIDEO_ENCODERS) if format_name == "avi" else VIDEO_ENCODERS
+    return _first_held(format_name, preferred)
 
 
 def _first_held(format_name: str, encoders: tuple[str, ...]) -> str | None:
