@@ -47,18 +47,18 @@ TARGET_OF_PLAIN = 0.6
 TARGET_SPEED = 0.85
 
 
-def working_clip(source: Path, out: Path, frames: int, side: int | None = 640) -> int:
-    """The first `frames` frames of `source`, fitted into `side` (None: native size), as an H.264 clip;
-    returns its frame count."""
+def working_clip(source: Path, out: Path, frames: int, side: int | None = 640, skip: int = 0) -> int:
+    """`frames` frames of `source` after its first `skip`, fitted into `side` (None: native size), as an
+    H.264 clip; returns its frame count."""
     with VideoReader(source) as reader:
         pictures = []
         for batch in reader.batches(8):
             width, height = batch.size if side is None else fit_within(*batch.size, side, even=True)
             pictures.extend(batch.frames_at(width, height))
-            if len(pictures) >= frames:
+            if len(pictures) >= skip + frames:
                 break
         rate = reader.frame_rate
-    pictures = pictures[:frames]
+    pictures = pictures[skip:skip + frames]
     height, width = pictures[0].shape[:2]
     write_clip(out, ClipSpec(width=width, height=height, frames=len(pictures), rate=Fraction(rate).limit_denominator(1001),
                              bframes=0, gop=250), lambda i: pictures[i])
