@@ -45,8 +45,9 @@ FINE_SIGMA = 1.4
 """`bands`: at 640x360, the finest band, below a Gaussian of this many px, is always the current frame's
 (`fine_sigma` at other sizes)."""
 FINE_GROWTH = 0.2
-"""`bands`: the fine band's sigma grows as (frame pixels / 640x360) to this power, within `FINE_RANGE`."""
-FINE_RANGE = (1.0, 2.5)
+"""`bands`: above 640x360, the fine band's sigma grows as (frame pixels / 640x360) to this power..."""
+FINE_MAX = 2.5
+"""... up to this many px."""
 ENERGY_SIGMA = 6.0
 """`bands`: the mid band's energy is matched over Gaussian windows of this many px."""
 DEFAULT_STRENGTH = {"bands": 0.9, "blend": 0.8}
@@ -87,10 +88,10 @@ def preroll_frames(strength: float) -> int:
 def fine_sigma(width: int, height: int) -> float:
     """`bands`: the Gaussian sigma (px) below which a frame of width x height keeps its own detail. Flicker
     is seen on the picture fitted to a screen, detail at 1:1: the larger the frame, the smaller on screen
-    its finest texture, so more of it is taken from the current frame (1.4 px at 360p, 1.85 at 720p,
+    its finest texture, so more of it is taken from the current frame (1.4 px up to 640x360, 1.85 at 720p,
     2.17 at 1080p)."""
-    growth = (width * height / (640 * 360)) ** FINE_GROWTH
-    return float(np.clip(FINE_SIGMA * growth, *FINE_RANGE))
+    growth = max(1.0, width * height / (640 * 360)) ** FINE_GROWTH
+    return min(FINE_SIGMA * growth, FINE_MAX)
 
 
 def check_mode(mode: str) -> str:
