@@ -22,7 +22,8 @@ from typer.testing import Result
 
 from framefleet.job_dir import open_ledger
 from framefleet.pipeline import Pipeline
-from framefleet.plan import ProfileStore, measure_workload, profile_pipeline
+from framefleet.plan import Knobs, NodeType, Option, ProfileStore, measure_workload, profile_pipeline
+from framefleet.plan.cost import enumerate_options
 from framefleet.plan import profile as profile_module
 from framefleet.plan.profile import encode_identity, op_identity
 from framefleet.streaming import available_cores
@@ -125,6 +126,9 @@ def test_profiling_measures_every_resolution_once(profiled) -> None:
         assert value["pixels"] == width * height and value["device"] == "cpu"
         assert value["frames_per_run"] == SAMPLE_FRAMES
         assert value["node_fps"] > 0 and value["task_seconds"] >= 0 and value["join_seconds"] > 0
+        # the temporal step of each mode, measured apart at this size (a plan adds it when the pipeline has it on)
+        assert set(value["temporal"]) == {"bands", "blend"}
+        assert all(step["wall"] > 0 and step["cpu"] >= 0 for step in value["temporal"].values())
         if op == "style":
             # the op's own max_size values (720, 480, 360) are above these sides: full size and the pipeline's
             assert set(value["settings"]) == {"max_size=None", f"max_size={MAX_SIZE}"}
@@ -162,6 +166,21 @@ def test_profiler_cost_grows_with_resolution(profiled) -> None:
     assert reduced["ops"] < big_cost["ops"] / 2, (reduced, big_cost)
     for value in (small, big):
         assert 10 < value["quality_psnr"][f"max_size={MAX_SIZE}"] < 99
+
+
+def test_a_plan_counts_the_measured_temporal_step(profiled, clips) -> None:
+    """Stylizing with bands (the default) is predicted slower than with --temporal none, from this machine's
+    own measurement of the step."""
+    store = profiled["store"]
+    job = measure_workload([str(clips["big"])], segment_seconds=20.0)
+    here = NodeType(name="here", cpus=store.machine.cpus, this_machine=True)
+
+    def predicted(pipe: Pipeline) -> Option:
+        base = Knobs(max_size=None, batch_size=pipe.ops[0].batch_size, threads=1)
+        return next(o for o in enumerate_options(job, pipe, [here], store) if o.knobs == base)
+
+    bands, plain = predicted(pipeline()), predicted(pipeline(temporal="none"))
+    assert bands.wall_seconds > plain.wall_seconds and bands.fps < plain.fps
 
 
 def test_cached_profiles_are_reused(profiled, clips, monkeypatch) -> None:

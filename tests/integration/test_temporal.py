@@ -15,7 +15,8 @@ from framefleet.errors import OptionError
 from framefleet.flicker import measure_flicker
 from framefleet.ops import StyleTransferOp
 from framefleet.streaming import process_video
-from framefleet.temporal import temporal_filter
+from framefleet.detail import detail_kept
+from framefleet.temporal import fine_sigma, temporal_filter
 from framefleet.video.synth import ClipSpec, write_clip
 
 cv2 = pytest.importorskip("cv2")
@@ -77,6 +78,22 @@ def test_the_filters_leave_a_first_frame_and_a_scene_cut_alone(mode):
     for wrong in (-0.1, 1.5, "high"):
         with pytest.raises(OptionError, match="--temporal-strength must be between 0 and 1"):
             temporal_filter(mode, wrong)
+
+
+def test_bands_take_more_of_a_larger_frames_finest_texture_from_the_frame_itself():
+    assert fine_sigma(640, 360) == pytest.approx(1.4)
+    assert 1.4 < fine_sigma(1280, 720) < fine_sigma(1920, 1080) < 2.5
+    assert fine_sigma(7680, 4320) == 2.5 and fine_sigma(426, 240) == pytest.approx(1.4)
+    rng = np.random.default_rng(5)
+    for width, height in ((320, 180), (1280, 720)):  # a still picture whose fine texture changes every frame
+        base = cv2.resize(texture(7), (width, height), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        frames = np.clip(base + rng.normal(0, 20, (12, height, width, 3)), 0, 255).astype(np.uint8)
+        small = np.stack([cv2.resize(frame, (160, 90), interpolation=cv2.INTER_AREA) for frame in frames])
+        bands = temporal_filter("bands")
+        out = bands(bands.plan(None, small, width, height), frames)
+        assert bands.restarts == 1
+        assert min(detail_kept(o, f) for o, f in zip(out, frames)) > 0.85, (width, height)
+        assert np.abs(out[-1].astype(np.float32) - frames[-1]).mean() > 1.0  # and it did average something
 
 
 def test_stylize_with_temporal_blend_is_frame_exact_and_flickers_less(clips, tmp_path):

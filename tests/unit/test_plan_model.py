@@ -75,6 +75,7 @@ def cpu_entry(width: int = 1280, height: int = 720, **changes) -> dict:
         "ratios": {"batch_size=1": {"cpu": 1.05, "wall": 1.05}, "batch_size=8": {"cpu": 1.0, "wall": 1.0},
                    "threads=2": {"cpu": 1.1, "wall": 0.55}, "threads=4": {"cpu": 1.3, "wall": 0.33}},
         "node_fps": 9.0,
+        "temporal": {"bands": {"cpu": 0.04, "wall": 0.04}, "blend": {"cpu": 0.01, "wall": 0.01}},
         "quality_psnr": {"max_size=720": 38.0, "max_size=480": 31.5, "max_size=360": 28.0},
         "measured_at": 1_700_000_000.0,
         "framefleet": "0.1.0",
@@ -89,7 +90,9 @@ def gpu_entry(node_fps: float = 120.0, wall: float = 0.02) -> dict:
                 for size, factor in ((None, 1.0), (720, 0.8), (480, 0.6), (360, 0.5))}
     for value in settings.values():
         value["ops"] = value["wall"] / 2
+    temporal = {"bands": {"cpu": 0.004, "wall": 0.004}, "blend": {"cpu": 0.001, "wall": 0.001}}  # a fast CPU
     return cpu_entry(device="cuda", setup_seconds=2.0, task_seconds=0.4, node_fps=node_fps, settings=settings,
+                     temporal=temporal,
                      ratios={"batch_size=1": {"cpu": 1.0, "wall": 1.2}, "batch_size=8": {"cpu": 1.0, "wall": 0.9},
                              "threads=2": {"cpu": 1.0, "wall": 1.0}, "threads=4": {"cpu": 1.0, "wall": 1.0},
                              "threads=8": {"cpu": 1.0, "wall": 1.0}})
@@ -353,7 +356,7 @@ def test_more_nodes_finish_sooner_and_cost_more(tmp_path: Path) -> None:
 
 def test_slower_profile_predicts_longer_jobs(tmp_path: Path) -> None:
     """Twice the seconds per frame and half the node's rate: about twice the run time (fixed costs aside)."""
-    pipeline = style_pipeline()
+    pipeline = style_pipeline(temporal="none")
     fast = store_with(tmp_path / "fast", pipeline)
     slow_entry = cpu_entry(node_fps=4.5, settings={k: setting(v["wall"] * 2) for k, v in cpu_entry()["settings"].items()})
     slow = store_with(tmp_path / "slow", pipeline, {(1280, 720): slow_entry})
@@ -366,6 +369,31 @@ def test_slower_profile_predicts_longer_jobs(tmp_path: Path) -> None:
     assert slow_option.fps == pytest.approx(fast_option.fps / 2, rel=0.01)
     assert slow_option.wall_seconds - slow_option.startup_seconds == pytest.approx(
         2 * (fast_option.wall_seconds - fast_option.startup_seconds), rel=0.01)
+
+
+def test_the_temporal_step_is_planned_on_top_of_each_frame(tmp_path: Path) -> None:
+    """bands (the style op's default) adds its measured step to every frame; --temporal none adds nothing."""
+    bands, plain = style_pipeline(), style_pipeline(temporal="none")
+    store = store_with(tmp_path, bands)  # one entry serves both: the temporal mode is not part of its key
+    full = Knobs(max_size=None, batch_size=4, threads=1)
+    on, off = (run_cost(store, "here", pipeline, video(), full) for pipeline in (bands, plain))
+    assert off.temporal_per_frame == 0 and on.temporal_per_frame == pytest.approx(0.04)
+    assert on.cpu_per_frame == pytest.approx(off.cpu_per_frame + 0.04)
+    assert on.wall_per_frame == pytest.approx(off.wall_per_frame + 0.04)
+    assert on.node_fps == pytest.approx(off.node_fps * 0.4 / 0.44)  # the node's CPU shared with the step
+    blend = run_cost(store, "here", style_pipeline(temporal="blend"), video(), full)
+    assert off.cpu_per_frame < blend.cpu_per_frame < on.cpu_per_frame
+
+    def one_node(pipeline: Pipeline) -> Option:
+        return next(o for o in enumerate_options(workload(), pipeline, [C4], store) if o.knobs == full and o.nodes == 1)
+
+    with_step, without = one_node(bands), one_node(plain)
+    assert with_step.wall_seconds > without.wall_seconds and with_step.cost > without.cost
+    assert with_step.fps < without.fps
+    # a profile entry without the step's measurement predicts nothing for a pipeline that has it on
+    store.put(run_key(bands, 1280, 720), {k: v for k, v in cpu_entry().items() if k != "temporal"})
+    assert run_cost(store, "here", bands, video(), full) is None
+    assert run_cost(store, "here", plain, video(), full) is not None
 
 
 def test_unprofiled_resolution_is_scaled_by_pixels(tmp_path: Path) -> None:
@@ -485,8 +513,9 @@ def test_imported_gpu_predictions_follow_its_numbers(tmp_path: Path) -> None:
         predicted[node_fps] = next(o for o in enumerate_options(job, pipeline, nodes, store)
                                    if o.nodes == 1 and o.knobs == knobs)
     entry = gpu_entry()
+    wall, step = entry["settings"]["max_size=None"]["wall"], entry["temporal"]["bands"]["wall"]  # bands: the default
     for node_fps, option_ in predicted.items():
-        per_frame = max(8 / node_fps, entry["settings"]["max_size=None"]["wall"])  # 8 workers share the GPU
+        per_frame = max(8 / (node_fps * wall / (wall + step)), wall + step)  # 8 workers share the GPU
         run_seconds = 0.05 + entry["task_seconds"] + 480 * per_frame  # probe, then the one segment
         startup = 90 + 1.5 + entry["setup_seconds"]  # node start-up, worker start, model set-up
         assert option_.startup_seconds == pytest.approx(startup)

@@ -163,7 +163,7 @@ def _plan_table(result: Plan) -> Table:
 
 def _profile_table(machine: str, entries: dict[str, Any]) -> Table:
     table = Table("codec, size", "device", "setting", "s/frame (one worker)", "decode", "ops", "encode",
-                  "all cores fps", "quality", title=f"profile of {machine}")
+                  "all cores fps", "temporal s/frame", "quality", title=f"profile of {machine}")
     for key, entry in entries.items():
         if not key.startswith("run|"):
             continue
@@ -173,5 +173,7 @@ def _profile_table(machine: str, entries: dict[str, Any]) -> Table:
             table.add_row(f"{codec} {size}", device, setting.replace("None", "full"), f"{cost['wall']:.4f}",
                           f"{cost['decode']:.4f}", f"{cost['ops']:.4f}", f"{cost['encode']:.4f}",
                           f"{entry['node_fps']:.1f}" if setting == "max_size=None" else "",
+                          ", ".join(f"{mode} {step['wall']:.4f}" for mode, step in entry["temporal"].items())
+                          if setting == "max_size=None" else "",
                           "full" if psnr is None else f"{psnr:.1f} dB")
     return table

@@ -13,7 +13,10 @@ video at that resolution (its first seconds are often unlike the rest), for each
 - all cores at once: as many worker processes as cores run the same frames together, which measures
   the node's real throughput (cores contend for memory and caches); a pipeline on CUDA runs one worker
   per GPU instead, as `run` does;
-- the start-up of a worker (a fresh interpreter, imports, the model's set-up) and the join of segments.
+- the start-up of a worker (a fresh interpreter, imports, the model's set-up) and the join of segments;
+- the temporal step of each mode (`bands`, `blend`: the input's motion and the blend of the outputs), apart
+  from the runs above (a blended segment's pre-roll would swamp their short runs), added to the cost of a
+  frame for pipelines that have it on.
 
 Profiles are kept per machine under `~/.cache/framefleet/profiles/<machine>.json`; an entry's key holds
 the op's identity (its parameters other than knobs and the hashes of its model files), the encoder
@@ -50,11 +53,13 @@ from framefleet.cache import cache_dir
 from framefleet.errors import OptionError
 from framefleet.ops import Op
 from framefleet.ops.base import Device
+from framefleet.ops.chain import chain_output_size
 from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.remote_inputs import InputOpener
 from framefleet.streaming import available_cores, gpu_names
 from framefleet.task import TaskRequest
+from framefleet.temporal import TEMPORAL_MODES, flow_size, temporal_filter
 from framefleet.temporary import write_text_atomically
 from framefleet.video import EncodeOptions, VideoReader, probe
 from framefleet.worker import Worker
@@ -64,7 +69,7 @@ log = logging.getLogger(__name__)
 KNOB_FIELDS = ("max_size", "batch_size", "device")
 """Op fields that are knobs: left out of the op's identity (each setting is its own measurement)."""
 RESOLUTIONS_PROFILED = 3
-PROFILE_FORMAT = 2
+PROFILE_FORMAT = 3
 """Bumped when entries change shape: profiles of another format are measured afresh."""
 DEFAULT_FRAMES = 24
 ALL_CORES_FRAMES = 3
@@ -133,6 +138,8 @@ class RunCost:
     quality_psnr: float | None
     """PSNR (dB) of this setting's output against full-resolution inference; None at full resolution."""
     device: str
+    temporal_per_frame: float = 0.0
+    """CPU seconds per frame of the pipeline's temporal step (0 with `temporal: none`), in the figures above."""
     measured: bool = True
     """False when scaled from another resolution (no measurement at this one)."""
 
@@ -300,7 +307,7 @@ def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: Video
         pixels = video.width * video.height
         entry = min((value for _, value in found), key=lambda v: abs(math.log(v["pixels"] / pixels)))
         scale = pixels / entry["pixels"]
-    return _cost_from_entry(entry, knobs, scale, measured)
+    return _cost_from_entry(entry, knobs, scale, measured, pipeline.temporal)
 
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -350,6 +357,8 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         say(f"  all {workers} workers: {node_fps:.2f} fps")
         join_seconds = _join_seconds(pipeline, video.uri, chunks[0], out)
         quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
+        temporal = _temporal_costs(pipeline, source, frames)
+        say("  temporal step: " + ", ".join(f"{mode} {cost['wall']:.4f} s/frame" for mode, cost in temporal.items()))
     return {
         "pixels": video.width * video.height,
         "largest_side": max(video.width, video.height),
@@ -362,7 +371,7 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         "settings": settings,
         "ratios": ratios,
         "node_fps": node_fps,
-
+        "temporal": temporal,
         "quality_psnr": quality,
         "measured_at": time.time(),
         "framefleet": __version__,
@@ -533,6 +542,26 @@ def _quality(op: Op, source, sizes: Iterable[int | None], count: int) -> dict[in
     return {size: _psnr(outputs[size], outputs[None]) for size in reduced}
 
 
+def _temporal_costs(pipeline: Pipeline, source, frames: int) -> dict[str, dict[str, float]]:
+    """CPU and wall seconds per frame of each temporal mode's step on `frames` frames of the video: the
+    motion planned from the input and the blend of outputs of the ops' output size (the input's frames
+    stand in for them: what the pixels show does not change the step's cost)."""
+    with VideoReader(source) as reader:
+        batch = next(reader.batches(max(2, frames)))
+    width, height = chain_output_size(pipeline.ops, *batch.size)
+    small, outputs = batch.frames_at(*flow_size(*batch.size)), batch.frames_at(width, height)
+    costs = {}
+    for mode in TEMPORAL_MODES:
+        if mode == "none":
+            continue
+        blend = temporal_filter(mode, pipeline.temporal_strength if mode == pipeline.temporal else None)
+        cpu, wall = time.process_time(), time.perf_counter()
+        blend(blend.plan(None, small, width, height), outputs)
+        blended = max(1, len(outputs) - 1)  # the first frame starts afresh
+        costs[mode] = {"cpu": (time.process_time() - cpu) / blended, "wall": (time.perf_counter() - wall) / blended}
+    return costs
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a - b) ** 2))
     return 99.0 if mse == 0 else round(10 * math.log10(255.0**2 / mse), 2)
@@ -549,9 +578,11 @@ def _worker_start_seconds() -> float:
 # -- costs from a profile ----------------------------------------------------------------------------
 
 
-def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured: bool) -> RunCost | None:
-    """The cost of `knobs` from a profile entry (None when a setting was not measured); `scale` is the
-    ratio of pixels when the entry is of another resolution."""
+def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured: bool,
+                     temporal: str = "none") -> RunCost | None:
+    """The cost of `knobs` from a profile entry (None when a setting was not measured), with the `temporal`
+    mode's step added to each frame; `scale` is the ratio of pixels when the entry is of another
+    resolution."""
     size = knobs.max_size
     if size is not None and size >= entry["largest_side"]:
         size = None  # no smaller than the frame: the op runs at full size
@@ -567,8 +598,11 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
             return None
         cpu_ratio *= _beyond_noise(ratio["cpu"])
         wall_ratio *= _beyond_noise(ratio["wall"])
+    step = {"cpu": 0.0, "wall": 0.0} if temporal == "none" else entry.get("temporal", {}).get(temporal)
+    if step is None:
+        return None
     reference = entry["settings"]["max_size=None"]
-    cpu, wall = setting["cpu"] * cpu_ratio, setting["wall"] * wall_ratio
+    cpu, wall = setting["cpu"] * cpu_ratio + step["cpu"], setting["wall"] * wall_ratio + step["wall"]
     # all cores busy: the node's measured rate, scaled by how much less (or more) each frame costs; on a
     # GPU the device's time per frame sets the pace, on a CPU the CPU time
     per_frame, reference_per_frame = (wall, reference["wall"]) if entry["device"] == "cuda" else (cpu, reference["cpu"])
@@ -578,7 +612,7 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
                    node_fps=node_fps, decode_per_frame=setting["decode"] * scale,
                    ops_per_frame=setting["ops"] * scale * wall_ratio, encode_per_frame=setting["encode"] * scale,
                    quality_psnr=entry["quality_psnr"].get(f"max_size={size}"), device=entry["device"],
-                   measured=measured)
+                   measured=measured, temporal_per_frame=step["cpu"] * scale)
 
 
 def _beyond_noise(ratio: float) -> float:
