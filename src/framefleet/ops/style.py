@@ -33,7 +33,7 @@ from framefleet.ops.base import Device, Knob
 from framefleet.ops.images import fit_within, resize, to_uint8
 from framefleet.ops.onnx_session import BoundSession, OnnxOp
 from framefleet.ops.runtime_choice import gate_frames
-from framefleet.ops.runtimes import Engine
+from framefleet.ops.runtimes import REFERENCE, Engine, open_engine
 
 NUM_STYLES = 26
 ARBITRARY_SIZE = 384
@@ -152,10 +152,10 @@ class StyleTransferOp(OnnxOp):
                                       "style model multistyle26")
             self._builtin_session = BoundSession(engine, device, constants={"style_weights": self._weights})
             return
-        painting = load_style_image(self.style_image)
-        predictor = self.open_engine(model_path("arbitrary_predict"), device, lambda: _predictor_feeds(painting),
-                                     "style model arbitrary_predict")
-        self._style_vector = style_vector(predictor, painting)
+        # the predictor runs once, on onnxruntime fp32: its small errors grow through the transform (the gate
+        # passed OpenVINO bf16 on the style vector, which left the frames 7 levels off on average)
+        predictor = open_engine(model_path("arbitrary_predict"), device, REFERENCE)
+        self._style_vector = style_vector(predictor, load_style_image(self.style_image))
         self._sessions["arbitrary_transform"] = self.open_engine(
             model_path("arbitrary_transform"), device, self._arbitrary_sample, "style model arbitrary_transform")
 
@@ -232,16 +232,11 @@ def _arbitrary_input(frame: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     return reflect_pad(resize(frame, w, h).astype(np.float32) / 255.0, ARBITRARY_SIZE, ARBITRARY_SIZE), (w, h)
 
 
-def _predictor_feeds(painting: Image.Image) -> dict[str, np.ndarray]:
-    """The style predictor's input for a painting: its centre square, 256 x 256, in [0, 1]."""
+def style_vector(predictor: Engine, painting: Image.Image) -> np.ndarray:
+    """The 100-number style vector of a painting: centre square, 256 x 256, through the predictor."""
     side = min(painting.size)
     left, top = (painting.width - side) // 2, (painting.height - side) // 2
     square = painting.crop((left, top, left + side, top + side)).resize(
         (STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE), Image.LANCZOS
     )
-    return {PREDICTOR_INPUT: (np.asarray(square, dtype=np.float32) / 255.0)[None]}
-
-
-def style_vector(predictor: Engine, painting: Image.Image) -> np.ndarray:
-    """The 100-number style vector of a painting, through the predictor."""
-    return predictor.run(None, _predictor_feeds(painting))[0]
+    return predictor.run(None, {PREDICTOR_INPUT: (np.asarray(square, dtype=np.float32) / 255.0)[None]})[0]
