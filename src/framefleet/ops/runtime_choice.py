@@ -120,10 +120,13 @@ def select_engine(model: Path | bytes, device: Device, runtime: str, precision: 
         except EngineError as exc:
             raise OpError(f"{what}: {candidates[0].runtime} cannot compile it ({exc}); "
                           "use --runtime onnxruntime") from None
-    trials = _profile(model, device, candidates, sample, what)
-    passed = [t for t in trials if t.rejected is None and t.choice in {str(c) for c in candidates}]
-    best = max(passed, key=lambda t: t.rate) if passed else None
-    chosen = next((c for c in candidates if best is not None and str(c) == best.choice), REFERENCE)
+    trials = [t for t in _profile(model, device, candidates, sample, what) if t.choice in {str(c) for c in candidates}]
+    passed = [t for t in trials if t.rejected is None]
+    if not passed:  # only with an explicit runtime: under auto, onnxruntime fp32 is a candidate and the reference
+        reasons = "; ".join(f"{t.choice} rejected: {t.rejected}" for t in trials)
+        raise OpError(f"{what}: --runtime {runtime}: {reasons}; use --runtime onnxruntime")
+    best = max(passed, key=lambda t: t.rate)
+    chosen = next(c for c in candidates if str(c) == best.choice)
     try:
         return open_engine(model, device, chosen)
     except EngineError as exc:

@@ -138,7 +138,7 @@ class OpenVinoEngine:
             network = core.read_model(model if isinstance(model, bytes) else str(model))
             self._compiled = core.compile_model(network, "CPU", config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
-            raise EngineError(_first_line(exc)) from None
+            raise EngineError(_one_line(exc)) from None
         self._request = self._compiled.create_infer_request()
         self._outputs = {port.get_any_name(): port for port in self._compiled.outputs}
 
@@ -148,8 +148,8 @@ class OpenVinoEngine:
         return [results[self._outputs[name]] for name in names]
 
 
-def _first_line(exc: BaseException) -> str:
-    """A runtime's error as one short line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = next((line for line in lines if not re.match(r"^(Exception from|Check |\[)", line)), lines[0] if lines else "")
-    return (text or type(exc).__name__)[:300]
+def _one_line(exc: BaseException) -> str:
+    """A runtime's error as one short line, without its source locations."""
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and not re.match(r"^(Exception from|Check '|Summary:|To facilitate)", line.strip())]
+    return (" ".join(lines) or type(exc).__name__)[:300]
