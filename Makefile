@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-jobs bench-plan bench-ray bench-storage bench-faces bench-codecs bench-chaos clean
+.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-runtimes bench-jobs bench-plan bench-ray bench-storage bench-faces bench-codecs bench-chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ test-browser: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/stylize.py
+
+# onnxruntime fp32 against OpenVINO fp32, bf16 and int8, model only and `stylize` end to end (docs/benchmarks.md).
+bench-runtimes: $(STAMP)
+	$(BIN)/python benchmarks/runtimes.py
 
 bench-jobs: $(STAMP)
 	$(BIN)/python benchmarks/jobs.py

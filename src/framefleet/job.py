@@ -49,6 +49,8 @@ class JobResult:
     """Videos left out because their names cannot be mirrored under the output root: URI -> reason."""
     damaged: list[Damage] = field(default_factory=list)
     """Items done from partly damaged inputs (every frame that decodes kept), with what was damaged."""
+    runtimes: list[str] = field(default_factory=list)
+    """What ran the ops' models in the done tasks ("style: openvino bf16"), each once."""
 
     @property
     def exit_code(self) -> int:
@@ -125,7 +127,7 @@ def run(
         return JobResult(job_dir=place.path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
                          seconds=time.perf_counter() - started, interrupted=interrupted,
                          skipped=found.skipped if found else [], refused=found.refused if found else {},
-                         damaged=ledger.damaged())
+                         damaged=ledger.damaged(), runtimes=ledger.runtimes())
 
 
 @dataclass

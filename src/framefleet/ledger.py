@@ -705,6 +705,14 @@ class Ledger:
         )
         return [Damage(uri=r["uri"], seq=r["seq"], **json.loads(r["damage"])) for r in rows]
 
+    def runtimes(self) -> list[str]:
+        """What ran the models of the done tasks ("style: openvino bf16"), each once, in the order first seen."""
+        rows = self._db.execute(
+            "SELECT DISTINCT json_extract(result, '$.runtime') AS runtime FROM tasks WHERE state = 'done' "
+            "AND json_extract(result, '$.runtime') IS NOT NULL ORDER BY rowid"
+        )
+        return [r["runtime"] for r in rows]
+
     def item_metrics(self) -> list[ItemMetrics]:
         """Per-item totals of the per-task metrics. Bytes are the video's, not the sum of its tasks' (a split
         video's segments read the input again and write parts that the join reads and writes once more):

@@ -52,9 +52,9 @@ from framefleet.yaml_files import read_yaml_mapping
 
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
 _PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal", "temporal_strength", "strict", "limits"}
-_ALL_STEPS_KEYS = {"device"}
-"""Options given beside `steps` that apply to every step (device: every step that can use a GPU); any other
-goes to the first step that takes it."""
+_ALL_STEPS_KEYS = {"device", "runtime", "precision"}
+"""Options given beside `steps` that apply to every step that takes them (device: every step that can use a
+GPU; runtime, precision: every step that runs an ONNX model); any other goes to the first step that takes it."""
 
 
 @dataclass(frozen=True)

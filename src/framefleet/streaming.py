@@ -33,7 +33,7 @@ from framefleet.batch import FrameBatch
 from framefleet.errors import CorruptVideoError, OptionError, OutputError
 from framefleet.limits import InputLimits
 from framefleet.ops.base import Device, Op
-from framefleet.ops.chain import chain_output_size, run_chain
+from framefleet.ops.chain import chain_output_size, run_chain, step_names
 from framefleet.records import RecordsWriter
 from framefleet.temporal import (BlendStep, TemporalBlend, check_mode, check_strength, default_mode, flow_size,
                                  preroll_frames, temporal_filter)
@@ -143,6 +143,8 @@ class StreamResult:
     """Decoded frames dropped because their timestamp went back before an earlier frame's."""
     colour: str = ""
     """The input's picture and the output's (`ColourPlan.describe`), e.g. "HDR PQ 10-bit -> SDR 8-bit (tone-mapped)"."""
+    runtime: str = ""
+    """What ran the ops' models, by step ("style: openvino bf16"; empty when no op runs a model)."""
 
     @property
     def fps(self) -> float:
@@ -252,6 +254,9 @@ class FrameProcessor:
                 for op in chain:
                     op.setup(self.plan.device)
                 self._instances.put(chain)
+            self.runtime = "; ".join(f"{name}: {op.runtime_used()}" for name, op in zip(step_names(chain), chain)
+                                     if op.runtime_used())
+            """What runs the ops' models, by step ("style: openvino bf16"; "" when none runs one)."""
         except BaseException:
             self.close()
             raise
@@ -361,6 +366,7 @@ class FrameProcessor:
             step_seconds=dict(timers.steps),
             sessions=self.plan.sessions,
             device=self.plan.device.kind,
+            runtime=self.runtime,
             carried=writer.carried if writer is not None else [],
             records=recorder.rows if recorder is not None else 0,
             decoder=reader.decoder,

@@ -159,6 +159,8 @@ def run_task(
                               "output": destination if video is not None else records_uri(destination)}
     if records is not None:
         result["records"] = stream.records
+    if stream.runtime:  # what ran the models, kept in the ledger with the task's result
+        result["runtime"] = stream.runtime
     if stream.damaged:  # kept in the ledger with the task's result
         result["damage"] = {"summary": stream.damage(), "frames_claimed": stream.frames_claimed,
                             "decode_errors": stream.decode_errors, "frames_dropped": stream.frames_dropped,

@@ -131,7 +131,7 @@ def test_each_output_frame_is_the_model_output_of_the_input_frame(stylized, clip
 def test_a_lossless_output_holds_exactly_the_model_output_of_each_input_frame(clip, tmp_path):
     output = tmp_path / "lossless.mp4"
     result = cli("stylize", clip, "-o", output, "--style", "3:0.5,12:0.5", "--crf", "0", "--temporal", "none",
-                 "--quiet")
+                 "--runtime", "onnxruntime", "--quiet")
     assert result.exit_code == 0, result.output
     weights = style_weights({3: 0.5, 12: 0.5})
     for i, (original, styled) in enumerate(zip(decoded_rgb(clip), decoded_rgb(output), strict=True)):

@@ -138,34 +138,34 @@ def test_an_unreadable_style_image_fails_when_the_op_is_built(tmp_path):
     [("7", {7: 1.0}), ("3:0.5,12:0.5", {3: 0.5, 12: 0.5}), ("0:1,25:3", {0: 1.0, 25: 3.0})],
 )
 def test_builtin_styles_match_onnxruntime_and_the_reference(frame, reference, spec, blend):
-    out = stylize(StyleTransferOp(style=spec, device="cpu"), frame)[0]
+    out = stylize(StyleTransferOp(style=spec, device="cpu", runtime="onnxruntime"), frame)[0]
     assert level_diff(out, multistyle(frame, style_weights(blend)))[0] <= 1
     assert level_diff(out, np.asarray(reference.stylize(frame, style=spec, max_size=None)))[0] <= 1
 
 
 def test_a_stylized_frame_differs_clearly_from_the_input(frame):
-    out = stylize(StyleTransferOp(style="7", device="cpu"), frame)[0]
+    out = stylize(StyleTransferOp(style="7", device="cpu", runtime="onnxruntime"), frame)[0]
     assert level_diff(out, frame)[1] > 20
 
 
 def test_different_styles_give_different_pictures(frame):
-    a, = stylize(StyleTransferOp(style="7", device="cpu"), frame)
-    b, = stylize(StyleTransferOp(style="12", device="cpu"), frame)
+    a, = stylize(StyleTransferOp(style="7", device="cpu", runtime="onnxruntime"), frame)
+    b, = stylize(StyleTransferOp(style="12", device="cpu", runtime="onnxruntime"), frame)
     assert level_diff(a, b)[1] > 10
 
 
 def test_strength_blends_the_pixels_with_the_original(frame, reference):
     full = multistyle(frame, style_weights({7: 1.0}))
-    half = stylize(StyleTransferOp(style="7", strength=0.5, device="cpu"), frame)[0]
+    half = stylize(StyleTransferOp(style="7", strength=0.5, device="cpu", runtime="onnxruntime"), frame)[0]
     expected = np.asarray(reference.stylize(frame, style="7", strength=0.5, max_size=None))
     assert level_diff(half, expected)[0] <= 1
     mixed = (0.5 * full.astype(np.float32) + 0.5 * frame.astype(np.float32) + 0.5).astype(np.uint8)
     assert level_diff(half, mixed)[0] <= 1
-    assert np.array_equal(stylize(StyleTransferOp(style="7", strength=0.0, device="cpu"), frame)[0], frame)
+    assert np.array_equal(stylize(StyleTransferOp(style="7", strength=0.0, device="cpu", runtime="onnxruntime"), frame)[0], frame)
 
 
 def test_a_style_image_matches_the_reference(frame, reference, painting):
-    out = stylize(StyleTransferOp(style_image=painting, device="cpu"), frame)[0]
+    out = stylize(StyleTransferOp(style_image=painting, device="cpu", runtime="onnxruntime"), frame)[0]
     expected = np.asarray(reference.stylize_with(frame, painting, max_size=None))
     assert level_diff(out, expected)[0] <= 2
     assert level_diff(out, frame)[1] > 20
@@ -173,21 +173,21 @@ def test_a_style_image_matches_the_reference(frame, reference, painting):
 
 
 def test_a_style_image_overrides_the_style_spec(frame, painting):
-    with_spec, = stylize(StyleTransferOp(style="12", style_image=painting, device="cpu"), frame)
-    without, = stylize(StyleTransferOp(style_image=painting, device="cpu"), frame)
+    with_spec, = stylize(StyleTransferOp(style="12", style_image=painting, device="cpu", runtime="onnxruntime"), frame)
+    without, = stylize(StyleTransferOp(style_image=painting, device="cpu", runtime="onnxruntime"), frame)
     assert level_diff(with_spec, without)[0] <= 1
 
 
 def test_max_size_caps_what_the_model_sees_and_keeps_the_frame_size(reference):
     big = picture(5, 160, 120)
-    out = stylize(StyleTransferOp(style="7", max_size=64, device="cpu"), big)[0]
+    out = stylize(StyleTransferOp(style="7", max_size=64, device="cpu", runtime="onnxruntime"), big)[0]
     assert out.shape == big.shape
     small = reference.stylize(big, style="7", max_size=64)
     assert small.size == (64, 48)
     # the result is scaled back to the frame's size bilinearly, inside the model's graph
     assert level_diff(out, np.asarray(small.resize((160, 120), Image.BILINEAR)))[0] <= 2
     # a cap the frame already fits in changes nothing
-    roomy = stylize(StyleTransferOp(style="7", max_size=160, device="cpu"), big)[0]
+    roomy = stylize(StyleTransferOp(style="7", max_size=160, device="cpu", runtime="onnxruntime"), big)[0]
     assert level_diff(roomy, multistyle(big, style_weights({7: 1.0})))[0] <= 1
 
 
@@ -196,14 +196,14 @@ def test_max_size_caps_what_the_model_sees_and_keeps_the_frame_size(reference):
 )
 def test_tiny_and_odd_sizes_are_padded_for_the_model_and_cropped_back(width, height):
     tiny = picture(2, width, height)
-    out = stylize(StyleTransferOp(style="7", device="cpu"), tiny)[0]
+    out = stylize(StyleTransferOp(style="7", device="cpu", runtime="onnxruntime"), tiny)[0]
     assert out.shape == (height, width, 3)
     assert level_diff(out, multistyle(tiny, style_weights({7: 1.0})))[0] <= 1
 
 
 def test_each_frame_of_a_batch_is_stylized_on_its_own(frame):
     frames = [picture(i, 96, 72) for i in (0, 6, 12)]
-    together = stylize(StyleTransferOp(style="7", device="cpu", batch_size=4), *frames)
+    together = stylize(StyleTransferOp(style="7", device="cpu", runtime="onnxruntime", batch_size=4), *frames)
     for i, single in enumerate(frames):
         assert level_diff(together[i], multistyle(single, style_weights({7: 1.0})))[0] <= 1
     assert level_diff(together[0], together[2])[1] > 5
@@ -218,7 +218,7 @@ def test_the_op_pickles_before_setup_and_works_after(frame, kind, painting):
         fields = {"style": "3:0.5,12:0.5", "strength": 0.8, "max_size": 64}
     else:
         fields = {"style_image": painting}
-    op = StyleTransferOp(device="cpu", batch_size=2, **fields)
+    op = StyleTransferOp(device="cpu", runtime="onnxruntime", batch_size=2, **fields)
     clone = pickle.loads(pickle.dumps(op))
     assert clone.params() == op.params()
     assert copy.deepcopy(op).params() == op.params()

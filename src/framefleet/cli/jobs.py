@@ -46,8 +46,8 @@ WorkerNetwork = Annotated[str, typer.Option(
 
 @app.command()
 @options.with_pipeline_flags("op", "param", "model", "style", "style_image", "strength", "max_size", "device",
-                             "batch_size", "crf", "preset", "codec", "hdr", "temporal", "temporal_strength",
-                             "strict", "limit")
+                             "runtime", "precision", "batch_size", "crf", "preset", "codec", "hdr", "temporal",
+                             "temporal_strength", "strict", "limit")
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, @list.txt, or - for a list on stdin.",
                                                 show_default=False)],
@@ -259,7 +259,8 @@ def _finish(result: JobResult, as_json: bool) -> None:
         out.print_json(json.dumps({"job_dir": str(result.job_dir), "counts": result.counts, "frames": result.frames,
                                    "seconds": round(result.seconds, 3), "interrupted": result.interrupted,
                                    "failures": [asdict(f) for f in result.failures], "skipped": result.skipped,
-                                   "refused": result.refused, "damaged": [asdict(d) for d in result.damaged]}))
+                                   "refused": result.refused, "damaged": [asdict(d) for d in result.damaged],
+                                   "runtimes": result.runtimes}))
     else:
         counts = result.counts
         err.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "

@@ -29,6 +29,12 @@ StyleImage = Annotated[Optional[Path], typer.Option(help="Any picture to use as 
 Strength = Annotated[Optional[float], typer.Option(help="0 keeps the original, 1 is the full style (default 1).")]
 MaxSize = Annotated[Optional[int], typer.Option(help="Longest side the model sees; output keeps the input size.")]
 Device = Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (default auto).")]
+Runtime = Annotated[Optional[str], typer.Option(
+    help="What runs the model: auto (the fastest on this machine that passes the quality gate; default), onnxruntime "
+         "or openvino (CPU; pip install \"framefleet[openvino]\").")]
+Precision = Annotated[Optional[str], typer.Option(
+    help="The model's arithmetic: auto (default, with --runtime auto), fp32, or bf16 (OpenVINO, on CPUs with "
+         "AVX-512 BF16 or AMX).")]
 BatchSize = Annotated[Optional[int], typer.Option(help="Frames per model call (default 4).")]
 Crf = Annotated[Optional[int], typer.Option(help="H.264 quality: 0-51, lower is better (default 20).")]
 Codec = Annotated[Optional[str], typer.Option(
@@ -92,7 +98,8 @@ def key_values(items: list[str] | None, flag: str, example: str) -> dict[str, An
 PIPELINE_FLAGS: dict[str, tuple[Any, Any]] = {
     "op": (Op, None), "param": (Param, None), "model": (Model, None), "style": (Style, None),
     "style_image": (StyleImage, None), "strength": (Strength, None), "max_size": (MaxSize, None),
-    "device": (Device, None), "batch_size": (BatchSize, None), "crf": (Crf, None), "preset": (Preset, None),
+    "device": (Device, None), "runtime": (Runtime, None), "precision": (Precision, None),
+    "batch_size": (BatchSize, None), "crf": (Crf, None), "preset": (Preset, None),
     "codec": (Codec, None), "hdr": (Hdr, None), "temporal": (Temporal, None),
     "temporal_strength": (TemporalStrength, None), "strict": (Strict, False), "limit": (Limit, None),
 }

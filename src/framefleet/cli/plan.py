@@ -29,7 +29,8 @@ Refresh = Annotated[bool, typer.Option("--refresh", help="Measure again even whe
 ProfileDir = Annotated[Optional[Path], typer.Option(help="Where profiles are cached (default ~/.cache/framefleet/profiles).")]
 
 
-PROFILED_FLAGS = ("op", "param", "model", "style", "style_image", "strength", "device", "batch_size", "crf", "preset")
+PROFILED_FLAGS = ("op", "param", "model", "style", "style_image", "strength", "device", "runtime",
+                  "precision", "batch_size", "crf", "preset")
 """The pipeline flags of `plan` and `profile` (their own `--max-size`, `--threads` fix a knob instead)."""
 
 

@@ -27,8 +27,9 @@ from framefleet.video.synth import ClipSpec, write_clip
 
 
 @app.command()
-@options.with_pipeline_flags("style", "style_image", "strength", "max_size", "device", "batch_size", "crf", "preset",
-                             "codec", "hdr", "temporal", "temporal_strength", "strict", "limit")
+@options.with_pipeline_flags("style", "style_image", "strength", "max_size", "device", "runtime", "precision",
+                             "batch_size", "crf", "preset", "codec", "hdr", "temporal", "temporal_strength", "strict",
+                             "limit")
 def stylize(
     input: Annotated[str, typer.Argument(help="Video to stylize: a path or a store URI (az://, s3://, gs://, https://).",
                                          show_default=False)],
@@ -226,6 +227,7 @@ def _result_dict(result: StreamResult) -> dict[str, Any]:
         "encode_seconds": round(result.encode_seconds, 3),
         "sessions": result.sessions,
         "device": result.device,
+        "runtime": result.runtime,
         "decoder": result.decoder,
         "encoder": result.encoder,
         "temporal": result.temporal,

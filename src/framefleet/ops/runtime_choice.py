@@ -1,0 +1,220 @@
+"""Which runtime and precision a model runs on: what the user asked, or under `auto` the fastest that passes
+the quality gate on this machine.
+
+Every candidate (onnxruntime fp32; OpenVINO fp32 and, where the CPU has it, bf16) runs the model on the
+gate frames (`gate_frames`) and is compared with onnxruntime fp32: PSNR and mean absolute difference, in
+levels of 255 over the reference output's range (pixel levels for a uint8 image output). A candidate must
+pass its precision's `GATES`; `auto` takes the fastest that passes. The profile is kept in framefleet's
+cache per model, threads and machine (CPU model, runtime versions), so a machine measures it once. A model
+OpenVINO cannot compile falls back to onnxruntime fp32 under `auto`, with the reason logged; asked for
+explicitly it is a one-line error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from framefleet.cache import cache_dir
+from framefleet.errors import DeviceUnavailableError, OpError
+from framefleet.ops.base import Device
+from framefleet.ops.runtimes import (
+    INSTALL_HINT,
+    REFERENCE,
+    Choice,
+    Engine,
+    EngineError,
+    check_choice,
+    cpu_name,
+    cpu_precisions,
+    open_engine,
+    openvino_installed,
+    require_openvino,
+)
+from framefleet.temporary import write_text_atomically
+
+log = logging.getLogger(__name__)
+
+PROFILE_FORMAT = 1
+"""Bumped when the profile's measurement changes, so older cached profiles are measured afresh."""
+TIMED_RUNS = 3
+GATE_SIZE = (640, 360)
+"""Width and height of the gate frames (the rate of a model at this size ranks runtimes as at 720p)."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The least quality a precision must keep against onnxruntime fp32."""
+
+    max_mad: float
+    """Mean absolute difference, levels of 255."""
+    min_psnr: float
+    """dB."""
+
+
+GATES = {"fp32": Gate(max_mad=0.1, min_psnr=50.0), "bf16": Gate(max_mad=1.0, min_psnr=35.0)}
+"""Measured on framefleet's style model (docs/benchmarks.md, runtimes): OpenVINO fp32 0.002 levels; bf16 0.3-0.7
+levels on the gate frames and 0.3-1.4 on real footage, by style."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate on the gate frames: runs per second, quality against the reference, and why it was
+    rejected (None: it passed)."""
+
+    choice: str
+    rate: float
+    psnr: float
+    mad: float
+    rejected: str | None = None
+
+
+def gate_frames(count: int = 2) -> np.ndarray:
+    """count x 360 x 640 x 3 uint8 frames every gate runs on: framefleet's synthetic picture with a fixed
+    fine-grained texture. The texture matters: on the bare picture's flat fields the style model's bf16
+    error is 2-18x what it is on real footage, with it the same (docs/benchmarks.md, runtimes)."""
+    from PIL import Image, ImageFilter
+
+    from framefleet.video.synth import picture
+
+    width, height = GATE_SIZE
+    noise = np.random.default_rng(25).normal(128.0, 40.0, (height, width)).clip(0, 255).astype(np.uint8)
+    texture = np.asarray(Image.fromarray(noise).filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32) - 128.0
+    return np.stack([(picture(index * 24, width, height) + 1.5 * texture[..., None]).clip(0, 255).astype(np.uint8)
+                     for index in range(count)])
+
+
+def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tuple[float, float]:
+    """(PSNR dB, mean absolute difference) of `candidate`'s outputs against `reference`'s, both in levels of
+    255 over the reference's value range (uint8 outputs: pixel levels)."""
+    errors = []
+    for ref, out in zip(reference, candidate):
+        ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
+        span = 255.0 if ref.dtype == np.uint8 else float(ref64.max() - ref64.min()) or 1.0
+        errors.append(np.abs(out64 - ref64).ravel() * (255.0 / span))
+    diff = np.concatenate(errors)
+    mse = float(np.mean(diff ** 2))
+    psnr = 10 * np.log10(255.0 ** 2 / mse) if mse > 0 else float("inf")
+    return float(psnr), float(diff.mean())
+
+
+def select_engine(model: Path | bytes, device: Device, runtime: str, precision: str,
+                  sample: Callable[[], dict[str, np.ndarray]], what: str) -> Engine:
+    """The engine to run `model` (`what` names it in messages) on `device`: the runtime and precision asked
+    for, or under auto the fastest candidate that passes the gate on `sample()`'s inputs."""
+    check_choice(runtime, precision)
+    candidates = _candidates(runtime, precision, device)
+    if len(candidates) == 1:
+        try:
+            return open_engine(model, device, candidates[0])
+        except EngineError as exc:
+            raise OpError(f"{what}: {candidates[0].runtime} cannot compile it ({exc}); "
+                          "use --runtime onnxruntime") from None
+    trials = [t for t in _profile(model, device, candidates, sample, what) if t.choice in {str(c) for c in candidates}]
+    passed = [t for t in trials if t.rejected is None]
+    if not passed:  # only with an explicit runtime: under auto, onnxruntime fp32 is a candidate and the reference
+        reasons = "; ".join(f"{t.choice} rejected: {t.rejected}" for t in trials)
+        raise OpError(f"{what}: --runtime {runtime}: {reasons}; use --runtime onnxruntime")
+    best = max(passed, key=lambda t: t.rate)
+    chosen = next(c for c in candidates if str(c) == best.choice)
+    try:
+        return open_engine(model, device, chosen)
+    except EngineError as exc:
+        log.warning("%s: %s cannot compile it (%s); running onnxruntime fp32", what, chosen, exc)
+        return open_engine(model, device, REFERENCE)
+
+
+def _candidates(runtime: str, precision: str, device: Device) -> list[Choice]:
+    """The choices `runtime` and `precision` allow on `device` (fully explicit: one)."""
+    if runtime == "openvino":
+        require_openvino()
+    if device.kind == "cuda":  # the GPU path stays on onnxruntime CUDA
+        if runtime == "openvino" or precision == "bf16":
+            raise DeviceUnavailableError(f"--runtime {runtime} --precision {precision}: on CUDA framefleet runs "
+                                         "onnxruntime fp32; use --device cpu")
+        return [REFERENCE]
+    choices = [REFERENCE] if runtime in ("auto", "onnxruntime") else []
+    if runtime in ("auto", "openvino") and openvino_installed():
+        choices += [Choice("openvino", p) for p in cpu_precisions()]
+    allowed = [c for c in choices if precision in ("auto", c.precision)]
+    if not allowed:  # bf16 asked for, with OpenVINO missing or a CPU without bf16
+        reason = INSTALL_HINT if not openvino_installed() else f"this CPU ({cpu_name()}) has no bf16"
+        raise DeviceUnavailableError(f"--precision {precision}: no runtime here runs it ({reason})")
+    return allowed
+
+
+def _profile(model: Path | bytes, device: Device, candidates: list[Choice],
+             sample: Callable[[], dict[str, np.ndarray]], what: str) -> list[Trial]:
+    """The trials of `candidates` (and the reference) on this machine: from the cache, else measured once
+    (one process at a time: a lock file keeps parallel workers from timing each other)."""
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
+    feeds = sample()
+    digest = hashlib.sha256(data)
+    for name in sorted(feeds):  # the inputs too: a style's weights change its error
+        digest.update(name.encode() + np.ascontiguousarray(feeds[name]).tobytes())
+    names = sorted({str(c) for c in [REFERENCE, *candidates]})
+    key = hashlib.sha256(json.dumps([digest.hexdigest(), device.threads, names, _machine(),
+                                     PROFILE_FORMAT]).encode()).hexdigest()[:20]
+    target = cache_dir("runtimes") / f"profile-{key}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            trials = [Trial(**t) for t in json.loads(target.read_text())]
+            log.info("%s: runtime profile from %s", what, target)
+        except (OSError, ValueError, TypeError):
+            trials = _measure(data, device, [REFERENCE, *[c for c in candidates if c != REFERENCE]], feeds)
+            write_text_atomically(target, json.dumps([asdict(t) for t in trials], indent=1))
+    for trial in trials:
+        log.log(logging.WARNING if trial.rejected and "compile" in trial.rejected else logging.INFO,
+                "%s: %s %.2f runs/s, PSNR %.1f dB, MAD %.3f levels%s", what, trial.choice, trial.rate, trial.psnr,
+                trial.mad, f"; rejected: {trial.rejected}" if trial.rejected else "")
+    return trials
+
+
+def _measure(model: bytes, device: Device, choices: list[Choice], feeds: dict[str, np.ndarray]) -> list[Trial]:
+    """Run each choice on `feeds` (the first is the reference): median rate of `TIMED_RUNS` after a warm
+    run, and its quality against the reference's outputs."""
+    trials, reference = [], None
+    for choice in choices:
+        try:
+            engine = open_engine(model, device, choice)
+        except EngineError as exc:
+            trials.append(Trial(str(choice), 0.0, 0.0, float("inf"), f"cannot compile it: {exc}"))
+            continue
+        outputs = engine.run(None, feeds)
+        times = []
+        for _ in range(TIMED_RUNS):
+            started = time.perf_counter()
+            engine.run(None, feeds)
+            times.append(time.perf_counter() - started)
+        reference = reference if reference is not None else outputs
+        psnr, mad = compare(reference, outputs)
+        gate = GATES[choice.precision]
+        rejected = (None if mad <= gate.max_mad and psnr >= gate.min_psnr
+                    else f"fails the {choice.precision} gate (MAD <= {gate.max_mad}, PSNR >= {gate.min_psnr} dB)")
+        trials.append(Trial(str(choice), 1.0 / statistics.median(times), min(psnr, 999.0), mad, rejected))
+    return trials
+
+
+@cache
+def _machine() -> list[str]:
+    """What a profile depends on besides the model: the CPU and the runtimes' versions."""
+    import onnxruntime
+
+    versions = [onnxruntime.__version__]
+    if openvino_installed():
+        import openvino
+
+        versions.append(openvino.__version__)
+    return [cpu_name() or "unknown CPU", *versions]

@@ -1,0 +1,155 @@
+"""Model runtimes behind the ONNX ops: onnxruntime (CPU, CUDA) or OpenVINO (CPU), at a chosen precision.
+
+An `Engine` runs one ONNX model the way an onnxruntime session does (`run(outputs, feeds)`, the outputs in
+the model's order), so the ops above it do not care which runtime it is. OpenVINO comes from the
+`framefleet[openvino]` extra (the `openvino` wheel; never `onnxruntime-openvino` beside `onnxruntime`).
+
+Each op instance compiles its own OpenVINO model with the instance's threads and core pinning off: two
+one-thread models pinned by OpenVINO landed on one core and ran at half speed (docs/benchmarks.md,
+runtimes), while unpinned ones run as fast as one compiled model with a stream per core. Precision is
+OpenVINO's `INFERENCE_PRECISION_HINT`: fp32, or bf16 where the CPU has it (AVX-512 BF16, AMX).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from framefleet.errors import DeviceUnavailableError, OptionError
+from framefleet.ops.base import Device
+
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16")
+INSTALL_HINT = 'pip install "framefleet[openvino]"'
+_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A concrete runtime and precision."""
+
+    runtime: str
+    precision: str
+
+    def __str__(self) -> str:
+        return f"{self.runtime} {self.precision}"
+
+
+REFERENCE = Choice("onnxruntime", "fp32")
+"""What every other choice is compared with."""
+
+
+class Engine(Protocol):
+    """One loaded model, run like an onnxruntime session."""
+
+    choice: Choice
+
+    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The named outputs (None: all, in the model's order) for these inputs."""
+
+
+class EngineError(Exception):
+    """A runtime could not load or compile a model (the message is its reason, one line)."""
+
+
+def check_choice(runtime: str, precision: str) -> None:
+    """Refuse unknown names and combinations no runtime offers (OptionError, one line)."""
+    if runtime not in RUNTIMES:
+        raise OptionError(f"--runtime must be {', '.join(RUNTIMES)}; got {runtime!r}")
+    if precision not in PRECISIONS:
+        raise OptionError(f"--precision must be {', '.join(PRECISIONS)}; got {precision!r}")
+    if runtime == "onnxruntime" and precision == "bf16":
+        raise OptionError("--precision bf16 runs on OpenVINO; use --runtime openvino or auto "
+                          "(onnxruntime runs fp32 on the CPU)")
+
+
+def openvino_installed() -> bool:
+    """Whether the `openvino` package can be imported."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def require_openvino() -> None:
+    """DeviceUnavailableError (one line, with the install command) when OpenVINO is missing."""
+    if not openvino_installed():
+        raise DeviceUnavailableError(f"--runtime openvino: OpenVINO is not installed; {INSTALL_HINT}")
+
+
+@cache
+def _core() -> Any:
+    import openvino
+
+    return openvino.Core()
+
+
+@cache
+def cpu_precisions() -> tuple[str, ...]:
+    """The precisions OpenVINO can run on this CPU (fp32 always; bf16 where the CPU has it)."""
+    capabilities = _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ("fp32", "bf16") if "BF16" in capabilities else ("fp32",)
+
+
+def cpu_name() -> str:
+    """The CPU's model name as OpenVINO reports it ("" without OpenVINO)."""
+    return str(_core().get_property("CPU", "FULL_DEVICE_NAME")) if openvino_installed() else ""
+
+
+def open_engine(model: Path | bytes, device: Device, choice: Choice) -> Engine:
+    """`model` (a file or a serialized model) loaded on `choice`'s runtime at its precision, with
+    `device.threads` threads on the CPU; EngineError when the runtime cannot compile it."""
+    if choice.runtime == "onnxruntime":
+        from framefleet.ops.onnx_session import open_session
+
+        return OrtEngine(open_session(model, device))
+    return OpenVinoEngine(model, device, choice.precision)
+
+
+class OrtEngine:
+    """An onnxruntime session as an engine (it always runs fp32 here)."""
+
+    choice = REFERENCE
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(outputs, feeds)
+
+
+class OpenVinoEngine:
+    """An OpenVINO model compiled for the CPU with one infer request."""
+
+    def __init__(self, model: Path | bytes, device: Device, precision: str) -> None:
+        if device.kind != "cpu":
+            raise OptionError("--runtime openvino runs on the CPU; use --device cpu, or --runtime onnxruntime on CUDA")
+        if precision not in cpu_precisions():
+            raise OptionError(f"--precision {precision}: this CPU ({cpu_name()}) runs OpenVINO at "
+                              f"{' or '.join(cpu_precisions())} only")
+        self.choice = Choice("openvino", precision)
+        core = _core()
+        config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "INFERENCE_NUM_THREADS": max(1, device.threads),
+                  "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        try:
+            network = core.read_model(model if isinstance(model, bytes) else str(model))
+            self._compiled = core.compile_model(network, "CPU", config)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+            raise EngineError(_one_line(exc)) from None
+        self._request = self._compiled.create_infer_request()
+        self._outputs = {port.get_any_name(): port for port in self._compiled.outputs}
+
+    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self._request.infer(feeds)
+        names = list(self._outputs) if outputs is None else outputs
+        return [results[self._outputs[name]] for name in names]
+
+
+def _one_line(exc: BaseException) -> str:
+    """A runtime's error as one short line, without its source locations."""
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and not re.match(r"^(Exception from|Check '|Summary:|To facilitate)", line.strip())]
+    return (" ".join(lines) or type(exc).__name__)[:300]
