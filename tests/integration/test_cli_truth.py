@@ -249,7 +249,7 @@ def test_help_shows_no_value_for_flags():
 
 
 def test_the_frame_counter_shows_a_rate():
-    from framefleet.cli.app import frame_counter, progress_bar
+    from framefleet.cli.progress import frame_counter, progress_bar
 
     with progress_bar(disable=True) as bar:
         advance = frame_counter(bar, "clip", 10)

@@ -21,14 +21,6 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from typer.core import TyperGroup
 
 from framefleet import __version__
@@ -61,7 +53,7 @@ app = typer.Typer(
     cls=_Commands,
     help="Run deep-learning models over videos: frame-exact, streaming, with their audio.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
@@ -139,36 +131,6 @@ def stdout_only_for_the_result(enabled: bool) -> Iterator[None]:
         yield
     finally:
         kept.flush()
-
-
-def progress_bar(disable: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("frames"),
-        TextColumn("{task.fields[fps]:>6.2f} fps"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=disable,
-        transient=True,
-    )
-
-
-def frame_counter(bar: Progress, description: str, total: int | None) -> Callable[[int], None]:
-    """A task on `bar` counting frames; the returned callable adds processed frames and updates the rate."""
-    task = bar.add_task(description, total=total, fps=0.0)
-
-    def advance(frames: int) -> None:
-        bar.advance(task, frames)
-        state = bar.tasks[task]
-        elapsed = state.elapsed or 0.0
-        bar.update(task, fps=state.completed / elapsed if elapsed else 0.0)
-
-    return advance
-
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
+from framefleet.cli.progress import Ticker, progress_mode
 from framefleet.errors import OptionError
 from framefleet.ingest import Existing, IngestProgress, IngestResult
 from framefleet.ingest import ingest as run_ingest
@@ -36,6 +37,7 @@ def ingest(
     storage_options: options.StorageOptions = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    progress: options.ProgressMode = "auto",
 ) -> None:
     """Upload, download or copy a tree of files in parallel; re-run the same command to resume.
 
@@ -47,7 +49,7 @@ def ingest(
         storage.configure(storage.load_options(storage_options))
         existing: Existing = "overwrite" if overwrite else "skip" if skip_existing else "check"
         stop = threading.Event()
-        with _stop_on_signals(stop), _display(disable=quiet or as_json) as on_progress:
+        with _stop_on_signals(stop), _display(progress_mode(progress, quiet=quiet, as_json=as_json)) as on_progress:
             return run_ingest(src, dest, threads=threads, existing=existing, verify=verify,
                               on_progress=on_progress, stop=stop)
 
@@ -84,10 +86,22 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 @contextmanager
-def _display(*, disable: bool) -> Iterator[Callable[[IngestProgress], None] | None]:
-    """A progress bar on stderr (files, MB, MB/s) and the callback that moves it; None when disabled."""
-    if disable:
+def _display(mode: str) -> Iterator[Callable[[IngestProgress], None] | None]:
+    """Progress on stderr as `mode` says (files, MB, MB/s: a bar, lines or JSON objects) and the callback that
+    moves it; None for none."""
+    if mode == "none":
         yield None
+        return
+    if mode != "bar":
+        ticker, last = Ticker(mode), []
+
+        def on_state(state: IngestProgress) -> None:
+            last[:] = [state]
+            ticker.emit(*_state(state))
+
+        yield on_state
+        if last:
+            ticker.emit(*_state(last[0]), final=True)
         return
     progress = Progress(
         TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
@@ -103,3 +117,12 @@ def _display(*, disable: bool) -> Iterator[Callable[[IngestProgress], None] | No
 
     with progress:
         yield on_progress
+
+
+def _state(state: IngestProgress) -> tuple[dict, str]:
+    """An ingest's progress as JSON fields and as a line."""
+    rate = state.bytes_copied / 1e6 / state.seconds if state.seconds > 0 else 0.0
+    fields = {"files_done": state.files_done, "files_total": state.files_total, "bytes_done": state.bytes_done,
+              "bytes_total": state.bytes_total, "mb_per_s": round(rate, 2)}
+    return fields, (f"ingest: files {state.files_done}/{state.files_total}  {state.bytes_done / 1e6:.1f}/"
+                    f"{state.bytes_total / 1e6:.1f} MB  {rate:.1f} MB/s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,6 +17,7 @@ from rich.table import Table
 from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
+from framefleet.cli.progress import Ticker, progress_mode
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import OptionError, OutputError
 from framefleet.job import JobResult, job_settings
@@ -78,6 +79,7 @@ def run(
     remote_read: options.RemoteRead = "auto",
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    progress: options.ProgressMode = "auto",
 ) -> None:
     """Process many videos in parallel; re-run the same command to resume.
 
@@ -104,7 +106,7 @@ def run(
             lambda on_progress: run_job(JobSpec(inputs, output, pipeline, settings), job_dir=job_dir,
                                         on_progress=on_progress, stdin=sys.stdin, handle_signals=True,
                                         prediction=applied.prediction),
-            quiet=quiet or as_json,
+            mode=progress_mode(progress, quiet=quiet, as_json=as_json),
         )
 
     with stdout_only_for_the_result(as_json):
@@ -127,6 +129,7 @@ def retry(
     remote_read: Annotated[Optional[str], typer.Option(help="How workers read videos in a store: auto, range, spool.")] = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    progress: options.ProgressMode = "auto",
 ) -> None:
     """Put a job's failed items back to pending and run the job again, with the engine and settings it
     was run with; a flag given here overrides the stored one."""
@@ -140,7 +143,7 @@ def retry(
                                 remote_read=remote_read)
         return _with_display(
             lambda on_progress: retry_job(job_dir, settings, on_progress=on_progress, handle_signals=True),
-            quiet=quiet or as_json,
+            mode=progress_mode(progress, quiet=quiet, as_json=as_json),
         )
 
     with stdout_only_for_the_result(as_json):
@@ -228,30 +231,51 @@ def report(
     err.print(f"[green]wrote[/] {escape(str(output))}", highlight=False)
 
 
-def _with_display(start, *, quiet: bool) -> JobResult:
-    """Run a job with a live status line (items, frames, fps, ETA, workers) unless quiet."""
-    if quiet:
+def _with_display(start, *, mode: str) -> JobResult:
+    """Run a job showing its state (items, frames, fps, ETA, workers) as `mode` says: a live line (bar), a line
+    every few seconds (lines), JSON objects (json) or nothing (none)."""
+    if mode == "none":
         return start(None)
     began = time.monotonic()
-    with Live(console=err, refresh_per_second=4, transient=True) as live:
+    last: list[EngineProgress] = []
+
+    def state(progress: EngineProgress) -> tuple[dict, str]:
+        elapsed = time.monotonic() - began
+        fps = progress.frames / elapsed if elapsed > 0 else 0.0  # this run's rate
+        done = progress.frames_before + progress.frames
+        about = "~" if progress.unprobed else ""  # some items are not probed yet: their frames are estimated
+        counts = progress.counts
+        eta = (progress.frames_expected - done) / fps if fps > 0 and progress.frames_expected > done else None
+        line = (f"items {counts.get('done', 0)}/{sum(counts.values())} done, {counts.get('failed', 0)} failed  "
+                f"frames {done}/{about}{progress.frames_expected or '?'}  {fps:.1f} fps  "
+                f"workers {progress.busy}/{progress.workers}")
+        if eta is not None:
+            line += f"  ETA {about}{eta:.0f} s"
+        if progress.stopping:
+            line += "  stopping"
+        fields = {"items": counts, "frames": done, "frames_expected": progress.frames_expected,
+                  "estimated": bool(progress.unprobed), "fps": round(fps, 2),
+                  "eta_seconds": None if eta is None else round(eta, 1), "workers_busy": progress.busy,
+                  "workers": progress.workers, "stopping": progress.stopping}
+        return fields, line
+
+    if mode != "bar":
+        ticker = Ticker(mode)
 
         def on_progress(progress: EngineProgress) -> None:
-            elapsed = time.monotonic() - began
-            fps = progress.frames / elapsed if elapsed > 0 else 0.0  # this run's rate
-            done = progress.frames_before + progress.frames
-            about = "~" if progress.unprobed else ""  # some items are not probed yet: their frames are estimated
-            counts = progress.counts
-            total = sum(counts.values())
-            line = (f"items {counts.get('done', 0)}/{total} done, {counts.get('failed', 0)} failed  "
-                    f"frames {done}/{about}{progress.frames_expected or '?'}  {fps:.1f} fps  "
-                    f"workers {progress.busy}/{progress.workers}")
-            if fps > 0 and progress.frames_expected > done:
-                line += f"  ETA {about}{(progress.frames_expected - done) / fps:.0f} s"
-            if progress.stopping:
-                line += "  [yellow]stopping[/]"
-            live.update(line)
+            last[:] = [progress]
+            ticker.emit(*state(progress))
 
-        return start(on_progress)
+        result = start(on_progress)
+        if last:  # the job's own last word on its items (the engine's last report may come before it)
+            ticker.emit(*state(replace(last[0], counts=result.counts)), final=True)
+        return result
+    with Live(console=err, refresh_per_second=4, transient=True) as live:
+
+        def on_live(progress: EngineProgress) -> None:
+            live.update(state(progress)[1])
+
+        return start(on_live)
 
 
 def _finish(result: JobResult, as_json: bool) -> None:

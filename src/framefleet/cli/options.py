@@ -58,7 +58,10 @@ Hdr = Annotated[Optional[str], typer.Option(
 Preset = Annotated[Optional[str], typer.Option(help=f"x264 preset (default veryfast): {', '.join(PRESETS)}.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output if it exists.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display (--progress none).")]
+ProgressMode = Annotated[str, typer.Option(
+    "--progress", help="auto (a bar on a terminal, a line every 5 s elsewhere, none with --json), bar, lines, json "
+                       "(one object per line, every second) or none; all on stderr.")]
 StorageOptions = Annotated[Optional[str], typer.Option(
     envvar="FRAMEFLEET_STORAGE_OPTIONS", show_envvar=False,
     help="Object-store credentials and settings: inline JSON or a JSON/YAML file; per-store when keyed by "

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from framefleet import storage
 from framefleet.cli import options
-from framefleet.cli.app import app, err, frame_counter, guarded, out, progress_bar
+from framefleet.cli.app import app, err, guarded, out
+from framefleet.cli.progress import frame_progress, progress_mode
 from framefleet.errors import FramefleetError, OutputError, StorageError
 from framefleet.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
 from framefleet.memory_budget import fit_stylize
@@ -43,6 +44,7 @@ def stylize(
     remote_read: options.RemoteRead = "auto",
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    progress: options.ProgressMode = "auto",
 ) -> None:
     """Restyle every frame of a video; keep its timing, audio and subtitles."""
 
@@ -63,9 +65,10 @@ def stylize(
         fit = fit_stylize(pipeline, info.width, info.height, sessions,
                           size_fixed=pipeline_flags["max_size"] is not None)
         staging = Path(tempfile.gettempdir()) / "framefleet-staging"
-        with storage.staged_output(output, staging) as target, progress_bar(disable=quiet or as_json) as bar:
+        shown = progress_mode(progress, quiet=quiet, as_json=as_json)
+        with storage.staged_output(output, staging) as target, frame_progress(shown) as start_count:
             check_output_path(source, target)  # before the progress display, so an error is a clean line
-            advance = frame_counter(bar, input.rsplit("/", 1)[-1], info.frame_count_header)
+            advance = start_count(input.rsplit("/", 1)[-1], info.frame_count_header)
             result = process_video(source, target, fit.pipeline.ops, encode=pipeline.encode,
                                    sessions=fit.sessions, video_stream=info.video_index, progress=advance,
                                    temporal=pipeline.temporal, temporal_strength=pipeline.temporal_strength,
@@ -99,6 +102,7 @@ def flicker(
         show_default=False)] = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
+    progress: options.ProgressMode = "auto",
 ) -> None:
     """Measure flicker: the temporal warping error of PROCESSED along INPUT's motion (lower is steadier)."""
 
@@ -107,8 +111,8 @@ def flicker(
         for other in (processed, reference):  # a wrong path is one line, before the progress display
             if other is not None:
                 probe(other, keyframes=False)
-        with progress_bar(disable=quiet or as_json) as bar:
-            advance = frame_counter(bar, input.rsplit("/", 1)[-1], info.frame_count_header)
+        with frame_progress(progress_mode(progress, quiet=quiet, as_json=as_json)) as start_count:
+            advance = start_count(input.rsplit("/", 1)[-1], info.frame_count_header)
             return measure_flicker(input, processed, side=side, reference=reference, progress=advance)
 
     report = guarded(measure)

@@ -13,6 +13,7 @@ OpenVINO's `INFERENCE_PRECISION_HINT`: fp32, or bf16 where the CPU has it (AVX-5
 from __future__ import annotations
 
 import importlib.util
+import threading
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -121,6 +122,10 @@ class OrtEngine:
         return self.session.run(outputs, feeds)
 
 
+_DISPATCH = threading.Lock()
+"""Held while Python copies data into or out of an OpenVINO infer request (see `OpenVinoEngine.run`)."""
+
+
 class OpenVinoEngine:
     """An OpenVINO model compiled for the CPU with one infer request."""
 
@@ -143,9 +148,15 @@ class OpenVinoEngine:
         self._outputs = {port.get_any_name(): port for port in self._compiled.outputs}
 
     def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        results = self._request.infer(feeds)
         names = list(self._outputs) if outputs is None else outputs
-        return [results[self._outputs[name]] for name in names]
+        # OpenVINO's Python side deadlocked when two threads copied inputs at once (two sessions in one
+        # process, each its own compiled model: both stuck in its data dispatcher). Only the copies in and
+        # out are serialised; the inference itself (`wait`, which releases the GIL) runs side by side.
+        with _DISPATCH:
+            self._request.start_async(feeds)
+        self._request.wait()
+        with _DISPATCH:
+            return [self._request.get_tensor(self._outputs[name]).data.copy() for name in names]
 
 
 def _one_line(exc: BaseException) -> str:
