@@ -374,9 +374,10 @@ def report_tables(results: dict[str, Any], style: str) -> None:
     rows = [[label, r["size"], p["mode"], f"{p['strength']:g}", f"{p['flicker']:.2f}", f"{p['high']:.2f}",
              f"{p['median']:.2f}", f"{p['worst']:.2f}", f"{p['ssim_mean']:.3f}"]
             for label, r in results.items() for p in r["sweep"]]
-    print_table("\nStrength sweep (the model's frames replayed through each blend and the encoder)",
-                ["clip", "size", "mode", "strength", "flicker", "high band", "detail", "worst", "SSIM"], rows,
-                right=set(range(3, 9)))
+    if rows:
+        print_table("\nStrength sweep (the model's frames replayed through each blend and the encoder)",
+                    ["clip", "size", "mode", "strength", "flicker", "high band", "detail", "worst", "SSIM"], rows,
+                    right=set(range(3, 9)))
     if "seams" in results.get("synthetic pan 360p", {}):
         r = results["synthetic pan 360p"]
         print(f"\nseams (pan as 1 s segments, bands): error at a seam {r['seams']['seam_mean']:.5f}, inside "

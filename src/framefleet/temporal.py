@@ -42,12 +42,11 @@ CUT_VISIBLE = 0.4
 """Fewer pixels than this share visible in both frames: a scene cut, the blend restarts."""
 TEMPORAL_MODES = ("none", "bands", "blend")
 FINE_SIGMA = 1.4
-"""`bands`: at 640x360, the finest band, below a Gaussian of this many px, is always the current frame's
-(`fine_sigma` at other sizes)."""
+"""`bands`: in frames up to 640x360, the finest band, below a Gaussian of this many px, is always the
+current frame's (`fine_sigma`)."""
 FINE_GROWTH = 0.2
-"""`bands`: above 640x360, the fine band's sigma grows as (frame pixels / 640x360) to this power..."""
+"""`bands`: in larger frames that sigma grows as (frame pixels / 640x360) to this power, up to `FINE_MAX`."""
 FINE_MAX = 2.5
-"""... up to this many px."""
 ENERGY_SIGMA = 6.0
 """`bands`: the mid band's energy is matched over Gaussian windows of this many px."""
 DEFAULT_STRENGTH = {"bands": 0.9, "blend": 0.8}
@@ -273,7 +272,7 @@ class TemporalBlend:
 class BandBlend(TemporalBlend):
     """`bands`: the same steps, applied per band of spatial frequency so the style's detail survives.
 
-    The output splits at Gaussians of `fine_sigma` (1.4 px at 360p, more in larger frames) and `BAND_SIGMA`
+    The output splits at Gaussians of `fine_sigma` (1.4 px up to 360p, more in larger frames) and `BAND_SIGMA`
     px into low (colour, light), mid (brush strokes) and fine (the crispest texture, edges) bands. Low and
     mid each get the running average along the motion; the mid band is then scaled back, locally, to the
     current frame's mid-band energy (averaging strokes that differ from frame to frame would fade them);
