@@ -143,7 +143,12 @@ class OpenVinoEngine:
         self._outputs = {port.get_any_name(): port for port in self._compiled.outputs}
 
     def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        results = self._request.infer(feeds)
+        try:
+            results = self._request.infer(feeds)
+        except RuntimeError as exc:  # OpenVINO reports a refused allocation as a plain failure of its CPU plugin
+            if "allocate" in str(exc).lower() or "cpu_memory" in str(exc):
+                raise MemoryError(_one_line(exc)) from exc
+            raise
         names = list(self._outputs) if outputs is None else outputs
         return [results[self._outputs[name]] for name in names]
 
