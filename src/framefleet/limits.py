@@ -165,9 +165,9 @@ def memory_error(source: object, limits: InputLimits) -> LimitError:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` (or one it came from) is an allocation refused: Python's `MemoryError`, onnxruntime's
-    arena failing to allocate a buffer, or OpenVINO's CPU plugin failing to (both raise a plain failure)."""
-    return any(isinstance(cause, MemoryError)
-               or (type(cause).__module__.startswith("onnxruntime") and "Failed to allocate memory" in str(cause))
-               or (isinstance(cause, RuntimeError) and "cpu_memory" in str(cause) and "Failed to allocate" in str(cause))
+    """Whether `exc` (or one it came from) is an allocation refused: Python's `MemoryError` (OpenVINO's are
+    raised as one, `framefleet.ops.runtimes`), or onnxruntime's arena failing to allocate a buffer (which it
+    raises as a plain failure)."""
+    return any(isinstance(cause, MemoryError) or (type(cause).__module__.startswith("onnxruntime")
+                                                  and "Failed to allocate memory" in str(cause))
                for cause in exception_chain(exc))

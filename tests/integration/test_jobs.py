@@ -708,6 +708,7 @@ def test_cli_run_status_failures_and_retry(variants, tmp_path):
     assert set(summary) == {"job_dir", "counts", "frames", "seconds", "interrupted", "failures", "skipped", "damaged",
                             "refused", "runtimes"}
     assert summary["damaged"] == [] and summary["refused"] == {}
+    assert summary["runtimes"] == []  # identity runs no model
     assert Path(summary["job_dir"]) == job
     assert summary["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     assert summary["frames"] == GOOD_VARIANTS["plain.mp4"]["frames"] and summary["interrupted"] is False

@@ -165,3 +165,12 @@ def test_without_openvino_auto_runs_onnxruntime(clip, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["runtime"] == "style: onnxruntime fp32"
+
+
+def test_run_records_what_ran_in_the_ledger_and_its_json(clip, tmp_path):
+    out = tmp_path / "out"
+    result = cli("run", clip, "-o", out, "--runtime", "openvino", "--precision", "fp32", "--temporal", "none",
+                 "--workers", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert stdout_json(result)["runtimes"] == ["style: openvino fp32"]
+    assert frame_count(out / clip.name) == frame_count(clip)

@@ -152,9 +152,14 @@ class OpenVinoEngine:
         # OpenVINO's Python side deadlocked when two threads copied inputs at once (two sessions in one
         # process, each its own compiled model: both stuck in its data dispatcher). Only the copies in and
         # out are serialised; the inference itself (`wait`, which releases the GIL) runs side by side.
-        with _DISPATCH:
-            self._request.start_async(feeds)
-        self._request.wait()
+        try:
+            with _DISPATCH:
+                self._request.start_async(feeds)
+            self._request.wait()
+        except RuntimeError as exc:  # OpenVINO reports a refused allocation as a plain failure of its CPU plugin
+            if "allocate" in str(exc).lower() or "cpu_memory" in str(exc):
+                raise MemoryError(_one_line(exc)) from exc
+            raise
         with _DISPATCH:
             return [self._request.get_tensor(self._outputs[name]).data.copy() for name in names]
 
