@@ -82,16 +82,9 @@ def machine_info() -> dict[str, Any]:
     from PIL import Image
 
     import framefleet
+    from framefleet.doctor import cpu_features, cpu_model
     from framefleet.streaming import available_cores
 
-    cpu_model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         ffmpeg_version = run_cmd([FFMPEG, "-version"]).stdout.splitlines()[0]
     except (OSError, RuntimeError) as exc:
@@ -122,7 +115,8 @@ def machine_info() -> dict[str, Any]:
     return {
         "cores_available": available_cores(),
         "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "memory_gib": round(mem_kib / 2**20, 1) if mem_kib else None,
         "platform": platform.platform(),
         "versions": versions,

@@ -237,7 +237,6 @@ def _with_display(start, *, mode: str) -> JobResult:
     if mode == "none":
         return start(None)
     began = time.monotonic()
-    last: list[EngineProgress] = []
 
     def state(progress: EngineProgress) -> tuple[dict, str]:
         elapsed = time.monotonic() - began
@@ -260,7 +259,7 @@ def _with_display(start, *, mode: str) -> JobResult:
         return fields, line
 
     if mode != "bar":
-        ticker = Ticker(mode)
+        ticker, last = Ticker(mode), []
 
         def on_progress(progress: EngineProgress) -> None:
             last[:] = [progress]

@@ -84,7 +84,7 @@ class FrameTicker:
         self._ticker.emit(fields, line, final=final)
 
 
-FrameProgress = Callable[[str, "int | None"], "Callable[[int], None] | None"]
+FrameProgress = Callable[[str, int | None], Callable[[int], None] | None]
 """Starts counting one video's frames (its name, its frames if known), returning the counter to call."""
 
 

@@ -21,7 +21,6 @@ import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import av
 from av.sidedata.sidedata import Type as SideDataType
@@ -31,7 +30,6 @@ from framefleet.video.tone_map import DEFAULT_SOURCE_PEAK, HDR_REFERENCE_WHITE, 
 
 log = logging.getLogger(__name__)
 
-HdrMode = Literal["sdr", "keep"]
 HDR_MODES: tuple[str, ...] = ("sdr", "keep")
 
 # FFmpeg's AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace values.

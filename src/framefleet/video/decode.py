@@ -200,8 +200,9 @@ class VideoReader:
 
     def _batch(self, pixels: list[av.VideoFrame], stamps: list[int], index: int) -> FrameBatch:
         assert self.orientation is not None
+        decoded = DecodedVideoFrames(pixels, self.orientation, self.to_sdr, self.deep)
         return FrameBatch(None, np.asarray(stamps, dtype=np.int64), index, time_base=self.time_base,
-                          frame_rate=self.frame_rate, decoded=DecodedVideoFrames(pixels, self.orientation, self.to_sdr, self.deep))
+                          frame_rate=self.frame_rate, decoded=decoded)
 
     def frame_at(self, seconds: float) -> np.ndarray:
         """The first frame shown at or after `seconds` from the stream's start."""

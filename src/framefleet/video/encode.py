@@ -33,7 +33,7 @@ from framefleet.temporary import temporary_path
 from framefleet.video.container import VideoSource
 from framefleet.video.frames import rgb_to_frame, thread_reformatter
 from framefleet.video.colour import ColourPlan, check_hdr_mode, output_pix_fmt
-from framefleet.video.muxing import VIDEO_ENCODERS, encodes, holds_encoder, output_format, video_encoder_for
+from framefleet.video.muxing import encodes, holds_encoder, output_format, video_encoder_for
 from framefleet.video.remux import CarriedStream, StreamCarrier
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,7 @@ class EncodeOptions:
         pix_fmt = output_pix_fmt(10)
         if encodes(self.codec, pix_fmt):
             return replace(self, pix_fmt=pix_fmt)
-        container = output_format(name)
-        other = next((codec for codec in VIDEO_ENCODERS if codec in av.codecs_available
-                      and encodes(codec, pix_fmt) and holds_encoder(container, codec)), None)
+        other = video_encoder_for(output_format(name), pix_fmt)
         if not asked and other is not None:
             log.info("%s: %s cannot encode 10-bit video; encoding with %s, which can", name, self.codec, other)
             return replace(self, codec=other, pix_fmt=pix_fmt, preset=self.preset if self.preset in PRESETS

@@ -84,20 +84,20 @@ def holds_copy(output: av.container.OutputContainer, stream: av.stream.Stream) -
 
 def audio_encoder_for(format_name: str) -> str | None:
     """The first of `AUDIO_ENCODERS` the muxer holds (None: none)."""
-    return _first_held(format_name, AUDIO_ENCODERS)
+    return _first_held(format_name, AUDIO_ENCODERS, None)
 
 
-def video_encoder_for(format_name: str) -> str | None:
-    """The first of `VIDEO_ENCODERS` the muxer holds (None: none); for AVI, MPEG-4 part 2 first, as the ffmpeg
-    CLI: AVI stores no presentation times, and FFmpeg reads H.264 in AVI a frame or two late (it guesses a
-    reordering delay), where MPEG-4 part 2 comes out at its exact times."""
+def video_encoder_for(format_name: str, pix_fmt: str | None = None) -> str | None:
+    """The first of `VIDEO_ENCODERS` the muxer holds (None: none), of those taking `pix_fmt` when given; for
+    AVI, MPEG-4 part 2 first, as the ffmpeg CLI: AVI stores no presentation times, and FFmpeg reads H.264 in
+    AVI a frame or two late (it guesses a reordering delay), where MPEG-4 part 2 comes out at its exact times."""
     preferred = ("mpeg4", *VIDEO_ENCODERS) if format_name == "avi" else VIDEO_ENCODERS
-    return _first_held(format_name, preferred)
+    return _first_held(format_name, preferred, pix_fmt)
 
 
-def _first_held(format_name: str, encoders: tuple[str, ...]) -> str | None:
-    return next((codec for codec in encoders
-                 if codec in av.codecs_available and holds_encoder(format_name, codec)), None)
+def _first_held(format_name: str, encoders: tuple[str, ...], pix_fmt: str | None) -> str | None:
+    return next((codec for codec in encoders if codec in av.codecs_available
+                 and (pix_fmt is None or encodes(codec, pix_fmt)) and holds_encoder(format_name, codec)), None)
 
 
 def _header_written(format_name: str, add: Callable[[av.container.OutputContainer], None]) -> bool:
