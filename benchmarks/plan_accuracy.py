@@ -49,7 +49,7 @@ from framefleet import run as run_job
 from framefleet.pipeline import Pipeline
 from framefleet.plan import Plan, ProfileStore, apply_plan, make_plan
 from framefleet.plan.hardware import default_catalogue
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.jobs.spec import JobSpec, RunSettings
 
 CASES = ("many-short", "long", "mixed", "downscaled", "one-worker")
 TARGET_ERROR = 0.15

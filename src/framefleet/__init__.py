@@ -2,16 +2,16 @@
 
 __version__ = "0.1.0"  # before the imports: modules below read it
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.errors import FramefleetError
 from framefleet.ops import (BlurOp, FaceAnonymizerOp, IdentityOp, OnnxModelOp, Op, Resources, ResizeOp, SampleOp,
                             StyleTransferOp)
-from framefleet.job import JobResult, retry, run
-from framefleet.remote_inputs import InputAccess
+from framefleet.jobs.run import JobResult, retry, run
+from framefleet.files.remote_inputs import InputAccess
 from framefleet.pipeline import Pipeline
-from framefleet.records import load_records
-from framefleet.spec import JobSpec, RunSettings
-from framefleet.streaming import StreamResult, process_video
+from framefleet.jobs.records import load_records
+from framefleet.jobs.spec import JobSpec, RunSettings
+from framefleet.processing.streaming import StreamResult, process_video
 from framefleet.video import probe
 
 __all__ = [

@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 
 import media_checks
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.ops import Device, StyleTransferOp
-from framefleet.streaming import process_video
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, VideoReader
 from framefleet.video.encode import hardware_encoder_problem
 from framefleet.video.synth import ClipSpec, picture, write_clip

@@ -15,11 +15,11 @@ import pytest
 
 import media_checks
 from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import run
-from framefleet.job_dir import open_ledger
-from framefleet.ledger import Limits
+from framefleet.jobs.run import run
+from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.store import Limits
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.jobs.spec import JobSpec, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
 from hostile.generate import generate
 

@@ -25,11 +25,11 @@ import pytest
 from cli_helpers import ANSI, cli, stderr_lines
 
 from framefleet.engines.scheduler import EngineOptions, EngineProgress
-from framefleet.job import run
-from framefleet.ledger import Limits
+from framefleet.jobs.run import run
+from framefleet.jobs.store import Limits
 from framefleet import IdentityOp
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.jobs.spec import JobSpec, RunSettings
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO = TESTS_DIR.parent
@@ -137,7 +137,7 @@ def test_a_resumed_run_counts_the_frames_earlier_runs_finished(clip_factory, tmp
 
 
 def test_frames_of_items_not_probed_yet_are_estimated_from_their_size(tmp_path):
-    from framefleet.job_dir import JobDir
+    from framefleet.jobs.directory import JobDir
 
     with JobDir(tmp_path / "job").open_ledger(create=True) as ledger:
         ledger.add_items([("a", "a.mp4", 1000, "1", "out/a.mp4"), ("b", "b.mp4", 3000, "1", "out/b.mp4")])

@@ -26,11 +26,11 @@ from PIL import Image
 import media_checks
 from cli_helpers import cli, stderr_lines, stdout_json
 from framefleet import FramefleetError, load_records
-from framefleet.job import run
-from framefleet.job_dir import open_ledger
+from framefleet.jobs.run import run
+from framefleet.jobs.directory import open_ledger
 from framefleet.engines.scheduler import EngineOptions
 from framefleet.pipeline import Pipeline, file_sha256
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.jobs.spec import JobSpec, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
 from user_ops import channel_mean_model, write_user_ops
 

@@ -11,8 +11,8 @@ import av
 import onnxruntime
 
 from cli_helpers import cli, stdout_json
-from framefleet.doctor import CPU_FEATURES
-from framefleet.streaming import available_cores
+from framefleet.util.doctor import CPU_FEATURES
+from framefleet.processing.streaming import available_cores
 
 
 def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import pytest
 import media_checks
 from framefleet.ops.identity import IdentityOp
 from framefleet.ops.simple import BlurOp
-from framefleet.streaming import process_video
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, probe
 from framefleet.video.synth import ClipSpec, write_clip
 

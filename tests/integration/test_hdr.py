@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 import media_checks
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.errors import OutputError
 from framefleet.ops.base import Op
 from framefleet.ops.identity import IdentityOp
 from framefleet.ops.simple import BlurOp
-from framefleet.streaming import process_video
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, probe
 from framefleet.video.synth import ClipSpec, hdr_picture, write_clip
 
@@ -254,7 +254,7 @@ def test_an_op_that_reads_8_bits_only_gets_8_bits_and_that_is_logged(tmp_path, c
     source = tmp_path / "hlg.mkv"
     hdr_clip(source, "hlg")
     SEEN.clear()
-    with caplog.at_level(logging.INFO, logger="framefleet.streaming"):
+    with caplog.at_level(logging.INFO, logger="framefleet.processing.streaming"):
         process_video(source, tmp_path / "out.mp4", [Depths(), Eight()], sessions=1)
     assert {frame.dtype for frame in SEEN} == {np.dtype(np.uint8)}
     assert any("Eight works on 8-bit pixels, so the 10-bit output holds 8 bits of precision" in r.getMessage()

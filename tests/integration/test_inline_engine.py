@@ -21,16 +21,16 @@ from pathlib import Path
 import pytest
 from media_checks import decoded_pts, mean_abs_diff, packet_payloads, rgb_frames, streams_of_kind
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.engines.inline import hung_workers
 from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import OpError
-from framefleet.job import run
-from framefleet.job_dir import open_ledger
-from framefleet.ledger import Limits
+from framefleet.jobs.run import run
+from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.store import Limits
 from framefleet.ops.base import Op
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.jobs.spec import JobSpec, RunSettings
 
 FAST = Limits(max_attempts=3, max_crashes=2, backoff_seconds=0.01)
 INLINE = RunSettings(engine="inline", limits=FAST)

@@ -1,4 +1,4 @@
-"""Batch jobs end to end: `framefleet.job.run` / `retry` and the `framefleet run|status|failures|retry`
+"""Batch jobs end to end: `framefleet.jobs.run.run` / `retry` and the `framefleet run|status|failures|retry`
 commands, with real worker processes, killed workers, killed and stopped schedulers, hangs and crashes.
 
 What is checked comes from outside framefleet where it can: the media from PyAV (tests/media_checks.py),
@@ -34,11 +34,11 @@ from typer.testing import CliRunner, Result
 import media_checks
 from framefleet.cli import app
 from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import run
-from framefleet.job_dir import LEDGER_NAME, open_ledger
-from framefleet.ledger import Ledger, Limits
+from framefleet.jobs.run import run
+from framefleet.jobs.directory import LEDGER_NAME, open_ledger
+from framefleet.jobs.store import Ledger, Limits
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.jobs.spec import JobSpec, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
 from job_ops import CrashOp, SleepForeverOp, SlowOp
 

@@ -16,7 +16,7 @@ import pytest
 
 from cli_helpers import ANSI
 from media_checks import decoded_pts
-from framefleet.memory_budget import BUDGET_ENV
+from framefleet.processing.memory_budget import BUDGET_ENV
 from framefleet.video.synth import ClipSpec
 
 BUDGET_MIB = 3200

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from framefleet.job_dir import open_ledger
+from framefleet.jobs.directory import open_ledger
 
 TESTS = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from framefleet.job_dir import open_ledger
-from framefleet.job_view import JobView
-from framefleet.report import render_report
+from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.view import JobView
+from framefleet.jobs.report import render_report
 
 TESTS = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,11 @@ import pytest
 
 import media_checks
 from framefleet.errors import OptionError
-from framefleet.flicker import measure_flicker
+from framefleet.processing.flicker import measure_flicker
 from framefleet.ops import StyleTransferOp
-from framefleet.streaming import process_video
-from framefleet.detail import detail_kept
-from framefleet.temporal import fine_sigma, temporal_filter
+from framefleet.processing.streaming import process_video
+from framefleet.processing.detail import detail_kept
+from framefleet.processing.temporal import fine_sigma, temporal_filter
 from framefleet.video.synth import ClipSpec, write_clip
 
 cv2 = pytest.importorskip("cv2")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import media_checks
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.errors import CorruptVideoError
 from framefleet.ops import IdentityOp
-from framefleet.streaming import process_video
+from framefleet.processing.streaming import process_video
 from framefleet.video import VideoFormat, VideoReader, VideoWriter, probe
 from framefleet.video.synth import MARKER, picture
 

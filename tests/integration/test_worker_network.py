@@ -12,12 +12,12 @@ import pytest
 from job_ops import PhoneHomeOp
 
 from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import run
-from framefleet.ledger import Limits
-from framefleet.limits import cut_network
+from framefleet.jobs.run import run
+from framefleet.jobs.store import Limits
+from framefleet.processing.limits import cut_network
 from framefleet.ops.identity import IdentityOp
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.jobs.spec import JobSpec, RunSettings
 
 ONCE = Limits(max_attempts=1)
 
@@ -80,8 +80,8 @@ def test_a_worker_with_its_network_on_reaches_it(folder, tmp_path, listener):
     ((IdentityOp(),), "az://container/out", False),  # a store is reached over the network
 ])
 def test_auto_cuts_the_network_only_when_nothing_needs_it(tmp_path, ops, output, offline):
-    from framefleet.job import workers_offline
-    from framefleet.ledger import Ledger
+    from framefleet.jobs.run import workers_offline
+    from framefleet.jobs.store import Ledger
 
     ledger = Ledger(tmp_path / "ledger.sqlite")
     try:

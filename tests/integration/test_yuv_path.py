@@ -18,7 +18,7 @@ from framefleet.ops import IdentityOp, StyleTransferOp
 from framefleet.ops.base import Device
 from framefleet.ops.chain import run_chain
 from framefleet.pipeline import Pipeline
-from framefleet.streaming import process_video
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, VideoReader
 from framefleet.video.encode import hardware_encoder_problem
 from framefleet.video.synth import ClipSpec, write_clip

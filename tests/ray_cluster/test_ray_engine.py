@@ -24,11 +24,11 @@ from framefleet import load_records  # noqa: E402
 from framefleet.engines.ray import ray_pool  # noqa: E402
 from framefleet.engines.ray_options import RayOptions  # noqa: E402
 from framefleet.engines.scheduler import EngineOptions  # noqa: E402
-from framefleet.job import retry, run  # noqa: E402
-from framefleet.job_dir import open_ledger  # noqa: E402
-from framefleet.ledger import Limits  # noqa: E402
+from framefleet.jobs.run import retry, run  # noqa: E402
+from framefleet.jobs.directory import open_ledger  # noqa: E402
+from framefleet.jobs.store import Limits  # noqa: E402
 from framefleet.pipeline import Pipeline  # noqa: E402
-from framefleet.spec import JobSpec, RunSettings  # noqa: E402
+from framefleet.jobs.spec import JobSpec, RunSettings  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 TESTS = Path(__file__).resolve().parents[1]

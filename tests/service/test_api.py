@@ -32,8 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
 from framefleet.errors import OptionError
-from framefleet.job_view import JobView
-from framefleet.ledger import Limits, Segment, TaskMetrics
+from framefleet.jobs.view import JobView
+from framefleet.jobs.store import Limits, Segment, TaskMetrics
 from framefleet.service.api import create_app
 from framefleet.service.auth import COOKIE, TOKEN_ENV, check_listen, session_value
 from framefleet.service.config import ServiceConfig

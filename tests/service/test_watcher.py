@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from framefleet import storage
-from framefleet.job import canonical_output_root
-from framefleet.ledger import Ledger, Segment, TaskMetrics
+from framefleet.files import storage
+from framefleet.jobs.run import canonical_output_root
+from framefleet.jobs.store import Ledger, Segment, TaskMetrics
 from framefleet.service.watcher import PARTIAL_SUFFIXES, Watcher, WatchRule
 
 TINY = {"width": 64, "height": 48, "frames": 4, "gop": 4, "bframes": 0}

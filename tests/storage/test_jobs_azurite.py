@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 import media_checks
 from framefleet.cli import app
 from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import run
-from framefleet.job_dir import LEDGER_NAME
-from framefleet.ledger import Limits
+from framefleet.jobs.run import run
+from framefleet.jobs.directory import LEDGER_NAME
+from framefleet.jobs.store import Limits
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.jobs.spec import JobSpec, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
 
 pytestmark = pytest.mark.storage
@@ -104,7 +104,7 @@ def test_a_job_reads_from_and_writes_to_blob_storage_frame_exact(azurite, azurit
 
 
 def test_range_reads_and_the_spool_cache_give_the_same_output(azurite, azurite_container, tmp_path: Path):
-    from framefleet.remote_inputs import InputAccess
+    from framefleet.files.remote_inputs import InputAccess
 
     clips = make_clips(azurite, azurite_container, tmp_path, {"a.mp4": CLIPS["a.mp4"]})
     outputs = {}
@@ -235,8 +235,8 @@ def test_segments_can_wait_for_their_join_in_the_store(azurite, azurite_containe
 def test_listing_a_prefix_pages_past_the_stores_5000_names_per_response(azurite, azurite_container):
     from concurrent.futures import ThreadPoolExecutor
 
-    from framefleet import storage
-    from framefleet.sources import expand_inputs
+    from framefleet.files import storage
+    from framefleet.files.sources import expand_inputs
 
     names = [f"many/d{i % 7}/clip{i:05d}.mp4" for i in range(5_050)] + ["many/.hidden/x.mp4", "many/notes.txt"]
     container = azurite.service_client().get_container_client(azurite_container)

@@ -1,4 +1,4 @@
-"""Specification tests of the job ledger (framefleet.ledger): states, retries by cause, leases, reading."""
+"""Specification tests of the job ledger (framefleet.jobs.store): states, retries by cause, leases, reading."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from framefleet.ledger import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Limits, Losses, Segment, TaskMetrics
+from framefleet.jobs.store import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Limits, Losses, Segment, TaskMetrics
 
 
 @pytest.fixture

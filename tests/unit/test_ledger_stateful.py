@@ -23,7 +23,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from framefleet.ledger import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Ledger, Limits, Segment, Task, TaskMetrics
+from framefleet.jobs.store import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Ledger, Limits, Segment, Task, TaskMetrics
 
 # Drawn per example: generous budgets with a real backoff, and tight ones that fail items quickly.
 LIMITS_CHOICES = [

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.errors import OptionError
 from framefleet.ops.base import Device
 from framefleet.ops.images import resize

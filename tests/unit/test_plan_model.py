@@ -34,7 +34,7 @@ from framefleet.plan.profile import (
     run_cost,
 )
 from framefleet.plan.workload import VideoWork, Workload
-from framefleet.streaming import available_cores
+from framefleet.processing.streaming import available_cores
 
 EXAMPLE_CATALOGUE = Path(__file__).resolve().parents[2] / "examples" / "hardware.yaml"
 HERE = MachineInfo(name="here", cpus=4, cpu_model="test cpu", memory_gb=16.0)

@@ -1,4 +1,4 @@
-"""Specification tests of framefleet.redact: no credential survives `redact`, in any of the forms it takes
+"""Specification tests of framefleet.util.redact: no credential survives `redact`, in any of the forms it takes
 in messages, logs, the ledger and the report; text without secrets is left alone."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from framefleet.errors import FramefleetError
-from framefleet.ledger import Ledger, Limits
-from framefleet.redact import (
+from framefleet.jobs.store import Ledger, Limits
+from framefleet.util.redact import (
     _BEARER_WORDS,
     REDACTED,
     RedactingFilter,
@@ -319,8 +319,8 @@ def test_ledger_stores_no_secret(tmp_path: Path):
 
 
 def test_report_redacts_what_an_older_ledger_stored(tmp_path: Path):
-    from framefleet.job_view import JobView
-    from framefleet.report import render_report
+    from framefleet.jobs.view import JobView
+    from framefleet.jobs.report import render_report
 
     ledger = Ledger(tmp_path / "ledger.db", Limits(max_attempts=1))
     ledger.init_job(fingerprint="f" * 64, spec={"ops": [], "note": "token=SPECSECRET"}, version="0",

@@ -1,4 +1,4 @@
-"""Specification tests of the HTML job report (framefleet.report): one self-contained, escaped page."""
+"""Specification tests of the HTML job report (framefleet.jobs.report): one self-contained, escaped page."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from framefleet.cli import app
-from framefleet.ledger import Ledger, Limits, Segment, TaskMetrics
-from framefleet.job_view import JobView
-from framefleet.report import render_report
-from framefleet.sizes import format_bytes
+from framefleet.jobs.store import Ledger, Limits, Segment, TaskMetrics
+from framefleet.jobs.view import JobView
+from framefleet.jobs.report import render_report
+from framefleet.util.sizes import format_bytes
 
 HOSTILE = "/in/<script>alert(1)</script>.mp4"
 LOG_TAIL = "Traceback (most recent call last):\n  File <stdin>\nValueError: moov atom not found"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from framefleet import storage
+from framefleet.files import storage
 from framefleet.errors import InputNotFoundError, OptionError, OutputError
 
 # Strings built from the pieces that make paths dangerous, so Hypothesis tries them in many combinations.

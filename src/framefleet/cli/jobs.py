@@ -14,21 +14,21 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from framefleet import storage
+from framefleet.files import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
 from framefleet.cli.progress import Ticker, progress_mode
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import OptionError, OutputError
-from framefleet.job import JobResult, job_settings
-from framefleet.job import retry as retry_job
-from framefleet.job import run as run_job
-from framefleet.job_view import JobStatus, JobView, job_status
-from framefleet.ledger import Failure
+from framefleet.jobs.run import JobResult, job_settings
+from framefleet.jobs.run import retry as retry_job
+from framefleet.jobs.run import run as run_job
+from framefleet.jobs.view import JobStatus, JobView, job_status
+from framefleet.jobs.store import Failure
 from framefleet.plan.apply import AppliedPlan, apply_plan
 from framefleet.plan.planner import read_plan
-from framefleet.spec import JobSpec, RunSettings
-from framefleet.temporary import write_text_atomically
+from framefleet.jobs.spec import JobSpec, RunSettings
+from framefleet.files.temporary import write_text_atomically
 
 JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
                                             "or the output URI of a job writing to an object store.")]
@@ -189,7 +189,7 @@ def records(
     as_json: options.Json = False,
 ) -> None:
     """The records a job's ops wrote: rows per op and the columns, or all of them as one Parquet file."""
-    from framefleet.records import load_records, summarize, write_table_atomically
+    from framefleet.jobs.records import load_records, summarize, write_table_atomically
 
     if output is not None:
         guarded(lambda: options.check_new_file(output, overwrite))
@@ -216,7 +216,7 @@ def report(
     overwrite: options.Overwrite = False,
 ) -> None:
     """Write a self-contained HTML report: totals, per-video metrics, time per stage, failures."""
-    from framefleet.report import render_report
+    from framefleet.jobs.report import render_report
 
     def write() -> None:
         options.check_new_file(output, overwrite)

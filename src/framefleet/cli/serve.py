@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from framefleet import storage
+from framefleet.files import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded
 from framefleet.errors import OptionError
 from framefleet.pipeline import read_pipeline_file
-from framefleet.redact import redact
+from framefleet.util.redact import redact
 
 
 @app.command()

@@ -13,16 +13,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from framefleet import storage
+from framefleet.files import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.cli.progress import frame_progress, progress_mode
 from framefleet.errors import FramefleetError, OutputError, StorageError
-from framefleet.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
-from framefleet.memory_budget import fit_stylize
+from framefleet.processing.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
+from framefleet.processing.memory_budget import fit_stylize
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import InputAccess, InputOpener
-from framefleet.streaming import StreamResult, check_output_path, process_video
+from framefleet.files.remote_inputs import InputAccess, InputOpener
+from framefleet.processing.streaming import StreamResult, check_output_path, process_video
 from framefleet.video import VideoInfo, VideoReader, probe
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -160,7 +160,7 @@ def styles(
     overwrite: options.Overwrite = False,
 ) -> None:
     """Render all 26 built-in styles on a frame of your video, to pick one."""
-    from framefleet.contact_sheet import contact_sheet
+    from framefleet.processing.contact_sheet import contact_sheet
 
     def run() -> None:
         options.check_new_file(output, overwrite)

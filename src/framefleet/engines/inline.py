@@ -17,10 +17,10 @@ import threading
 from framefleet.engines.scheduler import EngineOptions, Errored, Event, Finished, Progressed, Ready
 from framefleet.errors import FramefleetError
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import WorkerStorage
-from framefleet.streaming import available_cores
-from framefleet.task import TaskRequest
-from framefleet.worker import Worker, traceback_tail
+from framefleet.files.remote_inputs import WorkerStorage
+from framefleet.processing.streaming import available_cores
+from framefleet.jobs.task import TaskRequest
+from framefleet.jobs.worker import Worker, traceback_tail
 
 
 _FORGOTTEN: list[threading.Thread] = []

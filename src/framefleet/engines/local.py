@@ -28,12 +28,12 @@ from framefleet.engines.scheduler import (
     Ready,
 )
 from framefleet.errors import FramefleetError
-from framefleet.limits import cut_network
+from framefleet.processing.limits import cut_network
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import WorkerStorage
-from framefleet.streaming import available_cores, gpu_names
-from framefleet.task import TaskRequest
-from framefleet.worker import Worker, traceback_tail
+from framefleet.files.remote_inputs import WorkerStorage
+from framefleet.processing.streaming import available_cores, gpu_names
+from framefleet.jobs.task import TaskRequest
+from framefleet.jobs.worker import Worker, traceback_tail
 
 __all__ = ["EngineOptions", "EngineProgress", "LocalPool", "local_worker_count"]
 

@@ -28,9 +28,9 @@ from framefleet.engines.scheduler import Died, EngineOptions, Errored, Event, Fi
 from framefleet.errors import OptionError
 from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import WorkerStorage
-from framefleet.task import TaskRequest, TaskResult
-from framefleet.worker import Worker
+from framefleet.files.remote_inputs import WorkerStorage
+from framefleet.jobs.task import TaskRequest, TaskResult
+from framefleet.jobs.worker import Worker
 
 try:
     import ray

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
-from framefleet.ledger import Ledger, Task
-from framefleet.records import records_path
-from framefleet.task import TaskRequest, TaskResult, task_target
-from framefleet.temporary import remove_stale_temporaries
+from framefleet.jobs.store import Ledger, Task
+from framefleet.jobs.records import records_path
+from framefleet.jobs.task import TaskRequest, TaskResult, task_target
+from framefleet.files.temporary import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

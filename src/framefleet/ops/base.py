@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 
 DeviceKind = Literal["cpu", "cuda"]
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.errors import OpError
 from framefleet.ops.base import Op
 

@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageFilter
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.errors import OptionError
 from framefleet.ops.base import Device, Knob
 from framefleet.ops.images import fit_within, resize

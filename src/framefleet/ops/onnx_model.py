@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from framefleet.batch import RESERVED_COLUMNS, FrameBatch
+from framefleet.processing.batch import RESERVED_COLUMNS, FrameBatch
 from framefleet.errors import OpError, OptionError
 from framefleet.ops.base import Device, Knob
 from framefleet.ops.images import resize, to_uint8

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framefleet.cache import cache_dir
+from framefleet.util.cache import cache_dir
 from framefleet.errors import DeviceUnavailableError, OpError
 from framefleet.ops.base import Device
 from framefleet.ops.runtimes import (
@@ -41,7 +41,7 @@ from framefleet.ops.runtimes import (
     openvino_installed,
     require_openvino,
 )
-from framefleet.temporary import write_text_atomically
+from framefleet.files.temporary import write_text_atomically
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from framefleet.plan.profile import (
     profile_pipeline,
 )
 from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
-from framefleet.temporary import write_text_atomically
+from framefleet.files.temporary import write_text_atomically
 
 Objective = Literal["quality", "cost"]
 TABLE_ROWS = 12

@@ -28,9 +28,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from framefleet import __version__
 from framefleet.errors import FramefleetError
-from framefleet.job_view import FrameSeries, JobView
-from framefleet.ledger import ItemState
-from framefleet.redact import redact
+from framefleet.jobs.view import FrameSeries, JobView
+from framefleet.jobs.store import ItemState
+from framefleet.util.redact import redact
 from framefleet.service import models
 from framefleet.service.auth import TokenAuth
 from framefleet.service.config import ForbiddenLocationError, ServiceConfig

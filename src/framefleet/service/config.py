@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framefleet import storage
+from framefleet.files import storage
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import FramefleetError, OptionError
-from framefleet.ledger import Limits
+from framefleet.jobs.store import Limits
 from framefleet.pipeline import Pipeline, read_pipeline_file
 from framefleet.service.watcher import WatchRule
-from framefleet.spec import RunSettings
-from framefleet.yaml_files import read_yaml_mapping
+from framefleet.jobs.spec import RunSettings
+from framefleet.util.yaml_files import read_yaml_mapping
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CONFIG_KEYS = {"state_dir", "allow", "ops", "engine", "workers", "max_jobs", "ray_address", "watch"}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from framefleet.job_dir import JobDir
-from framefleet.ledger import Item, Ledger, reason_of
+from framefleet.jobs.directory import JobDir
+from framefleet.jobs.store import Item, Ledger, reason_of
 
 LOOK_SECONDS = 1.0
 """Least time between two looks at the ledger while a job runs (each look reads every item)."""

@@ -27,9 +27,9 @@ import av
 import av.error
 import numpy as np
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.errors import OptionError, OutputError
-from framefleet.temporary import temporary_path
+from framefleet.files.temporary import temporary_path
 from framefleet.video.container import VideoSource
 from framefleet.video.frames import rgb_to_frame, thread_reformatter
 from framefleet.video.colour import ColourPlan, check_hdr_mode, output_pix_fmt

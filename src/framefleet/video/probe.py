@@ -14,7 +14,7 @@ import av
 import av.error
 
 from framefleet.errors import CorruptVideoError
-from framefleet.limits import InputLimits
+from framefleet.processing.limits import InputLimits
 from framefleet.video.colour import HdrMetadata, bit_depth_of, output_colours, transfer_of
 from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream, source_size
 from framefleet.video.orientation import Orientation

@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from framefleet import storage
-from framefleet.cache import cache_dir
+from framefleet.files import storage
+from framefleet.util.cache import cache_dir
 from framefleet.errors import FramefleetError, OptionError, OutputError, job_disk_full
-from framefleet.ledger import Ledger, Limits
-from framefleet.lock_file import hold_lock_file, is_held
+from framefleet.jobs.store import Ledger, Limits
+from framefleet.files.lock_file import hold_lock_file, is_held
 
 LEDGER_NAME = "ledger.sqlite"
 DEFAULT_JOB_DIR_NAME = ".framefleet-job"

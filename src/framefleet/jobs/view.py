@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from framefleet.job_dir import JobDir, open_ledger
-from framefleet.ledger import Activity, Failure, ItemMetrics, JobRecord, Ledger, Losses
+from framefleet.jobs.directory import JobDir, open_ledger
+from framefleet.jobs.store import Activity, Failure, ItemMetrics, JobRecord, Ledger, Losses
 
 NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 """Seconds a bucket of `JobView.frame_series` may span (a longer job gets whole multiples of a minute)."""

@@ -1,4 +1,4 @@
-"""`run`: a batch job over many videos, durable in its job directory (`framefleet.job_dir`) and resumable
+"""`run`: a batch job over many videos, durable in its job directory (`framefleet.jobs.directory`) and resumable
 by running it again; `retry`: its failed items again, run as the job's stored settings say.
 """
 
@@ -15,20 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from framefleet import __version__, storage
+from framefleet import __version__
+
+from framefleet.files import storage
 from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import NoVideosError, OptionError, OutputError
-from framefleet.job_dir import JobDir, default_job_dir, open_ledger, resolve_job_dir
-from framefleet.job_view import PREDICTION_KEY, RUN_SETTINGS_KEY
-from framefleet.ledger import Damage, Failure, Ledger
-from framefleet.memory_budget import fit_local_workers
+from framefleet.jobs.directory import JobDir, default_job_dir, open_ledger, resolve_job_dir
+from framefleet.jobs.view import PREDICTION_KEY, RUN_SETTINGS_KEY
+from framefleet.jobs.store import Damage, Failure, Ledger
+from framefleet.processing.memory_budget import fit_local_workers
 from framefleet.ops.registry import is_builtin
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import WorkerStorage
-from framefleet.sources import VideoRef, expand_inputs
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.files.remote_inputs import WorkerStorage
+from framefleet.files.sources import VideoRef, expand_inputs
+from framefleet.jobs.spec import JobSpec, RunSettings
 
 
 @dataclass

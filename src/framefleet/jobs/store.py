@@ -10,7 +10,7 @@ crashed (a signal other than SIGKILL, a non-zero exit) or hung counts as a crash
 (a poison input that kills FFmpeg ends there); losses that are not the input's fault (SIGKILL, an expired
 lease, a stopped job, a lost node) are infrastructure losses and never fail the item.
 The schema is documented in docs/ledger.md. Error texts (attempt messages, log tails, item errors) pass
-through `framefleet.redact.redact` before they are stored: the ledger never holds a credential.
+through `framefleet.util.redact.redact` before they are stored: the ledger never holds a credential.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framefleet.errors import FramefleetError, is_disk_full, job_disk_full
-from framefleet.redact import redact
+from framefleet.util.redact import redact
 
 SCHEMA_VERSION = 1
 TaskKind = Literal["probe", "segment", "join"]

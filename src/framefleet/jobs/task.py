@@ -19,13 +19,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from framefleet import storage
-from framefleet.ledger import Segment, Task, TaskMetrics
+from framefleet.files import storage
+from framefleet.jobs.store import Segment, Task, TaskMetrics
 from framefleet.pipeline import Pipeline
-from framefleet.records import join_records, records_path, records_uri
-from framefleet.remote_inputs import InputOpener
-from framefleet.streaming import FrameProcessor, StreamResult
-from framefleet.temporary import remove_stale_temporaries
+from framefleet.jobs.records import join_records, records_path, records_uri
+from framefleet.files.remote_inputs import InputOpener
+from framefleet.processing.streaming import FrameProcessor, StreamResult
+from framefleet.files.temporary import remove_stale_temporaries
 from framefleet.video import VideoInfo, VideoSource, probe
 from framefleet.video.concat import join_segments
 

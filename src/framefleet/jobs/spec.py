@@ -18,9 +18,9 @@ from typing import Any, Literal, get_args
 from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import OptionError
-from framefleet.ledger import Limits
+from framefleet.jobs.store import Limits
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import InputAccess
+from framefleet.files.remote_inputs import InputAccess
 
 Engine = Literal["local", "ray", "inline"]
 ENGINES: tuple[str, ...] = get_args(Engine)

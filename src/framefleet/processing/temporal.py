@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from framefleet.detail import BAND_SIGMA, split_bands
+from framefleet.processing.detail import BAND_SIGMA, split_bands
 from framefleet.errors import OptionError
 
 if TYPE_CHECKING:

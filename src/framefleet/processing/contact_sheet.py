@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.ops.base import Device
 from framefleet.ops.images import resize
 from framefleet.ops.style import NUM_STYLES, StyleTransferOp

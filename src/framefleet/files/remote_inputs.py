@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from fsspec.caching import BlockCache
 
-from framefleet import storage
+from framefleet.files import storage
 from framefleet.errors import OptionError
 from framefleet.video import RemoteVideo, VideoSource
 

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.errors import CorruptVideoError, OptionError, OutputError
-from framefleet.limits import InputLimits
+from framefleet.processing.limits import InputLimits
 from framefleet.ops.base import Device, Op
 from framefleet.ops.chain import chain_output_size, run_chain, step_names
-from framefleet.records import RecordsWriter
-from framefleet.temporal import (BlendStep, TemporalBlend, check_mode, check_strength, default_mode, flow_size,
+from framefleet.jobs.records import RecordsWriter
+from framefleet.processing.temporal import (BlendStep, TemporalBlend, check_mode, check_strength, default_mode, flow_size,
                                  preroll_frames, temporal_filter)
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.colour import ColourPlan, check_tags, expects_sdr, plan_colour
@@ -129,7 +129,7 @@ class StreamResult:
     encoder: str = ""
     """The video encoder used (libx264, h264_nvenc, ...; empty when no video was written)."""
     temporal: str = "none"
-    """How frames were made steady: none, bands or blend (`framefleet.temporal`)."""
+    """How frames were made steady: none, bands or blend (`framefleet.processing.temporal`)."""
     frames_claimed: int | None = None
     """Frames the container's index lists for the video stream (MP4, MOV, AVI; None where it lists none, and
     for a segment)."""
@@ -208,11 +208,11 @@ def process_video(
     subtitles and data streams, and the ops' records to the Parquet file `records`; either may be None.
     With `hw_decode`, a video whose ops run on CUDA is decoded there too (NVDEC; measured slower than the
     CPU's threaded decoder on a 16-core GPU machine, hence off by default). `temporal="bands"` (or the
-    older "blend") removes flicker (`framefleet.temporal`) at `temporal_strength` (None: the mode's default),
+    older "blend") removes flicker (`framefleet.processing.temporal`) at `temporal_strength` (None: the mode's default),
     "none" processes every frame on its own; by default ops that flicker (style transfer) get bands, as in
     `Pipeline`. A partly damaged input gives every frame that decodes
     (the result counts the damage); `strict` refuses it instead. `limits` refuses inputs that claim or cost
-    too much (`framefleet.limits`).
+    too much (`framefleet.processing.limits`).
     Raises framefleet errors for bad input and output."""
     info = probe(source, keyframes=False, video_stream=video_stream, limits=limits)
     for target in (output, records):
