@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common import DEFAULT_RESULTS, NAMED_SIZES, log, machine_info, print_table, write_results
+
 from framefleet.ops import IdentityOp
 from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions

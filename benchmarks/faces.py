@@ -69,7 +69,7 @@ from common import (  # benchmarks/common.py: helpers shared with stylize.py and
     write_results,
 )
 
-from framefleet.ops.images import fit_within
+from framefleet.processing.images import fit_within
 from framefleet.video import EncodeOptions
 
 ENCODE = EncodeOptions()  # framefleet's defaults: libx264, veryfast, crf 20, yuv420p

@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from common import DEFAULT_RESULTS, ROOT, load_average, log, machine_info, print_table, write_results
 from PIL import Image, ImageDraw
 
-from common import DEFAULT_RESULTS, ROOT, load_average, log, machine_info, print_table, write_results
-from framefleet.processing.batch import FrameBatch
-from framefleet.processing.flicker import FlickerReport, measure_flicker
 from framefleet.ops import StyleTransferOp
 from framefleet.ops.base import Op
-from framefleet.ops.images import fit_within
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.flicker import FlickerReport, measure_flicker
+from framefleet.processing.images import fit_within
 from framefleet.processing.streaming import process_video
 from framefleet.processing.temporal import DEFAULT_STRENGTH
 from framefleet.video import VideoReader
@@ -144,8 +144,9 @@ def seam_figures(clip: Path, work: Path, style: str) -> dict[str, Any]:
     """The pan as a job of 1 s segments with the default temporal mode: warping error at the seams vs
     inside segments."""
     from framefleet.jobs.run import run
+    from framefleet.jobs.spec import JobSpec
     from framefleet.pipeline import Pipeline
-    from framefleet.jobs.spec import JobSpec, RunSettings
+    from framefleet.settings import RunSettings
 
     folder = work / "seam-in"
     folder.mkdir()

@@ -31,11 +31,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from common import (
+    DEFAULT_RESULTS,
+    NAMED_SIZES,
+    OutputClock,
+    load_average,
+    log,
+    machine_info,
+    print_table,
+    write_results,
+)
 
-from common import (DEFAULT_RESULTS, NAMED_SIZES, OutputClock, load_average, log, machine_info, print_table,
-                    write_results)
-from framefleet.processing.batch import FrameBatch
 from framefleet.ops import Device, IdentityOp, StyleTransferOp
+from framefleet.processing.batch import FrameBatch
 from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, VideoReader
 from framefleet.video.synth import ClipSpec, write_clip

@@ -30,15 +30,22 @@ from typing import ClassVar
 
 import av
 import numpy as np
+from common import DEFAULT_RESULTS, ROOT, log, machine_info, print_table, write_results
 from PIL import Image, ImageDraw
 
-from common import DEFAULT_RESULTS, ROOT, log, machine_info, print_table, write_results
 from framefleet.ops.style import StyleTransferOp
 from framefleet.processing.streaming import process_video
 from framefleet.video.frames import frame_to_rgb, thread_reformatter
 from framefleet.video.synth import HDR_MASTERING, HDR_MAX_CLL, picture
-from framefleet.video.tone_map import (HDR_REFERENCE_WHITE, HLG_DISPLAY_PEAK, HLG_GAMMA, ToSdr, nits_to_pq,
-                                       primaries_matrix, scene_to_hlg)
+from framefleet.video.tone_map import (
+    HDR_REFERENCE_WHITE,
+    HLG_DISPLAY_PEAK,
+    HLG_GAMMA,
+    ToSdr,
+    nits_to_pq,
+    primaries_matrix,
+    scene_to_hlg,
+)
 
 SHARED_CLIP = ROOT.parent / "shared" / "videos" / "mediabunny__hevc.ts"
 WIDTH, HEIGHT = 1920, 1080

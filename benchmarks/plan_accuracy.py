@@ -46,10 +46,11 @@ from common import (  # benchmarks/common.py: helpers shared with the other scri
 )
 
 from framefleet import run as run_job
+from framefleet.jobs.spec import JobSpec
 from framefleet.pipeline import Pipeline
 from framefleet.plan import Plan, ProfileStore, apply_plan, make_plan
 from framefleet.plan.hardware import default_catalogue
-from framefleet.jobs.spec import JobSpec, RunSettings
+from framefleet.settings import RunSettings
 
 CASES = ("many-short", "long", "mixed", "downscaled", "one-worker")
 TARGET_ERROR = 0.15

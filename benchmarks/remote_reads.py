@@ -320,7 +320,7 @@ def run_case(case: str, contender: str, inputs: dict[str, Any], store: Store, wo
              args: argparse.Namespace) -> dict[str, Any]:
     """framefleet.run of one contender into fresh folders (and a fresh output prefix in the store)."""
     import framefleet
-    from framefleet.files.remote_inputs import InputAccess
+    from framefleet.settings import InputAccess
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -48,8 +48,8 @@ from common import (  # benchmarks/common.py: helpers shared with jobs.py
     FFMPEG,
     FFPROBE,
     QUIET,
-    OutputClock,
     RATE,
+    OutputClock,
     load_average,
     log,
     machine_info,
@@ -61,8 +61,8 @@ from common import (  # benchmarks/common.py: helpers shared with jobs.py
 from common import print_table as print_rows
 from PIL import Image
 
-from framefleet.processing.batch import FrameBatch
 from framefleet.ops import Device, IdentityOp, StyleTransferOp
+from framefleet.processing.batch import FrameBatch
 from framefleet.processing.streaming import Parallelism, available_cores, process_video
 from framefleet.video import EncodeOptions, VideoReader
 

@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from framefleet.processing.batch import FrameBatch
 from framefleet.errors import OpError
 from framefleet.ops.base import Op
+from framefleet.processing.batch import FrameBatch
 
 
 def _selected(batch: FrameBatch, width: int | None) -> bool:

@@ -40,15 +40,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from framefleet import __version__
+from framefleet._version import __version__
 from framefleet.errors import OptionError
-from framefleet.processing.limits import InputLimits
 from framefleet.ops import Op
-from framefleet.ops.registry import is_builtin, resolve_op
+from framefleet.ops.names import is_builtin
+from framefleet.ops.registry import resolve_op
 from framefleet.ops.simple import SampleOp
 from framefleet.processing.temporal import check_mode, check_strength, default_mode
-from framefleet.video import EncodeOptions
+from framefleet.settings import InputLimits
 from framefleet.util.yaml_files import read_yaml_mapping
+from framefleet.video import EncodeOptions
 
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
 _PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal", "temporal_strength", "strict", "limits"}

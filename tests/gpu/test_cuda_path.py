@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
+import media_checks
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-import media_checks
-from framefleet.processing.batch import FrameBatch
 from framefleet.ops import Device, StyleTransferOp
+from framefleet.processing.batch import FrameBatch
 from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, VideoReader
 from framefleet.video.encode import hardware_encoder_problem

@@ -21,21 +21,20 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from cli_helpers import ANSI, cli, stderr_lines
 
-from framefleet.engines.scheduler import EngineOptions, EngineProgress
-from framefleet.jobs.run import run
-from framefleet.jobs.store import Limits
 from framefleet import IdentityOp
+from framefleet.engines.scheduler import EngineProgress
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
 from framefleet.pipeline import Pipeline
-from framefleet.jobs.spec import JobSpec, RunSettings
+from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO = TESTS_DIR.parent
 JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
 TINY = dict(width=64, height=48, gop=4, bframes=0)
-ONE_WORKER = RunSettings(options=EngineOptions(workers=1), limits=Limits(backoff_seconds=0.01))
+ONE_WORKER = RunSettings(options=EngineOptions(workers=1), retry=RetryPolicy(backoff_seconds=0.01))
 
 
 def _env() -> dict[str, str]:

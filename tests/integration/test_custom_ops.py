@@ -18,21 +18,21 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
+import media_checks
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-
-import media_checks
 from cli_helpers import cli, stderr_lines, stdout_json
-from framefleet import FramefleetError, load_records
-from framefleet.jobs.run import run
-from framefleet.jobs.directory import open_ledger
-from framefleet.engines.scheduler import EngineOptions
-from framefleet.pipeline import Pipeline, file_sha256
-from framefleet.jobs.spec import JobSpec, RunSettings
-from framefleet.video.synth import ClipSpec, write_clip
+from PIL import Image
 from user_ops import channel_mean_model, write_user_ops
+
+from framefleet import FramefleetError, load_records
+from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
+from framefleet.pipeline import Pipeline, file_sha256
+from framefleet.settings import EngineOptions, RunSettings
+from framefleet.video.synth import ClipSpec, write_clip
 
 pytestmark = pytest.mark.timeout(300)
 SMALL = dict(width=96, height=64, frames=24, gop=6, bframes=0, audio=("aac",))

@@ -4,10 +4,10 @@ them, and AVI outputs at their frames' exact times."""
 from __future__ import annotations
 
 import av
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
 from framefleet.ops.identity import IdentityOp
 from framefleet.ops.simple import BlurOp
 from framefleet.processing.streaming import process_video

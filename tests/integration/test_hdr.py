@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import av
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
-from framefleet.processing.batch import FrameBatch
 from framefleet.errors import OutputError
 from framefleet.ops.base import Op
 from framefleet.ops.identity import IdentityOp
 from framefleet.ops.simple import BlurOp
+from framefleet.processing.batch import FrameBatch
 from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, probe
 from framefleet.video.synth import ClipSpec, hdr_picture, write_clip

@@ -28,25 +28,25 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import media_checks
 import pytest
+from job_ops import CrashOp, SleepForeverOp, SlowOp
 from typer.testing import CliRunner, Result
 
-import media_checks
 from framefleet.cli import app
-from framefleet.engines.scheduler import EngineOptions
-from framefleet.jobs.run import run
 from framefleet.jobs.directory import LEDGER_NAME, open_ledger
-from framefleet.jobs.store import Ledger, Limits
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.store import Ledger
 from framefleet.pipeline import Pipeline
-from framefleet.jobs.spec import JobSpec, RunSettings
+from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
-from job_ops import CrashOp, SleepForeverOp, SlowOp
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 IDENTITY = {"op": "identity"}
-FAST_RETRIES = Limits(backoff_seconds=0.05)
-TWO_WORKERS_FAST = RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES)
+FAST_RETRIES = RetryPolicy(backoff_seconds=0.05)
+TWO_WORKERS_FAST = RunSettings(options=EngineOptions(workers=2), retry=FAST_RETRIES)
 # The framefleet command; tests/ is on its PYTHONPATH, so a --pipeline file may say `op: job_ops:SlowOp`.
 JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
 TINY = dict(width=64, height=48, gop=4, bframes=0)
@@ -276,8 +276,8 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
     scramble_video_packets(src / "a/damaged-after-first-frame.mp4", keep_first=True)
     (src / "c/readme.txt").write_text("not a video, and not named like one\n")
 
-    limits = Limits(max_attempts=3, backoff_seconds=0.05)
-    settings = RunSettings(options=EngineOptions(workers=2), limits=limits)
+    limits = RetryPolicy(max_attempts=3, backoff_seconds=0.05)
+    settings = RunSettings(options=EngineOptions(workers=2), retry=limits)
     result = run(JobSpec([str(src)], out, identity(), settings))
 
     assert result.exit_code == 3
@@ -485,7 +485,7 @@ def test_a_hung_worker_is_killed_and_its_item_fails_naming_the_hang(poison_and_g
     out = tmp_path / "out"
     hang = SleepForeverOp(width=96, after_frames=POISON_AT, batch_size=8)
     settings = RunSettings(options=EngineOptions(workers=2, hang_timeout=2.0, poll_seconds=0.2),
-                           limits=Limits(max_crashes=2, backoff_seconds=0.05))
+                           limits=RetryPolicy(max_crashes=2, backoff_seconds=0.05))
     result = run(JobSpec([str(tmp_path / "in")], out, Pipeline(ops=(hang,)), settings))
 
     assert result.exit_code == 3
@@ -525,7 +525,7 @@ def test_a_worker_crashing_on_every_attempt_ends_its_item_failed_as_poison(poiso
     out = tmp_path / "out"
     crash = CrashOp(width=96, after_frames=POISON_AT, batch_size=8)
     settings = RunSettings(options=EngineOptions(workers=2),
-                           limits=Limits(max_attempts=5, max_crashes=2, backoff_seconds=0.05))
+                           limits=RetryPolicy(max_attempts=5, max_crashes=2, backoff_seconds=0.05))
     result = run(JobSpec([str(tmp_path / "in")], out, Pipeline(ops=(crash,)), settings))
 
     assert result.exit_code == 3
@@ -662,7 +662,7 @@ def test_a_stop_whose_grace_period_runs_out_releases_the_running_tasks_and_resum
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # in case a signal came after the job's end
     try:
         with MidSegment(beacons, lambda pid: os.kill(os.getpid(), signal.SIGTERM), times=1) as stopper:
-            settings = RunSettings(options=EngineOptions(workers=2, grace_seconds=0.1), limits=FAST_RETRIES)
+            settings = RunSettings(options=EngineOptions(workers=2, grace_seconds=0.1), retry=FAST_RETRIES)
             stopped = run(JobSpec([str(src)], out, pipeline, settings), handle_signals=True)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -23,8 +23,8 @@ from typer.testing import Result
 from framefleet.jobs.directory import open_ledger
 from framefleet.pipeline import Pipeline
 from framefleet.plan import Knobs, NodeType, Option, ProfileStore, measure_workload, profile_pipeline
-from framefleet.plan.cost import enumerate_options
 from framefleet.plan import profile as profile_module
+from framefleet.plan.cost import enumerate_options
 from framefleet.plan.profile import encode_identity, op_identity
 from framefleet.processing.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip

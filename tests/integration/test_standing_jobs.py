@@ -20,13 +20,14 @@ from pathlib import Path
 import media_checks
 import pytest
 
+from framefleet.engines.scheduler import EngineProgress
 from framefleet.files import storage
-from framefleet.engines.scheduler import EngineOptions, EngineProgress
-from framefleet.jobs.run import JobResult, canonical_output_root, run
 from framefleet.jobs.directory import LEDGER_NAME
+from framefleet.jobs.run import JobResult, canonical_output_root, run
+from framefleet.jobs.spec import JobSpec
 from framefleet.jobs.store import Ledger
 from framefleet.pipeline import Pipeline
-from framefleet.jobs.spec import JobSpec, RunSettings
+from framefleet.settings import EngineOptions, RunSettings
 
 TINY = {"width": 64, "height": 48, "gop": 4, "bframes": 0}
 FRAMES = 6

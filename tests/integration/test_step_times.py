@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from framefleet.jobs.directory import open_ledger
-from framefleet.jobs.view import JobView
 from framefleet.jobs.report import render_report
+from framefleet.jobs.view import JobView
 
 TESTS = Path(__file__).resolve().parents[1]
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import json
 
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
 from framefleet.errors import OptionError
-from framefleet.processing.flicker import measure_flicker
 from framefleet.ops import StyleTransferOp
-from framefleet.processing.streaming import process_video
 from framefleet.processing.detail import detail_kept
+from framefleet.processing.flicker import measure_flicker
+from framefleet.processing.streaming import process_video
 from framefleet.processing.temporal import fine_sigma, temporal_filter
 from framefleet.video.synth import ClipSpec, write_clip
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
-from framefleet.processing.batch import FrameBatch
 from framefleet.errors import CorruptVideoError
 from framefleet.ops import IdentityOp
+from framefleet.processing.batch import FrameBatch
 from framefleet.processing.streaming import process_video
 from framefleet.video import VideoFormat, VideoReader, VideoWriter, probe
 from framefleet.video.synth import MARKER, picture

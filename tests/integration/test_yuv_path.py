@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 
 import av
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
 from framefleet.ops import IdentityOp, StyleTransferOp
 from framefleet.ops.base import Device
 from framefleet.ops.chain import run_chain

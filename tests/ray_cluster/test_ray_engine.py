@@ -22,20 +22,23 @@ from user_ops import channel_mean_model, write_user_ops  # noqa: E402
 
 from framefleet import load_records  # noqa: E402
 from framefleet.engines.ray import ray_pool  # noqa: E402
-from framefleet.engines.ray_options import RayOptions  # noqa: E402
-from framefleet.engines.scheduler import EngineOptions  # noqa: E402
-from framefleet.jobs.run import retry, run  # noqa: E402
 from framefleet.jobs.directory import open_ledger  # noqa: E402
-from framefleet.jobs.store import Limits  # noqa: E402
+from framefleet.jobs.run import retry, run  # noqa: E402
+from framefleet.jobs.spec import JobSpec  # noqa: E402
 from framefleet.pipeline import Pipeline  # noqa: E402
-from framefleet.jobs.spec import JobSpec, RunSettings  # noqa: E402
+from framefleet.settings import (
+    EngineOptions,  # noqa: E402
+    RayOptions,  # noqa: E402
+    RetryPolicy,  # noqa: E402
+    RunSettings,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 TESTS = Path(__file__).resolve().parents[1]
 TINY = dict(width=64, height=48, gop=4, bframes=0, audio=("aac",))
-FAST_RETRIES = Limits(backoff_seconds=0.05)
+FAST_RETRIES = RetryPolicy(backoff_seconds=0.05)
 RAY_OPTIONS = RayOptions(address="auto")
-ON_RAY = RunSettings(engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES)
+ON_RAY = RunSettings(engine="ray", ray=RAY_OPTIONS, retry=FAST_RETRIES)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,7 @@ def test_a_job_on_ray_matches_the_local_engine(cluster, clip_factory, tmp_path):
 
     on_ray = run(JobSpec([str(tmp_path / "in")], tmp_path / "ray", pipeline, ON_RAY))
     local = run(JobSpec([str(tmp_path / "in")], tmp_path / "local", pipeline,
-                        RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES)))
+                        RunSettings(options=EngineOptions(workers=2), retry=FAST_RETRIES)))
 
     assert on_ray.exit_code == 0 and local.exit_code == 0
     assert on_ray.counts["done"] == local.counts["done"] == len(sources) + 1
@@ -153,7 +156,7 @@ def test_a_corrupt_input_on_ray_ends_in_the_failure_list(cluster, clip_factory, 
 def test_retry_of_a_ray_job_runs_on_ray_again(cluster, clip_factory, tmp_path):
     make_inputs(clip_factory, tmp_path / "in", 1, frames=6)
     gate, job_dir = tmp_path / "gate", tmp_path / "job"
-    once = RunSettings(engine="ray", ray=RAY_OPTIONS, limits=Limits(max_attempts=1, backoff_seconds=0.05))
+    once = RunSettings(engine="ray", ray=RAY_OPTIONS, retry=RetryPolicy(max_attempts=1, backoff_seconds=0.05))
     first = run(JobSpec([str(tmp_path / "in")], tmp_path / "out", Pipeline(ops=(GatedOp(gate=str(gate)),)), once),
                 job_dir=job_dir)
     assert first.counts["failed"] == 1
@@ -231,7 +234,7 @@ def test_gpu_workers_are_placed_on_the_node_that_has_gpus(cluster, clip_factory,
         half_a_gpu = RayOptions(address="auto", gpus_per_worker=0.5)  # two workers share the GPU
         result = run(JobSpec([str(tmp_path / "in")], tmp_path / "out",
                              Pipeline(ops=(RecordNodeOp(record_dir=str(records)),)),
-                             RunSettings(engine="ray", ray=half_a_gpu, limits=FAST_RETRIES)))
+                             RunSettings(engine="ray", ray=half_a_gpu, retry=FAST_RETRIES)))
         assert result.exit_code == 0 and result.counts["done"] == 6
         assert {p.name for p in records.iterdir()} == {gpu_node.node_id}
         _, workers = ray_pool(Pipeline.from_options({"op": "identity"}), EngineOptions(), half_a_gpu)
@@ -247,7 +250,7 @@ def test_on_ray_every_byte_can_go_through_an_object_store(cluster, clip_factory,
                for i in range(3)}  # the last is 4 s long: segments of 1 s
     for name, path in sources.items():
         azurite.upload_blob(azurite_container, f"in/{name}", path.read_bytes())
-    settings = RunSettings(engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES,
+    settings = RunSettings(engine="ray", ray=RAY_OPTIONS, retry=FAST_RETRIES,
                            parts_dir=f"az://{azurite_container}/parts")
     result = run(JobSpec([f"az://{azurite_container}/in"], f"az://{azurite_container}/out",
                          Pipeline.from_options({"op": "identity", "segment_seconds": 1}), settings),

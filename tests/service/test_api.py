@@ -32,12 +32,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
 from framefleet.errors import OptionError
+from framefleet.jobs.store import Segment, TaskMetrics
 from framefleet.jobs.view import JobView
-from framefleet.jobs.store import Limits, Segment, TaskMetrics
 from framefleet.service.api import create_app
 from framefleet.service.auth import COOKIE, TOKEN_ENV, check_listen, session_value
 from framefleet.service.config import ServiceConfig
 from framefleet.service.runtime import Service
+from framefleet.settings import RetryPolicy
 
 TOKEN = secrets.token_hex(16)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -506,11 +507,11 @@ def test_a_job_runs_to_finished_lists_its_failures_and_retries_them(tmp_path, al
 def test_a_restarted_service_runs_a_submitted_job_with_the_settings_it_first_ran_with(tmp_path, allowed, inputs):
     """The service's settings are taken when a job first runs and stored with it: after a restart with
     other settings, a retry runs the job as before (its retry budget too), and its status shows that."""
-    with running_service(tmp_path, limits=Limits(max_attempts=1)) as (client, service):
+    with running_service(tmp_path, limits=RetryPolicy(max_attempts=1)) as (client, service):
         job = client.post("/api/jobs", json=submission([str(inputs)], str(allowed / "out")), headers=BEARER).json()
         assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"
         job_dir = service.job_dir(service.job(job["id"])).path
-    with running_service(tmp_path, workers=2, limits=Limits(max_attempts=3)) as (client, _):
+    with running_service(tmp_path, workers=2, limits=RetryPolicy(max_attempts=3)) as (client, _):
         assert client.post(f"/api/jobs/{job['id']}/retry", headers=BEARER).json() == {"retried": 1}
         time.sleep(0.2)
         assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"
@@ -543,7 +544,7 @@ def test_the_job_list_counts_items_and_the_chart_spreads_frames_over_the_time_th
     client, service = idle
     job = client.post("/api/jobs", json=submission([str(allowed)], str(allowed / "out")), headers=BEARER).json()
     assert client.get("/api/jobs", headers=BEARER).json()["jobs"][0]["items"] == {}  # no ledger yet
-    with service.job_dir(service.job(job["id"])).open_ledger(Limits(max_attempts=1), create=True) as ledger:
+    with service.job_dir(service.job(job["id"])).open_ledger(RetryPolicy(max_attempts=1), create=True) as ledger:
         ledger.add_items([(f"/in/{name}.mp4", f"{name}.mp4", 1, "v1", f"/out/{name}.mp4") for name in "abc"],
                          now=0)
         probes = [ledger.claim("w", 60, now=0) for _ in range(3)]

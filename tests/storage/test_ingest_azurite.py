@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import pytest
 
+from framefleet.errors import StorageError
 from framefleet.files import ingest as ingest_module
 from framefleet.files import storage
-from framefleet.errors import StorageError
 from framefleet.files.ingest import ingest, stored_md5
 
 pytestmark = pytest.mark.storage

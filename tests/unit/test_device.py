@@ -6,9 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from framefleet.processing.batch import FrameBatch
 from framefleet.errors import DeviceUnavailableError, OptionError
 from framefleet.ops import Device, StyleTransferOp
+from framefleet.processing.batch import FrameBatch
 from framefleet.processing.streaming import Parallelism, available_cores
 from framefleet.video.synth import picture
 

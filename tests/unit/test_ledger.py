@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from framefleet.jobs.store import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Limits, Losses, Segment, TaskMetrics
+from framefleet.jobs.store import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Losses, Segment, TaskMetrics
+from framefleet.settings import RetryPolicy
 
 
 @pytest.fixture
@@ -20,8 +21,8 @@ def make_ledger(db_path):
     db_path.parent.mkdir(parents=True, exist_ok=True)
     opened: list[Ledger] = []
 
-    def make(limits: Limits | None = None) -> Ledger:
-        ledger = Ledger(db_path, limits or Limits())
+    def make(limits: RetryPolicy | None = None) -> Ledger:
+        ledger = Ledger(db_path, limits or RetryPolicy())
         opened.append(ledger)
         return ledger
 
@@ -32,7 +33,7 @@ def make_ledger(db_path):
 
 @pytest.fixture
 def ledger(make_ledger) -> Ledger:
-    return make_ledger(Limits(max_attempts=3, max_crashes=2, backoff_seconds=10.0))
+    return make_ledger(RetryPolicy(max_attempts=3, max_crashes=2, backoff_seconds=10.0))
 
 
 def ref(name: str, version: str = "v1") -> tuple[str, str, int, str, str]:
@@ -232,7 +233,7 @@ def test_a_probe_without_segments_plans_one_whole_segment(ledger):
 
 
 def test_input_errors_back_off_exponentially_then_fail_the_item_and_cancel_its_other_tasks(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=3, max_crashes=3, backoff_seconds=2.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=3, max_crashes=3, backoff_seconds=2.0))
     ledger.add_items([ref("a")], now=0)
     probe_into(ledger, 3)
     bad = ledger.claim("w", 60, now=0)  # segment 0
@@ -275,7 +276,7 @@ def test_a_sibling_released_after_its_item_failed_is_cancelled_not_retried(ledge
 
 
 def test_crashes_are_counted_apart_and_capped_by_max_crashes(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=2, max_crashes=3, backoff_seconds=1.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=2, max_crashes=3, backoff_seconds=1.0))
     ledger.add_items([ref("a")], now=0)
     t = ledger.claim("w", 60, now=0)
     # One input error, then crashes/hangs: the input budget (2) is not used by the crashes.
@@ -294,7 +295,7 @@ def test_crashes_are_counted_apart_and_capped_by_max_crashes(make_ledger):
 
 
 def test_crash_backoff_is_exponential(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=3, max_crashes=5, backoff_seconds=1.5))
+    ledger = make_ledger(RetryPolicy(max_attempts=3, max_crashes=5, backoff_seconds=1.5))
     ledger.add_items([ref("a")], now=0)
     now = 0.0
     for n in range(1, 4):
@@ -306,7 +307,7 @@ def test_crash_backoff_is_exponential(make_ledger):
 
 @pytest.mark.parametrize("outcome", ["lost", "interrupted"])
 def test_infrastructure_losses_never_fail_an_item(make_ledger, outcome):
-    ledger = make_ledger(Limits(max_attempts=1, max_crashes=1, backoff_seconds=5.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=1, max_crashes=1, backoff_seconds=5.0))
     ledger.add_items([ref("a")], now=0)
     for n in range(25):
         t = ledger.claim("w", 60, now=n * 100)
@@ -324,7 +325,7 @@ def test_infrastructure_losses_never_fail_an_item(make_ledger, outcome):
 
 
 def test_a_first_infrastructure_loss_is_retried_at_once_and_repeated_ones_back_off_capped(make_ledger):
-    ledger = make_ledger(Limits(backoff_seconds=2.0))
+    ledger = make_ledger(RetryPolicy(backoff_seconds=2.0))
     ledger.add_items([ref("a")], now=0)
     waits = []
     now = 0.0
@@ -414,7 +415,7 @@ def test_release_all_running_returns_running_tasks_to_pending(ledger):
 
 
 def test_retry_failed_puts_failed_items_back_with_fresh_budgets_and_they_finish(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
     ledger.add_items([ref("a"), ref("b")], now=0)
     probe_into(ledger, 2)  # item a: 2 segments and a join
     now = 0.0
@@ -456,7 +457,7 @@ def test_retry_failed_puts_failed_items_back_with_fresh_budgets_and_they_finish(
 
 
 def test_retry_failed_of_a_failed_join_makes_it_pending_again(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=1, max_crashes=1, backoff_seconds=1.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=1, max_crashes=1, backoff_seconds=1.0))
     ledger.add_items([ref("a")], now=0)
     probe_into(ledger, 2)
     for _ in range(2):
@@ -474,7 +475,7 @@ def test_retry_failed_of_a_failed_join_makes_it_pending_again(make_ledger):
 
 
 def test_failures_lists_error_error_type_and_attempts(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
     ledger.add_items([ref("a"), ref("b")], now=0)
     t = ledger.claim("w", 60, now=0)
     ledger.fail(t, "lost", error_type="Lost", message="node", now=0)

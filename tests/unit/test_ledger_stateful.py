@@ -23,13 +23,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from framefleet.jobs.store import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Ledger, Limits, Segment, Task, TaskMetrics
+from framefleet.jobs.store import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Ledger, Segment, Task, TaskMetrics
+from framefleet.settings import RetryPolicy
 
 # Drawn per example: generous budgets with a real backoff, and tight ones that fail items quickly.
 LIMITS_CHOICES = [
-    Limits(max_attempts=3, max_crashes=2, backoff_seconds=1.0),
-    Limits(max_attempts=2, max_crashes=1, backoff_seconds=0.0),
-    Limits(max_attempts=1, max_crashes=1, backoff_seconds=0.5),
+    RetryPolicy(max_attempts=3, max_crashes=2, backoff_seconds=1.0),
+    RetryPolicy(max_attempts=2, max_crashes=1, backoff_seconds=0.0),
+    RetryPolicy(max_attempts=1, max_crashes=1, backoff_seconds=0.5),
 ]
 TASK_STATES = {"waiting", "pending", "running", "done", "failed", "cancelled"}
 ITEM_STATES = {"pending", "running", "done", "failed"}

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import cli, stderr_lines
-from framefleet.errors import OptionError
-from framefleet.processing.limits import InputLimits, LimitError
+
+from framefleet.errors import LimitError, OptionError
 from framefleet.pipeline import Pipeline
+from framefleet.settings import InputLimits
 from framefleet.video import VideoReader, probe
 from framefleet.video.synth import ClipSpec, write_clip
 

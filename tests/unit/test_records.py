@@ -8,8 +8,8 @@ from fractions import Fraction
 import pyarrow.parquet as pq
 import pytest
 
-from framefleet.jobs import records
 from framefleet.errors import OpError
+from framefleet.jobs import records
 from framefleet.jobs.records import RecordsWriter, join_records, records_path
 
 

@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from framefleet.cli import app
-from framefleet.jobs.store import Ledger, Limits, Segment, TaskMetrics
-from framefleet.jobs.view import JobView
 from framefleet.jobs.report import render_report
+from framefleet.jobs.store import Ledger, Segment, TaskMetrics
+from framefleet.jobs.view import JobView
+from framefleet.settings import RetryPolicy
 from framefleet.util.sizes import format_bytes
 
 HOSTILE = "/in/<script>alert(1)</script>.mp4"
@@ -71,7 +72,7 @@ def job_dir(tmp_path) -> Path:
     from a partly damaged input, an item that failed twice on its input, and one item still pending."""
     folder = tmp_path / "job"
     folder.mkdir()
-    ledger = Ledger(folder / "ledger.sqlite", Limits(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
+    ledger = Ledger(folder / "ledger.sqlite", RetryPolicy(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
     ledger.init_job(fingerprint="0123456789abcdef" * 4, spec={"ops": [{"name": "style", "style": "7"}],
                     "segment_seconds": 20}, version="0.1.0", output_root="/out")
     ledger.add_items([ref("/in/long.mp4"), ref(HOSTILE), ref("/in/broken.mp4"), ref("/in/later.mp4")], now=0)

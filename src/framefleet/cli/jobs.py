@@ -14,21 +14,22 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from framefleet.files import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
 from framefleet.cli.progress import Ticker, progress_mode
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import OptionError, OutputError
+from framefleet.files import storage
+from framefleet.files.temporary import write_text_atomically
 from framefleet.jobs.run import JobResult, job_settings
 from framefleet.jobs.run import retry as retry_job
 from framefleet.jobs.run import run as run_job
-from framefleet.jobs.view import JobStatus, JobView, job_status
+from framefleet.jobs.spec import JobSpec
 from framefleet.jobs.store import Failure
+from framefleet.jobs.view import JobStatus, JobView, job_status
 from framefleet.plan.apply import AppliedPlan, apply_plan
 from framefleet.plan.planner import read_plan
-from framefleet.jobs.spec import JobSpec, RunSettings
-from framefleet.files.temporary import write_text_atomically
+from framefleet.settings import RunSettings
 
 JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
                                             "or the output URI of a job writing to an object store.")]

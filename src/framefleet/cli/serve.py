@@ -10,10 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from framefleet.files import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded
 from framefleet.errors import OptionError
+from framefleet.files import storage
 from framefleet.pipeline import read_pipeline_file
 from framefleet.util.redact import redact
 

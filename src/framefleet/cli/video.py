@@ -13,16 +13,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from framefleet.files import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.cli.progress import frame_progress, progress_mode
 from framefleet.errors import FramefleetError, OutputError, StorageError
+from framefleet.files import storage
+from framefleet.files.remote_inputs import InputOpener
+from framefleet.pipeline import Pipeline
 from framefleet.processing.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
 from framefleet.processing.memory_budget import fit_stylize
-from framefleet.pipeline import Pipeline
-from framefleet.files.remote_inputs import InputAccess, InputOpener
 from framefleet.processing.streaming import StreamResult, check_output_path, process_video
+from framefleet.settings import InputAccess
 from framefleet.video import VideoInfo, VideoReader, probe
 from framefleet.video.synth import ClipSpec, write_clip
 

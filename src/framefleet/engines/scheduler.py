@@ -29,42 +29,17 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
-from framefleet.jobs.store import Ledger, Task
-from framefleet.jobs.records import records_path
-from framefleet.jobs.task import TaskRequest, TaskResult, task_target
 from framefleet.files.temporary import remove_stale_temporaries
+from framefleet.jobs.records import records_path
+from framefleet.jobs.store import Ledger, Task
+from framefleet.jobs.task import TaskRequest, TaskResult, task_target
+from framefleet.settings import EngineOptions
 
 log = logging.getLogger(__name__)
 
 
 class JobStalledError(FramefleetError):
     """Work is pending but nothing has happened for too long."""
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How an engine runs a job."""
-
-    workers: int | None = None
-    """Workers; default: one per core on this machine (local), one per worker slot of the cluster (Ray)."""
-    threads_per_worker: int | None = None
-    """Op threads in each worker; default: the cores divided among the local workers, or the CPUs of a Ray worker."""
-    hang_timeout: float = 300.0
-    """Seconds without progress before a worker is declared hung."""
-    task_timeout: float | None = None
-    """Seconds a task may run in all (None: no limit)."""
-    stall_timeout: float = 900.0
-    """Seconds without any event while work is pending before the job stops with an error."""
-    grace_seconds: float = 30.0
-    """After a stop request, how long running tasks may take to finish."""
-    poll_seconds: float = 0.5
-    """Seconds between looks at the ledger while no worker reports anything (at most 1 s when standing)."""
-    idle_seconds: float = 60.0
-    """A standing run stops its workers after this many seconds with no work, and starts them again when
-    work appears (a quiet service holds no worker processes)."""
-    worker_network: str = "auto"
-    """Whether local workers keep network access: "off" cuts it (`limits.cut_network`, where the platform
-    allows), "on" keeps it, "auto" cuts it when nothing needs it (built-in ops, local inputs and outputs)."""
 
 
 @dataclass

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from framefleet.files import storage
 from framefleet.errors import InputNotFoundError, OptionError, OutputError
+from framefleet.files import storage
 from framefleet.video.container import VIDEO_EXTENSIONS
 
 # Enough bytes for every signature below (MPEG-TS checks sync bytes up to 376, M2TS up to 388).

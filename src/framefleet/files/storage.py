@@ -34,7 +34,6 @@ import yaml
 from fsspec.caching import BlockCache
 from fsspec.core import split_protocol
 
-from framefleet.util import redact
 from framefleet.errors import (
     FramefleetError,
     InputNotFoundError,
@@ -45,6 +44,7 @@ from framefleet.errors import (
     exception_chain,
 )
 from framefleet.files.temporary import temporary_path
+from framefleet.util import redact
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 READ_ONLY_PROTOCOLS = frozenset({"http", "https"})

@@ -15,22 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from framefleet import __version__
-
-from framefleet.files import storage
+from framefleet._version import __version__
 from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import NoVideosError, OptionError, OutputError
-from framefleet.jobs.directory import JobDir, default_job_dir, open_ledger, resolve_job_dir
-from framefleet.jobs.view import PREDICTION_KEY, RUN_SETTINGS_KEY
-from framefleet.jobs.store import Damage, Failure, Ledger
-from framefleet.processing.memory_budget import fit_local_workers
-from framefleet.ops.registry import is_builtin
-from framefleet.pipeline import Pipeline
+from framefleet.files import storage
 from framefleet.files.remote_inputs import WorkerStorage
 from framefleet.files.sources import VideoRef, expand_inputs
-from framefleet.jobs.spec import JobSpec, RunSettings
+from framefleet.jobs.directory import JobDir, default_job_dir, open_ledger, resolve_job_dir
+from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.store import Damage, Failure, Ledger
+from framefleet.ops.names import is_builtin
+from framefleet.pipeline import Pipeline
+from framefleet.processing.memory_budget import fit_local_workers
+from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, RunSettings
 
 
 @dataclass
@@ -103,7 +102,7 @@ def run(
         raise NoVideosError(found.explain(spec.inputs, output_root))
     if storage.is_local(output_root):
         _create_folder(Path(output_root))
-    with place.lock(), place.open_ledger(settings.limits, create=True) as ledger:
+    with place.lock(), place.open_ledger(settings.retry, create=True) as ledger:
         ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
                         output_root=output_root)
         ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framefleet.errors import FramefleetError, is_disk_full, job_disk_full
+from framefleet.settings import RetryPolicy
 from framefleet.util.redact import redact
 
 SCHEMA_VERSION = 1
@@ -313,24 +314,12 @@ class Losses:
         return text + (f", {self.stopped} given up on a stop request" if self.stopped else "")
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Retry rules."""
-
-    max_attempts: int = 3
-    """Input failures a task may have before its item fails."""
-    max_crashes: int = 3
-    """Worker crashes or hangs a task may cause before its item fails as poison."""
-    backoff_seconds: float = 1.0
-    """Delay before retry n is backoff_seconds x 2^(n-1)."""
-
-
 class Ledger:
     """Durable job state. One process (the scheduler) writes; any process may read."""
 
-    def __init__(self, path: str | Path, limits: Limits = Limits()) -> None:
+    def __init__(self, path: str | Path, retry: RetryPolicy = RetryPolicy()) -> None:
         self.path = Path(path)
-        self.limits = limits
+        self.retry = retry
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         with self._disk_full_stops_the_job():
@@ -793,14 +782,14 @@ class Ledger:
         if outcome == "input_error":
             used = row["input_failures"] + 1
             db.execute("UPDATE tasks SET input_failures = ? WHERE id = ?", (used, task_id))
-            exhausted = final or used >= self.limits.max_attempts
-            delay = self.limits.backoff_seconds * 2 ** (used - 1)
+            exhausted = final or used >= self.retry.max_attempts
+            delay = self.retry.backoff_seconds * 2 ** (used - 1)
             reason = message
         elif outcome in CRASH_OUTCOMES:
             used = row["crashes"] + 1
             db.execute("UPDATE tasks SET crashes = ? WHERE id = ?", (used, task_id))
-            exhausted = used >= self.limits.max_crashes
-            delay = self.limits.backoff_seconds * 2 ** (used - 1)
+            exhausted = used >= self.retry.max_crashes
+            delay = self.retry.backoff_seconds * 2 ** (used - 1)
             reason = f"the worker {outcome} {used} times on this input (last: {message})"
         elif outcome == "interrupted":  # a stop request: retried at once when the job resumes, never counted
             exhausted, reason, delay = False, message, 0.0
@@ -809,7 +798,7 @@ class Ledger:
             db.execute("UPDATE tasks SET infra_losses = ? WHERE id = ?", (losses, task_id))
             # The first loss is retried at once (a killed worker); repeated ones (a store that is down)
             # back off, capped, and never fail the item.
-            delay = 0.0 if losses == 1 else min(self.limits.backoff_seconds * 2 ** (losses - 2), INFRA_BACKOFF_CAP)
+            delay = 0.0 if losses == 1 else min(self.retry.backoff_seconds * 2 ** (losses - 2), INFRA_BACKOFF_CAP)
             exhausted, reason = False, message
         if exhausted:
             db.execute(

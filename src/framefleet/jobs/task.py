@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framefleet.files import storage
+from framefleet.files.remote_inputs import InputOpener
+from framefleet.files.temporary import remove_stale_temporaries
+from framefleet.jobs.records import join_records, records_path, records_uri
 from framefleet.jobs.store import Segment, Task, TaskMetrics
 from framefleet.pipeline import Pipeline
-from framefleet.jobs.records import join_records, records_path, records_uri
-from framefleet.files.remote_inputs import InputOpener
 from framefleet.processing.streaming import FrameProcessor, StreamResult
-from framefleet.files.temporary import remove_stale_temporaries
 from framefleet.video import VideoInfo, VideoSource, probe
 from framefleet.video.concat import join_segments
 

@@ -14,12 +14,12 @@ import traceback
 from collections.abc import Callable
 
 from framefleet.errors import DiskFullError, is_disk_full
-from framefleet.processing.limits import cap_memory, is_out_of_memory, memory_error
-from framefleet.pipeline import Pipeline
-from framefleet.util.redact import redact
 from framefleet.files.remote_inputs import WorkerStorage
-from framefleet.processing.streaming import FrameProcessor
 from framefleet.jobs.task import TaskRequest, TaskResult, run_task
+from framefleet.pipeline import Pipeline
+from framefleet.processing.limits import cap_memory, is_out_of_memory, memory_error
+from framefleet.processing.streaming import FrameProcessor
+from framefleet.util.redact import redact
 
 _LOG_TAIL_LINES = 20
 

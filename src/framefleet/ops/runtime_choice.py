@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from framefleet.util.cache import cache_dir
 from framefleet.errors import DeviceUnavailableError, OpError
+from framefleet.files.temporary import write_text_atomically
 from framefleet.ops.base import Device
 from framefleet.ops.runtimes import (
     INSTALL_HINT,
@@ -41,7 +41,7 @@ from framefleet.ops.runtimes import (
     openvino_installed,
     require_openvino,
 )
-from framefleet.files.temporary import write_text_atomically
+from framefleet.util.cache import cache_dir
 
 log = logging.getLogger(__name__)
 

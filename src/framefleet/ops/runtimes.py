@@ -13,8 +13,8 @@ OpenVINO's `INFERENCE_PRECISION_HINT`: fp32, or bf16 where the CPU has it (AVX-5
 from __future__ import annotations
 
 import importlib.util
-import threading
 import re
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -104,7 +104,7 @@ def open_engine(model: Path | bytes, device: Device, choice: Choice) -> Engine:
     """`model` (a file or a serialized model) loaded on `choice`'s runtime at its precision, with
     `device.threads` threads on the CPU; EngineError when the runtime cannot compile it."""
     if choice.runtime == "onnxruntime":
-        from framefleet.ops.onnx_session import open_session
+        from framefleet.ops.ort_session import open_session
 
         return OrtEngine(open_session(model, device))
     return OpenVinoEngine(model, device, choice.precision)

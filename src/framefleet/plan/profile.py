@@ -48,21 +48,21 @@ from typing import Any
 
 import numpy as np
 
-from framefleet import __version__
-from framefleet.util.cache import cache_dir
+from framefleet._version import __version__
 from framefleet.errors import OptionError
+from framefleet.files.remote_inputs import InputOpener
+from framefleet.files.temporary import write_text_atomically
+from framefleet.jobs.task import TaskRequest
+from framefleet.jobs.worker import Worker
 from framefleet.ops import Op
 from framefleet.ops.base import Device
 from framefleet.ops.chain import chain_output_size
 from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.plan.workload import VideoWork, Workload
-from framefleet.files.remote_inputs import InputOpener
 from framefleet.processing.streaming import available_cores, gpu_names
-from framefleet.jobs.task import TaskRequest
 from framefleet.processing.temporal import TEMPORAL_MODES, flow_size, temporal_filter
-from framefleet.files.temporary import write_text_atomically
+from framefleet.util.cache import cache_dir
 from framefleet.video import EncodeOptions, VideoReader, probe
-from framefleet.jobs.worker import Worker
 
 log = logging.getLogger(__name__)
 

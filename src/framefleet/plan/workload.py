@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
 
-from framefleet.jobs.store import Segment
 from framefleet.files.remote_inputs import InputOpener
 from framefleet.files.sources import VideoRef, expand_inputs
+from framefleet.jobs.store import Segment
 from framefleet.jobs.task import plan_segments
 from framefleet.video import probe
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from framefleet.processing.detail import BAND_SIGMA, detail_kept, ssim
 from framefleet.errors import OptionError
+from framefleet.processing.detail import BAND_SIGMA, detail_kept, ssim
 from framefleet.processing.temporal import FlowEstimator, PairError, pair_error
 from framefleet.video import VideoReader
 from framefleet.video.container import VideoSource

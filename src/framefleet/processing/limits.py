@@ -1,4 +1,4 @@
-"""Limits on what an untrusted input may claim or cost, checked before anything is allocated for it.
+"""RetryPolicy on what an untrusted input may claim or cost, checked before anything is allocated for it.
 
 A video's header is checked when it is probed, before its first frame is decoded: a 30000x30000 picture, a
 billion-frame or a year-long claim, thousands of streams are refused from the header alone. Decoding then
@@ -12,107 +12,14 @@ that a crafted file takes over cannot reach anything. Each refusal is a `LimitEr
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import logging
 import os
 import resource
-from dataclasses import dataclass
-from typing import Any
 
-from framefleet.errors import FramefleetError, OptionError, exception_chain
+from framefleet.errors import LimitError, exception_chain
+from framefleet.settings import InputLimits
 
 log = logging.getLogger(__name__)
-
-
-class LimitError(FramefleetError):
-    """An input broke one of the `InputLimits`; `kind` names which (pixels, frames, duration, streams,
-    decode-errors, memory)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-    @property
-    def error_class(self) -> str:
-        return f"limit:{self.kind}"
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickled to the scheduler by Ray
-        return LimitError, (self.kind, str(self))
-
-
-@dataclass(frozen=True)
-class InputLimits:
-    """What one input may claim or cost. The defaults admit any real camera, phone or broadcast file
-    (8K, days long, dozens of tracks) and refuse what only a crafted file claims."""
-
-    max_pixels: int = 8192 * 8192
-    """Width x height of a frame, as the header claims it or as decoded."""
-    max_side: int = 16384
-    """Width or height of a frame."""
-    max_frames: int = 50_000_000
-    """Frames the header claims (or its duration times its frame rate): 23 days at 25 fps."""
-    max_seconds: float = 7 * 24 * 3600.0
-    """Duration the header claims."""
-    max_streams: int = 256
-    """Streams in the container."""
-    max_decode_errors: int = 1000
-    """Packets the decoder may reject before decoding stops (a stream of noise is not worth reading on)."""
-    memory_mb: int | None = 16384
-    """A job worker's address-space cap in MiB (Linux; None: none). It covers the worker's model too."""
-
-    def __post_init__(self) -> None:
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if value is None and item.name == "memory_mb":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise OptionError(f"limit {item.name} must be a positive number, got {value!r}")
-
-    @classmethod
-    def from_options(cls, values: dict[str, Any] | None) -> InputLimits:
-        """From a pipeline file's `limits:` mapping or `--limit KEY=VALUE` flags; unknown keys are errors."""
-        values = dict(values or {})
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise OptionError(f"unknown limit {unknown[0]!r}; limits are {', '.join(sorted(known))}")
-        return cls(**values)
-
-    def changed(self) -> dict[str, Any]:
-        """The limits that differ from the defaults (what a job stores)."""
-        default = InputLimits()
-        return {item.name: getattr(self, item.name) for item in dataclasses.fields(self)
-                if getattr(self, item.name) != getattr(default, item.name)}
-
-    def check_frame_size(self, source: object, width: int, height: int) -> None:
-        """Refuse a frame of width x height (claimed or decoded) above the limits."""
-        if width <= 0 or height <= 0:
-            return  # unknown until decoded
-        if max(width, height) > self.max_side or width * height > self.max_pixels:
-            raise LimitError("pixels", f"{source}: limit:pixels: its video is {width}x{height} "
-                             f"({width * height / 1e6:.0f} Mpx), above the limit of {self.max_side} px a side "
-                             f"and {self.max_pixels / 1e6:.0f} Mpx (limit max_pixels, max_side)")
-
-    def check_header(self, source: object, *, streams: int, width: int, height: int, frames: int | None,
-                     seconds: float | None) -> None:
-        """Refuse what a container's header claims beyond the limits."""
-        if streams > self.max_streams:
-            raise LimitError("streams", f"{source}: limit:streams: it has {streams} streams, above the limit "
-                             f"of {self.max_streams} (limit max_streams)")
-        self.check_frame_size(source, width, height)
-        if frames is not None and frames > self.max_frames:
-            raise LimitError("frames", f"{source}: limit:frames: it claims {frames} frames, above the limit "
-                             f"of {self.max_frames} (limit max_frames)")
-        if seconds is not None and seconds > self.max_seconds:
-            raise LimitError("duration", f"{source}: limit:duration: it claims {seconds:.0f} s, above the "
-                             f"limit of {self.max_seconds:.0f} s (limit max_seconds)")
-
-    def check_decode_errors(self, source: object, errors: int) -> None:
-        """Stop decoding after too many rejected packets."""
-        if errors > self.max_decode_errors:
-            raise LimitError("decode-errors", f"{source}: limit:decode-errors: the decoder rejected "
-                             f"{errors} packets, above the limit of {self.max_decode_errors} "
-                             "(limit max_decode_errors)")
 
 
 def cap_memory(limits: InputLimits) -> None:

@@ -29,14 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
-from framefleet.processing.batch import FrameBatch
 from framefleet.errors import CorruptVideoError, OptionError, OutputError
-from framefleet.processing.limits import InputLimits
+from framefleet.jobs.records import RecordsWriter
 from framefleet.ops.base import Device, Op
 from framefleet.ops.chain import chain_output_size, run_chain, step_names
-from framefleet.jobs.records import RecordsWriter
-from framefleet.processing.temporal import (BlendStep, TemporalBlend, check_mode, check_strength, default_mode, flow_size,
-                                 preroll_frames, temporal_filter)
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.temporal import (
+    BlendStep,
+    TemporalBlend,
+    check_mode,
+    check_strength,
+    default_mode,
+    flow_size,
+    preroll_frames,
+    temporal_filter,
+)
+from framefleet.settings import InputLimits
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.colour import ColourPlan, check_tags, expects_sdr, plan_colour
 from framefleet.video.container import RemoteVideo, VideoSource

@@ -26,17 +26,17 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from framefleet import __version__
+from framefleet._version import __version__
 from framefleet.errors import FramefleetError
-from framefleet.jobs.view import FrameSeries, JobView
 from framefleet.jobs.store import ItemState
-from framefleet.util.redact import redact
+from framefleet.jobs.view import FrameSeries, JobView
 from framefleet.service import models
 from framefleet.service.auth import TokenAuth
 from framefleet.service.config import ForbiddenLocationError, ServiceConfig
 from framefleet.service.metrics import metrics_registry
 from framefleet.service.registry import JobRecord
 from framefleet.service.runtime import JobConflictError, Service, UnknownJobError
+from framefleet.util.redact import redact
 
 JobId = Annotated[str, "the job's id"]
 _ERROR_STATUS = {UnknownJobError: 404, JobConflictError: 409, ForbiddenLocationError: 403}

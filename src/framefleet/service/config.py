@@ -24,14 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framefleet.files import storage
-from framefleet.engines.ray_options import RayOptions
-from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import FramefleetError, OptionError
-from framefleet.jobs.store import Limits
+from framefleet.files import storage
 from framefleet.pipeline import Pipeline, read_pipeline_file
 from framefleet.service.watcher import WatchRule
-from framefleet.jobs.spec import RunSettings
+from framefleet.settings import EngineOptions, RayOptions, RetryPolicy, RunSettings
 from framefleet.util.yaml_files import read_yaml_mapping
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -68,12 +65,12 @@ class ServiceConfig:
     """Submitted jobs that run at the same time; the others wait, queued."""
     ray_address: str | None = None
     """With engine ray: the cluster (see `RayOptions.address`)."""
-    limits: Limits = field(default_factory=Limits)
+    limits: RetryPolicy = field(default_factory=RetryPolicy)
     engine_options: EngineOptions = field(default_factory=EngineOptions)
 
     def run_settings(self) -> RunSettings:
         """How the service runs each of its jobs."""
-        return RunSettings(engine=self.engine, options=self.engine_options, limits=self.limits,
+        return RunSettings(engine=self.engine, options=self.engine_options, retry=self.limits,
                            ray=RayOptions(address=self.ray_address)).given(workers=self.workers)
 
     def __post_init__(self) -> None:

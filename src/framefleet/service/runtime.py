@@ -19,20 +19,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from framefleet.jobs import run as job
-from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import DiskFullError, FramefleetError
-from framefleet.jobs.directory import JobDir
-from framefleet.jobs.view import JobStatus, JobView
 from framefleet.files.lock_file import hold_lock_file
+from framefleet.jobs import run as job
+from framefleet.jobs.directory import JobDir
+from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.view import JobStatus, JobView
 from framefleet.pipeline import Pipeline
-from framefleet.util.redact import redact
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
 from framefleet.service.console import ItemLines
 from framefleet.service.registry import JobRecord, Registry
 from framefleet.service.watcher import Watcher, WatchRule
-from framefleet.jobs.spec import JobSpec, RunSettings
+from framefleet.settings import RayOptions, RunSettings
+from framefleet.util.redact import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
