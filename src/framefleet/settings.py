@@ -192,21 +192,21 @@ class RunSettings:
             raise OptionError(f"--engine must be {', '.join(ENGINES[:-1])} or {ENGINES[-1]}, got {self.engine!r}")
 
     def given(self, **flags: Any) -> RunSettings:
-        """These settings with the flags that are not None over them. Flags: `engine`, `parts_dir`, any
-        field of `EngineOptions` (`workers`, `hang_timeout`, ...), `max_attempts`, `ray_address`,
-        `cpus_per_worker`, `gpus_per_worker` and `remote_read`."""
-        flags = {key: value for key, value in flags.items() if value is not None}
-        renamed = {"max_attempts": ("retry", "max_attempts"), "ray_address": ("ray", "address"),
-                   "cpus_per_worker": ("ray", "cpus_per_worker"), "gpus_per_worker": ("ray", "gpus_per_worker"),
-                   "remote_read": ("input_access", "mode")}
-        renamed.update({name: ("options", name) for name in _field_names(EngineOptions)})
+        """These settings with the flags that are not None over them. Flags (`RUN_FLAG_NAMES`): `engine`,
+        `parts_dir`, any field of `EngineOptions` (`workers`, `hang_timeout`, ...), `max_attempts`,
+        `ray_address`, `cpus_per_worker`, `gpus_per_worker` and `remote_read`."""
+        top: dict[str, Any] = {}
         parts: dict[str, dict[str, Any]] = {}
-        top = {key: flags.pop(key) for key in ("engine", "parts_dir") if key in flags}
         for key, value in flags.items():
-            if key not in renamed:
+            if key not in _FLAG_PLACES:
                 raise TypeError(f"no run setting {key!r}")
-            part, name = renamed[key]
-            parts.setdefault(part, {})[name] = value
+            if value is None:
+                continue
+            part, name = _FLAG_PLACES[key]
+            if part is None:
+                top[name] = value
+            else:
+                parts.setdefault(part, {})[name] = value
         return dataclasses.replace(self, **top, **{part: dataclasses.replace(getattr(self, part), **values)
                                                    for part, values in parts.items()})
 
@@ -231,3 +231,14 @@ def _field_names(kind: type) -> set[str]:
 def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:
     names = _field_names(kind)
     return {key: value for key, value in values.items() if key in names}
+
+
+_FLAG_PLACES: dict[str, tuple[str | None, str]] = {
+    "engine": (None, "engine"), "parts_dir": (None, "parts_dir"),
+    **{name: ("options", name) for name in _field_names(EngineOptions)},
+    "max_attempts": ("retry", "max_attempts"), "ray_address": ("ray", "address"),
+    "cpus_per_worker": ("ray", "cpus_per_worker"), "gpus_per_worker": ("ray", "gpus_per_worker"),
+    "remote_read": ("input_access", "mode"),
+}
+RUN_FLAG_NAMES: frozenset[str] = frozenset(_FLAG_PLACES)
+"""The flat names `RunSettings.given` takes: the CLI's run flags, a service file's run keys."""

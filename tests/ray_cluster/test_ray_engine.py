@@ -279,7 +279,7 @@ def test_the_service_runs_its_watch_rule_and_a_submitted_job_as_ray_actors(clust
     submitted = make_inputs(clip_factory, tmp_path / "submitted", 2, frames=12)
     rule = WatchRule(name="uploads", source=str(tmp_path / "watched"), output=str(tmp_path / "watched-out"),
                      pipeline={"op": "identity"}, interval=0.3)
-    service = Service(ServiceConfig(state_dir=tmp_path / "state", engine="ray", ray_address="auto", workers=1,
+    service = Service(ServiceConfig(state_dir=tmp_path / "state", run=RunSettings(engine="ray").given(ray_address="auto", workers=1),
                                     allow=(str(tmp_path),), watch=(rule,)))
     service.start()
     try:

@@ -32,13 +32,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
 from framefleet.errors import OptionError
-from framefleet.jobs.store import Segment, TaskMetrics
+from framefleet.jobs.results import Segment, TaskMetrics
 from framefleet.jobs.view import JobView
 from framefleet.service.api import create_app
 from framefleet.service.auth import COOKIE, TOKEN_ENV, check_listen, session_value
 from framefleet.service.config import ServiceConfig
 from framefleet.service.runtime import Service
-from framefleet.settings import RetryPolicy
+from framefleet.settings import RetryPolicy, RunSettings
 
 TOKEN = secrets.token_hex(16)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -130,7 +130,7 @@ def route_requests(app, job_id: str) -> list[tuple[str, str]]:
 def running_service(root: Path, **config: Any) -> Iterator[tuple[TestClient, Service]]:
     """A started service (the app's lifespan) over `root`/state, allowing `root`/allowed and the slow test op."""
     settings = {"state_dir": root / "state", "allow": (str(root / "allowed"),), "ops": ("job_ops:SlowOp",),
-                "workers": 1, **config}
+                "run": RunSettings().given(workers=1), **config}
     service = Service(ServiceConfig(**settings))
     with TestClient(create_app(service, TOKEN)) as client:
         yield client, service
@@ -146,7 +146,7 @@ def allowed(tmp_path) -> Path:
 @pytest.fixture
 def idle(tmp_path, allowed) -> Iterator[tuple[TestClient, Service]]:
     """An app over a service that is never started: submissions are recorded, nothing runs."""
-    service = Service(ServiceConfig(state_dir=tmp_path / "state", allow=(str(allowed),), workers=1))
+    service = Service(ServiceConfig(state_dir=tmp_path / "state", allow=(str(allowed),), run=RunSettings().given(workers=1)))
     with TestClient(create_app(service, TOKEN, manage=False), raise_server_exceptions=False) as client:
         yield client, service
     service.registry.close()
@@ -448,7 +448,7 @@ def test_a_malformed_submission_is_refused_with_422(idle, body):
 
 
 def test_a_service_with_no_allowed_prefix_refuses_every_submission(tmp_path, inputs):
-    service = Service(ServiceConfig(state_dir=tmp_path / "state", workers=1))
+    service = Service(ServiceConfig(state_dir=tmp_path / "state", run=RunSettings().given(workers=1)))
     with TestClient(create_app(service, TOKEN, manage=False)) as client:
         for body in (submission([str(inputs)], str(tmp_path / "out")),
                      submission([str(inputs / "a.mp4")], str(inputs / "out")),
@@ -507,11 +507,11 @@ def test_a_job_runs_to_finished_lists_its_failures_and_retries_them(tmp_path, al
 def test_a_restarted_service_runs_a_submitted_job_with_the_settings_it_first_ran_with(tmp_path, allowed, inputs):
     """The service's settings are taken when a job first runs and stored with it: after a restart with
     other settings, a retry runs the job as before (its retry budget too), and its status shows that."""
-    with running_service(tmp_path, limits=RetryPolicy(max_attempts=1)) as (client, service):
+    with running_service(tmp_path, run=RunSettings().given(workers=1, max_attempts=1)) as (client, service):
         job = client.post("/api/jobs", json=submission([str(inputs)], str(allowed / "out")), headers=BEARER).json()
         assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"
         job_dir = service.job_dir(service.job(job["id"])).path
-    with running_service(tmp_path, workers=2, limits=RetryPolicy(max_attempts=3)) as (client, _):
+    with running_service(tmp_path, run=RunSettings().given(workers=2, max_attempts=3)) as (client, _):
         assert client.post(f"/api/jobs/{job['id']}/retry", headers=BEARER).json() == {"retried": 1}
         time.sleep(0.2)
         assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"

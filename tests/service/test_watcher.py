@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from framefleet.files import storage
+from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
 from framefleet.jobs.run import canonical_output_root
-from framefleet.jobs.store import Ledger, Segment, TaskMetrics
+from framefleet.jobs.store import Ledger
 from framefleet.service.watcher import PARTIAL_SUFFIXES, Watcher, WatchRule
 
 TINY = {"width": 64, "height": 48, "frames": 4, "gop": 4, "bframes": 0}
@@ -260,7 +261,7 @@ def _process(ledger: Ledger) -> None:
     """Play the job: run every pending task to done (a probe plans one segment)."""
     while (task := ledger.claim("w", 60)) is not None:
         if task.kind == "probe":
-            ledger.complete(task, result={"frames": 4, "duration": 0.2}, segments=[Segment(None, None)])
+            ledger.complete(task, result=ProbeResult(frames=4, duration=0.2), segments=[Segment(None, None)])
         else:
             ledger.complete(task, metrics=TaskMetrics(frames=4))
 

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from framefleet.jobs.store import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Losses, Segment, TaskMetrics
+from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
+from framefleet.jobs.store import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Losses
 from framefleet.settings import RetryPolicy
 
 
@@ -59,7 +60,7 @@ def probe_into(ledger: Ledger, n_segments: int, now: float = 0.0, frames: int = 
     assert task is not None and task.kind == "probe"
     bounds = [i * (frames // n_segments) for i in range(n_segments)] + [None]
     segments = [Segment(bounds[i], bounds[i + 1]) for i in range(n_segments)]
-    assert ledger.complete(task, result={"frames": frames, "duration": frames / 30}, segments=segments, now=now)
+    assert ledger.complete(task, result=ProbeResult(frames=frames, duration=frames / 30), segments=segments, now=now)
     return task
 
 
@@ -507,7 +508,7 @@ def test_counts_and_task_counts_list_every_state(ledger):
 def test_item_metrics_sums_the_task_metrics(ledger):
     ledger.add_items([ref("a"), ref("b")], now=0)
     probe = ledger.claim("w", 60, now=0)
-    ledger.complete(probe, result={"frames": 200}, segments=[Segment(0, 100), Segment(100, None)],
+    ledger.complete(probe, result=ProbeResult(frames=200), segments=[Segment(0, 100), Segment(100, None)],
                     metrics=TaskMetrics(seconds=0.5, bytes_in=10), now=1)
     for i in range(2):
         seg = ledger.claim("w", 60, now=2)
@@ -541,7 +542,7 @@ def test_step_times_add_up_by_step_over_tasks_and_items(ledger):
     ledger.add_items([ref("a"), ref("b")], now=0)
     for _ in range(2):
         probe = ledger.claim("w", 60, now=0)
-        ledger.complete(probe, result={"frames": 10}, segments=[Segment(None, None)], now=1)
+        ledger.complete(probe, result=ProbeResult(frames=10), segments=[Segment(None, None)], now=1)
         video = ledger.claim("w", 60, now=2)
         ledger.complete(video, metrics=TaskMetrics(frames=10, ops_s=3.0, steps_s={"resize": 1.0, "style": 2.0}),
                         now=3)
@@ -557,7 +558,7 @@ def test_a_ledger_from_before_step_times_gets_the_column_when_opened(db_path, ma
     ledger = make_ledger()
     ledger.add_items([ref("a")], now=0)
     probe = ledger.claim("w", 60, now=0)
-    ledger.complete(probe, result={"frames": 1}, segments=[Segment(None, None)], metrics=TaskMetrics(), now=1)
+    ledger.complete(probe, result=ProbeResult(frames=1), segments=[Segment(None, None)], metrics=TaskMetrics(), now=1)
     video = ledger.claim("w", 60, now=2)
     ledger.complete(video, metrics=TaskMetrics(frames=1, steps_s={"identity": 0.5}), now=3)
     assert ledger.step_seconds() == {"identity": 0.5}

@@ -23,7 +23,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from framefleet.jobs.store import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Ledger, Segment, Task, TaskMetrics
+from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
+from framefleet.jobs.store import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Ledger, Task
 from framefleet.settings import RetryPolicy
 
 # Drawn per example: generous budgets with a real backoff, and tight ones that fail items quickly.
@@ -159,7 +160,7 @@ class LedgerMachine(RuleBasedStateMachine):
         segments = [Segment(i * 10, (i + 1) * 10 if i < n_segments - 1 else None) for i in range(n_segments)]
         before = self.task_row(task.id)
         assert self.ledger.complete(task, segments=segments if task.kind == "probe" else None,
-                                    result={"frames": 10 * n_segments}, metrics=TaskMetrics(frames=frames),
+                                    result=ProbeResult(frames=10 * n_segments), metrics=TaskMetrics(frames=frames),
                                     now=self.now) is True
         assert self.task_row(task.id)["state"] == "done"
         assert before["state"] == "running"

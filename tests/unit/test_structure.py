@@ -120,3 +120,16 @@ def test_every_public_name_is_exported_and_importable() -> None:
     assert set(framefleet.__all__) == set(framefleet._MODULE_OF) | {"__version__"}
     for name in framefleet.__all__:
         assert getattr(framefleet, name) is not None
+
+
+def test_the_run_flags_are_declared_once_for_every_setting_given_takes() -> None:
+    from framefleet.cli.options import RUN_FLAGS
+    from framefleet.settings import RUN_FLAG_NAMES, RunSettings
+
+    assert set(RUN_FLAGS) <= RUN_FLAG_NAMES  # the rest (poll_seconds, ...) are for programs and service files
+    samples = {"engine": "ray", "parts_dir": "az://scratch/job", "worker_network": "off", "remote_read": "spool",
+               "ray_address": "auto"}
+    for name in RUN_FLAG_NAMES:
+        value = samples.get(name, 7)
+        assert RunSettings().given(**{name: value}) != RunSettings(), name
+        assert RunSettings().given(**{name: None}) == RunSettings(), name

@@ -42,7 +42,7 @@ def stylize(
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
     overwrite: options.Overwrite = False,
     storage_options: options.StorageOptions = None,
-    remote_read: options.RemoteRead = "auto",
+    remote_read: options.RemoteRead = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
     progress: options.ProgressMode = "auto",
@@ -53,7 +53,7 @@ def stylize(
         if output.endswith("/"):
             raise OutputError(f"{output}: is a folder; give a file name such as {output}{input.rsplit('/', 1)[-1]}")
         storage.configure(storage.load_options(storage_options))
-        source = InputOpener(InputAccess(mode=remote_read)).open(input)
+        source = InputOpener(InputAccess(mode=remote_read or "auto")).open(input)
         if storage.is_local(output):
             if Path(output).is_file() and not overwrite and not _same_file(Path(input), Path(output)):
                 raise OutputError(f"{output}: already exists; pass --overwrite to replace it")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framefleet.errors import FramefleetError, is_disk_full, job_disk_full
+from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics, TaskOutcome, outcome_json
 from framefleet.settings import RetryPolicy
 from framefleet.util.redact import redact
 
@@ -257,14 +258,6 @@ class Task:
     output_uri: str
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A frame range [start_pts, end_pts) of a video (None = open end), planned by a probe."""
-
-    start_pts: int | None
-    end_pts: int | None
-
-
 def _summed(times: Iterable[dict[str, float]]) -> dict[str, float]:
     """Seconds by step, added up over tasks (in the chain's order)."""
     total: dict[str, float] = {}
@@ -276,23 +269,6 @@ def _summed(times: Iterable[dict[str, float]]) -> dict[str, float]:
 
 _NEARLY_FULL = 1 << 20
 """Bytes free below which an SQLite I/O error on the ledger is taken for a full disk."""
-
-
-@dataclass
-class TaskMetrics:
-    """What one finished task measured (`Ledger.complete` stores it). Seconds are wall time of the task and
-    the time its stages took (summed over their threads); bytes what it read and wrote."""
-
-    frames: int = 0
-    seconds: float = 0.0
-    decode_s: float = 0.0
-    ops_s: float = 0.0
-    encode_s: float = 0.0
-    upload_s: float = 0.0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    steps_s: dict[str, float] = field(default_factory=dict)
-    """`ops_s` by step of the op chain (`ops.chain.step_names`), to find the slow step of a pipeline."""
 
 
 @dataclass(frozen=True)
@@ -515,7 +491,7 @@ class Ledger:
         self,
         task: Task,
         *,
-        result: dict[str, Any] | None = None,
+        result: TaskOutcome | None = None,
         metrics: TaskMetrics | None = None,
         segments: list[Segment] | None = None,
         now: float | None = None,
@@ -533,7 +509,7 @@ class Ledger:
             self._close_attempt(db, task.lease_id, "done", now, None, None, None)
             db.execute(
                 "UPDATE tasks SET state = 'done', result = ?, lease_owner = NULL, lease_expires = NULL WHERE id = ?",
-                (json.dumps(result) if result is not None else None, task.id),
+                (outcome_json(result) if result is not None else None, task.id),
             )
             if metrics is not None:
                 db.execute(
@@ -544,7 +520,8 @@ class Ledger:
                      int(metrics.bytes_out), json.dumps(metrics.steps_s)),
                 )
             if task.kind == "probe":
-                self._plan_segments(db, task, segments or [Segment(None, None)], result or {})
+                self._plan_segments(db, task, segments or [Segment(None, None)],
+                                    result if isinstance(result, ProbeResult) else ProbeResult())
             elif task.kind == "segment":
                 self._after_segment(db, task.item_id, now)
             else:
@@ -821,9 +798,9 @@ class Ledger:
         )
         return state
 
-    def _plan_segments(self, db, task: Task, segments: list[Segment], probe: dict[str, Any]) -> None:
+    def _plan_segments(self, db, task: Task, segments: list[Segment], probe: ProbeResult) -> None:
         db.execute("UPDATE items SET frames = ?, duration = ? WHERE id = ?",
-                   (probe.get("frames"), probe.get("duration"), task.item_id))
+                   (probe.frames, probe.duration, task.item_id))
         for seq, segment in enumerate(segments):
             db.execute(
                 "INSERT OR IGNORE INTO tasks (item_id, kind, seq, start_pts, end_pts, state) "

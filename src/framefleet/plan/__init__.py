@@ -1,7 +1,7 @@
 """Planning a job before paying for it: size the work, profile the pipeline on real frames, predict
 time and cost on each node type of a hardware catalogue, and choose the knobs (see docs/planning.md)."""
 
-from framefleet.plan.apply import AppliedPlan, apply_plan
+from framefleet.plan.apply import apply_plan
 from framefleet.plan.cost import Option
 from framefleet.plan.hardware import Catalogue, NodeType, load_catalogue
 from framefleet.plan.planner import Plan, make_plan, parse_duration, read_plan
@@ -9,7 +9,6 @@ from framefleet.plan.profile import Knobs, MachineInfo, ProfileStore, profile_pi
 from framefleet.plan.workload import Workload, measure_workload
 
 __all__ = [
-    "AppliedPlan",
     "Catalogue",
     "Knobs",
     "MachineInfo",

@@ -18,7 +18,7 @@ from itertools import pairwise
 
 from framefleet.files.remote_inputs import InputOpener
 from framefleet.files.sources import VideoRef, expand_inputs
-from framefleet.jobs.store import Segment
+from framefleet.jobs.results import Segment
 from framefleet.jobs.task import plan_segments
 from framefleet.video import probe
 

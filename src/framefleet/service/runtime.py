@@ -31,7 +31,7 @@ from framefleet.service.config import ServiceConfig, check_allowed, check_submit
 from framefleet.service.console import ItemLines
 from framefleet.service.registry import JobRecord, Registry
 from framefleet.service.watcher import Watcher, WatchRule
-from framefleet.settings import RayOptions, RunSettings
+from framefleet.settings import RunSettings
 from framefleet.util.redact import redact
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class JobRunner:
     def _settings(self, standing: bool) -> RunSettings:
         """A submitted job runs with the settings its first run stored, so a restart of the service or a
         retry never changes how it runs; a watch job with the service's own (its rule is in the config)."""
-        current = self._service.config.run_settings()
+        current = self._service.config.run
         if standing or not self.job_dir.started():
             return current
         return job.job_settings(self.job_dir.path, default=current)
@@ -258,10 +258,10 @@ class Service:
         Once: a second call does nothing (`framefleet serve` starts the service before its server)."""
         if self._dispatcher.ident is not None:
             return
-        if self.config.engine == "ray":
+        if self.config.run.engine == "ray":
             from framefleet.engines.ray import connect
 
-            connect(RayOptions(address=self.config.ray_address))
+            connect(self.config.run.ray)
         self._watch_ids = {self._register_watch(rule).id for rule in self.config.watch}
         for record in self.registry.active(queued_limit=0):
             if record.kind == "watch" and record.id not in self._watch_ids:
@@ -276,7 +276,7 @@ class Service:
             runners = list(self._runners.values())
         for runner in runners:
             runner.stop()
-        grace = self.config.engine_options.grace_seconds + 15 if timeout is None else timeout
+        grace = self.config.run.options.grace_seconds + 15 if timeout is None else timeout
         deadline = time.monotonic() + grace
         for runner in runners:
             runner.join(max(0.0, deadline - time.monotonic()))
@@ -320,7 +320,7 @@ class Service:
         record = self.job(job_id)
         if record.state == "queued" or not self.job_dir(record).started():
             return 0
-        with self.job_dir(record).open_ledger(self.config.limits) as ledger:
+        with self.job_dir(record).open_ledger(self.config.run.retry) as ledger:
             count = ledger.retry_failed()
         if count and record.kind == "submitted":
             self.registry.set_state(job_id, "queued", unless=("queued", "running"))
@@ -347,7 +347,7 @@ class Service:
         place = self.job_dir(record)
         if not place.started():
             return default
-        with place.open_ledger(self.config.limits) as ledger:
+        with place.open_ledger(self.config.run.retry) as ledger:
             return read(JobView(ledger, place.path))
 
     def progress(self, record: JobRecord) -> JobProgress:
