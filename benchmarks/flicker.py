@@ -41,6 +41,7 @@ from PIL import Image, ImageDraw
 
 from framefleet.ops import StyleTransferOp
 from framefleet.ops.base import Op
+from framefleet.pipeline import Pipeline
 from framefleet.processing.batch import FrameBatch
 from framefleet.processing.flicker import FlickerReport, measure_flicker
 from framefleet.processing.images import fit_within
@@ -126,7 +127,7 @@ def stylize(clip: Path, out: Path, style: str, temporal: str, kept: dict[int, np
     """One timed `process_video` run; with `kept`, the model's own frames are kept there too."""
     ops: list[Op] = [StyleTransferOp(style=style)] + ([] if kept is None else [KeptFrames(kept=kept)])
     t0 = time.perf_counter()
-    result = process_video(clip, out, ops, temporal=temporal)
+    result = process_video(clip, out, Pipeline.of(ops, temporal=temporal))
     return {"frames": result.frames, "seconds": time.perf_counter() - t0}
 
 
@@ -166,7 +167,7 @@ def sweep(clip: Path, work: Path, kept: dict[int, np.ndarray], plain: Path, stre
     for mode, values in strengths.items():
         for strength in values:
             out = work / f"{clip.stem}-{mode}-{strength:g}.mp4"
-            process_video(clip, out, [ReplayedFrames(kept=kept)], temporal=mode, temporal_strength=strength)
+            process_video(clip, out, Pipeline.of([ReplayedFrames(kept=kept)], temporal=mode, temporal_strength=strength))
             report = measure_flicker(clip, out, reference=plain)
             points.append({"mode": mode, "strength": strength, **report.ratios(), **report.details_summary()})
     return points

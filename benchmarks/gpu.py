@@ -43,6 +43,7 @@ from common import (
 )
 
 from framefleet.ops import Device, IdentityOp, StyleTransferOp
+from framefleet.pipeline import Pipeline
 from framefleet.processing.batch import FrameBatch
 from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, VideoReader
@@ -89,8 +90,8 @@ def stylize(path: Path, out: Path, style: str | None, *, device: str, codec: str
     codec = codec if device == "cuda" and style is not None else "libx264"
     clock = OutputClock()
     t0 = time.perf_counter()
-    result = process_video(path, out, [op], encode=EncodeOptions(codec=codec), hw_decode=hw_decode,
-                           sessions=sessions, temporal=temporal, progress=clock)
+    result = process_video(path, out, Pipeline.of([op], encode=EncodeOptions(codec=codec), temporal=temporal), hw_decode=hw_decode,
+                           sessions=sessions, progress=clock)
     return {"frames": result.frames, "seconds": time.perf_counter() - t0, "steady_fps": clock.steady_fps(),
             "decoder": result.decoder,
             "encoder": result.encoder, "sessions": result.sessions,

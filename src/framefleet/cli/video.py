@@ -70,10 +70,8 @@ def stylize(
         with storage.staged_output(output, staging) as target, frame_progress(shown) as start_count:
             check_output_path(source, target)  # before the progress display, so an error is a clean line
             advance = start_count(input.rsplit("/", 1)[-1], info.frame_count_header)
-            result = process_video(source, target, fit.pipeline.ops, encode=pipeline.encode,
-                                   sessions=fit.sessions, video_stream=info.video_index, progress=advance,
-                                   temporal=pipeline.temporal, temporal_strength=pipeline.temporal_strength,
-                                   strict=pipeline.strict, limits=pipeline.limits)
+            result = process_video(source, target, fit.pipeline,
+                                   sessions=fit.sessions, video_stream=info.video_index, progress=advance)
         return dataclasses.replace(result, input=input, output=output)
 
     result = guarded(run)

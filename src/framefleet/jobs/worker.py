@@ -38,9 +38,7 @@ class Worker:
         if own_process and not any(op.device == "cuda" for op in pipeline.ops):
             cap_memory(pipeline.limits)  # CUDA reserves far more address space than it uses
         self._inputs = worker_storage.apply()
-        self._processor = FrameProcessor(self.pipeline.ops, sessions=1, threads=threads,
-                                         temporal=pipeline.temporal, temporal_strength=pipeline.temporal_strength,
-                                         strict=pipeline.strict, limits=pipeline.limits)
+        self._processor = FrameProcessor(self.pipeline, sessions=1, threads=threads)
 
     def run(self, request: TaskRequest, progress: Callable[[int], None] | None = None) -> TaskResult:
         """Run one task (see `run_task`); raises a framefleet error, or anything else for a bug."""

@@ -34,7 +34,7 @@ from framefleet.service import models
 from framefleet.service.auth import TokenAuth
 from framefleet.service.config import ForbiddenLocationError, ServiceConfig
 from framefleet.service.metrics import metrics_registry
-from framefleet.service.registry import JobRecord
+from framefleet.service.registry import ServiceJob
 from framefleet.service.runtime import JobConflictError, Service, UnknownJobError
 from framefleet.util.redact import redact
 
@@ -60,7 +60,7 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
     app.mount("/static", StaticFiles(packages=[("framefleet.service", "dashboard/static")]), name="static")
     metrics = metrics_registry(service)
 
-    def listed(record: JobRecord) -> models.Job:
+    def listed(record: ServiceJob) -> models.Job:
         """The job with its items per state (a few counts from its ledger, not its full status)."""
         return _job(record, service.read_job(record, JobView.counts, {}))
 
@@ -212,7 +212,7 @@ def openapi_spec() -> dict[str, Any]:
             service.registry.close()
 
 
-def _job(record: JobRecord, items: dict[str, int]) -> models.Job:
+def _job(record: ServiceJob, items: dict[str, int]) -> models.Job:
     spec = record.spec
     inputs = spec["inputs"] if record.kind == "submitted" else [spec["source"]]
     return models.Job(id=record.id, kind=record.kind, name=record.name, state=record.state,

@@ -29,7 +29,7 @@ from framefleet.jobs.view import JobStatus, JobView
 from framefleet.pipeline import Pipeline
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
 from framefleet.service.console import ItemLines
-from framefleet.service.registry import JobRecord, Registry
+from framefleet.service.registry import ServiceJob, Registry
 from framefleet.service.watcher import Watcher, WatchRule
 from framefleet.settings import RunSettings
 from framefleet.util.redact import redact
@@ -93,7 +93,7 @@ class JobProgress:
 class JobRunner:
     """Runs one job in its own thread: a submitted job until its items are done, a watch job until stopped."""
 
-    def __init__(self, record: JobRecord, job_dir: JobDir, service: Service) -> None:
+    def __init__(self, record: ServiceJob, job_dir: JobDir, service: Service) -> None:
         self.record = record
         self.job_dir = job_dir
         self.watcher: Watcher | None = None
@@ -287,7 +287,7 @@ class Service:
     # -- requests ----------------------------------------------------------------------------------
 
     def submit(self, inputs: list[str], output: str, pipeline: dict[str, Any], *, name: str | None = None,
-               idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+               idempotency_key: str | None = None) -> tuple[ServiceJob, bool]:
         """Check and record a job (its inputs and output inside the allowed prefixes); it starts when a slot
         is free. Returns the job and whether it is new (False: the idempotency key was seen before)."""
         allow = self.config.allow
@@ -301,7 +301,7 @@ class Service:
         self._wake.set()
         return record, new
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str) -> ServiceJob:
         record = self.job(job_id)
         if record.kind == "watch":
             raise JobConflictError(f"job {job_id} follows a watch rule; remove the rule from the service's "
@@ -329,7 +329,7 @@ class Service:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def job(self, job_id: str) -> JobRecord:
+    def job(self, job_id: str) -> ServiceJob:
         record = self.registry.get(job_id)
         if record is None:
             raise UnknownJobError(f"no job {job_id!r}")
@@ -339,10 +339,10 @@ class Service:
         with self._lock:
             return self._runners.get(job_id)
 
-    def job_dir(self, record: JobRecord) -> JobDir:
+    def job_dir(self, record: ServiceJob) -> JobDir:
         return JobDir(self.config.state_dir / "jobs" / record.id)
 
-    def read_job(self, record: JobRecord, read: Callable[[JobView], T], default: T) -> T:
+    def read_job(self, record: ServiceJob, read: Callable[[JobView], T], default: T) -> T:
         """`read(view)` on a view of the job's ledger, or `default` while the job has none yet."""
         place = self.job_dir(record)
         if not place.started():
@@ -350,7 +350,7 @@ class Service:
         with place.open_ledger(self.config.run.retry) as ledger:
             return read(JobView(ledger, place.path))
 
-    def progress(self, record: JobRecord) -> JobProgress:
+    def progress(self, record: ServiceJob) -> JobProgress:
         """The job's progress: its ledger's status, and live figures while it runs."""
         runner = self.runner(record.id)
         not_started = JobStatus.not_started(self.job_dir(record).path)
@@ -360,7 +360,7 @@ class Service:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _register_watch(self, rule: WatchRule) -> JobRecord:
+    def _register_watch(self, rule: WatchRule) -> ServiceJob:
         """The rule's job, running with the rule's current spec. Its id hashes the rule's identity (source,
         output, pipeline); a job recorded by an older framefleet, whose id hashed the interval too, is
         adopted when only the interval differs, so that its ledger (what it processed) goes on."""
