@@ -3,7 +3,7 @@ time and cost on each node type of a hardware catalogue, and choose the knobs (s
 
 from framefleet.plan.apply import apply_plan
 from framefleet.plan.cost import Option
-from framefleet.plan.hardware import Catalogue, NodeType, load_catalogue
+from framefleet.plan.hardware import Catalogue, NodeType, default_catalogue, load_catalogue
 from framefleet.plan.planner import Plan, make_plan, parse_duration, read_plan
 from framefleet.plan.profile import Knobs, MachineInfo, ProfileStore, profile_pipeline
 from framefleet.plan.workload import Workload, measure_workload
@@ -18,6 +18,7 @@ __all__ = [
     "ProfileStore",
     "Workload",
     "apply_plan",
+    "default_catalogue",
     "load_catalogue",
     "make_plan",
     "measure_workload",
