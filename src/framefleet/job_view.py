@@ -19,6 +19,7 @@ from typing import Any
 
 from framefleet.job_dir import JobDir, open_ledger
 from framefleet.ledger import Activity, Failure, ItemMetrics, JobRecord, Ledger, Losses
+from framefleet.spec import RunSettings
 
 NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 """Seconds a bucket of `JobView.frame_series` may span (a longer job gets whole multiples of a minute)."""
@@ -229,6 +230,12 @@ class JobView:
         """A JSON setting `run` stored (`PREDICTION_KEY`, `RUN_SETTINGS_KEY`), or None."""
         return json.loads(self.ledger.setting(key) or "null")
 
+    def run_settings(self) -> RunSettings | None:
+        """The `RunSettings` of the job's latest run, as this version reads them (keys another version
+        wrote that this one does not know are left out, missing ones take their defaults), or None."""
+        text = self.ledger.setting(RUN_SETTINGS_KEY)
+        return None if text is None else RunSettings.from_json(text)
+
     def status(self) -> JobStatus:
         """Counts, frames, rates, ETA, workers, losses, stages and settings in one snapshot."""
         done, expected = self.frames()
@@ -239,6 +246,7 @@ class JobView:
         activity = self.activity()
         losses = self.losses()
         running = JobDir.of(self.job_dir).held()
+        settings = self.run_settings()
         return JobStatus(
             job_dir=self.job_dir,
             items=self.counts(),
@@ -255,7 +263,7 @@ class JobView:
             stages=self.stages(),
             prediction=prediction,
             step_seconds=self.step_seconds(),
-            settings=self.setting(RUN_SETTINGS_KEY),
+            settings=None if settings is None else json.loads(settings.to_json()),
             running=running,
             stopped=losses.stopped,
         )
