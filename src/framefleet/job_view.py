@@ -41,7 +41,9 @@ class JobStatus:
     frames_done: int
     frames_expected: int
     fps_recent: float
-    """Frames per second over the last two minutes of finished tasks (0 when idle)."""
+    """Frames per second of the tasks finished in the last two minutes, over those two minutes or, when the
+    job (or its latest run) started less than two minutes ago, over the time since it started (0 when
+    idle)."""
     eta_seconds: float | None
     """From the throughput measured over the last two minutes; when no task finished in them (at the start,
     or after a pause), from the plan's predicted fps."""
@@ -236,11 +238,21 @@ class JobView:
         text = self.ledger.setting(RUN_SETTINGS_KEY)
         return None if text is None else RunSettings.from_json(text)
 
+    def fps_recent(self) -> float:
+        """Frames per second of the tasks finished in the last `RECENT_SECONDS`, over that window or, when
+        the work going on in it began later (a job or a resumed run younger than the window), over the time
+        since that work began (at least a second); 0 when none finished."""
+        since = self.now - RECENT_SECONDS
+        recent = sum(frames for finished, frames in self.throughput() if finished >= since)
+        if not recent:
+            return 0.0
+        began = self.ledger.busy_since(since)
+        return recent / max(self.now - max(since, began if began is not None else since), 1.0)
+
     def status(self) -> JobStatus:
         """Counts, frames, rates, ETA, workers, losses, stages and settings in one snapshot."""
         done, expected = self.frames()
-        recent = [frames for finished, frames in self.throughput() if finished >= self.now - RECENT_SECONDS]
-        fps = sum(recent) / RECENT_SECONDS if recent else 0.0
+        fps = self.fps_recent()
         prediction = self.setting(PREDICTION_KEY)
         rate = fps or (prediction or {}).get("fps", 0.0)
         activity = self.activity()

@@ -683,6 +683,13 @@ class Ledger:
             "SELECT DISTINCT worker FROM attempts WHERE outcome IS NULL ORDER BY worker")]
         return Activity(attempts=count, first_started=first, last_ended=last, running_workers=running)
 
+    def busy_since(self, since: float) -> float | None:
+        """When the work of the time from `since` began: the claim of the earliest attempt that ended at or
+        after `since` or runs still (None when none did). Later than `since` when the job (or this run of
+        it) started after it."""
+        return self._db.execute("SELECT MIN(started) FROM attempts WHERE ended IS NULL OR ended >= ?",
+                                (since,)).fetchone()[0]
+
     def failures(self) -> list[Failure]:
         """Failed items with their error and attempt counts."""
         rows = self._db.execute(

@@ -32,12 +32,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
 from framefleet.errors import OptionError
-from framefleet.job_view import JobView
+from framefleet.job_view import JobView, job_status
 from framefleet.ledger import Limits, Segment, TaskMetrics
 from framefleet.service.api import create_app
 from framefleet.service.auth import COOKIE, TOKEN_ENV, check_listen, session_value
 from framefleet.service.config import ServiceConfig
-from framefleet.service.runtime import Service
+from framefleet.service.runtime import LiveProgress, Service
 
 TOKEN = secrets.token_hex(16)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -672,3 +672,33 @@ def test_metrics_are_prometheus_text_with_the_jobs_real_values(tmp_path, allowed
         assert detail(client, job["id"])["state"] == "running"
         for job_id in (job["id"], waiting["id"]):
             client.post(f"/api/jobs/{job_id}/cancel", headers=BEARER)
+
+
+def test_the_job_detail_shows_the_frame_rate_and_eta_that_status_computes(idle, allowed, monkeypatch):
+    """One computation: while the job runs (its runner alive, its lock held), the API's fps and ETA are
+    `status`'s, over the 30 s the job has been working, not a figure of its own."""
+    client, service = idle
+    job = client.post("/api/jobs", json=submission([str(allowed)], str(allowed / "out")), headers=BEARER).json()
+    place = service.job_dir(service.job(job["id"]))
+    now = time.time()
+    with place.open_ledger(Limits(), create=True) as ledger:
+        ledger.add_items([("/in/a.mp4", "a.mp4", 1, "v1", "/out/a.mp4")], now=now - 30)
+        ledger.complete(ledger.claim("w", 60, now=now - 30), result={"frames": 3000, "duration": 100},
+                        segments=[Segment(None, 1500), Segment(1500, None)], now=now - 30)
+        ledger.complete(ledger.claim("w", 600, now=now - 30), metrics=TaskMetrics(frames=300), now=now)
+        ledger.claim("w", 600, now=now - 30)  # the second segment still runs
+
+    class Running:  # a runner whose scheduler reports a frame rate of its own
+        alive, watcher = True, None
+
+        def live(self) -> LiveProgress:
+            return LiveProgress(workers=2, busy=1, fps=999.0, frames_this_run=0)
+
+    monkeypatch.setattr(service, "runner", lambda job_id: Running())
+    with place.lock():
+        shown = detail(client, job["id"])
+        status = job_status(place.path)
+    assert shown["fps"] == pytest.approx(status.fps_recent, rel=0.01)
+    assert shown["eta_seconds"] == pytest.approx(status.eta_seconds, rel=0.01)
+    assert shown["workers"] == 2 and shown["busy_workers"] == 1
+    assert status.fps_recent == pytest.approx(10.0, rel=0.05)
