@@ -181,9 +181,10 @@ class JobView:
         """(frames done, frames the probes expect)."""
         return self.ledger.frame_totals()
 
-    def items(self, state: str | None = None) -> list[ItemMetrics]:
-        """Each video's state, error and totals (bytes counted once for a split video), in order."""
-        return [item for item in self.ledger.item_metrics() if state is None or item.state == state]
+    def items(self, state: str | None = None, limit: int | None = None, offset: int = 0) -> list[ItemMetrics]:
+        """Each video's state, error and totals (bytes counted once for a split video), in order: those in
+        `state` (default: all), `limit` of them (default: all) from `offset`, reading only those."""
+        return self.ledger.item_metrics(state, limit, offset)
 
     def failures(self) -> list[Failure]:
         return self.ledger.failures()

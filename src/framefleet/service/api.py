@@ -119,9 +119,11 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
                    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> models.ItemList:
         """A job's videos (e.g. `state=failed` for the failure list), with their errors and metrics."""
         record = service.job(job_id)
-        rows = service.read_job(record, lambda view: view.items(state), [])
-        return models.ItemList(items=rows[offset:offset + limit],
-                               total=len(rows), limit=limit, offset=offset)
+        # one page read (its items only), its total from the counts per state
+        rows, counts = service.read_job(
+            record, lambda view: (view.items(state, limit, offset), view.counts()), ([], {}))
+        total = counts.get(state, 0) if state is not None else sum(counts.values())
+        return models.ItemList(items=rows, total=total, limit=limit, offset=offset)
 
     @app.get("/api/jobs/{job_id}/throughput", response_model=models.Throughput, tags=["jobs"],
              responses={404: {"description": "No such job"}})
