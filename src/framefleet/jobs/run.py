@@ -73,6 +73,7 @@ def run(
     stop: threading.Event | None = None,
     accept: Callable[[str], bool] | None = None,
     prediction: Mapping[str, Any] | None = None,
+    retry_failed: bool = False,
 ) -> JobResult:
     """Run a job (see `JobSpec`): every video its inputs name, processed into its output root.
 
@@ -88,7 +89,8 @@ def run(
     run ends only so, and its result says `interrupted`. `accept(uri)` False skips a listed video (the
     service confines what a submission may read, symbolic links inside its folders included).
     `prediction` (from a plan: predicted wall seconds, fps, ...) is recorded so that `JobView.status` shows it
-    beside what the job measures.
+    beside what the job measures. `retry_failed` puts the job's failed items back to pending once the run
+    holds the job (`retry`): while another run holds it, nothing changes.
     """
     started = time.perf_counter()
     pipeline, settings = spec.pipeline, spec.settings
@@ -106,6 +108,8 @@ def run(
         ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
                         output_root=output_root)
         ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())
+        if retry_failed:
+            ledger.retry_failed()
         if found is not None:
             ledger.add_items(
                 (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
@@ -262,9 +266,8 @@ def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, 
         job = ledger.job()
         if job is None:
             raise OptionError(f"{job_dir}: the job was never started")
-        ledger.retry_failed()
     spec = JobSpec((), job.output_root, Pipeline.from_spec(job.spec), settings)
-    return run(spec, job_dir=job_dir, **kwargs)
+    return run(spec, job_dir=job_dir, retry_failed=True, **kwargs)
 
 
 @contextmanager

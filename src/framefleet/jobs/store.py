@@ -95,6 +95,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     log_tail TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_task ON attempts (task_id);
+CREATE INDEX IF NOT EXISTS items_by_state ON items (state);
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -113,6 +114,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     bytes_out INTEGER NOT NULL,
     steps_s TEXT NOT NULL DEFAULT '{}'
 );
+CREATE INDEX IF NOT EXISTS metrics_by_item ON metrics (item_id);
 """
 
 STAGES = ("decode", "ops", "encode", "upload")
@@ -649,6 +651,13 @@ class Ledger:
             "SELECT DISTINCT worker FROM attempts WHERE outcome IS NULL ORDER BY worker")]
         return Activity(attempts=count, first_started=first, last_ended=last, running_workers=running)
 
+    def busy_since(self, since: float) -> float | None:
+        """When the work of the time from `since` began: the claim of the earliest attempt that ended at or
+        after `since` or runs still (None when none did). Later than `since` when the job (or this run of
+        it) started after it."""
+        return self._db.execute("SELECT MIN(started) FROM attempts WHERE ended IS NULL OR ended >= ?",
+                                (since,)).fetchone()[0]
+
     def failures(self) -> list[Failure]:
         """Failed items with their error and attempt counts."""
         rows = self._db.execute(
@@ -679,15 +688,24 @@ class Ledger:
         )
         return [r["runtime"] for r in rows]
 
-    def item_metrics(self) -> list[ItemMetrics]:
-        """Per-item totals of the per-task metrics. Bytes are the video's, not the sum of its tasks' (a split
-        video's segments read the input again and write parts that the join reads and writes once more):
-        in = what its probe read, else its tasks'; out = what its join wrote, else its tasks'."""
+    def item_metrics(self, state: str | None = None, limit: int | None = None,
+                     offset: int = 0) -> list[ItemMetrics]:
+        """Per-item totals of the per-task metrics, in item order: the items in `state` (default: all),
+        `limit` of them (default: all) from `offset`. Only those items are read (a page costs its size, not
+        the job's).
+        Bytes are the video's, not the sum of its tasks' (a split video's segments read the input again and
+        write parts that the join reads and writes once more): in = what its probe read, else its tasks';
+        out = what its join wrote, else its tasks'."""
+        # Only the page's items are read: `page` picks them (by the items_by_state index when a state is
+        # given), metrics_by_item finds their metrics, and `+d.state` makes SQLite find an item's damaged
+        # tasks by item (its few) rather than by state (all the job's done tasks, for each item).
+        page = ("SELECT * FROM items" + (" WHERE state = ?" if state is not None else "")
+                + " ORDER BY id LIMIT ? OFFSET ?")
         rows = self._db.execute(
             "SELECT i.id, i.uri, CASE WHEN i.state = 'done' THEN i.output_uri END AS output_uri, i.state, "
             "i.error, (SELECT group_concat(summary, '; ') FROM "
             " (SELECT json_extract(d.result, '$.damage.summary') AS summary FROM tasks d WHERE d.item_id = i.id "
-            "  AND d.state = 'done' AND json_extract(d.result, '$.damage') IS NOT NULL ORDER BY d.seq)) AS damage, "
+            "  AND +d.state = 'done' AND json_extract(d.result, '$.damage') IS NOT NULL ORDER BY d.seq)) AS damage, "
             "i.frames AS item_frames, "
             "COUNT(m.task_id) AS tasks, COALESCE(SUM(m.frames), 0) AS frames, "
             "COALESCE(SUM(m.seconds), 0) AS seconds, COALESCE(SUM(m.decode_s), 0) AS decode_s, "
@@ -698,8 +716,9 @@ class Ledger:
             "COALESCE(MAX(CASE WHEN t.kind = 'join' THEN m.bytes_out END), "
             "         SUM(CASE WHEN t.kind NOT IN ('probe', 'join') THEN m.bytes_out END), 0) AS bytes_out "
             ", json_group_array(json(m.steps_s)) AS steps "
-            "FROM items i LEFT JOIN metrics m ON m.item_id = i.id LEFT JOIN tasks t ON t.id = m.task_id "
-            "GROUP BY i.id ORDER BY i.id"
+            f"FROM ({page}) i LEFT JOIN metrics m ON m.item_id = i.id LEFT JOIN tasks t ON t.id = m.task_id "
+            "GROUP BY i.id ORDER BY i.id",
+            (*([state] if state is not None else []), -1 if limit is None else limit, offset),
         )
         found = []
         for row in rows:

@@ -19,15 +19,12 @@ from typing import Any
 
 from framefleet.jobs.directory import JobDir, open_ledger
 from framefleet.jobs.store import Activity, Failure, ItemMetrics, JobRecord, Ledger, Losses
+from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, RunSettings
 
 NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 """Seconds a bucket of `JobView.frame_series` may span (a longer job gets whole multiples of a minute)."""
 RECENT_SECONDS = 120.0
 """The window of `JobStatus.fps_recent`."""
-PREDICTION_KEY = "prediction"
-"""The ledger setting under which `run` keeps what a plan predicted."""
-RUN_SETTINGS_KEY = "run_settings"
-"""The ledger setting under which `run` keeps the `RunSettings` of the job's latest run."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,9 @@ class JobStatus:
     frames_done: int
     frames_expected: int
     fps_recent: float
-    """Frames per second over the last two minutes of finished tasks (0 when idle)."""
+    """Frames per second of the tasks finished in the last two minutes, over those two minutes or, when the
+    job (or its latest run) started less than two minutes ago, over the time since it started (0 when
+    idle)."""
     eta_seconds: float | None
     """From the throughput measured over the last two minutes; when no task finished in them (at the start,
     or after a pause), from the plan's predicted fps."""
@@ -58,7 +57,7 @@ class JobStatus:
     step_seconds: dict[str, float] | None = None
     """Op time by step of the op chain (`resize`, `style`, ...) over the finished tasks: the slow step."""
     settings: dict[str, Any] | None = None
-    """How the job's latest run was set up (`RunSettings`: engine, options, limits, ...), which `retry` reuses."""
+    """How the job's latest run was set up (`RunSettings`: engine, options, retry, ...), which `retry` reuses."""
     running: bool = False
     """Whether a run holds the job now. When none does, nothing runs: no ETA, and items counted `running`
     were started and stopped (they resume where they were when the job runs again)."""
@@ -119,7 +118,7 @@ class JobStatus:
             return []
         workers = self.settings["options"]["workers"]
         return [("engine", f"{self.settings['engine']}, {workers or 'default'} workers, "
-                           f"{self.settings['limits']['max_attempts']} attempts")]
+                           f"{self.settings['retry']['max_attempts']} attempts")]
 
     def _prediction_rows(self) -> list[tuple[str, str]]:
         """The plan's prediction beside the measured figures."""
@@ -178,9 +177,10 @@ class JobView:
         """(frames done, frames the probes expect)."""
         return self.ledger.frame_totals()
 
-    def items(self, state: str | None = None) -> list[ItemMetrics]:
-        """Each video's state, error and totals (bytes counted once for a split video), in order."""
-        return [item for item in self.ledger.item_metrics() if state is None or item.state == state]
+    def items(self, state: str | None = None, limit: int | None = None, offset: int = 0) -> list[ItemMetrics]:
+        """Each video's state, error and totals (bytes counted once for a split video), in order: those in
+        `state` (default: all), `limit` of them (default: all) from `offset`, reading only those."""
+        return self.ledger.item_metrics(state, limit, offset)
 
     def failures(self) -> list[Failure]:
         return self.ledger.failures()
@@ -229,16 +229,33 @@ class JobView:
         """A JSON setting `run` stored (`PREDICTION_KEY`, `RUN_SETTINGS_KEY`), or None."""
         return json.loads(self.ledger.setting(key) or "null")
 
+    def run_settings(self) -> RunSettings | None:
+        """The `RunSettings` of the job's latest run, as this version reads them (keys another version
+        wrote that this one does not know are left out, missing ones take their defaults), or None."""
+        text = self.ledger.setting(RUN_SETTINGS_KEY)
+        return None if text is None else RunSettings.from_json(text)
+
+    def fps_recent(self) -> float:
+        """Frames per second of the tasks finished in the last `RECENT_SECONDS`, over that window or, when
+        the work going on in it began later (a job or a resumed run younger than the window), over the time
+        since that work began (at least a second); 0 when none finished."""
+        since = self.now - RECENT_SECONDS
+        recent = sum(frames for finished, frames in self.throughput() if finished >= since)
+        if not recent:
+            return 0.0
+        began = self.ledger.busy_since(since)
+        return recent / max(self.now - max(since, began if began is not None else since), 1.0)
+
     def status(self) -> JobStatus:
         """Counts, frames, rates, ETA, workers, losses, stages and settings in one snapshot."""
         done, expected = self.frames()
-        recent = [frames for finished, frames in self.throughput() if finished >= self.now - RECENT_SECONDS]
-        fps = sum(recent) / RECENT_SECONDS if recent else 0.0
+        fps = self.fps_recent()
         prediction = self.setting(PREDICTION_KEY)
         rate = fps or (prediction or {}).get("fps", 0.0)
         activity = self.activity()
         losses = self.losses()
         running = JobDir.of(self.job_dir).held()
+        settings = self.run_settings()
         return JobStatus(
             job_dir=self.job_dir,
             items=self.counts(),
@@ -255,7 +272,7 @@ class JobView:
             stages=self.stages(),
             prediction=prediction,
             step_seconds=self.step_seconds(),
-            settings=self.setting(RUN_SETTINGS_KEY),
+            settings=None if settings is None else json.loads(settings.to_json()),
             running=running,
             stopped=losses.stopped,
         )

@@ -104,12 +104,11 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
         progress = service.progress(record)
         status, live, watcher = progress.status, progress.live, progress.watcher
         done, expected = status.frames_done, status.frames_expected
-        fps = live.fps if live is not None else status.fps_recent
-        eta = (expected - done) / fps if live is not None and fps > 0 and expected > done else status.eta_seconds
         return models.JobDetail(
             **_job(record, status.items).model_dump(), tasks=status.tasks, frames_done=done,
-            frames_expected=expected, fps=fps, eta_seconds=eta, workers=live.workers if live else 0,
-            busy_workers=live.busy if live else 0, stages=status.stages, input_failures=status.input_failures,
+            frames_expected=expected, fps=status.fps_recent, eta_seconds=status.eta_seconds,
+            workers=live.workers if live else 0, busy_workers=live.busy if live else 0, stages=status.stages,
+            input_failures=status.input_failures,
             crashes=status.crashes, infra_losses=status.infra_losses,
             watch=models.WatchInfo(polls=watcher.polls, last_error=watcher.last_error) if watcher else None)
 
@@ -120,9 +119,11 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
                    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> models.ItemList:
         """A job's videos (e.g. `state=failed` for the failure list), with their errors and metrics."""
         record = service.job(job_id)
-        rows = service.read_job(record, lambda view: view.items(state), [])
-        return models.ItemList(items=rows[offset:offset + limit],
-                               total=len(rows), limit=limit, offset=offset)
+        # one page read (its items only), its total from the counts per state
+        rows, counts = service.read_job(
+            record, lambda view: (view.items(state, limit, offset), view.counts()), ([], {}))
+        total = counts.get(state, 0) if state is not None else sum(counts.values())
+        return models.ItemList(items=rows, total=total, limit=limit, offset=offset)
 
     @app.get("/api/jobs/{job_id}/throughput", response_model=models.Throughput, tags=["jobs"],
              responses={404: {"description": "No such job"}})

@@ -29,7 +29,7 @@ from framefleet.jobs.view import JobStatus, JobView
 from framefleet.pipeline import Pipeline
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
 from framefleet.service.console import ItemLines
-from framefleet.service.registry import ServiceJob, Registry
+from framefleet.service.registry import Registry, ServiceJob
 from framefleet.service.watcher import Watcher, WatchRule
 from framefleet.settings import RunSettings
 from framefleet.util.redact import redact
