@@ -69,6 +69,7 @@ from common import (  # benchmarks/common.py: helpers shared with stylize.py and
     write_results,
 )
 
+from framefleet.jobs.reads import LedgerReads
 from framefleet.processing.images import fit_within
 from framefleet.video import EncodeOptions
 
@@ -308,8 +309,8 @@ def run_framefleet(command: list[str], clips: list[Clip], out_dir: Path) -> dict
     ledger = open_ledger(job_dir)
     try:
         items = {item.id: item for item in ledger.items()}
-        metrics = ledger.task_metrics()
-        workers = sorted({a["worker"] for a in ledger.attempts()})
+        metrics = LedgerReads(ledger).task_metrics()
+        workers = sorted({a["worker"] for a in LedgerReads(ledger).attempts()})
     finally:
         ledger.close()
     in_worker: dict[str, float] = {}

@@ -361,11 +361,12 @@ def run_case(case: str, contender: str, inputs: dict[str, Any], store: Store, wo
 def ledger_stats(job_dir: Path) -> dict[str, Any]:
     """Sums of the task metrics (upload_s among them) and the attempt time by task kind."""
     from framefleet.jobs.directory import open_ledger
+    from framefleet.jobs.reads import LedgerReads
 
     ledger = open_ledger(job_dir)
     try:
-        attempts = ledger.attempts()
-        metrics = ledger.task_metrics()
+        attempts = LedgerReads(ledger).attempts()
+        metrics = LedgerReads(ledger).task_metrics()
     finally:
         ledger.close()
     held: Counter[str] = Counter()

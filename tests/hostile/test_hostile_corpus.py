@@ -16,6 +16,7 @@ import pytest
 from hostile.generate import generate
 
 from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import run
 from framefleet.jobs.spec import JobSpec
 from framefleet.pipeline import Pipeline
@@ -74,9 +75,9 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
     ledger = open_ledger(result.job_dir)
     try:
         items = {item.uri: item for item in ledger.items()}
-        attempts = ledger.attempts()
-        failures = {f.uri: f for f in ledger.failures()}
-        written = {row.uri: row.frames for row in ledger.item_metrics()}
+        attempts = LedgerReads(ledger).attempts()
+        failures = {f.uri: f for f in LedgerReads(ledger).failures()}
+        written = {row.uri: row.frames for row in LedgerReads(ledger).items()}
     finally:
         ledger.close()
     outcomes = Counter(a["outcome"] for a in attempts)

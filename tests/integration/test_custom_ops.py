@@ -28,6 +28,7 @@ from user_ops import channel_mean_model, write_user_ops
 
 from framefleet import FramefleetError, load_records
 from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import run
 from framefleet.jobs.spec import JobSpec
 from framefleet.pipeline import Pipeline, file_sha256
@@ -303,7 +304,7 @@ def test_a_stopped_multi_step_job_resumes_without_redoing_work_and_keeps_its_pip
     assert second.counts["done"] == 5 and not second.interrupted
 
     ledger = open_ledger(out)
-    done = Counter(a["task_id"] for a in ledger.attempts() if a["outcome"] == "done")
+    done = Counter(a["task_id"] for a in LedgerReads(ledger).attempts() if a["outcome"] == "done")
     ledger.close()
     assert set(done.values()) == {1}, "no task finished twice"
     table = load_records(out)

@@ -24,6 +24,7 @@ from media_checks import decoded_pts, mean_abs_diff, packet_payloads, rgb_frames
 from framefleet.engines.inline import hung_workers
 from framefleet.errors import OpError
 from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import run
 from framefleet.jobs.spec import JobSpec
 from framefleet.ops.base import Op
@@ -81,7 +82,7 @@ def attempts_of(job_dir: Path, name: str) -> list[tuple[str, str, str | None]]:
     ledger = open_ledger(job_dir)
     try:
         item = next(item for item in ledger.items() if item.uri.endswith(name))
-        return [(a["kind"], a["outcome"], a["error_type"]) for a in ledger.attempts(item.id)]
+        return [(a["kind"], a["outcome"], a["error_type"]) for a in LedgerReads(ledger).attempts(item.id)]
     finally:
         ledger.close()
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.reads import LedgerReads
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ def framefleet(*args: str) -> subprocess.CompletedProcess:
 def workers_of_attempts(job_dir: Path) -> list[str]:
     ledger = open_ledger(job_dir)
     try:
-        return [attempt["worker"] for attempt in ledger.attempts()]
+        return [attempt["worker"] for attempt in LedgerReads(ledger).attempts()]
     finally:
         ledger.close()
 

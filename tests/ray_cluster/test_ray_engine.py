@@ -23,6 +23,7 @@ from user_ops import channel_mean_model, write_user_ops  # noqa: E402
 from framefleet import load_records  # noqa: E402
 from framefleet.engines.ray import ray_pool  # noqa: E402
 from framefleet.jobs.directory import open_ledger  # noqa: E402
+from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import retry, run  # noqa: E402
 from framefleet.jobs.spec import JobSpec  # noqa: E402
 from framefleet.pipeline import Pipeline  # noqa: E402
@@ -88,7 +89,7 @@ def test_a_job_on_ray_matches_the_local_engine(cluster, clip_factory, tmp_path):
         assert audio_packets(ray_out) == audio_packets(local_out) == audio_packets(source)
     ledger = open_ledger(on_ray.job_dir)
     try:
-        workers = {a["worker"] for a in ledger.attempts()}
+        workers = {a["worker"] for a in LedgerReads(ledger).attempts()}
         assert all(w.startswith("ray-") for w in workers) and len(workers) == 2
         assert ledger.segment_count(next(i.id for i in ledger.items() if i.uri.endswith("long.mp4"))) == 2
     finally:
@@ -125,7 +126,7 @@ def test_a_lost_node_takes_only_its_tasks_which_rerun_as_infrastructure_losses(c
     assert result.exit_code == 0 and result.counts["done"] == len(sources)
     ledger = open_ledger(job_dir)
     try:
-        attempts = ledger.attempts()
+        attempts = LedgerReads(ledger).attempts()
         done_per_task: dict[int, int] = {}
         for attempt in attempts:
             if attempt["outcome"] == "done":
@@ -165,7 +166,7 @@ def test_retry_of_a_ray_job_runs_on_ray_again(cluster, clip_factory, tmp_path):
     assert again.counts["done"] == 1
     ledger = open_ledger(job_dir)
     try:
-        workers = [attempt["worker"] for attempt in ledger.attempts()]
+        workers = [attempt["worker"] for attempt in LedgerReads(ledger).attempts()]
     finally:
         ledger.close()
     assert len(workers) == 3 and all(worker.startswith("ray-") for worker in workers), workers  # probe, video, retry
@@ -202,7 +203,7 @@ def test_an_actor_killed_from_outside_is_a_loss_and_one_that_segfaults_is_a_cras
     assert "Segmentation fault" in failure.error
     ledger = open_ledger(tmp_path / "job")
     try:
-        attempts = ledger.attempts()
+        attempts = LedgerReads(ledger).attempts()
     finally:
         ledger.close()
     killed = [a for a in attempts if a["error_type"] == "WorkerKilled"]
@@ -264,8 +265,8 @@ def test_on_ray_every_byte_can_go_through_an_object_store(cluster, clip_factory,
     assert not (tmp_path / "job" / "parts").exists(), "no segment went through the job directory"
     ledger = open_ledger(result.job_dir)
     try:
-        assert len({a["worker"] for a in ledger.attempts()}) == 2
-        assert sum(1 for a in ledger.attempts() if a["kind"] == "segment") >= 5
+        assert len({a["worker"] for a in LedgerReads(ledger).attempts()}) == 2
+        assert sum(1 for a in LedgerReads(ledger).attempts() if a["kind"] == "segment") >= 5
     finally:
         ledger.close()
 
@@ -300,7 +301,7 @@ def test_the_service_runs_its_watch_rule_and_a_submitted_job_as_ray_actors(clust
                 output = tmp_path / f"{root}-out" / source.relative_to(tmp_path / root)
                 assert decoded_pts(output) == decoded_pts(source)
         for job in (record, watch_job):
-            workers = service.read_job(job, lambda view: {a["worker"] for a in view.ledger.attempts()}, set())
+            workers = service.read_job(job, lambda view: {a["worker"] for a in view.attempts()}, set())
             assert workers and all(w.startswith("ray-") for w in workers)
     finally:
         service.stop()
@@ -333,7 +334,7 @@ def test_a_cluster_plan_runs_on_ray_with_its_worker_count(cluster, clip_factory,
     assert ran.exit_code == 0, ran.output
     ledger = open_ledger(tmp_path / "out" / ".framefleet-job")
     try:
-        workers = {a["worker"] for a in ledger.attempts()}
+        workers = {a["worker"] for a in LedgerReads(ledger).attempts()}
         assert ledger.counts()["done"] == 4
         assert workers and all(w.startswith("ray-") for w in workers) and len(workers) <= choice["workers"]
     finally:

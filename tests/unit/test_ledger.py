@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
+from framefleet.jobs.reads import LedgerReads, Losses
 from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
-from framefleet.jobs.store import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Losses
+from framefleet.jobs.store import INFRA_BACKOFF_CAP, JobMismatchError, Ledger
 from framefleet.settings import RetryPolicy
 
 
@@ -102,7 +103,7 @@ def test_add_items_is_idempotent_for_the_same_version(ledger):
     assert ledger.add_items([ref("a"), ref("b")], now=0) == 2
     assert ledger.add_items([ref("a"), ref("b")], now=1) == 0
     assert [i.uri for i in ledger.items()] == ["s3://in/a.mp4", "s3://in/b.mp4"]
-    assert ledger.task_counts()["pending"] == 2  # one probe each, not duplicated
+    assert LedgerReads(ledger).tasks()["pending"] == 2  # one probe each, not duplicated
 
 
 def test_add_items_restarts_an_item_whose_version_changed(ledger):
@@ -115,8 +116,8 @@ def test_add_items_restarts_an_item_whose_version_changed(ledger):
     (item,) = ledger.items()
     assert (item.state, item.version, item.frames, item.error) == ("pending", "v2", None, None)
     assert states(ledger, item.id) == {("probe", 0): "pending"}
-    assert ledger.attempts(item.id) == []
-    assert ledger.item_metrics()[0].tasks == 0
+    assert LedgerReads(ledger).attempts(item.id) == []
+    assert LedgerReads(ledger).items()[0].tasks == 0
     # The old lease belongs to the old version: it cannot touch the new one, even once new leases exist.
     new = ledger.claim("w2", 60, now=5)
     assert new.kind == "probe" and new.lease_id != old.lease_id
@@ -318,7 +319,7 @@ def test_infrastructure_losses_never_fail_an_item(make_ledger, outcome):
     counted = 25 if outcome == "lost" else 0  # a stop request is nobody's loss: retried at once, never backed off
     assert (row["infra_losses"], row["input_failures"], row["crashes"], row["state"]) == (counted, 0, 0, "pending")
     assert row["not_before"] == (2400 if outcome == "interrupted" else pytest.approx(2400 + INFRA_BACKOFF_CAP))
-    losses = ledger.losses()
+    losses = LedgerReads(ledger).losses()
     assert (losses.infra_losses, losses.stopped) == ((25, 0) if outcome == "lost" else (0, 25))
     assert item_state(ledger, 1) == "running"
     t = ledger.claim("w", 60, now=10_000)
@@ -352,7 +353,7 @@ def test_heartbeat_extends_the_lease_and_expire_leases_returns_only_expired_task
     assert ledger.heartbeat(b, 10, now=12) is False
     row = task_rows(ledger)[1]
     assert (row["infra_losses"], row["not_before"], row["lease_owner"]) == (1, 11, None)
-    assert [a["outcome"] for a in ledger.attempts(b.item_id)] == ["lost"]
+    assert [a["outcome"] for a in LedgerReads(ledger).attempts(b.item_id)] == ["lost"]
 
 
 def test_a_stale_lease_can_neither_complete_nor_fail_the_task(ledger):
@@ -368,13 +369,13 @@ def test_a_stale_lease_can_neither_complete_nor_fail_the_task(ledger):
     assert (row["state"], row["lease_id"], row["lease_owner"], row["input_failures"]) == ("running", new.lease_id,
                                                                                          "w2", 0)
     assert len(task_rows(ledger)) == 1  # the stale probe planned nothing
-    attempts = {a["id"]: a for a in ledger.attempts()}
+    attempts = {a["id"]: a for a in LedgerReads(ledger).attempts()}
     # The superseded attempt stays closed as it was closed by the expiry; the late reports change nothing.
     assert attempts[old.lease_id]["outcome"] == "lost"
     assert attempts[new.lease_id]["outcome"] is None
     assert ledger.complete(new, segments=[Segment(None, None)], now=23) is True
     assert ledger.complete(new, now=24) is False  # done: a second report is refused too
-    assert [a["outcome"] for a in ledger.attempts()] == ["lost", "done"]
+    assert [a["outcome"] for a in LedgerReads(ledger).attempts()] == ["lost", "done"]
 
 
 def test_a_stale_lease_after_release_all_running_is_refused(ledger):
@@ -383,7 +384,7 @@ def test_a_stale_lease_after_release_all_running_is_refused(ledger):
     ledger.release_all_running("interrupted", "scheduler restarted", now=1)
     ledger.claim("w1", 10, now=2)
     assert ledger.complete(old, now=3) is False
-    assert [a["outcome"] for a in ledger.attempts()] == ["interrupted", None]
+    assert [a["outcome"] for a in LedgerReads(ledger).attempts()] == ["interrupted", None]
 
 
 def test_a_report_without_any_newer_lease_is_recorded_as_stale(ledger):
@@ -393,7 +394,7 @@ def test_a_report_without_any_newer_lease_is_recorded_as_stale(ledger):
     t = ledger.claim("w", 10, now=0)
     ledger._db.execute("UPDATE tasks SET lease_id = lease_id + 1000 WHERE id = ?", (t.id,))
     assert ledger.complete(t, now=1) is False
-    assert ledger.attempts()[0]["outcome"] == "stale"
+    assert LedgerReads(ledger).attempts()[0]["outcome"] == "stale"
 
 
 def test_release_all_running_returns_running_tasks_to_pending(ledger):
@@ -401,13 +402,13 @@ def test_release_all_running_returns_running_tasks_to_pending(ledger):
     ledger.claim("w1", 60, now=0)
     ledger.claim("w2", 60, now=0)
     assert ledger.release_all_running("interrupted", "scheduler stopped", now=5) == 2
-    assert ledger.task_counts()["running"] == 0
-    assert ledger.task_counts()["pending"] == 3
+    assert LedgerReads(ledger).tasks()["running"] == 0
+    assert LedgerReads(ledger).tasks()["pending"] == 3
     rows = task_rows(ledger)
     assert [r["infra_losses"] for r in rows] == [0, 0, 0]  # a stop request is nobody's loss
-    assert ledger.losses().stopped == 2
+    assert LedgerReads(ledger).losses().stopped == 2
     assert all(r["lease_owner"] is None and r["lease_expires"] is None for r in rows)
-    assert [a["outcome"] for a in ledger.attempts()] == ["interrupted", "interrupted"]
+    assert [a["outcome"] for a in LedgerReads(ledger).attempts()] == ["interrupted", "interrupted"]
     assert ledger.claim("w", 60, now=5) is not None  # claimable at once
     assert ledger.release_all_running("interrupted", "again", now=6) == 1
 
@@ -485,7 +486,7 @@ def test_failures_lists_error_error_type_and_attempts(make_ledger):
     t = ledger.claim("w", 60, now=10)
     assert t.item_id == 1
     ledger.fail(t, "input_error", error_type="ProbeError", message="no video stream", log_tail="tail2", now=10)
-    (failure,) = ledger.failures()
+    (failure,) = LedgerReads(ledger).failures()
     assert failure.id == 1 and failure.uri == "s3://in/a.mp4"
     assert failure.error == "no video stream"
     assert failure.error_type == "ProbeError"
@@ -495,12 +496,12 @@ def test_failures_lists_error_error_type_and_attempts(make_ledger):
 
 def test_counts_and_task_counts_list_every_state(ledger):
     assert ledger.counts() == {"pending": 0, "running": 0, "done": 0, "failed": 0}
-    assert ledger.task_counts() == {s: 0 for s in ("waiting", "pending", "running", "done", "failed", "cancelled")}
+    assert LedgerReads(ledger).tasks() == {s: 0 for s in ("waiting", "pending", "running", "done", "failed", "cancelled")}
     ledger.add_items([ref("a"), ref("b")], now=0)
     probe_into(ledger, 2)
     ledger.claim("w", 60, now=1)
     assert ledger.counts() == {"pending": 1, "running": 1, "done": 0, "failed": 0}
-    assert ledger.task_counts() == {"waiting": 1, "pending": 2, "running": 1, "done": 1, "failed": 0,
+    assert LedgerReads(ledger).tasks() == {"waiting": 1, "pending": 2, "running": 1, "done": 1, "failed": 0,
                                     "cancelled": 0}
     assert ledger.unfinished() == 4
 
@@ -517,7 +518,7 @@ def test_item_metrics_sums_the_task_metrics(ledger):
                         now=3 + i)
     join = ledger.claim("w", 60, now=5)
     ledger.complete(join, metrics=TaskMetrics(seconds=1.0, upload_s=1.0, bytes_out=1000), now=6)
-    a, b = ledger.item_metrics()
+    a, b = LedgerReads(ledger).items()
     assert (a.state, a.item_frames, a.tasks, a.frames) == ("done", 200, 4, 200)
     assert a.seconds == pytest.approx(0.5 + 2 + 3 + 1)
     assert (a.decode_s, a.ops_s, a.encode_s) == pytest.approx((1.0, 2.0, 0.5))
@@ -525,7 +526,7 @@ def test_item_metrics_sums_the_task_metrics(ledger):
     # The video's bytes, not its tasks' sum: what the probe read, what the join wrote (not the parts twice)
     assert (a.bytes_in, a.bytes_out) == (10, 1000)
     assert (b.tasks, b.frames, b.seconds, b.bytes_out) == (0, 0, 0, 0)
-    assert ledger.throughput() == [(1, 0), (3, 100), (4, 100), (6, 0)]
+    assert LedgerReads(ledger).throughput() == [(1, 0), (3, 100), (4, 100), (6, 0)]
 
 
 def test_losses_count_the_attempts_by_cause(ledger):
@@ -533,8 +534,8 @@ def test_losses_count_the_attempts_by_cause(ledger):
     ledger.add_items([ref(name) for name in "abcde"], now=0)
     for outcome in outcomes:  # one item each: a second crash would fail the first item's task
         ledger.fail(ledger.claim("w", 60, now=0), outcome, error_type="E", message="m", now=0)
-    assert ledger.losses() == Losses(input_failures=1, crashes=2, infra_losses=1, stopped=1)
-    assert str(ledger.losses()) == ("attempts: 1 failed on their input, 2 crashed or hung, 1 lost to the infrastructure, "
+    assert LedgerReads(ledger).losses() == Losses(input_failures=1, crashes=2, infra_losses=1, stopped=1)
+    assert str(LedgerReads(ledger).losses()) == ("attempts: 1 failed on their input, 2 crashed or hung, 1 lost to the infrastructure, "
                                     "1 given up on a stop request")
 
 
@@ -546,8 +547,8 @@ def test_step_times_add_up_by_step_over_tasks_and_items(ledger):
         video = ledger.claim("w", 60, now=2)
         ledger.complete(video, metrics=TaskMetrics(frames=10, ops_s=3.0, steps_s={"resize": 1.0, "style": 2.0}),
                         now=3)
-    assert [item.steps_s for item in ledger.item_metrics()] == [{"resize": 1.0, "style": 2.0}] * 2
-    assert ledger.step_seconds() == {"resize": 2.0, "style": 4.0}
+    assert [item.steps_s for item in LedgerReads(ledger).items()] == [{"resize": 1.0, "style": 2.0}] * 2
+    assert LedgerReads(ledger).step_seconds() == {"resize": 2.0, "style": 4.0}
 
 
 def test_a_ledger_from_before_step_times_gets_the_column_when_opened(db_path, make_ledger):
@@ -561,7 +562,7 @@ def test_a_ledger_from_before_step_times_gets_the_column_when_opened(db_path, ma
     ledger.complete(probe, result=ProbeResult(frames=1), segments=[Segment(None, None)], metrics=TaskMetrics(), now=1)
     video = ledger.claim("w", 60, now=2)
     ledger.complete(video, metrics=TaskMetrics(frames=1, steps_s={"identity": 0.5}), now=3)
-    assert ledger.step_seconds() == {"identity": 0.5}
+    assert LedgerReads(ledger).step_seconds() == {"identity": 0.5}
 
 
 # -- the file ---------------------------------------------------------------------------------------
@@ -588,7 +589,7 @@ def test_a_second_ledger_reads_while_the_first_writes(ledger, make_ledger):
             reader = Ledger(ledger.path)  # opening must not need the write lock either
             try:
                 result["counts"] = reader.counts()
-                result["tasks"] = reader.task_counts()
+                result["tasks"] = LedgerReads(reader).tasks()
             finally:
                 reader.close()
 

@@ -21,11 +21,11 @@ from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import OptionError, OutputError
 from framefleet.files import storage
 from framefleet.files.temporary import write_text_atomically
+from framefleet.jobs.reads import Failure
 from framefleet.jobs.run import JobResult, job_settings
 from framefleet.jobs.run import retry as retry_job
 from framefleet.jobs.run import run as run_job
 from framefleet.jobs.spec import JobSpec
-from framefleet.jobs.store import Failure
 from framefleet.jobs.view import JobStatus, JobView, job_status
 from framefleet.plan.apply import apply_plan
 from framefleet.plan.planner import read_plan

@@ -11,7 +11,8 @@ import json
 from datetime import datetime, timezone
 from html import escape
 
-from framefleet.jobs.store import Activity, Failure, ItemMetrics, JobRecord
+from framefleet.jobs.reads import Activity, Failure, ItemMetrics
+from framefleet.jobs.store import JobRecord
 from framefleet.jobs.view import FrameSeries, JobView
 from framefleet.util.redact import redact
 from framefleet.util.sizes import format_bytes

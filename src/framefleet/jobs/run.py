@@ -24,8 +24,9 @@ from framefleet.files import storage
 from framefleet.files.remote_inputs import WorkerStorage
 from framefleet.files.sources import VideoRef, expand_inputs
 from framefleet.jobs.directory import JobDir, default_job_dir, open_ledger, resolve_job_dir
+from framefleet.jobs.reads import Damage, Failure, LedgerReads
 from framefleet.jobs.spec import JobSpec
-from framefleet.jobs.store import Damage, Failure, Ledger
+from framefleet.jobs.store import Ledger
 from framefleet.ops.names import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.processing.memory_budget import fit_local_workers
@@ -129,10 +130,10 @@ def run(
         frames, _ = ledger.frame_totals()
         # A stop that came when nothing was left to do (or while the last task finished) interrupted nothing.
         interrupted = not finished and (standing or ledger.unfinished() > 0)
-        return JobResult(job_dir=place.path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
+        return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(), frames=frames,
                          seconds=time.perf_counter() - started, interrupted=interrupted,
                          skipped=found.skipped if found else [], refused=found.refused if found else {},
-                         damaged=ledger.damaged(), runtimes=ledger.runtimes())
+                         damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes())
 
 
 @dataclass

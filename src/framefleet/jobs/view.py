@@ -1,9 +1,9 @@
 """`JobView`: one job as its ledger tells it, the single reading that every reader of a job shows.
 
 `framefleet status`, `failures` and `report`, the service's API and dashboard, and its Prometheus metrics
-read a job through a `JobView`. The ledger runs the queries and returns dataclasses; this module adds
-what is computed from them (the recent frame rate, the ETA, time by stage, elapsed time), and each reader
-only formats the result.
+read a job through a `JobView`. Its queries are the ledger's reads (`framefleet.jobs.reads`); this module
+adds what is computed from them (the recent frame rate, the ETA, frames over time, elapsed time), and each
+reader only formats the result.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from framefleet.jobs.directory import JobDir, open_ledger
-from framefleet.jobs.store import Activity, Failure, ItemMetrics, JobRecord, Ledger, Losses
+from framefleet.jobs.reads import LedgerReads, Losses
+from framefleet.jobs.store import Ledger
 from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, RunSettings
 
 NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -145,13 +146,14 @@ class FrameSeries:
     """Frames per bucket: each finished task's frames spread evenly over the attempt that did them."""
 
 
-class JobView:
-    """Read one job from its ledger (safe while the job runs). `now` is the time rates and elapsed time are
-    measured to (the current time by default)."""
+class JobView(LedgerReads):
+    """One job as its ledger tells it (safe while the job runs): the ledger's read queries, and the figures
+    computed from them (recent frame rate, ETA, frames over time, the status snapshot). `now` is the time
+    rates and elapsed time are measured to (the current time by default)."""
 
-    def __init__(self, ledger: Ledger, job_dir: str | Path, now: float | None = None) -> None:
-        self.ledger = ledger
-        self.job_dir = str(job_dir)
+    def __init__(self, ledger: Ledger, job_dir: str | Path | None = None, now: float | None = None) -> None:
+        super().__init__(ledger)
+        self.job_dir = str(job_dir if job_dir is not None else ledger.path.parent)
         self.now = time.time() if now is None else now
 
     @classmethod
@@ -161,46 +163,12 @@ class JobView:
         with open_ledger(job_dir) as ledger:
             yield cls(ledger, job_dir, now)
 
-    def job(self) -> JobRecord | None:
-        """The job's fingerprint, pipeline, output root and version (None before it started)."""
-        return self.ledger.job()
-
-    def counts(self) -> dict[str, int]:
-        """Items per state."""
-        return self.ledger.counts()
-
-    def tasks(self) -> dict[str, int]:
-        """Tasks (probes, segments, joins) per state."""
-        return self.ledger.task_counts()
-
-    def frames(self) -> tuple[int, int]:
-        """(frames done, frames the probes expect)."""
-        return self.ledger.frame_totals()
-
-    def items(self, state: str | None = None, limit: int | None = None, offset: int = 0) -> list[ItemMetrics]:
-        """Each video's state, error and totals (bytes counted once for a split video), in order: those in
-        `state` (default: all), `limit` of them (default: all) from `offset`, reading only those."""
-        return self.ledger.item_metrics(state, limit, offset)
-
-    def failures(self) -> list[Failure]:
-        return self.ledger.failures()
-
-    def losses(self) -> Losses:
-        return self.ledger.losses()
-
-    def activity(self) -> Activity:
-        return self.ledger.activity()
-
-    def throughput(self) -> list[tuple[float, int]]:
-        """(finish time, frames) of every finished task, in time order."""
-        return self.ledger.throughput()
-
     def frame_series(self, buckets: int, end: float | None = None) -> FrameSeries | None:
         """Frames processed over time, in at most `buckets` buckets (a `NICE_BUCKETS` span each when one
         fits) up to `end` (default: the last task's end); None before any task finished. A task's frames
         are only known when it ends: they are spread evenly from its claim to its end, not all put at
         the end (a nine-minute task shows nine minutes of work, not one spike)."""
-        spans = self.ledger.task_spans()
+        spans = self.task_spans()
         if not spans:
             return None
         start = spans[0][0]
@@ -216,14 +184,6 @@ class JobView:
                 low, high = max(started, start + index * bucket), min(ended, start + (index + 1) * bucket)
                 frames[index] += count * max(high - low, 0.0) / (ended - started)
         return FrameSeries(start=start, bucket_seconds=float(bucket), frames=frames)
-
-    def stages(self) -> dict[str, float]:
-        """Seconds by stage (decode, ops, encode, upload) over the finished tasks."""
-        return self.ledger.stage_seconds()
-
-    def step_seconds(self) -> dict[str, float]:
-        """Op seconds by step of the op chain over the finished tasks."""
-        return self.ledger.step_seconds()
 
     def setting(self, key: str) -> Any:
         """A JSON setting `run` stored (`PREDICTION_KEY`, `RUN_SETTINGS_KEY`), or None."""
@@ -243,7 +203,7 @@ class JobView:
         recent = sum(frames for finished, frames in self.throughput() if finished >= since)
         if not recent:
             return 0.0
-        began = self.ledger.busy_since(since)
+        began = self.busy_since(since)
         return recent / max(self.now - max(since, began if began is not None else since), 1.0)
 
     def status(self) -> JobStatus:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from framefleet.jobs.store import ItemMetrics
+from framefleet.jobs.reads import ItemMetrics
 
 JobState = Literal["queued", "running", "finished", "cancelled", "error"]
 JobKind = Literal["watch", "submitted"]
