@@ -25,6 +25,7 @@ from cli_helpers import ANSI, cli, stderr_lines
 
 from framefleet import IdentityOp
 from framefleet.engines.scheduler import EngineProgress
+from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import run
 from framefleet.jobs.spec import JobSpec
 from framefleet.pipeline import Pipeline
@@ -140,11 +141,11 @@ def test_frames_of_items_not_probed_yet_are_estimated_from_their_size(tmp_path):
 
     with JobDir(tmp_path / "job").open_ledger(create=True) as ledger:
         ledger.add_items([("a", "a.mp4", 1000, "1", "out/a.mp4"), ("b", "b.mp4", 3000, "1", "out/b.mp4")])
-        assert ledger.frames_estimate() == (0, 2)  # nothing probed: nothing to estimate from
+        assert LedgerReads(ledger).frames_estimate() == (0, 2)  # nothing probed: nothing to estimate from
         ledger._db.execute("UPDATE items SET frames = 100 WHERE uri = 'a'")
-        assert ledger.frames_estimate() == (400, 1)  # b: 3000 bytes at a's 0.1 frames a byte
+        assert LedgerReads(ledger).frames_estimate() == (400, 1)  # b: 3000 bytes at a's 0.1 frames a byte
         ledger._db.execute("UPDATE items SET frames = 250 WHERE uri = 'b'")
-        assert ledger.frames_estimate() == (350, 0)
+        assert LedgerReads(ledger).frames_estimate() == (350, 0)
 
 
 def test_a_workers_warning_reaches_the_jobs_own_log(clip_factory, tmp_path, caplog):

@@ -9,7 +9,8 @@ import pytest
 
 from framefleet.jobs.reads import LedgerReads, Losses
 from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
-from framefleet.jobs.store import INFRA_BACKOFF_CAP, JobMismatchError, Ledger
+from framefleet.jobs.store import JobMismatchError, Ledger
+from framefleet.jobs.transitions import INFRA_BACKOFF_CAP
 from framefleet.settings import RetryPolicy
 
 
@@ -162,7 +163,7 @@ def test_claim_respects_not_before(ledger):
     ledger.add_items([ref("a")], now=0)
     t = ledger.claim("w", 60, now=0)
     assert ledger.fail(t, "input_error", error_type="E", message="m", now=100) == "pending"
-    assert ledger.next_ready_time() == pytest.approx(110.0)
+    assert LedgerReads(ledger).next_ready_time() == pytest.approx(110.0)
     assert ledger.claim("w", 60, now=109.9) is None
     again = ledger.claim("w", 60, now=110.0)
     assert again is not None and again.id == t.id

@@ -24,7 +24,8 @@ from hypothesis.stateful import (
 )
 
 from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
-from framefleet.jobs.store import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Ledger, Task
+from framefleet.jobs.store import Ledger
+from framefleet.jobs.transitions import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Task
 from framefleet.settings import RetryPolicy
 
 # Drawn per example: generous budgets with a real backoff, and tight ones that fail items quickly.

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from framefleet.jobs.store import CRASH_OUTCOMES, INFRA_OUTCOMES, ItemState, JobRecord, Ledger
+from framefleet.jobs.store import JobRecord, Ledger
+from framefleet.jobs.transitions import CRASH_OUTCOMES, INFRA_OUTCOMES, ItemState
 
 STAGES = ("decode", "ops", "encode", "upload")
 """The stages of a task whose seconds are kept (`TaskMetrics.decode_s`, ...)."""
@@ -146,13 +147,43 @@ class LedgerReads:
         """The job's fingerprint, pipeline, output root and version (None before it started)."""
         return self.ledger.job()
 
+    def segment_count(self, item_id: int) -> int:
+        """How many segments an item was split into."""
+        return self.ledger.query(
+            "SELECT COUNT(*) FROM tasks WHERE item_id = ? AND kind = 'segment'", (item_id,)
+        ).fetchone()[0]
+
+    def frames(self) -> tuple[int, int]:
+        """(frames in finished segment tasks, frames the probes expect in all live items)."""
+        done = self.ledger.query(
+            "SELECT COALESCE(SUM(m.frames), 0) FROM metrics m JOIN tasks t ON t.id = m.task_id "
+            "WHERE t.kind = 'segment'"
+        ).fetchone()[0]
+        expected = self.ledger.query(
+            "SELECT COALESCE(SUM(frames), 0) FROM items WHERE state != 'failed'"
+        ).fetchone()[0]
+        return done, expected
+
+    def frames_estimate(self) -> tuple[int, int]:
+        """(frames the live items hold, how many of those items are not probed yet). An item not probed yet
+        counts at the probed items' frames per byte of input, so the total does not jump as probes finish."""
+        known, known_bytes, unknown_bytes, unknown = self.ledger.query(
+            "SELECT COALESCE(SUM(frames), 0), COALESCE(SUM(CASE WHEN frames IS NOT NULL THEN size END), 0), "
+            "COALESCE(SUM(CASE WHEN frames IS NULL THEN size END), 0), COUNT(*) - COUNT(frames) "
+            "FROM items WHERE state != 'failed'"
+        ).fetchone()
+        if unknown and known and known_bytes:
+            known += round(unknown_bytes * known / known_bytes)
+        return known, unknown
+
+    def next_ready_time(self) -> float | None:
+        """When the earliest pending task becomes claimable (None when nothing is pending)."""
+        row = self.ledger.query("SELECT MIN(not_before) FROM tasks WHERE state = 'pending'").fetchone()
+        return row[0]
+
     def counts(self) -> dict[str, int]:
         """Items per state."""
         return self.ledger.counts()
-
-    def frames(self) -> tuple[int, int]:
-        """(frames done, frames the probes expect)."""
-        return self.ledger.frame_totals()
 
     def tasks(self) -> dict[str, int]:
         counts = {s: 0 for s in ("waiting", "pending", "running", "done", "failed", "cancelled")}

@@ -127,7 +127,7 @@ def run(
                               standing=standing, stop=stop)
         with _stop_on_signals(scheduler, enabled=handle_signals):
             finished = scheduler.run()
-        frames, _ = ledger.frame_totals()
+        frames, _ = LedgerReads(ledger).frames()
         # A stop that came when nothing was left to do (or while the last task finished) interrupted nothing.
         interrupted = not finished and (standing or ledger.unfinished() > 0)
         return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(), frames=frames,

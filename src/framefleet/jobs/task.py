@@ -32,7 +32,7 @@ from framefleet.jobs.results import (
     TaskMetrics,
     TaskOutcome,
 )
-from framefleet.jobs.store import Task
+from framefleet.jobs.transitions import Task
 from framefleet.pipeline import Pipeline
 from framefleet.processing.streaming import FrameProcessor, StreamResult
 from framefleet.video import VideoInfo, VideoSource, probe

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from framefleet._version import __version__
 from framefleet.errors import FramefleetError
-from framefleet.jobs.store import ItemState
+from framefleet.jobs.transitions import ItemState
 from framefleet.jobs.view import FrameSeries, JobView
 from framefleet.service import models
 from framefleet.service.auth import TokenAuth
