@@ -64,7 +64,7 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
     try:
         pipeline = Pipeline.from_options({"op": "identity", "limits": {"memory_mb": 4096}})
         settings = RunSettings(options=EngineOptions(workers=2, hang_timeout=30, task_timeout=120),
-                               limits=RetryPolicy(max_attempts=2, backoff_seconds=0.05))
+                               retry=RetryPolicy(max_attempts=2, backoff_seconds=0.05))
         result = run(JobSpec([str(inputs)], out, pipeline, settings))
     finally:
         stop.set()

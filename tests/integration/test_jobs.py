@@ -486,7 +486,7 @@ def test_a_hung_worker_is_killed_and_its_item_fails_naming_the_hang(poison_and_g
     out = tmp_path / "out"
     hang = SleepForeverOp(width=96, after_frames=POISON_AT, batch_size=8)
     settings = RunSettings(options=EngineOptions(workers=2, hang_timeout=2.0, poll_seconds=0.2),
-                           limits=RetryPolicy(max_crashes=2, backoff_seconds=0.05))
+                           retry=RetryPolicy(max_crashes=2, backoff_seconds=0.05))
     result = run(JobSpec([str(tmp_path / "in")], out, Pipeline(ops=(hang,)), settings))
 
     assert result.exit_code == 3
@@ -526,7 +526,7 @@ def test_a_worker_crashing_on_every_attempt_ends_its_item_failed_as_poison(poiso
     out = tmp_path / "out"
     crash = CrashOp(width=96, after_frames=POISON_AT, batch_size=8)
     settings = RunSettings(options=EngineOptions(workers=2),
-                           limits=RetryPolicy(max_attempts=5, max_crashes=2, backoff_seconds=0.05))
+                           retry=RetryPolicy(max_attempts=5, max_crashes=2, backoff_seconds=0.05))
     result = run(JobSpec([str(tmp_path / "in")], out, Pipeline(ops=(crash,)), settings))
 
     assert result.exit_code == 3
