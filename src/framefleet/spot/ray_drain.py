@@ -3,7 +3,10 @@
 Ray core's `DrainNode` (the call `ray drain-node` and `ray start --block`'s SIGTERM handler make) takes a
 reason and a deadline: PREEMPTION drains cannot be refused, and the deadline tells Ray (and its autoscaler)
 when the node will be gone; Ray does not kill anything at the deadline itself. Work already running on the
-node goes on: finishing or cutting it is the worker's business.
+node goes on (tasks, and actors, which hold their node): finishing or cutting it is the worker's business.
+Once nothing runs there any more, the node's raylet exits by itself (death reason AUTOSCALER_DRAIN_PREEMPTED,
+checked with Ray 2.60 in tests/ray_cluster/test_spot_drain.py): a worker that gives its lease back and
+exits lets the node go.
 """
 
 from __future__ import annotations
