@@ -8,6 +8,8 @@ here; see /work/shared/notes/ray-autoscaler-on-one-machine.md.
 The head runs as `ray start --head --block` in a session of its own: every process of the cluster (GCS,
 raylets, the autoscaler and the nodes it starts) is in that session, so `stop` ends exactly those, and
 never another Ray on the same machine (no `ray stop`, which would kill every Ray process of the machine).
+Its own `--temp-dir` (short: Unix socket paths are limited) keeps its logs, sockets and `ray_current_cluster`
+file apart from any other Ray here, so it never becomes another session's `--ray-address auto`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import json
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +76,7 @@ class AutoscalingCluster:
     python_path: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    temp_dir: Path | None = None
 
     @property
     def address(self) -> str:
@@ -86,10 +91,11 @@ class AutoscalingCluster:
         if self.python_path:
             env["PYTHONPATH"] = os.pathsep.join([*self.python_path, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         ray_cli = Path(sys.executable).with_name("ray")
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="ffray-", dir="/tmp"))
         self.process = subprocess.Popen(
             [str(ray_cli), "start", "--head", "--block", "--num-cpus=0", f"--port={self.port}",
              "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
-             f"--autoscaling-config={config}", "--object-store-memory=80000000"],
+             f"--autoscaling-config={config}", "--object-store-memory=80000000", f"--temp-dir={self.temp_dir}"],
             env=env, start_new_session=True, stdout=(self.root / "head.log").open("w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -141,6 +147,8 @@ class AutoscalingCluster:
             self.process.kill()
         self.process.wait()
         self.process = None
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def session_processes(session: int) -> list[int]:
