@@ -35,7 +35,8 @@ def azure_event(event_id: str, not_before: float | None, *, kind: str = "Preempt
                 resources: tuple[str, ...] = ("vm-a",), status: str = "Scheduled") -> dict:
     """One event as Scheduled Events writes it (NotBefore an RFC 1123 date; empty once started)."""
     return {"EventId": event_id, "EventStatus": status, "EventType": kind, "ResourceType": "VirtualMachine",
-            "Resources": list(resources), "NotBefore": "" if not_before is None else formatdate(not_before, usegmt=True),
+            "Resources": list(resources),
+            "NotBefore": "" if not_before is None else formatdate(not_before, usegmt=True),
             "Description": "", "EventSource": "Platform", "DurationInSeconds": -1}
 
 

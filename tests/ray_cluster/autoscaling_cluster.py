@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,18 +85,21 @@ class AutoscalingCluster:
     def start(self, timeout: float = 60) -> AutoscalingCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "autoscaling.json"
-        config.write_text(json.dumps(autoscaling_config(self.address, self.worker, self.idle_timeout_minutes)))
+        config.write_text(json.dumps(autoscaling_config(self.address, self.worker,
+                                                        self.idle_timeout_minutes)))
         env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                "RAY_USAGE_STATS_ENABLED": "0"}
         if self.python_path:
-            env["PYTHONPATH"] = os.pathsep.join([*self.python_path, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            env["PYTHONPATH"] = os.pathsep.join([*self.python_path, *filter(None, [env.get("PYTHONPATH")])])
         ray_cli = Path(sys.executable).with_name("ray")
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ffray-", dir="/tmp"))
         self.process = subprocess.Popen(
             [str(ray_cli), "start", "--head", "--block", "--num-cpus=0", f"--port={self.port}",
              "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
-             f"--autoscaling-config={config}", "--object-store-memory=80000000", f"--temp-dir={self.temp_dir}"],
-            env=env, start_new_session=True, stdout=(self.root / "head.log").open("w"), stderr=subprocess.STDOUT)
+             f"--autoscaling-config={config}", "--object-store-memory=80000000",
+             f"--temp-dir={self.temp_dir}"],
+            env=env, start_new_session=True, stdout=(self.root / "head.log").open("w"),
+            stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -108,7 +111,8 @@ class AutoscalingCluster:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"the head did not come up in {timeout} s: {(self.root / 'head.log').read_text()[-2000:]}")
+        log = (self.root / "head.log").read_text()[-2000:]
+        raise TimeoutError(f"the head did not come up in {timeout} s: {log}")
 
     def alive_nodes(self) -> list[dict]:
         """The cluster's live nodes as the GCS lists them (head included), each with its resources."""

@@ -66,9 +66,9 @@ def test_a_job_scales_the_cluster_from_zero_to_two_nodes_and_back(clip_factory, 
         counter.start()
         started = time.time()
         job = subprocess.run(
-            [sys.executable, "-m", "framefleet", "run", str(inputs), "-o", str(tmp_path / "out"), "--op", "identity",
-             "--segment-seconds", "2", "--engine", "ray", "--ray-address", cluster.address, "--workers", "2",
-             "--json", "--progress", "none"],
+            [sys.executable, "-m", "framefleet", "run", str(inputs), "-o", str(tmp_path / "out"),
+             "--op", "identity", "--segment-seconds", "2", "--engine", "ray",
+             "--ray-address", cluster.address, "--workers", "2", "--json", "--progress", "none"],
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCE), str(TESTS)])},
             capture_output=True, text=True, timeout=180, check=False)
         finished = time.time()
@@ -105,7 +105,7 @@ def test_a_job_scales_the_cluster_from_zero_to_two_nodes_and_back(clip_factory, 
     first_task = min(a["started"] for a in attempts)
     first_frames = min(a["started"] for a in attempts if a["kind"] == "segment")  # probes decode no frame
     first_output = min(a["ended"] for a in attempts if a["kind"] == "segment")
-    print(f"\nautoscaling from zero, seconds after `run` began: first worker node {counter.first_node_at - started:.1f}, "
-          f"first task (a probe) {first_task - started:.1f}, first segment started {first_frames - started:.1f} "
-          f"and done {first_output - started:.1f}; job {finished - started:.1f}; back to 0 worker nodes "
-          f"{scaled_down - finished:.1f} s after the job ended")
+    print(f"\nautoscaling from zero, seconds after `run` began: first worker node "
+          f"{counter.first_node_at - started:.1f}, first task (a probe) {first_task - started:.1f}, "
+          f"first segment started {first_frames - started:.1f} and done {first_output - started:.1f}; "
+          f"job {finished - started:.1f}; back to 0 worker nodes {scaled_down - finished:.1f} s after it")

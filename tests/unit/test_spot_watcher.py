@@ -213,10 +213,12 @@ def test_settings_come_from_the_environment():
         "GCE_METADATA_HOST": "127.0.0.1:8", "FRAMEFLEET_SPOT_SIGTERM_GRACE_SECONDS": "90",
         "FRAMEFLEET_SPOT_AWS_POLL_SECONDS": "2"})
     assert settings.azure_url is None and settings.aws_url == "http://127.0.0.1:9"
-    assert settings.gcp_url == "http://127.0.0.1:8" and settings.sigterm and settings.sigterm_grace_seconds == 90
+    assert settings.gcp_url == "http://127.0.0.1:8"
+    assert settings.sigterm and settings.sigterm_grace_seconds == 90
     assert settings.aws_interval == 2 and [s.name for s in settings.sources()] == ["aws", "gcp", "sigterm"]
     default = WatchSettings.from_env({})
     assert (default.azure_url, default.aws_url) == ("http://169.254.169.254",) * 2 and not default.sigterm
-    assert default.aws_interval == 5 and WatchSettings.from_env({"FRAMEFLEET_SPOT_SOURCES": "none"}).sources() == []
+    assert default.aws_interval == 5
+    assert WatchSettings.from_env({"FRAMEFLEET_SPOT_SOURCES": "none"}).sources() == []
     with pytest.raises(ValueError, match="unknown sources"):
         WatchSettings.from_env({"FRAMEFLEET_SPOT_SOURCES": "oracle"})

@@ -27,7 +27,8 @@ class Response:
 
 def request(method: str, url: str, *, headers: dict[str, str] | None = None, body: bytes | None = None,
             connect_timeout: float = 1.0, read_timeout: float = 5.0) -> Response:
-    """One HTTP request; any failure to get an answer is `EndpointUnavailable`, an answer of any status is not."""
+    """One HTTP request; any failure to get an answer is `EndpointUnavailable`; an answer of any status is
+    returned."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"a metadata URL must be http://HOST[:PORT]/...: {url!r}")
@@ -43,7 +44,8 @@ def request(method: str, url: str, *, headers: dict[str, str] | None = None, bod
         text = answer.read().decode("utf-8", errors="replace")
         return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, text)
     except (OSError, http.client.HTTPException) as error:
-        kind = "timed out" if isinstance(error, (socket.timeout, TimeoutError)) else str(error) or type(error).__name__
-        raise EndpointUnavailable(f"{method} {url}: {kind}") from None
+        timed_out = isinstance(error, (socket.timeout, TimeoutError))
+        cause = "timed out" if timed_out else str(error) or type(error).__name__
+        raise EndpointUnavailable(f"{method} {url}: {cause}") from None
     finally:
         connection.close()

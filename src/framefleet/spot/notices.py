@@ -151,7 +151,7 @@ def _azure_event(event: object, clock: Clock, vm_name: str | None) -> Notice | N
         try:
             deadline = parsedate_to_datetime(not_before).timestamp()
         except (TypeError, ValueError):
-            raise MalformedNotice(f"Azure event {event_id} has an unreadable NotBefore: {not_before!r}") from None
+            raise MalformedNotice(f"Azure event {event_id}: unreadable NotBefore {not_before!r}") from None
     return _notice("azure", kind, event_id, deadline, clock, json.dumps(event))
 
 

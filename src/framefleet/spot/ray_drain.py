@@ -50,19 +50,21 @@ def drain_node(deadline_wall: float | None, *, node_id: str | None = None, gcs_a
         node_id = ray.get_runtime_context().get_node_id()
     deadline_ms = 0 if deadline_wall is None else max(int(deadline_wall * 1000), int(time.time() * 1000))
     client = GcsClient(address=_gcs_address(gcs_address))
-    accepted, why = client.drain_node(node_id, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
-                                      message, deadline_ms, timeout=timeout)
+    preemption = autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION")
+    accepted, why = client.drain_node(node_id, preemption, message, deadline_ms, timeout=timeout)
     if not accepted:
         raise DrainRefused(f"Ray refused to drain node {node_id}: {why}")
     log.warning("drained Ray node %s (%s), deadline %s", node_id, message,
                 "none" if deadline_wall is None else f"in {deadline_wall - time.time():.1f} s")
 
 
-def drain_for_notice(notice: Notice, *, margin_seconds: float = DRAIN_MARGIN_SECONDS, node_id: str | None = None,
-                     gcs_address: str | None = None) -> float | None:
+def drain_for_notice(notice: Notice, *, margin_seconds: float = DRAIN_MARGIN_SECONDS,
+                     node_id: str | None = None, gcs_address: str | None = None) -> float | None:
     """Drain this node for `notice`, with a deadline `margin_seconds` before the cloud's (never before now);
     returns that deadline (`time.time()` seconds), None for a notice without one (rebalance)."""
-    deadline = None if notice.deadline_wall is None else max(time.time(), notice.deadline_wall - margin_seconds)
+    deadline = None
+    if notice.deadline_wall is not None:
+        deadline = max(time.time(), notice.deadline_wall - margin_seconds)
     drain_node(deadline, node_id=node_id, gcs_address=gcs_address,
                message=f"{notice.cloud} {notice.kind} notice (event {notice.event_id})")
     return deadline

@@ -95,7 +95,8 @@ class AzureScheduledEvents:
     def vm_name(self) -> str | None:
         """This VM's name, to keep only its own events; None (every event counts) when IMDS does not say."""
         if not self._vm_name_known:
-            url = f"{self.base_url}/metadata/instance/compute/name?api-version={AZURE_NAME_API_VERSION}&format=text"
+            url = (f"{self.base_url}/metadata/instance/compute/name"
+                   f"?api-version={AZURE_NAME_API_VERSION}&format=text")
             answer = self._get(url)
             name = answer.body.strip() if answer.status == 200 else ""
             self._vm_name = name or None
@@ -114,8 +115,9 @@ class AzureScheduledEvents:
     def acknowledge(self, notice: Notice) -> bool:
         """Tell Azure the VM is ready: the eviction may start now instead of at NotBefore."""
         body = json.dumps({"StartRequests": [{"EventId": notice.event_id}]}).encode()
-        answer = request("POST", self.endpoint, headers={"Metadata": "true", "Content-Type": "application/json"},
-                         body=body, connect_timeout=self.timeouts.connect, read_timeout=self.timeouts.read)
+        headers = {"Metadata": "true", "Content-Type": "application/json"}
+        answer = request("POST", self.endpoint, headers=headers, body=body,
+                         connect_timeout=self.timeouts.connect, read_timeout=self.timeouts.read)
         return answer.status == 200
 
 
@@ -155,7 +157,8 @@ class AwsSpot:
 
     def poll(self) -> Polled:
         polled = Polled()
-        for url, parse in ((self.endpoint, parse_aws_instance_action), (self.rebalance_endpoint, parse_aws_rebalance)):
+        items = ((self.endpoint, parse_aws_instance_action), (self.rebalance_endpoint, parse_aws_rebalance))
+        for url, parse in items:
             body = self._read(url)
             if body is None:
                 continue

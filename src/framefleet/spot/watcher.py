@@ -73,7 +73,8 @@ class WatchSettings:
         GCE_METADATA_HOST), FRAMEFLEET_SPOT_SIGTERM_GRACE_SECONDS, FRAMEFLEET_SPOT_GCP_NOTICE_SECONDS,
         FRAMEFLEET_SPOT_AWS_POLL_SECONDS, FRAMEFLEET_SPOT_AZURE_POLL_SECONDS."""
         env = os.environ if environ is None else environ
-        names = [n.strip() for n in env.get("FRAMEFLEET_SPOT_SOURCES", "azure,aws,gcp").split(",") if n.strip()]
+        listed = env.get("FRAMEFLEET_SPOT_SOURCES", "azure,aws,gcp")
+        names = [name.strip() for name in listed.split(",") if name.strip()]
         unknown = set(names) - {*ALL_SOURCES, "none"}
         if unknown:
             raise ValueError(f"FRAMEFLEET_SPOT_SOURCES names unknown sources {sorted(unknown)}; "
@@ -81,7 +82,8 @@ class WatchSettings:
         gce_host = env.get("GCE_METADATA_HOST")
         urls = {
             "azure": env.get("FRAMEFLEET_SPOT_AZURE_URL") or LINK_LOCAL,
-            "aws": env.get("FRAMEFLEET_SPOT_AWS_URL") or env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or LINK_LOCAL,
+            "aws": (env.get("FRAMEFLEET_SPOT_AWS_URL") or env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+                    or LINK_LOCAL),
             "gcp": env.get("FRAMEFLEET_SPOT_GCP_URL") or (f"http://{gce_host}" if gce_host else GCP_METADATA),
         }
         numbers = {field: float(env[variable]) for field, variable in (
@@ -99,8 +101,8 @@ class WatchSettings:
         timeouts = Timeouts(connect=self.connect_timeout, read=self.read_timeout)
         sources: list[NoticeSource] = []
         if self.azure_url:
-            sources.append(AzureScheduledEvents(self.azure_url, interval=self.azure_interval, timeouts=timeouts,
-                                                wake_timeout=self.azure_wake_timeout))
+            sources.append(AzureScheduledEvents(self.azure_url, interval=self.azure_interval,
+                                                timeouts=timeouts, wake_timeout=self.azure_wake_timeout))
         if self.aws_url:
             sources.append(AwsSpot(self.aws_url, interval=self.aws_interval, timeouts=timeouts))
         if self.gcp_url:
@@ -135,7 +137,8 @@ class NoticeWatcher:
         for source in self.sources:
             if isinstance(source, SigtermSource):
                 source.install()
-            thread = threading.Thread(target=self._watch, args=(source,), name=f"spot-{source.name}", daemon=True)
+            thread = threading.Thread(target=self._watch, args=(source,), name=f"spot-{source.name}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
@@ -184,13 +187,14 @@ class NoticeWatcher:
                 polled = source.poll()
             except EndpointUnavailable as error:
                 if answered:  # this is the node's cloud: keep asking at the normal pace
-                    self._once(f"{source.name}-outage-{outage}", "%s preemption notices: the metadata service "
-                               "stopped answering (%s); still asking", source.name, error, level=logging.WARNING)
+                    self._once(f"{source.name}-outage-{outage}", "%s preemption notices: the metadata "
+                               "service stopped answering (%s); still asking", source.name, error,
+                               level=logging.WARNING)
                     self._stop.wait(source.interval)
                 else:
-                    self._once(f"{source.name}-absent", "no %s preemption notices here (%s): not on %s, or its "
-                               "metadata service is unreachable; asking again every %g s", source.name, error,
-                               source.name, self.settings.absent_interval)
+                    self._once(f"{source.name}-absent", "no %s preemption notices here (%s): not on %s, or "
+                               "its metadata service is unreachable; asking again every %g s", source.name,
+                               error, source.name, self.settings.absent_interval)
                     self._stop.wait(self.settings.absent_interval)
                 continue
             except Exception:  # a bug in a source must not end the watching of the others
@@ -202,8 +206,8 @@ class NoticeWatcher:
                 log.debug("%s metadata service answers at %s", source.name, source.endpoint)
             answered, outage = True, outage + 1
             for problem in polled.problems:
-                self._once(f"{source.name}-malformed-{problem}", "ignoring a malformed %s notice: %s", source.name,
-                           problem, level=logging.WARNING)
+                self._once(f"{source.name}-malformed-{problem}", "ignoring a malformed %s notice: %s",
+                           source.name, problem, level=logging.WARNING)
             for notice in polled.notices:
                 self._deliver(notice)
             self._stop.wait(source.interval)
@@ -218,9 +222,14 @@ class NoticeWatcher:
         if notice.deadline_monotonic is not None and (
                 notice.deadline_monotonic - clock.monotonic <= self.settings.frame_seconds):
             notice = notice.due_now(clock)
-        log.warning("preemption notice from %s: %s (event %s), %s", notice.cloud, notice.kind, notice.event_id,
-                    "now" if notice.immediate else "no deadline" if notice.deadline_monotonic is None
-                    else f"{notice.seconds_left(clock.monotonic):.1f} s left")
+        if notice.immediate:
+            left = "due now"
+        elif notice.deadline_monotonic is None:
+            left = "no deadline"
+        else:
+            left = f"{notice.seconds_left(clock.monotonic):.1f} s left"
+        log.warning("preemption notice from %s: %s (event %s), %s", notice.cloud, notice.kind,
+                    notice.event_id, left)
         with self._callback_lock:
             self.delivered.append(notice)
             try:
