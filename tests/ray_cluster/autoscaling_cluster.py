@@ -39,24 +39,49 @@ class NodeType:
     max_workers: int = 2
 
 
+@dataclass(frozen=True)
+class ClusterShape:
+    """What the autoscaler plans with: the head's resources, one worker type, how fast it grows."""
+
+    head_resources: dict[str, float] = field(default_factory=lambda: {"CPU": 0})
+    worker: NodeType = field(default_factory=NodeType)
+    upscaling_speed: float = 1.0
+
+    @classmethod
+    def from_deploy_file(cls, path: Path, worker_type: str = WORKER_TYPE, *, cpus: int = 1,
+                         max_workers: int = 2) -> ClusterShape:
+        """A launcher config's shape (deploy/ray/*.yaml), its worker type shrunk to `cpus` and at most
+        `max_workers` nodes to fit this machine; the head's resources and `min_workers` are the file's."""
+        import yaml
+
+        config = yaml.safe_load(path.read_text())
+        types = config["available_node_types"]
+        node = types[worker_type]
+        worker = NodeType(worker_type, cpus=cpus, min_workers=node.get("min_workers", 0),
+                          max_workers=min(max_workers, node["max_workers"]))
+        head = types[config["head_node_type"]]
+        return cls(dict(head["resources"]), worker, config.get("upscaling_speed", 1.0))
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def autoscaling_config(gcs_address: str, worker: NodeType, idle_timeout_minutes: float) -> dict:
-    """A cluster config for the fake multi-node provider: a 0-CPU head and one worker type."""
+def autoscaling_config(gcs_address: str, shape: ClusterShape, idle_timeout_minutes: float) -> dict:
+    """A cluster config for the fake multi-node provider (its head type is always `ray.head.default`)."""
+    worker = shape.worker
     return {
         "cluster_name": "framefleet-fake",
         "max_workers": worker.max_workers,
-        "upscaling_speed": 1.0,
+        "upscaling_speed": shape.upscaling_speed,
         "idle_timeout_minutes": idle_timeout_minutes,
         "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
                      "disable_launch_config_check": True, "gcs_address": gcs_address},
         "head_node_type": "ray.head.default",
         "available_node_types": {
-            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            "ray.head.default": {"resources": shape.head_resources, "node_config": {}, "max_workers": 0},
             worker.name: {"resources": {"CPU": worker.cpus}, "node_config": {},
                           "min_workers": worker.min_workers, "max_workers": worker.max_workers},
         },
@@ -71,7 +96,7 @@ class AutoscalingCluster:
     """`start()` brings up the head; workers appear when work waits for CPUs and leave once idle."""
 
     root: Path
-    worker: NodeType = field(default_factory=NodeType)
+    shape: ClusterShape = field(default_factory=ClusterShape)
     idle_timeout_minutes: float = 0.1
     python_path: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
@@ -85,7 +110,7 @@ class AutoscalingCluster:
     def start(self, timeout: float = 60) -> AutoscalingCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "autoscaling.json"
-        config.write_text(json.dumps(autoscaling_config(self.address, self.worker,
+        config.write_text(json.dumps(autoscaling_config(self.address, self.shape,
                                                         self.idle_timeout_minutes)))
         env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                "RAY_USAGE_STATS_ENABLED": "0"}
@@ -94,7 +119,8 @@ class AutoscalingCluster:
         ray_cli = Path(sys.executable).with_name("ray")
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ffray-", dir="/tmp"))
         self.process = subprocess.Popen(
-            [str(ray_cli), "start", "--head", "--block", "--num-cpus=0", f"--port={self.port}",
+            [str(ray_cli), "start", "--head", "--block", f"--num-cpus={self.shape.head_resources['CPU']:g}",
+             f"--port={self.port}",
              "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
              f"--autoscaling-config={config}", "--object-store-memory=80000000",
              f"--temp-dir={self.temp_dir}"],

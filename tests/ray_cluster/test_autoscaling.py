@@ -1,6 +1,7 @@
 """A framefleet job on a cluster that scales from zero by Ray's real autoscaler (the fake multi-node
-provider on loopback): the head declares no CPUs, the worker type has 1 CPU and 0 to 2 nodes, the job asks
-for 2 workers. The cluster grows to 2 nodes, the outputs are frame-exact, and it shrinks back to the head."""
+provider on loopback), shaped as deploy/ray/azure.yaml: the head declares no CPUs, the `cpu-spot` worker type
+starts at 0 nodes, shrunk here to 1 CPU and at most 2 nodes; the job asks for 2 workers. The cluster grows
+to 2 nodes, the outputs are frame-exact, and it shrinks back to the head."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ray")
-from autoscaling_cluster import AutoscalingCluster, NodeType  # noqa: E402
+from autoscaling_cluster import AutoscalingCluster, ClusterShape  # noqa: E402
 from media_checks import decoded_pts, decoded_times, frame_count, packet_payloads, streams_of_kind  # noqa: E402
 
 from framefleet.job_dir import open_ledger  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 TESTS = Path(__file__).resolve().parents[1]
-SOURCE = Path(__file__).resolve().parents[2] / "src"
+REPOSITORY = Path(__file__).resolve().parents[2]
+SOURCE = REPOSITORY / "src"
 TINY = dict(width=64, height=48, gop=4, bframes=0, audio=("aac",))
 
 
@@ -58,8 +60,11 @@ def test_a_job_scales_the_cluster_from_zero_to_two_nodes_and_back(clip_factory, 
                          "long.mp4": dict(frames=100, rate=25)}.items():  # long: 4 s, 2 segments of 2 s
         shutil.copy(clip_factory(f"autoscale-{name}", **{**TINY, **fields}), inputs / name)
     shutil.copy(inputs / "a.mp4", inputs / "b.mp4")
-    cluster = AutoscalingCluster(tmp_path / "cluster", worker=NodeType(cpus=1, min_workers=0, max_workers=2),
-                                 idle_timeout_minutes=0.1, python_path=(str(SOURCE), str(TESTS))).start()
+    shape = ClusterShape.from_deploy_file(REPOSITORY / "deploy" / "ray" / "azure.yaml", "cpu-spot", cpus=1,
+                                          max_workers=2)
+    assert shape.head_resources == {"CPU": 0} and shape.worker.min_workers == 0  # as the deploy file says
+    cluster = AutoscalingCluster(tmp_path / "cluster", shape, idle_timeout_minutes=0.1,
+                                 python_path=(str(SOURCE), str(TESTS))).start()
     counter = NodeCounter(cluster)
     try:
         assert cluster.worker_count() == 0, "the cluster starts with the head alone"
