@@ -51,6 +51,8 @@ class FakeMetadataServer:
         self._aws_action: str | None = None
         self._aws_rebalance: str | None = None
         self._gcp_value, self._gcp_etag = "FALSE", uuid.uuid4().hex[:16]
+        self.failing = False
+        """Answer 503 to everything, as a service having an outage."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -112,6 +114,9 @@ class FakeMetadataServer:
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
+                if fake.failing:
+                    self._send(503, "Service Unavailable")
+                    return
                 answer = getattr(fake, f"_{fake.cloud}")(method, parts.path, query, self.headers, body)
                 self._send(*answer)
 

@@ -146,6 +146,25 @@ def test_absent_and_silent_endpoints_cost_nothing_and_are_logged_once(caplog):
     assert not any(line.startswith("no azure") for line in lines)
 
 
+def test_an_outage_of_this_clouds_service_is_logged_once_and_it_is_asked_again_at_its_pace(caplog):
+    caplog.set_level(logging.INFO, logger="framefleet.spot")
+    inbox = Inbox()
+    with FakeMetadataServer("azure") as server:
+        watcher = watch(inbox, azure_url=server.url, absent_interval=30)
+        try:
+            time.sleep(0.2)  # it answered: this is Azure
+            server.failing = True
+            time.sleep(0.3)
+            server.set_azure_events(azure_event("ev-3", time.time() + 30))
+            server.failing = False
+            (notice,) = inbox.wait(timeout=1.0)  # not 30 s later
+        finally:
+            watcher.stop()
+    assert notice.event_id == "ev-3"
+    outages = [line for line in spot_records(caplog) if "stopped answering" in line]
+    assert len(outages) == 1 and "503" in outages[0]
+
+
 def test_a_malformed_notice_is_logged_once_and_ignored(caplog):
     caplog.set_level(logging.INFO, logger="framefleet.spot")
     inbox = Inbox()

@@ -173,21 +173,22 @@ class NoticeWatcher:
             log.warning("%s did not accept the acknowledgement of event %s", notice.cloud, notice.event_id)
         return accepted
 
-    def _once(self, key: str, message: str, *args: object, level: int = logging.INFO) -> None:
+    def _once(self, key: str, message: str, *args: object, level: int = logging.INFO,
+              exc_info: bool = False) -> None:
         with self._lock:
             if key in self._reported:
                 return
             self._reported.add(key)
-        log.log(level, message, *args)
+        log.log(level, message, *args, exc_info=exc_info)
 
     def _watch(self, source: NoticeSource) -> None:
-        answered, outage = False, 0
+        answers = 0  # polls answered so far; an outage after one is this node's cloud failing
         while not self._stop.is_set():
             try:
                 polled = source.poll()
             except EndpointUnavailable as error:
-                if answered:  # this is the node's cloud: keep asking at the normal pace
-                    self._once(f"{source.name}-outage-{outage}", "%s preemption notices: the metadata "
+                if answers:  # this is the node's cloud: keep asking at the normal pace
+                    self._once(f"{source.name}-outage-after-{answers}", "%s preemption notices: the metadata "
                                "service stopped answering (%s); still asking", source.name, error,
                                level=logging.WARNING)
                     self._stop.wait(source.interval)
@@ -198,13 +199,13 @@ class NoticeWatcher:
                     self._stop.wait(self.settings.absent_interval)
                 continue
             except Exception:  # a bug in a source must not end the watching of the others
-                self._once(f"{source.name}-bug", "watching %s failed", source.name, level=logging.ERROR)
-                log.debug("watching %s failed", source.name, exc_info=True)
+                self._once(f"{source.name}-bug", "watching %s failed", source.name, level=logging.ERROR,
+                           exc_info=True)
                 self._stop.wait(self.settings.absent_interval)
                 continue
-            if answered is False:
+            if not answers:
                 log.debug("%s metadata service answers at %s", source.name, source.endpoint)
-            answered, outage = True, outage + 1
+            answers += 1
             for problem in polled.problems:
                 self._once(f"{source.name}-malformed-{problem}", "ignoring a malformed %s notice: %s",
                            source.name, problem, level=logging.WARNING)
