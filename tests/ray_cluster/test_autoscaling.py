@@ -20,7 +20,8 @@ pytest.importorskip("ray")
 from autoscaling_cluster import AutoscalingCluster, ClusterShape  # noqa: E402
 from media_checks import decoded_pts, decoded_times, frame_count, packet_payloads, streams_of_kind  # noqa: E402
 
-from framefleet.job_dir import open_ledger  # noqa: E402
+from framefleet.jobs.directory import open_ledger  # noqa: E402
+from framefleet.jobs.reads import LedgerReads  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 TESTS = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def test_a_job_scales_the_cluster_from_zero_to_two_nodes_and_back(clip_factory, 
         assert audio_packets(output) == audio_packets(source)
     ledger = open_ledger(tmp_path / "out" / ".framefleet-job")
     try:
-        attempts = ledger.attempts()
+        attempts = LedgerReads(ledger).attempts()
     finally:
         ledger.close()
     assert {a["outcome"] for a in attempts} == {"done"}
