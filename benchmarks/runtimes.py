@@ -8,9 +8,9 @@ it: one engine per core, each with one thread, batches of 4 fed by a thread pool
   onnxruntime fp32   today's runtime (the reference)
   openvino fp32      OpenVINO, INFERENCE_PRECISION_HINT f32, CPU pinning off
   openvino bf16      the same at bf16 (CPUs with AVX-512 BF16 or AMX only)
-  openvino int8      the model quantized by onnxruntime's quantize_static (QDQ, per-channel weights, Conv and
-                     ConvTranspose), calibrated on 8 frames of the same footage, run by OpenVINO with bf16 for
-                     the rest (benchmark only: not yet a --precision)
+  openvino int8      the model quantized as --precision int8 does (`ops.quantize`: QDQ, per-channel weights, the
+                     convolutions but the first three), here calibrated on 8 frames of the same footage, run by
+                     OpenVINO with bf16 for the rest (benchmarks/int8.py measures int8 as framefleet runs it)
 
 Quality: PSNR and mean absolute difference (levels of 255) of each contender's frames against onnxruntime
 fp32's on the same frames. End to end: the `framefleet stylize` command (whole process, default settings)
@@ -46,7 +46,8 @@ from framefleet.ops import fused
 from framefleet.ops.base import Device
 from framefleet.ops.runtime_choice import compare
 from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
-from framefleet.ops.style import MIN_SIDE, fused_multistyle, parse_style
+from framefleet.ops.quantize import quantize_int8
+from framefleet.ops.style import KEEP_FLOAT, MIN_SIDE, fused_multistyle, parse_style
 from framefleet.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -75,29 +76,11 @@ def footage(width: int, height: int, count: int, fallback: Path) -> np.ndarray:
 
 
 def quantize(frames: np.ndarray) -> bytes:
-    """The fused style model quantized to int8 (QDQ, per-channel), calibrated on `frames`."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+    """The fused style model quantized to int8 as `--precision int8` does it, but calibrated on `frames`."""
     height, width = frames.shape[1:3]
     feeds = [{fused.FRAMES: f[None], fused.PADS: fused.reflect_pads(height, width, 4, MIN_SIDE),
               "style_weights": parse_style("7")} for f in frames]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._feeds = iter(feeds)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._feeds, None)
-
-    with tempfile.TemporaryDirectory() as folder:
-        model, prepared, quantized = (Path(folder) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        model.write_bytes(fused_multistyle(False))
-        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "ConvTranspose"])
-        return quantized.read_bytes()
+    return quantize_int8(fused_multistyle(False), feeds, KEEP_FLOAT)
 
 
 class Contender:

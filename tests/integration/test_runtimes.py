@@ -23,12 +23,12 @@ from framefleet.batch import FrameBatch
 from framefleet.errors import DeviceUnavailableError, OpError
 from framefleet.ops.base import Device
 from framefleet.ops.onnx_model import OnnxModelOp
-from framefleet.ops.runtime_choice import GATES, compare
+from framefleet.ops.runtime_choice import GATES, Trial, best_trial, compare
 from framefleet.ops.style import StyleTransferOp
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed")
 
-from framefleet.ops.runtimes import cpu_precisions  # noqa: E402 - needs openvino
+from framefleet.ops.runtimes import cpu_has_int8, cpu_precisions  # noqa: E402 - needs openvino
 
 CPU = Device(kind="cpu", threads=1)
 needs_bf16 = pytest.mark.skipif("bf16" not in cpu_precisions(), reason="this CPU has no bf16")
@@ -90,9 +90,10 @@ def test_auto_records_the_fastest_choice_that_passed_the_gate(clip, tmp_path, mo
     assert result.exit_code == 0, result.output
     (profile,) = (tmp_path / "cache" / "framefleet" / "runtimes").glob("profile-*.json")
     trials = json.loads(profile.read_text())
-    assert {t["choice"] for t in trials} == {"onnxruntime fp32", *(f"openvino {p}" for p in cpu_precisions())}
-    best = max((t for t in trials if t["rejected"] is None), key=lambda t: t["rate"])
-    assert stdout_json(result)["runtime"] == f"style: {best['choice']}"
+    int8 = ["openvino int8"] if cpu_has_int8() else []
+    assert {t["choice"] for t in trials} == {"onnxruntime fp32", *(f"openvino {p}" for p in cpu_precisions()), *int8}
+    best = best_trial([Trial(**t) for t in trials if t["rejected"] is None])
+    assert stdout_json(result)["runtime"] == f"style: {best.choice}"
 
 
 def test_a_choice_failing_the_gate_is_left_out_under_auto(painting_file):

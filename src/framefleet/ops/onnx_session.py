@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from framefleet.errors import DeviceUnavailableError, OptionError
 from framefleet.ops.base import Device, DeviceKind, Op, Resources
+from framefleet.ops.quantize import Calibration
 from framefleet.ops.runtime_choice import select_engine
 from framefleet.ops.runtimes import Engine, check_choice, require_openvino
 
@@ -110,12 +111,12 @@ def _load_cuda_libraries() -> None:
 @dataclass(kw_only=True)
 class OnnxOp(Op):
     """Base of the ops that run ONNX models: on onnxruntime (CPU, or CUDA where asked and available) or
-    OpenVINO (CPU), at fp32 or bf16 (`framefleet.ops.runtime_choice`)."""
+    OpenVINO (CPU), at fp32, bf16 or int8 (`framefleet.ops.runtime_choice`)."""
 
     runtime: str = "auto"
     """auto, onnxruntime or openvino."""
     precision: str = "auto"
-    """auto, fp32 or bf16."""
+    """auto, fp32, bf16 or int8 (models whose op gives calibration inputs: the built-in styles)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -134,10 +135,10 @@ class OnnxOp(Op):
         return values
 
     def open_engine(self, model: Path | bytes, device: Device, sample: Callable[[], dict[str, np.ndarray]],
-                    what: str) -> Engine:
+                    what: str, calibration: Calibration | None = None) -> Engine:
         """`model` on the runtime and precision this op asks for (auto: the machine's fastest that passes
-        the quality gate on `sample()`'s inputs); remembered for `runtime_used`."""
-        engine = select_engine(model, device, self.runtime, self.precision, sample, what)
+        the quality gate on `sample()`'s inputs; int8 only with `calibration`); remembered for `runtime_used`."""
+        engine = select_engine(model, device, self.runtime, self.precision, sample, what, calibration)
         self._ran.append(str(engine.choice))
         return engine
 
