@@ -156,7 +156,7 @@ class StyleTransferOp(OnnxOp):
     def setup(self, device: Device) -> None:
         if self.style_image is None:
             engine = self.open_engine(fused_multistyle(self.max_size is not None), device, self._builtin_sample,
-                                      "style model multistyle26", Calibration(self._calibration_feeds, KEEP_FLOAT))
+                                      "style model multistyle26", Calibration(self.calibration_feeds, KEEP_FLOAT))
             self._builtin_session = BoundSession(engine, device, constants={"style_weights": self._weights})
             return
         # the predictor runs once, on onnxruntime fp32: its small errors grow through the transform (the gate
@@ -176,7 +176,7 @@ class StyleTransferOp(OnnxOp):
             feeds[fused.OUTPUT_SIZE] = np.asarray((height, width), dtype=np.int64)
         return feeds
 
-    def _calibration_feeds(self) -> list[dict[str, np.ndarray]]:
+    def calibration_feeds(self) -> list[dict[str, np.ndarray]]:
         """The fused model's inputs that int8 is calibrated on: textured synthetic frames other than the gate's,
         one per run, with this style. Not the job's own frames: setup comes before any video, and a video's
         first frames (a fade from black) made int8 45-65 levels off everywhere (docs/benchmarks.md, int8)."""
