@@ -40,7 +40,7 @@ import av
 import numpy as np
 from common import DEFAULT_RESULTS, ROOT, log, machine_info, parse_size, print_table, write_results
 from PIL import Image, ImageDraw
-from runtimes import Contender, cpu_flags, footage
+from runtimes import Contender, alternate, cpu_flags, footage
 
 from framefleet.ops import fused
 from framefleet.ops.base import Device
@@ -84,21 +84,7 @@ def speed(sizes: list[tuple[str, int, int]], frames_per_size: dict[str, int], re
         frames = footage(width, height, frames_per_size[label], fallback)
         contenders = [Contender(name, data, choice_of(precision), available_cores())
                       for name, (data, precision) in variants.items()]
-        outputs = {c.name: c.run(frames) for c in contenders}  # warm
-        times: dict[str, list[float]] = {c.name: [] for c in contenders}
-        for round_ in range(repeats):
-            shift = round_ % len(contenders)
-            for contender in contenders[shift:] + contenders[:shift]:
-                log(f"{label} round {round_ + 1}: {contender.name}")
-                started = time.perf_counter()
-                contender.run(frames)
-                times[contender.name].append(time.perf_counter() - started)
-        reference = len(frames) / statistics.median(times["onnxruntime fp32"])
-        for contender in contenders:
-            fps = len(frames) / statistics.median(times[contender.name])
-            psnr, mad = compare([outputs["onnxruntime fp32"]], [outputs[contender.name]])
-            rows.append({"size": label, "contender": contender.name, "fps": fps, "ratio": fps / reference,
-                         "psnr": psnr, "mad": mad, "frames": len(frames), "seconds": times[contender.name]})
+        rows += alternate(label, contenders, frames, repeats)
     return rows
 
 

@@ -44,9 +44,9 @@ from common import DEFAULT_RESULTS, ROOT, log, machine_info, parse_size, print_t
 
 from framefleet.ops import fused
 from framefleet.ops.base import Device
+from framefleet.ops.quantize import quantize_int8
 from framefleet.ops.runtime_choice import compare
 from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
-from framefleet.ops.quantize import quantize_int8
 from framefleet.ops.style import KEEP_FLOAT, MIN_SIDE, fused_multistyle, parse_style
 from framefleet.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip
@@ -104,6 +104,28 @@ class Contender:
             return np.concatenate(list(pool.map(one, enumerate(batches))))
 
 
+def alternate(label: str, contenders: list[Contender], frames: np.ndarray, repeats: int) -> list[dict[str, Any]]:
+    """Each contender on `frames`, once per round, rounds starting at a different one: median rate, its ratio
+    to onnxruntime fp32's, and the quality of its frames against that contender's."""
+    outputs = {c.name: c.run(frames) for c in contenders}  # warm, and the frames compared
+    times: dict[str, list[float]] = {c.name: [] for c in contenders}
+    for round_ in range(repeats):
+        order = contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]
+        for contender in order:
+            log(f"{label} round {round_ + 1}: {contender.name}")
+            started = time.perf_counter()
+            contender.run(frames)
+            times[contender.name].append(time.perf_counter() - started)
+    reference_fps = len(frames) / statistics.median(times["onnxruntime fp32"])
+    rows = []
+    for contender in contenders:
+        fps = len(frames) / statistics.median(times[contender.name])
+        psnr, mad = compare([outputs["onnxruntime fp32"]], [outputs[contender.name]])
+        rows.append({"size": label, "contender": contender.name, "fps": fps, "ratio": fps / reference_fps,
+                     "psnr": psnr, "mad": mad, "frames": len(frames), "seconds": times[contender.name]})
+    return rows
+
+
 def model_only(sizes: list[tuple[str, int, int]], frames_per_size: dict[str, int], repeats: int,
                clip: Path) -> list[dict[str, Any]]:
     """Rate and quality of every contender at each size."""
@@ -123,22 +145,8 @@ def model_only(sizes: list[tuple[str, int, int]], frames_per_size: dict[str, int
         specs.append(("openvino int8", int8, Choice("openvino", "bf16" if "bf16" in cpu_precisions() else "fp32")))
         specs.append(("onnxruntime int8", int8, REFERENCE))
         contenders = [Contender(name, data, choice, cores) for name, data, choice in specs]
-        outputs = {c.name: c.run(frames) for c in contenders}  # warm, and the frames compared
-        times: dict[str, list[float]] = {c.name: [] for c in contenders}
-        for round_ in range(repeats):
-            order = contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]
-            for contender in order:
-                log(f"{label} round {round_ + 1}: {contender.name}")
-                started = time.perf_counter()
-                contender.run(frames)
-                times[contender.name].append(time.perf_counter() - started)
-        reference_fps = len(frames) / statistics.median(times["onnxruntime fp32"])
-        for contender in contenders:
-            fps = len(frames) / statistics.median(times[contender.name])
-            psnr, mad = compare([outputs["onnxruntime fp32"]], [outputs[contender.name]])
-            rows.append({"size": label, "contender": contender.name, "fps": fps, "ratio": fps / reference_fps,
-                         "psnr": psnr, "mad": mad, "frames": len(frames), "seconds": times[contender.name],
-                         **({"quantize_seconds": quantize_seconds} if "int8" in contender.name else {})})
+        for row in alternate(label, contenders, frames, repeats):
+            rows.append({**row, **({"quantize_seconds": quantize_seconds} if "int8" in row["contender"] else {})})
     return rows
 
 
