@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -104,9 +105,17 @@ class Contender:
             return np.concatenate(list(pool.map(one, enumerate(batches))))
 
 
-def alternate(label: str, contenders: list[Contender], frames: np.ndarray, repeats: int) -> list[dict[str, Any]]:
-    """Each contender on `frames`, once per round, rounds starting at a different one: median rate, its ratio
-    to onnxruntime fp32's, and the quality of its frames against that contender's."""
+def frame_quality(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
+    """PSNR and mean absolute difference of `output`'s frames against `reference`'s."""
+    psnr, mad = compare([reference], [output])
+    return {"psnr": psnr, "mad": mad}
+
+
+def alternate(label: str, contenders: list[Any], frames: np.ndarray, repeats: int,
+              quality: Callable[[Any, Any], dict[str, float]] = frame_quality) -> list[dict[str, Any]]:
+    """Each contender (a `name` and a `run(frames)`) on `frames`, once per round, rounds starting at a
+    different one: median rate, its ratio to onnxruntime fp32's, and `quality` of its output against that
+    contender's."""
     outputs = {c.name: c.run(frames) for c in contenders}  # warm, and the frames compared
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
     for round_ in range(repeats):
@@ -120,9 +129,9 @@ def alternate(label: str, contenders: list[Contender], frames: np.ndarray, repea
     rows = []
     for contender in contenders:
         fps = len(frames) / statistics.median(times[contender.name])
-        psnr, mad = compare([outputs["onnxruntime fp32"]], [outputs[contender.name]])
         rows.append({"size": label, "contender": contender.name, "fps": fps, "ratio": fps / reference_fps,
-                     "psnr": psnr, "mad": mad, "frames": len(frames), "seconds": times[contender.name]})
+                     **quality(outputs["onnxruntime fp32"], outputs[contender.name]), "frames": len(frames),
+                     "seconds": times[contender.name]})
     return rows
 
 

@@ -75,11 +75,13 @@ def test_bf16_is_within_one_level_of_fp32_and_still_stylizes(frames):
     assert compare([frames[:4]], [styled])[1] > 20  # stylized, not passed through
 
 
-def test_stylize_on_openvino_is_frame_exact_and_says_what_ran(clip, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("int8", marks=pytest.mark.skipif(
+    not cpu_has_int8(), reason="OpenVINO runs no int8 on this CPU"))])
+def test_stylize_on_openvino_is_frame_exact_and_says_what_ran(clip, tmp_path, precision):
     output = tmp_path / "openvino.mp4"
-    result = cli("stylize", clip, "-o", output, "--runtime", "openvino", "--precision", "fp32", "--json")
+    result = cli("stylize", clip, "-o", output, "--runtime", "openvino", "--precision", precision, "--json")
     assert result.exit_code == 0, result.output
-    assert stdout_json(result)["runtime"] == "style: openvino fp32"
+    assert stdout_json(result)["runtime"] == f"style: openvino {precision}"
     assert frame_count(output) == frame_count(clip) == 12
     assert decoded_times(output, relative=False) == decoded_times(clip, relative=False)
 

@@ -202,7 +202,8 @@ def _profile(model: Path | bytes, device: Device, candidates: list[Choice],
     for name in sorted(feeds):  # the inputs too: a style's weights change its error
         digest.update(name.encode() + np.ascontiguousarray(feeds[name]).tobytes())
     names = sorted({str(c) for c in [REFERENCE, *candidates]})
-    key = hashlib.sha256(json.dumps([digest.hexdigest(), device.threads, names, _machine(),
+    gates = [asdict(GATES[n.split()[1]]) for n in names]  # a verdict is kept only under the gate that gave it
+    key = hashlib.sha256(json.dumps([digest.hexdigest(), device.threads, names, _machine(), gates,
                                      PROFILE_FORMAT, QUANTIZE_FORMAT]).encode()).hexdigest()[:20]
     target = cache_dir("runtimes") / f"profile-{key}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
