@@ -177,3 +177,39 @@ def test_run_records_what_ran_in_the_ledger_and_its_json(clip, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert stdout_json(result)["runtimes"] == ["style: openvino fp32"]
     assert frame_count(out / clip.name) == frame_count(clip)
+
+
+BROADCAST = Path(__file__).resolve().parents[2].parent / "shared" / "videos" / "tsduck__test-025.ts"
+"""A real broadcast clip with one or two faces in nearly every frame (../shared/videos/MANIFEST.md)."""
+
+
+def detected_faces(frames: np.ndarray, runtime: str, precision: str) -> tuple[dict[int, np.ndarray], str | None]:
+    """The boxes the faces op records per frame, and what ran its model."""
+    from framefleet.ops.faces import FaceAnonymizerOp
+
+    op = FaceAnonymizerOp(device="cpu", anonymize="none", batch_size=len(frames), runtime=runtime,
+                          precision=precision)
+    op.setup(CPU)
+    try:
+        records = op.process(FrameBatch(frames, np.arange(len(frames), dtype=np.int64))).records
+    finally:
+        op.teardown()
+    boxes = {i: np.array([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in records if r["frame"] == i]).reshape(-1, 4)
+             for i in range(len(frames))}
+    return boxes, op.runtime_used()
+
+
+@pytest.mark.skipif(not BROADCAST.is_file(), reason="needs ../shared/videos")
+def test_faces_on_openvino_agree_with_onnxruntime_on_real_footage():
+    from framefleet.ops.faces import box_iou
+
+    with av.open(str(BROADCAST)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for _, f in zip(range(24), container.decode(video=0))])
+    reference, ran_reference = detected_faces(frames, "onnxruntime", "fp32")
+    found, ran = detected_faces(frames, "openvino", "fp32")
+    assert (ran_reference, ran) == ("onnxruntime fp32", "openvino fp32")
+    assert sum(len(b) for b in reference.values()) >= 20  # faces in most frames: the comparison means something
+    for frame, boxes in reference.items():
+        assert len(found[frame]) == len(boxes), frame
+        for box in boxes:
+            assert box_iou(box, found[frame]).max() >= 0.9, (frame, box, found[frame])
