@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 from common import DEFAULT_RESULTS, ROOT, machine_info, print_table, write_results
-from runtimes import alternate, cpu_flags
+from runtimes import alternate, cpu_flags, side_by_side
 
 from framefleet.ops.base import Device
 from framefleet.ops.faces import Faces, detect_faces, load_model, matched_ious, model_path
@@ -47,13 +46,8 @@ class Detector:
 
     def run(self, frames: np.ndarray) -> list[Faces]:
         batches = [frames[i:i + BATCH] for i in range(0, len(frames), BATCH)]
-
-        def one(args: tuple[int, np.ndarray]) -> list[Faces]:
-            index, batch = args
-            return detect_faces(self.engines[index % len(self.engines)], batch, THRESHOLD)
-
-        with ThreadPoolExecutor(len(self.engines)) as pool:
-            return [faces for found in pool.map(one, enumerate(batches)) for faces in found]
+        found = side_by_side(self.engines, batches, lambda engine, batch: detect_faces(engine, batch, THRESHOLD))
+        return [faces for batch in found for faces in batch]
 
 
 def agreement(reference: list[Faces], found: list[Faces]) -> dict[str, Any]:

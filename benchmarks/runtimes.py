@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import queue
 import statistics
 import subprocess
 import sys
@@ -93,16 +94,28 @@ class Contender:
 
     def run(self, frames: np.ndarray) -> np.ndarray:
         height, width = frames.shape[1:3]
-        pads = fused.reflect_pads(height, width, 4, MIN_SIDE)
+        feeds = {fused.PADS: fused.reflect_pads(height, width, 4, MIN_SIDE), "style_weights": parse_style("7")}
         batches = [frames[i:i + BATCH] for i in range(0, len(frames), BATCH)]
+        return np.concatenate(side_by_side(self.engines, batches,
+                                           lambda engine, batch: engine.run(None, {**feeds, fused.FRAMES: batch})[0]))
 
-        def one(args: tuple[int, np.ndarray]) -> np.ndarray:
-            index, batch = args
-            feeds = {fused.FRAMES: batch, fused.PADS: pads, "style_weights": parse_style("7")}
-            return self.engines[index % len(self.engines)].run(None, feeds)[0]
 
-        with ThreadPoolExecutor(len(self.engines)) as pool:
-            return np.concatenate(list(pool.map(one, enumerate(batches))))
+def side_by_side(engines: list[Any], items: list[Any], work: Callable[[Any, Any], Any]) -> list[Any]:
+    """`work(engine, item)` for every item, in order, on one thread per engine: each engine serves one
+    thread at a time (an OpenVINO infer request refuses a second run while busy)."""
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    for engine in engines:
+        idle.put(engine)
+
+    def one(item: Any) -> Any:
+        engine = idle.get()
+        try:
+            return work(engine, item)
+        finally:
+            idle.put(engine)
+
+    with ThreadPoolExecutor(len(engines)) as pool:
+        return list(pool.map(one, items))
 
 
 def frame_quality(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
