@@ -6,7 +6,7 @@ whose op gives calibration inputs) runs the model on the gate frames (`gate_fram
 onnxruntime fp32: PSNR and mean absolute difference, in levels of 255 over the reference output's range
 (pixel levels for a uint8 image output). A candidate must pass its precision's `GATES`; `auto` takes the
 fastest that passes, except that a choice of lower precision (bf16 below fp32, int8 below both) must run
-at least `MIN_GAIN` times the best choice above it: quality is not given away for a few per cent. The profile is kept in framefleet's
+at least its `MIN_GAIN` times the best choice above it: quality is not given away for a few per cent. The profile is kept in framefleet's
 cache per model, threads and machine (CPU model, runtime versions), so a machine measures it once. A model
 OpenVINO cannot compile falls back to onnxruntime fp32 under `auto`, with the reason logged; asked for
 explicitly it is a one-line error.
@@ -73,8 +73,10 @@ GATES = {"fp32": Gate(max_mad=0.1, min_psnr=50.0), "bf16": Gate(max_mad=1.0, min
 0.3-0.7 levels on the gate frames and 0.3-1.4 on real footage, by style; int8 about 2 levels on the gate frames."""
 PRECISION_RANK = ("fp32", "bf16", "int8")
 """Highest precision first."""
-MIN_GAIN = 1.2
-"""How much faster a lower precision must run than the best higher one for `auto` to take it."""
+MIN_GAIN = {"bf16": 1.2, "int8": 1.5}
+"""How much faster a lower precision must run than the best higher one for `auto` to take it. int8's cost on
+real footage is larger than its gate shows (docs/benchmarks.md, int8: 2-6 levels, 1.1-1.6x the flicker, dark
+and fading frames 20-50 levels off), so it must pay for itself with a large gain."""
 
 
 @dataclass(frozen=True)
@@ -157,14 +159,14 @@ def select_engine(model: Path | bytes, device: Device, runtime: str, precision: 
 
 
 def best_trial(passed: list[Trial]) -> Trial:
-    """The fastest of `passed`, where a lower precision must run `MIN_GAIN` times the best higher one."""
+    """The fastest of `passed`, where a lower precision must run its `MIN_GAIN` times the best higher one."""
     best: Trial | None = None
     for precision in PRECISION_RANK:
         trials = [t for t in passed if t.choice.endswith(f" {precision}")]
         if not trials:
             continue
         fastest = max(trials, key=lambda t: t.rate)
-        if best is None or fastest.rate >= MIN_GAIN * best.rate:
+        if best is None or fastest.rate >= MIN_GAIN[precision] * best.rate:
             best = fastest
     assert best is not None, "no trial passed"
     return best
