@@ -38,7 +38,7 @@ def test_auto_gives_precision_away_only_for_a_real_gain(rates, chosen):
     assert best_trial([trial(name, rate) for name, rate in rates.items()]).choice == chosen
 
 
-def test_int8_on_a_model_that_cannot_be_calibrated_is_one_line(tmp_path):
+def test_int8_on_a_model_that_cannot_be_calibrated_is_one_line(tmp_path, clip_factory):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
@@ -46,11 +46,19 @@ def test_int8_on_a_model_that_cannot_be_calibrated_is_one_line(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
     path = tmp_path / "relu.onnx"
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
-    op = OnnxModelOp(model=str(path), device="cpu", precision="int8")
     with pytest.raises(OptionError) as error:
-        op.setup(CPU)
-    assert str(error.value) == (f"--precision int8: onnx model {path} cannot be quantized (int8 is for the built-in "
-                                "styles); use --precision auto, fp32 or bf16")
+        OnnxModelOp(model=str(path), device="cpu", precision="int8")
+    assert str(error.value) == ("--precision int8: op onnx cannot be quantized (int8 is for the built-in styles); "
+                                "use --precision auto, fp32 or bf16")
+    painting = tmp_path / "painting.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "orange").save(painting)
+    clip = clip_factory("int8-painting.mp4", width=96, height=64, frames=3)
+    result = cli("stylize", clip, "-o", tmp_path / "x.mp4", "--style-image", painting, "--precision", "int8")
+    assert result.exit_code == 2 and not (tmp_path / "x.mp4").exists()
+    assert stderr_lines(result) == [("error: --precision int8: op style cannot be quantized (int8 is for the built-in "
+                                     "styles); use --precision auto, fp32 or bf16")]
 
 
 def test_int8_with_onnxruntime_is_refused_in_one_line(tmp_path, clip_factory):

@@ -123,7 +123,14 @@ class OnnxOp(Op):
         check_choice(self.runtime, self.precision)
         if self.runtime == "openvino":
             require_openvino()  # on the machine that builds the pipeline, before any worker starts
+        if self.precision == "int8" and not self.quantizable():
+            raise OptionError(f"--precision int8: op {self.name} cannot be quantized (int8 is for the built-in styles); "
+                              "use --precision auto, fp32 or bf16")
         self._ran: list[str] = []
+
+    def quantizable(self) -> bool:
+        """Whether the op gives its model calibration inputs, so that it can run at int8."""
+        return False
 
     def params(self) -> dict[str, Any]:
         """The parameters, without runtime and precision while they are auto (so fingerprints of pipelines

@@ -142,6 +142,9 @@ class StyleTransferOp(OnnxOp):
         self._builtin_session: BoundSession | None = None
         self._style_vector: np.ndarray | None = None
 
+    def quantizable(self) -> bool:
+        return self.style_image is None  # the built-in styles' model; the arbitrary-style pair stays float
+
     def model_files(self) -> list[Path]:
         if self.style_image is not None:
             return [model_path("arbitrary_predict"), model_path("arbitrary_transform"), Path(self.style_image)]
