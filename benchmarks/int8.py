@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--sizes", default="360p,720p", help="comma-separated sizes (default 360p,720p)")
     parser.add_argument("--strip", type=Path, default=STRIP, help=f"the still strip (default {STRIP})")
+    parser.add_argument("--speed-only", action="store_true", help="model-only rates only (no quality, no strip)")
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS / "int8.json")
     args = parser.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
@@ -192,8 +193,9 @@ def main() -> None:
                for name in shown}
     clips = sorted(p for p in VIDEOS.glob("*") if p.suffix in (".mp4", ".webm", ".ts", ".avi", ".mov")) if VIDEOS.is_dir() else []
     clips = [c for c in clips if "two_frames" not in c.name and "video_90" not in c.name]  # 2 and 3 frames
-    scores = quality(clips[:2] if args.quick else clips, 4 if args.quick else 16, engines)
-    figures = strip({n: engines[n] for n in shown[:3]}, args.strip) if VIDEOS.is_dir() else {}
+    clips = [] if args.speed_only else clips[:2] if args.quick else clips
+    scores = quality(clips, 4 if args.quick else 16, engines)
+    figures = strip({n: engines[n] for n in shown[:3]}, args.strip) if VIDEOS.is_dir() and not args.speed_only else {}
     print_table("\nmodel only (frames in RAM, one engine per core, medians)",
                 ["size", "contender", "fps", "x onnxruntime fp32", "PSNR dB", "MAD levels"],
                 [[r["size"], r["contender"], f"{r['fps']:.2f}", f"{r['ratio']:.2f}x",
