@@ -201,11 +201,12 @@ def main() -> None:
                 [[r["size"], r["contender"], f"{r['fps']:.2f}", f"{r['ratio']:.2f}x",
                   "ref" if r["contender"] == "onnxruntime fp32" else f"{r['psnr']:.1f}", f"{r['mad']:.2f}"]
                  for r in rates], right={2, 3, 4, 5})
-    print_table("\nquality against onnxruntime fp32 (16 frames from each clip's middle; worst of 8 spread frames)",
-                ["clip", "size", "contender", "PSNR dB", "MAD", "worst frame", "flicker ratio", "worst spread"],
-                [[r["clip"], r["size"], r["contender"], f"{r['psnr']:.1f}", f"{r['mad']:.2f}",
-                  f"{r['worst_frame_mad']:.2f}", f"{r['flicker_ratio']:.2f}", f"{r['spread_worst_frame_mad']:.1f}"]
-                 for r in scores], right={3, 4, 5, 6, 7})
+    if scores:
+        print_table("\nquality against onnxruntime fp32 (16 frames from each clip's middle; worst of 8 spread frames)",
+                    ["clip", "size", "contender", "PSNR dB", "MAD", "worst frame", "flicker ratio", "worst spread"],
+                    [[r["clip"], r["size"], r["contender"], f"{r['psnr']:.1f}", f"{r['mad']:.2f}",
+                      f"{r['worst_frame_mad']:.2f}", f"{r['flicker_ratio']:.2f}", f"{r['spread_worst_frame_mad']:.1f}"]
+                     for r in scores], right={3, 4, 5, 6, 7})
     write_results(args.output, {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine,
                                 "repeats": repeats, "quick": args.quick, "model_only": rates, "quality": scores,
                                 "strip": {"path": str(args.strip), **figures}}, time.perf_counter() - started)
