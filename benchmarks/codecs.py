@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from common import DEFAULT_RESULTS, NAMED_SIZES, log, machine_info, print_table, write_results
+
 from framefleet.ops import IdentityOp
-from framefleet.streaming import process_video
+from framefleet.pipeline import Pipeline
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -33,7 +35,7 @@ CONTENDERS = {  # name: (output suffix, --codec)
 
 def transcode(clip: Path, output: Path, codec: str | None) -> dict[str, Any]:
     started = time.perf_counter()
-    result = process_video(clip, output, [IdentityOp()], encode=EncodeOptions(codec=codec))
+    result = process_video(clip, output, Pipeline.of([IdentityOp()], encode=EncodeOptions(codec=codec)))
     return {"frames": result.frames, "seconds": time.perf_counter() - started, "encoder": result.encoder,
             "bytes": output.stat().st_size}
 

@@ -82,8 +82,8 @@ def machine_info() -> dict[str, Any]:
     from PIL import Image
 
     import framefleet
-    from framefleet.doctor import cpu_features, cpu_model
-    from framefleet.streaming import available_cores
+    from framefleet.processing.streaming import available_cores
+    from framefleet.util.doctor import cpu_features, cpu_model
 
     try:
         ffmpeg_version = run_cmd([FFMPEG, "-version"]).stdout.splitlines()[0]

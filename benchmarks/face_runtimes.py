@@ -28,7 +28,7 @@ from runtimes import alternate, cpu_flags, side_by_side
 from framefleet.ops.base import Device
 from framefleet.ops.faces import Faces, detect_faces, load_model, matched_ious, model_path
 from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
-from framefleet.streaming import available_cores
+from framefleet.processing.streaming import available_cores
 
 CLIP = ROOT.parent / "shared" / "videos" / "tsduck__test-025.ts"
 BATCH = 8

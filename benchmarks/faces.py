@@ -69,7 +69,8 @@ from common import (  # benchmarks/common.py: helpers shared with stylize.py and
     write_results,
 )
 
-from framefleet.ops.images import fit_within
+from framefleet.jobs.reads import LedgerReads
+from framefleet.processing.images import fit_within
 from framefleet.video import EncodeOptions
 
 ENCODE = EncodeOptions()  # framefleet's defaults: libx264, veryfast, crf 20, yuv420p
@@ -291,7 +292,7 @@ def run_framefleet(command: list[str], clips: list[Clip], out_dir: Path) -> dict
     import pyarrow.compute as pc
 
     import framefleet
-    from framefleet.job_dir import open_ledger
+    from framefleet.jobs.directory import open_ledger
 
     shutil.rmtree(out_dir, ignore_errors=True)
     t0 = time.perf_counter()
@@ -308,8 +309,8 @@ def run_framefleet(command: list[str], clips: list[Clip], out_dir: Path) -> dict
     ledger = open_ledger(job_dir)
     try:
         items = {item.id: item for item in ledger.items()}
-        metrics = ledger.task_metrics()
-        workers = sorted({a["worker"] for a in ledger.attempts()})
+        metrics = LedgerReads(ledger).task_metrics()
+        workers = sorted({a["worker"] for a in LedgerReads(ledger).attempts()})
     finally:
         ledger.close()
     in_worker: dict[str, float] = {}

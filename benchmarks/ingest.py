@@ -7,7 +7,7 @@ random bytes, so nothing compresses), in nested folders:
 
   sequential   a plain loop of adlfs `put_file`, one file at a time (no checksums, no listing): what a
                script without framefleet does.
-  ingest       `framefleet.ingest.ingest(folder, "az://<container>/data", threads=32)`: the default
+  ingest       `framefleet.files.ingest.ingest(folder, "az://<container>/data", threads=32)`: the default
                mode (the empty destination is listed, every file hashed and uploaded with its Content-MD5).
   local        the same ingest into a local folder (copy to a temporary, rename): the ceiling the disk and
                the hashing set, with no store in the way.
@@ -67,7 +67,7 @@ def run_sequential(fs: Any, folder: Path, container: str) -> dict[str, Any]:
 
 
 def run_ingest(folder: Path, dest: str, threads: int) -> dict[str, Any]:
-    from framefleet.ingest import ingest
+    from framefleet.files.ingest import ingest
 
     t0 = time.perf_counter()
     result = ingest(str(folder), dest, threads=threads)
@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from azurite import Azurite, find_azurite_blob
 
-    from framefleet import storage
-
+    from framefleet.files import storage
     if find_azurite_blob() is None:
         print("Azurite is not installed: run `npm ci --prefix tools/azurite` (or make test-storage)", file=sys.stderr)
         return 2
@@ -181,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 [(name, f"{medians[name]['files_per_s']:.1f}", f"{medians[name]['mb_per_s']:.1f}",
                   f"{medians[name]['seconds']:.2f}", ratios.get(name, "-")) for name in CONTENDERS],
                 right={1, 2, 3})
-    print(f"  sequential: adlfs put_file per file, one at a time; ingest: framefleet.ingest, {args.threads} "
+    print(f"  sequential: adlfs put_file per file, one at a time; ingest: framefleet.files.ingest, {args.threads} "
           "threads, default mode (listing, MD5 per file, Content-MD5 on each blob); local: the same ingest into "
           "a local folder. Azurite (one Node.js process, blobs on local disk) stands in for Azure.")
     print(f"  load average before/after: {load_before} / {load_after}")

@@ -44,13 +44,13 @@ from runtimes import Contender, alternate, cpu_flags, footage
 
 from framefleet.ops import fused
 from framefleet.ops.base import Device
-from framefleet.ops.images import fit_within
 from framefleet.ops.quantize import Calibration, cached_int8, quantize_int8
 from framefleet.ops.runtime_choice import compare
 from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
 from framefleet.ops.style import KEEP_FLOAT, MIN_SIDE, StyleTransferOp, fused_multistyle, parse_style
-from framefleet.streaming import available_cores
-from framefleet.temporal import FlowEstimator, pair_error
+from framefleet.processing.images import fit_within
+from framefleet.processing.streaming import available_cores
+from framefleet.processing.temporal import FlowEstimator, pair_error
 from framefleet.video.synth import ClipSpec, write_clip
 
 VIDEOS = ROOT.parent / "shared" / "videos"

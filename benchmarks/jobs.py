@@ -106,13 +106,14 @@ def run_job(inputs: list[str], work: Path, options: dict[str, Any], workers: int
 
 def ledger_stats(job_dir: Path, wall: float, workers: int) -> dict[str, Any]:
     """What the ledger says about a finished job: attempts, transitions, segments, busy time."""
-    from framefleet.job_dir import open_ledger
+    from framefleet.jobs.directory import open_ledger
+    from framefleet.jobs.reads import LedgerReads
 
     ledger = open_ledger(job_dir)
     try:
-        attempts = ledger.attempts()
-        metrics = ledger.task_metrics()
-        tasks = ledger.task_counts()
+        attempts = LedgerReads(ledger).attempts()
+        metrics = LedgerReads(ledger).task_metrics()
+        tasks = LedgerReads(ledger).tasks()
         items = ledger.items()
     finally:
         ledger.close()

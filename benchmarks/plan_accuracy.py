@@ -46,10 +46,10 @@ from common import (  # benchmarks/common.py: helpers shared with the other scri
 )
 
 from framefleet import run as run_job
+from framefleet.jobs.spec import JobSpec
 from framefleet.pipeline import Pipeline
 from framefleet.plan import Plan, ProfileStore, apply_plan, make_plan
 from framefleet.plan.hardware import default_catalogue
-from framefleet.spec import JobSpec, RunSettings
 
 CASES = ("many-short", "long", "mixed", "downscaled", "one-worker")
 TARGET_ERROR = 0.15
@@ -157,10 +157,9 @@ def run_case(case: Case, plan: dict[str, Any], workdir: Path, repeat: int) -> fl
     """Run the job as `framefleet run --plan` does; its wall time."""
     output = workdir / "outputs" / f"{case.name}-{repeat}"
     shutil.rmtree(output, ignore_errors=True)
-    pipeline, applied = apply_plan(Plan(**plan["plan"]), {}, engine=None, workers=None, cpus_per_worker=None)
+    pipeline, settings, prediction = apply_plan(Plan(**plan["plan"]), {}, {"engine": "local"})
     began = time.perf_counter()
-    settings = RunSettings().given(workers=applied.workers, threads_per_worker=applied.threads_per_worker)
-    result = run_job(JobSpec([plan["folder"]], str(output), pipeline, settings), prediction=applied.prediction)
+    result = run_job(JobSpec([plan["folder"]], str(output), pipeline, settings), prediction=prediction)
     seconds = time.perf_counter() - began
     if result.counts.get("done") != len(case.clips):
         raise RuntimeError(f"{case.name}: the job did not finish every item: {result.counts}")

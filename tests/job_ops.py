@@ -1,7 +1,7 @@
 """Ops that misbehave on purpose, for the batch-job tests (tests/integration/test_jobs.py).
 
 Job workers are started with multiprocessing's *spawn* context, so the op classes a test hands to
-`framefleet.job.run` must be importable by name in a fresh interpreter: they live here (tests/ is on
+`framefleet.jobs.run.run` must be importable by name in a fresh interpreter: they live here (tests/ is on
 ``sys.path`` because tests/conftest.py lives there, and spawned children inherit ``sys.path``).
 
 Each op passes frames through unchanged, like the identity op, and misbehaves only on batches whose frame
@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import OpError
 from framefleet.ops.base import Op
+from framefleet.processing.batch import FrameBatch
 
 
 def _selected(batch: FrameBatch, width: int | None) -> bool:

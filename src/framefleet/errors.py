@@ -108,3 +108,19 @@ def is_disk_full(exc: BaseException) -> bool:
     """Whether `exc`, or one it came from, says a disk or a quota is full (an OS, FFmpeg or SQLite error)."""
     return any(getattr(cause, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
                or getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL for cause in exception_chain(exc))
+
+
+class LimitError(FramefleetError):
+    """An input broke one of the `InputLimits`; `kind` names which (pixels, frames, duration, streams,
+    decode-errors, memory)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    @property
+    def error_class(self) -> str:
+        return f"limit:{self.kind}"
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickled to the scheduler by Ray
+        return LimitError, (self.kind, str(self))

@@ -10,7 +10,7 @@ One op:
     segment_seconds: 20
     temporal: bands      # flow-guided flicker removal that keeps detail (blend: softer; none: each frame on its own)
     strict: false        # true: refuse partly damaged inputs instead of processing what decodes
-    limits:              # what an untrusted input may claim or cost (framefleet.limits; these are defaults)
+    limits:              # what an untrusted input may claim or cost (framefleet.processing.limits; these are defaults)
       max_pixels: 67108864
       max_streams: 256
 
@@ -35,20 +35,22 @@ import dataclasses
 import hashlib
 import inspect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from framefleet import __version__
+from framefleet._version import __version__
 from framefleet.errors import OptionError
-from framefleet.limits import InputLimits
 from framefleet.ops import Op
-from framefleet.ops.registry import is_builtin, resolve_op
+from framefleet.ops.names import is_builtin
+from framefleet.ops.registry import resolve_op
 from framefleet.ops.simple import SampleOp
-from framefleet.temporal import check_mode, check_strength, default_mode
+from framefleet.processing.temporal import check_mode, check_strength, default_mode
+from framefleet.settings import InputLimits
+from framefleet.util.yaml_files import read_yaml_mapping
 from framefleet.video import EncodeOptions
-from framefleet.yaml_files import read_yaml_mapping
 
 _ENCODE_KEYS = {f.name for f in dataclasses.fields(EncodeOptions)}
 _PIPELINE_KEYS = {"op", "steps", "segment_seconds", "temporal", "temporal_strength", "strict", "limits"}
@@ -67,7 +69,7 @@ class Pipeline:
     """Videos longer than this are split at keyframes into segments of at least this length."""
     temporal: str = "none"
     """none, bands or blend: each output frame (its colour and stroke bands, or all of it) blended with the
-    previous one moved along the input's motion (`framefleet.temporal`), which removes the flicker of models
+    previous one moved along the input's motion (`framefleet.processing.temporal`), which removes the flicker of models
     that see one frame at a time."""
     temporal_strength: float | None = None
     """How steady, 0 (off) to 1 (most; also softer with blend); None: the mode's default."""
@@ -86,6 +88,12 @@ class Pipeline:
         if self.temporal_strength is not None:
             check_strength(self.temporal_strength)
         _check_steps(self.ops)
+
+    @classmethod
+    def of(cls, ops: Sequence[Op], **fields: Any) -> Pipeline:
+        """A pipeline of `ops` and any other fields given (`encode=...`, `strict=True`); flicker removal as
+        `from_options` chooses it (bands for ops that flicker, such as style transfer), unless given."""
+        return cls(ops=tuple(ops), **{"temporal": default_mode(list(ops)), **fields})
 
     @property
     def writes_video(self) -> bool:

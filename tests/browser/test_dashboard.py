@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from framefleet.sizes import format_bytes
+from framefleet.util.sizes import format_bytes
 
 pytestmark = pytest.mark.browser
 
@@ -284,7 +284,7 @@ def test_dashboard_signs_in_and_follows_a_running_job_live(browser, served, arti
         assert cells.nth(1).text_content() == "done"
         assert cells.nth(2).text_content() == str(CLIP["frames"])
         assert float(cells.nth(3).text_content()) > 0  # frames per second
-        # sizes as the report writes them (decimal SI, framefleet.sizes)
+        # sizes as the report writes them (decimal SI, framefleet.util.sizes)
         assert [cells.nth(i).text_content() for i in (5, 6)] == [
             format_bytes(api_items[uri]["bytes_in"]), format_bytes(api_items[uri]["bytes_out"])]
     assert float(page.text_content("#stage-ops")) > 0

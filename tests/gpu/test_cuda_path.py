@@ -5,14 +5,15 @@
 
 from __future__ import annotations
 
+import media_checks
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-import media_checks
-from framefleet.batch import FrameBatch
 from framefleet.ops import Device, StyleTransferOp
-from framefleet.streaming import process_video
+from framefleet.pipeline import Pipeline
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, VideoReader
 from framefleet.video.encode import hardware_encoder_problem
 from framefleet.video.synth import ClipSpec, picture, write_clip
@@ -51,7 +52,7 @@ def test_a_batch_on_cuda_matches_frame_by_frame_and_the_cpu():
 def test_stylize_on_cuda_is_frame_exact_with_audio_copied(tmp_path, clip, max_size):
     out = tmp_path / "out.mp4"
     ops = [StyleTransferOp(style="7", device="cuda", max_size=max_size, batch_size=8)]
-    result = process_video(clip, out, ops, encode=EncodeOptions(codec="auto"))
+    result = process_video(clip, out, Pipeline.of(ops, encode=EncodeOptions(codec="auto")))
     assert result.device == "cuda" and result.frames == 40
     assert media_checks.decoded_pts(out) == media_checks.decoded_pts(clip)
     assert media_checks.packet_digests(out)[1] == media_checks.packet_digests(clip)[1]
@@ -66,7 +67,7 @@ def test_nvenc_is_chosen_by_auto_where_it_opens(tmp_path, clip):
     if hardware_encoder_problem("h264_nvenc") is not None:
         pytest.skip(f"NVENC does not open here: {hardware_encoder_problem('h264_nvenc')}")
     out = tmp_path / "nvenc.mp4"
-    result = process_video(clip, out, [StyleTransferOp(style="7", device="cuda")], encode=EncodeOptions(codec="auto"))
+    result = process_video(clip, out, Pipeline.of([StyleTransferOp(style="7", device="cuda")], encode=EncodeOptions(codec="auto")))
     assert result.encoder == "h264_nvenc"
     assert media_checks.decoded_pts(out) == media_checks.decoded_pts(clip)
 

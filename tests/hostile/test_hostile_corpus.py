@@ -11,17 +11,17 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
-import pytest
-
 import media_checks
-from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import run
-from framefleet.job_dir import open_ledger
-from framefleet.ledger import Limits
-from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
-from framefleet.video.synth import ClipSpec, write_clip
+import pytest
 from hostile.generate import generate
+
+from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
+from framefleet.pipeline import Pipeline
+from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
+from framefleet.video.synth import ClipSpec, write_clip
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
     try:
         pipeline = Pipeline.from_options({"op": "identity", "limits": {"memory_mb": 4096}})
         settings = RunSettings(options=EngineOptions(workers=2, hang_timeout=30, task_timeout=120),
-                               limits=Limits(max_attempts=2, backoff_seconds=0.05))
+                               retry=RetryPolicy(max_attempts=2, backoff_seconds=0.05))
         result = run(JobSpec([str(inputs)], out, pipeline, settings))
     finally:
         stop.set()
@@ -75,9 +75,9 @@ def test_a_job_over_the_hostile_corpus_loses_no_good_video_and_crashes_nothing(t
     ledger = open_ledger(result.job_dir)
     try:
         items = {item.uri: item for item in ledger.items()}
-        attempts = ledger.attempts()
-        failures = {f.uri: f for f in ledger.failures()}
-        written = {row.uri: row.frames for row in ledger.item_metrics()}
+        attempts = LedgerReads(ledger).attempts()
+        failures = {f.uri: f for f in LedgerReads(ledger).failures()}
+        written = {row.uri: row.frames for row in LedgerReads(ledger).items()}
     finally:
         ledger.close()
     outcomes = Counter(a["outcome"] for a in attempts)

@@ -21,21 +21,21 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from cli_helpers import ANSI, cli, stderr_lines
 
-from framefleet.engines.scheduler import EngineOptions, EngineProgress
-from framefleet.job import run
-from framefleet.ledger import Limits
 from framefleet import IdentityOp
+from framefleet.engines.scheduler import EngineProgress
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO = TESTS_DIR.parent
 JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
 TINY = dict(width=64, height=48, gop=4, bframes=0)
-ONE_WORKER = RunSettings(options=EngineOptions(workers=1), limits=Limits(backoff_seconds=0.01))
+ONE_WORKER = RunSettings(options=EngineOptions(workers=1), retry=RetryPolicy(backoff_seconds=0.01))
 
 
 def _env() -> dict[str, str]:
@@ -137,15 +137,15 @@ def test_a_resumed_run_counts_the_frames_earlier_runs_finished(clip_factory, tmp
 
 
 def test_frames_of_items_not_probed_yet_are_estimated_from_their_size(tmp_path):
-    from framefleet.job_dir import JobDir
+    from framefleet.jobs.directory import JobDir
 
     with JobDir(tmp_path / "job").open_ledger(create=True) as ledger:
         ledger.add_items([("a", "a.mp4", 1000, "1", "out/a.mp4"), ("b", "b.mp4", 3000, "1", "out/b.mp4")])
-        assert ledger.frames_estimate() == (0, 2)  # nothing probed: nothing to estimate from
+        assert LedgerReads(ledger).frames_estimate() == (0, 2)  # nothing probed: nothing to estimate from
         ledger._db.execute("UPDATE items SET frames = 100 WHERE uri = 'a'")
-        assert ledger.frames_estimate() == (400, 1)  # b: 3000 bytes at a's 0.1 frames a byte
+        assert LedgerReads(ledger).frames_estimate() == (400, 1)  # b: 3000 bytes at a's 0.1 frames a byte
         ledger._db.execute("UPDATE items SET frames = 250 WHERE uri = 'b'")
-        assert ledger.frames_estimate() == (350, 0)
+        assert LedgerReads(ledger).frames_estimate() == (350, 0)
 
 
 def test_a_workers_warning_reaches_the_jobs_own_log(clip_factory, tmp_path, caplog):

@@ -18,21 +18,22 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
+import media_checks
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-
-import media_checks
 from cli_helpers import cli, stderr_lines, stdout_json
-from framefleet import FramefleetError, load_records
-from framefleet.job import run
-from framefleet.job_dir import open_ledger
-from framefleet.engines.scheduler import EngineOptions
-from framefleet.pipeline import Pipeline, file_sha256
-from framefleet.spec import JobSpec, RunSettings
-from framefleet.video.synth import ClipSpec, write_clip
+from PIL import Image
 from user_ops import channel_mean_model, write_user_ops
+
+from framefleet import FramefleetError, load_records
+from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
+from framefleet.pipeline import Pipeline, file_sha256
+from framefleet.settings import EngineOptions, RunSettings
+from framefleet.video.synth import ClipSpec, write_clip
 
 pytestmark = pytest.mark.timeout(300)
 SMALL = dict(width=96, height=64, frames=24, gop=6, bframes=0, audio=("aac",))
@@ -110,7 +111,7 @@ def test_a_user_op_from_the_command_line_records_every_frame_across_segments(tmp
         total += len(frames)
     ledger = open_ledger(out)
     long_item = next(item for item in ledger.items() if item.uri.endswith("b.mp4"))
-    assert ledger.segment_count(long_item.id) == 3
+    assert LedgerReads(ledger).segment_count(long_item.id) == 3
     ledger.close()
     every = load_records(out)
     assert every.num_rows == total
@@ -187,7 +188,7 @@ def test_sampling_runs_the_next_steps_on_one_frame_per_tick_across_segments(tmp_
     assert table["frame"].to_pylist() == [0, 12, 24, 36]
     assert table["time"].to_pylist() == pytest.approx([0.0, 0.5, 1.0, 1.5], abs=1e-3)
     ledger = open_ledger(out)
-    assert ledger.segment_count(ledger.items()[0].id) > 1
+    assert LedgerReads(ledger).segment_count(ledger.items()[0].id) > 1
     ledger.close()
 
 
@@ -303,7 +304,7 @@ def test_a_stopped_multi_step_job_resumes_without_redoing_work_and_keeps_its_pip
     assert second.counts["done"] == 5 and not second.interrupted
 
     ledger = open_ledger(out)
-    done = Counter(a["task_id"] for a in ledger.attempts() if a["outcome"] == "done")
+    done = Counter(a["task_id"] for a in LedgerReads(ledger).attempts() if a["outcome"] == "done")
     ledger.close()
     assert set(done.values()) == {1}, "no task finished twice"
     table = load_records(out)

@@ -4,13 +4,14 @@ them, and AVI outputs at their frames' exact times."""
 from __future__ import annotations
 
 import av
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
 from framefleet.ops.identity import IdentityOp
 from framefleet.ops.simple import BlurOp
-from framefleet.streaming import process_video
+from framefleet.pipeline import Pipeline
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, probe
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -32,7 +33,7 @@ def test_odd_sizes_are_kept_wherever_the_encoder_takes_them(tmp_path, name, code
     source = tmp_path / "in.mkv"
     write_clip(source, ClipSpec(width=161, height=121, frames=12, bframes=0, codec="libx264", pix_fmt="yuv444p"))
     out = tmp_path / name
-    process_video(source, out, [op], encode=EncodeOptions(codec=codec))
+    process_video(source, out, Pipeline.of([op], encode=EncodeOptions(codec=codec)))
     info = probe(out, keyframes=False)
     assert (info.width, info.height) == size
     assert media_checks.decoded_times(out) == media_checks.decoded_times(source)
@@ -83,7 +84,7 @@ def test_a_stream_whose_size_changes_part_way_is_scaled_to_its_first_size(tmp_pa
     source = tmp_path / "switch.ts"
     source.write_bytes(b"".join(parts))
     out = tmp_path / "out.mp4"
-    result = process_video(source, out, [StyleTransferOp(max_size=64)], temporal="bands")
+    result = process_video(source, out, Pipeline.of([StyleTransferOp(max_size=64)], temporal="bands"))
     assert (result.width, result.height, result.frames) == (64, 64, 24)
     assert probe(out, keyframes=False).width == 64 and media_checks.frame_count(out) == 24
     assert "the frames change size part-way (96x64, was 64x64)" in caplog.text

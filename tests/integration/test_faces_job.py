@@ -11,11 +11,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import media_checks
 import numpy as np
 import pytest
-
-import media_checks
 from cli_helpers import cli, stdout_json
+
 from framefleet import load_records
 from framefleet.video.synth import ClipSpec, panning, write_clip
 

@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import av
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
-from framefleet.batch import FrameBatch
 from framefleet.errors import OutputError
 from framefleet.ops.base import Op
 from framefleet.ops.identity import IdentityOp
 from framefleet.ops.simple import BlurOp
-from framefleet.streaming import process_video
+from framefleet.pipeline import Pipeline
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, probe
 from framefleet.video.synth import ClipSpec, hdr_picture, write_clip
 
@@ -88,7 +89,7 @@ def test_a_model_sees_hdr_as_an_sdr_screen_shows_it(tmp_path, transfer):
     source = tmp_path / f"{transfer}.mkv"
     hdr_clip(source, transfer, pix_fmt="yuv444p10le")  # 4:4:4, so chroma subsampling does not blur edges
     SEEN.clear()
-    result = process_video(source, tmp_path / "out.mp4", [SeesSdr()], temporal="none", sessions=1)
+    result = process_video(source, tmp_path / "out.mp4", Pipeline.of([SeesSdr()], temporal="none"), sessions=1)
     assert result.frames == FRAMES and len(SEEN) == FRAMES
     for index, (seen, decoded) in enumerate(zip(SEEN, decoded_codes(source), strict=True)):
         # the rendering itself: the decoded samples, rendered in float64 by colour-science and BT.2390
@@ -112,7 +113,7 @@ def test_sdr_output_of_an_hdr_input_is_8_bit_bt709_and_tagged_so(tmp_path):
     source = tmp_path / "pq.mkv"
     hdr_clip(source, "pq", audio=("aac",))
     out = tmp_path / "out.mp4"
-    result = process_video(source, out, [SeesSdr()], temporal="none")
+    result = process_video(source, out, Pipeline.of([SeesSdr()], temporal="none"))
     assert output_tags(out) == ("yuv420p", 1, 1, 1, {"mastering": None, "max_cll": None})
     assert result.colour == "HDR PQ 10-bit -> SDR BT.709 8-bit (tone-mapped)"
     assert media_checks.decoded_times(out) == media_checks.decoded_times(source)
@@ -125,7 +126,7 @@ def test_hdr_keep_places_the_sdr_picture_back_in_the_source_transfer_in_10_bits(
     hdr_clip(source, transfer)
     out = tmp_path / "out.mkv"
     SEEN.clear()
-    process_video(source, out, [SeesSdr()], temporal="none", sessions=1, encode=EncodeOptions(hdr="keep", crf=0))
+    process_video(source, out, Pipeline.of([SeesSdr()], temporal="none", encode=EncodeOptions(hdr="keep", crf=0)), sessions=1)
     pix_fmt, primaries, trc, matrix, metadata = output_tags(out)
     assert (pix_fmt, primaries, trc, matrix) == ("yuv420p10le", 9, {"pq": 16, "hlg": 18}[transfer], 9)
     # the mastering display is still the source's; its content light levels are not the new picture's
@@ -146,7 +147,7 @@ def test_pixel_keeping_ops_keep_10_bits_the_tags_and_the_hdr10_metadata(tmp_path
     source = tmp_path / "pq.mkv"
     hdr_clip(source, "pq")
     out = tmp_path / "out.mp4"
-    result = process_video(source, out, [IdentityOp()], encode=EncodeOptions(crf=0))
+    result = process_video(source, out, Pipeline.of([IdentityOp()], encode=EncodeOptions(crf=0)))
     assert output_tags(out) == ("yuv420p10le", 9, 16, 9, {"mastering": 1000.0, "max_cll": 1000})
     assert result.colour == "HDR PQ 10-bit"
     with av.open(str(source)) as a, av.open(str(out)) as b:
@@ -198,7 +199,7 @@ def test_an_encoder_that_cannot_write_10_bits_is_refused_for_hdr_in_one_line(tmp
     source = tmp_path / "pq.mkv"
     hdr_clip(source, "pq")
     with pytest.raises(OutputError) as refused:
-        process_video(source, tmp_path / "out.mkv", [IdentityOp()], encode=EncodeOptions(codec="libvpx-vp9"))
+        process_video(source, tmp_path / "out.mkv", Pipeline.of([IdentityOp()], encode=EncodeOptions(codec="libvpx-vp9")))
     assert str(refused.value) == ("out.mkv: libvpx-vp9 cannot encode 10-bit video, which an HDR output needs (8 bits "
                                   "under HDR tags would band); use --codec libx264")
     assert not (tmp_path / "out.mkv").exists()
@@ -236,12 +237,12 @@ def test_ops_that_read_pixels_get_16_bits_from_a_10_bit_source_when_they_all_tak
     hdr_clip(source, "pq")
     SEEN.clear()
     out = tmp_path / "out.mp4"
-    process_video(source, out, [Depths(), BlurOp(radius=0.5)], encode=EncodeOptions(crf=0), sessions=1)
+    process_video(source, out, Pipeline.of([Depths(), BlurOp(radius=0.5)], encode=EncodeOptions(crf=0)), sessions=1)
     assert {frame.dtype for frame in SEEN} == {np.dtype(np.uint16)}
     assert output_tags(out)[:4] == ("yuv420p10le", 9, 16, 9)
 
     def round_trip_error(op: Op) -> float:  # mean, in 10-bit codes, of the samples after YUV -> RGB -> YUV
-        process_video(source, out, [op], encode=EncodeOptions(crf=0), sessions=1)
+        process_video(source, out, Pipeline.of([op], encode=EncodeOptions(crf=0)), sessions=1)
         with av.open(str(source)) as a, av.open(str(out)) as b:
             return float(np.mean([np.abs(x.to_ndarray().astype(int) - y.to_ndarray().astype(int)).mean()
                                   for x, y in zip(a.decode(video=0), b.decode(video=0), strict=True)]))
@@ -254,7 +255,7 @@ def test_an_op_that_reads_8_bits_only_gets_8_bits_and_that_is_logged(tmp_path, c
     source = tmp_path / "hlg.mkv"
     hdr_clip(source, "hlg")
     SEEN.clear()
-    with caplog.at_level(logging.INFO, logger="framefleet.streaming"):
+    with caplog.at_level(logging.INFO, logger="framefleet.processing.streaming"):
         process_video(source, tmp_path / "out.mp4", [Depths(), Eight()], sessions=1)
     assert {frame.dtype for frame in SEEN} == {np.dtype(np.uint8)}
     assert any("Eight works on 8-bit pixels, so the 10-bit output holds 8 bits of precision" in r.getMessage()

@@ -21,20 +21,20 @@ from pathlib import Path
 import pytest
 from media_checks import decoded_pts, mean_abs_diff, packet_payloads, rgb_frames, streams_of_kind
 
-from framefleet.batch import FrameBatch
 from framefleet.engines.inline import hung_workers
-from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import OpError
-from framefleet.job import run
-from framefleet.job_dir import open_ledger
-from framefleet.ledger import Limits
+from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
 from framefleet.ops.base import Op
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.processing.batch import FrameBatch
+from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 
-FAST = Limits(max_attempts=3, max_crashes=2, backoff_seconds=0.01)
-INLINE = RunSettings(engine="inline", limits=FAST)
-INLINE_TWO = RunSettings(engine="inline", options=EngineOptions(workers=2), limits=FAST)
+FAST = RetryPolicy(max_attempts=3, max_crashes=2, backoff_seconds=0.01)
+INLINE = RunSettings(engine="inline", retry=FAST)
+INLINE_TWO = RunSettings(engine="inline", options=EngineOptions(workers=2), retry=FAST)
 TINY = dict(width=64, height=48, frames=12, gop=4, audio=("aac",))
 
 
@@ -82,7 +82,7 @@ def attempts_of(job_dir: Path, name: str) -> list[tuple[str, str, str | None]]:
     ledger = open_ledger(job_dir)
     try:
         item = next(item for item in ledger.items() if item.uri.endswith(name))
-        return [(a["kind"], a["outcome"], a["error_type"]) for a in ledger.attempts(item.id)]
+        return [(a["kind"], a["outcome"], a["error_type"]) for a in LedgerReads(ledger).attempts(item.id)]
     finally:
         ledger.close()
 
@@ -95,7 +95,7 @@ def test_the_inline_engine_writes_what_the_local_engine_writes(tree, tmp_path):
     pipeline = Pipeline.from_options({"op": "identity"})
     inline = run(JobSpec([str(tree)], tmp_path / "inline", pipeline, INLINE_TWO))
     local = run(JobSpec([str(tree)], tmp_path / "local", pipeline,
-                        RunSettings(options=EngineOptions(workers=2), limits=FAST)))
+                        RunSettings(options=EngineOptions(workers=2), retry=FAST)))
     assert inline.exit_code == local.exit_code == 0 and inline.counts["done"] == 2
     for name in ("good.mp4", "wide.mp4"):
         inline_out, local_out = tmp_path / "inline" / name, tmp_path / "local" / name
@@ -159,7 +159,7 @@ def released():
 
 def test_a_hung_task_is_killed_retried_and_failed_as_a_hang(tree, tmp_path, released):
     options = EngineOptions(workers=2, hang_timeout=1.0, poll_seconds=0.1)
-    settings = RunSettings(engine="inline", options=options, limits=FAST)
+    settings = RunSettings(engine="inline", options=options, retry=FAST)
     result = run(JobSpec([str(tree)], tmp_path / "out", Pipeline(ops=(HangOp(),)), settings))
     assert result.counts == {"pending": 0, "running": 0, "done": 1, "failed": 1}
     (failure,) = result.failures

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from cli_helpers import cli, stderr_lines
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import OpError, OptionError
 from framefleet.ops import quantize
 from framefleet.ops.base import Device
 from framefleet.ops.onnx_model import OnnxModelOp
 from framefleet.ops.runtime_choice import GATES, MIN_GAIN, Gate, Trial, best_trial, compare
 from framefleet.ops.style import StyleTransferOp
+from framefleet.processing.batch import FrameBatch
 
 CPU = Device(kind="cpu", threads=1)
 

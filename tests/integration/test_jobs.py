@@ -1,4 +1,4 @@
-"""Batch jobs end to end: `framefleet.job.run` / `retry` and the `framefleet run|status|failures|retry`
+"""Batch jobs end to end: `framefleet.jobs.run.run` / `retry` and the `framefleet run|status|failures|retry`
 commands, with real worker processes, killed workers, killed and stopped schedulers, hangs and crashes.
 
 What is checked comes from outside framefleet where it can: the media from PyAV (tests/media_checks.py),
@@ -28,25 +28,26 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import media_checks
 import pytest
+from job_ops import CrashOp, SleepForeverOp, SlowOp
 from typer.testing import CliRunner, Result
 
-import media_checks
 from framefleet.cli import app
-from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import run
-from framefleet.job_dir import LEDGER_NAME, open_ledger
-from framefleet.ledger import Ledger, Limits
+from framefleet.jobs.directory import LEDGER_NAME, open_ledger
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.store import Ledger
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
-from job_ops import CrashOp, SleepForeverOp, SlowOp
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 IDENTITY = {"op": "identity"}
-FAST_RETRIES = Limits(backoff_seconds=0.05)
-TWO_WORKERS_FAST = RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES)
+FAST_RETRIES = RetryPolicy(backoff_seconds=0.05)
+TWO_WORKERS_FAST = RunSettings(options=EngineOptions(workers=2), retry=FAST_RETRIES)
 # The framefleet command; tests/ is on its PYTHONPATH, so a --pipeline file may say `op: job_ops:SlowOp`.
 JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
 TINY = dict(width=64, height=48, gop=4, bframes=0)
@@ -80,7 +81,7 @@ def query(job_dir: Path, sql: str, *args: object) -> list[sqlite3.Row]:
 
 def attempts_by_task(ledger: Ledger, item_id: int | None = None) -> dict[int, list[dict]]:
     tasks: dict[int, list[dict]] = defaultdict(list)
-    for attempt in ledger.attempts(item_id):
+    for attempt in LedgerReads(ledger).attempts(item_id):
         tasks[attempt["task_id"]].append(attempt)
     return dict(tasks)
 
@@ -276,8 +277,8 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
     scramble_video_packets(src / "a/damaged-after-first-frame.mp4", keep_first=True)
     (src / "c/readme.txt").write_text("not a video, and not named like one\n")
 
-    limits = Limits(max_attempts=3, backoff_seconds=0.05)
-    settings = RunSettings(options=EngineOptions(workers=2), limits=limits)
+    limits = RetryPolicy(max_attempts=3, backoff_seconds=0.05)
+    settings = RunSettings(options=EngineOptions(workers=2), retry=limits)
     result = run(JobSpec([str(src)], out, identity(), settings))
 
     assert result.exit_code == 3
@@ -290,7 +291,7 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
             assert items[rel].state == "done", (rel, items[rel].error)
             assert_each_task_done_exactly_once(ledger, items[rel].id)
 
-        failures = {Path(f.uri).relative_to(src).as_posix(): f for f in ledger.failures()}
+        failures = {Path(f.uri).relative_to(src).as_posix(): f for f in LedgerReads(ledger).failures()}
         assert set(failures) == set(bad)
         for rel, cause in bad.items():
             failure = failures[rel]
@@ -299,15 +300,15 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
             assert "\n" not in error and "Traceback" not in error, error
             assert failure.error_type in {"CorruptVideoError", "NotAVideoError"}, failure
             assert failure.log_tail is None  # an input error, not a bug
-            outcomes = [a["outcome"] for a in ledger.attempts(failure.id)]
+            outcomes = [a["outcome"] for a in LedgerReads(ledger).attempts(failure.id)]
             # The file itself settles these errors: the failing task is not retried; other tasks (a probe that
             # worked) ran once.
             assert outcomes.count("input_error") == 1, (rel, outcomes)
             assert set(outcomes) <= {"input_error", "done"}, (rel, outcomes)
             assert failure.attempts == len(outcomes)
-        tail_attempts = ledger.attempts(items[damaged].id)
+        tail_attempts = LedgerReads(ledger).attempts(items[damaged].id)
         assert [(a["kind"], a["outcome"]) for a in tail_attempts] == [("probe", "done"), ("segment", "done")]
-        (report,) = ledger.damaged()
+        (report,) = LedgerReads(ledger).damaged()
         assert report.uri == (src / damaged).as_posix() and report.decode_errors > 0
         assert report.frames_claimed == media_checks.frame_count(variants["plain.mp4"])
     assert result.damaged == [report]
@@ -378,7 +379,7 @@ def test_workers_killed_mid_segment_are_infrastructure_losses_and_their_segments
     assert len(killer.picked) == 3, "the workers were not killed as planned"
     assert result.exit_code == 0 and result.counts["done"] == len(sources)
     with ledger_at(result.job_dir) as ledger:
-        attempts = ledger.attempts()
+        attempts = LedgerReads(ledger).attempts()
         lost = [a for a in attempts if a["outcome"] == "lost"]
         assert len(lost) == len(killer.picked), [(a["kind"], a["outcome"]) for a in attempts]
         assert all(a["kind"] == "segment" and a["error_type"] == "WorkerKilled" for a in lost), lost
@@ -421,7 +422,7 @@ def test_a_killed_run_resumes_without_redoing_done_items_or_leaving_partial_outp
 
     with ledger_at(job) as ledger:
         done_before = {item.id for item in ledger.items("done")}
-        last_attempt_before = max(a["id"] for a in ledger.attempts())
+        last_attempt_before = max(a["id"] for a in LedgerReads(ledger).attempts())
         interrupted = {row["id"]: row["lease_id"] for row in query(job, "SELECT id, lease_id FROM tasks "
                                                                         "WHERE state = 'running'")}
     assert len(done_before) >= 3 and interrupted
@@ -433,9 +434,9 @@ def test_a_killed_run_resumes_without_redoing_done_items_or_leaving_partial_outp
     assert summary["counts"]["done"] == len(sources) and not summary["interrupted"]
 
     with ledger_at(job) as ledger:
-        attempts = ledger.attempts()
+        attempts = LedgerReads(ledger).attempts()
         for item_id in done_before:  # done before the kill: not attempted again
-            assert all(a["id"] <= last_attempt_before for a in ledger.attempts(item_id)), item_id
+            assert all(a["id"] <= last_attempt_before for a in LedgerReads(ledger).attempts(item_id)), item_id
         for task_id, lease_id in interrupted.items():  # released as infrastructure losses, then re-run
             mine = [a for a in attempts if a["task_id"] == task_id]
             killed = next(a for a in mine if a["id"] == lease_id)
@@ -485,7 +486,7 @@ def test_a_hung_worker_is_killed_and_its_item_fails_naming_the_hang(poison_and_g
     out = tmp_path / "out"
     hang = SleepForeverOp(width=96, after_frames=POISON_AT, batch_size=8)
     settings = RunSettings(options=EngineOptions(workers=2, hang_timeout=2.0, poll_seconds=0.2),
-                           limits=Limits(max_crashes=2, backoff_seconds=0.05))
+                           retry=RetryPolicy(max_crashes=2, backoff_seconds=0.05))
     result = run(JobSpec([str(tmp_path / "in")], out, Pipeline(ops=(hang,)), settings))
 
     assert result.exit_code == 3
@@ -494,7 +495,7 @@ def test_a_hung_worker_is_killed_and_its_item_fails_naming_the_hang(poison_and_g
     assert failure.uri == poison.as_posix() and failure.error_type == "limit:time"
     assert "hung 2 times" in failure.error and "no progress" in failure.error, failure.error
     with ledger_at(result.job_dir) as ledger:
-        outcomes = [(a["kind"], a["outcome"]) for a in ledger.attempts(item_named(ledger, poison).id)]
+        outcomes = [(a["kind"], a["outcome"]) for a in LedgerReads(ledger).attempts(item_named(ledger, poison).id)]
         assert outcomes == [("probe", "done"), ("segment", "hung"), ("segment", "hung")]
         assert_each_task_done_exactly_once(ledger, item_named(ledger, good).id)
     assert_same_frames(good, out / "good.mp4")
@@ -511,7 +512,7 @@ def test_a_worker_crash_is_retried_and_the_item_completes(poison_and_good, tmp_p
     assert marker.exists(), "the op never crashed"
     assert result.exit_code == 0 and result.counts["done"] == 2
     with ledger_at(result.job_dir) as ledger:
-        attempts = ledger.attempts(item_named(ledger, poison).id)
+        attempts = LedgerReads(ledger).attempts(item_named(ledger, poison).id)
         assert [(a["kind"], a["outcome"]) for a in attempts] == [("probe", "done"), ("segment", "crashed"),
                                                                  ("segment", "done")]
         assert attempts[1]["error_type"] == "WorkerCrashed" and "SIGSEGV" in attempts[1]["message"]
@@ -525,7 +526,7 @@ def test_a_worker_crashing_on_every_attempt_ends_its_item_failed_as_poison(poiso
     out = tmp_path / "out"
     crash = CrashOp(width=96, after_frames=POISON_AT, batch_size=8)
     settings = RunSettings(options=EngineOptions(workers=2),
-                           limits=Limits(max_attempts=5, max_crashes=2, backoff_seconds=0.05))
+                           retry=RetryPolicy(max_attempts=5, max_crashes=2, backoff_seconds=0.05))
     result = run(JobSpec([str(tmp_path / "in")], out, Pipeline(ops=(crash,)), settings))
 
     assert result.exit_code == 3
@@ -534,7 +535,7 @@ def test_a_worker_crashing_on_every_attempt_ends_its_item_failed_as_poison(poiso
     assert failure.uri == poison.as_posix() and failure.error_type == "WorkerCrashed"
     assert "crashed 2 times" in failure.error and "SIGSEGV" in failure.error, failure.error
     with ledger_at(result.job_dir) as ledger:
-        outcomes = [(a["kind"], a["outcome"]) for a in ledger.attempts(failure.id)]
+        outcomes = [(a["kind"], a["outcome"]) for a in LedgerReads(ledger).attempts(failure.id)]
         assert outcomes == [("probe", "done"), ("segment", "crashed"), ("segment", "crashed")]
     assert_same_frames(good, out / "good.mp4")
     assert not (out / "poison.mp4").exists()
@@ -554,8 +555,8 @@ def test_a_long_video_is_split_at_keyframes_and_joined_frame_exact_with_its_audi
     assert result.exit_code == 0 and result.frames == 300
     with ledger_at(result.job_dir) as ledger:
         (item,) = ledger.items()
-        assert ledger.segment_count(item.id) == 4  # 12 s in pieces of 3 s (keyframes every second)
-        attempts = ledger.attempts(item.id)
+        assert LedgerReads(ledger).segment_count(item.id) == 4  # 12 s in pieces of 3 s (keyframes every second)
+        attempts = LedgerReads(ledger).attempts(item.id)
         assert Counter((a["kind"], a["outcome"]) for a in attempts) == {
             ("probe", "done"): 1, ("segment", "done"): 4, ("join", "done"): 1}
         assert [a["kind"] for a in attempts][-1] == "join"
@@ -581,12 +582,12 @@ def test_rerunning_a_job_resumes_and_redoes_only_changed_inputs(variants, tmp_pa
     first = run(JobSpec([str(src)], out, identity(), TWO_WORKERS_FAST), job_dir=job)
     assert first.exit_code == 0
     with ledger_at(job) as ledger:
-        attempts_first = ledger.attempts()
+        attempts_first = LedgerReads(ledger).attempts()
 
     unchanged = run(JobSpec([str(src)], out, identity(), TWO_WORKERS_FAST), job_dir=job)
     assert unchanged.exit_code == 0 and unchanged.counts["done"] == 3
     with ledger_at(job) as ledger:
-        assert ledger.attempts() == attempts_first  # nothing attempted again
+        assert LedgerReads(ledger).attempts() == attempts_first  # nothing attempted again
 
     other = cli("run", src, "-o", out, "--op", "identity", "--crf", "30", "--job-dir", job, "--workers", "1")
     lines = stderr_lines(other)
@@ -594,7 +595,7 @@ def test_rerunning_a_job_resumes_and_redoes_only_changed_inputs(variants, tmp_pa
     assert lines[0].startswith("error: ") and "another pipeline" in lines[0]
     assert "use a new --job-dir to start a new job" in lines[0]
     with ledger_at(job) as ledger:
-        assert ledger.attempts() == attempts_first
+        assert LedgerReads(ledger).attempts() == attempts_first
 
     changed = src / "bframes.mp4"
     write_clip(changed, ClipSpec(**{**TINY, "frames": 13}))
@@ -602,10 +603,10 @@ def test_rerunning_a_job_resumes_and_redoes_only_changed_inputs(variants, tmp_pa
     assert redo.exit_code == 0 and redo.counts["done"] == 3
     with ledger_at(job) as ledger:
         redone = item_named(ledger, changed).id
-        assert [a for a in ledger.attempts() if a["item_id"] != redone] == [
+        assert [a for a in LedgerReads(ledger).attempts() if a["item_id"] != redone] == [
             a for a in attempts_first if a["item_id"] != redone]
         assert_each_task_done_exactly_once(ledger, redone)
-        assert min(a["id"] for a in ledger.attempts(redone)) > max(a["id"] for a in attempts_first)
+        assert min(a["id"] for a in LedgerReads(ledger).attempts(redone)) > max(a["id"] for a in attempts_first)
     assert media_checks.frame_count(out / "bframes.mp4") == 13
     assert_same_frames(changed, out / "bframes.mp4")
     assert_same_frames(variants["plain.mp4"], out / "plain.mp4")
@@ -637,7 +638,7 @@ def test_sigterm_stops_a_run_gracefully_and_running_it_again_finishes_the_job(sl
     assert 2 <= summary["counts"]["done"] < len(sources)
     assert query(job, "SELECT COUNT(*) FROM tasks WHERE state = 'running'")[0][0] == 0
     with ledger_at(job) as ledger:
-        outcomes = {a["outcome"] for a in ledger.attempts()}
+        outcomes = {a["outcome"] for a in LedgerReads(ledger).attempts()}
     assert outcomes == {"done"}  # the running tasks finished within the grace period; none was cut off
     assert temporaries(out) == []
 
@@ -662,7 +663,7 @@ def test_a_stop_whose_grace_period_runs_out_releases_the_running_tasks_and_resum
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # in case a signal came after the job's end
     try:
         with MidSegment(beacons, lambda pid: os.kill(os.getpid(), signal.SIGTERM), times=1) as stopper:
-            settings = RunSettings(options=EngineOptions(workers=2, grace_seconds=0.1), limits=FAST_RETRIES)
+            settings = RunSettings(options=EngineOptions(workers=2, grace_seconds=0.1), retry=FAST_RETRIES)
             stopped = run(JobSpec([str(src)], out, pipeline, settings), handle_signals=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -670,22 +671,22 @@ def test_a_stop_whose_grace_period_runs_out_releases_the_running_tasks_and_resum
     assert stopped.interrupted and stopped.exit_code == 130
     assert stopped.counts["done"] < len(sources)
     with ledger_at(stopped.job_dir) as ledger:
-        cut_off = [a for a in ledger.attempts() if a["outcome"] == "interrupted"]
+        cut_off = [a for a in LedgerReads(ledger).attempts() if a["outcome"] == "interrupted"]
         assert cut_off and all(a["kind"] == "segment" and a["error_type"] == "Interrupted" for a in cut_off)
-        assert {a["outcome"] for a in ledger.attempts()} == {"done", "interrupted"}
+        assert {a["outcome"] for a in LedgerReads(ledger).attempts()} == {"done", "interrupted"}
     assert query(stopped.job_dir, "SELECT COUNT(*) FROM tasks WHERE state = 'running'")[0][0] == 0
     assert temporaries(out) == []  # the cut-off tasks' partial outputs are removed
 
     resumed = run(JobSpec([str(src)], out, pipeline, TWO_WORKERS_FAST))
     assert resumed.exit_code == 0 and resumed.counts["done"] == len(sources)
     with ledger_at(resumed.job_dir) as ledger:
-        attempts = ledger.attempts()
+        attempts = LedgerReads(ledger).attempts()
         for attempt in cut_off:
             outcomes = [a["outcome"] for a in attempts if a["task_id"] == attempt["task_id"]]
             assert outcomes == ["interrupted", "done"], outcomes
     assert losses(resumed.job_dir) == (0, 0, 0)  # a stop is nobody's loss ...
     with ledger_at(resumed.job_dir) as ledger:
-        assert ledger.losses().stopped == len(cut_off)  # ... but counted apart
+        assert LedgerReads(ledger).losses().stopped == len(cut_off)  # ... but counted apart
     for source in sources:
         assert_same_frames(clip, out / source.relative_to(src))
 

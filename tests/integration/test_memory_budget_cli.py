@@ -13,11 +13,10 @@ import sys
 from fractions import Fraction
 
 import pytest
-
 from cli_helpers import ANSI
 from media_checks import decoded_pts
-from framefleet.memory_budget import BUDGET_ENV
-from framefleet.video.synth import ClipSpec
+
+from framefleet.processing.memory_budget import BUDGET_ENV
 
 BUDGET_MIB = 3200
 CAP_BYTES = 4 << 30

@@ -20,13 +20,13 @@ import yaml
 from cli_helpers import ANSI, cli, stderr_lines, stdout_json
 from typer.testing import Result
 
-from framefleet.job_dir import open_ledger
+from framefleet.jobs.directory import open_ledger
 from framefleet.pipeline import Pipeline
 from framefleet.plan import Knobs, NodeType, Option, ProfileStore, measure_workload, profile_pipeline
-from framefleet.plan.cost import enumerate_options
 from framefleet.plan import profile as profile_module
+from framefleet.plan.cost import enumerate_options
 from framefleet.plan.profile import encode_identity, op_identity
-from framefleet.streaming import available_cores
+from framefleet.processing.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip
 
 SAMPLE_FRAMES = 6

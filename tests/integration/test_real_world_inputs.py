@@ -14,10 +14,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import pytest
-
 import media_checks
+import pytest
 from cli_helpers import cli, stderr_lines
+
 from framefleet.video.synth import ClipSpec, picture, write_clip
 
 SIZE = dict(width=160, height=96)

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from framefleet.job_dir import open_ledger
+from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.reads import LedgerReads
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ def framefleet(*args: str) -> subprocess.CompletedProcess:
 def workers_of_attempts(job_dir: Path) -> list[str]:
     ledger = open_ledger(job_dir)
     try:
-        return [attempt["worker"] for attempt in ledger.attempts()]
+        return [attempt["worker"] for attempt in LedgerReads(ledger).attempts()]
     finally:
         ledger.close()
 
@@ -45,7 +46,7 @@ def test_retry_keeps_the_engine_and_limits_the_job_ran_with(clip_factory, tmp_pa
 
     status = json.loads(framefleet("status", str(job_dir), "--json").stdout)
     assert status["settings"]["engine"] == "inline"
-    assert status["settings"]["limits"]["max_attempts"] == 1 and status["settings"]["options"]["hang_timeout"] == 77
+    assert status["settings"]["retry"]["max_attempts"] == 1 and status["settings"]["options"]["hang_timeout"] == 77
 
     gate.touch()
     again = framefleet("retry", str(job_dir), "--json")
@@ -66,4 +67,4 @@ def test_a_flag_given_to_retry_overrides_the_stored_setting(clip_factory, tmp_pa
     assert workers_of_attempts(job_dir)[-1].startswith("local-")
     settings = json.loads(framefleet("status", str(job_dir), "--json").stdout)["settings"]
     assert settings["engine"] == "local" and settings["options"]["workers"] == 1
-    assert settings["limits"]["max_attempts"] == 1 and settings["options"]["hang_timeout"] == 77  # the rest kept
+    assert settings["retry"]["max_attempts"] == 1 and settings["options"]["hang_timeout"] == 77  # the rest kept

@@ -19,12 +19,12 @@ from cli_helpers import cli, stderr_lines, stdout_json
 from media_checks import decoded_times, frame_count
 from onnx import TensorProto, helper
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import DeviceUnavailableError, OpError
 from framefleet.ops.base import Device
 from framefleet.ops.onnx_model import OnnxModelOp
 from framefleet.ops.runtime_choice import GATES, Trial, best_trial, compare
 from framefleet.ops.style import StyleTransferOp
+from framefleet.processing.batch import FrameBatch
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed")
 

@@ -19,10 +19,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import media_checks
 import pytest
 from typer.testing import CliRunner
 
-import media_checks
 from framefleet.cli import app
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Standing jobs end to end: `framefleet.job.run(..., standing=True)` as a long-running service runs it.
+"""Standing jobs end to end: `framefleet.jobs.run.run(..., standing=True)` as a long-running service runs it.
 
 The run starts with no inputs in a thread; the test plays the folder watcher, adding items through its
 own `Ledger` connection to the same ledger file while the run goes on, and stops the run with its `stop`
@@ -20,13 +20,14 @@ from pathlib import Path
 import media_checks
 import pytest
 
-from framefleet import storage
-from framefleet.engines.scheduler import EngineOptions, EngineProgress
-from framefleet.job import JobResult, canonical_output_root, run
-from framefleet.job_dir import LEDGER_NAME
-from framefleet.ledger import Ledger
+from framefleet.engines.scheduler import EngineProgress
+from framefleet.files import storage
+from framefleet.jobs.directory import LEDGER_NAME
+from framefleet.jobs.run import JobResult, canonical_output_root, run
+from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.store import Ledger
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.settings import EngineOptions, RunSettings
 
 TINY = {"width": 64, "height": 48, "gop": 4, "bframes": 0}
 FRAMES = 6

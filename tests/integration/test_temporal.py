@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import json
 
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
 from framefleet.errors import OptionError
-from framefleet.flicker import measure_flicker
 from framefleet.ops import StyleTransferOp
-from framefleet.streaming import process_video
-from framefleet.detail import detail_kept
-from framefleet.temporal import fine_sigma, temporal_filter
+from framefleet.pipeline import Pipeline
+from framefleet.processing.detail import detail_kept
+from framefleet.processing.flicker import measure_flicker
+from framefleet.processing.streaming import process_video
+from framefleet.processing.temporal import fine_sigma, temporal_filter
 from framefleet.video.synth import ClipSpec, write_clip
 
 cv2 = pytest.importorskip("cv2")
@@ -98,7 +99,7 @@ def test_bands_take_more_of_a_larger_frames_finest_texture_from_the_frame_itself
 
 def test_stylize_with_temporal_blend_is_frame_exact_and_flickers_less(clips, tmp_path):
     plain, stable = tmp_path / "plain.mp4", tmp_path / "stable.mp4"
-    process_video(clips["pan"], plain, [StyleTransferOp(style="7")], temporal="none")
+    process_video(clips["pan"], plain, Pipeline.of([StyleTransferOp(style="7")], temporal="none"))
     result = process_video(clips["pan"], stable, [StyleTransferOp(style="7")])  # bands: the style op's default
     assert result.frames == FRAMES and result.temporal == "bands"
     assert media_checks.decoded_pts(stable) == media_checks.decoded_pts(clips["pan"])
@@ -112,10 +113,10 @@ def test_bands_remove_flicker_and_keep_the_style_detail_that_blend_smears(tmp_pa
     source, plain, outputs = tmp_path / "pan.mp4", tmp_path / "plain.mp4", {}
     write_clip(source, ClipSpec(width=WIDTH, height=HEIGHT, frames=24, bframes=0),  # 2.5 px a frame
                lambda i: cv2.resize(fine[:, 5 * i:5 * i + 2 * WIDTH], (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA))
-    process_video(source, plain, [StyleTransferOp(style="7")], temporal="none")
+    process_video(source, plain, Pipeline.of([StyleTransferOp(style="7")], temporal="none"))
     for mode in ("bands", "blend"):
         outputs[mode] = tmp_path / f"{mode}.mp4"
-        process_video(source, outputs[mode], [StyleTransferOp(style="7")], temporal=mode)
+        process_video(source, outputs[mode], Pipeline.of([StyleTransferOp(style="7")], temporal=mode))
     bands, blend = (measure_flicker(source, outputs[mode], reference=plain) for mode in ("bands", "blend"))
     assert bands.ratios()["flicker"] < 0.6 and bands.ratios()["high"] < 0.7, bands.ratios()
     assert bands.details_summary()["median"] >= 0.9 and bands.details_summary()["worst"] >= 0.7, bands.details_summary()
@@ -175,7 +176,7 @@ def test_flicker_reports_detail_and_bands_against_the_per_frame_output(clips, tm
     from framefleet.video import VideoReader
 
     plain, blurred, small = tmp_path / "plain.mp4", tmp_path / "blurred.mp4", tmp_path / "small.mp4"
-    process_video(clips["pan"], plain, [StyleTransferOp(style="7")], temporal="none")
+    process_video(clips["pan"], plain, Pipeline.of([StyleTransferOp(style="7")], temporal="none"))
     with VideoReader(plain) as reader:
         frames = [rgb for _, rgb in reader.frames()]
     write_clip(blurred, ClipSpec(width=WIDTH, height=HEIGHT, frames=FRAMES, bframes=0),

@@ -6,10 +6,10 @@ import shutil
 import subprocess
 from fractions import Fraction
 
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
 from framefleet.errors import CorruptVideoError
 from framefleet.video import VideoReader, probe
 from framefleet.video.synth import MARKER, ClipSpec, frame_times, picture

@@ -6,14 +6,14 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
-from framefleet.batch import FrameBatch
 from framefleet.errors import CorruptVideoError
 from framefleet.ops import IdentityOp
-from framefleet.streaming import process_video
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.streaming import process_video
 from framefleet.video import VideoFormat, VideoReader, VideoWriter, probe
 from framefleet.video.synth import MARKER, picture
 

@@ -6,10 +6,10 @@ import json
 from fractions import Fraction
 
 import av
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
 from framefleet.errors import CorruptVideoError, InputNotFoundError, NotAVideoError
 from framefleet.video import probe
 from framefleet.video.synth import ClipSpec, frame_times

@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 from job_ops import PhoneHomeOp
 
-from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import run
-from framefleet.ledger import Limits
-from framefleet.limits import cut_network
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
 from framefleet.ops.identity import IdentityOp
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.processing.limits import cut_network
+from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 
-ONCE = Limits(max_attempts=1)
+ONCE = RetryPolicy(max_attempts=1)
 
 
 def network_namespaces_allowed() -> bool:
@@ -59,7 +58,7 @@ def reached(server: socket.socket) -> bool:
 
 def test_a_worker_with_its_network_off_cannot_reach_a_loopback_service(folder, tmp_path, listener):
     op = PhoneHomeOp(port=listener.getsockname()[1])
-    settings = RunSettings(options=EngineOptions(workers=1, worker_network="off"), limits=ONCE)
+    settings = RunSettings(options=EngineOptions(workers=1, worker_network="off"), retry=ONCE)
     result = run(JobSpec([str(folder)], tmp_path / "out", Pipeline(ops=(op,)), settings))
     assert result.counts["done"] == 1, result.failures
     assert not reached(listener)
@@ -68,7 +67,7 @@ def test_a_worker_with_its_network_off_cannot_reach_a_loopback_service(folder, t
 def test_a_worker_with_its_network_on_reaches_it(folder, tmp_path, listener):
     """The same op, network kept (the default for a user's op): the check above can fail."""
     op = PhoneHomeOp(port=listener.getsockname()[1])
-    settings = RunSettings(options=EngineOptions(workers=1), limits=ONCE)
+    settings = RunSettings(options=EngineOptions(workers=1), retry=ONCE)
     result = run(JobSpec([str(folder)], tmp_path / "out", Pipeline(ops=(op,)), settings))
     assert result.counts["failed"] == 1 and "reached 127.0.0.1" in result.failures[0].error
     assert reached(listener)
@@ -80,8 +79,8 @@ def test_a_worker_with_its_network_on_reaches_it(folder, tmp_path, listener):
     ((IdentityOp(),), "az://container/out", False),  # a store is reached over the network
 ])
 def test_auto_cuts_the_network_only_when_nothing_needs_it(tmp_path, ops, output, offline):
-    from framefleet.job import workers_offline
-    from framefleet.ledger import Ledger
+    from framefleet.jobs.run import workers_offline
+    from framefleet.jobs.store import Ledger
 
     ledger = Ledger(tmp_path / "ledger.sqlite")
     try:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import math
 
 import av
+import media_checks
 import numpy as np
 import pytest
 
-import media_checks
 from framefleet.ops import IdentityOp, StyleTransferOp
 from framefleet.ops.base import Device
 from framefleet.ops.chain import run_chain
 from framefleet.pipeline import Pipeline
-from framefleet.streaming import process_video
+from framefleet.processing.streaming import process_video
 from framefleet.video import EncodeOptions, VideoReader
 from framefleet.video.encode import hardware_encoder_problem
 from framefleet.video.synth import ClipSpec, write_clip
@@ -51,7 +51,7 @@ def test_an_identity_transcode_never_converts_to_rgb_and_keeps_every_sample(tmp_
     source = tmp_path / "in.mp4"
     write_clip(source, ClipSpec(width=320, height=180, frames=40, vfr=True, audio=("aac",)))
     out = tmp_path / "out.mp4"
-    result = process_video(source, out, [IdentityOp()], encode=LOSSLESS)
+    result = process_video(source, out, Pipeline.of([IdentityOp()], encode=LOSSLESS))
     assert result.frames == 40
     assert media_checks.decoded_pts(out) == media_checks.decoded_pts(source)
     for before, after in zip(planes(source), planes(out), strict=True):
@@ -65,7 +65,7 @@ def test_other_formats_are_converted_yuv_to_yuv_once_without_rgb(tmp_path, no_rg
     write_clip(source, ClipSpec(width=256, height=144, frames=12, pix_fmt=pix_fmt, color_range=color_range,
                                 bframes=0))
     out = tmp_path / "out.mp4"
-    process_video(source, out, [IdentityOp()], encode=LOSSLESS)
+    process_video(source, out, Pipeline.of([IdentityOp()], encode=LOSSLESS))
     kept = "yuv420p10le" if pix_fmt == "yuv420p10le" else "yuv420p"  # 10 bits stay 10 bits (H.264 High 10)
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
@@ -86,7 +86,7 @@ def test_rotated_and_odd_sized_clips_still_come_out_upright_and_padded(tmp_path)
     source = tmp_path / "in.mp4"
     write_clip(source, ClipSpec(width=161, height=90, frames=8, rotation=90, bframes=0, pix_fmt="yuv444p"))
     out = tmp_path / "out.mp4"
-    result = process_video(source, out, [IdentityOp()], encode=LOSSLESS)
+    result = process_video(source, out, Pipeline.of([IdentityOp()], encode=LOSSLESS))
     assert (result.width, result.height) == (161, 90)
     with av.open(str(out)) as container:
         stream = container.streams.video[0]

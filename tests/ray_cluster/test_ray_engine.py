@@ -22,20 +22,24 @@ from user_ops import channel_mean_model, write_user_ops  # noqa: E402
 
 from framefleet import load_records  # noqa: E402
 from framefleet.engines.ray import ray_pool  # noqa: E402
-from framefleet.engines.ray_options import RayOptions  # noqa: E402
-from framefleet.engines.scheduler import EngineOptions  # noqa: E402
-from framefleet.job import retry, run  # noqa: E402
-from framefleet.job_dir import open_ledger  # noqa: E402
-from framefleet.ledger import Limits  # noqa: E402
+from framefleet.jobs.directory import open_ledger  # noqa: E402
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.run import retry, run  # noqa: E402
+from framefleet.jobs.spec import JobSpec  # noqa: E402
 from framefleet.pipeline import Pipeline  # noqa: E402
-from framefleet.spec import JobSpec, RunSettings  # noqa: E402
+from framefleet.settings import (
+    EngineOptions,  # noqa: E402
+    RayOptions,  # noqa: E402
+    RetryPolicy,  # noqa: E402
+    RunSettings,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 TESTS = Path(__file__).resolve().parents[1]
 TINY = dict(width=64, height=48, gop=4, bframes=0, audio=("aac",))
-FAST_RETRIES = Limits(backoff_seconds=0.05)
+FAST_RETRIES = RetryPolicy(backoff_seconds=0.05)
 RAY_OPTIONS = RayOptions(address="auto")
-ON_RAY = RunSettings(engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES)
+ON_RAY = RunSettings(engine="ray", ray=RAY_OPTIONS, retry=FAST_RETRIES)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,7 @@ def test_a_job_on_ray_matches_the_local_engine(cluster, clip_factory, tmp_path):
 
     on_ray = run(JobSpec([str(tmp_path / "in")], tmp_path / "ray", pipeline, ON_RAY))
     local = run(JobSpec([str(tmp_path / "in")], tmp_path / "local", pipeline,
-                        RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES)))
+                        RunSettings(options=EngineOptions(workers=2), retry=FAST_RETRIES)))
 
     assert on_ray.exit_code == 0 and local.exit_code == 0
     assert on_ray.counts["done"] == local.counts["done"] == len(sources) + 1
@@ -85,9 +89,9 @@ def test_a_job_on_ray_matches_the_local_engine(cluster, clip_factory, tmp_path):
         assert audio_packets(ray_out) == audio_packets(local_out) == audio_packets(source)
     ledger = open_ledger(on_ray.job_dir)
     try:
-        workers = {a["worker"] for a in ledger.attempts()}
+        workers = {a["worker"] for a in LedgerReads(ledger).attempts()}
         assert all(w.startswith("ray-") for w in workers) and len(workers) == 2
-        assert ledger.segment_count(next(i.id for i in ledger.items() if i.uri.endswith("long.mp4"))) == 2
+        assert LedgerReads(ledger).segment_count(next(i.id for i in ledger.items() if i.uri.endswith("long.mp4"))) == 2
     finally:
         ledger.close()
 
@@ -122,7 +126,7 @@ def test_a_lost_node_takes_only_its_tasks_which_rerun_as_infrastructure_losses(c
     assert result.exit_code == 0 and result.counts["done"] == len(sources)
     ledger = open_ledger(job_dir)
     try:
-        attempts = ledger.attempts()
+        attempts = LedgerReads(ledger).attempts()
         done_per_task: dict[int, int] = {}
         for attempt in attempts:
             if attempt["outcome"] == "done":
@@ -153,7 +157,7 @@ def test_a_corrupt_input_on_ray_ends_in_the_failure_list(cluster, clip_factory, 
 def test_retry_of_a_ray_job_runs_on_ray_again(cluster, clip_factory, tmp_path):
     make_inputs(clip_factory, tmp_path / "in", 1, frames=6)
     gate, job_dir = tmp_path / "gate", tmp_path / "job"
-    once = RunSettings(engine="ray", ray=RAY_OPTIONS, limits=Limits(max_attempts=1, backoff_seconds=0.05))
+    once = RunSettings(engine="ray", ray=RAY_OPTIONS, retry=RetryPolicy(max_attempts=1, backoff_seconds=0.05))
     first = run(JobSpec([str(tmp_path / "in")], tmp_path / "out", Pipeline(ops=(GatedOp(gate=str(gate)),)), once),
                 job_dir=job_dir)
     assert first.counts["failed"] == 1
@@ -162,7 +166,7 @@ def test_retry_of_a_ray_job_runs_on_ray_again(cluster, clip_factory, tmp_path):
     assert again.counts["done"] == 1
     ledger = open_ledger(job_dir)
     try:
-        workers = [attempt["worker"] for attempt in ledger.attempts()]
+        workers = [attempt["worker"] for attempt in LedgerReads(ledger).attempts()]
     finally:
         ledger.close()
     assert len(workers) == 3 and all(worker.startswith("ray-") for worker in workers), workers  # probe, video, retry
@@ -199,7 +203,7 @@ def test_an_actor_killed_from_outside_is_a_loss_and_one_that_segfaults_is_a_cras
     assert "Segmentation fault" in failure.error
     ledger = open_ledger(tmp_path / "job")
     try:
-        attempts = ledger.attempts()
+        attempts = LedgerReads(ledger).attempts()
     finally:
         ledger.close()
     killed = [a for a in attempts if a["error_type"] == "WorkerKilled"]
@@ -231,7 +235,7 @@ def test_gpu_workers_are_placed_on_the_node_that_has_gpus(cluster, clip_factory,
         half_a_gpu = RayOptions(address="auto", gpus_per_worker=0.5)  # two workers share the GPU
         result = run(JobSpec([str(tmp_path / "in")], tmp_path / "out",
                              Pipeline(ops=(RecordNodeOp(record_dir=str(records)),)),
-                             RunSettings(engine="ray", ray=half_a_gpu, limits=FAST_RETRIES)))
+                             RunSettings(engine="ray", ray=half_a_gpu, retry=FAST_RETRIES)))
         assert result.exit_code == 0 and result.counts["done"] == 6
         assert {p.name for p in records.iterdir()} == {gpu_node.node_id}
         _, workers = ray_pool(Pipeline.from_options({"op": "identity"}), EngineOptions(), half_a_gpu)
@@ -247,7 +251,7 @@ def test_on_ray_every_byte_can_go_through_an_object_store(cluster, clip_factory,
                for i in range(3)}  # the last is 4 s long: segments of 1 s
     for name, path in sources.items():
         azurite.upload_blob(azurite_container, f"in/{name}", path.read_bytes())
-    settings = RunSettings(engine="ray", ray=RAY_OPTIONS, limits=FAST_RETRIES,
+    settings = RunSettings(engine="ray", ray=RAY_OPTIONS, retry=FAST_RETRIES,
                            parts_dir=f"az://{azurite_container}/parts")
     result = run(JobSpec([f"az://{azurite_container}/in"], f"az://{azurite_container}/out",
                          Pipeline.from_options({"op": "identity", "segment_seconds": 1}), settings),
@@ -261,8 +265,8 @@ def test_on_ray_every_byte_can_go_through_an_object_store(cluster, clip_factory,
     assert not (tmp_path / "job" / "parts").exists(), "no segment went through the job directory"
     ledger = open_ledger(result.job_dir)
     try:
-        assert len({a["worker"] for a in ledger.attempts()}) == 2
-        assert sum(1 for a in ledger.attempts() if a["kind"] == "segment") >= 5
+        assert len({a["worker"] for a in LedgerReads(ledger).attempts()}) == 2
+        assert sum(1 for a in LedgerReads(ledger).attempts() if a["kind"] == "segment") >= 5
     finally:
         ledger.close()
 
@@ -276,7 +280,7 @@ def test_the_service_runs_its_watch_rule_and_a_submitted_job_as_ray_actors(clust
     submitted = make_inputs(clip_factory, tmp_path / "submitted", 2, frames=12)
     rule = WatchRule(name="uploads", source=str(tmp_path / "watched"), output=str(tmp_path / "watched-out"),
                      pipeline={"op": "identity"}, interval=0.3)
-    service = Service(ServiceConfig(state_dir=tmp_path / "state", engine="ray", ray_address="auto", workers=1,
+    service = Service(ServiceConfig(state_dir=tmp_path / "state", run=RunSettings(engine="ray").given(ray_address="auto", workers=1),
                                     allow=(str(tmp_path),), watch=(rule,)))
     service.start()
     try:
@@ -297,7 +301,7 @@ def test_the_service_runs_its_watch_rule_and_a_submitted_job_as_ray_actors(clust
                 output = tmp_path / f"{root}-out" / source.relative_to(tmp_path / root)
                 assert decoded_pts(output) == decoded_pts(source)
         for job in (record, watch_job):
-            workers = service.read_job(job, lambda view: {a["worker"] for a in view.ledger.attempts()}, set())
+            workers = service.read_job(job, lambda view: {a["worker"] for a in view.attempts()}, set())
             assert workers and all(w.startswith("ray-") for w in workers)
     finally:
         service.stop()
@@ -330,7 +334,7 @@ def test_a_cluster_plan_runs_on_ray_with_its_worker_count(cluster, clip_factory,
     assert ran.exit_code == 0, ran.output
     ledger = open_ledger(tmp_path / "out" / ".framefleet-job")
     try:
-        workers = {a["worker"] for a in ledger.attempts()}
+        workers = {a["worker"] for a in LedgerReads(ledger).attempts()}
         assert ledger.counts()["done"] == 4
         assert workers and all(w.startswith("ray-") for w in workers) and len(workers) <= choice["workers"]
     finally:

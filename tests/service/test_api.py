@@ -32,12 +32,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
 from framefleet.errors import OptionError
-from framefleet.job_view import JobView
-from framefleet.ledger import Limits, Segment, TaskMetrics
+from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
+from framefleet.jobs.view import JobView, job_status
 from framefleet.service.api import create_app
 from framefleet.service.auth import COOKIE, TOKEN_ENV, check_listen, session_value
 from framefleet.service.config import ServiceConfig
-from framefleet.service.runtime import Service
+from framefleet.service.runtime import LiveProgress, Service
+from framefleet.settings import RetryPolicy, RunSettings
 
 TOKEN = secrets.token_hex(16)
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -129,7 +130,7 @@ def route_requests(app, job_id: str) -> list[tuple[str, str]]:
 def running_service(root: Path, **config: Any) -> Iterator[tuple[TestClient, Service]]:
     """A started service (the app's lifespan) over `root`/state, allowing `root`/allowed and the slow test op."""
     settings = {"state_dir": root / "state", "allow": (str(root / "allowed"),), "ops": ("job_ops:SlowOp",),
-                "workers": 1, **config}
+                "run": RunSettings().given(workers=1), **config}
     service = Service(ServiceConfig(**settings))
     with TestClient(create_app(service, TOKEN)) as client:
         yield client, service
@@ -145,7 +146,7 @@ def allowed(tmp_path) -> Path:
 @pytest.fixture
 def idle(tmp_path, allowed) -> Iterator[tuple[TestClient, Service]]:
     """An app over a service that is never started: submissions are recorded, nothing runs."""
-    service = Service(ServiceConfig(state_dir=tmp_path / "state", allow=(str(allowed),), workers=1))
+    service = Service(ServiceConfig(state_dir=tmp_path / "state", allow=(str(allowed),), run=RunSettings().given(workers=1)))
     with TestClient(create_app(service, TOKEN, manage=False), raise_server_exceptions=False) as client:
         yield client, service
     service.registry.close()
@@ -447,7 +448,7 @@ def test_a_malformed_submission_is_refused_with_422(idle, body):
 
 
 def test_a_service_with_no_allowed_prefix_refuses_every_submission(tmp_path, inputs):
-    service = Service(ServiceConfig(state_dir=tmp_path / "state", workers=1))
+    service = Service(ServiceConfig(state_dir=tmp_path / "state", run=RunSettings().given(workers=1)))
     with TestClient(create_app(service, TOKEN, manage=False)) as client:
         for body in (submission([str(inputs)], str(tmp_path / "out")),
                      submission([str(inputs / "a.mp4")], str(inputs / "out")),
@@ -506,18 +507,18 @@ def test_a_job_runs_to_finished_lists_its_failures_and_retries_them(tmp_path, al
 def test_a_restarted_service_runs_a_submitted_job_with_the_settings_it_first_ran_with(tmp_path, allowed, inputs):
     """The service's settings are taken when a job first runs and stored with it: after a restart with
     other settings, a retry runs the job as before (its retry budget too), and its status shows that."""
-    with running_service(tmp_path, limits=Limits(max_attempts=1)) as (client, service):
+    with running_service(tmp_path, run=RunSettings().given(workers=1, max_attempts=1)) as (client, service):
         job = client.post("/api/jobs", json=submission([str(inputs)], str(allowed / "out")), headers=BEARER).json()
         assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"
         job_dir = service.job_dir(service.job(job["id"])).path
-    with running_service(tmp_path, workers=2, limits=Limits(max_attempts=3)) as (client, _):
+    with running_service(tmp_path, run=RunSettings().given(workers=2, max_attempts=3)) as (client, _):
         assert client.post(f"/api/jobs/{job['id']}/retry", headers=BEARER).json() == {"retried": 1}
         time.sleep(0.2)
         assert wait_state(client, job["id"], ("finished", "error", "cancelled"))["state"] == "finished"
     with JobView.open(job_dir) as view:
         settings = view.status().settings
         [failure] = view.failures()
-    assert settings["options"]["workers"] == 1 and settings["limits"]["max_attempts"] == 1
+    assert settings["options"]["workers"] == 1 and settings["retry"]["max_attempts"] == 1
     assert failure.uri == str(inputs / "bad.mp4") and failure.attempts == 2  # one try per run, not 1 + 3
 
 
@@ -543,7 +544,7 @@ def test_the_job_list_counts_items_and_the_chart_spreads_frames_over_the_time_th
     client, service = idle
     job = client.post("/api/jobs", json=submission([str(allowed)], str(allowed / "out")), headers=BEARER).json()
     assert client.get("/api/jobs", headers=BEARER).json()["jobs"][0]["items"] == {}  # no ledger yet
-    with service.job_dir(service.job(job["id"])).open_ledger(Limits(max_attempts=1), create=True) as ledger:
+    with service.job_dir(service.job(job["id"])).open_ledger(RetryPolicy(max_attempts=1), create=True) as ledger:
         ledger.add_items([(f"/in/{name}.mp4", f"{name}.mp4", 1, "v1", f"/out/{name}.mp4") for name in "abc"],
                          now=0)
         probes = [ledger.claim("w", 60, now=0) for _ in range(3)]
@@ -672,3 +673,120 @@ def test_metrics_are_prometheus_text_with_the_jobs_real_values(tmp_path, allowed
         assert detail(client, job["id"])["state"] == "running"
         for job_id in (job["id"], waiting["id"]):
             client.post(f"/api/jobs/{job_id}/cancel", headers=BEARER)
+
+
+def test_the_job_detail_shows_the_frame_rate_and_eta_that_status_computes(idle, allowed, monkeypatch):
+    """One computation: while the job runs (its runner alive, its lock held), the API's fps and ETA are
+    `status`'s, over the 30 s the job has been working, not a figure of its own."""
+    client, service = idle
+    job = client.post("/api/jobs", json=submission([str(allowed)], str(allowed / "out")), headers=BEARER).json()
+    place = service.job_dir(service.job(job["id"]))
+    now = time.time()
+    with place.open_ledger(RetryPolicy(), create=True) as ledger:
+        ledger.add_items([("/in/a.mp4", "a.mp4", 1, "v1", "/out/a.mp4")], now=now - 30)
+        ledger.complete(ledger.claim("w", 60, now=now - 30), result=ProbeResult(frames=3000, duration=100),
+                        segments=[Segment(None, 1500), Segment(1500, None)], now=now - 30)
+        ledger.complete(ledger.claim("w", 600, now=now - 30), metrics=TaskMetrics(frames=300), now=now)
+        ledger.claim("w", 600, now=now - 30)  # the second segment still runs
+
+    class Running:  # a runner whose scheduler reports a frame rate of its own
+        alive, watcher = True, None
+
+        def live(self) -> LiveProgress:
+            return LiveProgress(workers=2, busy=1, fps=999.0, frames_this_run=0)
+
+    monkeypatch.setattr(service, "runner", lambda job_id: Running())
+    with place.lock():
+        shown = detail(client, job["id"])
+        status = job_status(place.path)
+    assert shown["fps"] == pytest.approx(status.fps_recent, rel=0.01)
+    assert shown["eta_seconds"] == pytest.approx(status.eta_seconds, rel=0.01)
+    assert shown["workers"] == 2 and shown["busy_workers"] == 1
+    assert status.fps_recent == pytest.approx(10.0, rel=0.05)
+
+
+class SqliteWork:
+    """Counts the SQLite VM instructions of each statement run on the ledger connections opened while it
+    is installed (`sqlite3.connect` wrapped): the work a request does, independent of the machine's speed.
+    A statement over `budget` steps is interrupted (a request that reads the whole job fails fast)."""
+
+    EVERY = 100
+
+    def __init__(self, monkeypatch, budget: int) -> None:
+        self.budget, self.steps, self.statement = budget, {}, ""
+        self.over_budget: list[str] = []
+        connect = sqlite3.connect
+
+        def counting_connect(*args, **kwargs):
+            db = connect(*args, **kwargs)
+            db.set_trace_callback(self._trace)
+            db.set_progress_handler(self._tick, self.EVERY)
+            return db
+
+        monkeypatch.setattr(sqlite3, "connect", counting_connect)
+
+    def _trace(self, statement: str) -> None:
+        self.statement = " ".join(statement.split())
+
+    def _tick(self) -> int:
+        self.steps[self.statement] = self.steps.get(self.statement, 0) + self.EVERY
+        if self.steps[self.statement] > self.budget:
+            self.over_budget.append(self.statement[:80])
+            return 1
+        return 0
+
+    def measure(self, request: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, dict[str, int]]:
+        """`request(*args, **kwargs)` and the steps of each statement it ran."""
+        self.steps = {}
+        return request(*args, **kwargs), dict(self.steps)
+
+
+def fill_finished_job(ledger, n: int) -> None:
+    """n items, each probed and done in one segment (every tenth failed), with their metrics: rows as a
+    finished job's ledger holds them, written in one transaction."""
+    ledger.add_items([(f"/in/{i:05}.mp4", f"{i:05}.mp4", 1000, "v1", f"/out/{i:05}.mp4") for i in range(n)], now=0)
+    db = ledger._db
+    db.execute("BEGIN")
+    db.execute("UPDATE tasks SET state = 'done', result = '{\"frames\": 300}'")
+    db.execute("INSERT INTO tasks (item_id, kind, seq, state, result) SELECT id, 'segment', 0, 'done', '{}' FROM items")
+    db.execute("INSERT INTO metrics (task_id, item_id, finished, frames, seconds, decode_s, ops_s, encode_s, upload_s,"
+               " bytes_in, bytes_out, steps_s) SELECT id, item_id, 1, CASE kind WHEN 'segment' THEN 300 ELSE 0 END,"
+               " 2, 0.5, 1, 0.4, 0.1, 1000, 900, '{\"style\": 1.0}' FROM tasks")
+    db.execute("UPDATE items SET frames = 300, state = CASE WHEN id % 10 = 0 THEN 'failed' ELSE 'done' END,"
+               " error = CASE WHEN id % 10 = 0 THEN 'broken' END")
+    db.execute("COMMIT")
+
+
+def test_a_page_of_items_costs_the_same_work_for_100_items_as_for_10000(idle, allowed, monkeypatch):
+    """The items endpoint (the dashboard polls it) reads one page, not the whole job: the SQLite work of a
+    page of 50 (first page, a later one, the failed ones) stays flat from 100 items to 10,000; the total
+    comes from the counts per state, a scan of the state index only."""
+    client, service = idle
+    jobs = {}
+    for n in (100, 10_000):
+        job = client.post("/api/jobs", json=submission([str(allowed)], str(allowed / f"out-{n}")),
+                          headers=BEARER).json()
+        with service.job_dir(service.job(job["id"])).open_ledger(RetryPolicy(), create=True) as ledger:
+            fill_finished_job(ledger, n)
+        jobs[n] = job["id"]
+    work = SqliteWork(monkeypatch, budget=2_000_000)
+    pages = {"first": {"limit": 50}, "later": {"limit": 50, "offset": 50}, "failed": {"state": "failed", "limit": 5}}
+    costs: dict[tuple[str, int], int] = {}
+    for n, job_id in jobs.items():
+        for name, params in pages.items():
+            response, steps = work.measure(client.get, f"/api/jobs/{job_id}/items", params=params, headers=BEARER)
+            assert not work.over_budget, f"{n} items, {name} page: a statement ran over budget: {work.over_budget}"
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["total"] == {"failed": n // 10}.get(params.get("state"), n)
+            assert len(body["items"]) == params["limit"]
+            first_id = 10 if name == "failed" else params.get("offset", 0) + 1
+            assert body["items"][0]["id"] == first_id and body["items"][0]["frames"] == 300
+            counting = [sql for sql in steps if "COUNT(*)" in sql]
+            costs[name, n] = sum(count for sql, count in steps.items() if sql not in counting)
+    for name in pages:
+        assert costs[name, 10_000] <= 1.25 * costs[name, 100], (name, costs)
+    with service.job_dir(service.job(jobs[10_000])).open_ledger() as ledger:
+        plan = " ".join(row[3] for row in ledger._db.execute(
+            "EXPLAIN QUERY PLAN SELECT state, COUNT(*) AS n FROM items GROUP BY state"))
+    assert "COVERING INDEX items_by_state" in plan  # the total: the state index, not the items' rows

@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 from framefleet.service.api import create_app
 from framefleet.service.config import ServiceConfig
 from framefleet.service.runtime import Service
+from framefleet.settings import RunSettings
 
 TOKEN = secrets.token_hex(16)
 MAX_EXAMPLES = 30
@@ -67,7 +68,7 @@ def fuzz_app(tmp_path_factory):
     """The app over a service (not started) whose allowed prefix is a temporary folder."""
     root = tmp_path_factory.mktemp("fuzz")
     (root / "allowed").mkdir()
-    service = Service(ServiceConfig(state_dir=root / "state", allow=(str(root / "allowed"),), workers=1))
+    service = Service(ServiceConfig(state_dir=root / "state", allow=(str(root / "allowed"),), run=RunSettings().given(workers=1)))
     app = create_app(service, TOKEN, manage=False)
     app.state.allowed = str(root / "allowed")
     yield app

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from framefleet import storage
-from framefleet.job import canonical_output_root
-from framefleet.ledger import Ledger, Segment, TaskMetrics
+from framefleet.files import storage
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
+from framefleet.jobs.run import canonical_output_root
+from framefleet.jobs.store import Ledger
 from framefleet.service.watcher import PARTIAL_SUFFIXES, Watcher, WatchRule
 
 TINY = {"width": 64, "height": 48, "frames": 4, "gop": 4, "bframes": 0}
@@ -92,8 +94,8 @@ def test_a_new_file_is_an_item_on_the_second_look_not_the_first(src, tmp_path, l
     assert (item.uri, item.relpath, item.state) == ((src / "a.mp4").as_posix(), "a.mp4", "pending")
     assert (item.size, item.version) == (clip.stat().st_size, version_of(src / "a.mp4"))
     assert item.output_uri == (tmp_path / "out" / "a.mp4").as_posix()
-    assert ledger.attempts() == []
-    assert ledger.task_counts()["pending"] == 1  # its probe
+    assert LedgerReads(ledger).attempts() == []
+    assert LedgerReads(ledger).tasks()["pending"] == 1  # its probe
     assert watcher.polls == 3 and watcher.last_error is None
 
 
@@ -212,7 +214,7 @@ def test_a_file_seen_on_many_looks_is_one_item(src, tmp_path, ledger, clip):
     watcher = watcher_for(src, tmp_path / "out", ledger)
     added = [relpaths(watcher.poll()) for _ in range(12)]
     assert added == [[], ["a.mp4"]] + [[]] * 10
-    assert len(ledger.items()) == 1 and ledger.task_counts()["pending"] == 1
+    assert len(ledger.items()) == 1 and LedgerReads(ledger).tasks()["pending"] == 1
 
 
 def test_the_same_bytes_copied_again_with_the_same_mtime_add_nothing(src, tmp_path, ledger, clip):
@@ -251,7 +253,7 @@ def test_a_restarted_watcher_adds_nothing_for_recorded_files(src, tmp_path, clip
         for _ in range(3):
             assert restarted.poll() == []
         assert items(again) == {**recorded, "late.mp4": (clip.stat().st_size, version_of(src / "late.mp4"))}
-        assert again.task_counts()["pending"] == 3  # one probe each, none twice
+        assert LedgerReads(again).tasks()["pending"] == 3  # one probe each, none twice
     finally:
         again.close()
 
@@ -260,7 +262,7 @@ def _process(ledger: Ledger) -> None:
     """Play the job: run every pending task to done (a probe plans one segment)."""
     while (task := ledger.claim("w", 60)) is not None:
         if task.kind == "probe":
-            ledger.complete(task, result={"frames": 4, "duration": 0.2}, segments=[Segment(None, None)])
+            ledger.complete(task, result=ProbeResult(frames=4, duration=0.2), segments=[Segment(None, None)])
         else:
             ledger.complete(task, metrics=TaskMetrics(frames=4))
 
@@ -275,7 +277,7 @@ def test_a_replaced_file_is_a_new_version_and_starts_over(src, tmp_path, ledger,
     _process(ledger)
     first = {item.relpath: item for item in ledger.items()}
     assert {item.state for item in first.values()} == {"done"}
-    neighbour_attempts = ledger.attempts(first["b.mp4"].id)
+    neighbour_attempts = LedgerReads(ledger).attempts(first["b.mp4"].id)
 
     shutil.copyfile(other_clip, target)  # replaced: new bytes, new size, new mtime
     assert watcher.poll() == []
@@ -289,11 +291,11 @@ def test_a_replaced_file_is_a_new_version_and_starts_over(src, tmp_path, ledger,
     assert (replaced.size, replaced.version) == (other_clip.stat().st_size, version_of(target))
     assert replaced.version != first["a.mp4"].version
     assert (replaced.state, replaced.frames, replaced.error) == ("pending", None, None)
-    assert ledger.attempts(replaced.id) == [], "the old version's history is gone with it"
-    assert ledger.segment_count(replaced.id) == 0
+    assert LedgerReads(ledger).attempts(replaced.id) == [], "the old version's history is gone with it"
+    assert LedgerReads(ledger).segment_count(replaced.id) == 0
     task = ledger.claim("w", 60)  # its tasks start over with a new probe
     assert (task.item_id, task.kind, task.seq) == (replaced.id, "probe", 0)
-    assert now["b.mp4"] == first["b.mp4"] and ledger.attempts(now["b.mp4"].id) == neighbour_attempts
+    assert now["b.mp4"] == first["b.mp4"] and LedgerReads(ledger).attempts(now["b.mp4"].id) == neighbour_attempts
 
     # A replacement that lands while the old version is still settling is one new version, not two.
     shutil.copyfile(clip, neighbour)

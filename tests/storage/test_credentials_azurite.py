@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from urllib.parse import parse_qs, quote
 
+import media_checks
 import pytest
 import yaml
 
-import media_checks
 from framefleet.video.synth import ClipSpec, write_clip
 
 pytestmark = pytest.mark.storage

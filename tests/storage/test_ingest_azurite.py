@@ -18,10 +18,10 @@ from typing import NamedTuple
 
 import pytest
 
-from framefleet import ingest as ingest_module
-from framefleet import storage
 from framefleet.errors import StorageError
-from framefleet.ingest import ingest, stored_md5
+from framefleet.files import ingest as ingest_module
+from framefleet.files import storage
+from framefleet.files.ingest import ingest, stored_md5
 
 pytestmark = pytest.mark.storage
 AzureBlobFile = pytest.importorskip("adlfs.spec").AzureBlobFile

@@ -15,24 +15,23 @@ import sys
 import time
 from pathlib import Path
 
+import media_checks
 import pytest
 from typer.testing import CliRunner
 
-import media_checks
 from framefleet.cli import app
-from framefleet.engines.scheduler import EngineOptions
-from framefleet.job import run
-from framefleet.job_dir import LEDGER_NAME
-from framefleet.ledger import Limits
+from framefleet.jobs.directory import LEDGER_NAME
+from framefleet.jobs.run import run
+from framefleet.jobs.spec import JobSpec
 from framefleet.pipeline import Pipeline
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
 
 pytestmark = pytest.mark.storage
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
-FAST_RETRIES = Limits(backoff_seconds=0.2)
+FAST_RETRIES = RetryPolicy(backoff_seconds=0.2)
 # The Azure SDK retries a refused connection for about 80 s before it gives up: a shorter outage is
 # bridged by those retries and costs no attempt. This one outlasts them.
 OUTAGE_SECONDS = 95
@@ -86,7 +85,7 @@ CLIPS = {
 def test_a_job_reads_from_and_writes_to_blob_storage_frame_exact(azurite, azurite_container, tmp_path: Path):
     clips = make_clips(azurite, azurite_container, tmp_path, CLIPS)
     pipeline = Pipeline.from_options({"op": "identity", "segment_seconds": 1})
-    settings = RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES)
+    settings = RunSettings(options=EngineOptions(workers=2), retry=FAST_RETRIES)
     result = run(JobSpec([f"az://{azurite_container}/videos"], f"az://{azurite_container}/results", pipeline,
                          settings), job_dir=tmp_path / "job", storage_options=azurite.storage_options())
     assert result.counts["done"] == 3 and result.failures == [], result.failures
@@ -104,7 +103,7 @@ def test_a_job_reads_from_and_writes_to_blob_storage_frame_exact(azurite, azurit
 
 
 def test_range_reads_and_the_spool_cache_give_the_same_output(azurite, azurite_container, tmp_path: Path):
-    from framefleet.remote_inputs import InputAccess
+    from framefleet.settings import InputAccess
 
     clips = make_clips(azurite, azurite_container, tmp_path, {"a.mp4": CLIPS["a.mp4"]})
     outputs = {}
@@ -235,8 +234,8 @@ def test_segments_can_wait_for_their_join_in_the_store(azurite, azurite_containe
 def test_listing_a_prefix_pages_past_the_stores_5000_names_per_response(azurite, azurite_container):
     from concurrent.futures import ThreadPoolExecutor
 
-    from framefleet import storage
-    from framefleet.sources import expand_inputs
+    from framefleet.files import storage
+    from framefleet.files.sources import expand_inputs
 
     names = [f"many/d{i % 7}/clip{i:05d}.mp4" for i in range(5_050)] + ["many/.hidden/x.mp4", "many/notes.txt"]
     container = azurite.service_client().get_container_client(azurite_container)
@@ -294,9 +293,9 @@ def test_records_are_committed_beside_store_outputs_and_load_back_from_the_store
     import uuid
 
     import pyarrow.parquet as pq
+    from user_ops import write_user_ops
 
     from framefleet import load_records
-    from user_ops import write_user_ops
 
     module = write_user_ops(tmp_path / "mycode", f"storeops_{uuid.uuid4().hex[:8]}")
     monkeypatch.syspath_prepend(str(tmp_path / "mycode"))
@@ -304,7 +303,7 @@ def test_records_are_committed_beside_store_outputs_and_load_back_from_the_store
                        {"a.mp4": CLIPS["a.mp4"], "sub/deep/c.mkv": CLIPS["sub/deep/c.mkv"]})
     pipeline = Pipeline.from_options({"steps": [{"op": f"{module}:Brightness"}, {"op": f"{module}:Invert"}],
                                       "segment_seconds": 1})
-    settings = RunSettings(options=EngineOptions(workers=2), limits=FAST_RETRIES,
+    settings = RunSettings(options=EngineOptions(workers=2), retry=FAST_RETRIES,
                            parts_dir=f"az://{azurite_container}/scratch/job")
     result = run(JobSpec([f"az://{azurite_container}/videos"], f"az://{azurite_container}/results", pipeline,
                          settings), job_dir=tmp_path / "job", storage_options=azurite.storage_options())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from framefleet.detail import detail_kept, split_bands, ssim
-from framefleet.temporal import FlowEstimator, pair_error
+from framefleet.processing.detail import detail_kept, split_bands, ssim
+from framefleet.processing.temporal import FlowEstimator, pair_error
 
 
 def textured(seed: int = 0, size: tuple[int, int] = (96, 128)) -> np.ndarray:

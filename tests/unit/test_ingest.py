@@ -16,11 +16,11 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
-from framefleet import ingest as ingest_module
-from framefleet import storage
 from framefleet.cli import app
 from framefleet.errors import InputNotFoundError, OptionError, OutputError
-from framefleet.ingest import IngestProgress, ingest, stored_md5
+from framefleet.files import ingest as ingest_module
+from framefleet.files import storage
+from framefleet.files.ingest import IngestProgress, ingest, stored_md5
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from framefleet.errors import OptionError
-from framefleet.job_dir import DEFAULT_JOB_DIR_NAME, LEDGER_NAME, JobBusyError, JobDir
+from framefleet.jobs.directory import DEFAULT_JOB_DIR_NAME, LEDGER_NAME, JobBusyError, JobDir
 
 
 def test_a_second_run_is_refused_while_the_first_holds_the_job(tmp_path):

@@ -1,4 +1,4 @@
-"""Specification tests of the job ledger (framefleet.ledger): states, retries by cause, leases, reading."""
+"""Specification tests of the job ledger (framefleet.jobs.store): states, retries by cause, leases, reading."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import threading
 
 import pytest
 
-from framefleet.ledger import INFRA_BACKOFF_CAP, JobMismatchError, Ledger, Limits, Losses, Segment, TaskMetrics
+from framefleet.jobs.reads import LedgerReads, Losses
+from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
+from framefleet.jobs.store import JobMismatchError, Ledger
+from framefleet.jobs.transitions import INFRA_BACKOFF_CAP
+from framefleet.settings import RetryPolicy
 
 
 @pytest.fixture
@@ -20,8 +24,8 @@ def make_ledger(db_path):
     db_path.parent.mkdir(parents=True, exist_ok=True)
     opened: list[Ledger] = []
 
-    def make(limits: Limits | None = None) -> Ledger:
-        ledger = Ledger(db_path, limits or Limits())
+    def make(limits: RetryPolicy | None = None) -> Ledger:
+        ledger = Ledger(db_path, limits or RetryPolicy())
         opened.append(ledger)
         return ledger
 
@@ -32,7 +36,7 @@ def make_ledger(db_path):
 
 @pytest.fixture
 def ledger(make_ledger) -> Ledger:
-    return make_ledger(Limits(max_attempts=3, max_crashes=2, backoff_seconds=10.0))
+    return make_ledger(RetryPolicy(max_attempts=3, max_crashes=2, backoff_seconds=10.0))
 
 
 def ref(name: str, version: str = "v1") -> tuple[str, str, int, str, str]:
@@ -58,7 +62,7 @@ def probe_into(ledger: Ledger, n_segments: int, now: float = 0.0, frames: int = 
     assert task is not None and task.kind == "probe"
     bounds = [i * (frames // n_segments) for i in range(n_segments)] + [None]
     segments = [Segment(bounds[i], bounds[i + 1]) for i in range(n_segments)]
-    assert ledger.complete(task, result={"frames": frames, "duration": frames / 30}, segments=segments, now=now)
+    assert ledger.complete(task, result=ProbeResult(frames=frames, duration=frames / 30), segments=segments, now=now)
     return task
 
 
@@ -100,7 +104,7 @@ def test_add_items_is_idempotent_for_the_same_version(ledger):
     assert ledger.add_items([ref("a"), ref("b")], now=0) == 2
     assert ledger.add_items([ref("a"), ref("b")], now=1) == 0
     assert [i.uri for i in ledger.items()] == ["s3://in/a.mp4", "s3://in/b.mp4"]
-    assert ledger.task_counts()["pending"] == 2  # one probe each, not duplicated
+    assert LedgerReads(ledger).tasks()["pending"] == 2  # one probe each, not duplicated
 
 
 def test_add_items_restarts_an_item_whose_version_changed(ledger):
@@ -113,8 +117,8 @@ def test_add_items_restarts_an_item_whose_version_changed(ledger):
     (item,) = ledger.items()
     assert (item.state, item.version, item.frames, item.error) == ("pending", "v2", None, None)
     assert states(ledger, item.id) == {("probe", 0): "pending"}
-    assert ledger.attempts(item.id) == []
-    assert ledger.item_metrics()[0].tasks == 0
+    assert LedgerReads(ledger).attempts(item.id) == []
+    assert LedgerReads(ledger).items()[0].tasks == 0
     # The old lease belongs to the old version: it cannot touch the new one, even once new leases exist.
     new = ledger.claim("w2", 60, now=5)
     assert new.kind == "probe" and new.lease_id != old.lease_id
@@ -159,7 +163,7 @@ def test_claim_respects_not_before(ledger):
     ledger.add_items([ref("a")], now=0)
     t = ledger.claim("w", 60, now=0)
     assert ledger.fail(t, "input_error", error_type="E", message="m", now=100) == "pending"
-    assert ledger.next_ready_time() == pytest.approx(110.0)
+    assert LedgerReads(ledger).next_ready_time() == pytest.approx(110.0)
     assert ledger.claim("w", 60, now=109.9) is None
     again = ledger.claim("w", 60, now=110.0)
     assert again is not None and again.id == t.id
@@ -232,7 +236,7 @@ def test_a_probe_without_segments_plans_one_whole_segment(ledger):
 
 
 def test_input_errors_back_off_exponentially_then_fail_the_item_and_cancel_its_other_tasks(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=3, max_crashes=3, backoff_seconds=2.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=3, max_crashes=3, backoff_seconds=2.0))
     ledger.add_items([ref("a")], now=0)
     probe_into(ledger, 3)
     bad = ledger.claim("w", 60, now=0)  # segment 0
@@ -275,7 +279,7 @@ def test_a_sibling_released_after_its_item_failed_is_cancelled_not_retried(ledge
 
 
 def test_crashes_are_counted_apart_and_capped_by_max_crashes(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=2, max_crashes=3, backoff_seconds=1.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=2, max_crashes=3, backoff_seconds=1.0))
     ledger.add_items([ref("a")], now=0)
     t = ledger.claim("w", 60, now=0)
     # One input error, then crashes/hangs: the input budget (2) is not used by the crashes.
@@ -294,7 +298,7 @@ def test_crashes_are_counted_apart_and_capped_by_max_crashes(make_ledger):
 
 
 def test_crash_backoff_is_exponential(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=3, max_crashes=5, backoff_seconds=1.5))
+    ledger = make_ledger(RetryPolicy(max_attempts=3, max_crashes=5, backoff_seconds=1.5))
     ledger.add_items([ref("a")], now=0)
     now = 0.0
     for n in range(1, 4):
@@ -306,7 +310,7 @@ def test_crash_backoff_is_exponential(make_ledger):
 
 @pytest.mark.parametrize("outcome", ["lost", "interrupted"])
 def test_infrastructure_losses_never_fail_an_item(make_ledger, outcome):
-    ledger = make_ledger(Limits(max_attempts=1, max_crashes=1, backoff_seconds=5.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=1, max_crashes=1, backoff_seconds=5.0))
     ledger.add_items([ref("a")], now=0)
     for n in range(25):
         t = ledger.claim("w", 60, now=n * 100)
@@ -316,7 +320,7 @@ def test_infrastructure_losses_never_fail_an_item(make_ledger, outcome):
     counted = 25 if outcome == "lost" else 0  # a stop request is nobody's loss: retried at once, never backed off
     assert (row["infra_losses"], row["input_failures"], row["crashes"], row["state"]) == (counted, 0, 0, "pending")
     assert row["not_before"] == (2400 if outcome == "interrupted" else pytest.approx(2400 + INFRA_BACKOFF_CAP))
-    losses = ledger.losses()
+    losses = LedgerReads(ledger).losses()
     assert (losses.infra_losses, losses.stopped) == ((25, 0) if outcome == "lost" else (0, 25))
     assert item_state(ledger, 1) == "running"
     t = ledger.claim("w", 60, now=10_000)
@@ -324,7 +328,7 @@ def test_infrastructure_losses_never_fail_an_item(make_ledger, outcome):
 
 
 def test_a_first_infrastructure_loss_is_retried_at_once_and_repeated_ones_back_off_capped(make_ledger):
-    ledger = make_ledger(Limits(backoff_seconds=2.0))
+    ledger = make_ledger(RetryPolicy(backoff_seconds=2.0))
     ledger.add_items([ref("a")], now=0)
     waits = []
     now = 0.0
@@ -350,7 +354,7 @@ def test_heartbeat_extends_the_lease_and_expire_leases_returns_only_expired_task
     assert ledger.heartbeat(b, 10, now=12) is False
     row = task_rows(ledger)[1]
     assert (row["infra_losses"], row["not_before"], row["lease_owner"]) == (1, 11, None)
-    assert [a["outcome"] for a in ledger.attempts(b.item_id)] == ["lost"]
+    assert [a["outcome"] for a in LedgerReads(ledger).attempts(b.item_id)] == ["lost"]
 
 
 def test_a_stale_lease_can_neither_complete_nor_fail_the_task(ledger):
@@ -366,13 +370,13 @@ def test_a_stale_lease_can_neither_complete_nor_fail_the_task(ledger):
     assert (row["state"], row["lease_id"], row["lease_owner"], row["input_failures"]) == ("running", new.lease_id,
                                                                                          "w2", 0)
     assert len(task_rows(ledger)) == 1  # the stale probe planned nothing
-    attempts = {a["id"]: a for a in ledger.attempts()}
+    attempts = {a["id"]: a for a in LedgerReads(ledger).attempts()}
     # The superseded attempt stays closed as it was closed by the expiry; the late reports change nothing.
     assert attempts[old.lease_id]["outcome"] == "lost"
     assert attempts[new.lease_id]["outcome"] is None
     assert ledger.complete(new, segments=[Segment(None, None)], now=23) is True
     assert ledger.complete(new, now=24) is False  # done: a second report is refused too
-    assert [a["outcome"] for a in ledger.attempts()] == ["lost", "done"]
+    assert [a["outcome"] for a in LedgerReads(ledger).attempts()] == ["lost", "done"]
 
 
 def test_a_stale_lease_after_release_all_running_is_refused(ledger):
@@ -381,7 +385,7 @@ def test_a_stale_lease_after_release_all_running_is_refused(ledger):
     ledger.release_all_running("interrupted", "scheduler restarted", now=1)
     ledger.claim("w1", 10, now=2)
     assert ledger.complete(old, now=3) is False
-    assert [a["outcome"] for a in ledger.attempts()] == ["interrupted", None]
+    assert [a["outcome"] for a in LedgerReads(ledger).attempts()] == ["interrupted", None]
 
 
 def test_a_report_without_any_newer_lease_is_recorded_as_stale(ledger):
@@ -391,7 +395,7 @@ def test_a_report_without_any_newer_lease_is_recorded_as_stale(ledger):
     t = ledger.claim("w", 10, now=0)
     ledger._db.execute("UPDATE tasks SET lease_id = lease_id + 1000 WHERE id = ?", (t.id,))
     assert ledger.complete(t, now=1) is False
-    assert ledger.attempts()[0]["outcome"] == "stale"
+    assert LedgerReads(ledger).attempts()[0]["outcome"] == "stale"
 
 
 def test_release_all_running_returns_running_tasks_to_pending(ledger):
@@ -399,13 +403,13 @@ def test_release_all_running_returns_running_tasks_to_pending(ledger):
     ledger.claim("w1", 60, now=0)
     ledger.claim("w2", 60, now=0)
     assert ledger.release_all_running("interrupted", "scheduler stopped", now=5) == 2
-    assert ledger.task_counts()["running"] == 0
-    assert ledger.task_counts()["pending"] == 3
+    assert LedgerReads(ledger).tasks()["running"] == 0
+    assert LedgerReads(ledger).tasks()["pending"] == 3
     rows = task_rows(ledger)
     assert [r["infra_losses"] for r in rows] == [0, 0, 0]  # a stop request is nobody's loss
-    assert ledger.losses().stopped == 2
+    assert LedgerReads(ledger).losses().stopped == 2
     assert all(r["lease_owner"] is None and r["lease_expires"] is None for r in rows)
-    assert [a["outcome"] for a in ledger.attempts()] == ["interrupted", "interrupted"]
+    assert [a["outcome"] for a in LedgerReads(ledger).attempts()] == ["interrupted", "interrupted"]
     assert ledger.claim("w", 60, now=5) is not None  # claimable at once
     assert ledger.release_all_running("interrupted", "again", now=6) == 1
 
@@ -414,7 +418,7 @@ def test_release_all_running_returns_running_tasks_to_pending(ledger):
 
 
 def test_retry_failed_puts_failed_items_back_with_fresh_budgets_and_they_finish(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
     ledger.add_items([ref("a"), ref("b")], now=0)
     probe_into(ledger, 2)  # item a: 2 segments and a join
     now = 0.0
@@ -456,7 +460,7 @@ def test_retry_failed_puts_failed_items_back_with_fresh_budgets_and_they_finish(
 
 
 def test_retry_failed_of_a_failed_join_makes_it_pending_again(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=1, max_crashes=1, backoff_seconds=1.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=1, max_crashes=1, backoff_seconds=1.0))
     ledger.add_items([ref("a")], now=0)
     probe_into(ledger, 2)
     for _ in range(2):
@@ -474,7 +478,7 @@ def test_retry_failed_of_a_failed_join_makes_it_pending_again(make_ledger):
 
 
 def test_failures_lists_error_error_type_and_attempts(make_ledger):
-    ledger = make_ledger(Limits(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
+    ledger = make_ledger(RetryPolicy(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
     ledger.add_items([ref("a"), ref("b")], now=0)
     t = ledger.claim("w", 60, now=0)
     ledger.fail(t, "lost", error_type="Lost", message="node", now=0)
@@ -483,7 +487,7 @@ def test_failures_lists_error_error_type_and_attempts(make_ledger):
     t = ledger.claim("w", 60, now=10)
     assert t.item_id == 1
     ledger.fail(t, "input_error", error_type="ProbeError", message="no video stream", log_tail="tail2", now=10)
-    (failure,) = ledger.failures()
+    (failure,) = LedgerReads(ledger).failures()
     assert failure.id == 1 and failure.uri == "s3://in/a.mp4"
     assert failure.error == "no video stream"
     assert failure.error_type == "ProbeError"
@@ -493,12 +497,12 @@ def test_failures_lists_error_error_type_and_attempts(make_ledger):
 
 def test_counts_and_task_counts_list_every_state(ledger):
     assert ledger.counts() == {"pending": 0, "running": 0, "done": 0, "failed": 0}
-    assert ledger.task_counts() == {s: 0 for s in ("waiting", "pending", "running", "done", "failed", "cancelled")}
+    assert LedgerReads(ledger).tasks() == {s: 0 for s in ("waiting", "pending", "running", "done", "failed", "cancelled")}
     ledger.add_items([ref("a"), ref("b")], now=0)
     probe_into(ledger, 2)
     ledger.claim("w", 60, now=1)
     assert ledger.counts() == {"pending": 1, "running": 1, "done": 0, "failed": 0}
-    assert ledger.task_counts() == {"waiting": 1, "pending": 2, "running": 1, "done": 1, "failed": 0,
+    assert LedgerReads(ledger).tasks() == {"waiting": 1, "pending": 2, "running": 1, "done": 1, "failed": 0,
                                     "cancelled": 0}
     assert ledger.unfinished() == 4
 
@@ -506,7 +510,7 @@ def test_counts_and_task_counts_list_every_state(ledger):
 def test_item_metrics_sums_the_task_metrics(ledger):
     ledger.add_items([ref("a"), ref("b")], now=0)
     probe = ledger.claim("w", 60, now=0)
-    ledger.complete(probe, result={"frames": 200}, segments=[Segment(0, 100), Segment(100, None)],
+    ledger.complete(probe, result=ProbeResult(frames=200), segments=[Segment(0, 100), Segment(100, None)],
                     metrics=TaskMetrics(seconds=0.5, bytes_in=10), now=1)
     for i in range(2):
         seg = ledger.claim("w", 60, now=2)
@@ -515,7 +519,7 @@ def test_item_metrics_sums_the_task_metrics(ledger):
                         now=3 + i)
     join = ledger.claim("w", 60, now=5)
     ledger.complete(join, metrics=TaskMetrics(seconds=1.0, upload_s=1.0, bytes_out=1000), now=6)
-    a, b = ledger.item_metrics()
+    a, b = LedgerReads(ledger).items()
     assert (a.state, a.item_frames, a.tasks, a.frames) == ("done", 200, 4, 200)
     assert a.seconds == pytest.approx(0.5 + 2 + 3 + 1)
     assert (a.decode_s, a.ops_s, a.encode_s) == pytest.approx((1.0, 2.0, 0.5))
@@ -523,7 +527,7 @@ def test_item_metrics_sums_the_task_metrics(ledger):
     # The video's bytes, not its tasks' sum: what the probe read, what the join wrote (not the parts twice)
     assert (a.bytes_in, a.bytes_out) == (10, 1000)
     assert (b.tasks, b.frames, b.seconds, b.bytes_out) == (0, 0, 0, 0)
-    assert ledger.throughput() == [(1, 0), (3, 100), (4, 100), (6, 0)]
+    assert LedgerReads(ledger).throughput() == [(1, 0), (3, 100), (4, 100), (6, 0)]
 
 
 def test_losses_count_the_attempts_by_cause(ledger):
@@ -531,8 +535,8 @@ def test_losses_count_the_attempts_by_cause(ledger):
     ledger.add_items([ref(name) for name in "abcde"], now=0)
     for outcome in outcomes:  # one item each: a second crash would fail the first item's task
         ledger.fail(ledger.claim("w", 60, now=0), outcome, error_type="E", message="m", now=0)
-    assert ledger.losses() == Losses(input_failures=1, crashes=2, infra_losses=1, stopped=1)
-    assert str(ledger.losses()) == ("attempts: 1 failed on their input, 2 crashed or hung, 1 lost to the infrastructure, "
+    assert LedgerReads(ledger).losses() == Losses(input_failures=1, crashes=2, infra_losses=1, stopped=1)
+    assert str(LedgerReads(ledger).losses()) == ("attempts: 1 failed on their input, 2 crashed or hung, 1 lost to the infrastructure, "
                                     "1 given up on a stop request")
 
 
@@ -540,12 +544,12 @@ def test_step_times_add_up_by_step_over_tasks_and_items(ledger):
     ledger.add_items([ref("a"), ref("b")], now=0)
     for _ in range(2):
         probe = ledger.claim("w", 60, now=0)
-        ledger.complete(probe, result={"frames": 10}, segments=[Segment(None, None)], now=1)
+        ledger.complete(probe, result=ProbeResult(frames=10), segments=[Segment(None, None)], now=1)
         video = ledger.claim("w", 60, now=2)
         ledger.complete(video, metrics=TaskMetrics(frames=10, ops_s=3.0, steps_s={"resize": 1.0, "style": 2.0}),
                         now=3)
-    assert [item.steps_s for item in ledger.item_metrics()] == [{"resize": 1.0, "style": 2.0}] * 2
-    assert ledger.step_seconds() == {"resize": 2.0, "style": 4.0}
+    assert [item.steps_s for item in LedgerReads(ledger).items()] == [{"resize": 1.0, "style": 2.0}] * 2
+    assert LedgerReads(ledger).step_seconds() == {"resize": 2.0, "style": 4.0}
 
 
 def test_a_ledger_from_before_step_times_gets_the_column_when_opened(db_path, make_ledger):
@@ -556,10 +560,10 @@ def test_a_ledger_from_before_step_times_gets_the_column_when_opened(db_path, ma
     ledger = make_ledger()
     ledger.add_items([ref("a")], now=0)
     probe = ledger.claim("w", 60, now=0)
-    ledger.complete(probe, result={"frames": 1}, segments=[Segment(None, None)], metrics=TaskMetrics(), now=1)
+    ledger.complete(probe, result=ProbeResult(frames=1), segments=[Segment(None, None)], metrics=TaskMetrics(), now=1)
     video = ledger.claim("w", 60, now=2)
     ledger.complete(video, metrics=TaskMetrics(frames=1, steps_s={"identity": 0.5}), now=3)
-    assert ledger.step_seconds() == {"identity": 0.5}
+    assert LedgerReads(ledger).step_seconds() == {"identity": 0.5}
 
 
 # -- the file ---------------------------------------------------------------------------------------
@@ -586,7 +590,7 @@ def test_a_second_ledger_reads_while_the_first_writes(ledger, make_ledger):
             reader = Ledger(ledger.path)  # opening must not need the write lock either
             try:
                 result["counts"] = reader.counts()
-                result["tasks"] = reader.task_counts()
+                result["tasks"] = LedgerReads(reader).tasks()
             finally:
                 reader.close()
 

@@ -23,13 +23,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from framefleet.ledger import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Ledger, Limits, Segment, Task, TaskMetrics
+from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
+from framefleet.jobs.store import Ledger
+from framefleet.jobs.transitions import CRASH_OUTCOMES, INFRA_BACKOFF_CAP, Task
+from framefleet.settings import RetryPolicy
 
 # Drawn per example: generous budgets with a real backoff, and tight ones that fail items quickly.
 LIMITS_CHOICES = [
-    Limits(max_attempts=3, max_crashes=2, backoff_seconds=1.0),
-    Limits(max_attempts=2, max_crashes=1, backoff_seconds=0.0),
-    Limits(max_attempts=1, max_crashes=1, backoff_seconds=0.5),
+    RetryPolicy(max_attempts=3, max_crashes=2, backoff_seconds=1.0),
+    RetryPolicy(max_attempts=2, max_crashes=1, backoff_seconds=0.0),
+    RetryPolicy(max_attempts=1, max_crashes=1, backoff_seconds=0.5),
 ]
 TASK_STATES = {"waiting", "pending", "running", "done", "failed", "cancelled"}
 ITEM_STATES = {"pending", "running", "done", "failed"}
@@ -158,7 +161,7 @@ class LedgerMachine(RuleBasedStateMachine):
         segments = [Segment(i * 10, (i + 1) * 10 if i < n_segments - 1 else None) for i in range(n_segments)]
         before = self.task_row(task.id)
         assert self.ledger.complete(task, segments=segments if task.kind == "probe" else None,
-                                    result={"frames": 10 * n_segments}, metrics=TaskMetrics(frames=frames),
+                                    result=ProbeResult(frames=10 * n_segments), metrics=TaskMetrics(frames=frames),
                                     now=self.now) is True
         assert self.task_row(task.id)["state"] == "done"
         assert before["state"] == "running"

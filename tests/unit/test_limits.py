@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import cli, stderr_lines
-from framefleet.errors import OptionError
-from framefleet.limits import InputLimits, LimitError
+
+from framefleet.errors import LimitError, OptionError
 from framefleet.pipeline import Pipeline
+from framefleet.settings import InputLimits
 from framefleet.video import VideoReader, probe
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -87,7 +87,7 @@ def test_stylize_refuses_with_the_limits_class_in_one_line(clip, tmp_path):
 
 
 def test_the_memory_cap_turns_a_runaway_allocation_into_a_memory_error():
-    script = ("import numpy as np\nfrom framefleet.limits import InputLimits, cap_memory\n"
+    script = ("import numpy as np\nfrom framefleet.processing.limits import InputLimits, cap_memory\n"
               "cap_memory(InputLimits(memory_mb=1024))\n"
               "try:\n    np.ones(2 * 1024 ** 3, dtype=np.uint8)\nexcept MemoryError:\n    print('refused')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

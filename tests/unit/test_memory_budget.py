@@ -7,13 +7,20 @@ import logging
 
 import pytest
 
-from framefleet import memory_budget, streaming
 from framefleet.engines import local
-from framefleet.engines.scheduler import EngineOptions
-from framefleet.errors import OptionError
-from framefleet.limits import LimitError, is_out_of_memory
-from framefleet.memory_budget import BUDGET_ENV, MIB, available_bytes, estimate, fit_local_workers, fit_stylize
+from framefleet.errors import LimitError, OptionError
 from framefleet.pipeline import Pipeline
+from framefleet.processing import memory_budget, streaming
+from framefleet.processing.limits import is_out_of_memory
+from framefleet.processing.memory_budget import (
+    BUDGET_ENV,
+    MIB,
+    available_bytes,
+    estimate,
+    fit_local_workers,
+    fit_stylize,
+)
+from framefleet.settings import EngineOptions
 
 UHD = (3840, 2160)
 

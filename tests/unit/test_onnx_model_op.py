@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError
 from framefleet.ops.base import Device
-from framefleet.ops.images import resize
 from framefleet.ops.onnx_model import OnnxModelOp
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.images import resize
 
 onnx = pytest.importorskip("onnx")
 helper = onnx.helper

@@ -34,7 +34,8 @@ from framefleet.plan.profile import (
     run_cost,
 )
 from framefleet.plan.workload import VideoWork, Workload
-from framefleet.streaming import available_cores
+from framefleet.processing.streaming import available_cores
+from framefleet.settings import RunSettings
 
 EXAMPLE_CATALOGUE = Path(__file__).resolve().parents[2] / "examples" / "hardware.yaml"
 HERE = MachineInfo(name="here", cpus=4, cpu_model="test cpu", memory_gb=16.0)
@@ -655,20 +656,25 @@ def test_plan_round_trip_and_apply(planned, tmp_path: Path) -> None:
     path = result.write(tmp_path / "plan.json")
     plan = planner.read_plan(path)
     choice = plan.choice
-    pipeline, applied = apply_plan(plan, {"max_size": None}, engine=None, workers=None, cpus_per_worker=None)
+    pipeline, settings, prediction = apply_plan(plan, {"max_size": None}, {})
     assert pipeline.ops[0].max_size == choice["knobs"]["max_size"] is not None
-    assert applied.engine == "ray" and applied.workers == choice["workers"]
-    assert applied.threads_per_worker == choice["knobs"]["threads"]
-    assert applied.prediction["wall_seconds"] == choice["wall_seconds"] and applied.prediction["frames"] == 28800
-    assert applied.prediction["overridden"] == []
-    overridden, applied = apply_plan(plan, {"max_size": 720}, engine="local", workers=2, cpus_per_worker=None)
-    assert overridden.ops[0].max_size == 720 and applied.prediction["overridden"] == ["max_size"]
-    assert applied.engine == "local" and applied.workers == 2
+    assert settings.engine == "ray" and settings.options.workers == choice["workers"]
+    assert settings.options.threads_per_worker == choice["knobs"]["threads"]
+    assert settings.ray.cpus_per_worker == choice["knobs"]["threads"]
+    assert prediction["wall_seconds"] == choice["wall_seconds"] and prediction["frames"] == 28800
+    assert prediction["overridden"] == []
+    overridden, settings, prediction = apply_plan(plan, {"max_size": 720}, {"engine": "local", "workers": 2})
+    assert overridden.ops[0].max_size == 720 and prediction["overridden"] == ["max_size"]
+    assert settings.engine == "local" and settings.options.workers == 2
     # a cluster plan run here: its knobs apply, its worker count does not
-    _, here = apply_plan(plan, {}, engine="local", workers=None, cpus_per_worker=None)
-    assert here.workers is None and here.cpus_per_worker is None and here.gpus_per_worker is None
+    _, here, _ = apply_plan(plan, {}, {"engine": "local", "workers": None})
+    assert here.options.workers is None and here.ray.cpus_per_worker is None and here.ray.gpus_per_worker is None
+    assert here.options.threads_per_worker == choice["knobs"]["threads"]
+    # flags the plan does not speak of keep the base settings'
+    _, kept, _ = apply_plan(plan, {}, {"max_attempts": 7}, RunSettings(parts_dir="az://scratch/j"))
+    assert kept.retry.max_attempts == 7 and kept.parts_dir == "az://scratch/j"
     with pytest.raises(OptionError, match="the plan is for op style"):
-        apply_plan(plan, {"op": "identity"}, engine=None, workers=None, cpus_per_worker=None)
+        apply_plan(plan, {"op": "identity"}, {})
 
 
 def test_read_plan_rejects_other_files(tmp_path: Path) -> None:

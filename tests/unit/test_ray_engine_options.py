@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from framefleet.engines.ray_options import RayOptions
 from framefleet.errors import OptionError
+from framefleet.settings import RayOptions
 
 
 def test_without_ray_installed_the_ray_engine_says_how_to_install_it(monkeypatch):
@@ -16,7 +16,7 @@ def test_without_ray_installed_the_ray_engine_says_how_to_install_it(monkeypatch
 
 
 def test_an_unknown_engine_is_an_option_error():
-    from framefleet.spec import RunSettings
+    from framefleet.settings import RunSettings
 
     with pytest.raises(OptionError, match="--engine must be local, ray or inline"):
         RunSettings(engine="spark")

@@ -8,9 +8,9 @@ from fractions import Fraction
 import pyarrow.parquet as pq
 import pytest
 
-from framefleet import records
 from framefleet.errors import OpError
-from framefleet.records import RecordsWriter, join_records, records_path
+from framefleet.jobs import records
+from framefleet.jobs.records import RecordsWriter, join_records, records_path
 
 
 def rows(first: int, count: int, **values) -> list[dict]:

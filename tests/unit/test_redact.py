@@ -1,4 +1,4 @@
-"""Specification tests of framefleet.redact: no credential survives `redact`, in any of the forms it takes
+"""Specification tests of framefleet.util.redact: no credential survives `redact`, in any of the forms it takes
 in messages, logs, the ledger and the report; text without secrets is left alone."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from framefleet.errors import FramefleetError
-from framefleet.ledger import Ledger, Limits
-from framefleet.redact import (
+from framefleet.jobs.store import Ledger
+from framefleet.settings import RetryPolicy
+from framefleet.util.redact import (
     _BEARER_WORDS,
     REDACTED,
     RedactingFilter,
@@ -287,7 +288,7 @@ def test_install_log_redaction_covers_root_handlers():
 
 def test_ledger_stores_no_secret(tmp_path: Path):
     path = tmp_path / "ledger.db"
-    ledger = Ledger(path, Limits(max_attempts=1, max_crashes=1, backoff_seconds=0))
+    ledger = Ledger(path, RetryPolicy(max_attempts=1, max_crashes=1, backoff_seconds=0))
     register_secret("REGISTERED-SECRET-XYZ")
     message = ("403 on https://acct.blob.core.windows.net/c/a.mp4?sv=1&sig=SECRETVALUE123&sp=r with "
                "REGISTERED-SECRET-XYZ; retry with sig=SECRETVALUE123&se=2030")
@@ -319,10 +320,10 @@ def test_ledger_stores_no_secret(tmp_path: Path):
 
 
 def test_report_redacts_what_an_older_ledger_stored(tmp_path: Path):
-    from framefleet.job_view import JobView
-    from framefleet.report import render_report
+    from framefleet.jobs.report import render_report
+    from framefleet.jobs.view import JobView
 
-    ledger = Ledger(tmp_path / "ledger.db", Limits(max_attempts=1))
+    ledger = Ledger(tmp_path / "ledger.db", RetryPolicy(max_attempts=1))
     ledger.init_job(fingerprint="f" * 64, spec={"ops": [], "note": "token=SPECSECRET"}, version="0",
                     output_root="/out")
     ledger.add_items([(SAS_URL.format("URISECRET"), "b.mp4", 1, "v1", "/out/b.mp4")], now=0)

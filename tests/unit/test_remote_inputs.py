@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from framefleet.errors import OptionError
-from framefleet.job_dir import default_job_dir
-from framefleet.remote_inputs import InputAccess, SpoolCache
+from framefleet.files.remote_inputs import SpoolCache
+from framefleet.jobs.directory import default_job_dir
+from framefleet.settings import InputAccess
 
 
 def test_the_spool_cache_keeps_copies_by_version_and_evicts_the_least_recently_used(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""Specification tests of the HTML job report (framefleet.report): one self-contained, escaped page."""
+"""Specification tests of the HTML job report (framefleet.jobs.report): one self-contained, escaped page."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ import pytest
 from typer.testing import CliRunner
 
 from framefleet.cli import app
-from framefleet.ledger import Ledger, Limits, Segment, TaskMetrics
-from framefleet.job_view import JobView
-from framefleet.report import render_report
-from framefleet.sizes import format_bytes
+from framefleet.jobs.report import render_report
+from framefleet.jobs.results import DamageReport, ProbeResult, Segment, SegmentResult, TaskMetrics
+from framefleet.jobs.store import Ledger
+from framefleet.jobs.view import JobView
+from framefleet.settings import RetryPolicy
+from framefleet.util.sizes import format_bytes
 
 HOSTILE = "/in/<script>alert(1)</script>.mp4"
 LOG_TAIL = "Traceback (most recent call last):\n  File <stdin>\nValueError: moov atom not found"
-DAMAGE = {"summary": "12 packets rejected by the decoder <x>", "frames_claimed": 50, "decode_errors": 12,
-          "frames_dropped": 0, "cut_short": None}
+DAMAGE = DamageReport(summary="12 packets rejected by the decoder <x>", frames_claimed=50, decode_errors=12)
 VOID = {"meta", "br", "hr", "img", "input", "link", "wbr"}
 
 
@@ -71,14 +72,14 @@ def job_dir(tmp_path) -> Path:
     from a partly damaged input, an item that failed twice on its input, and one item still pending."""
     folder = tmp_path / "job"
     folder.mkdir()
-    ledger = Ledger(folder / "ledger.sqlite", Limits(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
+    ledger = Ledger(folder / "ledger.sqlite", RetryPolicy(max_attempts=2, max_crashes=2, backoff_seconds=1.0))
     ledger.init_job(fingerprint="0123456789abcdef" * 4, spec={"ops": [{"name": "style", "style": "7"}],
                     "segment_seconds": 20}, version="0.1.0", output_root="/out")
     ledger.add_items([ref("/in/long.mp4"), ref(HOSTILE), ref("/in/broken.mp4"), ref("/in/later.mp4")], now=0)
     stage = {"decode_s": 1.0, "ops_s": 2.0, "encode_s": 0.5, "upload_s": 0.5}
 
     probe = ledger.claim("w1", 60, now=0)
-    ledger.complete(probe, result={"frames": 200}, segments=[Segment(0, 100), Segment(100, None)],
+    ledger.complete(probe, result=ProbeResult(frames=200), segments=[Segment(0, 100), Segment(100, None)],
                     metrics=TaskMetrics(bytes_in=10_000), now=1)
     lost = ledger.claim("w1", 60, now=1)
     assert ledger.fail(lost, "lost", error_type="WorkerKilled", message="SIGKILL", now=2) == "pending"
@@ -92,9 +93,9 @@ def job_dir(tmp_path) -> Path:
     ledger.complete(join, metrics=TaskMetrics(bytes_in=6000, bytes_out=6000), now=10)
 
     probe = ledger.claim("w2", 60, now=10)
-    ledger.complete(probe, result={"frames": 50}, metrics=TaskMetrics(bytes_in=2000), now=11)
+    ledger.complete(probe, result=ProbeResult(frames=50), metrics=TaskMetrics(bytes_in=2000), now=11)
     segment = ledger.claim("w2", 60, now=11)
-    ledger.complete(segment, result={"damage": DAMAGE}, metrics=TaskMetrics(**{"frames": 50, "seconds": 2.0, **{k: v / 2 for k, v in stage.items()},
+    ledger.complete(segment, result=SegmentResult(frames=50, output="out.mp4", damage=DAMAGE), metrics=TaskMetrics(**{"frames": 50, "seconds": 2.0, **{k: v / 2 for k, v in stage.items()},
                                       "bytes_in": 2000, "bytes_out": 1500}), now=13)
 
     for now, expected in ((14, "pending"), (15, "failed")):
@@ -242,7 +243,7 @@ def test_only_done_items_show_an_output(html, job_dir):
         assert [(item.state, item.output_uri) for item in view.items()] == [
             ("done", "/out/long.mp4"), ("done", "/out/script>.mp4"), ("failed", None),
             ("pending", None)]
-        assert [item.damage for item in view.items()] == [None, DAMAGE["summary"], None, None]
+        assert [item.damage for item in view.items()] == [None, DAMAGE.summary, None, None]
 
 
 def test_the_title_names_the_job_by_its_input_and_output(html):
@@ -263,7 +264,7 @@ def spans_job(folder: Path, spans: list[tuple[float, float, int]]) -> None:
         ledger.init_job(fingerprint="f" * 64, spec={}, version="0.1.0", output_root="/out")
         ledger.add_items([ref(f"/in/{i}.mp4") for i in range(len(spans))], now=0)
         for probe in [ledger.claim("w", 60, now=0) for _ in spans]:
-            ledger.complete(probe, result={"frames": 1}, segments=[Segment(None, None)], now=0)
+            ledger.complete(probe, result=ProbeResult(frames=1), segments=[Segment(None, None)], now=0)
         segments = [ledger.claim("w", 1e6, now=started) for started, _, _ in spans]
         for segment, (_, ended, frames) in zip(segments, spans):
             ledger.complete(segment, metrics=TaskMetrics(frames=frames, seconds=1.0), now=ended)

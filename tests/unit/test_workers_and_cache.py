@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from framefleet.engines.local import local_worker_count
-from framefleet.engines.scheduler import EngineOptions
 from framefleet.ops import fused
 from framefleet.ops.style import model_path
 from framefleet.pipeline import Pipeline
-from framefleet.streaming import available_cores
+from framefleet.processing.streaming import available_cores
+from framefleet.settings import EngineOptions
 
 
 def test_a_gpu_pipeline_gets_one_worker_per_gpu_and_the_cores_to_share(monkeypatch):

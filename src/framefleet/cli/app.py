@@ -23,10 +23,10 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from framefleet import __version__
+from framefleet._version import __version__
 from framefleet.engines.inline import hung_workers
 from framefleet.errors import FramefleetError
-from framefleet.redact import install_log_redaction, redact
+from framefleet.util.redact import install_log_redaction, redact
 
 
 def _without_flag_types(params: list[Any]) -> list[Any]:

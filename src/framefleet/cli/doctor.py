@@ -10,7 +10,7 @@ from rich.table import Table
 
 from framefleet.cli import options
 from framefleet.cli.app import app, err, out
-from framefleet.doctor import Diagnosis, diagnose
+from framefleet.util.doctor import Diagnosis, diagnose
 
 
 @app.command()

@@ -13,13 +13,13 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.cli.progress import Ticker, progress_mode
 from framefleet.errors import OptionError
-from framefleet.ingest import Existing, IngestProgress, IngestResult
-from framefleet.ingest import ingest as run_ingest
+from framefleet.files import storage
+from framefleet.files.ingest import Existing, IngestProgress, IngestResult
+from framefleet.files.ingest import ingest as run_ingest
 
 
 @app.command()

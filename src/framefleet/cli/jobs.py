@@ -14,41 +14,32 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
 from framefleet.cli.progress import Ticker, progress_mode
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import OptionError, OutputError
-from framefleet.job import JobResult, job_settings
-from framefleet.job import retry as retry_job
-from framefleet.job import run as run_job
-from framefleet.job_view import JobStatus, JobView, job_status
-from framefleet.ledger import Failure
-from framefleet.plan.apply import AppliedPlan, apply_plan
+from framefleet.files import storage
+from framefleet.files.temporary import write_text_atomically
+from framefleet.jobs.reads import Failure
+from framefleet.jobs.run import JobResult, job_settings
+from framefleet.jobs.run import retry as retry_job
+from framefleet.jobs.run import run as run_job
+from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.view import JobStatus, JobView, job_status
+from framefleet.plan.apply import apply_plan
 from framefleet.plan.planner import read_plan
-from framefleet.spec import JobSpec, RunSettings
-from framefleet.temporary import write_text_atomically
+from framefleet.settings import RunSettings
 
 JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
                                             "or the output URI of a job writing to an object store.")]
-Engine = Annotated[Optional[str], typer.Option(help="local (worker processes here), ray (a Ray cluster) or inline "
-                                                    "(threads in this process, for debugging an op); default: the job's.")]
-RayAddress = Annotated[Optional[str], typer.Option(help="Ray cluster: auto, ray://HOST:10001, or none to start a private one.")]
-CpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: CPUs each worker reserves.")]
-GpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: GPUs each worker reserves (e.g. 0.25).")]
-Workers = Annotated[Optional[int], typer.Option(help="Workers (default: one per core, or per worker slot of a Ray cluster).")]
-MaxAttempts = Annotated[int, typer.Option(help="Input failures before an item fails.")]
-HangTimeout = Annotated[float, typer.Option(help="Seconds without progress before a worker counts as hung.")]
-WorkerNetwork = Annotated[str, typer.Option(
-    help="Network for local workers: off (a network namespace of their own, where the platform allows), on, or "
-         "auto (off unless a user op or a store needs it).")]
-
-
 @app.command()
 @options.with_pipeline_flags("op", "param", "model", "style", "style_image", "strength", "max_size", "device",
                              "runtime", "precision", "batch_size", "crf", "preset", "codec", "hdr", "temporal",
                              "temporal_strength", "strict", "limit")
+@options.with_run_flags("engine", "workers", "threads_per_worker", "max_attempts", "hang_timeout", "task_timeout",
+                        "worker_network", "ray_address", "cpus_per_worker", "gpus_per_worker", "remote_read",
+                        "parts_dir")
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, @list.txt, or - for a list on stdin.",
                                                 show_default=False)],
@@ -59,24 +50,10 @@ def run(
         "--plan", help="A plan.json from framefleet plan: its pipeline, knobs and worker counts (flags override).")] = None,
     pipeline_flags: options.PipelineFlags = {},
     segment_seconds: Annotated[Optional[float], typer.Option(help="Split videos longer than this (default 20 s).")] = None,
-    workers: Workers = None,
     job_dir: Annotated[Optional[Path], typer.Option(help="Where the job's ledger lives (default OUTPUT/.framefleet-job, "
                                                           "or ~/.cache/framefleet/jobs/... for a store output).")] = None,
-    parts_dir: Annotated[Optional[str], typer.Option(
-        help="Where segments wait for their join (default: the job directory); a store URI such as "
-             "az://scratch/job1 when Ray workers on several machines share no disk.")] = None,
-    max_attempts: MaxAttempts = 3,
-    hang_timeout: HangTimeout = 300.0,
-    task_timeout: Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")] = None,
-    worker_network: WorkerNetwork = "auto",
-    engine: Annotated[Optional[str], typer.Option(
-        help="local (worker processes here), ray (a Ray cluster) or inline (threads in this process, for "
-             "debugging an op); default local, or the plan's.")] = None,
-    ray_address: RayAddress = None,
-    cpus_per_worker: CpusPerWorker = None,
-    gpus_per_worker: GpusPerWorker = None,
+    run_flags: options.RunFlags = {},
     storage_options: options.StorageOptions = None,
-    remote_read: options.RemoteRead = "auto",
     as_json: options.Json = False,
     quiet: options.Quiet = False,
     progress: options.ProgressMode = "auto",
@@ -88,24 +65,18 @@ def run(
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
         flags = options.pipeline_options(pipeline_flags, segment_seconds=segment_seconds)
+        prediction = None
         if plan_file is None:
             pipeline = options.build_pipeline(pipeline_file, flags)
-            applied = AppliedPlan(engine=engine or "local", workers=workers, threads_per_worker=None,
-                                  cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, prediction=None)
+            settings = RunSettings().given(**run_flags)
         elif pipeline_file is not None:
             raise OptionError("--plan and --pipeline: give one of them (a plan holds its pipeline)")
         else:
-            pipeline, applied = apply_plan(read_plan(plan_file), flags, engine=engine, workers=workers,
-                                           cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
-        settings = RunSettings().given(
-            engine=applied.engine, workers=applied.workers, threads_per_worker=applied.threads_per_worker,
-            cpus_per_worker=applied.cpus_per_worker, gpus_per_worker=applied.gpus_per_worker,
-            ray_address=ray_address, max_attempts=max_attempts, hang_timeout=hang_timeout, task_timeout=task_timeout,
-            worker_network=worker_network, remote_read=remote_read, parts_dir=parts_dir)
+            pipeline, settings, prediction = apply_plan(read_plan(plan_file), flags, run_flags)
         return _with_display(
             lambda on_progress: run_job(JobSpec(inputs, output, pipeline, settings), job_dir=job_dir,
                                         on_progress=on_progress, stdin=sys.stdin, handle_signals=True,
-                                        prediction=applied.prediction),
+                                        prediction=prediction),
             mode=progress_mode(progress, quiet=quiet, as_json=as_json),
         )
 
@@ -114,19 +85,12 @@ def run(
 
 
 @app.command()
+@options.with_run_flags("engine", "workers", "threads_per_worker", "max_attempts", "hang_timeout", "task_timeout",
+                        "worker_network", "ray_address", "cpus_per_worker", "gpus_per_worker", "remote_read")
 def retry(
     job_dir: JobDir,
-    workers: Workers = None,
-    max_attempts: Annotated[Optional[int], typer.Option(help="Input failures before an item fails.")] = None,
-    hang_timeout: Annotated[Optional[float], typer.Option(
-        help="Seconds without progress before a worker counts as hung.")] = None,
-    worker_network: Annotated[Optional[str], typer.Option(help="Network for local workers: auto, on or off.")] = None,
-    engine: Engine = None,
-    ray_address: RayAddress = None,
-    cpus_per_worker: CpusPerWorker = None,
-    gpus_per_worker: GpusPerWorker = None,
+    run_flags: options.RunFlags = {},
     storage_options: options.StorageOptions = None,
-    remote_read: Annotated[Optional[str], typer.Option(help="How workers read videos in a store: auto, range, spool.")] = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
     progress: options.ProgressMode = "auto",
@@ -137,10 +101,7 @@ def retry(
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
         stored = job_settings(job_dir)
-        settings = stored.given(engine=engine, workers=workers, max_attempts=max_attempts, hang_timeout=hang_timeout,
-                                worker_network=worker_network, ray_address=ray_address,
-                                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-                                remote_read=remote_read)
+        settings = stored.given(**run_flags)
         return _with_display(
             lambda on_progress: retry_job(job_dir, settings, on_progress=on_progress, handle_signals=True),
             mode=progress_mode(progress, quiet=quiet, as_json=as_json),
@@ -189,7 +150,7 @@ def records(
     as_json: options.Json = False,
 ) -> None:
     """The records a job's ops wrote: rows per op and the columns, or all of them as one Parquet file."""
-    from framefleet.records import load_records, summarize, write_table_atomically
+    from framefleet.jobs.records import load_records, summarize, write_table_atomically
 
     if output is not None:
         guarded(lambda: options.check_new_file(output, overwrite))
@@ -216,7 +177,7 @@ def report(
     overwrite: options.Overwrite = False,
 ) -> None:
     """Write a self-contained HTML report: totals, per-video metrics, time per stage, failures."""
-    from framefleet.report import render_report
+    from framefleet.jobs.report import render_report
 
     def write() -> None:
         options.check_new_file(output, overwrite)

@@ -66,9 +66,6 @@ StorageOptions = Annotated[Optional[str], typer.Option(
     envvar="FRAMEFLEET_STORAGE_OPTIONS", show_envvar=False,
     help="Object-store credentials and settings: inline JSON or a JSON/YAML file; per-store when keyed by "
          "URL prefix (az://in: {...}). Default: the stores' own environment variables.")]
-RemoteRead = Annotated[str, typer.Option(
-    help="How workers read object-store videos: auto, range (seek over range requests) or spool (download "
-         "to a bounded local cache first).")]
 
 
 def check_new_file(path: Path, overwrite: bool) -> None:
@@ -113,24 +110,72 @@ PipelineFlags = Mapping[str, Any]
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
+Engine = Annotated[Optional[str], typer.Option(
+    help="local (worker processes here), ray (a Ray cluster) or inline (threads in this process, for debugging an "
+         "op); default local, the plan's, or the job's.")]
+Workers = Annotated[Optional[int], typer.Option(
+    help="Workers (default: one per core, or per worker slot of a Ray cluster).")]
+ThreadsPerWorker = Annotated[Optional[int], typer.Option(
+    help="Op threads in each worker (default: the cores divided among the workers).")]
+MaxAttempts = Annotated[Optional[int], typer.Option(help="Input failures before an item fails (default 3).")]
+HangTimeout = Annotated[Optional[float], typer.Option(
+    help="Seconds without progress before a worker counts as hung (default 300).")]
+TaskTimeout = Annotated[Optional[float], typer.Option(help="Seconds a single task may take (default: no limit).")]
+WorkerNetwork = Annotated[Optional[str], typer.Option(
+    help="Network for local workers: off (a network namespace of their own, where the platform allows), on, or "
+         "auto (off unless a user op or a store needs it; the default).")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    help="Ray cluster: auto, ray://HOST:10001, or none to start a private one.")]
+CpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: CPUs each worker reserves.")]
+GpusPerWorker = Annotated[Optional[float], typer.Option(help="Ray: GPUs each worker reserves (e.g. 0.25).")]
+RemoteRead = Annotated[Optional[str], typer.Option(
+    help="How workers read object-store videos: auto (the default), range (seek over range requests) or spool "
+         "(download to a bounded local cache first).")]
+PartsDir = Annotated[Optional[str], typer.Option(
+    help="Where segments wait for their join (default: the job directory); a store URI such as az://scratch/job1 "
+         "when Ray workers on several machines share no disk.")]
+
+RUN_FLAGS: dict[str, tuple[Any, Any]] = {
+    "engine": (Engine, None), "workers": (Workers, None), "threads_per_worker": (ThreadsPerWorker, None),
+    "max_attempts": (MaxAttempts, None), "hang_timeout": (HangTimeout, None), "task_timeout": (TaskTimeout, None),
+    "worker_network": (WorkerNetwork, None), "ray_address": (RayAddress, None),
+    "cpus_per_worker": (CpusPerWorker, None), "gpus_per_worker": (GpusPerWorker, None),
+    "remote_read": (RemoteRead, None), "parts_dir": (PartsDir, None),
+}
+"""The run-settings flags commands share (`RunSettings.given`'s names): name -> (its option type, its default).
+None means "not given": the job's stored settings, a plan or `RunSettings`' defaults hold then."""
+
+RunFlags = Mapping[str, Any]
+"""What a command decorated with `with_run_flags` receives: the run-settings flags, by name (None: not given)."""
+
 
 def with_pipeline_flags(*names: str) -> Callable[[Command], Command]:
     """Declare the shared pipeline flags `names` (of `PIPELINE_FLAGS`) once for a command: they take the
     place of its `pipeline_flags` parameter, and the command receives them there as one mapping."""
+    return _with_flags(PIPELINE_FLAGS, "pipeline_flags", names)
 
+
+def with_run_flags(*names: str) -> Callable[[Command], Command]:
+    """Declare the run-settings flags `names` (of `RUN_FLAGS`) once for a command, in place of its
+    `run_flags` parameter; apply what it receives with `RunSettings.given(**run_flags)`."""
+    return _with_flags(RUN_FLAGS, "run_flags", names)
+
+
+def _with_flags(table: dict[str, tuple[Any, Any]], parameter_name: str,
+                names: tuple[str, ...]) -> Callable[[Command], Command]:
     def decorate(command: Command) -> Command:
         signature = inspect.signature(command, eval_str=True)
         parameters = []
         for parameter in signature.parameters.values():
-            if parameter.name != "pipeline_flags":
+            if parameter.name != parameter_name:
                 parameters.append(parameter)
                 continue
-            parameters += [inspect.Parameter(name, parameter.kind, annotation=PIPELINE_FLAGS[name][0],
-                                             default=PIPELINE_FLAGS[name][1]) for name in names]
+            parameters += [inspect.Parameter(name, parameter.kind, annotation=table[name][0],
+                                             default=table[name][1]) for name in names]
 
         def with_flags(**values: Any) -> Any:
             flags = {name: values.pop(name) for name in names}
-            return command(**values, pipeline_flags=flags)
+            return command(**values, **{parameter_name: flags})
 
         with_flags.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
         with_flags.__name__, with_flags.__doc__ = command.__name__, command.__doc__

@@ -10,10 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.errors import OptionError, OutputError
+from framefleet.files import storage
 from framefleet.plan.hardware import default_catalogue, load_catalogue
 from framefleet.plan.planner import Plan, format_seconds, make_plan, parse_duration
 from framefleet.plan.profile import DEFAULT_FRAMES, MachineInfo, ProfileStore, profile_pipeline

@@ -10,15 +10,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded
 from framefleet.errors import OptionError
+from framefleet.files import storage
 from framefleet.pipeline import read_pipeline_file
-from framefleet.redact import redact
+from framefleet.util.redact import redact
 
 
 @app.command()
+@options.with_run_flags("engine", "workers", "threads_per_worker", "max_attempts", "hang_timeout", "task_timeout",
+                        "worker_network", "ray_address", "cpus_per_worker", "gpus_per_worker", "remote_read")
 def serve(
     watch: Annotated[Optional[str], typer.Option(help="A folder or store prefix to watch for new videos.")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Where --watch writes its outputs.")] = None,
@@ -36,9 +38,7 @@ def serve(
                                                             "(repeat for several).")] = None,
     allow_op: Annotated[Optional[list[str]], typer.Option(help="A user op (module:Class) HTTP submissions may "
                                                                "name (repeat for several).")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="local or ray.")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --engine ray).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Workers per job.")] = None,
+    run_flags: options.RunFlags = {},
     max_jobs: Annotated[Optional[int], typer.Option(help="Submitted jobs that run at once (default 2).")] = None,
     storage_options: options.StorageOptions = None,
 ) -> None:
@@ -61,9 +61,8 @@ def serve(
                                          "pipeline": pipeline}, source="--watch"))
         elif output is not None or pipeline_file is not None:
             raise OptionError("--output and --pipeline belong to --watch; give --watch SRC too")
-        overrides = {"state_dir": state_dir, "engine": engine, "ray_address": ray_address, "workers": workers,
-                     "max_jobs": max_jobs, "allow": tuple(allow) if allow else None,
-                     "ops": tuple(allow_op) if allow_op else None}
+        overrides = {"state_dir": state_dir, "max_jobs": max_jobs, "allow": tuple(allow) if allow else None,
+                     "ops": tuple(allow_op) if allow_op else None, "run": base.run.given(**run_flags)}
         settings = dataclasses.replace(base, watch=rules, **{k: v for k, v in overrides.items() if v is not None})
         _serve(settings, host, port, token)
 

@@ -13,16 +13,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.cli.progress import frame_progress, progress_mode
 from framefleet.errors import FramefleetError, OutputError, StorageError
-from framefleet.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
-from framefleet.memory_budget import fit_stylize
+from framefleet.files import storage
+from framefleet.files.remote_inputs import InputOpener
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import InputAccess, InputOpener
-from framefleet.streaming import StreamResult, check_output_path, process_video
+from framefleet.processing.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
+from framefleet.processing.memory_budget import fit_stylize
+from framefleet.processing.streaming import StreamResult, check_output_path, process_video
+from framefleet.settings import InputAccess
 from framefleet.video import VideoInfo, VideoReader, probe
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -41,7 +42,7 @@ def stylize(
     video_stream: Annotated[Optional[int], typer.Option(help="Index of the video stream to process (default: the one FFmpeg ranks best).")] = None,
     overwrite: options.Overwrite = False,
     storage_options: options.StorageOptions = None,
-    remote_read: options.RemoteRead = "auto",
+    remote_read: options.RemoteRead = None,
     as_json: options.Json = False,
     quiet: options.Quiet = False,
     progress: options.ProgressMode = "auto",
@@ -52,7 +53,7 @@ def stylize(
         if output.endswith("/"):
             raise OutputError(f"{output}: is a folder; give a file name such as {output}{input.rsplit('/', 1)[-1]}")
         storage.configure(storage.load_options(storage_options))
-        source = InputOpener(InputAccess(mode=remote_read)).open(input)
+        source = InputOpener(InputAccess(mode=remote_read or "auto")).open(input)
         if storage.is_local(output):
             if Path(output).is_file() and not overwrite and not _same_file(Path(input), Path(output)):
                 raise OutputError(f"{output}: already exists; pass --overwrite to replace it")
@@ -69,10 +70,8 @@ def stylize(
         with storage.staged_output(output, staging) as target, frame_progress(shown) as start_count:
             check_output_path(source, target)  # before the progress display, so an error is a clean line
             advance = start_count(input.rsplit("/", 1)[-1], info.frame_count_header)
-            result = process_video(source, target, fit.pipeline.ops, encode=pipeline.encode,
-                                   sessions=fit.sessions, video_stream=info.video_index, progress=advance,
-                                   temporal=pipeline.temporal, temporal_strength=pipeline.temporal_strength,
-                                   strict=pipeline.strict, limits=pipeline.limits)
+            result = process_video(source, target, fit.pipeline,
+                                   sessions=fit.sessions, video_stream=info.video_index, progress=advance)
         return dataclasses.replace(result, input=input, output=output)
 
     result = guarded(run)
@@ -160,7 +159,7 @@ def styles(
     overwrite: options.Overwrite = False,
 ) -> None:
     """Render all 26 built-in styles on a frame of your video, to pick one."""
-    from framefleet.contact_sheet import contact_sheet
+    from framefleet.processing.contact_sheet import contact_sheet
 
     def run() -> None:
         options.check_new_file(output, overwrite)

@@ -14,14 +14,14 @@ from __future__ import annotations
 import queue
 import threading
 
-from framefleet.engines.scheduler import EngineOptions, Errored, Event, Finished, Progressed, Ready
+from framefleet.engines.scheduler import Errored, Event, Finished, Progressed, Ready
 from framefleet.errors import FramefleetError
+from framefleet.files.remote_inputs import WorkerStorage
+from framefleet.jobs.task import TaskRequest
+from framefleet.jobs.worker import Worker, traceback_tail
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import WorkerStorage
-from framefleet.streaming import available_cores
-from framefleet.task import TaskRequest
-from framefleet.worker import Worker, traceback_tail
-
+from framefleet.processing.streaming import available_cores
+from framefleet.settings import EngineOptions
 
 _FORGOTTEN: list[threading.Thread] = []
 """Threads of workers the scheduler killed (they were hung, or their lease ran out)."""

@@ -17,23 +17,15 @@ import signal
 import threading
 from dataclasses import dataclass
 
-from framefleet.engines.scheduler import (
-    Died,
-    EngineOptions,
-    EngineProgress,
-    Errored,
-    Event,
-    Finished,
-    Progressed,
-    Ready,
-)
+from framefleet.engines.scheduler import Died, EngineProgress, Errored, Event, Finished, Progressed, Ready
 from framefleet.errors import FramefleetError
-from framefleet.limits import cut_network
+from framefleet.files.remote_inputs import WorkerStorage
+from framefleet.jobs.task import TaskRequest
+from framefleet.jobs.worker import Worker, traceback_tail
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import WorkerStorage
-from framefleet.streaming import available_cores, gpu_names
-from framefleet.task import TaskRequest
-from framefleet.worker import Worker, traceback_tail
+from framefleet.processing.limits import cut_network
+from framefleet.processing.streaming import available_cores, gpu_names
+from framefleet.settings import EngineOptions
 
 __all__ = ["EngineOptions", "EngineProgress", "LocalPool", "local_worker_count"]
 

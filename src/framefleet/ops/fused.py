@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from framefleet.cache import cache_dir
-from framefleet.temporary import temporary_path
+from framefleet.files.temporary import temporary_path
+from framefleet.util.cache import cache_dir
 
 if TYPE_CHECKING:
     import onnx

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from framefleet.batch import FrameBatch
 from framefleet.ops.base import Op
+from framefleet.processing.batch import FrameBatch
 
 
 @dataclass(kw_only=True)

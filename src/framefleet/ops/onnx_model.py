@@ -32,13 +32,13 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from framefleet.batch import RESERVED_COLUMNS, FrameBatch
 from framefleet.errors import OpError, OptionError
 from framefleet.ops.base import Device, Knob
-from framefleet.ops.images import resize, to_uint8
 from framefleet.ops.onnx_session import OnnxOp
 from framefleet.ops.runtime_choice import gate_frames
 from framefleet.ops.runtimes import Engine
+from framefleet.processing.batch import RESERVED_COLUMNS, FrameBatch
+from framefleet.processing.images import resize, to_uint8
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
            "tensor(uint8)": np.uint8}

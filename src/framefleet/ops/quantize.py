@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from framefleet.cache import cache_dir
-from framefleet.temporary import temporary_path
+from framefleet.files.temporary import temporary_path
+from framefleet.util.cache import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Op names: the built-in ops by name, and user ops as `package.module:ClassName`."""
+"""Finding the op class a pipeline names (`framefleet.ops.names`): a built-in, or a user's op imported from its module."""
 
 from __future__ import annotations
 
@@ -9,19 +9,18 @@ from functools import cache
 
 from framefleet.errors import OptionError
 from framefleet.ops.base import Op
+from framefleet.ops.names import BUILTIN_OPS
 
 
 @cache
 def builtin_ops() -> dict[str, type[Op]]:
-    """The ops a pipeline may name without a module (imported lazily: some need an extra)."""
-    from framefleet.ops.faces import FaceAnonymizerOp
-    from framefleet.ops.identity import IdentityOp
-    from framefleet.ops.onnx_model import OnnxModelOp
-    from framefleet.ops.simple import BlurOp, ResizeOp, SampleOp
-    from framefleet.ops.style import StyleTransferOp
+    """The ops a pipeline may name without a module, imported on first use."""
+    return {name: _imported(reference) for name, reference in BUILTIN_OPS.items()}
 
-    ops = (StyleTransferOp, IdentityOp, FaceAnonymizerOp, OnnxModelOp, SampleOp, ResizeOp, BlurOp)
-    return {op.name: op for op in ops}
+
+def _imported(reference: str) -> type[Op]:
+    module_name, _, class_name = reference.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def resolve_op(reference: str) -> type[Op]:
@@ -53,16 +52,3 @@ def resolve_op(reference: str) -> type[Op]:
     if not (isinstance(found, type) and issubclass(found, Op)) or found is Op:
         raise OptionError(f"op {reference}: {class_name} is not a subclass of framefleet.Op")
     return found
-
-
-def op_reference(op_class: type[Op]) -> str:
-    """How a pipeline file names `op_class`: its built-in name, else `module:QualifiedName`."""
-    builtin = builtin_ops().get(op_class.name)
-    if builtin is op_class:
-        return op_class.name
-    return f"{op_class.__module__}:{op_class.__qualname__}"
-
-
-def is_builtin(op_class: type[Op]) -> bool:
-    """Whether `op_class` ships with framefleet (its code is covered by framefleet's version)."""
-    return builtin_ops().get(op_class.name) is op_class

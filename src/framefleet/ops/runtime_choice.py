@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from framefleet.cache import cache_dir
 from framefleet.errors import DeviceUnavailableError, OpError, OptionError
+from framefleet.files.temporary import write_text_atomically
 from framefleet.ops.base import Device
 from framefleet.ops.quantize import FORMAT as QUANTIZE_FORMAT
 from framefleet.ops.quantize import Calibration
@@ -46,7 +46,7 @@ from framefleet.ops.runtimes import (
     openvino_installed,
     require_openvino,
 )
-from framefleet.temporary import write_text_atomically
+from framefleet.util.cache import cache_dir
 
 log = logging.getLogger(__name__)
 

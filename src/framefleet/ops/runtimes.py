@@ -127,7 +127,7 @@ def open_engine(model: Path | bytes, device: Device, choice: Choice,
         except QuantizationError as exc:
             raise EngineError(f"cannot quantize it: {exc}") from None
     if choice.runtime == "onnxruntime":
-        from framefleet.ops.onnx_session import open_session
+        from framefleet.ops.ort_session import open_session
 
         return OrtEngine(open_session(model, device))
     return OpenVinoEngine(model, device, choice.precision)

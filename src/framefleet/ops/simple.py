@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError
 from framefleet.ops.base import Op
-from framefleet.ops.images import fit_within
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.images import fit_within
 
 
 @dataclass(kw_only=True)

@@ -1,15 +1,14 @@
 """Planning a job before paying for it: size the work, profile the pipeline on real frames, predict
 time and cost on each node type of a hardware catalogue, and choose the knobs (see docs/planning.md)."""
 
-from framefleet.plan.apply import AppliedPlan, apply_plan
+from framefleet.plan.apply import apply_plan
 from framefleet.plan.cost import Option
-from framefleet.plan.hardware import Catalogue, NodeType, load_catalogue
+from framefleet.plan.hardware import Catalogue, NodeType, default_catalogue, load_catalogue
 from framefleet.plan.planner import Plan, make_plan, parse_duration, read_plan
 from framefleet.plan.profile import Knobs, MachineInfo, ProfileStore, profile_pipeline
 from framefleet.plan.workload import Workload, measure_workload
 
 __all__ = [
-    "AppliedPlan",
     "Catalogue",
     "Knobs",
     "MachineInfo",
@@ -19,6 +18,7 @@ __all__ = [
     "ProfileStore",
     "Workload",
     "apply_plan",
+    "default_catalogue",
     "load_catalogue",
     "make_plan",
     "measure_workload",

@@ -1,32 +1,22 @@
 """`apply_plan`: what `framefleet run --plan plan.json` runs with: the plan's pipeline and knobs, its
-engine and worker counts, and its prediction (recorded in the job's ledger for `status`). Flags given on
-the command line win over the plan."""
+engine and worker counts as `RunSettings`, and its prediction (recorded in the job's ledger for `status`).
+Flags given on the command line win over the plan."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from framefleet.errors import OptionError
 from framefleet.pipeline import Pipeline
 from framefleet.plan.planner import Plan
+from framefleet.settings import RunSettings
 
 
-@dataclass(frozen=True)
-class AppliedPlan:
-    """How to run a job: from a plan, from flags, or both."""
-
-    engine: str
-    workers: int | None
-    threads_per_worker: int | None
-    cpus_per_worker: float | None
-    gpus_per_worker: float | None
-    prediction: dict[str, Any] | None
-
-
-def apply_plan(plan: Plan, flags: dict[str, Any], *, engine: str | None, workers: int | None,
-               cpus_per_worker: float | None, gpus_per_worker: float | None = None) -> tuple[Pipeline, AppliedPlan]:
-    """The pipeline and run settings of a plan (`read_plan`); flags that are not None win."""
+def apply_plan(plan: Plan, flags: Mapping[str, Any], run_flags: Mapping[str, Any],
+               base: RunSettings = RunSettings()) -> tuple[Pipeline, RunSettings, dict[str, Any]]:
+    """The pipeline, the run settings and the prediction of a plan (`read_plan`). Pipeline `flags` and
+    `run_flags` (`RunSettings.given`'s names) that are not None win over the plan; `base` holds the rest."""
     choice = plan.choice
     overrides = {key: value for key, value in flags.items() if value is not None}
     planned_op = plan.pipeline["ops"][0].get("op")
@@ -35,12 +25,16 @@ def apply_plan(plan: Plan, flags: dict[str, Any], *, engine: str | None, workers
                           "make a new plan for another op")
     pipeline = Pipeline.from_spec(plan.pipeline, overrides, source="--plan")
     planned_engine = "local" if choice["this_machine"] else "ray"
-    engine = engine or planned_engine
+    engine = run_flags.get("engine") or planned_engine
     threads = int(choice["knobs"]["threads"])
+    planned: dict[str, Any] = {"engine": engine, "threads_per_worker": threads}
     if engine == "local":  # a cluster plan run here anyway: its knobs apply, its worker counts do not
-        planned_workers = choice["workers_per_node"] if choice["this_machine"] else None
+        planned["workers"] = choice["workers_per_node"] if choice["this_machine"] else None
     else:
-        planned_workers = choice["workers"]
+        planned.update(workers=choice["workers"], cpus_per_worker=float(threads),
+                       gpus_per_worker=choice.get("gpus_per_worker") or None)
+    given = {key: value for key, value in run_flags.items() if value is not None}
+    settings = base.given(**{**planned, **given})
     prediction = {
         "wall_seconds": choice["wall_seconds"],
         "fps": choice["fps"],
@@ -55,12 +49,4 @@ def apply_plan(plan: Plan, flags: dict[str, Any], *, engine: str | None, workers
         "engine": planned_engine,
         "overridden": sorted(overrides),
     }
-    return pipeline, AppliedPlan(
-        engine=engine,
-        workers=workers if workers is not None else planned_workers,
-        threads_per_worker=threads,
-        cpus_per_worker=cpus_per_worker if cpus_per_worker is not None else (float(threads) if engine == "ray" else None),
-        gpus_per_worker=gpus_per_worker if gpus_per_worker is not None else (
-            choice.get("gpus_per_worker") or None if engine == "ray" else None),
-        prediction=prediction,
-    )
+    return pipeline, settings, prediction

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from framefleet.errors import OptionError
-from framefleet.streaming import available_cores
-from framefleet.yaml_files import read_yaml_mapping
+from framefleet.processing.streaming import available_cores
+from framefleet.util.yaml_files import read_yaml_mapping
 
 THIS_MACHINE = "this-machine"
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from framefleet import __version__
+from framefleet._version import __version__
 from framefleet.errors import OptionError, OutputError
+from framefleet.files.temporary import write_text_atomically
 from framefleet.pipeline import Pipeline
 from framefleet.plan.cost import Option, enumerate_options
 from framefleet.plan.hardware import Catalogue
@@ -36,7 +37,6 @@ from framefleet.plan.profile import (
     profile_pipeline,
 )
 from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
-from framefleet.temporary import write_text_atomically
 
 Objective = Literal["quality", "cost"]
 TABLE_ROWS = 12

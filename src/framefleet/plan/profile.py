@@ -48,21 +48,21 @@ from typing import Any
 
 import numpy as np
 
-from framefleet import __version__
-from framefleet.cache import cache_dir
+from framefleet._version import __version__
 from framefleet.errors import OptionError
+from framefleet.files.remote_inputs import InputOpener
+from framefleet.files.temporary import write_text_atomically
+from framefleet.jobs.task import TaskRequest
+from framefleet.jobs.worker import Worker
 from framefleet.ops import Op
 from framefleet.ops.base import Device
 from framefleet.ops.chain import chain_output_size
 from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.plan.workload import VideoWork, Workload
-from framefleet.remote_inputs import InputOpener
-from framefleet.streaming import available_cores, gpu_names
-from framefleet.task import TaskRequest
-from framefleet.temporal import TEMPORAL_MODES, flow_size, temporal_filter
-from framefleet.temporary import write_text_atomically
+from framefleet.processing.streaming import available_cores, gpu_names
+from framefleet.processing.temporal import TEMPORAL_MODES, flow_size, temporal_filter
+from framefleet.util.cache import cache_dir
 from framefleet.video import EncodeOptions, VideoReader, probe
-from framefleet.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -570,7 +570,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def _worker_start_seconds() -> float:
     """Seconds for a fresh interpreter to import what a worker imports (the model set-up is apart)."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import framefleet.task, framefleet.engines.local, onnxruntime"],
+    subprocess.run([sys.executable, "-c", "import framefleet.jobs.task, framefleet.engines.local, onnxruntime"],
                    check=True, capture_output=True)
     return time.perf_counter() - started
 

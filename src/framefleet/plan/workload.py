@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
 
-from framefleet.ledger import Segment
-from framefleet.remote_inputs import InputOpener
-from framefleet.sources import VideoRef, expand_inputs
-from framefleet.task import plan_segments
+from framefleet.files.remote_inputs import InputOpener
+from framefleet.files.sources import VideoRef, expand_inputs
+from framefleet.jobs.results import Segment
+from framefleet.jobs.task import plan_segments
 from framefleet.video import probe
 
 DEFAULT_SAMPLE = 40

@@ -26,17 +26,17 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from framefleet import __version__
+from framefleet._version import __version__
 from framefleet.errors import FramefleetError
-from framefleet.job_view import FrameSeries, JobView
-from framefleet.ledger import ItemState
-from framefleet.redact import redact
+from framefleet.jobs.transitions import ItemState
+from framefleet.jobs.view import FrameSeries, JobView
 from framefleet.service import models
 from framefleet.service.auth import TokenAuth
 from framefleet.service.config import ForbiddenLocationError, ServiceConfig
 from framefleet.service.metrics import metrics_registry
-from framefleet.service.registry import JobRecord
+from framefleet.service.registry import ServiceJob
 from framefleet.service.runtime import JobConflictError, Service, UnknownJobError
+from framefleet.util.redact import redact
 
 JobId = Annotated[str, "the job's id"]
 _ERROR_STATUS = {UnknownJobError: 404, JobConflictError: 409, ForbiddenLocationError: 403}
@@ -60,7 +60,7 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
     app.mount("/static", StaticFiles(packages=[("framefleet.service", "dashboard/static")]), name="static")
     metrics = metrics_registry(service)
 
-    def listed(record: JobRecord) -> models.Job:
+    def listed(record: ServiceJob) -> models.Job:
         """The job with its items per state (a few counts from its ledger, not its full status)."""
         return _job(record, service.read_job(record, JobView.counts, {}))
 
@@ -104,12 +104,11 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
         progress = service.progress(record)
         status, live, watcher = progress.status, progress.live, progress.watcher
         done, expected = status.frames_done, status.frames_expected
-        fps = live.fps if live is not None else status.fps_recent
-        eta = (expected - done) / fps if live is not None and fps > 0 and expected > done else status.eta_seconds
         return models.JobDetail(
             **_job(record, status.items).model_dump(), tasks=status.tasks, frames_done=done,
-            frames_expected=expected, fps=fps, eta_seconds=eta, workers=live.workers if live else 0,
-            busy_workers=live.busy if live else 0, stages=status.stages, input_failures=status.input_failures,
+            frames_expected=expected, fps=status.fps_recent, eta_seconds=status.eta_seconds,
+            workers=live.workers if live else 0, busy_workers=live.busy if live else 0, stages=status.stages,
+            input_failures=status.input_failures,
             crashes=status.crashes, infra_losses=status.infra_losses,
             watch=models.WatchInfo(polls=watcher.polls, last_error=watcher.last_error) if watcher else None)
 
@@ -120,9 +119,11 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
                    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> models.ItemList:
         """A job's videos (e.g. `state=failed` for the failure list), with their errors and metrics."""
         record = service.job(job_id)
-        rows = service.read_job(record, lambda view: view.items(state), [])
-        return models.ItemList(items=rows[offset:offset + limit],
-                               total=len(rows), limit=limit, offset=offset)
+        # one page read (its items only), its total from the counts per state
+        rows, counts = service.read_job(
+            record, lambda view: (view.items(state, limit, offset), view.counts()), ([], {}))
+        total = counts.get(state, 0) if state is not None else sum(counts.values())
+        return models.ItemList(items=rows, total=total, limit=limit, offset=offset)
 
     @app.get("/api/jobs/{job_id}/throughput", response_model=models.Throughput, tags=["jobs"],
              responses={404: {"description": "No such job"}})
@@ -212,7 +213,7 @@ def openapi_spec() -> dict[str, Any]:
             service.registry.close()
 
 
-def _job(record: JobRecord, items: dict[str, int]) -> models.Job:
+def _job(record: ServiceJob, items: dict[str, int]) -> models.Job:
     spec = record.spec
     inputs = spec["inputs"] if record.kind == "submitted" else [spec["source"]]
     return models.Job(id=record.id, kind=record.kind, name=record.name, state=record.state,

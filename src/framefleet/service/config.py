@@ -5,8 +5,8 @@ A YAML file (`framefleet serve --config service.yaml`) may hold several watch ru
     state_dir: /var/lib/framefleet      # registry and job ledgers (default ~/.local/state/framefleet)
     allow: [az://media/incoming, az://media/stylized]   # what HTTP submissions may read and write
     ops: [mycompany.ops:Detector]       # user ops HTTP submissions may name (built-in ops always)
-    engine: local                       # or ray, with ray_address: auto
-    workers: 2                          # per job
+    engine: local                       # or ray, with ray_address: auto; any run flag's name
+    workers: 2                          # per job (max_attempts, hang_timeout, ... as `framefleet run`)
     max_jobs: 2                         # submitted jobs that run at once (watch jobs always run)
     watch:
       - name: uploads
@@ -24,18 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framefleet import storage
-from framefleet.engines.ray_options import RayOptions
-from framefleet.engines.scheduler import EngineOptions
 from framefleet.errors import FramefleetError, OptionError
-from framefleet.ledger import Limits
+from framefleet.files import storage
 from framefleet.pipeline import Pipeline, read_pipeline_file
 from framefleet.service.watcher import WatchRule
-from framefleet.spec import RunSettings
-from framefleet.yaml_files import read_yaml_mapping
+from framefleet.settings import RUN_FLAG_NAMES, RunSettings
+from framefleet.util.yaml_files import read_yaml_mapping
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_CONFIG_KEYS = {"state_dir", "allow", "ops", "engine", "workers", "max_jobs", "ray_address", "watch"}
+_CONFIG_KEYS = {"state_dir", "allow", "ops", "max_jobs", "watch"} | RUN_FLAG_NAMES
 _FILE_OPTIONS = ("model", "style_image")
 """Op options that name a file the service would read: submissions must keep them inside `allow`."""
 _RULE_KEYS = {"name", "source", "output", "interval", "pipeline"}
@@ -61,24 +58,15 @@ class ServiceConfig:
     """Storage prefixes (folders, store URIs) that HTTP submissions may read from and write to."""
     ops: tuple[str, ...] = ()
     """User ops (`module:Class`) HTTP submissions may name; importing a module runs its code, so no other."""
-    engine: str = "local"
-    workers: int | None = None
-    """Workers per job (default: one per core locally, one per worker slot on Ray)."""
     max_jobs: int = 2
     """Submitted jobs that run at the same time; the others wait, queued."""
-    ray_address: str | None = None
-    """With engine ray: the cluster (see `RayOptions.address`)."""
-    limits: Limits = field(default_factory=Limits)
-    engine_options: EngineOptions = field(default_factory=EngineOptions)
-
-    def run_settings(self) -> RunSettings:
-        """How the service runs each of its jobs."""
-        return RunSettings(engine=self.engine, options=self.engine_options, limits=self.limits,
-                           ray=RayOptions(address=self.ray_address)).given(workers=self.workers)
+    run: RunSettings = field(default_factory=RunSettings)
+    """How the service runs each of its jobs (engine local or ray, workers per job, retries, ...): in a
+    service file, the run flags' names at the top level (`engine: ray`, `workers: 2`, `ray_address: auto`)."""
 
     def __post_init__(self) -> None:
-        if self.engine not in ("local", "ray"):
-            raise OptionError(f"engine must be local or ray, got {self.engine!r}")
+        if self.run.engine not in ("local", "ray"):
+            raise OptionError(f"engine must be local or ray, got {self.run.engine!r}")
         if self.max_jobs < 1:
             raise OptionError(f"max_jobs must be at least 1, got {self.max_jobs}")
         names = [rule.name for rule in self.watch]
@@ -100,7 +88,8 @@ class ServiceConfig:
             if key in data:
                 data[key] = tuple(data[key])
         try:
-            return cls(watch=tuple(rules), **data)
+            run = RunSettings().given(**{key: data.pop(key) for key in RUN_FLAG_NAMES & set(data)})
+            return cls(watch=tuple(rules), run=run, **data)
         except TypeError as exc:
             raise OptionError(f"--config {path}: {exc}") from None
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from framefleet.job_dir import JobDir
-from framefleet.ledger import Item, Ledger, reason_of
+from framefleet.jobs.directory import JobDir
+from framefleet.jobs.reads import LedgerReads, reason_of
+from framefleet.jobs.store import Item, Ledger
 
 LOOK_SECONDS = 1.0
 """Least time between two looks at the ledger while a job runs (each look reads every item)."""
@@ -59,7 +60,7 @@ class ItemLines:
     def _finished(self, item: Item, ledger: Ledger) -> str:
         if item.state == "failed":
             return f"{self._label}: failed {item.uri}: {reason_of(item.uri, item.error)}"
-        attempts = ledger.attempts(item.id)  # of its current version: a new version drops the old ones
+        attempts = LedgerReads(ledger).attempts(item.id)  # of its current version: a new version drops the old ones
         started = min((a["started"] for a in attempts), default=None)
         ended = max((a["ended"] for a in attempts if a["ended"] is not None), default=None)
         took = f", {ended - started:.1f} s" if started is not None and ended is not None else ""

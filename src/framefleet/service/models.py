@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from framefleet.ledger import ItemMetrics
+from framefleet.jobs.reads import ItemMetrics
 
 JobState = Literal["queued", "running", "finished", "cancelled", "error"]
 JobKind = Literal["watch", "submitted"]
@@ -80,7 +80,8 @@ class JobDetail(Job):
     tasks: dict[str, int] = Field(description="Tasks (probes, segments, joins) per state.")
     frames_done: int
     frames_expected: int
-    fps: float = Field(description="Frames per second: live while the job runs, else over its last two minutes.")
+    fps: float = Field(description="Frames per second over the last two minutes (over the time since the job "
+                                   "started when that is shorter), as `framefleet status` shows it.")
     eta_seconds: float | None
     workers: int = Field(description="Worker processes (or Ray actors) the job holds now.")
     busy_workers: int

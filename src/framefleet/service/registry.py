@@ -40,8 +40,8 @@ CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 
 
 @dataclass(frozen=True)
-class JobRecord:
-    """A job as the registry knows it."""
+class ServiceJob:
+    """A job of the service, as its registry knows it (a job's own state is in its ledger: `JobRecord`)."""
 
     id: str
     kind: JobKind
@@ -78,7 +78,7 @@ class Registry:
         job_id: str | None = None,
         idempotency_key: str | None = None,
         state: str = "queued",
-    ) -> tuple[JobRecord, bool]:
+    ) -> tuple[ServiceJob, bool]:
         """Record a job; returns it and whether it is new. A known `idempotency_key` or `job_id` returns the
         job recorded with it (a client that retries a submission gets the same job, not a second one)."""
         now = time.time()
@@ -102,13 +102,13 @@ class Registry:
                 raise
         return (self.get(known["id"]), False) if known is not None else (self.get(job_id), True)
 
-    def get(self, job_id: str) -> JobRecord | None:
+    def get(self, job_id: str) -> ServiceJob | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _record(row)
 
     def list(self, *, state: str | None = None, kind: str | None = None, limit: int = 100,
-             offset: int = 0) -> tuple[list[JobRecord], int]:
+             offset: int = 0) -> tuple[list[ServiceJob], int]:
         """Jobs newest first, filtered; and how many match in all."""
         where, args = _filters(state=state, kind=kind)
         with self._lock:
@@ -117,14 +117,14 @@ class Registry:
                                     (*args, limit, offset)).fetchall()
         return [_record(r) for r in rows], total
 
-    def named(self, kind: JobKind, name: str) -> list[JobRecord]:
+    def named(self, kind: JobKind, name: str) -> list[ServiceJob]:
         """The jobs of a kind with this name, newest first."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM jobs WHERE kind = ? AND name = ? ORDER BY seq DESC",
                                     (kind, name)).fetchall()
         return [_record(r) for r in rows]
 
-    def active(self, *, queued_limit: int | None = None) -> list[JobRecord]:
+    def active(self, *, queued_limit: int | None = None) -> list[ServiceJob]:
         """Running jobs, then queued ones (at most `queued_limit`), each oldest first: the start order."""
         with self._lock:
             running = self._db.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY seq").fetchall()
@@ -165,7 +165,7 @@ def _filters(**values: str | None) -> tuple[str, tuple[str, ...]]:
     return " WHERE " + " AND ".join(c for c, _ in clauses), tuple(v for _, v in clauses)
 
 
-def _record(row: sqlite3.Row) -> JobRecord:
-    return JobRecord(id=row["id"], kind=row["kind"], name=row["name"], state=row["state"],
+def _record(row: sqlite3.Row) -> ServiceJob:
+    return ServiceJob(id=row["id"], kind=row["kind"], name=row["name"], state=row["state"],
                      spec=json.loads(row["spec"]), created=row["created"], updated=row["updated"],
                      error=row["error"])

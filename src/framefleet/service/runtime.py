@@ -19,20 +19,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from framefleet import job
-from framefleet.engines.ray_options import RayOptions
 from framefleet.engines.scheduler import EngineProgress
 from framefleet.errors import DiskFullError, FramefleetError
-from framefleet.job_dir import JobDir
-from framefleet.job_view import JobStatus, JobView
-from framefleet.lock_file import hold_lock_file
+from framefleet.files.lock_file import hold_lock_file
+from framefleet.jobs import run as job
+from framefleet.jobs.directory import JobDir
+from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.view import JobStatus, JobView
 from framefleet.pipeline import Pipeline
-from framefleet.redact import redact
 from framefleet.service.config import ServiceConfig, check_allowed, check_submitted_pipeline
 from framefleet.service.console import ItemLines
-from framefleet.service.registry import JobRecord, Registry
+from framefleet.service.registry import Registry, ServiceJob
 from framefleet.service.watcher import Watcher, WatchRule
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.settings import RunSettings
+from framefleet.util.redact import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,7 +93,7 @@ class JobProgress:
 class JobRunner:
     """Runs one job in its own thread: a submitted job until its items are done, a watch job until stopped."""
 
-    def __init__(self, record: JobRecord, job_dir: JobDir, service: Service) -> None:
+    def __init__(self, record: ServiceJob, job_dir: JobDir, service: Service) -> None:
         self.record = record
         self.job_dir = job_dir
         self.watcher: Watcher | None = None
@@ -171,7 +171,7 @@ class JobRunner:
     def _settings(self, standing: bool) -> RunSettings:
         """A submitted job runs with the settings its first run stored, so a restart of the service or a
         retry never changes how it runs; a watch job with the service's own (its rule is in the config)."""
-        current = self._service.config.run_settings()
+        current = self._service.config.run
         if standing or not self.job_dir.started():
             return current
         return job.job_settings(self.job_dir.path, default=current)
@@ -258,10 +258,10 @@ class Service:
         Once: a second call does nothing (`framefleet serve` starts the service before its server)."""
         if self._dispatcher.ident is not None:
             return
-        if self.config.engine == "ray":
+        if self.config.run.engine == "ray":
             from framefleet.engines.ray import connect
 
-            connect(RayOptions(address=self.config.ray_address))
+            connect(self.config.run.ray)
         self._watch_ids = {self._register_watch(rule).id for rule in self.config.watch}
         for record in self.registry.active(queued_limit=0):
             if record.kind == "watch" and record.id not in self._watch_ids:
@@ -276,7 +276,7 @@ class Service:
             runners = list(self._runners.values())
         for runner in runners:
             runner.stop()
-        grace = self.config.engine_options.grace_seconds + 15 if timeout is None else timeout
+        grace = self.config.run.options.grace_seconds + 15 if timeout is None else timeout
         deadline = time.monotonic() + grace
         for runner in runners:
             runner.join(max(0.0, deadline - time.monotonic()))
@@ -287,7 +287,7 @@ class Service:
     # -- requests ----------------------------------------------------------------------------------
 
     def submit(self, inputs: list[str], output: str, pipeline: dict[str, Any], *, name: str | None = None,
-               idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+               idempotency_key: str | None = None) -> tuple[ServiceJob, bool]:
         """Check and record a job (its inputs and output inside the allowed prefixes); it starts when a slot
         is free. Returns the job and whether it is new (False: the idempotency key was seen before)."""
         allow = self.config.allow
@@ -301,7 +301,7 @@ class Service:
         self._wake.set()
         return record, new
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str) -> ServiceJob:
         record = self.job(job_id)
         if record.kind == "watch":
             raise JobConflictError(f"job {job_id} follows a watch rule; remove the rule from the service's "
@@ -320,7 +320,7 @@ class Service:
         record = self.job(job_id)
         if record.state == "queued" or not self.job_dir(record).started():
             return 0
-        with self.job_dir(record).open_ledger(self.config.limits) as ledger:
+        with self.job_dir(record).open_ledger(self.config.run.retry) as ledger:
             count = ledger.retry_failed()
         if count and record.kind == "submitted":
             self.registry.set_state(job_id, "queued", unless=("queued", "running"))
@@ -329,7 +329,7 @@ class Service:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def job(self, job_id: str) -> JobRecord:
+    def job(self, job_id: str) -> ServiceJob:
         record = self.registry.get(job_id)
         if record is None:
             raise UnknownJobError(f"no job {job_id!r}")
@@ -339,18 +339,18 @@ class Service:
         with self._lock:
             return self._runners.get(job_id)
 
-    def job_dir(self, record: JobRecord) -> JobDir:
+    def job_dir(self, record: ServiceJob) -> JobDir:
         return JobDir(self.config.state_dir / "jobs" / record.id)
 
-    def read_job(self, record: JobRecord, read: Callable[[JobView], T], default: T) -> T:
+    def read_job(self, record: ServiceJob, read: Callable[[JobView], T], default: T) -> T:
         """`read(view)` on a view of the job's ledger, or `default` while the job has none yet."""
         place = self.job_dir(record)
         if not place.started():
             return default
-        with place.open_ledger(self.config.limits) as ledger:
+        with place.open_ledger(self.config.run.retry) as ledger:
             return read(JobView(ledger, place.path))
 
-    def progress(self, record: JobRecord) -> JobProgress:
+    def progress(self, record: ServiceJob) -> JobProgress:
         """The job's progress: its ledger's status, and live figures while it runs."""
         runner = self.runner(record.id)
         not_started = JobStatus.not_started(self.job_dir(record).path)
@@ -360,7 +360,7 @@ class Service:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _register_watch(self, rule: WatchRule) -> JobRecord:
+    def _register_watch(self, rule: WatchRule) -> ServiceJob:
         """The rule's job, running with the rule's current spec. Its id hashes the rule's identity (source,
         output, pipeline); a job recorded by an older framefleet, whose id hashed the interval too, is
         adopted when only the interval differs, so that its ledger (what it processed) goes on."""

@@ -20,11 +20,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from framefleet import storage
 from framefleet.errors import FramefleetError, InputNotFoundError
-from framefleet.ledger import Ledger
-from framefleet.redact import redact
-from framefleet.sources import VideoRef, expand_entry
+from framefleet.files import storage
+from framefleet.files.sources import VideoRef, expand_entry
+from framefleet.jobs.store import Ledger
+from framefleet.util.redact import redact
 
 MAX_REPORTED = 3
 """Left-out files named in `last_error` (the others are counted)."""

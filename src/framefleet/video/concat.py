@@ -18,7 +18,7 @@ import av
 import av.error
 
 from framefleet.errors import CorruptVideoError, OutputError
-from framefleet.temporary import temporary_path
+from framefleet.files.temporary import temporary_path
 from framefleet.video.container import VideoSource
 from framefleet.video.remux import CarriedStream, StreamCarrier
 

@@ -16,11 +16,16 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from framefleet.errors import CorruptVideoError, OptionError
-from framefleet.limits import InputLimits
+from framefleet.processing.batch import FrameBatch
+from framefleet.settings import InputLimits
 from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream
-from framefleet.batch import FrameBatch
-from framefleet.video.frames import (COLORSPACE_UNSPECIFIED, display_matrix, frame_to_rgb, thread_reformatter,
-                                     yuv_for_encoder)
+from framefleet.video.frames import (
+    COLORSPACE_UNSPECIFIED,
+    display_matrix,
+    frame_to_rgb,
+    thread_reformatter,
+    yuv_for_encoder,
+)
 from framefleet.video.orientation import Orientation
 from framefleet.video.tone_map import ToSdr
 

@@ -19,20 +19,20 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
-from functools import cache
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
 
 import av
 import av.error
 import numpy as np
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import OptionError, OutputError
-from framefleet.temporary import temporary_path
+from framefleet.files.temporary import temporary_path
+from framefleet.processing.batch import FrameBatch
+from framefleet.video.colour import ColourPlan, check_hdr_mode, output_pix_fmt
 from framefleet.video.container import VideoSource
 from framefleet.video.frames import rgb_to_frame, thread_reformatter
-from framefleet.video.colour import ColourPlan, check_hdr_mode, output_pix_fmt
 from framefleet.video.muxing import encodes, holds_encoder, output_format, video_encoder_for
 from framefleet.video.remux import CarriedStream, StreamCarrier
 

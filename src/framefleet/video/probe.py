@@ -14,11 +14,11 @@ import av
 import av.error
 
 from framefleet.errors import CorruptVideoError
-from framefleet.limits import InputLimits
+from framefleet.settings import InputLimits
 from framefleet.video.colour import HdrMetadata, bit_depth_of, output_colours, transfer_of
 from framefleet.video.container import VideoSource, check_reads, open_input, select_video_stream, source_size
-from framefleet.video.orientation import Orientation
 from framefleet.video.frames import display_matrix
+from framefleet.video.orientation import Orientation
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from typing import Any
 
 import av
 
-from framefleet import __version__
-from framefleet.cache import cache_dir
-from framefleet.memory_budget import available_bytes
-from framefleet.streaming import available_cores, gpu_names
+from framefleet._version import __version__
+from framefleet.processing.memory_budget import available_bytes
+from framefleet.processing.streaming import available_cores, gpu_names
+from framefleet.util.cache import cache_dir
 
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 """The CPU flags that decide how fast a model runs (AVX-512, VNNI for int8, bf16 and AMX)."""

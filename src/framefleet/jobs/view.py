@@ -1,9 +1,9 @@
 """`JobView`: one job as its ledger tells it, the single reading that every reader of a job shows.
 
 `framefleet status`, `failures` and `report`, the service's API and dashboard, and its Prometheus metrics
-read a job through a `JobView`. The ledger runs the queries and returns dataclasses; this module adds
-what is computed from them (the recent frame rate, the ETA, time by stage, elapsed time), and each reader
-only formats the result.
+read a job through a `JobView`. Its queries are the ledger's reads (`framefleet.jobs.reads`); this module
+adds what is computed from them (the recent frame rate, the ETA, frames over time, elapsed time), and each
+reader only formats the result.
 """
 
 from __future__ import annotations
@@ -17,17 +17,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from framefleet.job_dir import JobDir, open_ledger
-from framefleet.ledger import Activity, Failure, ItemMetrics, JobRecord, Ledger, Losses
+from framefleet.jobs.directory import JobDir, open_ledger
+from framefleet.jobs.reads import LedgerReads, Losses
+from framefleet.jobs.store import Ledger
+from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, RunSettings
 
 NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 """Seconds a bucket of `JobView.frame_series` may span (a longer job gets whole multiples of a minute)."""
 RECENT_SECONDS = 120.0
 """The window of `JobStatus.fps_recent`."""
-PREDICTION_KEY = "prediction"
-"""The ledger setting under which `run` keeps what a plan predicted."""
-RUN_SETTINGS_KEY = "run_settings"
-"""The ledger setting under which `run` keeps the `RunSettings` of the job's latest run."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,9 @@ class JobStatus:
     frames_done: int
     frames_expected: int
     fps_recent: float
-    """Frames per second over the last two minutes of finished tasks (0 when idle)."""
+    """Frames per second of the tasks finished in the last two minutes, over those two minutes or, when the
+    job (or its latest run) started less than two minutes ago, over the time since it started (0 when
+    idle)."""
     eta_seconds: float | None
     """From the throughput measured over the last two minutes; when no task finished in them (at the start,
     or after a pause), from the plan's predicted fps."""
@@ -58,7 +58,7 @@ class JobStatus:
     step_seconds: dict[str, float] | None = None
     """Op time by step of the op chain (`resize`, `style`, ...) over the finished tasks: the slow step."""
     settings: dict[str, Any] | None = None
-    """How the job's latest run was set up (`RunSettings`: engine, options, limits, ...), which `retry` reuses."""
+    """How the job's latest run was set up (`RunSettings`: engine, options, retry, ...), which `retry` reuses."""
     running: bool = False
     """Whether a run holds the job now. When none does, nothing runs: no ETA, and items counted `running`
     were started and stopped (they resume where they were when the job runs again)."""
@@ -119,7 +119,7 @@ class JobStatus:
             return []
         workers = self.settings["options"]["workers"]
         return [("engine", f"{self.settings['engine']}, {workers or 'default'} workers, "
-                           f"{self.settings['limits']['max_attempts']} attempts")]
+                           f"{self.settings['retry']['max_attempts']} attempts")]
 
     def _prediction_rows(self) -> list[tuple[str, str]]:
         """The plan's prediction beside the measured figures."""
@@ -146,13 +146,14 @@ class FrameSeries:
     """Frames per bucket: each finished task's frames spread evenly over the attempt that did them."""
 
 
-class JobView:
-    """Read one job from its ledger (safe while the job runs). `now` is the time rates and elapsed time are
-    measured to (the current time by default)."""
+class JobView(LedgerReads):
+    """One job as its ledger tells it (safe while the job runs): the ledger's read queries, and the figures
+    computed from them (recent frame rate, ETA, frames over time, the status snapshot). `now` is the time
+    rates and elapsed time are measured to (the current time by default)."""
 
-    def __init__(self, ledger: Ledger, job_dir: str | Path, now: float | None = None) -> None:
-        self.ledger = ledger
-        self.job_dir = str(job_dir)
+    def __init__(self, ledger: Ledger, job_dir: str | Path | None = None, now: float | None = None) -> None:
+        super().__init__(ledger)
+        self.job_dir = str(job_dir if job_dir is not None else ledger.path.parent)
         self.now = time.time() if now is None else now
 
     @classmethod
@@ -162,45 +163,12 @@ class JobView:
         with open_ledger(job_dir) as ledger:
             yield cls(ledger, job_dir, now)
 
-    def job(self) -> JobRecord | None:
-        """The job's fingerprint, pipeline, output root and version (None before it started)."""
-        return self.ledger.job()
-
-    def counts(self) -> dict[str, int]:
-        """Items per state."""
-        return self.ledger.counts()
-
-    def tasks(self) -> dict[str, int]:
-        """Tasks (probes, segments, joins) per state."""
-        return self.ledger.task_counts()
-
-    def frames(self) -> tuple[int, int]:
-        """(frames done, frames the probes expect)."""
-        return self.ledger.frame_totals()
-
-    def items(self, state: str | None = None) -> list[ItemMetrics]:
-        """Each video's state, error and totals (bytes counted once for a split video), in order."""
-        return [item for item in self.ledger.item_metrics() if state is None or item.state == state]
-
-    def failures(self) -> list[Failure]:
-        return self.ledger.failures()
-
-    def losses(self) -> Losses:
-        return self.ledger.losses()
-
-    def activity(self) -> Activity:
-        return self.ledger.activity()
-
-    def throughput(self) -> list[tuple[float, int]]:
-        """(finish time, frames) of every finished task, in time order."""
-        return self.ledger.throughput()
-
     def frame_series(self, buckets: int, end: float | None = None) -> FrameSeries | None:
         """Frames processed over time, in at most `buckets` buckets (a `NICE_BUCKETS` span each when one
         fits) up to `end` (default: the last task's end); None before any task finished. A task's frames
         are only known when it ends: they are spread evenly from its claim to its end, not all put at
         the end (a nine-minute task shows nine minutes of work, not one spike)."""
-        spans = self.ledger.task_spans()
+        spans = self.task_spans()
         if not spans:
             return None
         start = spans[0][0]
@@ -217,28 +185,37 @@ class JobView:
                 frames[index] += count * max(high - low, 0.0) / (ended - started)
         return FrameSeries(start=start, bucket_seconds=float(bucket), frames=frames)
 
-    def stages(self) -> dict[str, float]:
-        """Seconds by stage (decode, ops, encode, upload) over the finished tasks."""
-        return self.ledger.stage_seconds()
-
-    def step_seconds(self) -> dict[str, float]:
-        """Op seconds by step of the op chain over the finished tasks."""
-        return self.ledger.step_seconds()
-
     def setting(self, key: str) -> Any:
         """A JSON setting `run` stored (`PREDICTION_KEY`, `RUN_SETTINGS_KEY`), or None."""
         return json.loads(self.ledger.setting(key) or "null")
 
+    def run_settings(self) -> RunSettings | None:
+        """The `RunSettings` of the job's latest run, as this version reads them (keys another version
+        wrote that this one does not know are left out, missing ones take their defaults), or None."""
+        text = self.ledger.setting(RUN_SETTINGS_KEY)
+        return None if text is None else RunSettings.from_json(text)
+
+    def fps_recent(self) -> float:
+        """Frames per second of the tasks finished in the last `RECENT_SECONDS`, over that window or, when
+        the work going on in it began later (a job or a resumed run younger than the window), over the time
+        since that work began (at least a second); 0 when none finished."""
+        since = self.now - RECENT_SECONDS
+        recent = sum(frames for finished, frames in self.throughput() if finished >= since)
+        if not recent:
+            return 0.0
+        began = self.busy_since(since)
+        return recent / max(self.now - max(since, began if began is not None else since), 1.0)
+
     def status(self) -> JobStatus:
         """Counts, frames, rates, ETA, workers, losses, stages and settings in one snapshot."""
         done, expected = self.frames()
-        recent = [frames for finished, frames in self.throughput() if finished >= self.now - RECENT_SECONDS]
-        fps = sum(recent) / RECENT_SECONDS if recent else 0.0
+        fps = self.fps_recent()
         prediction = self.setting(PREDICTION_KEY)
         rate = fps or (prediction or {}).get("fps", 0.0)
         activity = self.activity()
         losses = self.losses()
         running = JobDir.of(self.job_dir).held()
+        settings = self.run_settings()
         return JobStatus(
             job_dir=self.job_dir,
             items=self.counts(),
@@ -255,7 +232,7 @@ class JobView:
             stages=self.stages(),
             prediction=prediction,
             step_seconds=self.step_seconds(),
-            settings=self.setting(RUN_SETTINGS_KEY),
+            settings=None if settings is None else json.loads(settings.to_json()),
             running=running,
             stopped=losses.stopped,
         )

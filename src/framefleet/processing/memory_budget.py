@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import TypeGuard
 
 from framefleet.engines.local import local_worker_count
-from framefleet.engines.scheduler import EngineOptions
-from framefleet.errors import OptionError
-from framefleet.limits import LimitError
+from framefleet.errors import LimitError, OptionError
 from framefleet.ops.base import Op
 from framefleet.ops.style import StyleTransferOp
 from framefleet.pipeline import Pipeline
-from framefleet.streaming import Parallelism
+from framefleet.processing.streaming import Parallelism
+from framefleet.settings import EngineOptions
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from framefleet.batch import FrameBatch
 from framefleet.ops.base import Device
-from framefleet.ops.images import resize
 from framefleet.ops.style import NUM_STYLES, StyleTransferOp
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.images import resize
 
 
 def contact_sheet(frame: np.ndarray, *, tile: int = 256, columns: int = 7, device: str = "auto") -> Image.Image:

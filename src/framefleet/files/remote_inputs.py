@@ -17,34 +17,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fsspec.caching import BlockCache
 
-from framefleet import storage
-from framefleet.errors import OptionError
+from framefleet.files import storage
+from framefleet.settings import InputAccess
 from framefleet.video import RemoteVideo, VideoSource
-
-ReadMode = Literal["auto", "range", "spool"]
-READ_MODES: tuple[str, ...] = ("auto", "range", "spool")
-DEFAULT_CACHE_BYTES = 8 << 30
-
-
-@dataclass(frozen=True)
-class InputAccess:
-    """How workers read remote inputs."""
-
-    mode: ReadMode = "auto"
-    cache_dir: str | None = None
-    """Where spooled copies go (default: a folder under the system's temporary directory)."""
-    cache_bytes: int = DEFAULT_CACHE_BYTES
-    """The spool cache's size limit; the least recently used copies are evicted beyond it."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in READ_MODES:
-            raise OptionError(f"--remote-read must be one of {', '.join(READ_MODES)}, got {self.mode!r}")
-        if self.cache_bytes < 0:
-            raise OptionError(f"the spool cache size must not be negative, got {self.cache_bytes}")
 
 
 class SpoolCache:

@@ -3,7 +3,7 @@
 An input is a file, a directory (walked recursively), a glob (`*`, `?`, `[...]`, `**`), `@list.txt` (one
 input per line; blank lines and `#` comments ignored), or `-` (such lines read from stdin). Entries of a
 list are inputs like those on the command line, relative paths resolved against the current directory.
-All access goes through `framefleet.storage`; nothing here runs FFmpeg, because the scheduler process must
+All access goes through `framefleet.files.storage`; nothing here runs FFmpeg, because the scheduler process must
 not open untrusted files with it: files found in directories are recognised by extension or by sniffing
 their first bytes.
 """
@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from framefleet import storage
 from framefleet.errors import InputNotFoundError, OptionError, OutputError
+from framefleet.files import storage
 from framefleet.video.container import VIDEO_EXTENSIONS
 
 # Enough bytes for every signature below (MPEG-TS checks sync bytes up to 376, M2TS up to 388).

@@ -7,7 +7,7 @@ the same file named two ways is one input; remote ones as `protocol://bucket/key
 
 Credentials come from the store's own environment variables (e.g. `AZURE_STORAGE_CONNECTION_STRING`,
 `AWS_ACCESS_KEY_ID`) or from storage options set with `configure`; they are registered with
-`framefleet.redact` and never appear in a message. Store errors become one-line `StorageError`s naming
+`framefleet.util.redact` and never appear in a message. Store errors become one-line `StorageError`s naming
 the operation and the URI, or `StorageUnavailableError` when the store cannot be reached (retried).
 Outputs are committed atomically: written to a local file first, then uploaded in one commit (a block
 list on Azure, a multipart completion on S3, a finalised upload on GCS), so a reader never sees a part.
@@ -34,7 +34,6 @@ import yaml
 from fsspec.caching import BlockCache
 from fsspec.core import split_protocol
 
-from framefleet import redact
 from framefleet.errors import (
     FramefleetError,
     InputNotFoundError,
@@ -44,7 +43,8 @@ from framefleet.errors import (
     StorageUnavailableError,
     exception_chain,
 )
-from framefleet.temporary import temporary_path
+from framefleet.files.temporary import temporary_path
+from framefleet.util import redact
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 READ_ONLY_PROTOCOLS = frozenset({"http", "https"})

@@ -123,7 +123,7 @@ class FrameBatch:
                 assert self.decoded is not None
                 self._scaled[width, height] = self.decoded.rgb(width, height)
             else:
-                from framefleet.ops.images import resize
+                from framefleet.processing.images import resize
 
                 self._scaled[width, height] = np.stack([resize(frame, width, height) for frame in self._frames])
         return self._scaled[width, height]

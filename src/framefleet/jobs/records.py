@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from framefleet import storage
 from framefleet.errors import OpError, OptionError
-from framefleet.job_dir import open_ledger
-from framefleet.temporary import remove_stale_temporaries, temporary_path
+from framefleet.files import storage
+from framefleet.files.temporary import remove_stale_temporaries, temporary_path
+from framefleet.jobs.directory import open_ledger
 
 RECORDS_SUFFIX = ".records.parquet"
 _FRAMES_KEY = b"framefleet.frames"

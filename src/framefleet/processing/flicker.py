@@ -4,7 +4,7 @@ optionally the detail it keeps against a reference (the same video processed fra
 The videos are decoded side by side, one frame at a time. Flicker: each consecutive pair, scaled so the
 longest side is at most `side`, gets Lai et al.'s warping error (`temporal.pair_error`), split into a low
 and a high band at 3 px of the output's size. Detail (with a reference): each processed frame against the
-reference frame at full size (`framefleet.detail`). Memory holds a few frames, whatever the length. Lower
+reference frame at full size (`framefleet.processing.detail`). Memory holds a few frames, whatever the length. Lower
 flicker is steadier; 0 means every visible pixel moved exactly with the input.
 """
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from framefleet.detail import BAND_SIGMA, detail_kept, ssim
 from framefleet.errors import OptionError
-from framefleet.temporal import FlowEstimator, PairError, pair_error
+from framefleet.processing.detail import BAND_SIGMA, detail_kept, ssim
+from framefleet.processing.temporal import FlowEstimator, PairError, pair_error
 from framefleet.video import VideoReader
 from framefleet.video.container import VideoSource
 

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from framefleet.detail import BAND_SIGMA, split_bands
 from framefleet.errors import OptionError
+from framefleet.processing.detail import BAND_SIGMA, split_bands
 
 if TYPE_CHECKING:
     from framefleet.ops.base import Op

@@ -38,7 +38,6 @@ from typing import Any, BinaryIO, Literal, TypeVar
 
 import fsspec
 
-from framefleet import storage
 from framefleet.errors import (
     FramefleetError,
     InputNotFoundError,
@@ -47,8 +46,9 @@ from framefleet.errors import (
     StorageError,
     StorageUnavailableError,
 )
-from framefleet.redact import redact
-from framefleet.temporary import temporary_path
+from framefleet.files import storage
+from framefleet.files.temporary import temporary_path
+from framefleet.util.redact import redact
 
 Existing = Literal["check", "skip", "overwrite"]
 EXISTING_MODES: tuple[Existing, ...] = ("check", "skip", "overwrite")

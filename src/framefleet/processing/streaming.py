@@ -29,14 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-from framefleet.batch import FrameBatch
 from framefleet.errors import CorruptVideoError, OptionError, OutputError
-from framefleet.limits import InputLimits
+from framefleet.jobs.records import RecordsWriter
 from framefleet.ops.base import Device, Op
 from framefleet.ops.chain import chain_output_size, run_chain, step_names
-from framefleet.records import RecordsWriter
-from framefleet.temporal import (BlendStep, TemporalBlend, check_mode, check_strength, default_mode, flow_size,
-                                 preroll_frames, temporal_filter)
+from framefleet.pipeline import Pipeline
+from framefleet.processing.batch import FrameBatch
+from framefleet.processing.temporal import (
+    BlendStep,
+    TemporalBlend,
+    flow_size,
+    preroll_frames,
+    temporal_filter,
+)
 from framefleet.video import EncodeOptions, VideoFormat, VideoInfo, VideoReader, VideoWriter, probe
 from framefleet.video.colour import ColourPlan, check_tags, expects_sdr, plan_colour
 from framefleet.video.container import RemoteVideo, VideoSource
@@ -129,7 +134,7 @@ class StreamResult:
     encoder: str = ""
     """The video encoder used (libx264, h264_nvenc, ...; empty when no video was written)."""
     temporal: str = "none"
-    """How frames were made steady: none, bands or blend (`framefleet.temporal`)."""
+    """How frames were made steady: none, bands or blend (`framefleet.processing.temporal`)."""
     frames_claimed: int | None = None
     """Frames the container's index lists for the video stream (MP4, MOV, AVI; None where it lists none, and
     for a segment)."""
@@ -191,37 +196,30 @@ def check_output_path(source: VideoSource, output: Path) -> None:
 def process_video(
     source: VideoSource,
     output: str | os.PathLike[str] | None,
-    ops: Sequence[Op],
+    pipeline: Pipeline | Sequence[Op],
     *,
-    encode: EncodeOptions = EncodeOptions(),
     sessions: int | None = None,
     video_stream: int | None = None,
     progress: ProgressCallback | None = None,
     records: str | os.PathLike[str] | None = None,
     hw_decode: bool = False,
-    temporal: str | None = None,
-    temporal_strength: float | None = None,
-    strict: bool = False,
-    limits: InputLimits | None = None,
 ) -> StreamResult:
-    """Run `ops` over every frame of `source` and write `output` (atomically), carrying its audio,
-    subtitles and data streams, and the ops' records to the Parquet file `records`; either may be None.
+    """Run `pipeline` (or just these ops, as `Pipeline.of` makes them one) over every frame of `source` and
+    write `output` (atomically), carrying its audio, subtitles and data streams, and the ops' records to the
+    Parquet file `records`; either may be None. The pipeline says how to encode, how to remove flicker
+    (`framefleet.processing.temporal`), whether to refuse partly damaged inputs (`strict`; else every frame
+    that decodes is kept and the result counts the damage) and what an input may claim or cost (`limits`).
     With `hw_decode`, a video whose ops run on CUDA is decoded there too (NVDEC; measured slower than the
-    CPU's threaded decoder on a 16-core GPU machine, hence off by default). `temporal="bands"` (or the
-    older "blend") removes flicker (`framefleet.temporal`) at `temporal_strength` (None: the mode's default),
-    "none" processes every frame on its own; by default ops that flicker (style transfer) get bands, as in
-    `Pipeline`. A partly damaged input gives every frame that decodes
-    (the result counts the damage); `strict` refuses it instead. `limits` refuses inputs that claim or cost
-    too much (`framefleet.limits`).
+    CPU's threaded decoder on a 16-core GPU machine, hence off by default).
     Raises framefleet errors for bad input and output."""
-    info = probe(source, keyframes=False, video_stream=video_stream, limits=limits)
+    if not isinstance(pipeline, Pipeline):
+        pipeline = Pipeline.of(pipeline)
+    info = probe(source, keyframes=False, video_stream=video_stream, limits=pipeline.limits)
     for target in (output, records):
         if target is not None:
             check_output_path(source, Path(target))
-    with FrameProcessor(ops, sessions=sessions, hw_decode=hw_decode, strict=strict, limits=limits,
-                        temporal=default_mode(ops) if temporal is None else temporal,
-                        temporal_strength=temporal_strength) as processor:
-        return processor.run(source, output, encode=encode, info=info, progress=progress, records=records)
+    with FrameProcessor(pipeline, sessions=sessions, hw_decode=hw_decode) as processor:
+        return processor.run(source, output, encode=pipeline.encode, info=info, progress=progress, records=records)
 
 
 class FrameProcessor:
@@ -230,20 +228,19 @@ class FrameProcessor:
     Workers keep one for their lifetime, so models load once per worker, not once per video.
     """
 
-    def __init__(self, ops: Sequence[Op], *, sessions: int | None = None, threads: int | None = None,
-                 hw_decode: bool = False, temporal: str = "none", temporal_strength: float | None = None,
-                 strict: bool = False, limits: InputLimits | None = None) -> None:
-        self.ops = list(ops)
-        self.temporal = check_mode(temporal)
+    def __init__(self, pipeline: Pipeline, *, sessions: int | None = None, threads: int | None = None,
+                 hw_decode: bool = False) -> None:
+        self.ops = list(pipeline.ops)
+        self.temporal = pipeline.temporal
         """none, bands or blend: outputs made steady along the input's motion, in order (a segment pre-rolls
         into it)."""
-        self.temporal_strength = None if temporal_strength is None else check_strength(temporal_strength)
+        self.temporal_strength = pipeline.temporal_strength
         """How steady (0 to 1; None: the mode's default)."""
-        self.strict = strict
+        self.strict = pipeline.strict
         """Refuse partly damaged inputs (rejected packets, a container that breaks off, frames missing from
         the index) instead of processing what decodes."""
-        self.limits = limits
-        """What an input may claim or cost (None: no limits), checked as it is probed and decoded."""
+        self.limits = pipeline.limits
+        """What an input may claim or cost, checked as it is probed and decoded."""
         self.plan = Parallelism.choose(self.ops, sessions, threads)
         self.hwaccel = "cuda" if hw_decode and self.plan.device.kind == "cuda" else None
         """Where videos are decoded: NVDEC when asked and the ops run on CUDA (else, or where it cannot, the CPU)."""

@@ -14,12 +14,12 @@ import traceback
 from collections.abc import Callable
 
 from framefleet.errors import DiskFullError, is_disk_full
-from framefleet.limits import cap_memory, is_out_of_memory, memory_error
+from framefleet.files.remote_inputs import WorkerStorage
+from framefleet.jobs.task import TaskRequest, TaskResult, run_task
 from framefleet.pipeline import Pipeline
-from framefleet.redact import redact
-from framefleet.remote_inputs import WorkerStorage
-from framefleet.streaming import FrameProcessor
-from framefleet.task import TaskRequest, TaskResult, run_task
+from framefleet.processing.limits import cap_memory, is_out_of_memory, memory_error
+from framefleet.processing.streaming import FrameProcessor
+from framefleet.util.redact import redact
 
 _LOG_TAIL_LINES = 20
 
@@ -38,9 +38,7 @@ class Worker:
         if own_process and not any(op.device == "cuda" for op in pipeline.ops):
             cap_memory(pipeline.limits)  # CUDA reserves far more address space than it uses
         self._inputs = worker_storage.apply()
-        self._processor = FrameProcessor(self.pipeline.ops, sessions=1, threads=threads,
-                                         temporal=pipeline.temporal, temporal_strength=pipeline.temporal_strength,
-                                         strict=pipeline.strict, limits=pipeline.limits)
+        self._processor = FrameProcessor(self.pipeline, sessions=1, threads=threads)
 
     def run(self, request: TaskRequest, progress: Callable[[int], None] | None = None) -> TaskResult:
         """Run one task (see `run_task`); raises a framefleet error, or anything else for a bug."""

@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from framefleet import storage
-from framefleet.cache import cache_dir
 from framefleet.errors import FramefleetError, OptionError, OutputError, job_disk_full
-from framefleet.ledger import Ledger, Limits
-from framefleet.lock_file import hold_lock_file, is_held
+from framefleet.files import storage
+from framefleet.files.lock_file import hold_lock_file, is_held
+from framefleet.jobs.store import Ledger
+from framefleet.settings import RetryPolicy
+from framefleet.util.cache import cache_dir
 
 LEDGER_NAME = "ledger.sqlite"
 DEFAULT_JOB_DIR_NAME = ".framefleet-job"
@@ -75,14 +76,14 @@ class JobDir:
         """Whether a run has made the job's ledger."""
         return self.ledger_path.exists()
 
-    def open_ledger(self, limits: Limits = Limits(), *, create: bool = False) -> Ledger:
+    def open_ledger(self, retry: RetryPolicy = RetryPolicy(), *, create: bool = False) -> Ledger:
         """The job's ledger, to use as a context manager; `create` makes the folder and the ledger of a new
         job, else a folder without one is refused."""
         if create:
             self.path.mkdir(parents=True, exist_ok=True)
         elif not self.started():
             raise OptionError(f"{self.path}: no framefleet job here (no {LEDGER_NAME}); give the --job-dir of a run")
-        return Ledger(self.ledger_path, limits)
+        return Ledger(self.ledger_path, retry)
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -101,7 +102,7 @@ class JobDir:
         return is_held(self.path / "lock")
 
 
-def open_ledger(job_dir: str | os.PathLike[str], limits: Limits = Limits()) -> Ledger:
+def open_ledger(job_dir: str | os.PathLike[str], retry: RetryPolicy = RetryPolicy()) -> Ledger:
     """The ledger of an existing job (`JobDir.open_ledger`); an object-store output URI stands for its
     default job directory."""
-    return JobDir.of(job_dir).open_ledger(limits)
+    return JobDir.of(job_dir).open_ledger(retry)

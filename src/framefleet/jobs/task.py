@@ -14,18 +14,27 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from framefleet import storage
-from framefleet.ledger import Segment, Task, TaskMetrics
+from framefleet.files import storage
+from framefleet.files.remote_inputs import InputOpener
+from framefleet.files.temporary import remove_stale_temporaries
+from framefleet.jobs.records import join_records, records_path, records_uri
+from framefleet.jobs.results import (
+    DamageReport,
+    JoinResult,
+    ProbeResult,
+    Segment,
+    SegmentResult,
+    TaskMetrics,
+    TaskOutcome,
+)
+from framefleet.jobs.transitions import Task
 from framefleet.pipeline import Pipeline
-from framefleet.records import join_records, records_path, records_uri
-from framefleet.remote_inputs import InputOpener
-from framefleet.streaming import FrameProcessor, StreamResult
-from framefleet.temporary import remove_stale_temporaries
+from framefleet.processing.streaming import FrameProcessor, StreamResult
 from framefleet.video import VideoInfo, VideoSource, probe
 from framefleet.video.concat import join_segments
 
@@ -54,9 +63,9 @@ class TaskRequest:
 
 @dataclass
 class TaskResult:
-    """What a worker reports back: a JSON-able result, metrics and, for a probe, the segment plan."""
+    """What a worker reports back: the result of its kind, metrics and, for a probe, the segment plan."""
 
-    result: dict[str, Any] = field(default_factory=dict)
+    result: TaskOutcome
     metrics: TaskMetrics = field(default_factory=TaskMetrics)
     segments: list[Segment] | None = None
 
@@ -131,8 +140,8 @@ def run_task(
     if request.kind == "probe":
         info = probe(source, keyframes=True, limits=pipeline.limits)
         return TaskResult(
-            result={"frames": info.frame_count_header, "duration": info.duration, "width": info.width,
-                    "height": info.height, "video_index": info.video_index},
+            result=ProbeResult(frames=info.frame_count_header, duration=info.duration, width=info.width,
+                               height=info.height, video_index=info.video_index),
             metrics=TaskMetrics(bytes_in=info.size_bytes),
             segments=plan_segments(info, pipeline.segment_seconds),
         )
@@ -155,16 +164,12 @@ def run_task(
     metrics.upload_s = _commit(records, records_uri(destination)) if records is not None else 0.0
     if video is not None:
         metrics.upload_s += _commit(video, destination)
-    result: dict[str, Any] = {"frames": stream.frames,
-                              "output": destination if video is not None else records_uri(destination)}
-    if records is not None:
-        result["records"] = stream.records
-    if stream.runtime:  # what ran the models, kept in the ledger with the task's result
-        result["runtime"] = stream.runtime
-    if stream.damaged:  # kept in the ledger with the task's result
-        result["damage"] = {"summary": stream.damage(), "frames_claimed": stream.frames_claimed,
-                            "decode_errors": stream.decode_errors, "frames_dropped": stream.frames_dropped,
-                            "cut_short": stream.cut_short}
+    damage = DamageReport(summary=stream.damage(), frames_claimed=stream.frames_claimed,
+                          decode_errors=stream.decode_errors, frames_dropped=stream.frames_dropped,
+                          cut_short=stream.cut_short) if stream.damaged else None
+    result = SegmentResult(frames=stream.frames, output=destination if video is not None else records_uri(destination),
+                           records=stream.records if records is not None else None, runtime=stream.runtime or None,
+                           damage=damage)
     return TaskResult(result=result, metrics=metrics)
 
 
@@ -200,20 +205,20 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
     for uri, local in zip(remote_parts, parts):
         storage.download(uri, local)
     bytes_in = sum(part.stat().st_size for part in parts if part.exists())
-    result: dict[str, Any] = {"output": request.output_uri}
+    result = JoinResult(output=request.output_uri)
     metrics = TaskMetrics(bytes_in=bytes_in)
     if record_parts:
         records = records_path(target)
-        result["records"] = join_records(record_parts, records)
+        result = replace(result, records=join_records(record_parts, records))
         metrics.bytes_out += records.stat().st_size
         metrics.upload_s += _commit(records, records_uri(request.output_uri))
         if not video_parts:
-            result["output"] = records_uri(request.output_uri)
+            result = replace(result, output=records_uri(request.output_uri))
     if video_parts:
         offset = Fraction(info.start_time or 0).limit_denominator(1_000_000)
         frames, carried = join_segments(video_parts, target, carry_from=source,
                                         carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
-        result.update(frames=frames, streams=[vars(c) for c in carried])
+        result = replace(result, frames=frames, streams=[vars(c) for c in carried])
         metrics.bytes_out += target.stat().st_size
         metrics.upload_s += _commit(target, request.output_uri)
     for uri in remote_parts:

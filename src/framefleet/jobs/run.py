@@ -1,4 +1,4 @@
-"""`run`: a batch job over many videos, durable in its job directory (`framefleet.job_dir`) and resumable
+"""`run`: a batch job over many videos, durable in its job directory (`framefleet.jobs.directory`) and resumable
 by running it again; `retry`: its failed items again, run as the job's stored settings say.
 """
 
@@ -15,20 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from framefleet import __version__, storage
+from framefleet._version import __version__
 from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import NoVideosError, OptionError, OutputError
-from framefleet.job_dir import JobDir, default_job_dir, open_ledger, resolve_job_dir
-from framefleet.job_view import PREDICTION_KEY, RUN_SETTINGS_KEY
-from framefleet.ledger import Damage, Failure, Ledger
-from framefleet.memory_budget import fit_local_workers
-from framefleet.ops.registry import is_builtin
+from framefleet.files import storage
+from framefleet.files.remote_inputs import WorkerStorage
+from framefleet.files.sources import VideoRef, expand_inputs
+from framefleet.jobs.directory import JobDir, default_job_dir, open_ledger, resolve_job_dir
+from framefleet.jobs.reads import Damage, Failure, LedgerReads
+from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.store import Ledger
+from framefleet.ops.names import is_builtin
 from framefleet.pipeline import Pipeline
-from framefleet.remote_inputs import WorkerStorage
-from framefleet.sources import VideoRef, expand_inputs
-from framefleet.spec import JobSpec, RunSettings
+from framefleet.processing.memory_budget import fit_local_workers
+from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, RunSettings
 
 
 @dataclass
@@ -72,6 +74,7 @@ def run(
     stop: threading.Event | None = None,
     accept: Callable[[str], bool] | None = None,
     prediction: Mapping[str, Any] | None = None,
+    retry_failed: bool = False,
 ) -> JobResult:
     """Run a job (see `JobSpec`): every video its inputs name, processed into its output root.
 
@@ -87,7 +90,8 @@ def run(
     run ends only so, and its result says `interrupted`. `accept(uri)` False skips a listed video (the
     service confines what a submission may read, symbolic links inside its folders included).
     `prediction` (from a plan: predicted wall seconds, fps, ...) is recorded so that `JobView.status` shows it
-    beside what the job measures.
+    beside what the job measures. `retry_failed` puts the job's failed items back to pending once the run
+    holds the job (`retry`): while another run holds it, nothing changes.
     """
     started = time.perf_counter()
     pipeline, settings = spec.pipeline, spec.settings
@@ -101,10 +105,12 @@ def run(
         raise NoVideosError(found.explain(spec.inputs, output_root))
     if storage.is_local(output_root):
         _create_folder(Path(output_root))
-    with place.lock(), place.open_ledger(settings.limits, create=True) as ledger:
+    with place.lock(), place.open_ledger(settings.retry, create=True) as ledger:
         ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
                         output_root=output_root)
         ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())
+        if retry_failed:
+            ledger.retry_failed()
         if found is not None:
             ledger.add_items(
                 (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
@@ -121,13 +127,13 @@ def run(
                               standing=standing, stop=stop)
         with _stop_on_signals(scheduler, enabled=handle_signals):
             finished = scheduler.run()
-        frames, _ = ledger.frame_totals()
+        frames, _ = LedgerReads(ledger).frames()
         # A stop that came when nothing was left to do (or while the last task finished) interrupted nothing.
         interrupted = not finished and (standing or ledger.unfinished() > 0)
-        return JobResult(job_dir=place.path, counts=ledger.counts(), failures=ledger.failures(), frames=frames,
+        return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(), frames=frames,
                          seconds=time.perf_counter() - started, interrupted=interrupted,
                          skipped=found.skipped if found else [], refused=found.refused if found else {},
-                         damaged=ledger.damaged(), runtimes=ledger.runtimes())
+                         damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes())
 
 
 @dataclass
@@ -261,9 +267,8 @@ def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, 
         job = ledger.job()
         if job is None:
             raise OptionError(f"{job_dir}: the job was never started")
-        ledger.retry_failed()
     spec = JobSpec((), job.output_root, Pipeline.from_spec(job.spec), settings)
-    return run(spec, job_dir=job_dir, **kwargs)
+    return run(spec, job_dir=job_dir, retry_failed=True, **kwargs)
 
 
 @contextmanager

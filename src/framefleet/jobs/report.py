@@ -1,7 +1,7 @@
 """`render_report`: one self-contained HTML page about a job, read from its ledger.
 
 Inline CSS and inline SVG charts drawn here; no scripts, no external requests. Every string that comes
-from the ledger (file names, errors, log tails) is redacted (`framefleet.redact`; the ledger stores redacted
+from the ledger (file names, errors, log tails) is redacted (`framefleet.util.redact`; the ledger stores redacted
 errors already, this is defence in depth) and escaped.
 """
 
@@ -11,10 +11,11 @@ import json
 from datetime import datetime, timezone
 from html import escape
 
-from framefleet.job_view import FrameSeries, JobView
-from framefleet.ledger import Activity, Failure, ItemMetrics, JobRecord
-from framefleet.redact import redact
-from framefleet.sizes import format_bytes
+from framefleet.jobs.reads import Activity, Failure, ItemMetrics
+from framefleet.jobs.store import JobRecord
+from framefleet.jobs.view import FrameSeries, JobView
+from framefleet.util.redact import redact
+from framefleet.util.sizes import format_bytes
 
 _STAGE_COLOURS = {"decode": "#4e79a7", "ops": "#f28e2b", "encode": "#59a14f", "upload": "#b07aa1"}
 _CHART_BUCKETS = 40

@@ -1,0 +1,2 @@
+"""Where videos and outputs live: fsspec storage and path safety, input sources, remote reads, bulk copies,
+temporary names and lock files."""

@@ -1,0 +1,148 @@
+"""How a task's attempt ends, inside the store's write transactions: which lease may still act, what a loss
+costs against the retry policy (`release`), and what follows a finished task (a probe plans segments, the
+last segment makes the join ready, the item is done). Functions of an open SQLite connection, so the store
+(`framefleet.jobs.store`) keeps the transactions and this module the rules.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Literal
+
+from framefleet.jobs.results import ProbeResult, Segment
+from framefleet.settings import RetryPolicy
+from framefleet.util.redact import redact
+
+TaskKind = Literal["probe", "segment", "join"]
+ItemState = Literal["pending", "running", "done", "failed"]
+Outcome = Literal["done", "input_error", "crashed", "hung", "lost", "interrupted", "stale"]
+INFRA_OUTCOMES = frozenset({"lost", "stale"})
+"""Attempts lost to the machines; "interrupted" ones were given up on a stop request."""
+CRASH_OUTCOMES = frozenset({"crashed", "hung"})
+INFRA_BACKOFF_CAP = 30.0
+"""Seconds: the longest wait before retrying a task after repeated infrastructure losses."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A unit of work handed to a worker under a lease."""
+
+    id: int
+    item_id: int
+    kind: TaskKind
+    seq: int
+    start_pts: int | None
+    end_pts: int | None
+    lease_id: int
+    uri: str
+    output_uri: str
+
+
+def holds_lease(db: sqlite3.Connection, task: Task) -> bool:
+    """Whether `task`'s lease is still the newest (only it may complete or fail the task)."""
+    row = db.execute("SELECT state, lease_id FROM tasks WHERE id = ?", (task.id,)).fetchone()
+    return row is not None and row["state"] == "running" and row["lease_id"] == task.lease_id
+
+def close_attempt(db: sqlite3.Connection, lease_id: int, outcome: Outcome, now: float, error_type: str | None,
+                  message: str | None, log_tail: str | None) -> None:
+    """End the attempt `lease_id` with `outcome` and its error, redacted."""
+    error_type, message, log_tail = _redacted(error_type), _redacted(message), _redacted(log_tail)
+    db.execute(
+        "UPDATE attempts SET ended = ?, outcome = ?, error_type = ?, message = ?, log_tail = ? "
+        "WHERE id = ? AND outcome IS NULL",
+        (now, outcome, error_type, message, log_tail, lease_id),
+    )
+
+def release(db: sqlite3.Connection, retry: RetryPolicy, task_id: int, lease_id: int, outcome: Outcome,
+            message: str, now: float, error_type: str | None = None, log_tail: str | None = None,
+            final: bool = False) -> str:
+    """End a task's attempt that did not finish it and charge the loss to its cause: an input failure or a
+    crash uses up the retry budget (the item fails once it is spent, or at once when `final`), an
+    infrastructure loss or a stop request never does. Returns the task's new state."""
+    message = _redacted(message)
+    close_attempt(db, lease_id, outcome, now, error_type, message, log_tail)
+    row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if outcome == "input_error":
+        used = row["input_failures"] + 1
+        db.execute("UPDATE tasks SET input_failures = ? WHERE id = ?", (used, task_id))
+        exhausted = final or used >= retry.max_attempts
+        delay = retry.backoff_seconds * 2 ** (used - 1)
+        reason = message
+    elif outcome in CRASH_OUTCOMES:
+        used = row["crashes"] + 1
+        db.execute("UPDATE tasks SET crashes = ? WHERE id = ?", (used, task_id))
+        exhausted = used >= retry.max_crashes
+        delay = retry.backoff_seconds * 2 ** (used - 1)
+        reason = f"the worker {outcome} {used} times on this input (last: {message})"
+    elif outcome == "interrupted":  # a stop request: retried at once when the job resumes, never counted
+        exhausted, reason, delay = False, message, 0.0
+    else:
+        losses = row["infra_losses"] + 1
+        db.execute("UPDATE tasks SET infra_losses = ? WHERE id = ?", (losses, task_id))
+        # The first loss is retried at once (a killed worker); repeated ones (a store that is down)
+        # back off, capped, and never fail the item.
+        delay = 0.0 if losses == 1 else min(retry.backoff_seconds * 2 ** (losses - 2), INFRA_BACKOFF_CAP)
+        exhausted, reason = False, message
+    if exhausted:
+        db.execute(
+            "UPDATE tasks SET state = 'failed', lease_owner = NULL, lease_expires = NULL WHERE id = ?", (task_id,)
+        )
+        db.execute(
+            "UPDATE tasks SET state = 'cancelled' WHERE item_id = ? AND state IN ('pending', 'waiting')",
+            (row["item_id"],),
+        )
+        db.execute(
+            "UPDATE items SET state = 'failed', error = ?, finished = ? WHERE id = ?",
+            (_redacted(reason), now, row["item_id"]),
+        )
+        return "failed"
+    item_state = db.execute("SELECT state FROM items WHERE id = ?", (row["item_id"],)).fetchone()[0]
+    state = "cancelled" if item_state == "failed" else "pending"  # a sibling task failed the item meanwhile
+    db.execute(
+        "UPDATE tasks SET state = ?, lease_owner = NULL, lease_expires = NULL, not_before = ? WHERE id = ?",
+        (state, now + delay, task_id),
+    )
+    return state
+
+def plan_segments(db: sqlite3.Connection, task: Task, segments: list[Segment], probe: ProbeResult) -> None:
+    """After a probe: the item's frames and duration, its segment tasks, and a join when there are several."""
+    db.execute("UPDATE items SET frames = ?, duration = ? WHERE id = ?",
+               (probe.frames, probe.duration, task.item_id))
+    for seq, segment in enumerate(segments):
+        db.execute(
+            "INSERT OR IGNORE INTO tasks (item_id, kind, seq, start_pts, end_pts, state) "
+            "VALUES (?, 'segment', ?, ?, ?, 'pending')",
+            (task.item_id, seq, segment.start_pts, segment.end_pts),
+        )
+    if len(segments) > 1:
+        db.execute(
+            "INSERT OR IGNORE INTO tasks (item_id, kind, seq, state) VALUES (?, 'join', 0, 'waiting')",
+            (task.item_id,),
+        )
+
+def after_segment(db: sqlite3.Connection, item_id: int, now: float) -> None:
+    """After a segment: once all of the item's are done, its join becomes pending (or, with none, the item is done)."""
+    left = db.execute(
+        "SELECT COUNT(*) FROM tasks WHERE item_id = ? AND kind = 'segment' AND state != 'done'", (item_id,)
+    ).fetchone()[0]
+    total = db.execute(
+        "SELECT COUNT(*) FROM tasks WHERE item_id = ? AND kind = 'segment'", (item_id,)
+    ).fetchone()[0]
+    if left or not total:
+        return
+    has_join = db.execute(
+        "UPDATE tasks SET state = 'pending' WHERE item_id = ? AND kind = 'join' AND state = 'waiting'", (item_id,)
+    ).rowcount
+    joins = db.execute("SELECT COUNT(*) FROM tasks WHERE item_id = ? AND kind = 'join'", (item_id,)).fetchone()[0]
+    if not has_join and not joins:
+        finish_item(db, item_id, now)
+
+def finish_item(db: sqlite3.Connection, item_id: int, now: float) -> None:
+    """Mark an item done."""
+    db.execute("UPDATE items SET state = 'done', error = NULL, finished = ? WHERE id = ?", (now, item_id))
+
+
+def _redacted(text: str | None) -> str | None:
+    """Free text (an error, a log tail) as it may be stored: without credentials."""
+    return None if text is None else redact(text)
