@@ -48,8 +48,8 @@ CALIBRATION_FRAMES = 8
 KEEP_FLOAT = ("/contract.0/Conv", "/contract.1/Conv", "/contract.2/Conv")
 """multistyle26's convolutions left in floating point under int8: the first three, at the frame's full and
 half and quarter size, where int8 lost dark and low-contrast frames (5-15 levels off; in float 2-3 levels).
-They are 55% of the network's multiply-adds, yet int8 ran only 10% slower with them in float: this 32-channel
-network is bound by memory more than by arithmetic (docs/benchmarks.md, int8)."""
+They are 55% of the network's multiply-adds, yet int8 ran only 0-28% slower with them in float: in this
+32-channel network much of the time goes to what int8 leaves in float (docs/benchmarks.md, int8)."""
 
 
 def model_path(name: str) -> Path:
