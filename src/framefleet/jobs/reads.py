@@ -130,10 +130,14 @@ class Losses:
     """Lost to the machines: killed workers, lost nodes, stale leases, full disks."""
     stopped: int = 0
     """Given up because the job was stopped (Ctrl-C, SIGTERM): nobody's fault, redone on resume."""
+    preempted: int = 0
+    """Given back on a cloud's preemption notice: lost to the infrastructure, counted apart from
+    `infra_losses`, redone at once elsewhere."""
 
     def __str__(self) -> str:
         text = (f"attempts: {self.input_failures} failed on their input, {self.crashes} crashed or hung, "
                 f"{self.infra_losses} lost to the infrastructure")
+        text += f", {self.preempted} given back on a preemption notice" if self.preempted else ""
         return text + (f", {self.stopped} given up on a stop request" if self.stopped else "")
 
 
@@ -205,7 +209,7 @@ class LedgerReads:
         return Losses(input_failures=counts.get("input_error", 0),
                       crashes=sum(counts.get(outcome, 0) for outcome in CRASH_OUTCOMES),
                       infra_losses=sum(counts.get(outcome, 0) for outcome in INFRA_OUTCOMES),
-                      stopped=counts.get("interrupted", 0))
+                      stopped=counts.get("interrupted", 0), preempted=counts.get("preempted", 0))
 
     def activity(self) -> Activity:
         """How many attempts ran, from when to when, and which workers hold one now."""
