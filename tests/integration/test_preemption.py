@@ -10,6 +10,9 @@ Clips are 64x48, 96 frames at 24 fps with a keyframe every second, split in 1 s 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -195,3 +198,30 @@ def test_seconds_needed_comes_from_the_measured_fps_and_the_frames_left(flight, 
 
 def test_runs_that_watch_nothing_start_no_watcher():
     assert os.environ.get("FRAMEFLEET_SPOT_SOURCES") == "none"  # tests/conftest.py: hermetic by default
+
+
+def test_sigterm_as_a_notice_ends_the_cli_run_with_its_line_and_exit_code_75(tmp_path, clip):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "clip.mp4").write_bytes(clip.read_bytes())
+    pipeline = tmp_path / "slow.yaml"
+    pipeline.write_text("op: job_ops:SlowOp\nbatch_size: 2\ndelay: 0.25\nsegment_seconds: 1\n")
+    job_dir = tmp_path / "out" / ".framefleet-job"
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(tests), os.environ.get("PYTHONPATH")))),
+           "FRAMEFLEET_SPOT_SOURCES": "sigterm", "FRAMEFLEET_SPOT_SIGTERM_GRACE_SECONDS": "1.5", "COLUMNS": "200"}
+    command = [sys.executable, "-c", "from framefleet.cli import main; main()", "run", str(tmp_path / "in"),
+               "-o", str(tmp_path / "out"), "--pipeline", str(pipeline), "--workers", "1", "--progress", "none"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: len(running_segments(job_dir)) == 1, what="a segment in flight")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)  # Kubernetes deleting the pod: 1.5 s of grace, the segment needs ~3 s
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 75, stderr
+    assert "preempted: 1 tasks given back; run the same command again to resume" in stderr
+    assert [a["outcome"] for a in attempts(job_dir)].count("preempted") == 1
