@@ -123,7 +123,15 @@ class Died:
     message: str
 
 
-Event = Ready | Progressed | Finished | Errored | Died
+@dataclass(frozen=True)
+class Noticed:
+    """A worker's node got a preemption notice (the Ray engine: a watcher on each worker's node)."""
+
+    worker: str
+    notice: Notice
+
+
+Event = Ready | Progressed | Finished | Errored | Died | Noticed
 
 
 class WorkerPool(Protocol):
@@ -154,6 +162,9 @@ class _Slot:
     last_renewal: float = 0.0
     frames: int = 0
     """Frames the task reported so far."""
+    leaving_at: float | None = None
+    """Its node's preemption deadline (`time.time()` seconds): it takes no more tasks, and what it runs is
+    given back just before then."""
 
 
 @dataclass
@@ -266,7 +277,7 @@ class Scheduler:
 
     def _dispatch(self, now: float) -> None:
         for name, slot in self._slots.items():
-            if not slot.ready or slot.task is not None:
+            if not slot.ready or slot.task is not None or slot.leaving_at is not None:
                 continue
             task = self.ledger.claim(name, self._lease_seconds, now)
             if task is None:
@@ -300,6 +311,12 @@ class Scheduler:
             self.ledger.complete(slot.task, result=outcome.result, metrics=outcome.metrics,
                                  segments=outcome.segments, now=now)
             slot.task = None
+            if slot.leaving_at is not None:
+                self._drop(event.worker)  # its node goes: a replacement starts elsewhere
+        elif isinstance(event, Noticed):
+            self._act_on_node_notice(event.worker, slot, event.notice)
+        elif isinstance(event, Errored) and slot.task is not None and event.error_type == "Preempted":
+            self._abandon(event.worker, slot.task, "preempted", event.message)  # it refused the task
         elif isinstance(event, Errored) and slot.task is not None:
             outcome = "lost" if event.error_type in INFRASTRUCTURE_ERRORS else "input_error"
             state = self.ledger.fail(slot.task, outcome, error_type=event.error_type, message=event.message,
@@ -324,6 +341,9 @@ class Scheduler:
         now = time.time()
         for name, slot in list(self._slots.items()):
             if slot.task is None:
+                continue
+            if slot.leaving_at is not None and now >= slot.leaving_at - self.preemption.margin_seconds / 2:
+                self._abandon(name, slot.task, "preempted", "its node's preemption deadline came before it finished")
                 continue
             silent = now - slot.last_activity
             if silent > self.options.hang_timeout:
@@ -371,27 +391,40 @@ class Scheduler:
                 self._abandon(name, slot.task, outcome, message)
 
     def _act_on_notice(self, notice: Notice) -> None:
-        """Claim nothing more; let each running task that fits before the deadline finish, give the others
-        back now as `preempted` (their workers killed)."""
+        """This node's notice: claim nothing more; let each running task that fits before the deadline
+        finish, give the others back now as `preempted` (their workers killed)."""
         self.notice = notice
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
         self._progress.stopping = True
-        left, now, job_fps = notice.seconds_left(), time.time(), self.reads.segment_fps()
         for name, slot in list(self._slots.items()):
-            if slot.task is None:
-                continue
-            task = slot.task
-            flight = InFlight(task.kind, slot.frames, self.reads.task_frames(task), now - slot.started)
-            needed = None if notice.immediate else seconds_needed(flight, self.preemption, job_fps)
-            if needed is not None and needed <= left:
-                log.warning("preemption notice: %s %s %d finishes (needs about %.1f s of %.1f s left)",
-                            task.uri, task.kind, task.seq, needed, left)
-                continue
-            why = ("no time left" if notice.immediate else "its speed or frame count unknown" if needed is None
-                   else f"needs about {needed:.1f} s")
-            self._abandon(name, task, "preempted", f"given back on a {notice.cloud} {notice.kind} notice "
-                          f"({left:.1f} s left, {why})")
+            self._finish_or_give_back(name, slot, notice, notice.seconds_left())
+
+    def _act_on_node_notice(self, name: str, slot: _Slot, notice: Notice) -> None:
+        """A worker's node got a notice (deadline on the wall clock: the node's monotonic clock is not ours):
+        it takes no more tasks; its task finishes if it fits, else is given back; an idle one goes now."""
+        if slot.leaving_at is not None or notice.deadline_wall is None:
+            return
+        slot.leaving_at = notice.deadline_wall
+        if slot.task is None:
+            self._drop(name)
+        else:
+            self._finish_or_give_back(name, slot, notice, max(0.0, notice.deadline_wall - time.time()))
+
+    def _finish_or_give_back(self, name: str, slot: _Slot, notice: Notice, left: float) -> None:
+        task = slot.task
+        if task is None:
+            return
+        flight = InFlight(task.kind, slot.frames, self.reads.task_frames(task), time.time() - slot.started)
+        needed = None if notice.immediate else seconds_needed(flight, self.preemption, self.reads.segment_fps())
+        if needed is not None and needed <= left:
+            log.warning("preemption notice: %s %s %d finishes (needs about %.1f s of %.1f s left)",
+                        task.uri, task.kind, task.seq, needed, left)
+            return
+        why = ("no time left" if notice.immediate else "its speed or frame count unknown" if needed is None
+               else f"needs about {needed:.1f} s")
+        self._abandon(name, task, "preempted", f"given back on a {notice.cloud} {notice.kind} notice "
+                      f"({left:.1f} s left, {why})")
 
     def _abandon(self, name: str, task: Task, outcome: Literal["interrupted", "preempted"], message: str) -> None:
         """Kill the worker running `task` and give its lease back with `outcome`."""
