@@ -15,7 +15,6 @@ import pytest
 from fake_metadata import FakeMetadataServer, azure_event
 from job_ops import SlowOp
 
-import framefleet
 from framefleet.jobs.directory import open_ledger
 from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import run
@@ -54,7 +53,7 @@ def test_a_notice_on_one_node_drains_it_gives_its_segment_back_and_the_job_finis
                 "FRAMEFLEET_SPOT_SOURCES": "azure", "FRAMEFLEET_SPOT_AZURE_URL": azure.url,
                 "FRAMEFLEET_SPOT_AZURE_POLL_SECONDS": "0.1"})
             cluster.add_node(num_cpus=1, object_store_memory=STORE)
-            code = os.pathsep.join((str(Path(framefleet.__file__).parents[1]), str(TESTS)))  # this checkout's
+            code = os.pathsep.join((str(TESTS.parent / "src"), str(TESTS)))  # this checkout's framefleet
             ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": code}}, log_to_driver=False)
             cluster.wait_for_nodes()
             settings = RunSettings(engine="ray", ray=RayOptions(address="auto"), options=EngineOptions(workers=2),
@@ -70,7 +69,7 @@ def test_a_notice_on_one_node_drains_it_gives_its_segment_back_and_the_job_finis
                 time.sleep(0.1)
             time.sleep(0.5)
             noticed = time.time()
-            azure.set_azure_events(azure_event("evict-ray", noticed + 1.5))
+            azure.set_azure_events(azure_event("evict-ray", noticed + 3.0))  # the segment needs ~2.5 s more
             job.join(180)
             assert results, "the job did not end"
             result = results[0]
@@ -78,8 +77,9 @@ def test_a_notice_on_one_node_drains_it_gives_its_segment_back_and_the_job_finis
             with open_ledger(job_dir) as ledger:
                 given_back = [a for a in LedgerReads(ledger).attempts() if a["outcome"] == "preempted"]
             assert len(given_back) == 1 and given_back[0]["error_type"] == "Preempted"
-            print(f"notice to lease given back on Ray: {given_back[0]['ended'] - noticed:.2f} s")
-            assert given_back[0]["ended"] - noticed < 1.5
+            print(f"notice to lease given back on Ray: {given_back[0]['ended'] - noticed:.2f} s; "
+                  f"{given_back[0]['message']}")
+            assert given_back[0]["ended"] - noticed < 3.0  # before the deadline
             assert media_checks.decoded_pts(out / "clip.mp4") == media_checks.decoded_pts(source)
             info = GcsClient(address=cluster.address).get_all_node_info(timeout=10)[
                 ray.NodeID.from_hex(doomed.node_id)]

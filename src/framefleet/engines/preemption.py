@@ -8,6 +8,9 @@ frames its segment holds, times `slack`, plus `margin_seconds`) finishes; any ot
 `preempted` (its worker is killed). Whatever still runs `margin_seconds / 2` before the deadline is given
 back then. Once nothing runs, the run ends (exit code 75) and, on Azure, the event is acknowledged so the
 eviction may start. A notice without a deadline (an AWS rebalance recommendation) is only logged.
+
+On the Ray engine each worker actor watches its own node (`framefleet.engines.ray`) and the scheduler
+applies the same rule to that worker alone (`Noticed`); the run goes on elsewhere.
 """
 
 from __future__ import annotations

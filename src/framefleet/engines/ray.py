@@ -189,6 +189,7 @@ class RayPool:
         self._frames: dict[str, int] = {}
         self._last_poll: dict[str, float] = {}
         self._noticed: set[str] = set()
+        self._notices: list[Noticed] = []
         self._serial = 0
 
     def spawn(self) -> str:
@@ -228,6 +229,8 @@ class RayPool:
             event = self._settle(ref, *entry)
             if event is not None:
                 events.append(event)
+        events += self._notices
+        self._notices.clear()
         return events
 
     def kill(self, worker: str) -> None:
@@ -265,7 +268,7 @@ class RayPool:
             frames, notice = value
             if notice is not None and worker not in self._noticed:
                 self._noticed.add(worker)
-                return Noticed(worker, notice)
+                self._notices.append(Noticed(worker, notice))  # after the frames: the scheduler plans with them
             delta = frames - self._frames.get(worker, 0)
             self._frames[worker] = frames
             return Progressed(worker, delta) if delta > 0 else None
