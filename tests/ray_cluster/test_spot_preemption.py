@@ -80,6 +80,7 @@ def test_a_notice_on_one_node_drains_it_gives_its_segment_back_and_the_job_finis
             print(f"notice to lease given back on Ray: {given_back[0]['ended'] - noticed:.2f} s; "
                   f"{given_back[0]['message']}")
             assert given_back[0]["ended"] - noticed < 3.0  # before the deadline
+            assert azure.acknowledged == ["evict-ray"]  # by the node's last worker, its lease given back
             assert media_checks.decoded_pts(out / "clip.mp4") == media_checks.decoded_pts(source)
             info = GcsClient(address=cluster.address).get_all_node_info(timeout=10)[
                 ray.NodeID.from_hex(doomed.node_id)]

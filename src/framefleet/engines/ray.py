@@ -112,6 +112,10 @@ class RayWorker:
 
         return self._worker.run(request, progress=count)
 
+    def acknowledge(self) -> bool:
+        """Tell the cloud this node may go now (Azure); the driver asks the last of the node's workers."""
+        return self._watcher is not None and self._notice is not None and self._watcher.acknowledge(self._notice)
+
     def progress(self) -> tuple[int, Notice | None]:
         """Frames processed in the current task so far, and the node's preemption notice if one came."""
         return self._frames, self._notice
@@ -236,6 +240,8 @@ class RayPool:
     def kill(self, worker: str) -> None:
         actor = self._actors.pop(worker, None)
         node = self._nodes.get(worker)
+        if actor is not None and node is not None and worker in self._noticed:
+            self._acknowledge_if_last(worker, actor, node[0])
         self._forget(worker)
         for ref in [ref for ref, (dead, _) in self._autopsies.items() if dead == worker]:
             del self._autopsies[ref]
@@ -247,6 +253,16 @@ class RayPool:
     def close(self) -> None:
         for worker in list(self._actors):
             self.kill(worker)
+
+    def _acknowledge_if_last(self, worker: str, actor: Any, node: str) -> None:
+        """Before the last worker on a node that got a notice goes, let it acknowledge the notice (Azure: the
+        eviction may start now; its leases are all given back or finished)."""
+        if any(other != worker and where == node for other, (where, _) in self._nodes.items()):
+            return
+        try:
+            ray.get(actor.acknowledge.remote(), timeout=5)
+        except (ray.exceptions.RayError, TimeoutError) as error:
+            log.warning("could not acknowledge the preemption notice of node %s: %s", node, error)
 
     def _settle(self, ref: Any, worker: str, kind: str) -> Event | None:
         try:
