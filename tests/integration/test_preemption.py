@@ -27,6 +27,7 @@ from framefleet.jobs.directory import open_ledger
 from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import PREEMPTED_EXIT_CODE, JobResult, run
 from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.view import job_status
 from framefleet.pipeline import Pipeline
 from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 
@@ -132,6 +133,9 @@ def test_a_notice_mid_job_gives_the_segments_that_cannot_finish_back_and_a_rerun
         losses = LedgerReads(ledger).losses()
         assert (losses.preempted, losses.infra_losses, losses.input_failures, losses.crashes) == (2, 0, 0, 0)
         assert ledger.query("SELECT COUNT(*) FROM tasks WHERE state = 'running'").fetchone()[0] == 0
+    state = job_status(job_dir)  # framefleet status, and its --json
+    assert (state.preempted, state.infra_losses, state.to_dict()["preempted"]) == (2, 0, 2)
+    assert "2 given back on a preemption notice" in dict(state.rows())["losses"]
 
     azure.set_azure_events()  # the same command on a new node: no notice there
     again = run(JobSpec([str(tmp_path / "in")], str(tmp_path / "out"), slow(0.25), settings), job_dir=job_dir)
