@@ -22,7 +22,7 @@ import pytest
 from fake_metadata import FakeMetadataServer, azure_event, refused_endpoint
 from job_ops import SlowOp
 
-from framefleet.engines.preemption import InFlight, PreemptionPolicy, seconds_needed
+from framefleet.engines.preemption import InFlight, PreemptionPolicy, seconds_needed, watch_notices
 from framefleet.jobs.directory import open_ledger
 from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import PREEMPTED_EXIT_CODE, JobResult, run
@@ -200,8 +200,10 @@ def test_seconds_needed_comes_from_the_measured_fps_and_the_frames_left(flight, 
     assert got == (None if needed is None else pytest.approx(needed))
 
 
-def test_runs_that_watch_nothing_start_no_watcher():
+def test_a_run_that_watches_no_source_starts_no_watcher():
     assert os.environ.get("FRAMEFLEET_SPOT_SOURCES") == "none"  # tests/conftest.py: hermetic by default
+    with watch_notices(object(), enabled=True) as watcher:  # type: ignore[arg-type]
+        assert watcher is None
 
 
 def test_sigterm_as_a_notice_ends_the_cli_run_with_its_line_and_exit_code_75(tmp_path, clip):

@@ -23,9 +23,9 @@ from framefleet.pipeline import Pipeline
 from framefleet.settings import EngineOptions, RayOptions, RetryPolicy, RunSettings
 
 ray = pytest.importorskip("ray")
-from ray._raylet import GcsClient  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
-from ray.core.generated import gcs_pb2  # noqa: E402
+from ray._raylet import GcsClient
+from ray.cluster_utils import Cluster
+from ray.core.generated import gcs_pb2
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 TESTS = Path(__file__).resolve().parents[1]
