@@ -15,6 +15,10 @@ from framefleet.video.synth import ClipSpec, write_clip
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
 
+# Jobs watch this node's preemption notices (framefleet.spot); the tests' jobs watch none unless a test
+# points them at a fake metadata server (tests/fake_metadata.py), so no test asks a real cloud's service.
+os.environ.setdefault("FRAMEFLEET_SPOT_SOURCES", "none")
+
 
 @pytest.fixture(scope="session")
 def shared_videos() -> Path:

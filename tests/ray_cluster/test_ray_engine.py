@@ -47,7 +47,8 @@ def cluster():
     """A head node with no CPUs (it only schedules) and two worker nodes of one CPU each."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 * 2**20})
     workers = [cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20) for _ in range(2)]
-    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}},
+    code = os.pathsep.join((str(TESTS.parent / "src"), str(TESTS)))  # this checkout's framefleet on every node
+    ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": code}},
              log_to_driver=False)
     cluster.wait_for_nodes()
     yield cluster, workers

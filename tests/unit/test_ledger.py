@@ -327,6 +327,70 @@ def test_infrastructure_losses_never_fail_an_item(make_ledger, outcome):
     assert ledger.complete(t, segments=[Segment(None, None)], now=10_001)
 
 
+def test_a_preempted_attempt_is_retried_at_once_and_never_counts_against_any_budget(make_ledger):
+    ledger = make_ledger(RetryPolicy(max_attempts=1, max_crashes=1, backoff_seconds=5.0))
+    ledger.add_items([ref("a")], now=0)
+    for n in range(10):
+        t = ledger.claim("w", 60, now=n * 100)
+        assert ledger.fail(t, "preempted", error_type="Preempted", message="azure preempt notice",
+                           now=n * 100) == "pending"
+        assert task_rows(ledger)[0]["not_before"] == n * 100  # at once, however often
+    row = task_rows(ledger)[0]
+    assert (row["infra_losses"], row["input_failures"], row["crashes"], row["state"]) == (0, 0, 0, "pending")
+    losses = LedgerReads(ledger).losses()
+    assert (losses.preempted, losses.infra_losses, losses.stopped) == (10, 0, 0)
+    assert str(losses).endswith("0 lost to the infrastructure, 10 given back on a preemption notice")
+    t = ledger.claim("w", 60, now=10_000)
+    assert ledger.complete(t, segments=[Segment(None, None)], now=10_001)
+
+
+_SCHEMA_1_ATTEMPTS = """
+CREATE TABLE attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- lease ids: never reused, even after add_items deletes rows
+    task_id INTEGER NOT NULL REFERENCES tasks(id),
+    worker TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    outcome TEXT CHECK (outcome IN ('done', 'input_error', 'crashed', 'hung', 'lost', 'interrupted', 'stale')),
+    error_type TEXT,
+    message TEXT,
+    log_tail TEXT
+)"""
+"""The attempts table as schema 1 made it: its CHECK has no `preempted`."""
+
+
+def test_a_ledger_of_schema_1_is_rebuilt_to_take_preempted_keeping_its_attempts_and_lease_ids(db_path, make_ledger):
+    ledger = make_ledger()
+    ledger.init_job(fingerprint="f", spec={}, version="0", output_root="/out")
+    ledger.add_items([ref("a"), ref("b")], now=0)
+    for now in (0, 1, 1.5):  # a, a (then backing off), b
+        ledger.fail(ledger.claim("w", 60, now=now), "lost", error_type="WorkerKilled", message="m", now=now)
+    ledger.add_items([ref("b", "v2")], now=5)  # deletes item b's attempt: the newest id is gone
+    ledger.close()
+    old = sqlite3.connect(db_path)  # make it a schema-1 ledger, rows, ids and counter as they were
+    kept = old.execute("SELECT * FROM attempts ORDER BY id").fetchall()
+    counter = old.execute("SELECT seq FROM sqlite_sequence WHERE name = 'attempts'").fetchone()[0]
+    old.executescript(f"DROP TABLE attempts; {_SCHEMA_1_ATTEMPTS}; "
+                      "CREATE INDEX attempts_by_task ON attempts (task_id); UPDATE job SET schema_version = 1;")
+    old.executemany("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", kept)
+    old.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'attempts'", (counter,))
+    old.commit()
+    with pytest.raises(sqlite3.IntegrityError):
+        old.execute("UPDATE attempts SET outcome = 'preempted'")
+    old.close()
+    assert counter == 3 and [row[0] for row in kept] == [1, 2]
+
+    ledger = make_ledger()
+    assert [tuple(row) for row in ledger._db.execute("SELECT * FROM attempts ORDER BY id")] == kept
+    assert ledger._db.execute("SELECT schema_version FROM job").fetchone()[0] == 2
+    task = ledger.claim("w", 60, now=10)
+    assert task.lease_id == counter + 1  # a lease id is never reused
+    assert ledger.fail(task, "preempted", error_type="Preempted", message="notice", now=10) == "pending"
+    assert LedgerReads(ledger).losses().preempted == 1
+    make_ledger()  # opening it again changes nothing
+    assert len(ledger._db.execute("SELECT * FROM attempts").fetchall()) == len(kept) + 1
+
+
 def test_a_first_infrastructure_loss_is_retried_at_once_and_repeated_ones_back_off_capped(make_ledger):
     ledger = make_ledger(RetryPolicy(backoff_seconds=2.0))
     ledger.add_items([ref("a")], now=0)

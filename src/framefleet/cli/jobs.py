@@ -244,7 +244,7 @@ def _finish(result: JobResult, as_json: bool) -> None:
                                    "seconds": round(result.seconds, 3), "interrupted": result.interrupted,
                                    "failures": [asdict(f) for f in result.failures], "skipped": result.skipped,
                                    "refused": result.refused, "damaged": [asdict(d) for d in result.damaged],
-                                   "runtimes": result.runtimes}))
+                                   "runtimes": result.runtimes, "preempted": result.preempted}))
     else:
         counts = result.counts
         err.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "
@@ -257,7 +257,10 @@ def _finish(result: JobResult, as_json: bool) -> None:
         for item in result.damaged:
             err.print(f"[yellow]damaged[/] {escape(item.uri)}: {escape(item.summary)}; kept every frame "
                       "that decodes (--strict refuses such inputs)", highlight=False, soft_wrap=True)
-        if result.interrupted:
+        if result.preempted is not None:
+            err.print(f"[yellow]preempted[/]: {result.preempted} tasks given back; run the same command again to "
+                      "resume", highlight=False)
+        elif result.interrupted:
             err.print("[yellow]stopped[/]: run the same command again to resume", highlight=False)
     raise typer.Exit(result.exit_code)
 

@@ -9,6 +9,11 @@ the kernel's OOM killer) alike, so each actor leaves a tombstone: a file on its 
 writes the Python stacks. For an actor that died on a live node, a small task on that node reads it: a
 crash when written, an infrastructure loss (as the local engine's SIGKILL) when empty. Inputs, outputs
 and the job's `parts/` folder must be reachable from every node (a shared file system, or object storage).
+
+Each actor watches its node's preemption notices (`framefleet.spot`, configured from the node's
+FRAMEFLEET_SPOT_* variables): on a notice it drains its node in Ray (nothing new is placed there) and tells
+the driver with its next progress report; the scheduler lets its task finish if it fits before the deadline
+and otherwise gives it back (`Noticed`). An actor whose node is going refuses new tasks (`Preempted`).
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from framefleet.engines.scheduler import Died, Errored, Event, Finished, Progressed, Ready
-from framefleet.errors import OptionError
+from framefleet.engines.scheduler import Died, Errored, Event, Finished, Noticed, Progressed, Ready
+from framefleet.errors import FramefleetError, OptionError
 from framefleet.files.remote_inputs import WorkerStorage
 from framefleet.jobs.task import TaskRequest, TaskResult
 from framefleet.jobs.worker import Worker
 from framefleet.ops.names import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.settings import EngineOptions, RayOptions
+from framefleet.spot import Notice, NoticeWatcher, WatchSettings
 
 try:
     import ray
@@ -62,8 +68,13 @@ def read_tombstone(pid: int) -> str:
         path.unlink(missing_ok=True)
 
 
+class Preempted(FramefleetError):
+    """This worker's node got a preemption notice: it takes no more tasks."""
+
+
 class RayWorker:
-    """Actor body: a `Worker`, set up once, running one task at a time (plus progress queries)."""
+    """Actor body: a `Worker`, set up once, running one task at a time (plus progress queries), and a watcher
+    of its node's preemption notices."""
 
     def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage) -> None:
         path = tombstone_path(os.getpid())
@@ -72,12 +83,28 @@ class RayWorker:
         faulthandler.enable(file=self._tombstone, all_threads=True)
         self._worker = Worker(pipeline, threads, worker_storage)
         self._frames = 0
+        self._notice: Notice | None = None
+        watcher = NoticeWatcher(self._on_notice, WatchSettings.from_env(sigterm=False))
+        self._watcher = watcher.start() if watcher.sources else None
+
+    def _on_notice(self, notice: Notice) -> None:
+        if notice.deadline_wall is None:
+            return  # a rebalance recommendation: work on
+        self._notice = notice
+        from framefleet.spot.ray_drain import drain_for_notice
+
+        try:
+            drain_for_notice(notice)
+        except Exception:  # noqa: BLE001 - the actors of the node all try; the notice still stands
+            log.warning("could not drain this node for %s", notice, exc_info=True)
 
     def ready(self) -> tuple[str, int]:
         """The id of the node this actor runs on, and its process id."""
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
     def run(self, request: TaskRequest) -> TaskResult:
+        if self._notice is not None:
+            raise Preempted(f"this worker's node got a {self._notice.cloud} {self._notice.kind} notice")
         self._frames = 0
 
         def count(frames: int) -> None:
@@ -85,9 +112,13 @@ class RayWorker:
 
         return self._worker.run(request, progress=count)
 
-    def progress(self) -> int:
-        """Frames processed in the current task so far."""
-        return self._frames
+    def acknowledge(self) -> bool:
+        """Tell the cloud this node may go now (Azure); the driver asks the last of the node's workers."""
+        return self._watcher is not None and self._notice is not None and self._watcher.acknowledge(self._notice)
+
+    def progress(self) -> tuple[int, Notice | None]:
+        """Frames processed in the current task so far, and the node's preemption notice if one came."""
+        return self._frames, self._notice
 
 
 def connect(options: RayOptions) -> None:
@@ -161,6 +192,8 @@ class RayPool:
         """Outstanding tombstone read -> (worker, what Ray said of its death)."""
         self._frames: dict[str, int] = {}
         self._last_poll: dict[str, float] = {}
+        self._noticed: set[str] = set()
+        self._notices: list[Noticed] = []
         self._serial = 0
 
     def spawn(self) -> str:
@@ -200,11 +233,15 @@ class RayPool:
             event = self._settle(ref, *entry)
             if event is not None:
                 events.append(event)
+        events += self._notices
+        self._notices.clear()
         return events
 
     def kill(self, worker: str) -> None:
         actor = self._actors.pop(worker, None)
         node = self._nodes.get(worker)
+        if actor is not None and node is not None and worker in self._noticed:
+            self._acknowledge_if_last(worker, actor, node[0])
         self._forget(worker)
         for ref in [ref for ref, (dead, _) in self._autopsies.items() if dead == worker]:
             del self._autopsies[ref]
@@ -216,6 +253,16 @@ class RayPool:
     def close(self) -> None:
         for worker in list(self._actors):
             self.kill(worker)
+
+    def _acknowledge_if_last(self, worker: str, actor: Any, node: str) -> None:
+        """Before the last worker on a node that got a notice goes, let it acknowledge the notice (Azure: the
+        eviction may start now; its leases are all given back or finished)."""
+        if any(other != worker and where == node for other, (where, _) in self._nodes.items()):
+            return
+        try:
+            ray.get(actor.acknowledge.remote(), timeout=5)
+        except (ray.exceptions.RayError, TimeoutError) as error:
+            log.warning("could not acknowledge the preemption notice of node %s: %s", node, error)
 
     def _settle(self, ref: Any, worker: str, kind: str) -> Event | None:
         try:
@@ -234,8 +281,12 @@ class RayPool:
             self._nodes[worker] = tuple(value)
             return Ready(worker)
         if kind == "progress":
-            delta = value - self._frames.get(worker, 0)
-            self._frames[worker] = value
+            frames, notice = value
+            if notice is not None and worker not in self._noticed:
+                self._noticed.add(worker)
+                self._notices.append(Noticed(worker, notice))  # after the frames: the scheduler plans with them
+            delta = frames - self._frames.get(worker, 0)
+            self._frames[worker] = frames
             return Progressed(worker, delta) if delta > 0 else None
         self._frames[worker] = 0
         return Finished(worker, value)
@@ -280,6 +331,7 @@ class RayPool:
         self._frames.pop(worker, None)
         self._last_poll.pop(worker, None)
         self._nodes.pop(worker, None)
+        self._noticed.discard(worker)
 
 
 def _tombstone_of(node: str, pid: int) -> Any:

@@ -12,7 +12,9 @@ as events. The scheduler owns the policy:
 - when nothing at all happens for `stall_timeout` seconds while work is pending (no worker can start,
   say), the job stops with an error that says so, instead of waiting silently;
 - on a stop request (`request_stop`, or the `stop` event set) it claims nothing more, lets running tasks
-  finish for `grace_seconds`, then releases what is left (infrastructure losses) and returns.
+  finish for `grace_seconds`, then releases what is left (infrastructure losses) and returns;
+- on a preemption notice (`preempt`) it claims nothing more, lets the running tasks that fit before the
+  deadline finish and gives the others back at once as `preempted` (`framefleet.engines.preemption`).
 
 Workers are started only while the ledger holds unfinished work. A batch run returns when no work is
 left; a standing run (`standing=True`, a long-running service) keeps polling the ledger for tasks that
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from framefleet.engines.preemption import InFlight, PreemptionPolicy, seconds_needed
 from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
 from framefleet.files.temporary import remove_stale_temporaries
 from framefleet.jobs.reads import LedgerReads
@@ -36,6 +39,7 @@ from framefleet.jobs.store import Ledger
 from framefleet.jobs.task import TaskRequest, TaskResult, task_target
 from framefleet.jobs.transitions import Task
 from framefleet.settings import EngineOptions
+from framefleet.spot.notices import Notice
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +123,15 @@ class Died:
     message: str
 
 
-Event = Ready | Progressed | Finished | Errored | Died
+@dataclass(frozen=True)
+class Noticed:
+    """A worker's node got a preemption notice (the Ray engine: a watcher on each worker's node)."""
+
+    worker: str
+    notice: Notice
+
+
+Event = Ready | Progressed | Finished | Errored | Died | Noticed
 
 
 class WorkerPool(Protocol):
@@ -148,6 +160,11 @@ class _Slot:
     started: float = 0.0
     last_activity: float = 0.0
     last_renewal: float = 0.0
+    frames: int = 0
+    """Frames the task reported so far."""
+    leaving_at: float | None = None
+    """Its node's preemption deadline (`time.time()` seconds): it takes no more tasks, and what it runs is
+    given back just before then."""
 
 
 @dataclass
@@ -165,6 +182,7 @@ class Scheduler:
     """Keep running when no work is left, for tasks added to the ledger meanwhile, until a stop."""
     stop: threading.Event | None = None
     """Set from any thread: a stop request, as `request_stop`."""
+    preemption: PreemptionPolicy = field(default_factory=PreemptionPolicy)
 
     def __post_init__(self) -> None:
         self.reads = LedgerReads(self.ledger)
@@ -177,6 +195,15 @@ class Scheduler:
         self._last_report = 0.0
         self._last_event = time.monotonic()
         self._lease_seconds = max(60.0, 2 * self.options.hang_timeout)
+        self._notice_in: Notice | None = None
+        self.notice: Notice | None = None
+        """The preemption notice acted on, if one came."""
+        self.given_back = 0
+        """Tasks given back as `preempted`."""
+
+    def preempt(self, notice: Notice) -> None:
+        """A preemption notice for this node, from any thread: acted on at the scheduler's next turn."""
+        self._notice_in = notice
 
     def request_stop(self, *, now: bool = False) -> None:
         """Stop claiming work; running tasks get `grace_seconds` to finish, or none when `now` (a second Ctrl-C)."""
@@ -198,6 +225,8 @@ class Scheduler:
             while True:
                 if self.stop is not None and self.stop.is_set():
                     self.request_stop()
+                if self._notice_in is not None and self.notice is None:
+                    self._act_on_notice(self._notice_in)
                 unfinished = self.ledger.unfinished()
                 if self._stop_requested_at is None:
                     self._spawn_wanted(unfinished)
@@ -207,7 +236,11 @@ class Scheduler:
                 if not busy and (self._stop_requested_at is not None or done):
                     break
                 if self._stopping_too_long():
-                    self._abandon_running("interrupted", "the job was stopped before this task finished")
+                    if self.notice is not None:
+                        self._abandon_running("preempted", "the node's preemption deadline came before this task "
+                                              "finished")
+                    else:
+                        self._abandon_running("interrupted", "the job was stopped before this task finished")
                     break
                 self._release_idle(busy, unfinished)
                 for event in self.pool.events(self._timeout(busy)):
@@ -244,7 +277,7 @@ class Scheduler:
 
     def _dispatch(self, now: float) -> None:
         for name, slot in self._slots.items():
-            if not slot.ready or slot.task is not None:
+            if not slot.ready or slot.task is not None or slot.leaving_at is not None:
                 continue
             task = self.ledger.claim(name, self._lease_seconds, now)
             if task is None:
@@ -259,6 +292,7 @@ class Scheduler:
                 self.ledger.fail(task, "lost", error_type="WorkerLost", message="the worker went away before the task")
                 continue
             slot.task, slot.started, slot.last_activity, slot.last_renewal = task, now, now, now
+            slot.frames = 0
 
     def _handle(self, event: Event) -> None:
         slot = self._slots.get(event.worker)
@@ -270,12 +304,19 @@ class Scheduler:
             self._early_deaths = 0
         elif isinstance(event, Progressed):
             slot.last_activity = now
+            slot.frames += event.frames
             self._progress.frames += event.frames
         elif isinstance(event, Finished) and slot.task is not None:
             outcome = event.result
             self.ledger.complete(slot.task, result=outcome.result, metrics=outcome.metrics,
                                  segments=outcome.segments, now=now)
             slot.task = None
+            if slot.leaving_at is not None:
+                self._drop(event.worker)  # its node goes: a replacement starts elsewhere
+        elif isinstance(event, Noticed):
+            self._act_on_node_notice(event.worker, slot, event.notice)
+        elif isinstance(event, Errored) and slot.task is not None and event.error_type == "Preempted":
+            self._abandon(event.worker, slot.task, "preempted", event.message)  # it refused the task
         elif isinstance(event, Errored) and slot.task is not None:
             outcome = "lost" if event.error_type in INFRASTRUCTURE_ERRORS else "input_error"
             state = self.ledger.fail(slot.task, outcome, error_type=event.error_type, message=event.message,
@@ -300,6 +341,9 @@ class Scheduler:
         now = time.time()
         for name, slot in list(self._slots.items()):
             if slot.task is None:
+                continue
+            if slot.leaving_at is not None and now >= slot.leaving_at - self.preemption.margin_seconds / 2:
+                self._abandon(name, slot.task, "preempted", "its node's preemption deadline came before it finished")
                 continue
             silent = now - slot.last_activity
             if silent > self.options.hang_timeout:
@@ -336,15 +380,58 @@ class Scheduler:
                 slot.last_renewal = now
 
     def _stopping_too_long(self) -> bool:
+        if self.notice is not None and self.notice.deadline_monotonic is not None:
+            return time.monotonic() >= self.notice.deadline_monotonic - self.preemption.margin_seconds / 2
         return self._stop_requested_at is not None and (
             self._stop_now or time.monotonic() - self._stop_requested_at > self.options.grace_seconds)
 
-    def _abandon_running(self, outcome: Literal["interrupted"], message: str) -> None:
+    def _abandon_running(self, outcome: Literal["interrupted", "preempted"], message: str) -> None:
         for name, slot in list(self._slots.items()):
             if slot.task is not None:
-                self._drop(name)
-                self._remove_temporaries(slot.task)
-                self.ledger.fail(slot.task, outcome, error_type="Interrupted", message=message)
+                self._abandon(name, slot.task, outcome, message)
+
+    def _act_on_notice(self, notice: Notice) -> None:
+        """This node's notice: claim nothing more; let each running task that fits before the deadline
+        finish, give the others back now as `preempted` (their workers killed)."""
+        self.notice = notice
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
+        self._progress.stopping = True
+        for name, slot in list(self._slots.items()):
+            self._finish_or_give_back(name, slot, notice, notice.seconds_left())
+
+    def _act_on_node_notice(self, name: str, slot: _Slot, notice: Notice) -> None:
+        """A worker's node got a notice (deadline on the wall clock: the node's monotonic clock is not ours):
+        it takes no more tasks; its task finishes if it fits, else is given back; an idle one goes now."""
+        if slot.leaving_at is not None or notice.deadline_wall is None:
+            return
+        slot.leaving_at = notice.deadline_wall
+        if slot.task is None:
+            self._drop(name)
+        else:
+            self._finish_or_give_back(name, slot, notice, max(0.0, notice.deadline_wall - time.time()))
+
+    def _finish_or_give_back(self, name: str, slot: _Slot, notice: Notice, left: float) -> None:
+        task = slot.task
+        if task is None:
+            return
+        flight = InFlight(task.kind, slot.frames, self.reads.task_frames(task), time.time() - slot.started)
+        needed = None if notice.immediate else seconds_needed(flight, self.preemption, self.reads.segment_fps())
+        if needed is not None and needed <= left:
+            log.warning("preemption notice: %s %s %d finishes (needs about %.1f s of %.1f s left)",
+                        task.uri, task.kind, task.seq, needed, left)
+            return
+        why = ("no time left" if notice.immediate else "its speed or frame count unknown" if needed is None
+               else f"needs about {needed:.1f} s")
+        self._abandon(name, task, "preempted", f"given back on a {notice.cloud} {notice.kind} notice "
+                      f"({left:.1f} s left, {why})")
+
+    def _abandon(self, name: str, task: Task, outcome: Literal["interrupted", "preempted"], message: str) -> None:
+        """Kill the worker running `task` and give its lease back with `outcome`."""
+        self._drop(name)
+        self._remove_temporaries(task)
+        self.ledger.fail(task, outcome, error_type=outcome.capitalize(), message=message)
+        self.given_back += outcome == "preempted"
 
     def _drop(self, name: str) -> None:
         self.pool.kill(name)

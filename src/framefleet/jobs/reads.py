@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from framefleet.jobs.store import JobRecord, Ledger
-from framefleet.jobs.transitions import CRASH_OUTCOMES, INFRA_OUTCOMES, ItemState
+from framefleet.jobs.transitions import CRASH_OUTCOMES, INFRA_OUTCOMES, ItemState, Task
 
 STAGES = ("decode", "ops", "encode", "upload")
 """The stages of a task whose seconds are kept (`TaskMetrics.decode_s`, ...)."""
@@ -130,10 +131,14 @@ class Losses:
     """Lost to the machines: killed workers, lost nodes, stale leases, full disks."""
     stopped: int = 0
     """Given up because the job was stopped (Ctrl-C, SIGTERM): nobody's fault, redone on resume."""
+    preempted: int = 0
+    """Given back on a cloud's preemption notice: lost to the infrastructure, counted apart from
+    `infra_losses`, redone at once elsewhere."""
 
     def __str__(self) -> str:
         text = (f"attempts: {self.input_failures} failed on their input, {self.crashes} crashed or hung, "
                 f"{self.infra_losses} lost to the infrastructure")
+        text += f", {self.preempted} given back on a preemption notice" if self.preempted else ""
         return text + (f", {self.stopped} given up on a stop request" if self.stopped else "")
 
 
@@ -152,6 +157,32 @@ class LedgerReads:
         return self.ledger.query(
             "SELECT COUNT(*) FROM tasks WHERE item_id = ? AND kind = 'segment'", (item_id,)
         ).fetchone()[0]
+
+    def task_frames(self, task: Task) -> int | None:
+        """Frames a segment task holds, from its item's probe: all of them for a whole video, else its share of
+        the duration ([start_pts, end_pts) in the probe's time base); None when the probe did not count them."""
+        row = self.ledger.query(
+            "SELECT i.frames, i.duration, p.result FROM items i LEFT JOIN tasks p "
+            "ON p.item_id = i.id AND p.kind = 'probe' WHERE i.id = ?", (task.item_id,)).fetchone()
+        if task.kind != "segment" or row is None or not row["frames"]:
+            return None
+        frames, duration = row["frames"], row["duration"]
+        if task.start_pts is None and task.end_pts is None:
+            return frames
+        time_base = json.loads(row["result"] or "{}").get("time_base")
+        if not time_base or not duration:
+            return None
+        seconds_per_pts = float(Fraction(time_base))
+        start = (task.start_pts or 0) * seconds_per_pts
+        end = duration if task.end_pts is None else task.end_pts * seconds_per_pts
+        return max(1, round(frames * max(0.0, min(end, duration) - start) / duration))
+
+    def segment_fps(self) -> float:
+        """Frames per second of one worker over the job's finished segments (0 before any)."""
+        frames, seconds = self.ledger.query(
+            "SELECT COALESCE(SUM(m.frames), 0), COALESCE(SUM(m.seconds), 0) FROM metrics m "
+            "JOIN tasks t ON t.id = m.task_id WHERE t.kind = 'segment'").fetchone()
+        return frames / seconds if seconds > 0 else 0.0
 
     def frames(self) -> tuple[int, int]:
         """(frames in finished segment tasks, frames the probes expect in all live items)."""
@@ -205,7 +236,7 @@ class LedgerReads:
         return Losses(input_failures=counts.get("input_error", 0),
                       crashes=sum(counts.get(outcome, 0) for outcome in CRASH_OUTCOMES),
                       infra_losses=sum(counts.get(outcome, 0) for outcome in INFRA_OUTCOMES),
-                      stopped=counts.get("interrupted", 0))
+                      stopped=counts.get("interrupted", 0), preempted=counts.get("preempted", 0))
 
     def activity(self) -> Activity:
         """How many attempts ran, from when to when, and which workers hold one now."""

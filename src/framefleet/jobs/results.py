@@ -44,6 +44,8 @@ class ProbeResult:
     width: int | None = None
     height: int | None = None
     video_index: int | None = None
+    time_base: str | None = None
+    """The video stream's time base ("1/12800"), in which the segments' `start_pts` and `end_pts` count."""
 
 
 @dataclass(frozen=True)

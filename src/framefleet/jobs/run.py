@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from framefleet._version import __version__
 from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
+from framefleet.engines.preemption import watch_notices
 from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
 from framefleet.errors import NoVideosError, OptionError, OutputError
 from framefleet.files import storage
@@ -31,6 +32,10 @@ from framefleet.ops.names import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.processing.memory_budget import fit_local_workers
 from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, RunSettings
+
+PREEMPTED_EXIT_CODE = 75
+"""`framefleet run`'s exit code when a preemption notice ended the run with work left (EX_TEMPFAIL: run the
+same command again, on another node)."""
 
 
 @dataclass
@@ -53,10 +58,16 @@ class JobResult:
     """Items done from partly damaged inputs (every frame that decodes kept), with what was damaged."""
     runtimes: list[str] = field(default_factory=list)
     """What ran the ops' models in the done tasks ("style: openvino bf16"), each once."""
+    preempted: int | None = None
+    """When the run ended on a preemption notice with work left: how many tasks it gave back (0 when every
+    task in flight finished before the deadline); None otherwise."""
 
     @property
     def exit_code(self) -> int:
-        """0 when every item is done, 3 when some failed or were refused, 130 when the run was stopped."""
+        """0 when every item is done, 3 when some failed or were refused, 75 when the run ended on a preemption
+        notice with work left, 130 when the run was stopped."""
+        if self.preempted is not None:
+            return PREEMPTED_EXIT_CODE
         if self.interrupted:
             return 130
         return 3 if self.counts.get("failed") or self.refused else 0
@@ -125,15 +136,19 @@ def run(
         pool, count = _pool(settings, pipeline, worker_storage, offline)
         scheduler = Scheduler(ledger, pool, parts, count, settings.options, on_progress,
                               standing=standing, stop=stop)
-        with _stop_on_signals(scheduler, enabled=handle_signals):
+        # The run's process is the node for the local and inline engines: it watches for preemption notices.
+        with _stop_on_signals(scheduler, enabled=handle_signals), \
+                watch_notices(scheduler, enabled=settings.engine != "ray" and not standing):
             finished = scheduler.run()
         frames, _ = LedgerReads(ledger).frames()
         # A stop that came when nothing was left to do (or while the last task finished) interrupted nothing.
         interrupted = not finished and (standing or ledger.unfinished() > 0)
+        preempted = scheduler.given_back if interrupted and scheduler.notice is not None else None
         return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(), frames=frames,
                          seconds=time.perf_counter() - started, interrupted=interrupted,
                          skipped=found.skipped if found else [], refused=found.refused if found else {},
-                         damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes())
+                         damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes(),
+                         preempted=preempted)
 
 
 @dataclass

@@ -11,7 +11,25 @@ from pathlib import Path
 
 from framefleet.errors import is_disk_full, job_disk_full
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first layout; 2: attempts may end `preempted` (a ledger made before is rebuilt when opened)."""
+
+OUTCOMES = ("done", "input_error", "crashed", "hung", "lost", "interrupted", "stale", "preempted")
+"""How an attempt may end (`framefleet.jobs.transitions.Outcome`): the attempts table's CHECK."""
+
+_ATTEMPTS = """
+CREATE TABLE IF NOT EXISTS {name} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- lease ids: never reused, even after add_items deletes rows
+    task_id INTEGER NOT NULL REFERENCES tasks(id),
+    worker TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    outcome TEXT CHECK (outcome IN ({outcomes})),
+    error_type TEXT,
+    message TEXT,
+    log_tail TEXT
+);
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS job (
@@ -56,17 +74,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (item_id, kind, seq)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, not_before);
-CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- lease ids: never reused, even after add_items deletes rows
-    task_id INTEGER NOT NULL REFERENCES tasks(id),
-    worker TEXT NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
-    outcome TEXT CHECK (outcome IN ('done', 'input_error', 'crashed', 'hung', 'lost', 'interrupted', 'stale')),
-    error_type TEXT,
-    message TEXT,
-    log_tail TEXT
-);
+""" + _ATTEMPTS.format(name="attempts", outcomes=", ".join(f"'{o}'" for o in OUTCOMES)) + """
 CREATE INDEX IF NOT EXISTS attempts_by_task ON attempts (task_id);
 CREATE INDEX IF NOT EXISTS items_by_state ON items (state);
 CREATE TABLE IF NOT EXISTS settings (
@@ -112,7 +120,34 @@ def connect(path: Path) -> sqlite3.Connection:
             for name, kind in columns.items():
                 if name not in present:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        _allow_every_outcome(db)
     return db
+
+
+def _allow_every_outcome(db: sqlite3.Connection) -> None:
+    """Rebuild the attempts table of a ledger whose CHECK predates an outcome (schema 1: no `preempted`),
+    keeping every row and id, and the AUTOINCREMENT counter (lease ids are never reused), in one transaction."""
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'attempts'").fetchone()[0]
+    if all(f"'{outcome}'" in sql for outcome in OUTCOMES):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        counter = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'attempts'").fetchone()
+        db.execute(_ATTEMPTS.format(name="attempts_rebuilt", outcomes=", ".join(f"'{o}'" for o in OUTCOMES)))
+        db.execute("INSERT INTO attempts_rebuilt SELECT id, task_id, worker, started, ended, outcome, error_type, "
+                   "message, log_tail FROM attempts")
+        db.execute("DROP TABLE attempts")
+        db.execute("ALTER TABLE attempts_rebuilt RENAME TO attempts")
+        db.execute("CREATE INDEX IF NOT EXISTS attempts_by_task ON attempts (task_id)")
+        if counter is not None:  # at least every id kept: the next lease goes on from the old counter
+            db.execute("DELETE FROM sqlite_sequence WHERE name = 'attempts'")
+            db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('attempts', ?)", (counter[0],))
+        db.execute("UPDATE job SET schema_version = ?", (SCHEMA_VERSION,))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 @contextmanager

@@ -141,7 +141,8 @@ def run_task(
         info = probe(source, keyframes=True, limits=pipeline.limits)
         return TaskResult(
             result=ProbeResult(frames=info.frame_count_header, duration=info.duration, width=info.width,
-                               height=info.height, video_index=info.video_index),
+                               height=info.height, video_index=info.video_index,
+                               time_base=str(info.time_base) if info.time_base else None),
             metrics=TaskMetrics(bytes_in=info.size_bytes),
             segments=plan_segments(info, pipeline.segment_seconds),
         )

@@ -16,9 +16,10 @@ from framefleet.util.redact import redact
 
 TaskKind = Literal["probe", "segment", "join"]
 ItemState = Literal["pending", "running", "done", "failed"]
-Outcome = Literal["done", "input_error", "crashed", "hung", "lost", "interrupted", "stale"]
+Outcome = Literal["done", "input_error", "crashed", "hung", "lost", "interrupted", "stale", "preempted"]
 INFRA_OUTCOMES = frozenset({"lost", "stale"})
-"""Attempts lost to the machines; "interrupted" ones were given up on a stop request."""
+"""Attempts lost to the machines; "interrupted" ones were given up on a stop request; "preempted" ones
+were given back on a cloud's preemption notice (an infrastructure loss too, counted apart)."""
 CRASH_OUTCOMES = frozenset({"crashed", "hung"})
 INFRA_BACKOFF_CAP = 30.0
 """Seconds: the longest wait before retrying a task after repeated infrastructure losses."""
@@ -59,7 +60,7 @@ def release(db: sqlite3.Connection, retry: RetryPolicy, task_id: int, lease_id: 
             final: bool = False) -> str:
     """End a task's attempt that did not finish it and charge the loss to its cause: an input failure or a
     crash uses up the retry budget (the item fails once it is spent, or at once when `final`), an
-    infrastructure loss or a stop request never does. Returns the task's new state."""
+    infrastructure loss, a preemption or a stop request never does. Returns the task's new state."""
     message = _redacted(message)
     close_attempt(db, lease_id, outcome, now, error_type, message, log_tail)
     row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -76,6 +77,8 @@ def release(db: sqlite3.Connection, retry: RetryPolicy, task_id: int, lease_id: 
         delay = retry.backoff_seconds * 2 ** (used - 1)
         reason = f"the worker {outcome} {used} times on this input (last: {message})"
     elif outcome == "interrupted":  # a stop request: retried at once when the job resumes, never counted
+        exhausted, reason, delay = False, message, 0.0
+    elif outcome == "preempted":  # given back on a notice: the node goes, the task runs again at once elsewhere
         exhausted, reason, delay = False, message, 0.0
     else:
         losses = row["infra_losses"] + 1

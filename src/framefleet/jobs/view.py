@@ -64,6 +64,8 @@ class JobStatus:
     were started and stopped (they resume where they were when the job runs again)."""
     stopped: int = 0
     """Attempts given up because the job was stopped (Ctrl-C, SIGTERM); not losses."""
+    preempted: int = 0
+    """Attempts given back on a preemption notice (infrastructure losses, counted apart from `infra_losses`)."""
 
     @classmethod
     def not_started(cls, job_dir: str | Path) -> JobStatus:
@@ -76,7 +78,7 @@ class JobStatus:
 
     @property
     def losses(self) -> Losses:
-        return Losses(self.input_failures, self.crashes, self.infra_losses, self.stopped)
+        return Losses(self.input_failures, self.crashes, self.infra_losses, self.stopped, self.preempted)
 
     @property
     def state(self) -> str:
@@ -235,6 +237,7 @@ class JobView(LedgerReads):
             settings=None if settings is None else json.loads(settings.to_json()),
             running=running,
             stopped=losses.stopped,
+            preempted=losses.preempted,
         )
 
 

@@ -1,0 +1,109 @@
+"""Acting on a preemption notice in a run whose process is the node (local and inline engines).
+
+`watch_notices` runs a `framefleet.spot.NoticeWatcher` for the life of a run (configured from the
+FRAMEFLEET_SPOT_* variables, docs/reliability.md) and hands each notice with a deadline to the scheduler
+(`Scheduler.preempt`). The scheduler then claims nothing more and, for each task in flight, asks
+`seconds_needed`: a task predicted to finish before the deadline (from the fps its worker measured, the
+frames its segment holds, times `slack`, plus `margin_seconds`) finishes; any other is given back at once as
+`preempted` (its worker is killed). Whatever still runs `margin_seconds / 2` before the deadline is given
+back then. Once nothing runs, the run ends (exit code 75) and, on Azure, the event is acknowledged so the
+eviction may start. A notice without a deadline (an AWS rebalance recommendation) is only logged.
+
+On the Ray engine each worker actor watches its own node (`framefleet.engines.ray`) and the scheduler
+applies the same rule to that worker alone (`Noticed`); the run goes on elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from framefleet.jobs.transitions import TaskKind
+from framefleet.spot import Notice, NoticeWatcher, WatchSettings
+
+log = logging.getLogger("framefleet.spot")
+
+
+@dataclass(frozen=True)
+class PreemptionPolicy:
+    """When a task in flight may finish after a notice."""
+
+    margin_seconds: float = 1.0
+    """A task must be predicted to finish this long before the cloud's deadline (the encoder's flush, the
+    commit, the kill of what is left)."""
+    slack: float = 1.25
+    """Predicted seconds are multiplied by this: a video's speed varies along it."""
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A task running when the notice came."""
+
+    kind: TaskKind
+    frames_done: int
+    """Frames its worker reported so far."""
+    frames_expected: int | None
+    """Frames its segment holds (None: unknown)."""
+    seconds: float
+    """How long it has run."""
+
+
+def seconds_needed(flight: InFlight, policy: PreemptionPolicy, job_fps: float = 0.0) -> float | None:
+    """Seconds before the deadline `flight` needs to finish (with the margin), or None when that cannot be
+    told (a segment whose frames or speed are unknown): such a task is given back. Probes and joins (no
+    frames, usually well under a second) need only the margin. The speed is the task's own fps once it has
+    reported frames, else `job_fps` (a worker's fps over the job's finished segments)."""
+    if flight.kind != "segment":
+        return policy.margin_seconds
+    if flight.frames_expected is None:
+        return None
+    fps = flight.frames_done / flight.seconds if flight.frames_done and flight.seconds > 0 else job_fps
+    if fps <= 0:
+        return None
+    left = max(flight.frames_expected - flight.frames_done, 1)  # at least the frame under way
+    return left / fps * policy.slack + policy.margin_seconds
+
+
+class Preemptible(Protocol):
+    def preempt(self, notice: Notice) -> None:
+        """Take a notice (from the watcher's thread)."""
+
+    @property
+    def notice(self) -> Notice | None:
+        """The notice acted on, once the scheduler has acted on it."""
+
+
+@contextmanager
+def watch_notices(scheduler: Preemptible, *, enabled: bool = True,
+                  settings: WatchSettings | None = None) -> Iterator[NoticeWatcher | None]:
+    """Watch this node's preemption notices while the block runs and hand them to `scheduler`; on a clean
+    exit after a notice, acknowledge it (Azure: the VM may go now). SIGTERM is a notice only where
+    FRAMEFLEET_SPOT_SOURCES names it and this is the main thread."""
+    if not enabled:
+        yield None
+        return
+    settings = settings or WatchSettings.from_env()
+    if settings.sigterm and threading.current_thread() is not threading.main_thread():
+        settings = replace(settings, sigterm=False)
+
+    def on_notice(notice: Notice) -> None:
+        if notice.deadline_monotonic is None:
+            log.warning("%s %s notice without a deadline: working on", notice.cloud, notice.kind)
+            return
+        scheduler.preempt(notice)
+
+    watcher = NoticeWatcher(on_notice, settings)
+    if not watcher.sources:
+        yield None
+        return
+    watcher.start()
+    try:
+        yield watcher
+        if scheduler.notice is not None:
+            watcher.acknowledge(scheduler.notice)
+    finally:
+        watcher.stop(timeout=0.0)  # daemon threads; one inside a request ends when it returns
