@@ -154,10 +154,13 @@ class LedgerReads:
         ).fetchone()[0]
 
     def frames(self) -> tuple[int, int]:
-        """(frames in finished segment tasks, frames the probes expect in all live items)."""
+        """(frames in finished segment tasks and adopted items, frames the probes (or the adopted manifests)
+        expect in all live items)."""
         done = self.ledger.query(
             "SELECT COALESCE(SUM(m.frames), 0) FROM metrics m JOIN tasks t ON t.id = m.task_id "
             "WHERE t.kind = 'segment'"
+        ).fetchone()[0] + self.ledger.query(
+            "SELECT COALESCE(SUM(frames), 0) FROM items WHERE adopted = 1 AND state = 'done'"
         ).fetchone()[0]
         expected = self.ledger.query(
             "SELECT COALESCE(SUM(frames), 0) FROM items WHERE state != 'failed'"
@@ -175,6 +178,10 @@ class LedgerReads:
         if unknown and known and known_bytes:
             known += round(unknown_bytes * known / known_bytes)
         return known, unknown
+
+    def adopted(self) -> int:
+        """Items done by adopting an output already committed with a matching manifest (docs/ledger.md)."""
+        return self.ledger.query("SELECT COUNT(*) FROM items WHERE adopted = 1 AND state = 'done'").fetchone()[0]
 
     def next_ready_time(self) -> float | None:
         """When the earliest pending task becomes claimable (None when nothing is pending)."""

@@ -44,6 +44,9 @@ class ProbeResult:
     width: int | None = None
     height: int | None = None
     video_index: int | None = None
+    adopted: str | None = None
+    """The output found already committed with a matching manifest (`framefleet.jobs.manifest`): the item is
+    done without running, with the manifest's `frames`."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class SegmentResult:
     runtime: str | None = None
     """What ran the models ("openvino bf16", ...), where the ops run any."""
     damage: DamageReport | None = None
+    adopted: bool | None = None
+    """True when the part (or output) was found already committed with a matching manifest, not made."""
 
 
 @dataclass(frozen=True)

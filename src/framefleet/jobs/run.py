@@ -53,6 +53,8 @@ class JobResult:
     """Items done from partly damaged inputs (every frame that decodes kept), with what was damaged."""
     runtimes: list[str] = field(default_factory=list)
     """What ran the ops' models in the done tasks ("style: openvino bf16"), each once."""
+    adopted: int = 0
+    """Items done by adopting an output already committed with a matching manifest, without running."""
 
     @property
     def exit_code(self) -> int:
@@ -133,7 +135,8 @@ def run(
         return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(), frames=frames,
                          seconds=time.perf_counter() - started, interrupted=interrupted,
                          skipped=found.skipped if found else [], refused=found.refused if found else {},
-                         damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes())
+                         damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes(),
+                         adopted=LedgerReads(ledger).adopted())
 
 
 @dataclass
