@@ -710,8 +710,8 @@ def test_cli_run_status_failures_and_retry(variants, tmp_path):
     assert ran.exit_code == 3, ran.stderr
     summary = stdout_json(ran)
     assert set(summary) == {"job_dir", "counts", "frames", "seconds", "interrupted", "failures", "skipped", "damaged",
-                            "refused", "runtimes"}
-    assert summary["damaged"] == [] and summary["refused"] == {}
+                            "refused", "runtimes", "adopted"}
+    assert summary["damaged"] == [] and summary["refused"] == {} and summary["adopted"] == 0
     assert summary["runtimes"] == []  # identity runs no model
     assert Path(summary["job_dir"]) == job
     assert summary["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 1}

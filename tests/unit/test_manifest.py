@@ -38,6 +38,8 @@ def test_the_manifest_is_a_hidden_json_file_named_after_its_output(tmp_path: Pat
     uri = committed(tmp_path)
     assert manifests.manifest_uri(uri) == f"{tmp_path}/.a.mp4.framefleet.json"
     assert manifests.manifest_uri("az://c/out/sub/b.mov") == "az://c/out/sub/.b.mov.framefleet.json"
+    assert manifests.manifest_uri("sub/b.mov") == "sub/.b.mov.framefleet.json"
+    assert manifests.manifest_uri("b.mov") == ".b.mov.framefleet.json"
     assert (tmp_path / ".a.mp4.framefleet.json").is_file()
 
 

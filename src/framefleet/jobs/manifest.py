@@ -106,12 +106,13 @@ class Manifest:
 def manifest_uri(uri: str) -> str:
     """Where the manifest of the output `uri` goes: `folder/.NAME.framefleet.json`, hidden (listings skip
     it, so it is never taken for an input) and named after the output (never a user's video)."""
-    folder, _, name = uri.rpartition("/")
-    return f"{folder}/.{name}{MANIFEST_SUFFIX}"
+    folder, slash, name = uri.rpartition("/")
+    return f"{folder}{slash}.{name}{MANIFEST_SUFFIX}"
 
 
 def _sibling(destination: str, name: str) -> str:
-    return f"{destination.rpartition('/')[0]}/{name}"
+    folder, slash, _ = destination.rpartition("/")
+    return f"{folder}{slash}{name}"
 
 
 def _ends(read: Any, size: int) -> tuple[str, str]:
