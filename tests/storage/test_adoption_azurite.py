@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,31 @@ def test_a_new_head_adopts_every_finished_output_and_part(azurite, azurite_conta
     print(f"\nadopted {summary['adopted']} outputs and {len(adopted_parts)} parts; adoption per item "
           f"{1000 * sum(r['s'] for r in per_item) / len(per_item):.0f} ms (max "
           f"{1000 * max(r['s'] for r in per_item):.0f} ms); second run {seconds:.1f} s")
+
+
+def test_a_records_only_output_in_the_store_is_adopted(azurite, azurite_container, tmp_path: Path, monkeypatch):
+    from user_ops import write_user_ops
+
+    from framefleet.jobs.run import run
+    from framefleet.jobs.spec import JobSpec
+    from framefleet.pipeline import Pipeline
+    from framefleet.settings import EngineOptions, RunSettings
+
+    module = write_user_ops(tmp_path / "mycode", f"adoptops_{uuid.uuid4().hex[:8]}")
+    monkeypatch.syspath_prepend(str(tmp_path / "mycode"))
+    make_clips(azurite, azurite_container, tmp_path, LONG)
+    pipeline = Pipeline.from_options({"op": f"{module}:Brightness", "segment_seconds": 1})
+    settings = RunSettings(engine="inline", options=EngineOptions(workers=2))
+
+    def job(job_dir: Path):
+        return run(JobSpec([f"az://{azurite_container}/videos"], f"az://{azurite_container}/records", pipeline,
+                           settings), job_dir=job_dir, storage_options=azurite.storage_options())
+
+    first = job(tmp_path / "job")
+    assert first.counts["done"] == 1 and first.adopted == 0, first.failures
+    name = "records/z-long.mkv.records.parquet"
+    assert visible([n for n in azurite.blob_names(azurite_container) if n.startswith("records/")]) == [name]
+    before = blob_states(azurite, azurite_container, [name])
+    second = job(tmp_path / "new-job")
+    assert second.counts["done"] == 1 and second.adopted == 1 and second.frames == 96
+    assert blob_states(azurite, azurite_container, [name]) == before

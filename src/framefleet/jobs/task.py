@@ -287,19 +287,19 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
                                         carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
         result = replace(result, frames=frames, streams=[vars(c) for c in carried])
     checks = _checks(request, request.output_uri, target if video_parts else None, records)
+    frames = result.frames if video_parts or records is None else records_frames(records)
     if records is not None:
         metrics.bytes_out += records.stat().st_size
         metrics.upload_s += _commit(records, records_uri(request.output_uri))
     if video_parts:
         metrics.bytes_out += target.stat().st_size
         metrics.upload_s += _commit(target, request.output_uri)
-    frames = result.frames if video_parts or records is None else records_frames(records)
     _write_manifest(request, request.output_uri, checks, frames, result.records, None)
-    for uri in remote_parts:
-        storage.delete(uri)
-    if remote_parts and request.job_fingerprint is not None:
+    if remote_parts and request.job_fingerprint is not None:  # the manifests first: none outlives its part
         for seq in seqs:
             manifests.delete_manifest(part_uri(request.parts_dir, request.item_id, seq))
+    for uri in remote_parts:
+        storage.delete(uri)
     shutil.rmtree(part_path(request.parts_dir, request.item_id, 0).parent, ignore_errors=True)
     return TaskResult(result=result, metrics=metrics)
 
