@@ -78,7 +78,7 @@ def test_a_new_head_adopts_every_finished_output_and_part(azurite, azurite_conta
     before = blob_states(azurite, azurite_container, outputs + part_blobs)
 
     started = time.monotonic()
-    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
     seconds = time.monotonic() - started
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
