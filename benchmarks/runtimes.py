@@ -8,9 +8,9 @@ it: one engine per core, each with one thread, batches of 4 fed by a thread pool
   onnxruntime fp32   today's runtime (the reference)
   openvino fp32      OpenVINO, INFERENCE_PRECISION_HINT f32, CPU pinning off
   openvino bf16      the same at bf16 (CPUs with AVX-512 BF16 or AMX only)
-  openvino int8      the model quantized by onnxruntime's quantize_static (QDQ, per-channel weights, Conv and
-                     ConvTranspose), calibrated on 8 frames of the same footage, run by OpenVINO with bf16 for
-                     the rest (benchmark only: not yet a --precision)
+  openvino int8      the model quantized as --precision int8 does (`ops.quantize`: QDQ, per-channel weights, the
+                     convolutions but the first three), here calibrated on 8 frames of the same footage, run by
+                     OpenVINO with bf16 for the rest (benchmarks/int8.py measures int8 as framefleet runs it)
 
 Quality: PSNR and mean absolute difference (levels of 255) of each contender's frames against onnxruntime
 fp32's on the same frames. End to end: the `framefleet stylize` command (whole process, default settings)
@@ -28,11 +28,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import queue
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -44,9 +46,10 @@ from common import DEFAULT_RESULTS, ROOT, log, machine_info, parse_size, print_t
 
 from framefleet.ops import fused
 from framefleet.ops.base import Device
+from framefleet.ops.quantize import quantize_int8
 from framefleet.ops.runtime_choice import compare
 from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
-from framefleet.ops.style import MIN_SIDE, fused_multistyle, parse_style
+from framefleet.ops.style import KEEP_FLOAT, MIN_SIDE, fused_multistyle, parse_style
 from framefleet.processing.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip
 
@@ -75,29 +78,11 @@ def footage(width: int, height: int, count: int, fallback: Path) -> np.ndarray:
 
 
 def quantize(frames: np.ndarray) -> bytes:
-    """The fused style model quantized to int8 (QDQ, per-channel), calibrated on `frames`."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+    """The fused style model quantized to int8 as `--precision int8` does it, but calibrated on `frames`."""
     height, width = frames.shape[1:3]
     feeds = [{fused.FRAMES: f[None], fused.PADS: fused.reflect_pads(height, width, 4, MIN_SIDE),
               "style_weights": parse_style("7")} for f in frames]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._feeds = iter(feeds)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._feeds, None)
-
-    with tempfile.TemporaryDirectory() as folder:
-        model, prepared, quantized = (Path(folder) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        model.write_bytes(fused_multistyle(False))
-        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "ConvTranspose"])
-        return quantized.read_bytes()
+    return quantize_int8(fused_multistyle(False), feeds, KEEP_FLOAT)
 
 
 class Contender:
@@ -109,16 +94,58 @@ class Contender:
 
     def run(self, frames: np.ndarray) -> np.ndarray:
         height, width = frames.shape[1:3]
-        pads = fused.reflect_pads(height, width, 4, MIN_SIDE)
+        feeds = {fused.PADS: fused.reflect_pads(height, width, 4, MIN_SIDE), "style_weights": parse_style("7")}
         batches = [frames[i:i + BATCH] for i in range(0, len(frames), BATCH)]
+        return np.concatenate(side_by_side(self.engines, batches,
+                                           lambda engine, batch: engine.run(None, {**feeds, fused.FRAMES: batch})[0]))
 
-        def one(args: tuple[int, np.ndarray]) -> np.ndarray:
-            index, batch = args
-            feeds = {fused.FRAMES: batch, fused.PADS: pads, "style_weights": parse_style("7")}
-            return self.engines[index % len(self.engines)].run(None, feeds)[0]
 
-        with ThreadPoolExecutor(len(self.engines)) as pool:
-            return np.concatenate(list(pool.map(one, enumerate(batches))))
+def side_by_side(engines: list[Any], items: list[Any], work: Callable[[Any, Any], Any]) -> list[Any]:
+    """`work(engine, item)` for every item, in order, on one thread per engine: each engine serves one
+    thread at a time (an OpenVINO infer request refuses a second run while busy)."""
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    for engine in engines:
+        idle.put(engine)
+
+    def one(item: Any) -> Any:
+        engine = idle.get()
+        try:
+            return work(engine, item)
+        finally:
+            idle.put(engine)
+
+    with ThreadPoolExecutor(len(engines)) as pool:
+        return list(pool.map(one, items))
+
+
+def frame_quality(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
+    """PSNR and mean absolute difference of `output`'s frames against `reference`'s."""
+    psnr, mad = compare([reference], [output])
+    return {"psnr": psnr, "mad": mad}
+
+
+def alternate(label: str, contenders: list[Any], frames: np.ndarray, repeats: int,
+              quality: Callable[[Any, Any], dict[str, float]] = frame_quality) -> list[dict[str, Any]]:
+    """Each contender (a `name` and a `run(frames)`) on `frames`, once per round, rounds starting at a
+    different one: median rate, its ratio to onnxruntime fp32's, and `quality` of its output against that
+    contender's."""
+    outputs = {c.name: c.run(frames) for c in contenders}  # warm, and the frames compared
+    times: dict[str, list[float]] = {c.name: [] for c in contenders}
+    for round_ in range(repeats):
+        order = contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]
+        for contender in order:
+            log(f"{label} round {round_ + 1}: {contender.name}")
+            started = time.perf_counter()
+            contender.run(frames)
+            times[contender.name].append(time.perf_counter() - started)
+    reference_fps = len(frames) / statistics.median(times["onnxruntime fp32"])
+    rows = []
+    for contender in contenders:
+        fps = len(frames) / statistics.median(times[contender.name])
+        rows.append({"size": label, "contender": contender.name, "fps": fps, "ratio": fps / reference_fps,
+                     **quality(outputs["onnxruntime fp32"], outputs[contender.name]), "frames": len(frames),
+                     "seconds": times[contender.name]})
+    return rows
 
 
 def model_only(sizes: list[tuple[str, int, int]], frames_per_size: dict[str, int], repeats: int,
@@ -140,22 +167,8 @@ def model_only(sizes: list[tuple[str, int, int]], frames_per_size: dict[str, int
         specs.append(("openvino int8", int8, Choice("openvino", "bf16" if "bf16" in cpu_precisions() else "fp32")))
         specs.append(("onnxruntime int8", int8, REFERENCE))
         contenders = [Contender(name, data, choice, cores) for name, data, choice in specs]
-        outputs = {c.name: c.run(frames) for c in contenders}  # warm, and the frames compared
-        times: dict[str, list[float]] = {c.name: [] for c in contenders}
-        for round_ in range(repeats):
-            order = contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]
-            for contender in order:
-                log(f"{label} round {round_ + 1}: {contender.name}")
-                started = time.perf_counter()
-                contender.run(frames)
-                times[contender.name].append(time.perf_counter() - started)
-        reference_fps = len(frames) / statistics.median(times["onnxruntime fp32"])
-        for contender in contenders:
-            fps = len(frames) / statistics.median(times[contender.name])
-            psnr, mad = compare([outputs["onnxruntime fp32"]], [outputs[contender.name]])
-            rows.append({"size": label, "contender": contender.name, "fps": fps, "ratio": fps / reference_fps,
-                         "psnr": psnr, "mad": mad, "frames": len(frames), "seconds": times[contender.name],
-                         **({"quantize_seconds": quantize_seconds} if "int8" in contender.name else {})})
+        for row in alternate(label, contenders, frames, repeats):
+            rows.append({**row, **({"quantize_seconds": quantize_seconds} if "int8" in row["contender"] else {})})
     return rows
 
 

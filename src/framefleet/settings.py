@@ -51,7 +51,7 @@ class EngineOptions:
     """A standing run stops its workers after this many seconds with no work, and starts them again when
     work appears (a quiet service holds no worker processes)."""
     worker_network: str = "auto"
-    """Whether local workers keep network access: "off" cuts it (`limits.cut_network`, where the platform
+    """Whether local workers keep network access: "off" cuts it (`processing.limits.cut_network`, where the platform
     allows), "on" keeps it, "auto" cuts it when nothing needs it (built-in ops, local inputs and outputs)."""
 
 

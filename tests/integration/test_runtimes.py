@@ -22,13 +22,13 @@ from onnx import TensorProto, helper
 from framefleet.errors import DeviceUnavailableError, OpError
 from framefleet.ops.base import Device
 from framefleet.ops.onnx_model import OnnxModelOp
-from framefleet.ops.runtime_choice import GATES, compare
+from framefleet.ops.runtime_choice import GATES, Trial, best_trial, compare
 from framefleet.ops.style import StyleTransferOp
 from framefleet.processing.batch import FrameBatch
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed")
 
-from framefleet.ops.runtimes import cpu_precisions  # noqa: E402 - needs openvino
+from framefleet.ops.runtimes import cpu_has_int8, cpu_precisions  # noqa: E402 - needs openvino
 
 CPU = Device(kind="cpu", threads=1)
 needs_bf16 = pytest.mark.skipif("bf16" not in cpu_precisions(), reason="this CPU has no bf16")
@@ -75,11 +75,13 @@ def test_bf16_is_within_one_level_of_fp32_and_still_stylizes(frames):
     assert compare([frames[:4]], [styled])[1] > 20  # stylized, not passed through
 
 
-def test_stylize_on_openvino_is_frame_exact_and_says_what_ran(clip, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("int8", marks=pytest.mark.skipif(
+    not cpu_has_int8(), reason="OpenVINO runs no int8 on this CPU"))])
+def test_stylize_on_openvino_is_frame_exact_and_says_what_ran(clip, tmp_path, precision):
     output = tmp_path / "openvino.mp4"
-    result = cli("stylize", clip, "-o", output, "--runtime", "openvino", "--precision", "fp32", "--json")
+    result = cli("stylize", clip, "-o", output, "--runtime", "openvino", "--precision", precision, "--json")
     assert result.exit_code == 0, result.output
-    assert stdout_json(result)["runtime"] == "style: openvino fp32"
+    assert stdout_json(result)["runtime"] == f"style: openvino {precision}"
     assert frame_count(output) == frame_count(clip) == 12
     assert decoded_times(output, relative=False) == decoded_times(clip, relative=False)
 
@@ -90,9 +92,10 @@ def test_auto_records_the_fastest_choice_that_passed_the_gate(clip, tmp_path, mo
     assert result.exit_code == 0, result.output
     (profile,) = (tmp_path / "cache" / "framefleet" / "runtimes").glob("profile-*.json")
     trials = json.loads(profile.read_text())
-    assert {t["choice"] for t in trials} == {"onnxruntime fp32", *(f"openvino {p}" for p in cpu_precisions())}
-    best = max((t for t in trials if t["rejected"] is None), key=lambda t: t["rate"])
-    assert stdout_json(result)["runtime"] == f"style: {best['choice']}"
+    int8 = ["openvino int8"] if cpu_has_int8() else []
+    assert {t["choice"] for t in trials} == {"onnxruntime fp32", *(f"openvino {p}" for p in cpu_precisions()), *int8}
+    best = best_trial([Trial(**t) for t in trials if t["rejected"] is None])
+    assert stdout_json(result)["runtime"] == f"style: {best.choice}"
 
 
 def test_a_choice_failing_the_gate_is_left_out_under_auto(painting_file):
@@ -174,3 +177,39 @@ def test_run_records_what_ran_in_the_ledger_and_its_json(clip, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert stdout_json(result)["runtimes"] == ["style: openvino fp32"]
     assert frame_count(out / clip.name) == frame_count(clip)
+
+
+BROADCAST = Path(__file__).resolve().parents[2].parent / "shared" / "videos" / "tsduck__test-025.ts"
+"""A real broadcast clip with one or two faces in nearly every frame (../shared/videos/MANIFEST.md)."""
+
+
+def detected_faces(frames: np.ndarray, runtime: str, precision: str) -> tuple[dict[int, np.ndarray], str | None]:
+    """The boxes the faces op records per frame, and what ran its model."""
+    from framefleet.ops.faces import FaceAnonymizerOp
+
+    op = FaceAnonymizerOp(device="cpu", anonymize="none", batch_size=len(frames), runtime=runtime,
+                          precision=precision)
+    op.setup(CPU)
+    try:
+        records = op.process(FrameBatch(frames, np.arange(len(frames), dtype=np.int64))).records
+    finally:
+        op.teardown()
+    boxes = {i: np.array([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in records if r["frame"] == i]).reshape(-1, 4)
+             for i in range(len(frames))}
+    return boxes, op.runtime_used()
+
+
+@pytest.mark.skipif(not BROADCAST.is_file(), reason="needs ../shared/videos")
+def test_faces_on_openvino_agree_with_onnxruntime_on_real_footage():
+    from framefleet.ops.faces import box_iou
+
+    with av.open(str(BROADCAST)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for _, f in zip(range(24), container.decode(video=0))])
+    reference, ran_reference = detected_faces(frames, "onnxruntime", "fp32")
+    found, ran = detected_faces(frames, "openvino", "fp32")
+    assert (ran_reference, ran) == ("onnxruntime fp32", "openvino fp32")
+    assert sum(len(b) for b in reference.values()) >= 20  # faces in most frames: the comparison means something
+    for frame, boxes in reference.items():
+        assert len(found[frame]) == len(boxes), frame
+        for box in boxes:
+            assert box_iou(box, found[frame]).max() >= 0.9, (frame, box, found[frame])

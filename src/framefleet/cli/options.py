@@ -33,8 +33,8 @@ Runtime = Annotated[Optional[str], typer.Option(
     help="What runs the model: auto (the fastest on this machine that passes the quality gate; default), onnxruntime "
          "or openvino (CPU; pip install \"framefleet[openvino]\").")]
 Precision = Annotated[Optional[str], typer.Option(
-    help="The model's arithmetic: auto (default, with --runtime auto), fp32, or bf16 (OpenVINO, on CPUs with "
-         "AVX-512 BF16 or AMX).")]
+    help="The model's arithmetic: auto (default, with --runtime auto), fp32, bf16 (OpenVINO, on CPUs with "
+         "AVX-512 BF16 or AMX) or int8 (OpenVINO, built-in styles).")]
 BatchSize = Annotated[Optional[int], typer.Option(help="Frames per model call (default 4).")]
 Crf = Annotated[Optional[int], typer.Option(help="H.264 quality: 0-51, lower is better (default 20).")]
 Codec = Annotated[Optional[str], typer.Option(

@@ -163,17 +163,27 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np
     """Indices of the boxes (K x 4, x1 y1 x2 y2) kept by greedy suppression, best score first: a box is
     dropped when it overlaps a better kept one by `iou` or more."""
     order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
         keep.append(best)
-        width = np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0])
-        height = np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1])
-        overlap = np.maximum(width, 0) * np.maximum(height, 0)
-        union = np.maximum(areas[best] + areas[rest] - overlap, np.finfo(np.float32).tiny)
-        order = rest[overlap / union < iou]
+        order = rest[box_iou(boxes[best], boxes[rest]) < iou]
     return np.asarray(keep, dtype=np.int64)
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one box (x1, y1, x2, y2) with each of K boxes (K x 4)."""
+    width = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
+    height = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    overlap = np.maximum(width, 0) * np.maximum(height, 0)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = np.maximum((box[2] - box[0]) * (box[3] - box[1]) + areas - overlap, np.finfo(np.float32).tiny)
+    return overlap / union
+
+
+def matched_ious(reference: Faces, other: Faces) -> list[float]:
+    """For each face of `reference`, its best IoU with a face of `other` (0 where `other` has none)."""
+    return [float(box_iou(box, other.boxes).max()) if len(other) else 0.0 for box in reference.boxes]
 
 
 def scale_box(box: np.ndarray, factor: float) -> np.ndarray:

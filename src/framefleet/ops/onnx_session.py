@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from framefleet.errors import OptionError
 from framefleet.ops.base import Device, DeviceKind, Op, Resources
 from framefleet.ops.ort_session import resolve_onnx_device
+from framefleet.ops.quantize import Calibration
 from framefleet.ops.runtime_choice import select_engine
 from framefleet.ops.runtimes import Engine, check_choice, require_openvino
 
@@ -53,19 +55,26 @@ class BoundSession:
 @dataclass(kw_only=True)
 class OnnxOp(Op):
     """Base of the ops that run ONNX models: on onnxruntime (CPU, or CUDA where asked and available) or
-    OpenVINO (CPU), at fp32 or bf16 (`framefleet.ops.runtime_choice`)."""
+    OpenVINO (CPU), at fp32, bf16 or int8 (`framefleet.ops.runtime_choice`)."""
 
     runtime: str = "auto"
     """auto, onnxruntime or openvino."""
     precision: str = "auto"
-    """auto, fp32 or bf16."""
+    """auto, fp32, bf16 or int8 (models whose op gives calibration inputs: the built-in styles)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.runtime, self.precision)
         if self.runtime == "openvino":
             require_openvino()  # on the machine that builds the pipeline, before any worker starts
+        if self.precision == "int8" and not self.quantizable():
+            raise OptionError(f"--precision int8: op {self.name} cannot be quantized (int8 is for the built-in styles); "
+                              "use --precision auto, fp32 or bf16")
         self._ran: list[str] = []
+
+    def quantizable(self) -> bool:
+        """Whether the op gives its model calibration inputs, so that it can run at int8."""
+        return False
 
     def params(self) -> dict[str, Any]:
         """The parameters, without runtime and precision while they are auto (so fingerprints of pipelines
@@ -77,10 +86,10 @@ class OnnxOp(Op):
         return values
 
     def open_engine(self, model: Path | bytes, device: Device, sample: Callable[[], dict[str, np.ndarray]],
-                    what: str) -> Engine:
+                    what: str, calibration: Calibration | None = None) -> Engine:
         """`model` on the runtime and precision this op asks for (auto: the machine's fastest that passes
-        the quality gate on `sample()`'s inputs); remembered for `runtime_used`."""
-        engine = select_engine(model, device, self.runtime, self.precision, sample, what)
+        the quality gate on `sample()`'s inputs; int8 only with `calibration`); remembered for `runtime_used`."""
+        engine = select_engine(model, device, self.runtime, self.precision, sample, what, calibration)
         self._ran.append(str(engine.choice))
         return engine
 

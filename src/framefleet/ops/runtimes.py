@@ -7,7 +7,9 @@ the model's order), so the ops above it do not care which runtime it is. OpenVIN
 Each op instance compiles its own OpenVINO model with the instance's threads and core pinning off: two
 one-thread models pinned by OpenVINO landed on one core and ran at half speed (docs/benchmarks.md,
 runtimes), while unpinned ones run as fast as one compiled model with a stream per core. Precision is
-OpenVINO's `INFERENCE_PRECISION_HINT`: fp32, or bf16 where the CPU has it (AVX-512 BF16, AMX).
+OpenVINO's `INFERENCE_PRECISION_HINT`: fp32, or bf16 where the CPU has it (AVX-512 BF16, AMX). int8 is the
+model quantized by `ops.quantize` (its convolutions in int8, calibrated on the op's calibration inputs),
+the rest at the CPU's best float precision (bf16 where it has it, else fp32).
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from framefleet.errors import DeviceUnavailableError, OptionError
 from framefleet.ops.base import Device
 
+if TYPE_CHECKING:
+    from framefleet.ops.quantize import Calibration
+
 RUNTIMES = ("auto", "onnxruntime", "openvino")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 INSTALL_HINT = 'pip install "framefleet[openvino]"'
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
@@ -65,8 +70,8 @@ def check_choice(runtime: str, precision: str) -> None:
         raise OptionError(f"--runtime must be {', '.join(RUNTIMES)}; got {runtime!r}")
     if precision not in PRECISIONS:
         raise OptionError(f"--precision must be {', '.join(PRECISIONS)}; got {precision!r}")
-    if runtime == "onnxruntime" and precision == "bf16":
-        raise OptionError("--precision bf16 runs on OpenVINO; use --runtime openvino or auto "
+    if runtime == "onnxruntime" and precision in ("bf16", "int8"):
+        raise OptionError(f"--precision {precision} runs on OpenVINO; use --runtime openvino or auto "
                           "(onnxruntime runs fp32 on the CPU)")
 
 
@@ -95,14 +100,32 @@ def cpu_precisions() -> tuple[str, ...]:
     return ("fp32", "bf16") if "BF16" in capabilities else ("fp32",)
 
 
+@cache
+def cpu_has_int8() -> bool:
+    """Whether OpenVINO runs int8 convolutions on this CPU (VNNI makes them fast; AVX2 runs them too)."""
+    return "INT8" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def cpu_name() -> str:
     """The CPU's model name as OpenVINO reports it ("" without OpenVINO)."""
     return str(_core().get_property("CPU", "FULL_DEVICE_NAME")) if openvino_installed() else ""
 
 
-def open_engine(model: Path | bytes, device: Device, choice: Choice) -> Engine:
+def open_engine(model: Path | bytes, device: Device, choice: Choice,
+                calibration: Calibration | None = None) -> Engine:
     """`model` (a file or a serialized model) loaded on `choice`'s runtime at its precision, with
-    `device.threads` threads on the CPU; EngineError when the runtime cannot compile it."""
+    `device.threads` threads on the CPU; int8 quantizes it first on `calibration` (cached,
+    `ops.quantize`). EngineError when the runtime cannot compile it or it cannot be quantized."""
+    if choice.precision == "int8":
+        from framefleet.ops.quantize import QuantizationError, cached_int8
+
+        if calibration is None:
+            raise EngineError("int8 needs calibration inputs, which this model's op does not give")
+        data = model if isinstance(model, bytes) else Path(model).read_bytes()
+        try:
+            model = cached_int8(data, calibration)
+        except QuantizationError as exc:
+            raise EngineError(f"cannot quantize it: {exc}") from None
     if choice.runtime == "onnxruntime":
         from framefleet.ops.ort_session import open_session
 
@@ -132,12 +155,13 @@ class OpenVinoEngine:
     def __init__(self, model: Path | bytes, device: Device, precision: str) -> None:
         if device.kind != "cpu":
             raise OptionError("--runtime openvino runs on the CPU; use --device cpu, or --runtime onnxruntime on CUDA")
-        if precision not in cpu_precisions():
+        if precision not in (*cpu_precisions(), *(("int8",) if cpu_has_int8() else ())):
             raise OptionError(f"--precision {precision}: this CPU ({cpu_name()}) runs OpenVINO at "
                               f"{' or '.join(cpu_precisions())} only")
         self.choice = Choice("openvino", precision)
         core = _core()
-        config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "INFERENCE_NUM_THREADS": max(1, device.threads),
+        floats = cpu_precisions()[-1] if precision == "int8" else precision  # around int8's convolutions
+        config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[floats], "INFERENCE_NUM_THREADS": max(1, device.threads),
                   "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         try:
             network = core.read_model(model if isinstance(model, bytes) else str(model))

