@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from framefleet.jobs.reads import LedgerReads, Losses
-from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
+from framefleet.jobs.results import ProbeResult, Segment, SegmentResult, TaskMetrics
 from framefleet.jobs.store import JobMismatchError, Ledger
 from framefleet.jobs.transitions import INFRA_BACKOFF_CAP
 from framefleet.settings import RetryPolicy
@@ -651,3 +651,16 @@ def test_a_ledger_made_before_adoption_gets_the_column_when_opened(db_path, make
     db.close()
     assert make_ledger().items() == [] and "adopted" in {
         row[1] for row in sqlite3.connect(db_path).execute("PRAGMA table_info(items)")}
+
+
+def test_an_adopted_segment_counts_its_frames_done_but_not_as_throughput(ledger):
+    ledger.add_items([ref("a")])
+    probe_into(ledger, 2, frames=100)
+    made, adopted = ledger.claim("w", 60, now=1.0), ledger.claim("w", 60, now=1.0)
+    ledger.complete(made, result=SegmentResult(frames=50, output="p0"), metrics=TaskMetrics(frames=50, seconds=2.0),
+                    now=3.0)
+    ledger.complete(adopted, result=SegmentResult(frames=50, output="p1", adopted=True),
+                    metrics=TaskMetrics(frames=50), now=3.0)
+    reads = LedgerReads(ledger)
+    assert reads.frames()[0] == 100
+    assert reads.throughput() == [(3.0, 50)] and [span[2] for span in reads.task_spans()] == [50]

@@ -137,6 +137,10 @@ class Losses:
         return text + (f", {self.stopped} given up on a stop request" if self.stopped else "")
 
 
+_MADE_HERE = "json_extract(t.result, '$.adopted') IS NULL"
+"""The tasks that did their work (a part or output adopted from its manifest was made by an earlier ledger)."""
+
+
 class LedgerReads:
     """The read queries of one job's ledger (safe while the job runs: SQLite in WAL mode)."""
 
@@ -316,11 +320,16 @@ class LedgerReads:
         return [dict(r) for r in rows]
 
     def task_spans(self) -> list[tuple[float, float, int]]:
-        """(start, end, frames) of every finished task: the attempt that did it, from its claim to its end."""
+        """(start, end, frames) of every finished task: the attempt that did it, from its claim to its end.
+        Adopted parts (frames in no time: made by an earlier ledger) are left out."""
         return [(r[0], r[1], r[2]) for r in self.ledger.query(
             "SELECT a.started, a.ended, m.frames FROM metrics m "
-            "JOIN attempts a ON a.task_id = m.task_id AND a.outcome = 'done' ORDER BY a.started")]
+            "JOIN attempts a ON a.task_id = m.task_id AND a.outcome = 'done' JOIN tasks t ON t.id = m.task_id "
+            f"WHERE {_MADE_HERE} ORDER BY a.started")]
 
     def throughput(self) -> list[tuple[float, int]]:
-        """(finish time, frames) of every finished task, in time order: the throughput curve."""
-        return [(r[0], r[1]) for r in self.ledger.query("SELECT finished, frames FROM metrics ORDER BY finished")]
+        """(finish time, frames) of every finished task, in time order: the throughput curve. Adopted parts
+        are left out."""
+        return [(r[0], r[1]) for r in self.ledger.query(
+            f"SELECT m.finished, m.frames FROM metrics m JOIN tasks t ON t.id = m.task_id WHERE {_MADE_HERE} "
+            "ORDER BY m.finished")]
