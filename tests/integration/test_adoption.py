@@ -18,8 +18,10 @@ from framefleet.cli import app
 from framefleet.jobs.directory import open_ledger
 from framefleet.jobs.manifest import manifest_uri, read_manifest
 from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.results import JoinResult
 from framefleet.jobs.run import run
 from framefleet.jobs.spec import JobSpec
+from framefleet.jobs.task import TaskRequest, run_task
 from framefleet.pipeline import Pipeline
 from framefleet.settings import EngineOptions, RunSettings
 from framefleet.video.synth import ClipSpec, write_clip
@@ -110,3 +112,21 @@ def test_a_changed_input_is_never_adopted(tmp_path: Path):
     assert second.adopted == 2
     assert read_manifest(str(out / "a.mp4")).frames == 12
     assert not Path(manifest_uri(str(tmp_path / "out" / "sub" / "c.mkv"))).name.endswith(".mkv")
+
+
+def test_a_join_lost_after_its_commit_adopts_the_output_its_removed_parts_made(tmp_path: Path):
+    make_inputs(tmp_path)
+    job(tmp_path)
+    out = tmp_path / "out"
+    with open_ledger(out / ".framefleet-job") as ledger:
+        item = next(i for i in ledger.items() if i.relpath == "sub/c.mkv")
+        fingerprint, segments = ledger.job().fingerprint, LedgerReads(ledger).segment_count(item.id)
+    before = (out / "sub/c.mkv").stat().st_mtime_ns
+    # the join's retry: its parts are gone (the lost attempt removed them after committing the output)
+    request = TaskRequest(task_id=9, lease_id=9, kind="join", item_id=item.id, seq=0, uri=item.uri,
+                          output_uri=item.output_uri, start_pts=None, end_pts=None, parts_dir=str(tmp_path / "parts"),
+                          segments=segments, input_size=item.size, input_version=item.version,
+                          job_fingerprint=fingerprint)
+    done = run_task(request, Pipeline.from_options({"op": "identity", "segment_seconds": 1}), processor=None)
+    assert done.result == JoinResult(output=item.output_uri, frames=96, adopted=True)
+    assert (out / "sub/c.mkv").stat().st_mtime_ns == before

@@ -84,6 +84,9 @@ class JoinResult:
     frames: int | None = None
     records: int | None = None
     streams: list[dict[str, Any]] | None = None
+    adopted: bool | None = None
+    """True when the output was found already committed with a matching manifest (an earlier attempt
+    committed it and was lost before it reported), not joined again."""
 
 
 TaskOutcome = Union[ProbeResult, SegmentResult, JoinResult]

@@ -149,12 +149,11 @@ def run_task(
     """Run one task. Raises framefleet errors (bad input, a store that refuses or is unreachable) or
     anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one).
 
-    A probe or segment whose output (or part) is already committed with a matching manifest adopts it
-    and returns at once, without reading the input."""
-    if request.kind != "join":
-        adopted = _adopt(request, pipeline)
-        if adopted is not None:
-            return adopted
+    A task whose output (or part) is already committed with a matching manifest adopts it and returns at
+    once, without reading the input."""
+    adopted = _adopt(request, pipeline)
+    if adopted is not None:
+        return adopted
     source = (inputs or InputOpener()).open(request.uri)
     if request.kind == "probe":
         info = probe(source, keyframes=True, limits=pipeline.limits)
@@ -197,11 +196,13 @@ def run_task(
 
 
 def _adopt(request: TaskRequest, pipeline: Pipeline) -> TaskResult | None:
-    """The result of a probe or segment whose output (or part) is already committed with a manifest that
-    matches this input, pipeline and segment; None when there is none (the work runs)."""
+    """The result of a task whose output (or part) is already committed with a manifest that matches this
+    input, pipeline and segment; None when there is none (the work runs). A probe that adopts finishes its
+    item; a join adopts an output whose commit an earlier attempt made but did not report (its parts are
+    removed as the join would)."""
     if request.job_fingerprint is None:
         return None
-    whole = request.kind == "probe" or (request.start_pts is None and request.end_pts is None)
+    whole = request.kind != "segment" or (request.start_pts is None and request.end_pts is None)
     destination = request.output_uri if whole else part_uri(request.parts_dir, request.item_id, request.seq)
     names = _file_names(destination, pipeline)
     found = manifests.adoptable(destination, request.input, request.job_fingerprint,
@@ -211,6 +212,9 @@ def _adopt(request: TaskRequest, pipeline: Pipeline) -> TaskResult | None:
     output = destination if pipeline.writes_video else records_uri(destination)
     if request.kind == "probe":
         return TaskResult(result=ProbeResult(frames=found.frames, adopted=output))
+    if request.kind == "join":
+        _remove_parts(request, _remote_parts(request, pipeline))
+        return TaskResult(result=JoinResult(output=output, frames=found.frames, records=found.records, adopted=True))
     return TaskResult(result=SegmentResult(frames=found.frames or 0, output=output, records=found.records,
                                            adopted=True),
                       metrics=TaskMetrics(frames=found.frames or 0))
@@ -267,10 +271,7 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
     record_parts = [records_path(part_path(request.parts_dir, request.item_id, seq))
                     for seq in seqs] if pipeline.writes_records else []
     parts = [*video_parts, *record_parts]
-    remote_parts: list[str] = []
-    if not storage.is_local(request.parts_dir):  # the same names under the parts URI
-        uris = [part_uri(request.parts_dir, request.item_id, seq) for seq in seqs]
-        remote_parts = [*(uris if video_parts else []), *(map(records_uri, uris) if record_parts else [])]
+    remote_parts = _remote_parts(request, pipeline)
     for uri, local in zip(remote_parts, parts):
         storage.download(uri, local)
     bytes_in = sum(part.stat().st_size for part in parts if part.exists())
@@ -295,13 +296,26 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
         metrics.bytes_out += target.stat().st_size
         metrics.upload_s += _commit(target, request.output_uri)
     _write_manifest(request, request.output_uri, checks, frames, result.records, None)
-    if remote_parts and request.job_fingerprint is not None:  # the manifests first: none outlives its part
-        for seq in seqs:
+    _remove_parts(request, remote_parts)
+    return TaskResult(result=result, metrics=metrics)
+
+
+def _remote_parts(request: TaskRequest, pipeline: Pipeline) -> list[str]:
+    """The URIs of a join's parts in a store (video parts, then records parts); none for a local parts folder."""
+    if storage.is_local(request.parts_dir):
+        return []
+    uris = [part_uri(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
+    return [*(uris if pipeline.writes_video else []), *(map(records_uri, uris) if pipeline.writes_records else [])]
+
+
+def _remove_parts(request: TaskRequest, remote_parts: list[str]) -> None:
+    """After the join's commit: its parts, their manifests first (none outlives its part)."""
+    if remote_parts and request.job_fingerprint is not None:
+        for seq in range(request.segments):
             manifests.delete_manifest(part_uri(request.parts_dir, request.item_id, seq))
     for uri in remote_parts:
         storage.delete(uri)
     shutil.rmtree(part_path(request.parts_dir, request.item_id, 0).parent, ignore_errors=True)
-    return TaskResult(result=result, metrics=metrics)
 
 
 def _metrics(stream: StreamResult, info: VideoInfo, written: list[Path]) -> TaskMetrics:
