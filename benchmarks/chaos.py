@@ -41,6 +41,7 @@ from typing import Any
 import av
 from common import DEFAULT_RESULTS, ROOT, log, machine_info, print_table, write_results
 
+from framefleet.jobs.manifest import MANIFEST_SUFFIX
 from framefleet.video.synth import ClipSpec, write_clip
 
 sys.path.insert(0, str(ROOT / "tests"))  # tests/azurite.py: the Azurite harness of the storage tests
@@ -116,7 +117,8 @@ class LocalStore:
         return str(self.outputs)
 
     def output_names(self) -> list[str]:
-        return sorted(p.name for p in self.outputs.iterdir() if p.name != ".framefleet-job")
+        return sorted(p.name for p in self.outputs.iterdir()
+                      if p.name != ".framefleet-job" and not p.name.endswith(MANIFEST_SUFFIX))
 
     def fetch(self, name: str, folder: Path) -> Path:
         return self.outputs / name
@@ -154,7 +156,8 @@ class AzuriteStore:
         return f"az://{CONTAINER}/out"
 
     def output_names(self) -> list[str]:
-        return [name.removeprefix("out/") for name in self.server.blob_names(CONTAINER) if name.startswith("out/")]
+        return [name.removeprefix("out/") for name in self.server.blob_names(CONTAINER)
+                if name.startswith("out/") and not name.endswith(MANIFEST_SUFFIX)]
 
     def fetch(self, name: str, folder: Path) -> Path:
         folder.mkdir(exist_ok=True)

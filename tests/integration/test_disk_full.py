@@ -88,7 +88,7 @@ def scenario(work: Path) -> dict:
     found["outputs_full"] = {
         "code": finished.returncode, "seconds": time.monotonic() - started, "stderr": finished.stderr,
         "counts": json.loads(finished.stdout)["counts"], "losses": dict(losses.fetchall()),
-        "files": sorted(p.name for p in (disk / "out").iterdir()),
+        "files": sorted(p.name for p in (disk / "out").iterdir() if not p.name.endswith(".framefleet.json")),
         "exact": [decoded_pts(disk / "out" / p.name) == decoded_pts(p) for p in sorted(inputs.iterdir())],
     }
     db.close()

@@ -35,6 +35,7 @@ from typer.testing import CliRunner, Result
 
 from framefleet.cli import app
 from framefleet.jobs.directory import LEDGER_NAME, open_ledger
+from framefleet.jobs.manifest import MANIFEST_SUFFIX
 from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import run
 from framefleet.jobs.spec import JobSpec
@@ -107,12 +108,14 @@ def temporaries(root: Path) -> list[Path]:
 
 
 def output_files(out_root: Path) -> set[str]:
-    """Relative paths of the files under the output root, outside the job directory."""
+    """Relative paths of the files under the output root, outside the job directory, less the outputs'
+    manifests (`.NAME.framefleet.json`, tests/unit/test_manifest.py)."""
     return {
         Path(folder, name).relative_to(out_root).as_posix()
         for folder, dirs, files in os.walk(out_root)
         for name in files
         if ".framefleet-job" not in Path(folder).relative_to(out_root).parts
+        and not (name.startswith(".") and name.endswith(MANIFEST_SUFFIX))
     }
 
 
@@ -707,8 +710,9 @@ def test_cli_run_status_failures_and_retry(variants, tmp_path):
     assert ran.exit_code == 3, ran.stderr
     summary = stdout_json(ran)
     assert set(summary) == {"job_dir", "counts", "frames", "seconds", "interrupted", "failures", "skipped", "damaged",
-                            "refused", "runtimes", "preempted"}
+                            "refused", "runtimes", "preempted", "adopted"}
     assert summary["damaged"] == [] and summary["refused"] == {} and summary["preempted"] is None
+    assert summary["adopted"] == 0
     assert summary["runtimes"] == []  # identity runs no model
     assert Path(summary["job_dir"]) == job
     assert summary["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 1}

@@ -33,6 +33,8 @@ from pathlib import Path
 import media_checks
 import pytest
 
+from framefleet.jobs.manifest import manifest_uri
+
 TESTS_DIR = Path(__file__).resolve().parents[1]
 JOB_CLI = [sys.executable, "-c", "from framefleet.cli import main; main()"]
 TINY = {"width": 64, "height": 48, "gop": 4, "bframes": 0}
@@ -295,8 +297,10 @@ def test_bursts_partial_writes_duplicates_replacements_and_a_killed_service_proc
         assert (row["state"], row["version"]) == ("done", version_of(expected[rel])), (rel, dict(row))
         assert row["frames"] == media_checks.frame_count(expected[rel]), rel
 
-    # One output per file, with its frames, and nothing else: no output for the noise, no temporaries.
-    assert all_files(out) == set(expected), all_files(out) ^ set(expected)
+    # One output per file, with its frames and its manifest, and nothing else: no output for the noise, no
+    # temporaries.
+    outputs = set(expected) | {manifest_uri(rel) for rel in expected}
+    assert all_files(out) == outputs, all_files(out) ^ outputs
     for rel, source in expected.items():
         assert media_checks.decoded_pts(out / rel) == media_checks.decoded_pts(source), rel
 

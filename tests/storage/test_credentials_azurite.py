@@ -83,7 +83,8 @@ def test_a_read_sas_for_inputs_and_a_write_only_sas_for_outputs_are_enough(azuri
     proc = framefleet("--debug", "run", f"az://{p['inputs']}/videos", "-o", f"az://{p['outputs']}/styled",
                       "--op", "identity", "--workers", "1", "--job-dir", job, "--storage-options", p["good"])
     assert proc.returncode == 0, proc.stderr
-    assert azurite.blob_names(p["outputs"]) == ["styled/clip.mp4"]
+    # the output and its manifest (written: the SAS may write; unread: it may not read, so nothing is adopted)
+    assert azurite.blob_names(p["outputs"]) == ["styled/.clip.mp4.framefleet.json", "styled/clip.mp4"]
     output = tmp_path / "out.mp4"
     output.write_bytes(azurite.read_blob(p["outputs"], "styled/clip.mp4"))
     assert media_checks.decoded_pts(output) == media_checks.decoded_pts(p["clip"])

@@ -60,6 +60,11 @@ def assert_same_frames(source: Path, output: Path) -> None:
     assert media_checks.decoded_pts(output) == media_checks.decoded_pts(source)
 
 
+def visible(names: list[str]) -> list[str]:
+    """Blob names less the hidden ones: the manifests beside the outputs (`.NAME.framefleet.json`)."""
+    return [name for name in names if not name.rpartition("/")[2].startswith(".")]
+
+
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
     return {**env, **(extra or {})}
@@ -90,7 +95,10 @@ def test_a_job_reads_from_and_writes_to_blob_storage_frame_exact(azurite, azurit
                          settings), job_dir=tmp_path / "job", storage_options=azurite.storage_options())
     assert result.counts["done"] == 3 and result.failures == [], result.failures
     names = [n for n in azurite.blob_names(azurite_container) if n.startswith("results/")]
-    assert names == ["results/a.mp4", "results/sub/b.mov", "results/sub/deep/c.mkv"]
+    assert visible(names) == ["results/a.mp4", "results/sub/b.mov", "results/sub/deep/c.mkv"]
+    assert sorted(set(names) - set(visible(names))) == [
+        "results/.a.mp4.framefleet.json", "results/sub/.b.mov.framefleet.json",
+        "results/sub/deep/.c.mkv.framefleet.json"], "each output has its manifest"
     for name, source in clips.items():
         output = download(azurite, azurite_container, f"results/{name}", tmp_path / "downloaded")
         assert_same_frames(source, output)
@@ -153,7 +161,7 @@ def test_a_killed_job_with_remote_outputs_resumes_without_redoing_finished_items
     first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        done = [n for n in azurite.blob_names(azurite_container) if n.startswith("out/")]
+        done = [n for n in visible(azurite.blob_names(azurite_container)) if n.startswith("out/")]
         if len(done) >= 2:
             break
         time.sleep(0.1)
@@ -309,7 +317,7 @@ def test_records_are_committed_beside_store_outputs_and_load_back_from_the_store
                          settings), job_dir=tmp_path / "job", storage_options=azurite.storage_options())
     assert result.counts["done"] == 2 and result.failures == [], result.failures
 
-    names = [n for n in azurite.blob_names(azurite_container) if not n.startswith("videos/")]
+    names = [n for n in visible(azurite.blob_names(azurite_container)) if not n.startswith("videos/")]
     assert names == ["results/a.mp4", "results/a.mp4.records.parquet", "results/sub/deep/c.mkv",
                      "results/sub/deep/c.mkv.records.parquet"]
     for name, source in clips.items():

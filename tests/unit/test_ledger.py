@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from framefleet.jobs.reads import LedgerReads, Losses
-from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
+from framefleet.jobs.results import ProbeResult, Segment, SegmentResult, TaskMetrics
 from framefleet.jobs.store import JobMismatchError, Ledger
 from framefleet.jobs.transitions import INFRA_BACKOFF_CAP
 from framefleet.settings import RetryPolicy
@@ -681,3 +681,50 @@ def test_a_ledger_whose_disk_is_full_stops_the_job_with_one_line_and_keeps_what_
         ledger.add_items([ref(f"b{i}") for i in range(500)])
     assert not ledger._db.in_transaction, "the failed write was rolled back"
     assert [item.relpath for item in ledger.items()] == ["a.mp4"]
+
+
+# -- adoption (a probe that found its output committed with a matching manifest) ---------------------
+
+
+def test_an_adopted_probe_finishes_its_item_with_the_manifests_frames(ledger):
+    ledger.add_items([ref("a"), ref("b")])
+    task = ledger.claim("w", 60, now=0.0)
+    assert (task.input_size, task.input_version) == (1000, "v1"), "the worker writes and checks manifests with them"
+    assert ledger.complete(task, result=ProbeResult(frames=240, adopted="s3://out/a.mp4"), now=1.0)
+    assert item_state(ledger, 1) == "done" and states(ledger, 1) == {("probe", 0): "done"}, "nothing else runs"
+    assert [item.adopted for item in ledger.items()] == [True, False]
+    reads = LedgerReads(ledger)
+    assert reads.adopted() == 1 and reads.frames()[0] == 240, "adopted frames count as done"
+    probe_into(ledger, 1, frames=100)
+    assert reads.adopted() == 1
+
+
+def test_a_new_version_of_an_adopted_input_is_no_longer_adopted(ledger):
+    ledger.add_items([ref("a")])
+    ledger.complete(ledger.claim("w", 60, now=0.0), result=ProbeResult(frames=240, adopted="s3://out/a.mp4"))
+    ledger.add_items([ref("a", version="v2")])
+    (item,) = ledger.items()
+    assert (item.state, item.adopted, item.frames) == ("pending", False, None)
+    assert LedgerReads(ledger).adopted() == 0
+
+
+def test_a_ledger_made_before_adoption_gets_the_column_when_opened(db_path, make_ledger):
+    make_ledger().close()
+    db = sqlite3.connect(db_path)
+    db.execute("ALTER TABLE items DROP COLUMN adopted")
+    db.close()
+    assert make_ledger().items() == [] and "adopted" in {
+        row[1] for row in sqlite3.connect(db_path).execute("PRAGMA table_info(items)")}
+
+
+def test_an_adopted_segment_counts_its_frames_done_but_not_as_throughput(ledger):
+    ledger.add_items([ref("a")])
+    probe_into(ledger, 2, frames=100)
+    made, adopted = ledger.claim("w", 60, now=1.0), ledger.claim("w", 60, now=1.0)
+    ledger.complete(made, result=SegmentResult(frames=50, output="p0"), metrics=TaskMetrics(frames=50, seconds=2.0),
+                    now=3.0)
+    ledger.complete(adopted, result=SegmentResult(frames=50, output="p1", adopted=True),
+                    metrics=TaskMetrics(frames=50), now=3.0)
+    reads = LedgerReads(ledger)
+    assert reads.frames()[0] == 100
+    assert reads.throughput() == [(3.0, 50)] and [span[2] for span in reads.task_spans()] == [50]

@@ -244,10 +244,12 @@ def _finish(result: JobResult, as_json: bool) -> None:
                                    "seconds": round(result.seconds, 3), "interrupted": result.interrupted,
                                    "failures": [asdict(f) for f in result.failures], "skipped": result.skipped,
                                    "refused": result.refused, "damaged": [asdict(d) for d in result.damaged],
-                                   "runtimes": result.runtimes, "preempted": result.preempted}))
+                                   "runtimes": result.runtimes, "preempted": result.preempted,
+                                   "adopted": result.adopted}))
     else:
         counts = result.counts
-        err.print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "
+        adopted = f" ({result.adopted} adopted)" if result.adopted else ""
+        err.print(f"{counts['done']} done{adopted}, {counts['failed']} failed, {counts['pending'] + counts['running']} left; "
                   f"{result.frames} frames in {result.seconds:.1f} s (job: {result.job_dir})", highlight=False,
                   soft_wrap=True)
         for failure in result.failures:

@@ -195,6 +195,8 @@ class Scheduler:
         self._last_report = 0.0
         self._last_event = time.monotonic()
         self._lease_seconds = max(60.0, 2 * self.options.hang_timeout)
+        job = self.ledger.job()
+        self._fingerprint = job.fingerprint if job is not None else None
         self._notice_in: Notice | None = None
         self.notice: Notice | None = None
         """The preemption notice acted on, if one came."""
@@ -287,6 +289,7 @@ class Scheduler:
                 uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
                 parts_dir=self.parts_dir,
                 segments=self.reads.segment_count(task.item_id) if task.kind == "join" else 0,
+                input_size=task.input_size, input_version=task.input_version, job_fingerprint=self._fingerprint,
             )
             if not self.pool.submit(name, request):
                 self.ledger.fail(task, "lost", error_type="WorkerLost", message="the worker went away before the task")

@@ -43,7 +43,7 @@ from framefleet.errors import (
     StorageUnavailableError,
     exception_chain,
 )
-from framefleet.files.temporary import temporary_path
+from framefleet.files.temporary import temporary_path, write_bytes_atomically
 from framefleet.util import redact
 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
@@ -403,6 +403,16 @@ def read_head(uri: str, size: int) -> bytes:
     return store_call("read", uri, lambda: fs.cat_file(path, start=0, end=size))
 
 
+def read_range(uri: str, start: int, end: int) -> bytes:
+    """Bytes [start, end) of a file (fewer past its end): one range read on a store."""
+    if is_local(uri):
+        with open(local_path(uri), "rb") as f:
+            f.seek(start)
+            return f.read(max(0, end - start))
+    fs, path = filesystem(uri)
+    return store_call("read", uri, lambda: fs.cat_file(path, start=start, end=end))
+
+
 def read_text(uri: str) -> str:
     """The whole of a UTF-8 text file, such as a list of inputs."""
     fs, path = filesystem(uri)
@@ -495,6 +505,18 @@ def upload(local: Path, uri: str) -> None:
         return
     fs, path = filesystem(uri)
     store_call("write", uri, lambda: fs.put_file(str(local), path))
+
+
+def write_small(uri: str, data: bytes) -> None:
+    """Write a small file (a manifest) in one step: a rename into place locally, a single PUT on a store;
+    readers see the old content or the new, never a part."""
+    if is_local(uri):
+        target = local_path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomically(target, data)
+        return
+    fs, path = filesystem(uri)
+    store_call("write", uri, lambda: fs.pipe_file(path, data))
 
 
 def delete(uri: str) -> None:

@@ -24,9 +24,14 @@ def remove_stale_temporaries(target: Path) -> None:
 
 def write_text_atomically(target: Path, text: str) -> None:
     """Write `text` to `target` through its `temporary_path`, so readers see the old file or the new one."""
+    write_bytes_atomically(target, text.encode())
+
+
+def write_bytes_atomically(target: Path, data: bytes) -> None:
+    """Write `data` to `target` through its `temporary_path`, so readers see the old file or the new one."""
     staging = temporary_path(target)
     try:
-        staging.write_text(text)
+        staging.write_bytes(data)
         os.replace(staging, target)
     finally:
         staging.unlink(missing_ok=True)

@@ -142,6 +142,10 @@ class Losses:
         return text + (f", {self.stopped} given up on a stop request" if self.stopped else "")
 
 
+_MADE_HERE = "json_extract(t.result, '$.adopted') IS NULL"
+"""The tasks that did their work (a part or output adopted from its manifest was made by an earlier ledger)."""
+
+
 class LedgerReads:
     """The read queries of one job's ledger (safe while the job runs: SQLite in WAL mode)."""
 
@@ -185,10 +189,13 @@ class LedgerReads:
         return frames / seconds if seconds > 0 else 0.0
 
     def frames(self) -> tuple[int, int]:
-        """(frames in finished segment tasks, frames the probes expect in all live items)."""
+        """(frames in finished segment tasks and adopted items, frames the probes (or the adopted manifests)
+        expect in all live items)."""
         done = self.ledger.query(
             "SELECT COALESCE(SUM(m.frames), 0) FROM metrics m JOIN tasks t ON t.id = m.task_id "
             "WHERE t.kind = 'segment'"
+        ).fetchone()[0] + self.ledger.query(
+            "SELECT COALESCE(SUM(frames), 0) FROM items WHERE adopted = 1 AND state = 'done'"
         ).fetchone()[0]
         expected = self.ledger.query(
             "SELECT COALESCE(SUM(frames), 0) FROM items WHERE state != 'failed'"
@@ -206,6 +213,10 @@ class LedgerReads:
         if unknown and known and known_bytes:
             known += round(unknown_bytes * known / known_bytes)
         return known, unknown
+
+    def adopted(self) -> int:
+        """Items done by adopting an output already committed with a matching manifest (docs/ledger.md)."""
+        return self.ledger.query("SELECT COUNT(*) FROM items WHERE adopted = 1 AND state = 'done'").fetchone()[0]
 
     def next_ready_time(self) -> float | None:
         """When the earliest pending task becomes claimable (None when nothing is pending)."""
@@ -340,11 +351,16 @@ class LedgerReads:
         return [dict(r) for r in rows]
 
     def task_spans(self) -> list[tuple[float, float, int]]:
-        """(start, end, frames) of every finished task: the attempt that did it, from its claim to its end."""
+        """(start, end, frames) of every finished task: the attempt that did it, from its claim to its end.
+        Adopted parts (frames in no time: made by an earlier ledger) are left out."""
         return [(r[0], r[1], r[2]) for r in self.ledger.query(
             "SELECT a.started, a.ended, m.frames FROM metrics m "
-            "JOIN attempts a ON a.task_id = m.task_id AND a.outcome = 'done' ORDER BY a.started")]
+            "JOIN attempts a ON a.task_id = m.task_id AND a.outcome = 'done' JOIN tasks t ON t.id = m.task_id "
+            f"WHERE {_MADE_HERE} ORDER BY a.started")]
 
     def throughput(self) -> list[tuple[float, int]]:
-        """(finish time, frames) of every finished task, in time order: the throughput curve."""
-        return [(r[0], r[1]) for r in self.ledger.query("SELECT finished, frames FROM metrics ORDER BY finished")]
+        """(finish time, frames) of every finished task, in time order: the throughput curve. Adopted parts
+        are left out."""
+        return [(r[0], r[1]) for r in self.ledger.query(
+            f"SELECT m.finished, m.frames FROM metrics m JOIN tasks t ON t.id = m.task_id WHERE {_MADE_HERE} "
+            "ORDER BY m.finished")]

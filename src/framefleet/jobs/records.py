@@ -115,6 +115,11 @@ def join_records(parts: Sequence[Path], target: Path) -> int:
     return _merge(parts, target, renumber=True, metadata={_FRAMES_KEY: str(frames).encode()})
 
 
+def records_frames(path: Path) -> int:
+    """How many frames a records file covers (kept in its metadata)."""
+    return _frames_of(pq.read_schema(path))
+
+
 def _merge(parts: Sequence[Path], target: Path, *, renumber: bool, metadata: dict[bytes, bytes]) -> int:
     """Stream Parquet `parts` into `target` (atomically) under one schema: their columns unified, missing
     ones as nulls. `renumber` offsets each part's frame numbers by the frames of the parts before it."""

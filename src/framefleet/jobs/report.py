@@ -72,6 +72,7 @@ def _summary(view: JobView, job: JobRecord | None, items: list[ItemMetrics], act
         ("framefleet version", escape(job.framefleet_version if job else "")),
         ("output root", _text(job.output_root if job else "")),
         ("items", f"{states} ({sum(counts.values())} in all)"),
+        ("adopted", f"{view.adopted()} done by adopting outputs already committed (their manifests match)"),
         ("damaged inputs", f'<span class="damaged">{damaged} done with losses</span>' if damaged else "none"),
         ("frames", f"{done} done of {expected} expected"),
         ("work", f"{seconds:.1f} s in tasks: {stage_text}"),

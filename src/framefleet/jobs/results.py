@@ -46,6 +46,9 @@ class ProbeResult:
     video_index: int | None = None
     time_base: str | None = None
     """The video stream's time base ("1/12800"), in which the segments' `start_pts` and `end_pts` count."""
+    adopted: str | None = None
+    """The output found already committed with a matching manifest (`framefleet.jobs.manifest`): the item is
+    done without running, with the manifest's `frames`."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class SegmentResult:
     runtime: str | None = None
     """What ran the models ("openvino bf16", ...), where the ops run any."""
     damage: DamageReport | None = None
+    adopted: bool | None = None
+    """True when the part (or output) was found already committed with a matching manifest, not made."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,9 @@ class JoinResult:
     frames: int | None = None
     records: int | None = None
     streams: list[dict[str, Any]] | None = None
+    adopted: bool | None = None
+    """True when the output was found already committed with a matching manifest (an earlier attempt
+    committed it and was lost before it reported), not joined again."""
 
 
 TaskOutcome = Union[ProbeResult, SegmentResult, JoinResult]

@@ -61,6 +61,8 @@ class JobResult:
     preempted: int | None = None
     """When the run ended on a preemption notice with work left: how many tasks it gave back (0 when every
     task in flight finished before the deadline); None otherwise."""
+    adopted: int = 0
+    """Items done by adopting an output already committed with a matching manifest, without running."""
 
     @property
     def exit_code(self) -> int:
@@ -148,7 +150,7 @@ def run(
                          seconds=time.perf_counter() - started, interrupted=interrupted,
                          skipped=found.skipped if found else [], refused=found.refused if found else {},
                          damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes(),
-                         preempted=preempted)
+                         preempted=preempted, adopted=LedgerReads(ledger).adopted())
 
 
 @dataclass

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS items (
     duration REAL,
     error TEXT,
     created REAL NOT NULL,
-    finished REAL
+    finished REAL,
+    adopted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY,
@@ -98,7 +99,8 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE INDEX IF NOT EXISTS metrics_by_item ON metrics (item_id);
 """
 
-_COLUMNS_ADDED = {"metrics": {"steps_s": "TEXT NOT NULL DEFAULT '{}'"}}
+_COLUMNS_ADDED = {"metrics": {"steps_s": "TEXT NOT NULL DEFAULT '{}'"},
+                  "items": {"adopted": "INTEGER NOT NULL DEFAULT 0"}}
 """Columns added since the first schema: a ledger made before gets them when opened."""
 
 

@@ -69,6 +69,8 @@ class Item:
     version: str | None
     frames: int | None
     error: str | None
+    adopted: bool = False
+    """Done by adopting an output already committed with a matching manifest (docs/ledger.md#adoption)."""
 
 
 class Ledger:
@@ -154,7 +156,7 @@ class Ledger:
                     db.execute("DELETE FROM tasks WHERE item_id = ?", (row["id"],))
                     db.execute(
                         "UPDATE items SET size = ?, version = ?, state = 'pending', error = NULL, frames = NULL, "
-                        "finished = NULL WHERE id = ?",
+                        "finished = NULL, adopted = 0 WHERE id = ?",
                         (size, version, row["id"]),
                     )
                     item_id = row["id"]
@@ -175,7 +177,7 @@ class Ledger:
         rows = self._db.execute(query, (state,) if state else ())
         return [
             Item(r["id"], r["uri"], r["relpath"], r["output_uri"], r["state"], r["size"], r["version"],
-                 r["frames"], r["error"])
+                 r["frames"], r["error"], bool(r["adopted"]))
             for r in rows
         ]
 
@@ -186,7 +188,7 @@ class Ledger:
         now = time.time() if now is None else now
         with self._write() as db:
             row = db.execute(
-                "SELECT t.*, i.uri, i.output_uri FROM tasks t JOIN items i ON i.id = t.item_id "
+                "SELECT t.*, i.uri, i.output_uri, i.size, i.version FROM tasks t JOIN items i ON i.id = t.item_id "
                 "WHERE t.state = 'pending' AND t.not_before <= ? "
                 "ORDER BY CASE t.kind WHEN 'join' THEN 0 WHEN 'segment' THEN 1 ELSE 2 END, t.item_id, t.seq "
                 "LIMIT 1",
@@ -203,7 +205,7 @@ class Ledger:
             )
             db.execute("UPDATE items SET state = 'running' WHERE id = ? AND state = 'pending'", (row["item_id"],))
         return Task(row["id"], row["item_id"], row["kind"], row["seq"], row["start_pts"], row["end_pts"], lease,
-                    row["uri"], row["output_uri"])
+                    row["uri"], row["output_uri"], row["size"], row["version"])
 
     def heartbeat(self, task: Task, lease_seconds: float, now: float | None = None) -> bool:
         """Extend the lease; False when the lease is no longer the newest (the work must stop)."""
@@ -269,9 +271,11 @@ class Ledger:
                      metrics.ops_s, metrics.encode_s, metrics.upload_s, int(metrics.bytes_in),
                      int(metrics.bytes_out), json.dumps(metrics.steps_s)),
                 )
-            if task.kind == "probe":
-                plan_segments(db, task, segments or [Segment(None, None)],
-                                    result if isinstance(result, ProbeResult) else ProbeResult())
+            probe = result if isinstance(result, ProbeResult) else ProbeResult()
+            if task.kind == "probe" and probe.adopted is not None:
+                _adopt_item(db, task.item_id, probe, now)
+            elif task.kind == "probe":
+                plan_segments(db, task, segments or [Segment(None, None)], probe)
             elif task.kind == "segment":
                 after_segment(db, task.item_id, now)
             else:
@@ -339,3 +343,10 @@ class Ledger:
     def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         """A read on the ledger's connection (the read queries live in `framefleet.jobs.reads`)."""
         return self._db.execute(sql, parameters)
+
+
+def _adopt_item(db: sqlite3.Connection, item_id: int, probe: ProbeResult, now: float) -> None:
+    """A probe found the item's output already committed with a matching manifest: the item is done, with
+    the manifest's frames, and nothing else runs."""
+    db.execute("UPDATE items SET frames = ?, adopted = 1 WHERE id = ?", (probe.frames, item_id))
+    finish_item(db, item_id, now)

@@ -22,7 +22,9 @@ from typing import Literal
 from framefleet.files import storage
 from framefleet.files.remote_inputs import InputOpener
 from framefleet.files.temporary import remove_stale_temporaries
-from framefleet.jobs.records import join_records, records_path, records_uri
+from framefleet.jobs import manifest as manifests
+from framefleet.jobs.manifest import InputFingerprint, Manifest
+from framefleet.jobs.records import join_records, records_frames, records_path, records_uri
 from framefleet.jobs.results import (
     DamageReport,
     JoinResult,
@@ -59,6 +61,16 @@ class TaskRequest:
     the job directory, or an object-store URI when workers share no disk."""
     segments: int = 0
     """For a join: how many segments to join."""
+    input_size: int | None = None
+    input_version: str | None = None
+    """The input's size and version as the ledger keeps them: with `uri`, its fingerprint in manifests."""
+    job_fingerprint: str | None = None
+    """The job's pipeline fingerprint: with it, every committed output and part gets a manifest and a
+    matching one is adopted (`framefleet.jobs.manifest`); without it (a profile run), neither."""
+
+    @property
+    def input(self) -> InputFingerprint:
+        return InputFingerprint(self.uri, self.input_size, self.input_version)
 
 
 @dataclass
@@ -135,7 +147,13 @@ def run_task(
     inputs: InputOpener | None = None,
 ) -> TaskResult:
     """Run one task. Raises framefleet errors (bad input, a store that refuses or is unreachable) or
-    anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one)."""
+    anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one).
+
+    A task whose output (or part) is already committed with a matching manifest adopts it and returns at
+    once, without reading the input."""
+    adopted = _adopt(request, pipeline)
+    if adopted is not None:
+        return adopted
     source = (inputs or InputOpener()).open(request.uri)
     if request.kind == "probe":
         info = probe(source, keyframes=True, limits=pipeline.limits)
@@ -162,9 +180,13 @@ def run_task(
                            input_uri=request.uri)
     metrics = _metrics(stream, info, [path for path in (video, records) if path is not None])
     destination = request.output_uri if whole else part_uri(request.parts_dir, request.item_id, request.seq)
+    checks = _checks(request, destination, video, records)
     metrics.upload_s = _commit(records, records_uri(destination)) if records is not None else 0.0
     if video is not None:
         metrics.upload_s += _commit(video, destination)
+    segment = None if whole else (request.start_pts, request.end_pts)
+    _write_manifest(request, destination, checks, stream.frames, stream.records if records is not None else None,
+                    segment)
     damage = DamageReport(summary=stream.damage(), frames_claimed=stream.frames_claimed,
                           decode_errors=stream.decode_errors, frames_dropped=stream.frames_dropped,
                           cut_short=stream.cut_short) if stream.damaged else None
@@ -172,6 +194,57 @@ def run_task(
                            records=stream.records if records is not None else None, runtime=stream.runtime or None,
                            damage=damage)
     return TaskResult(result=result, metrics=metrics)
+
+
+def _adopt(request: TaskRequest, pipeline: Pipeline) -> TaskResult | None:
+    """The result of a task whose output (or part) is already committed with a manifest that matches this
+    input, pipeline and segment; None when there is none (the work runs). A probe that adopts finishes its
+    item; a join adopts an output whose commit an earlier attempt made but did not report (its parts are
+    removed as the join would)."""
+    if request.job_fingerprint is None:
+        return None
+    whole = request.kind != "segment" or (request.start_pts is None and request.end_pts is None)
+    destination = request.output_uri if whole else part_uri(request.parts_dir, request.item_id, request.seq)
+    names = _file_names(destination, pipeline)
+    found = manifests.adoptable(destination, request.input, request.job_fingerprint,
+                                None if whole else (request.start_pts, request.end_pts), names)
+    if found is None:
+        return None
+    output = destination if pipeline.writes_video else records_uri(destination)
+    if request.kind == "probe":
+        return TaskResult(result=ProbeResult(frames=found.frames, adopted=output))
+    if request.kind == "join":
+        _remove_parts(request, _remote_parts(request, pipeline))
+        return TaskResult(result=JoinResult(output=output, frames=found.frames, records=found.records, adopted=True))
+    return TaskResult(result=SegmentResult(frames=found.frames or 0, output=output, records=found.records,
+                                           adopted=True),
+                      metrics=TaskMetrics(frames=found.frames or 0))
+
+
+def _file_names(destination: str, pipeline: Pipeline) -> list[str]:
+    """The names of the files a task commits at `destination`: the video and/or its records file."""
+    name = destination.rpartition("/")[2]
+    return [*([name] if pipeline.writes_video else []), *([records_uri(name)] if pipeline.writes_records else [])]
+
+
+def _checks(request: TaskRequest, destination: str, video: Path | None, records: Path | None
+            ) -> list[tuple[manifests.FileCheck, str]]:
+    """The checks of the files about to be committed at `destination`, with their URIs: computed from the
+    local files before the commit (a staged upload is deleted by it), so write-only credentials suffice."""
+    if request.job_fingerprint is None:
+        return []
+    return [(manifests.check_local(str(path), uri.rpartition("/")[2]), uri)
+            for path, uri in ((video, destination), (records, records_uri(destination))) if path is not None]
+
+
+def _write_manifest(request: TaskRequest, destination: str, checks: list[tuple[manifests.FileCheck, str]],
+                    frames: int | None, records: int | None, segment: tuple[int | None, int | None] | None) -> None:
+    """After the commit of the checked files: their manifest, with each file's version read back."""
+    if request.job_fingerprint is None:
+        return
+    files = tuple(replace(check, version=manifests.committed_version(uri)) for check, uri in checks)
+    manifests.write_manifest(destination, Manifest(input=request.input, pipeline=request.job_fingerprint,
+                                                   frames=frames, files=files, segment=segment, records=records))
 
 
 def _commit(target: Path, output_uri: str) -> float:
@@ -199,20 +272,15 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
     record_parts = [records_path(part_path(request.parts_dir, request.item_id, seq))
                     for seq in seqs] if pipeline.writes_records else []
     parts = [*video_parts, *record_parts]
-    remote_parts: list[str] = []
-    if not storage.is_local(request.parts_dir):  # the same names under the parts URI
-        uris = [part_uri(request.parts_dir, request.item_id, seq) for seq in seqs]
-        remote_parts = [*(uris if video_parts else []), *(map(records_uri, uris) if record_parts else [])]
+    remote_parts = _remote_parts(request, pipeline)
     for uri, local in zip(remote_parts, parts):
         storage.download(uri, local)
     bytes_in = sum(part.stat().st_size for part in parts if part.exists())
     result = JoinResult(output=request.output_uri)
     metrics = TaskMetrics(bytes_in=bytes_in)
-    if record_parts:
-        records = records_path(target)
+    records = records_path(target) if record_parts else None
+    if records is not None:
         result = replace(result, records=join_records(record_parts, records))
-        metrics.bytes_out += records.stat().st_size
-        metrics.upload_s += _commit(records, records_uri(request.output_uri))
         if not video_parts:
             result = replace(result, output=records_uri(request.output_uri))
     if video_parts:
@@ -220,12 +288,35 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
         frames, carried = join_segments(video_parts, target, carry_from=source,
                                         carry_skip_index=info.video_index, offset=offset, time_base=info.time_base)
         result = replace(result, frames=frames, streams=[vars(c) for c in carried])
+    checks = _checks(request, request.output_uri, target if video_parts else None, records)
+    frames = result.frames if video_parts or records is None else records_frames(records)
+    if records is not None:
+        metrics.bytes_out += records.stat().st_size
+        metrics.upload_s += _commit(records, records_uri(request.output_uri))
+    if video_parts:
         metrics.bytes_out += target.stat().st_size
         metrics.upload_s += _commit(target, request.output_uri)
+    _write_manifest(request, request.output_uri, checks, frames, result.records, None)
+    _remove_parts(request, remote_parts)
+    return TaskResult(result=result, metrics=metrics)
+
+
+def _remote_parts(request: TaskRequest, pipeline: Pipeline) -> list[str]:
+    """The URIs of a join's parts in a store (video parts, then records parts); none for a local parts folder."""
+    if storage.is_local(request.parts_dir):
+        return []
+    uris = [part_uri(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
+    return [*(uris if pipeline.writes_video else []), *(map(records_uri, uris) if pipeline.writes_records else [])]
+
+
+def _remove_parts(request: TaskRequest, remote_parts: list[str]) -> None:
+    """After the join's commit: its parts, their manifests first (none outlives its part)."""
+    if remote_parts and request.job_fingerprint is not None:
+        for seq in range(request.segments):
+            manifests.delete_manifest(part_uri(request.parts_dir, request.item_id, seq))
     for uri in remote_parts:
         storage.delete(uri)
     shutil.rmtree(part_path(request.parts_dir, request.item_id, 0).parent, ignore_errors=True)
-    return TaskResult(result=result, metrics=metrics)
 
 
 def _metrics(stream: StreamResult, info: VideoInfo, written: list[Path]) -> TaskMetrics:

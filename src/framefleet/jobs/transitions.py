@@ -38,6 +38,8 @@ class Task:
     lease_id: int
     uri: str
     output_uri: str
+    input_size: int | None = None
+    input_version: str | None = None
 
 
 def holds_lease(db: sqlite3.Connection, task: Task) -> bool:

@@ -66,6 +66,9 @@ class JobStatus:
     """Attempts given up because the job was stopped (Ctrl-C, SIGTERM); not losses."""
     preempted: int = 0
     """Attempts given back on a preemption notice (infrastructure losses, counted apart from `infra_losses`)."""
+    adopted: int = 0
+    """Items done by adopting an output already committed with a matching manifest, without running (a new
+    ledger over outputs that an earlier one made: docs/ledger.md#adoption)."""
 
     @classmethod
     def not_started(cls, job_dir: str | Path) -> JobStatus:
@@ -103,7 +106,8 @@ class JobStatus:
             ("job", self.job_dir),
             ("state", {"running": "running", "finished": "finished: nothing left to do",
                        "stopped": "stopped: run the same command again to resume"}[self.state]),
-            ("items", f"{items['done']} done, {items['failed']} failed, {in_flight}{items['pending']} pending"),
+            ("items", f"{items['done']} done" + (f" ({self.adopted} adopted)" if self.adopted else "")
+                      + f", {items['failed']} failed, {in_flight}{items['pending']} pending"),
             ("tasks", ", ".join(f"{n} {state}" for state, n in self.tasks.items() if n)),
             ("frames", f"{self.frames_done} of {self.frames_expected} expected"),
             ("throughput", f"{self.fps_recent:.1f} fps (last {RECENT_SECONDS:.0f} s)"),
@@ -238,6 +242,7 @@ class JobView(LedgerReads):
             running=running,
             stopped=losses.stopped,
             preempted=losses.preempted,
+            adopted=self.adopted(),
         )
 
 
