@@ -29,6 +29,7 @@ from framefleet.plan.profile import (
     Knobs,
     MachineInfo,
     ProfileStore,
+    Profiled,
     encode_identity,
     op_identity,
     run_cost,
@@ -562,7 +563,7 @@ def planned(monkeypatch, tmp_path: Path):
     job = workload()
     monkeypatch.setattr(planner, "measure_workload", lambda inputs, **_: job)
     measured: list = []
-    monkeypatch.setattr(planner, "profile_pipeline", lambda *args, **kwargs: measured.append(args) or [])
+    monkeypatch.setattr(planner, "profile_pipeline", lambda *args, **kwargs: measured.append(args) or Profiled())
     pipeline = style_pipeline()
     store = store_with(tmp_path, pipeline)
 

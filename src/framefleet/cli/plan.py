@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -88,7 +89,7 @@ def plan(
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return
-    out.print(_plan_table(result))
+    out.print(_plan_table(result, out.width))
     for note in result.notes:
         err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     err.print(f"[green]wrote[/] {output}; run it with: framefleet run INPUT... -o OUTPUT --plan {output}",
@@ -121,7 +122,11 @@ def profile(
         pipeline = options.build_pipeline(pipeline_file, flags)
         store = ProfileStore(profile_dir, MachineInfo.here(machine))
         workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)
-        profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, say=_say(as_json))
+        profiled = profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, say=_say(as_json))
+        if not profiled.measured and not store.entries(store.machine.name).keys() - {"worker_start"}:
+            raise OptionError("nothing could be profiled: " + "; ".join(profiled.unsampled))
+        for reason in profiled.unsampled:
+            err.print(f"[yellow]note:[/] cannot sample {escape(reason)}; left out", highlight=False, soft_wrap=True)
         if export is not None:
             store.export(export)
         return store
@@ -141,24 +146,43 @@ def _say(quiet: bool):
     return (lambda _: None) if quiet else (lambda text: err.print(f"[dim]{escape(text)}[/]", highlight=False))
 
 
-def _plan_table(result: Plan) -> Table:
+WIDE_TABLE = 150
+"""Consoles at least this wide get the plan table a column per field; narrower ones (80 columns, a pipe)
+get a column per question (which option, how long, what cost, what quality), with lines within a cell."""
+
+
+def _plan_table(result: Plan, width: int) -> Table:
     workload = result.workload
     title = (f"{workload['videos']} videos, {workload['frames']:,} frames ({workload['hours']:.2f} h of video)"
              + (f"; deadline {format_seconds(result.deadline_seconds)}" if result.deadline_seconds else "")
              + (f"; budget {result.budget:g} {result.currency}".rstrip() if result.budget is not None else ""))
-    table = Table("", "node type", "nodes", "spot", "workers", "knobs", "predicted time", "fps",
-                  f"cost {result.currency}".strip(), "quality", "basis", "deadline", title=title)
+    cost_header = f"cost {result.currency}".strip()
+    wide = width >= WIDE_TABLE
+    headers = (("", "node type", "nodes", "spot", "workers", "knobs", "predicted time", "fps", cost_header,
+                "quality", "basis", "deadline") if wide
+               else ("", "option", "time", cost_header, "quality", "deadline"))
+    table = Table(*headers, title=title, box=box.HEAVY_HEAD if wide else box.SIMPLE, show_lines=not wide)
+    for column in table.columns:
+        column.overflow = "fold"  # never cut to an ellipsis: a long word goes on in the next line
     for index, option in enumerate(result.options):
         knobs = option["knobs"]
-        quality = "full" if option["quality_psnr"] is None else f"{option['quality_psnr']:.1f} dB"
-        deadline = {None: "", True: "meets", False: "misses"}[option["meets_deadline"]]
-        table.add_row(
-            "[bold green]*[/]" if index == result.chosen else "",
-            option["node"], str(option["nodes"]), "yes" if option["spot"] else "no", str(option["workers"]),
-            f"max_size={knobs['max_size'] or 'full'} batch={knobs['batch_size']} threads={knobs['threads']}",
-            format_seconds(option["wall_seconds"]), f"{option['fps']:.1f}",
-            "-" if option["cost"] is None else f"{option['cost']:.2f}", quality, option["basis"], deadline,
-        )
+        cells = {
+            "mark": "[bold green]*[/]" if index == result.chosen else "",
+            "knobs": f"max_size={knobs['max_size'] or 'full'} batch={knobs['batch_size']} threads={knobs['threads']}",
+            "time": format_seconds(option["wall_seconds"]), "fps": f"{option['fps']:.1f}",
+            "cost": "-" if option["cost"] is None else f"{option['cost']:.2f}",
+            "quality": "full" if option["quality_psnr"] is None else f"{option['quality_psnr']:.1f} dB",
+            "deadline": {None: "", True: "meets", False: "misses"}[option["meets_deadline"]],
+        }
+        if wide:
+            table.add_row(cells["mark"], option["node"], str(option["nodes"]), "yes" if option["spot"] else "no",
+                          str(option["workers"]), cells["knobs"], cells["time"], cells["fps"], cells["cost"],
+                          cells["quality"], option["basis"], cells["deadline"])
+            continue
+        nodes = f"{option['nodes']} node{'s' if option['nodes'] != 1 else ''}{', spot' if option['spot'] else ''}"
+        table.add_row(cells["mark"],
+                      f"{option['node']}: {nodes}, {option['workers']} worker{'s' if option['workers'] != 1 else ''}\n{cells['knobs']}\n({option['basis']})",
+                      f"{cells['time']}\n{cells['fps']} fps", cells["cost"], cells["quality"], cells["deadline"])
     return table
 
 

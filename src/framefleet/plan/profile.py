@@ -40,9 +40,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ import numpy as np
 
 from framefleet import __version__
 from framefleet.cache import cache_dir
-from framefleet.errors import OptionError
+from framefleet.errors import CorruptVideoError, FramefleetError, OptionError
 from framefleet.ops import Op
 from framefleet.ops.base import Device
 from framefleet.ops.chain import chain_output_size
@@ -251,6 +251,14 @@ def video_key(video: VideoWork) -> str:
     return f"{video.codec}|{video.width}x{video.height}"
 
 
+@dataclass
+class Profiled:
+    """What `profile_pipeline` did: the keys it measured, and the videos it could not sample (each with why)."""
+
+    measured: list[str] = field(default_factory=list)
+    unsampled: list[str] = field(default_factory=list)
+
+
 def profile_pipeline(
     workload: Workload,
     pipeline: Pipeline,
@@ -258,30 +266,59 @@ def profile_pipeline(
     *,
     frames: int = DEFAULT_FRAMES,
     refresh: bool = False,
+    fixed: Mapping[str, Any] | None = None,
     say: Callable[[str], None] = log.info,
-) -> list[str]:
+) -> Profiled:
     """Measure `pipeline` on this machine for the workload's most common resolutions (cached: only what is
-    missing is measured, everything with `refresh`); returns the keys it measured."""
+    missing is measured, everything with `refresh`). `fixed` pins knobs (max_size, batch_size, threads):
+    only those settings are measured. A video that cannot be sampled is replaced by a sibling at the same
+    resolution (same codec first); when none can be, that resolution is left to the nearest measured one and
+    the video is listed in `unsampled`. Each resolution is saved as soon as it is measured."""
     if frames < 4:
         raise OptionError(f"--sample-frames must be at least 4, got {frames}")
     op = pipeline.ops[0]
     ids = chain_identity(pipeline.ops), encode_identity(pipeline.encode)
-    measured: list[str] = []
+    done = Profiled()
     if refresh or store.get(store.machine.name, "worker_start") is None:
         say("measuring worker start-up")
         store.put("worker_start", _worker_start_seconds())
-        measured.append("worker_start")
+        done.measured.append("worker_start")
     for (width, height), _ in workload.resolutions()[:RESOLUTIONS_PROFILED]:
-        video = next(v for v in workload.videos if v.resolution == (width, height))
-        key = _run_prefix(ids, video, op.resolve_device())
-        cached = store.get(store.machine.name, key)
-        if not refresh and cached is not None and _covers(cached, op, width, height):
-            continue
-        say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
-        store.put(key, _profile_resolution(video, pipeline, store.machine.cpus, frames, say))
-        measured.append(key)
+        siblings = [video for video in workload.videos if video.resolution == (width, height)]
+        base = _base_knobs(op, width, height, fixed or {})
+        reasons = []
+        for video in _same_codec_first(siblings):
+            key = _run_prefix(ids, video, op.resolve_device())
+            cached = store.get(store.machine.name, key)
+            if not refresh and cached is not None and _covers(cached, op, width, height, base, fixed or {}):
+                break
+            say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
+            try:
+                entry = _profile_resolution(video, pipeline, store.machine.cpus, frames, base, fixed or {}, say)
+            except FramefleetError as exc:
+                say(f"  cannot sample it: {exc}")
+                reasons.append(str(exc) if video.uri in str(exc) else f"{video.uri}: {exc}")
+                continue
+            store.put(key, entry)
+            store.save()
+            done.measured.append(key)
+            break
+        else:
+            done.unsampled += reasons
     store.save()
-    return measured
+    return done
+
+
+def _same_codec_first(videos: Sequence[VideoWork]) -> list[VideoWork]:
+    """Videos of one resolution, the first one's codec first (its siblings of the same class)."""
+    return sorted(videos, key=lambda video: video.codec != videos[0].codec) if videos else []
+
+
+def _base_knobs(op: Op, width: int, height: int, fixed: Mapping[str, Any]) -> Knobs:
+    """The setting every other is measured against: full size, the op's batch, one thread; or the fixed ones."""
+    size = fixed.get("max_size")
+    return Knobs(max_size=size if size is not None and size < max(width, height) else None,
+                 batch_size=fixed.get("batch_size") or op.batch_size, threads=fixed.get("threads") or 1)
 
 
 def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: VideoWork, knobs: Knobs) -> RunCost | None:
@@ -313,14 +350,14 @@ def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: Video
 # -- measuring ---------------------------------------------------------------------------------------
 
 
-def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames: int,
-                        say: Callable[[str], None]) -> dict[str, Any]:
-    """Every measurement for one resolution (see the module docstring); a JSON-ready entry."""
+def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames: int, base: Knobs,
+                        fixed: Mapping[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """Every measurement for one resolution (see the module docstring), knobs in `fixed` held at `base`'s
+    value; a JSON-ready entry."""
     op = pipeline.ops[0]
     source = InputOpener().open(video.uri)
     chunks = _chunks(source, frames)
-    sizes = _max_sizes(op, video.width, video.height)
-    base = Knobs(max_size=None, batch_size=op.batch_size, threads=1)
+    sizes = [base.max_size] if "max_size" in fixed else _max_sizes(op, video.width, video.height)
     with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
         out = Path(scratch)
 
@@ -332,30 +369,37 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
             setup_seconds = time.perf_counter() - setup_started
         short, long = run(base, "short"), run(base, "long")
         extra = max(1, long["frames"] - short["frames"])
-        fixed = {k: max(0.0, short[k] - (long[k] - short[k]) / extra * short["frames"]) / len(chunks)
-                 for k in ("cpu", "wall")}
+        fixed_cost = {k: max(0.0, short[k] - (long[k] - short[k]) / extra * short["frames"]) / len(chunks)
+                      for k in ("cpu", "wall")}
         settings: dict[str, dict[str, float]] = {}
         for size in sizes:
             knobs = replace(base, max_size=size)
-            settings[f"max_size={size}"] = _per_frame(long if size is None else run(knobs, "long"), fixed, len(chunks))
+            settings[f"max_size={size}"] = _per_frame(long if size == base.max_size else run(knobs, "long"),
+                                                      fixed_cost, len(chunks))
             say(f"  {knobs.label()}: {settings[f'max_size={size}']['wall']:.3f} s/frame")
-        reference = settings["max_size=None"]
+        reference = settings[f"max_size={base.max_size}"]
         ratios: dict[str, dict[str, float]] = {}
-        varied = [replace(base, batch_size=b) for b in _knob_values(op, "batch_size", ()) if b != base.batch_size]
-        varied += [replace(base, threads=t) for t in THREADS[1:] if t <= cpus]
+        varied = [] if "batch_size" in fixed else [
+            replace(base, batch_size=b) for b in _knob_values(op, "batch_size", ()) if b != base.batch_size]
+        varied += [] if "threads" in fixed else [replace(base, threads=t) for t in THREADS[1:] if t <= cpus]
         for knobs in varied:
-            cost = _per_frame(run(knobs, "long"), fixed, len(chunks))
-            key = f"threads={knobs.threads}" if knobs.threads != 1 else f"batch_size={knobs.batch_size}"
+            cost = _per_frame(run(knobs, "long"), fixed_cost, len(chunks))
+            key = f"threads={knobs.threads}" if knobs.threads != base.threads else f"batch_size={knobs.batch_size}"
             ratios[key] = {"cpu": cost["cpu"] / reference["cpu"], "wall": cost["wall"] / reference["wall"]}
             say(f"  {knobs.label()}: {cost['wall']:.3f} s/frame")
         # a GPU pipeline runs one worker per GPU (as `run` does), not one CUDA session per core
-        workers = max(1, len(gpu_names())) if any(o.resources.gpus for o in pipeline.ops) else cpus
+        workers = (max(1, len(gpu_names())) if any(o.resources.gpus for o in pipeline.ops)
+                   else max(1, cpus // base.threads))
         if workers > 1:
             node_fps = _all_cores_fps(pipeline, base, video.uri, _chunks(source, ALL_CORES_FRAMES * frames), workers)
         else:
             node_fps = 1.0 / reference["wall"]
         say(f"  all {workers} workers: {node_fps:.2f} fps")
-        join_seconds = _join_seconds(pipeline, video.uri, chunks[0], out)
+        try:
+            join_seconds = _join_seconds(pipeline, video.uri, chunks[0], out)
+        except CorruptVideoError as exc:  # no second keyframe to start a segment at: `run` never splits it
+            log.info("%s: no join measured (%s)", video.uri, exc)
+            join_seconds = 0.0
         quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
         temporal = _temporal_costs(pipeline, source, frames)
         say("  temporal step: " + ", ".join(f"{mode} {cost['wall']:.4f} s/frame" for mode, cost in temporal.items()))
@@ -366,7 +410,9 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         "frames_per_run": long["frames"],
         "base_batch_size": base.batch_size,
         "setup_seconds": setup_seconds,
-        "task_seconds": fixed["wall"],
+        "base_max_size": base.max_size,
+        "base_threads": base.threads,
+        "task_seconds": fixed_cost["wall"],
         "join_seconds": join_seconds,
         "settings": settings,
         "ratios": ratios,
@@ -395,11 +441,17 @@ def _chunks(source, frames: int) -> list[_Chunk]:
     from its start when it is too short for them."""
     keys = sorted(probe(source, keyframes=True).keyframe_pts or ())
     places = {1: (0.5,), 2: (0.25, 0.75), 3: (0.15, 0.5, 0.85)}[max(1, min(3, frames // 8, len(keys)))]
-    starts = sorted({keys[round(q * (len(keys) - 1))] for q in places}) if keys else [None]
+    # the first keyframe is the video's start: read from there without a seek (a seek in an MPEG-TS with
+    # one keyframe can land past it, and then nothing decodes), as `run`'s first segment does
+    starts = sorted({keys[round(q * (len(keys) - 1))] for q in places} - {keys[0]}) if keys else []
+    starts = [None, *starts] if keys and len(starts) < len(places) else starts or [None]
     per_chunk = max(4, frames // len(starts))
     chunks = []
     for start in starts:
-        ends = _pts_after(source, start, (2, max(3, per_chunk // 3), per_chunk))
+        try:
+            ends = _pts_after(source, start, (2, max(3, per_chunk // 3), per_chunk))
+        except CorruptVideoError:
+            continue  # nothing decodes after this keyframe: the other stretches will do
         if ends is None:
             break  # too near the end: the stretches before it will do
         chunks.append(_Chunk(start, *ends))
@@ -590,7 +642,8 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
     if setting is None:
         return None
     cpu_ratio = wall_ratio = 1.0
-    for name, value, base in (("batch_size", knobs.batch_size, entry["base_batch_size"]), ("threads", knobs.threads, 1)):
+    for name, value, base in (("batch_size", knobs.batch_size, entry["base_batch_size"]),
+                              ("threads", knobs.threads, entry.get("base_threads", 1))):
         if value == base:
             continue
         ratio = entry["ratios"].get(f"{name}={value}")
@@ -601,7 +654,7 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
     step = {"cpu": 0.0, "wall": 0.0} if temporal == "none" else entry.get("temporal", {}).get(temporal)
     if step is None:
         return None
-    reference = entry["settings"]["max_size=None"]
+    reference = entry["settings"][f"max_size={entry.get('base_max_size')}"]  # what node_fps was measured at
     cpu, wall = setting["cpu"] * cpu_ratio + step["cpu"], setting["wall"] * wall_ratio + step["wall"]
     # all cores busy: the node's measured rate, scaled by how much less (or more) each frame costs; on a
     # GPU the device's time per frame sets the pace, on a CPU the CPU time
@@ -632,11 +685,20 @@ def op_with_knobs(op: Op, knobs: Knobs) -> Op:
     return replace(op, **values)
 
 
-def _covers(entry: dict[str, Any], op: Op, width: int, height: int) -> bool:
-    """Whether a cached entry holds every setting a plan for `op` at this size needs."""
-    sizes = {f"max_size={size}" for size in _max_sizes(op, width, height)}
-    batch = op.batch_size == entry["base_batch_size"] or f"batch_size={op.batch_size}" in entry["ratios"]
-    return sizes <= set(entry["settings"]) and batch
+def _covers(entry: dict[str, Any], op: Op, width: int, height: int, base: Knobs, fixed: Mapping[str, Any]) -> bool:
+    """Whether a cached entry holds every setting a plan for `op` at this size needs (with `fixed` knobs:
+    those settings only)."""
+    wanted = [base.max_size] if "max_size" in fixed else _max_sizes(op, width, height)
+    sizes = {f"max_size={size}" for size in wanted}
+    if not sizes <= set(entry["settings"]):
+        return False
+    base_threads = entry.get("base_threads", 1)
+    if "threads" in fixed:
+        threads = base.threads == base_threads or f"threads={base.threads}" in entry["ratios"]
+    else:
+        threads = base_threads == 1  # a profile made with threads fixed measured no other
+    batch = base.batch_size == entry["base_batch_size"] or f"batch_size={base.batch_size}" in entry["ratios"]
+    return threads and batch
 
 
 def _max_sizes(op: Op, width: int, height: int) -> list[int | None]:
