@@ -14,6 +14,7 @@ from rich.table import Table
 from framefleet import storage
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
+from framefleet.cli.progress import progress_mode, step_progress
 from framefleet.errors import OptionError, OutputError
 from framefleet.plan.hardware import default_catalogue, load_catalogue
 from framefleet.plan.planner import Plan, format_seconds, make_plan, parse_duration
@@ -27,6 +28,9 @@ SegmentSeconds = Annotated[Optional[float], typer.Option(help="Split videos long
 Sample = Annotated[int, typer.Option(help="Probe at most this many videos (chosen at random) to size the job.")]
 SampleFrames = Annotated[int, typer.Option(help="Frames per profiling run.")]
 Refresh = Annotated[bool, typer.Option("--refresh", help="Measure again even where the profile cache has it.")]
+StepProgressMode = Annotated[str, typer.Option(
+    "--progress", help="auto (a status line on a terminal, a line per step elsewhere, none with --json), bar, "
+                       "lines, json (an object per step) or none; all on stderr.")]
 ProfileDir = Annotated[Optional[Path], typer.Option(help="Where profiles are cached (default ~/.cache/framefleet/profiles).")]
 
 
@@ -57,6 +61,7 @@ def plan(
     profile_dir: ProfileDir = None,
     storage_options: options.StorageOptions = None,
     as_json: options.Json = False,
+    progress: StepProgressMode = "auto",
     overwrite: options.Overwrite = False,
 ) -> None:
     """Predict how long the job takes and what it costs on each node type, and choose the knobs.
@@ -76,12 +81,13 @@ def plan(
         store = ProfileStore(profile_dir)
         for path in profiles or ():
             store.import_file(path)
-        result = make_plan(inputs, pipeline, catalogue, store,
-                           deadline_seconds=parse_duration(deadline) if deadline is not None else None,
-                           budget=budget, objective=objective, sample=sample, sample_frames=sample_frames,
-                           refresh=refresh, say=_say(as_json),
-                           fixed={k: v for k, v in {"max_size": max_size, "threads": threads,
-                                                    "batch_size": pipeline_flags["batch_size"]}.items() if v is not None})
+        deadline_seconds = parse_duration(deadline) if deadline is not None else None
+        fixed = {k: v for k, v in {"max_size": max_size, "threads": threads,
+                                   "batch_size": pipeline_flags["batch_size"]}.items() if v is not None}
+        with step_progress(progress_mode(progress, as_json=as_json), "plan") as say:
+            result = make_plan(inputs, pipeline, catalogue, store, deadline_seconds=deadline_seconds, budget=budget,
+                               objective=objective, sample=sample, sample_frames=sample_frames, refresh=refresh,
+                               say=say, fixed=fixed)
         result.write(output)
         return result
 
@@ -111,6 +117,7 @@ def profile(
     profile_dir: ProfileDir = None,
     storage_options: options.StorageOptions = None,
     as_json: options.Json = False,
+    progress: StepProgressMode = "auto",
 ) -> None:
     """Measure the pipeline on this machine (every knob setting, at the inputs' resolutions) and cache it.
 
@@ -121,12 +128,16 @@ def profile(
         flags = options.pipeline_options(pipeline_flags, segment_seconds=segment_seconds)
         pipeline = options.build_pipeline(pipeline_file, flags)
         store = ProfileStore(profile_dir, MachineInfo.here(machine))
-        workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)
-        profiled = profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, say=_say(as_json))
-        if not profiled.measured and not store.entries(store.machine.name).keys() - {"worker_start"}:
-            raise OptionError("nothing could be profiled: " + "; ".join(profiled.unsampled))
-        for reason in profiled.unsampled:
-            err.print(f"[yellow]note:[/] cannot sample {escape(reason)}; left out", highlight=False, soft_wrap=True)
+        with step_progress(progress_mode(progress, as_json=as_json), "profile") as say:
+            say("probing the inputs")
+            workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)
+            profiled = profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, say=say)
+        notes = [*(f"left out: {reason}" for reason in workload.left_out),
+                 *(f"cannot sample {reason}" for reason in profiled.unsampled)]
+        if not profiled.covered:
+            raise OptionError("nothing could be profiled: " + "; ".join(notes or ["the inputs name no videos"]))
+        for note in notes:
+            err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         if export is not None:
             store.export(export)
         return store
@@ -140,10 +151,6 @@ def profile(
     out.print(_profile_table(store.machine.name, entries))
     if export is not None:
         err.print(f"[green]wrote[/] {escape(str(export))}", highlight=False)
-
-
-def _say(quiet: bool):
-    return (lambda _: None) if quiet else (lambda text: err.print(f"[dim]{escape(text)}[/]", highlight=False))
 
 
 WIDE_TABLE = 150

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -136,3 +137,36 @@ def frame_counter(bar: Progress, description: str, total: int | None) -> Callabl
         bar.update(task, fps=state.completed / elapsed if elapsed else 0.0)
 
     return advance
+
+
+@contextmanager
+def step_progress(mode: str, command: str) -> Iterator[Callable[[str], None]]:
+    """Progress of a command made of steps that take seconds each (`plan`, `profile`): yields the function
+    that starts a step, given its text. `bar`: the current step on a redrawn status line; `lines`: a line per
+    step; `json`: an object per step, `{"command", "step", "text", "elapsed_seconds"}`; `none`: nothing."""
+    began = time.monotonic()
+    steps = 0
+
+    def fields(text: str) -> dict[str, Any]:
+        return {"command": command, "step": steps, "text": text,
+                "elapsed_seconds": round(time.monotonic() - began, 1)}
+
+    if mode == "bar":
+        with err.status("", spinner="dots") as status:
+            def show(text: str) -> None:
+                nonlocal steps
+                steps += 1
+                status.update(f"[dim]{command}: {escape(text.strip())}[/] ({fields(text)['elapsed_seconds']:.0f} s)")
+
+            yield show
+        return
+
+    def emit(text: str) -> None:
+        nonlocal steps
+        steps += 1
+        if mode == "json":
+            err.print(json.dumps(fields(text)), markup=False, highlight=False, soft_wrap=True)
+        elif mode == "lines":
+            err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    yield emit

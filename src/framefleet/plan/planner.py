@@ -134,7 +134,7 @@ def make_plan(
                           + (f" fixed ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else "")
                           + "".join(f"; cannot sample {reason}" for reason in profiled.unsampled))
     chosen, notes = choose(options, deadline_seconds, budget, objective)
-    notes += [f"cannot sample {reason}: planned from the nearest resolution measured" for reason in profiled.unsampled]
+    notes += [f"cannot sample {reason}" for reason in profiled.unsampled]
     notes += [f"left out: {reason}" for reason in workload.left_out]
     shown = _shown(options, chosen)
     if workload.sampled:

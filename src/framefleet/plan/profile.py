@@ -50,7 +50,7 @@ import numpy as np
 
 from framefleet import __version__
 from framefleet.cache import cache_dir
-from framefleet.errors import CorruptVideoError, FramefleetError, OptionError
+from framefleet.errors import CorruptVideoError, NotAVideoError, OptionError
 from framefleet.ops import Op
 from framefleet.ops.base import Device
 from framefleet.ops.chain import chain_output_size
@@ -79,6 +79,10 @@ NOISE = 0.12
 """Relative differences between two short profiling runs smaller than this are taken as no difference."""
 THREADS = (1, 2, 4, 8)
 """Op threads per worker a profile measures (up to the machine's cores)."""
+
+
+class TooShortToSample(OptionError):
+    """A video with too few frames for a profiling run."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,9 @@ class Profiled:
 
     measured: list[str] = field(default_factory=list)
     unsampled: list[str] = field(default_factory=list)
+    """Each video that could not be sampled: why, and what stands for it."""
+    covered: list[str] = field(default_factory=list)
+    """The keys of the resolutions profiled, measured now or found in the cache."""
 
 
 def profile_pipeline(
@@ -291,20 +298,23 @@ def profile_pipeline(
             key = _run_prefix(ids, video, op.resolve_device())
             cached = store.get(store.machine.name, key)
             if not refresh and cached is not None and _covers(cached, op, width, height, base, fixed or {}):
+                done.covered.append(key)
                 break
             say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
             try:
                 entry = _profile_resolution(video, pipeline, store.machine.cpus, frames, base, fixed or {}, say)
-            except FramefleetError as exc:
+            except (CorruptVideoError, NotAVideoError, TooShortToSample) as exc:
                 say(f"  cannot sample it: {exc}")
                 reasons.append(str(exc) if video.uri in str(exc) else f"{video.uri}: {exc}")
                 continue
             store.put(key, entry)
             store.save()
             done.measured.append(key)
+            done.covered.append(key)
+            done.unsampled += [f"{reason}; profiled from {video.uri}, a video of its size" for reason in reasons]
             break
         else:
-            done.unsampled += reasons
+            done.unsampled += [f"{reason}; planned from the nearest size profiled" for reason in reasons]
     store.save()
     return done
 
@@ -458,8 +468,8 @@ def _chunks(source, frames: int) -> list[_Chunk]:
     if not chunks:
         ends = _pts_after(source, None, (2, max(3, frames // 3), max(4, frames)))
         if ends is None:
-            raise OptionError(f"{source}: too short to profile (fewer than {max(4, frames) + 1} frames); "
-                              "lower --sample-frames or profile with a longer video")
+            raise TooShortToSample(f"{source}: too short to profile (fewer than {max(4, frames) + 1} frames); "
+                                   "lower --sample-frames or profile with a longer video")
         chunks.append(_Chunk(None, *ends))
     return chunks
 
