@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import ANSI, cli, stderr_lines
+from test_plan import _private_cache  # noqa: F401 - autouse: XDG_CACHE_HOME in a temporary folder
 
 from framefleet.pipeline import Pipeline
 from framefleet.plan import ProfileStore, measure_workload, profile_pipeline
@@ -22,11 +23,6 @@ SAMPLE_FRAMES = 6
 MAX_SIZE = 64
 FIXED = ("--max-size", MAX_SIZE, "--threads", 1, "--batch-size", 4)
 """Every knob fixed: one setting per size is measured, which keeps these tests short."""
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 @pytest.fixture(scope="module")
