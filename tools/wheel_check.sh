@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The package as a user gets it: builds the sdist and the wheel (python -m build, the wheel from the sdist),
 # installs the wheel, not editable, into a clean venv in a temporary folder, and there writes a generated
-# clip and stylizes it; also checks that the style models and the dashboard files come with the install.
-# Usage: tools/wheel_check.sh [PYTHON]   (PYTHON runs the build; default .venv/bin/python)
+# clip and stylizes it; also checks that the style models and the dashboard files come with the install,
+# and that `framefleet doctor` finds nothing broken.
+# Usage: [EXTRAS=cpu] tools/wheel_check.sh [PYTHON]   (PYTHON runs the build; default .venv/bin/python)
+# Without EXTRAS the plain package is installed: it must run on the CPU as it is (OpenVINO).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${1:-.venv/bin/python}
-RUNTIME_EXTRA=${RUNTIME_EXTRA:-cpu}
+EXTRAS=${EXTRAS:-}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/framefleet-wheel.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -17,7 +19,7 @@ wheel=$(ls "$work"/dist/framefleet-*.whl)
 ls "$work"/dist/framefleet-*.tar.gz >/dev/null
 
 python3 -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet "framefleet[$RUNTIME_EXTRA] @ file://$wheel"
+"$work/venv/bin/python" -m pip install --quiet "framefleet${EXTRAS:+[$EXTRAS]} @ file://$wheel"
 
 cd "$work"  # away from the source tree: only the installed package can be imported
 "$work/venv/bin/python" - <<'PY'
@@ -35,6 +37,7 @@ for name in ("jobs.html", "job.html", "login.html", "static/dashboard.js", "stat
 print(f"framefleet {framefleet.__version__} installed from the wheel at {where.parent}")
 PY
 "$work/venv/bin/framefleet" --version
+"$work/venv/bin/framefleet" doctor >doctor.txt || { cat doctor.txt; exit 1; }
 "$work/venv/bin/framefleet" example clip.mp4 --seconds 1 --size 160x96
 "$work/venv/bin/framefleet" stylize clip.mp4 -o styled.mp4 --style 7 --progress none --json >styled.json
 "$work/venv/bin/python" -c "
