@@ -182,13 +182,13 @@ def _plan_table(result: Plan, width: int) -> Table:
             "deadline": {None: "", True: "meets", False: "misses"}[option["meets_deadline"]],
         }
         if wide:
-            table.add_row(cells["mark"], option["node"], str(option["nodes"]), "yes" if option["spot"] else "no",
+            table.add_row(cells["mark"], escape(option["node"]), str(option["nodes"]), "yes" if option["spot"] else "no",
                           str(option["workers"]), cells["knobs"], cells["time"], cells["fps"], cells["cost"],
                           cells["quality"], option["basis"], cells["deadline"])
             continue
         nodes = f"{option['nodes']} node{'s' if option['nodes'] != 1 else ''}{', spot' if option['spot'] else ''}"
-        table.add_row(cells["mark"],
-                      f"{option['node']}: {nodes}, {option['workers']} worker{'s' if option['workers'] != 1 else ''}\n{cells['knobs']}\n({option['basis']})",
+        workers = f"{option['workers']} worker{'s' if option['workers'] != 1 else ''}"
+        table.add_row(cells["mark"], f"{escape(option['node'])}: {nodes}, {workers}\n{cells['knobs']}\n({option['basis']})",
                       f"{cells['time']}\n{cells['fps']} fps", cells["cost"], cells["quality"], cells["deadline"])
     return table
 
