@@ -152,11 +152,15 @@ def step_progress(mode: str, command: str) -> Iterator[Callable[[str], None]]:
                 "elapsed_seconds": round(time.monotonic() - began, 1)}
 
     if mode == "bar":
+        heading = ""
         with err.status("", spinner="dots") as status:
             def show(text: str) -> None:
-                nonlocal steps
+                nonlocal steps, heading
                 steps += 1
-                status.update(f"[dim]{command}: {escape(text.strip())}[/] ({fields(text)['elapsed_seconds']:.0f} s)")
+                if not text.startswith(" "):  # an indented step belongs to the step above it
+                    heading, text = text, ""
+                shown = heading + (f": {text.strip()}" if text else "")
+                status.update(f"[dim]{command}: {escape(shown)}[/] ({fields(shown)['elapsed_seconds']:.0f} s)")
 
             yield show
         return
