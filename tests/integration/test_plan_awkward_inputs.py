@@ -76,6 +76,10 @@ def test_a_clip_too_short_to_sample_is_profiled_from_a_sibling_of_its_size(clips
     assert "a-short.mp4" in note and "too short" in note and "profiled from" in note and "b-long.mp4" in note
     written = json.loads((tmp_path / "plan.json").read_text())
     assert written["workload"]["videos"] == 2 and written["options"][written["chosen"]]["basis"] == "measured"
+    # planned again: the sibling's cached profile stands for the size; the short clip is not tried again
+    again = plan(tmp_path, clips["a-short.mp4"], clips["b-long.mp4"], extra=("--progress", "lines"))
+    assert again.exit_code == 0, again.output
+    assert not [line for line in stderr_lines(again) if "profiling" in line or "cannot sample" in line]
 
 
 def test_a_clip_that_cannot_be_sampled_nor_replaced_is_planned_from_the_nearest_size(clips, tmp_path: Path) -> None:

@@ -293,13 +293,15 @@ def profile_pipeline(
     for (width, height), _ in workload.resolutions()[:RESOLUTIONS_PROFILED]:
         siblings = [video for video in workload.videos if video.resolution == (width, height)]
         base = _base_knobs(op, width, height, fixed or {})
+        keys = {video.uri: _run_prefix(ids, video, op.resolve_device()) for video in siblings}
+        cached = [key for key in keys.values() if not refresh and store.get(store.machine.name, key) is not None
+                  and _covers(store.get(store.machine.name, key), op, width, height, base, fixed or {})]
+        if cached:  # a sibling's profile stands for the size, whichever sibling made it
+            done.covered.append(cached[0])
+            continue
         reasons = []
         for video in _same_codec_first(siblings):
-            key = _run_prefix(ids, video, op.resolve_device())
-            cached = store.get(store.machine.name, key)
-            if not refresh and cached is not None and _covers(cached, op, width, height, base, fixed or {}):
-                done.covered.append(key)
-                break
+            key = keys[video.uri]
             say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
             try:
                 entry = _profile_resolution(video, pipeline, store.machine.cpus, frames, base, fixed or {}, say)
