@@ -72,9 +72,12 @@ RESOLUTIONS_PROFILED = 3
 PROFILE_FORMAT = 3
 """Bumped when entries change shape: profiles of another format are measured afresh."""
 DEFAULT_FRAMES = 24
-ALL_CORES_FRAMES = 3
+ALL_CORES_FRAMES = 2
 """The all-cores run takes this many times `--sample-frames` per worker: every option's throughput is
-scaled from it, so it gets the longest window."""
+scaled from it, so it gets the longest window (3 took half of a profile's time; 2 keeps a plan of three
+clips in a minute on 2 cores)."""
+TEMPORAL_FRAMES = 12
+"""Frames the temporal step is timed on (at most `--sample-frames`): its cost per frame is even, frame to frame."""
 NOISE = 0.12
 """Relative differences between two short profiling runs smaller than this are taken as no difference."""
 THREADS = (1, 2, 4, 8)
@@ -413,7 +416,7 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
             log.info("%s: no join measured (%s)", video.uri, exc)
             join_seconds = 0.0
         quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
-        temporal = _temporal_costs(pipeline, source, frames)
+        temporal = _temporal_costs(pipeline, source, min(frames, TEMPORAL_FRAMES))
         say("  temporal step: " + ", ".join(f"{mode} {cost['wall']:.4f} s/frame" for mode, cost in temporal.items()))
     return {
         "pixels": video.width * video.height,
