@@ -11,8 +11,8 @@ from pathlib import Path
 
 import av
 import onnxruntime
-
 from cli_helpers import cli, stdout_json
+
 from framefleet.doctor import CPU_FEATURES, gpu_only_command
 from framefleet.streaming import available_cores
 

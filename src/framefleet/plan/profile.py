@@ -55,13 +55,14 @@ from framefleet.ops import Op
 from framefleet.ops.base import Device
 from framefleet.ops.chain import chain_output_size
 from framefleet.pipeline import Pipeline, file_sha256
+from framefleet.plan.stretches import Stretch, TooShortToSample, stretches
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.remote_inputs import InputOpener
 from framefleet.streaming import available_cores, gpu_names
 from framefleet.task import TaskRequest
 from framefleet.temporal import TEMPORAL_MODES, flow_size, temporal_filter
 from framefleet.temporary import write_text_atomically
-from framefleet.video import EncodeOptions, VideoReader, probe
+from framefleet.video import EncodeOptions, VideoReader
 from framefleet.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,6 @@ NOISE = 0.12
 """Relative differences between two short profiling runs smaller than this are taken as no difference."""
 THREADS = (1, 2, 4, 8)
 """Op threads per worker a profile measures (up to the machine's cores)."""
-
-
-class TooShortToSample(OptionError):
-    """A video with too few frames for a profiling run."""
 
 
 @dataclass(frozen=True)
@@ -371,7 +368,7 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
     value; a JSON-ready entry."""
     op = pipeline.ops[0]
     source = InputOpener().open(video.uri)
-    chunks = _chunks(source, frames)
+    chunks = stretches(source, frames)
     sizes = [base.max_size] if "max_size" in fixed else _max_sizes(op, video.width, video.height)
     with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
         out = Path(scratch)
@@ -406,7 +403,7 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         workers = (max(1, len(gpu_names())) if any(o.resources.gpus for o in pipeline.ops)
                    else max(1, cpus // base.threads))
         if workers > 1:
-            node_fps = _all_cores_fps(pipeline, base, video.uri, _chunks(source, ALL_CORES_FRAMES * frames), workers)
+            node_fps = _all_cores_fps(pipeline, base, video.uri, stretches(source, ALL_CORES_FRAMES * frames), workers)
         else:
             node_fps = 1.0 / reference["wall"]
         say(f"  all {workers} workers: {node_fps:.2f} fps")
@@ -439,59 +436,6 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
     }
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    """A stretch of the video a profile runs over: from a keyframe (None: the start), ending after a
-    warm-up's, a short run's or a long run's worth of frames."""
-
-    start: int | None
-    warm: int
-    short: int
-    long: int
-
-
-def _chunks(source, frames: int) -> list[_Chunk]:
-    """Up to three stretches of the video (one per 8 of `frames`) that together hold `frames` frames, from
-    keyframes early, midway and late in it (a video's first seconds are often not like the rest); one
-    from its start when it is too short for them."""
-    keys = sorted(probe(source, keyframes=True).keyframe_pts or ())
-    places = {1: (0.5,), 2: (0.25, 0.75), 3: (0.15, 0.5, 0.85)}[max(1, min(3, frames // 8, len(keys)))]
-    # the first keyframe is the video's start: read from there without a seek (a seek in an MPEG-TS with
-    # one keyframe can land past it, and then nothing decodes), as `run`'s first segment does
-    starts = sorted({keys[round(q * (len(keys) - 1))] for q in places} - {keys[0]}) if keys else []
-    starts = [None, *starts] if keys and len(starts) < len(places) else starts or [None]
-    per_chunk = max(4, frames // len(starts))
-    chunks = []
-    for start in starts:
-        try:
-            ends = _pts_after(source, start, (2, max(3, per_chunk // 3), per_chunk))
-        except CorruptVideoError:
-            continue  # nothing decodes after this keyframe: the other stretches will do
-        if ends is None:
-            break  # too near the end: the stretches before it will do
-        chunks.append(_Chunk(start, *ends))
-    if not chunks:
-        ends = _pts_after(source, None, (2, max(3, frames // 3), max(4, frames)))
-        if ends is None:
-            raise TooShortToSample(f"{source}: too short to profile (fewer than {max(4, frames) + 1} frames); "
-                                   "lower --sample-frames or profile with a longer video")
-        chunks.append(_Chunk(None, *ends))
-    return chunks
-
-
-def _pts_after(source, start: int | None, counts: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The timestamps of the frames `counts` places after `start` (each the end of a run of that many
-    frames), or None when the video ends first."""
-    wanted = dict.fromkeys(counts)
-    with VideoReader(source) as reader:
-        for index, (pts, _) in enumerate(reader.frames(start)):
-            if index in wanted:
-                wanted[index] = pts
-            if index >= max(counts):
-                return tuple(wanted[count] for count in counts)
-    return None
-
-
 def _worker(pipeline: Pipeline, knobs: Knobs) -> Worker:
     """A `Worker` as `run` sets one up (in this process), with the first op's knobs turned to `knobs`.
     Without the temporal blend: a segment of the blend first runs frames before its start through the
@@ -506,7 +450,7 @@ def _segment(uri: str, scratch: Path, seq: int, start: int | None, end: int | No
                        output_uri=str(scratch / "output.mp4"), start_pts=start, end_pts=end, parts_dir=str(scratch))
 
 
-def _timed_run(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chunk], length: str,
+def _timed_run(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], length: str,
                scratch: Path) -> dict[str, float]:
     """A worker's tasks over each chunk's `length` ("short" or "long") of frames, after a warm-up task:
     wall and CPU seconds, frames and stage times, summed over the chunks."""
@@ -534,7 +478,7 @@ def _per_frame(result: dict[str, float], fixed: dict[str, float], tasks: int) ->
             **{stage: result[stage] / frames for stage in ("decode", "ops", "encode")}}
 
 
-def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chunk], cpus: int) -> float:
+def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], cpus: int) -> float:
     """Frames per second of `cpus` worker processes running the same frames together: each runs a short
     and a long run, started together, and the difference (extra frames over extra seconds) leaves out
     the fixed cost of a task, as for one worker."""
@@ -564,7 +508,7 @@ def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chu
     return sum(frames / seconds for frames, seconds in timings)
 
 
-def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chunk], barrier,
+def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], barrier,
                        results) -> None:
     """One of `_all_cores_fps`'s processes: puts (extra frames, extra seconds) of its long runs over its
     short ones, or the error that stopped it."""
@@ -580,7 +524,7 @@ def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[
         results.put(f"{type(exc).__name__}: {exc}")
 
 
-def _join_seconds(pipeline: Pipeline, uri: str, chunk: _Chunk, scratch: Path) -> float:
+def _join_seconds(pipeline: Pipeline, uri: str, chunk: Stretch, scratch: Path) -> float:
     """Seconds of the join task that makes two segments one video (the source's other streams carried in)."""
     with closing(_worker(pipeline, Knobs(max_size=64))) as worker:
         worker.run(_segment(uri, scratch, 0, chunk.start, chunk.warm))
