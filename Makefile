@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-ray test-storage test-browser openapi bench bench-runtimes bench-jobs bench-plan bench-ray bench-storage bench-faces bench-codecs bench-chaos clean
+.PHONY: install demo test test-slow test-wheel test-ray test-storage test-browser openapi bench bench-runtimes bench-jobs bench-plan bench-ray bench-storage bench-faces bench-codecs bench-chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow and not ray and not storage and not browser" -q
+
+# The package as users install it: sdist and wheel built, the wheel installed (not editable) into a clean
+# venv in a temporary folder, a generated clip stylized there (tools/wheel_check.sh).
+test-wheel: $(STAMP)
+	bash tools/wheel_check.sh $(BIN)/python
 
 # Azurite (tools/azurite pins the npm package) is a real Azure Blob server on loopback for the storage tests
 # (and the Ray chaos soak of bench-chaos, which keeps its inputs and outputs there).

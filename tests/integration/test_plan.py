@@ -58,7 +58,7 @@ def pipeline(**options) -> Pipeline:
 
 def profile(store: ProfileStore, pipe: Pipeline, *paths: Path, refresh: bool = False) -> list[str]:
     job = measure_workload([str(p) for p in paths], segment_seconds=pipe.segment_seconds)
-    return profile_pipeline(job, pipe, store, frames=SAMPLE_FRAMES, refresh=refresh, say=lambda _: None)
+    return profile_pipeline(job, pipe, store, frames=SAMPLE_FRAMES, refresh=refresh, say=lambda _: None).measured
 
 
 def run_key(pipe: Pipeline, name: str) -> str:

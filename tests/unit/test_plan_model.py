@@ -28,6 +28,7 @@ from framefleet.plan.profile import (
     PROFILE_FORMAT,
     Knobs,
     MachineInfo,
+    Profiled,
     ProfileStore,
     encode_identity,
     op_identity,
@@ -563,7 +564,7 @@ def planned(monkeypatch, tmp_path: Path):
     job = workload()
     monkeypatch.setattr(planner, "measure_workload", lambda inputs, **_: job)
     measured: list = []
-    monkeypatch.setattr(planner, "profile_pipeline", lambda *args, **kwargs: measured.append(args) or [])
+    monkeypatch.setattr(planner, "profile_pipeline", lambda *args, **kwargs: measured.append(args) or Profiled())
     pipeline = style_pipeline()
     store = store_with(tmp_path, pipeline)
 

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
+from framefleet.cli.progress import progress_mode, step_progress
 from framefleet.errors import OptionError, OutputError
 from framefleet.files import storage
 from framefleet.plan.hardware import default_catalogue, load_catalogue
@@ -26,6 +28,9 @@ SegmentSeconds = Annotated[Optional[float], typer.Option(help="Split videos long
 Sample = Annotated[int, typer.Option(help="Probe at most this many videos (chosen at random) to size the job.")]
 SampleFrames = Annotated[int, typer.Option(help="Frames per profiling run.")]
 Refresh = Annotated[bool, typer.Option("--refresh", help="Measure again even where the profile cache has it.")]
+StepProgressMode = Annotated[str, typer.Option(
+    "--progress", help="auto (a status line on a terminal, a line per step elsewhere, none with --json), bar, "
+                       "lines, json (an object per step) or none; all on stderr.")]
 ProfileDir = Annotated[Optional[Path], typer.Option(help="Where profiles are cached (default ~/.cache/framefleet/profiles).")]
 
 
@@ -56,6 +61,7 @@ def plan(
     profile_dir: ProfileDir = None,
     storage_options: options.StorageOptions = None,
     as_json: options.Json = False,
+    progress: StepProgressMode = "auto",
     overwrite: options.Overwrite = False,
 ) -> None:
     """Predict how long the job takes and what it costs on each node type, and choose the knobs.
@@ -75,12 +81,13 @@ def plan(
         store = ProfileStore(profile_dir)
         for path in profiles or ():
             store.import_file(path)
-        result = make_plan(inputs, pipeline, catalogue, store,
-                           deadline_seconds=parse_duration(deadline) if deadline is not None else None,
-                           budget=budget, objective=objective, sample=sample, sample_frames=sample_frames,
-                           refresh=refresh, say=_say(as_json),
-                           fixed={k: v for k, v in {"max_size": max_size, "threads": threads,
-                                                    "batch_size": pipeline_flags["batch_size"]}.items() if v is not None})
+        deadline_seconds = parse_duration(deadline) if deadline is not None else None
+        fixed = {k: v for k, v in {"max_size": max_size, "threads": threads,
+                                   "batch_size": pipeline_flags["batch_size"]}.items() if v is not None}
+        with step_progress(progress_mode(progress, as_json=as_json), "plan") as say:
+            result = make_plan(inputs, pipeline, catalogue, store, deadline_seconds=deadline_seconds, budget=budget,
+                               objective=objective, sample=sample, sample_frames=sample_frames, refresh=refresh,
+                               say=say, fixed=fixed)
         result.write(output)
         return result
 
@@ -88,7 +95,7 @@ def plan(
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return
-    out.print(_plan_table(result))
+    out.print(_plan_table(result, out.width))
     for note in result.notes:
         err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     err.print(f"[green]wrote[/] {output}; run it with: framefleet run INPUT... -o OUTPUT --plan {output}",
@@ -110,6 +117,7 @@ def profile(
     profile_dir: ProfileDir = None,
     storage_options: options.StorageOptions = None,
     as_json: options.Json = False,
+    progress: StepProgressMode = "auto",
 ) -> None:
     """Measure the pipeline on this machine (every knob setting, at the inputs' resolutions) and cache it.
 
@@ -120,8 +128,16 @@ def profile(
         flags = options.pipeline_options(pipeline_flags, segment_seconds=segment_seconds)
         pipeline = options.build_pipeline(pipeline_file, flags)
         store = ProfileStore(profile_dir, MachineInfo.here(machine))
-        workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)
-        profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, say=_say(as_json))
+        with step_progress(progress_mode(progress, as_json=as_json), "profile") as say:
+            say("probing the inputs")
+            workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)
+            profiled = profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, say=say)
+        notes = [*(f"left out: {reason}" for reason in workload.left_out),
+                 *(f"cannot sample {reason}" for reason in profiled.unsampled)]
+        if not profiled.covered:
+            raise OptionError("nothing could be profiled: " + "; ".join(notes or ["the inputs name no videos"]))
+        for note in notes:
+            err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         if export is not None:
             store.export(export)
         return store
@@ -137,28 +153,43 @@ def profile(
         err.print(f"[green]wrote[/] {escape(str(export))}", highlight=False)
 
 
-def _say(quiet: bool):
-    return (lambda _: None) if quiet else (lambda text: err.print(f"[dim]{escape(text)}[/]", highlight=False))
+WIDE_TABLE = 150
+"""Consoles at least this wide get the plan table a column per field; narrower ones (80 columns, a pipe)
+get a column per question (which option, how long, what cost, what quality), with lines within a cell."""
 
 
-def _plan_table(result: Plan) -> Table:
+def _plan_table(result: Plan, width: int) -> Table:
     workload = result.workload
     title = (f"{workload['videos']} videos, {workload['frames']:,} frames ({workload['hours']:.2f} h of video)"
              + (f"; deadline {format_seconds(result.deadline_seconds)}" if result.deadline_seconds else "")
              + (f"; budget {result.budget:g} {result.currency}".rstrip() if result.budget is not None else ""))
-    table = Table("", "node type", "nodes", "spot", "workers", "knobs", "predicted time", "fps",
-                  f"cost {result.currency}".strip(), "quality", "basis", "deadline", title=title)
+    cost_header = f"cost {result.currency}".strip()
+    wide = width >= WIDE_TABLE
+    headers = (("", "node type", "nodes", "spot", "workers", "knobs", "predicted time", "fps", cost_header,
+                "quality", "basis", "deadline") if wide
+               else ("", "option", "time", cost_header, "quality", "deadline"))
+    table = Table(*headers, title=title, box=box.HEAVY_HEAD if wide else box.SIMPLE, show_lines=not wide)
+    for column in table.columns:
+        column.overflow = "fold"  # never cut to an ellipsis: a long word goes on in the next line
     for index, option in enumerate(result.options):
         knobs = option["knobs"]
-        quality = "full" if option["quality_psnr"] is None else f"{option['quality_psnr']:.1f} dB"
-        deadline = {None: "", True: "meets", False: "misses"}[option["meets_deadline"]]
-        table.add_row(
-            "[bold green]*[/]" if index == result.chosen else "",
-            option["node"], str(option["nodes"]), "yes" if option["spot"] else "no", str(option["workers"]),
-            f"max_size={knobs['max_size'] or 'full'} batch={knobs['batch_size']} threads={knobs['threads']}",
-            format_seconds(option["wall_seconds"]), f"{option['fps']:.1f}",
-            "-" if option["cost"] is None else f"{option['cost']:.2f}", quality, option["basis"], deadline,
-        )
+        cells = {
+            "mark": "[bold green]*[/]" if index == result.chosen else "",
+            "knobs": f"max_size={knobs['max_size'] or 'full'} batch={knobs['batch_size']} threads={knobs['threads']}",
+            "time": format_seconds(option["wall_seconds"]), "fps": f"{option['fps']:.1f}",
+            "cost": "-" if option["cost"] is None else f"{option['cost']:.2f}",
+            "quality": "full" if option["quality_psnr"] is None else f"{option['quality_psnr']:.1f} dB",
+            "deadline": {None: "", True: "meets", False: "misses"}[option["meets_deadline"]],
+        }
+        if wide:
+            table.add_row(cells["mark"], escape(option["node"]), str(option["nodes"]), "yes" if option["spot"] else "no",
+                          str(option["workers"]), cells["knobs"], cells["time"], cells["fps"], cells["cost"],
+                          cells["quality"], option["basis"], cells["deadline"])
+            continue
+        nodes = f"{option['nodes']} node{'s' if option['nodes'] != 1 else ''}{', spot' if option['spot'] else ''}"
+        workers = f"{option['workers']} worker{'s' if option['workers'] != 1 else ''}"
+        table.add_row(cells["mark"], f"{escape(option['node'])}: {nodes}, {workers}\n{cells['knobs']}\n({option['basis']})",
+                      f"{cells['time']}\n{cells['fps']} fps", cells["cost"], cells["quality"], cells["deadline"])
     return table
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -142,3 +143,40 @@ def frame_counter(bar: Progress, description: str, total: int | None) -> Callabl
         bar.update(task, fps=state.completed / elapsed if elapsed else 0.0)
 
     return advance
+
+
+@contextmanager
+def step_progress(mode: str, command: str) -> Iterator[Callable[[str], None]]:
+    """Progress of a command made of steps that take seconds each (`plan`, `profile`): yields the function
+    that starts a step, given its text. `bar`: the current step on a redrawn status line; `lines`: a line per
+    step; `json`: an object per step, `{"command", "step", "text", "elapsed_seconds"}`; `none`: nothing."""
+    began = time.monotonic()
+    steps = 0
+
+    def fields(text: str) -> dict[str, Any]:
+        return {"command": command, "step": steps, "text": text,
+                "elapsed_seconds": round(time.monotonic() - began, 1)}
+
+    if mode == "bar":
+        heading = ""
+        with err.status("", spinner="dots") as status:
+            def show(text: str) -> None:
+                nonlocal steps, heading
+                steps += 1
+                if not text.startswith(" "):  # an indented step belongs to the step above it
+                    heading, text = text, ""
+                shown = heading + (f": {text.strip()}" if text else "")
+                status.update(f"[dim]{command}: {escape(shown)}[/] ({fields(shown)['elapsed_seconds']:.0f} s)")
+
+            yield show
+        return
+
+    def emit(text: str) -> None:
+        nonlocal steps
+        steps += 1
+        if mode == "json":
+            err.print(json.dumps(fields(text)), markup=False, highlight=False, soft_wrap=True)
+        elif mode == "lines":
+            err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    yield emit

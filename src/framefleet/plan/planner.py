@@ -124,13 +124,18 @@ def make_plan(
     say("probing the inputs")
     workload = measure_workload(inputs, segment_seconds=pipeline.segment_seconds, sample=sample)
     if not workload.videos:
-        raise OptionError("nothing to plan: the inputs name no videos")
-    profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, say=say)
+        raise OptionError("nothing to plan: the inputs name no videos"
+                          + "".join(f"; {reason}" for reason in workload.left_out))
+    profiled = profile_pipeline(workload, pipeline, store, frames=sample_frames, refresh=refresh, fixed=fixed,
+                                say=say)
     options = list(enumerate_options(workload, pipeline, catalogue.nodes, store, fixed=fixed))
     if not options:
         raise OptionError("no option could be predicted: the profiles cover none of the knob settings"
-                          + (f" fixed ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else ""))
+                          + (f" fixed ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else "")
+                          + "".join(f"; cannot sample {reason}" for reason in profiled.unsampled))
     chosen, notes = choose(options, deadline_seconds, budget, objective)
+    notes += [f"cannot sample {reason}" for reason in profiled.unsampled]
+    notes += [f"left out: {reason}" for reason in workload.left_out]
     shown = _shown(options, chosen)
     if workload.sampled:
         notes.append(f"sizes estimated from {len(workload.videos)} of {workload.total_videos} videos")

@@ -40,16 +40,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from framefleet._version import __version__
-from framefleet.errors import OptionError
+from framefleet.errors import CorruptVideoError, NotAVideoError, OptionError
 from framefleet.files.remote_inputs import InputOpener
 from framefleet.files.temporary import write_text_atomically
 from framefleet.jobs.task import TaskRequest
@@ -58,11 +58,12 @@ from framefleet.ops import Op
 from framefleet.ops.base import Device
 from framefleet.ops.chain import chain_output_size
 from framefleet.pipeline import Pipeline, file_sha256
+from framefleet.plan.stretches import Stretch, TooShortToSample, stretches
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.processing.streaming import available_cores, gpu_names
 from framefleet.processing.temporal import TEMPORAL_MODES, flow_size, temporal_filter
 from framefleet.util.cache import cache_dir
-from framefleet.video import EncodeOptions, VideoReader, probe
+from framefleet.video import EncodeOptions, VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,12 @@ RESOLUTIONS_PROFILED = 3
 PROFILE_FORMAT = 3
 """Bumped when entries change shape: profiles of another format are measured afresh."""
 DEFAULT_FRAMES = 24
-ALL_CORES_FRAMES = 3
+ALL_CORES_FRAMES = 2
 """The all-cores run takes this many times `--sample-frames` per worker: every option's throughput is
-scaled from it, so it gets the longest window."""
+scaled from it, so it gets the longest window (3 took half of a profile's time; 2 keeps a plan of three
+clips in a minute on 2 cores)."""
+TEMPORAL_FRAMES = 12
+"""Frames the temporal step is timed on (at most `--sample-frames`): its cost per frame is even, frame to frame."""
 NOISE = 0.12
 """Relative differences between two short profiling runs smaller than this are taken as no difference."""
 THREADS = (1, 2, 4, 8)
@@ -251,6 +255,17 @@ def video_key(video: VideoWork) -> str:
     return f"{video.codec}|{video.width}x{video.height}"
 
 
+@dataclass
+class Profiled:
+    """What `profile_pipeline` did: the keys it measured, and the videos it could not sample (each with why)."""
+
+    measured: list[str] = field(default_factory=list)
+    unsampled: list[str] = field(default_factory=list)
+    """Each video that could not be sampled: why, and what stands for it."""
+    covered: list[str] = field(default_factory=list)
+    """The keys of the resolutions profiled, measured now or found in the cache."""
+
+
 def profile_pipeline(
     workload: Workload,
     pipeline: Pipeline,
@@ -258,30 +273,64 @@ def profile_pipeline(
     *,
     frames: int = DEFAULT_FRAMES,
     refresh: bool = False,
+    fixed: Mapping[str, Any] | None = None,
     say: Callable[[str], None] = log.info,
-) -> list[str]:
+) -> Profiled:
     """Measure `pipeline` on this machine for the workload's most common resolutions (cached: only what is
-    missing is measured, everything with `refresh`); returns the keys it measured."""
+    missing is measured, everything with `refresh`). `fixed` pins knobs (max_size, batch_size, threads):
+    only those settings are measured. A video that cannot be sampled is replaced by a sibling at the same
+    resolution (same codec first); when none can be, that resolution is left to the nearest measured one and
+    the video is listed in `unsampled`. Each resolution is saved as soon as it is measured."""
     if frames < 4:
         raise OptionError(f"--sample-frames must be at least 4, got {frames}")
     op = pipeline.ops[0]
     ids = chain_identity(pipeline.ops), encode_identity(pipeline.encode)
-    measured: list[str] = []
+    done = Profiled()
     if refresh or store.get(store.machine.name, "worker_start") is None:
         say("measuring worker start-up")
         store.put("worker_start", _worker_start_seconds())
-        measured.append("worker_start")
+        done.measured.append("worker_start")
     for (width, height), _ in workload.resolutions()[:RESOLUTIONS_PROFILED]:
-        video = next(v for v in workload.videos if v.resolution == (width, height))
-        key = _run_prefix(ids, video, op.resolve_device())
-        cached = store.get(store.machine.name, key)
-        if not refresh and cached is not None and _covers(cached, op, width, height):
+        siblings = [video for video in workload.videos if video.resolution == (width, height)]
+        base = _base_knobs(op, width, height, fixed or {})
+        keys = {video.uri: _run_prefix(ids, video, op.resolve_device()) for video in siblings}
+        cached = [key for key in keys.values() if not refresh and store.get(store.machine.name, key) is not None
+                  and _covers(store.get(store.machine.name, key), op, width, height, base, fixed or {})]
+        if cached:  # a sibling's profile stands for the size, whichever sibling made it
+            done.covered.append(cached[0])
             continue
-        say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
-        store.put(key, _profile_resolution(video, pipeline, store.machine.cpus, frames, say))
-        measured.append(key)
+        reasons = []
+        for video in _same_codec_first(siblings):
+            key = keys[video.uri]
+            say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
+            try:
+                entry = _profile_resolution(video, pipeline, store.machine.cpus, frames, base, fixed or {}, say)
+            except (CorruptVideoError, NotAVideoError, TooShortToSample) as exc:
+                say(f"  cannot sample it: {exc}")
+                reasons.append(str(exc) if video.uri in str(exc) else f"{video.uri}: {exc}")
+                continue
+            store.put(key, entry)
+            store.save()
+            done.measured.append(key)
+            done.covered.append(key)
+            done.unsampled += [f"{reason}; profiled from {video.uri}, a video of its size" for reason in reasons]
+            break
+        else:
+            done.unsampled += [f"{reason}; planned from the nearest size profiled" for reason in reasons]
     store.save()
-    return measured
+    return done
+
+
+def _same_codec_first(videos: Sequence[VideoWork]) -> list[VideoWork]:
+    """Videos of one resolution, the first one's codec first (its siblings of the same class)."""
+    return sorted(videos, key=lambda video: video.codec != videos[0].codec) if videos else []
+
+
+def _base_knobs(op: Op, width: int, height: int, fixed: Mapping[str, Any]) -> Knobs:
+    """The setting every other is measured against: full size, the op's batch, one thread; or the fixed ones."""
+    size = fixed.get("max_size")
+    return Knobs(max_size=size if size is not None and size < max(width, height) else None,
+                 batch_size=fixed.get("batch_size") or op.batch_size, threads=fixed.get("threads") or 1)
 
 
 def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: VideoWork, knobs: Knobs) -> RunCost | None:
@@ -313,14 +362,14 @@ def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: Video
 # -- measuring ---------------------------------------------------------------------------------------
 
 
-def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames: int,
-                        say: Callable[[str], None]) -> dict[str, Any]:
-    """Every measurement for one resolution (see the module docstring); a JSON-ready entry."""
+def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames: int, base: Knobs,
+                        fixed: Mapping[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """Every measurement for one resolution (see the module docstring), knobs in `fixed` held at `base`'s
+    value; a JSON-ready entry."""
     op = pipeline.ops[0]
     source = InputOpener().open(video.uri)
-    chunks = _chunks(source, frames)
-    sizes = _max_sizes(op, video.width, video.height)
-    base = Knobs(max_size=None, batch_size=op.batch_size, threads=1)
+    chunks = stretches(source, frames)
+    sizes = [base.max_size] if "max_size" in fixed else _max_sizes(op, video.width, video.height)
     with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
         out = Path(scratch)
 
@@ -332,32 +381,39 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
             setup_seconds = time.perf_counter() - setup_started
         short, long = run(base, "short"), run(base, "long")
         extra = max(1, long["frames"] - short["frames"])
-        fixed = {k: max(0.0, short[k] - (long[k] - short[k]) / extra * short["frames"]) / len(chunks)
-                 for k in ("cpu", "wall")}
+        fixed_cost = {k: max(0.0, short[k] - (long[k] - short[k]) / extra * short["frames"]) / len(chunks)
+                      for k in ("cpu", "wall")}
         settings: dict[str, dict[str, float]] = {}
         for size in sizes:
             knobs = replace(base, max_size=size)
-            settings[f"max_size={size}"] = _per_frame(long if size is None else run(knobs, "long"), fixed, len(chunks))
+            settings[f"max_size={size}"] = _per_frame(long if size == base.max_size else run(knobs, "long"),
+                                                      fixed_cost, len(chunks))
             say(f"  {knobs.label()}: {settings[f'max_size={size}']['wall']:.3f} s/frame")
-        reference = settings["max_size=None"]
+        reference = settings[f"max_size={base.max_size}"]
         ratios: dict[str, dict[str, float]] = {}
-        varied = [replace(base, batch_size=b) for b in _knob_values(op, "batch_size", ()) if b != base.batch_size]
-        varied += [replace(base, threads=t) for t in THREADS[1:] if t <= cpus]
+        varied = [] if "batch_size" in fixed else [
+            replace(base, batch_size=b) for b in _knob_values(op, "batch_size", ()) if b != base.batch_size]
+        varied += [] if "threads" in fixed else [replace(base, threads=t) for t in THREADS[1:] if t <= cpus]
         for knobs in varied:
-            cost = _per_frame(run(knobs, "long"), fixed, len(chunks))
-            key = f"threads={knobs.threads}" if knobs.threads != 1 else f"batch_size={knobs.batch_size}"
+            cost = _per_frame(run(knobs, "long"), fixed_cost, len(chunks))
+            key = f"threads={knobs.threads}" if knobs.threads != base.threads else f"batch_size={knobs.batch_size}"
             ratios[key] = {"cpu": cost["cpu"] / reference["cpu"], "wall": cost["wall"] / reference["wall"]}
             say(f"  {knobs.label()}: {cost['wall']:.3f} s/frame")
         # a GPU pipeline runs one worker per GPU (as `run` does), not one CUDA session per core
-        workers = max(1, len(gpu_names())) if any(o.resources.gpus for o in pipeline.ops) else cpus
+        workers = (max(1, len(gpu_names())) if any(o.resources.gpus for o in pipeline.ops)
+                   else max(1, cpus // base.threads))
         if workers > 1:
-            node_fps = _all_cores_fps(pipeline, base, video.uri, _chunks(source, ALL_CORES_FRAMES * frames), workers)
+            node_fps = _all_cores_fps(pipeline, base, video.uri, stretches(source, ALL_CORES_FRAMES * frames), workers)
         else:
             node_fps = 1.0 / reference["wall"]
         say(f"  all {workers} workers: {node_fps:.2f} fps")
-        join_seconds = _join_seconds(pipeline, video.uri, chunks[0], out)
+        try:
+            join_seconds = _join_seconds(pipeline, video.uri, chunks[0], out)
+        except CorruptVideoError as exc:  # no second keyframe to start a segment at: `run` never splits it
+            log.info("%s: no join measured (%s)", video.uri, exc)
+            join_seconds = 0.0
         quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
-        temporal = _temporal_costs(pipeline, source, frames)
+        temporal = _temporal_costs(pipeline, source, min(frames, TEMPORAL_FRAMES))
         say("  temporal step: " + ", ".join(f"{mode} {cost['wall']:.4f} s/frame" for mode, cost in temporal.items()))
     return {
         "pixels": video.width * video.height,
@@ -366,7 +422,9 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         "frames_per_run": long["frames"],
         "base_batch_size": base.batch_size,
         "setup_seconds": setup_seconds,
-        "task_seconds": fixed["wall"],
+        "base_max_size": base.max_size,
+        "base_threads": base.threads,
+        "task_seconds": fixed_cost["wall"],
         "join_seconds": join_seconds,
         "settings": settings,
         "ratios": ratios,
@@ -376,53 +434,6 @@ def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames:
         "measured_at": time.time(),
         "framefleet": __version__,
     }
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    """A stretch of the video a profile runs over: from a keyframe (None: the start), ending after a
-    warm-up's, a short run's or a long run's worth of frames."""
-
-    start: int | None
-    warm: int
-    short: int
-    long: int
-
-
-def _chunks(source, frames: int) -> list[_Chunk]:
-    """Up to three stretches of the video (one per 8 of `frames`) that together hold `frames` frames, from
-    keyframes early, midway and late in it (a video's first seconds are often not like the rest); one
-    from its start when it is too short for them."""
-    keys = sorted(probe(source, keyframes=True).keyframe_pts or ())
-    places = {1: (0.5,), 2: (0.25, 0.75), 3: (0.15, 0.5, 0.85)}[max(1, min(3, frames // 8, len(keys)))]
-    starts = sorted({keys[round(q * (len(keys) - 1))] for q in places}) if keys else [None]
-    per_chunk = max(4, frames // len(starts))
-    chunks = []
-    for start in starts:
-        ends = _pts_after(source, start, (2, max(3, per_chunk // 3), per_chunk))
-        if ends is None:
-            break  # too near the end: the stretches before it will do
-        chunks.append(_Chunk(start, *ends))
-    if not chunks:
-        ends = _pts_after(source, None, (2, max(3, frames // 3), max(4, frames)))
-        if ends is None:
-            raise OptionError(f"{source}: too short to profile (fewer than {max(4, frames) + 1} frames); "
-                              "lower --sample-frames or profile with a longer video")
-        chunks.append(_Chunk(None, *ends))
-    return chunks
-
-
-def _pts_after(source, start: int | None, counts: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The timestamps of the frames `counts` places after `start` (each the end of a run of that many
-    frames), or None when the video ends first."""
-    wanted = dict.fromkeys(counts)
-    with VideoReader(source) as reader:
-        for index, (pts, _) in enumerate(reader.frames(start)):
-            if index in wanted:
-                wanted[index] = pts
-            if index >= max(counts):
-                return tuple(wanted[count] for count in counts)
-    return None
 
 
 def _worker(pipeline: Pipeline, knobs: Knobs) -> Worker:
@@ -439,7 +450,7 @@ def _segment(uri: str, scratch: Path, seq: int, start: int | None, end: int | No
                        output_uri=str(scratch / "output.mp4"), start_pts=start, end_pts=end, parts_dir=str(scratch))
 
 
-def _timed_run(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chunk], length: str,
+def _timed_run(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], length: str,
                scratch: Path) -> dict[str, float]:
     """A worker's tasks over each chunk's `length` ("short" or "long") of frames, after a warm-up task:
     wall and CPU seconds, frames and stage times, summed over the chunks."""
@@ -467,7 +478,7 @@ def _per_frame(result: dict[str, float], fixed: dict[str, float], tasks: int) ->
             **{stage: result[stage] / frames for stage in ("decode", "ops", "encode")}}
 
 
-def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chunk], cpus: int) -> float:
+def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], cpus: int) -> float:
     """Frames per second of `cpus` worker processes running the same frames together: each runs a short
     and a long run, started together, and the difference (extra frames over extra seconds) leaves out
     the fixed cost of a task, as for one worker."""
@@ -497,7 +508,7 @@ def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chu
     return sum(frames / seconds for frames, seconds in timings)
 
 
-def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[_Chunk], barrier,
+def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], barrier,
                        results) -> None:
     """One of `_all_cores_fps`'s processes: puts (extra frames, extra seconds) of its long runs over its
     short ones, or the error that stopped it."""
@@ -513,7 +524,7 @@ def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[
         results.put(f"{type(exc).__name__}: {exc}")
 
 
-def _join_seconds(pipeline: Pipeline, uri: str, chunk: _Chunk, scratch: Path) -> float:
+def _join_seconds(pipeline: Pipeline, uri: str, chunk: Stretch, scratch: Path) -> float:
     """Seconds of the join task that makes two segments one video (the source's other streams carried in)."""
     with closing(_worker(pipeline, Knobs(max_size=64))) as worker:
         worker.run(_segment(uri, scratch, 0, chunk.start, chunk.warm))
@@ -590,7 +601,8 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
     if setting is None:
         return None
     cpu_ratio = wall_ratio = 1.0
-    for name, value, base in (("batch_size", knobs.batch_size, entry["base_batch_size"]), ("threads", knobs.threads, 1)):
+    for name, value, base in (("batch_size", knobs.batch_size, entry["base_batch_size"]),
+                              ("threads", knobs.threads, entry.get("base_threads", 1))):
         if value == base:
             continue
         ratio = entry["ratios"].get(f"{name}={value}")
@@ -601,7 +613,7 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
     step = {"cpu": 0.0, "wall": 0.0} if temporal == "none" else entry.get("temporal", {}).get(temporal)
     if step is None:
         return None
-    reference = entry["settings"]["max_size=None"]
+    reference = entry["settings"][f"max_size={entry.get('base_max_size')}"]  # what node_fps was measured at
     cpu, wall = setting["cpu"] * cpu_ratio + step["cpu"], setting["wall"] * wall_ratio + step["wall"]
     # all cores busy: the node's measured rate, scaled by how much less (or more) each frame costs; on a
     # GPU the device's time per frame sets the pace, on a CPU the CPU time
@@ -632,11 +644,20 @@ def op_with_knobs(op: Op, knobs: Knobs) -> Op:
     return replace(op, **values)
 
 
-def _covers(entry: dict[str, Any], op: Op, width: int, height: int) -> bool:
-    """Whether a cached entry holds every setting a plan for `op` at this size needs."""
-    sizes = {f"max_size={size}" for size in _max_sizes(op, width, height)}
-    batch = op.batch_size == entry["base_batch_size"] or f"batch_size={op.batch_size}" in entry["ratios"]
-    return sizes <= set(entry["settings"]) and batch
+def _covers(entry: dict[str, Any], op: Op, width: int, height: int, base: Knobs, fixed: Mapping[str, Any]) -> bool:
+    """Whether a cached entry holds every setting a plan for `op` at this size needs (with `fixed` knobs:
+    those settings only)."""
+    wanted = [base.max_size] if "max_size" in fixed else _max_sizes(op, width, height)
+    sizes = {f"max_size={size}" for size in wanted}
+    if not sizes <= set(entry["settings"]):
+        return False
+    base_threads = entry.get("base_threads", 1)
+    if "threads" in fixed:
+        threads = base.threads == base_threads or f"threads={base.threads}" in entry["ratios"]
+    else:
+        threads = base_threads == 1  # a profile made with threads fixed measured no other
+    batch = base.batch_size == entry["base_batch_size"] or f"batch_size={base.batch_size}" in entry["ratios"]
+    return threads and batch
 
 
 def _max_sizes(op: Op, width: int, height: int) -> list[int | None]:

