@@ -617,3 +617,31 @@ def test_a_ledger_whose_disk_is_full_stops_the_job_with_one_line_and_keeps_what_
         ledger.add_items([ref(f"b{i}") for i in range(500)])
     assert not ledger._db.in_transaction, "the failed write was rolled back"
     assert [item.relpath for item in ledger.items()] == ["a.mp4"]
+
+
+def _claim_work(path, items: int) -> int:
+    """SQLite virtual-machine steps (in hundreds) one claim takes on a ledger of `items` pending probes."""
+    ledger = Ledger(path)
+    try:
+        ledger.add_items(ref(f"v{n:05d}") for n in range(items))
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        ledger._db.set_progress_handler(count, 100)
+        assert ledger.claim("w1", 60, now=0.0) is not None
+        ledger._db.set_progress_handler(None, 100)
+        return steps
+    finally:
+        ledger.close()
+
+
+def test_a_claim_costs_the_same_with_thousands_of_tasks_pending(tmp_path):
+    """The scheduler claims a task for every idle worker: with 100,000 tasks in a job, a claim that sorts
+    every pending task caps the job at a few claims per second (benchmarks/scale_sim.py)."""
+    few = _claim_work(tmp_path / "few.db", 20)
+    many = _claim_work(tmp_path / "many.db", 5000)
+    assert many <= 2 * few + 5, f"a claim among 5,000 pending tasks took {many}00 steps, among 20 {few}00"

@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (item_id, kind, seq)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, not_before);
+-- the order claims hand tasks out in (joins, then segments, then probes, oldest item first): a claim reads
+-- the first ready row instead of sorting every pending task
+CREATE INDEX IF NOT EXISTS tasks_claim_order ON tasks (
+    state, (CASE kind WHEN 'join' THEN 0 WHEN 'segment' THEN 1 ELSE 2 END), item_id, seq);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- lease ids: never reused, even after add_items deletes rows
     task_id INTEGER NOT NULL REFERENCES tasks(id),

@@ -186,7 +186,8 @@ class Ledger:
         now = time.time() if now is None else now
         with self._write() as db:
             row = db.execute(
-                "SELECT t.*, i.uri, i.output_uri FROM tasks t JOIN items i ON i.id = t.item_id "
+                "SELECT t.*, i.uri, i.output_uri FROM tasks t INDEXED BY tasks_claim_order "
+                "JOIN items i ON i.id = t.item_id "
                 "WHERE t.state = 'pending' AND t.not_before <= ? "
                 "ORDER BY CASE t.kind WHEN 'join' THEN 0 WHEN 'segment' THEN 1 ELSE 2 END, t.item_id, t.seq "
                 "LIMIT 1",
