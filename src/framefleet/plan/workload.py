@@ -12,7 +12,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import pairwise
 
@@ -20,7 +20,7 @@ from framefleet.files.remote_inputs import InputOpener
 from framefleet.files.sources import VideoRef, expand_inputs
 from framefleet.jobs.results import Segment
 from framefleet.jobs.task import plan_segments
-from framefleet.video import probe
+from framefleet.video import VideoInfo, probe
 
 DEFAULT_SAMPLE = 40
 
@@ -39,6 +39,9 @@ class VideoWork:
     """Frames per segment, in order (one entry when the video is not split)."""
     probe_seconds: float = 0.0
     """What probing it took here (a job's first task for each video does the same)."""
+    info: VideoInfo | None = field(default=None, compare=False, repr=False)
+    """The probe (keyframes included), to cut the video at another segment length
+    (`framefleet.plan.segmenting`)."""
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -115,7 +118,7 @@ def probe_work(ref: VideoRef, opener: InputOpener, segment_seconds: float) -> Vi
                      frames=frames, duration=duration,
                      segment_frames=_segment_frames(segments, frames, duration, info.keyframe_pts or (),
                                                     info.time_base),
-                     probe_seconds=probe_seconds)
+                     probe_seconds=probe_seconds, info=info)
 
 
 def _segment_frames(segments: Sequence[Segment], frames: int, duration: float, keyframe_pts: Sequence[int],
