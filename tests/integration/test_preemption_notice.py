@@ -83,3 +83,55 @@ def test_run_without_a_notice_keeps_the_segment_length(clip, tmp_path: Path) -> 
 def test_a_notice_must_be_positive(clip, tmp_path: Path) -> None:
     ran = cli("run", clip, "-o", tmp_path / "out", "--preemption-notice", "0")
     assert ran.exit_code == 2 and "--preemption-notice must be a positive number" in ran.output
+
+
+def test_plan_sizes_segments_to_the_notice_and_run_cuts_them_so(clip, tmp_path: Path) -> None:
+    """A real plan over the generated clip (identity op, profiled here): the plan's segment length is the
+    longest whose p90 segment time at the profile's pace fits in the notice / 1.5, and `run --plan` cuts
+    the clip at it."""
+    from framefleet.plan import ProfileStore, default_catalogue, profile_pipeline
+    from framefleet.plan.cost import worker_pace
+    from framefleet.plan.profile import Knobs
+
+    store = ProfileStore(directory=tmp_path / "profiles")
+    identity = Pipeline.from_options({"op": "identity"})
+    workload = measure_workload([str(clip)], segment_seconds=identity.segment_seconds)
+    profile_pipeline(workload, identity, store, frames=8, say=lambda _: None)
+    per_frame, task = worker_pace(workload, identity, default_catalogue().nodes[0], Knobs(batch_size=identity.ops[0].batch_size, threads=1), store)
+    # 2.5 s segments (60 frames) fit; 3 s ones (72 frames) do not
+    notice = 1.5 * (task + 66 * per_frame)
+
+    plan_path = tmp_path / "plan.json"
+    planned = cli("plan", clip, "--op", "identity", "--threads", "1", "--preemption-notice", f"{notice!r}",
+                  "--sample-frames", "8", "--profile-dir", tmp_path / "profiles", "-o", plan_path, "--json")
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(plan_path.read_text())
+    chosen = plan["segmenting"]
+    assert chosen["basis"] == "plan" and chosen["fits"] is True and chosen["notice_seconds"] == pytest.approx(notice)
+    assert chosen["seconds_per_frame"] == pytest.approx(per_frame, rel=1e-3)
+    length = chosen["segment_seconds"]
+    assert length == 2.5 and plan["pipeline"]["segment_seconds"] == length
+    fits = sorted(segment_times(workload.videos, length, per_frame, task))
+    assert fits[int(0.9 * len(fits)) - 1] <= notice / 1.5
+    assert max(segment_times(workload.videos, length + 0.5, per_frame, task)) > notice / 1.5
+    assert plan["workload"]["segments"] == 4
+
+    job_dir = tmp_path / "job"
+    ran = cli("run", clip, "-o", tmp_path / "out", "--plan", plan_path, "--job-dir", job_dir, "--json")
+    assert ran.exit_code == 0, ran.output
+    assert stdout_json(ran)["segmenting"] == chosen
+    frames, spec = segment_frames(job_dir)
+    assert frames == [60, 60, 60, 60] and spec["segment_seconds"] == length
+    assert stdout_json(cli("status", job_dir, "--json"))["settings"]["preemption_notice"] == pytest.approx(notice)
+
+
+def test_a_catalogue_gives_each_node_type_its_notice(tmp_path: Path) -> None:
+    from framefleet.plan import load_catalogue
+
+    catalogue = load_catalogue(Path(__file__).parents[2] / "examples" / "hardware.yaml")
+    notices = {node.name: node.preemption_notice for node in catalogue.nodes}
+    assert notices["cpu-16"] == 30 and notices["this-machine"] is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes:\n  - name: x\n    cpus: 4\n    preemption_notice: -1\n")
+    with pytest.raises(Exception, match="preemption_notice must be a positive number"):
+        load_catalogue(bad)

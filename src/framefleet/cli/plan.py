@@ -50,6 +50,7 @@ def plan(
     max_size: Annotated[Optional[int], typer.Option(help="Fix the inference size instead of letting the plan choose.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Fix the op threads per worker instead of letting the plan choose.")] = None,
     segment_seconds: SegmentSeconds = None,
+    preemption_notice: options.PreemptionNotice = None,
     sample: Sample = DEFAULT_SAMPLE,
     sample_frames: SampleFrames = DEFAULT_FRAMES,
     refresh: Refresh = False,
@@ -78,7 +79,7 @@ def plan(
         result = make_plan(inputs, pipeline, catalogue, store,
                            deadline_seconds=parse_duration(deadline) if deadline is not None else None,
                            budget=budget, objective=objective, sample=sample, sample_frames=sample_frames,
-                           refresh=refresh, say=_say(as_json),
+                           refresh=refresh, say=_say(as_json), preemption_notice=preemption_notice,
                            fixed={k: v for k, v in {"max_size": max_size, "threads": threads,
                                                     "batch_size": pipeline_flags["batch_size"]}.items() if v is not None})
         result.write(output)

@@ -61,8 +61,7 @@ class SegmentChoice:
     """False when even the shortest length tried leaves the p90 over the notice / 1.5."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: round(value, 3) if isinstance(value, float) else value
-                for key, value in dataclasses.asdict(self).items()}
+        return dataclasses.asdict(self)
 
     def describe(self) -> str:
         text = (f"{self.segment_seconds:g} s segments (p90 {self.p90_task_seconds:.1f} s of work for a "

@@ -12,7 +12,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from itertools import pairwise
 
@@ -82,6 +82,14 @@ class Workload:
             frames[video.resolution] += video.frames
         total = sum(frames.values()) or 1
         return [(resolution, count / total) for resolution, count in frames.most_common()]
+
+    def cut_at(self, segment_seconds: float) -> Workload:
+        """The same videos cut as `run` cuts them at `segment_seconds` (those probed here: `VideoWork.info`)."""
+        videos = tuple(video if video.info is None else replace(
+            video, segment_frames=_segment_frames(plan_segments(video.info, segment_seconds), video.frames,
+                                                  video.duration, video.info.keyframe_pts or (), video.info.time_base))
+            for video in self.videos)
+        return replace(self, videos=videos, segment_seconds=segment_seconds)
 
     def describe(self) -> dict:
         return {
