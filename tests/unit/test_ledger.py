@@ -645,3 +645,22 @@ def test_a_claim_costs_the_same_with_thousands_of_tasks_pending(tmp_path):
     few = _claim_work(tmp_path / "few.db", 20)
     many = _claim_work(tmp_path / "many.db", 5000)
     assert many <= 2 * few + 5, f"a claim among 5,000 pending tasks took {many}00 steps, among 20 {few}00"
+
+
+def test_a_batch_commits_its_writes_at_once_and_keeps_them_when_an_error_follows(ledger, make_ledger):
+    """The scheduler records a dispatch round's claims, and the results the pool reported together, in one
+    transaction: another reader sees all of them at once; an error between writes keeps those before it."""
+    ledger.add_items([ref("a"), ref("b"), ref("c")])
+    reader = make_ledger()
+    with ledger.batch():
+        first = ledger.claim("w1", 60, now=0.0)
+        second = ledger.claim("w2", 60, now=0.0)
+        assert ledger.complete(first, result=ProbeResult(frames=10), segments=[Segment(None, None)], now=1.0)
+        assert LedgerReads(reader).tasks()["running"] == 0, "nothing is committed inside the batch"
+    assert LedgerReads(reader).tasks()["running"] == 1
+    assert [t["state"] for t in task_rows(reader) if t["kind"] == "probe"] == ["done", "running", "pending"]
+
+    with pytest.raises(RuntimeError), ledger.batch():
+        ledger.complete(second, result=ProbeResult(frames=10), segments=[Segment(None, None)], now=2.0)
+        raise RuntimeError("a worker's event the scheduler cannot handle")
+    assert [t["state"] for t in task_rows(reader) if t["kind"] == "probe"] == ["done", "done", "pending"]

@@ -201,7 +201,8 @@ class Scheduler:
                 unfinished = self.ledger.unfinished()
                 if self._stop_requested_at is None:
                     self._spawn_wanted(unfinished)
-                    self._dispatch(time.time())
+                    with self.ledger.batch():  # one commit for the round's claims
+                        self._dispatch(time.time())
                 busy = any(slot.task is not None for slot in self._slots.values())
                 done = unfinished == 0 and not self.standing
                 if not busy and (self._stop_requested_at is not None or done):
@@ -210,9 +211,11 @@ class Scheduler:
                     self._abandon_running("interrupted", "the job was stopped before this task finished")
                     break
                 self._release_idle(busy, unfinished)
-                for event in self.pool.events(self._timeout(busy)):
-                    self._last_event = time.monotonic()
-                    self._handle(event)
+                events = self.pool.events(self._timeout(busy))
+                with self.ledger.batch():  # one commit for the results the pool reported together
+                    for event in events:
+                        self._last_event = time.monotonic()
+                        self._handle(event)
                 self._check_hangs()
                 self._check_stall()
                 self._renew_leases()

@@ -134,6 +134,21 @@ def write_transaction(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Co
 
 
 @contextmanager
+def savepoint(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
+    """One write inside an open transaction (`Ledger.batch`): undone alone on any error."""
+    with disk_full_stops_the_job(path):
+        db.execute("SAVEPOINT ledger_write")
+        try:
+            yield db
+            db.execute("RELEASE ledger_write")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK TO ledger_write")
+                db.execute("RELEASE ledger_write")
+            raise
+
+
+@contextmanager
 def disk_full_stops_the_job(path: Path) -> Iterator[None]:
     """SQLite's full-disk errors on the ledger at `path` as the job's `DiskFullError`."""
     try:

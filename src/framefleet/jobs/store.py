@@ -18,15 +18,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from framefleet.errors import FramefleetError
 from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics, TaskOutcome, outcome_json
-from framefleet.jobs.schema import SCHEMA_VERSION, connect, write_transaction
+from framefleet.jobs.schema import SCHEMA_VERSION, connect, savepoint, write_transaction
 from framefleet.jobs.transitions import (
     Outcome,
     Task,
@@ -78,6 +78,7 @@ class Ledger:
         self.path = Path(path)
         self.retry = retry
         self._db = connect(self.path)
+        self._batched = False
 
     def close(self) -> None:
         self._db.close()
@@ -89,7 +90,30 @@ class Ledger:
         self.close()
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        if self._batched:
+            return savepoint(self._db, self.path)
         return write_transaction(self._db, self.path)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Commit the writes made inside as one transaction: the scheduler's claims of one dispatch round,
+        the results of one batch of events (a commit per write capped a driver at a few hundred tasks a
+        second, `benchmarks/scale_sim.py`). Each write stays atomic (a savepoint of its own); when an error
+        leaves the block, the writes that completed before it are committed, then the error goes on."""
+        if self._batched:
+            yield
+            return
+        error: BaseException | None = None
+        with write_transaction(self._db, self.path):
+            self._batched = True
+            try:
+                yield
+            except BaseException as exc:  # noqa: BLE001 - the writes before it were whole: commit them
+                error = exc
+            finally:
+                self._batched = False
+        if error is not None:
+            raise error
 
     # -- the job ---------------------------------------------------------------------------------
 
