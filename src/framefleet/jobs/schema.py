@@ -120,31 +120,21 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 @contextmanager
-def write_transaction(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
-    """One write transaction (BEGIN IMMEDIATE), rolled back on any error."""
+def write_transaction(db: sqlite3.Connection, path: Path, *, nested: bool = False) -> Iterator[sqlite3.Connection]:
+    """One write transaction (BEGIN IMMEDIATE), rolled back on any error; `nested`: one write inside an open
+    transaction (`Ledger.batch`), a savepoint undone alone on any error."""
+    begin, done, undo = (("SAVEPOINT ledger_write", "RELEASE ledger_write", ("ROLLBACK TO ledger_write",
+                                                                          "RELEASE ledger_write"))
+                         if nested else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)))
     with disk_full_stops_the_job(path):
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(begin)
         try:
             yield db
-            db.execute("COMMIT")
+            db.execute(done)
         except BaseException:
             if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-
-
-@contextmanager
-def savepoint(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
-    """One write inside an open transaction (`Ledger.batch`): undone alone on any error."""
-    with disk_full_stops_the_job(path):
-        db.execute("SAVEPOINT ledger_write")
-        try:
-            yield db
-            db.execute("RELEASE ledger_write")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK TO ledger_write")
-                db.execute("RELEASE ledger_write")
+                for statement in undo:
+                    db.execute(statement)
             raise
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from framefleet.errors import FramefleetError
 from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics, TaskOutcome, outcome_json
-from framefleet.jobs.schema import SCHEMA_VERSION, connect, savepoint, write_transaction
+from framefleet.jobs.schema import SCHEMA_VERSION, connect, write_transaction
 from framefleet.jobs.transitions import (
     Outcome,
     Task,
@@ -90,9 +90,7 @@ class Ledger:
         self.close()
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        if self._batched:
-            return savepoint(self._db, self.path)
-        return write_transaction(self._db, self.path)
+        return write_transaction(self._db, self.path, nested=self._batched)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
