@@ -664,3 +664,15 @@ def test_a_batch_commits_its_writes_at_once_and_keeps_them_when_an_error_follows
         ledger.complete(second, result=ProbeResult(frames=10), segments=[Segment(None, None)], now=2.0)
         raise RuntimeError("a worker's event the scheduler cannot handle")
     assert [t["state"] for t in task_rows(reader) if t["kind"] == "probe"] == ["done", "done", "pending"]
+
+
+def test_has_unfinished_says_whether_any_task_may_still_run(ledger):
+    assert not ledger.has_unfinished()
+    ledger.add_items([ref("a")])
+    assert ledger.has_unfinished()
+    probe = ledger.claim("w1", 60, now=0.0)
+    assert ledger.has_unfinished()
+    ledger.complete(probe, result=ProbeResult(frames=10), segments=[Segment(None, None)], now=1.0)
+    segment = ledger.claim("w1", 60, now=1.0)
+    ledger.complete(segment, now=2.0)
+    assert not ledger.has_unfinished() and ledger.unfinished() == 0

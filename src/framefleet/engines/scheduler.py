@@ -198,13 +198,13 @@ class Scheduler:
             while True:
                 if self.stop is not None and self.stop.is_set():
                     self.request_stop()
-                unfinished = self.ledger.unfinished()
+                unfinished = self.ledger.has_unfinished()
                 if self._stop_requested_at is None:
                     self._spawn_wanted(unfinished)
                     with self.ledger.batch():  # one commit for the round's claims
                         self._dispatch(time.time())
                 busy = any(slot.task is not None for slot in self._slots.values())
-                done = unfinished == 0 and not self.standing
+                done = not unfinished and not self.standing
                 if not busy and (self._stop_requested_at is not None or done):
                     break
                 if self._stopping_too_long():
@@ -226,13 +226,13 @@ class Scheduler:
 
     # -- workers, dispatching and events ---------------------------------------------------------
 
-    def _spawn_wanted(self, unfinished: int) -> None:
+    def _spawn_wanted(self, unfinished: bool) -> None:
         """Start workers up to `workers` (new ones, or replacements of lost ones) while there is work."""
         if unfinished:
             while len(self._slots) < self.workers:
                 self._slots[self.pool.spawn()] = _Slot()
 
-    def _release_idle(self, busy: bool, unfinished: int) -> None:
+    def _release_idle(self, busy: bool, unfinished: bool) -> None:
         """In a standing run, stop every worker once there has been no work for `idle_seconds`."""
         if not self.standing or busy or unfinished:
             self._idle_since = None
@@ -316,7 +316,7 @@ class Scheduler:
             self.ledger.fail(slot.task, "hung", error_type="limit:time", message=f"the worker hung ({reason})", now=now)
 
     def _check_stall(self) -> None:
-        if self.ledger.unfinished() == 0:
+        if not self.ledger.has_unfinished():
             self._last_event = time.monotonic()  # nothing to wait for (an idle standing run): no stall
             return
         silent = time.monotonic() - self._last_event

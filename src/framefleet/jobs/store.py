@@ -359,6 +359,12 @@ class Ledger:
         ).fetchone()
         return row[0]
 
+    def has_unfinished(self) -> bool:
+        """Whether any task may still run: what the scheduler asks on every turn (the first such row in the
+        state index, where `unfinished` counts every one of them)."""
+        return self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('pending', 'running', 'waiting'))").fetchone()[0] == 1
+
     def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         """A read on the ledger's connection (the read queries live in `framefleet.jobs.reads`)."""
         return self._db.execute(sql, parameters)
