@@ -25,6 +25,8 @@ RUN_SETTINGS_KEY = "run_settings"
 """The ledger setting under which `run` keeps the `RunSettings` of the job's latest run."""
 PREDICTION_KEY = "prediction"
 """The ledger setting under which `run` keeps what a plan predicted."""
+SEGMENTING_KEY = "segmenting"
+"""The ledger setting under which `run` keeps the segment length it chose for a preemption notice."""
 _RENAMED = {"retry": "limits"}
 """Parts of stored settings under the name an earlier framefleet gave them."""
 
@@ -186,10 +188,16 @@ class RunSettings:
     input_access: InputAccess = field(default_factory=InputAccess)
     parts_dir: str | None = None
     """Where segments wait for their join (default: the job directory); a job keeps the one of its first run."""
+    preemption_notice: float | None = None
+    """Seconds of warning the machines get before they are taken away (spot / preemptible): `run` cuts
+    videos into segments whose p90 time fits in the notice / 1.5 (`framefleet.plan.segmenting`)."""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise OptionError(f"--engine must be {', '.join(ENGINES[:-1])} or {ENGINES[-1]}, got {self.engine!r}")
+        notice = self.preemption_notice
+        if notice is not None and (isinstance(notice, bool) or not isinstance(notice, (int, float)) or not notice > 0):
+            raise OptionError(f"--preemption-notice must be a positive number of seconds, got {notice!r}")
 
     def given(self, **flags: Any) -> RunSettings:
         """These settings with the flags that are not None over them. Flags (`RUN_FLAG_NAMES`): `engine`,
@@ -221,7 +229,8 @@ class RunSettings:
         parts = {name: kind(**_known(kind, stored.get(name) or stored.get(_RENAMED.get(name, "")) or {}))
                  for name, kind in (("options", EngineOptions), ("retry", RetryPolicy), ("ray", RayOptions),
                                     ("input_access", InputAccess))}
-        return cls(engine=stored.get("engine", "local"), parts_dir=stored.get("parts_dir"), **parts)
+        return cls(engine=stored.get("engine", "local"), parts_dir=stored.get("parts_dir"),
+                   preemption_notice=stored.get("preemption_notice"), **parts)
 
 
 def _field_names(kind: type) -> set[str]:
@@ -234,7 +243,7 @@ def _known(kind: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 _FLAG_PLACES: dict[str, tuple[str | None, str]] = {
-    "engine": (None, "engine"), "parts_dir": (None, "parts_dir"),
+    "engine": (None, "engine"), "parts_dir": (None, "parts_dir"), "preemption_notice": (None, "preemption_notice"),
     **{name: ("options", name) for name in _field_names(EngineOptions)},
     "max_attempts": ("retry", "max_attempts"), "ray_address": ("ray", "address"),
     "cpus_per_worker": ("ray", "cpus_per_worker"), "gpus_per_worker": ("ray", "gpus_per_worker"),

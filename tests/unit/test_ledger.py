@@ -728,3 +728,62 @@ def test_an_adopted_segment_counts_its_frames_done_but_not_as_throughput(ledger)
     reads = LedgerReads(ledger)
     assert reads.frames()[0] == 100
     assert reads.throughput() == [(3.0, 50)] and [span[2] for span in reads.task_spans()] == [50]
+
+
+def _claim_work(path, items: int) -> int:
+    """SQLite virtual-machine steps (in hundreds) one claim takes on a ledger of `items` pending probes."""
+    ledger = Ledger(path)
+    try:
+        ledger.add_items(ref(f"v{n:05d}") for n in range(items))
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        ledger._db.set_progress_handler(count, 100)
+        assert ledger.claim("w1", 60, now=0.0) is not None
+        ledger._db.set_progress_handler(None, 100)
+        return steps
+    finally:
+        ledger.close()
+
+
+def test_a_claim_costs_the_same_with_thousands_of_tasks_pending(tmp_path):
+    """The scheduler claims a task for every idle worker: with 100,000 tasks in a job, a claim that sorts
+    every pending task caps the job at a few claims per second (benchmarks/scale_sim.py)."""
+    few = _claim_work(tmp_path / "few.db", 20)
+    many = _claim_work(tmp_path / "many.db", 5000)
+    assert many <= 2 * few + 5, f"a claim among 5,000 pending tasks took {many}00 steps, among 20 {few}00"
+
+
+def test_a_batch_commits_its_writes_at_once_and_keeps_them_when_an_error_follows(ledger, make_ledger):
+    """The scheduler records a dispatch round's claims, and the results the pool reported together, in one
+    transaction: another reader sees all of them at once; an error between writes keeps those before it."""
+    ledger.add_items([ref("a"), ref("b"), ref("c")])
+    reader = make_ledger()
+    with ledger.batch():
+        first = ledger.claim("w1", 60, now=0.0)
+        second = ledger.claim("w2", 60, now=0.0)
+        assert ledger.complete(first, result=ProbeResult(frames=10), segments=[Segment(None, None)], now=1.0)
+        assert LedgerReads(reader).tasks()["running"] == 0, "nothing is committed inside the batch"
+    assert LedgerReads(reader).tasks()["running"] == 1
+    assert [t["state"] for t in task_rows(reader) if t["kind"] == "probe"] == ["done", "running", "pending"]
+
+    with pytest.raises(RuntimeError), ledger.batch():
+        ledger.complete(second, result=ProbeResult(frames=10), segments=[Segment(None, None)], now=2.0)
+        raise RuntimeError("a worker's event the scheduler cannot handle")
+    assert [t["state"] for t in task_rows(reader) if t["kind"] == "probe"] == ["done", "done", "pending"]
+
+
+def test_has_unfinished_says_whether_any_task_may_still_run(ledger):
+    assert not ledger.has_unfinished()
+    ledger.add_items([ref("a")])
+    assert ledger.has_unfinished()
+    probe = ledger.claim("w1", 60, now=0.0)
+    assert ledger.has_unfinished()
+    ledger.complete(probe, result=ProbeResult(frames=10), segments=[Segment(None, None)], now=1.0)
+    segment = ledger.claim("w1", 60, now=1.0)
+    ledger.complete(segment, now=2.0)
+    assert not ledger.has_unfinished() and ledger.unfinished() == 0

@@ -39,7 +39,7 @@ JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-
                              "temporal_strength", "strict", "limit")
 @options.with_run_flags("engine", "workers", "threads_per_worker", "max_attempts", "hang_timeout", "task_timeout",
                         "worker_network", "ray_address", "cpus_per_worker", "gpus_per_worker", "remote_read",
-                        "parts_dir")
+                        "parts_dir", "preemption_notice")
 def run(
     inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, @list.txt, or - for a list on stdin.",
                                                 show_default=False)],
@@ -245,7 +245,7 @@ def _finish(result: JobResult, as_json: bool) -> None:
                                    "failures": [asdict(f) for f in result.failures], "skipped": result.skipped,
                                    "refused": result.refused, "damaged": [asdict(d) for d in result.damaged],
                                    "runtimes": result.runtimes, "preempted": result.preempted,
-                                   "adopted": result.adopted}))
+                                   "adopted": result.adopted, "segmenting": result.segmenting}))
     else:
         counts = result.counts
         adopted = f" ({result.adopted} adopted)" if result.adopted else ""

@@ -135,12 +135,17 @@ PartsDir = Annotated[Optional[str], typer.Option(
     help="Where segments wait for their join (default: the job directory); a store URI such as az://scratch/job1 "
          "when Ray workers on several machines share no disk.")]
 
+PreemptionNotice = Annotated[Optional[float], typer.Option(
+    help="Seconds of warning a spot machine gets before it is taken away: videos are cut into segments whose p90 "
+         "time fits in the notice / 1.5 (default: segment_seconds as given).")]
+
 RUN_FLAGS: dict[str, tuple[Any, Any]] = {
     "engine": (Engine, None), "workers": (Workers, None), "threads_per_worker": (ThreadsPerWorker, None),
     "max_attempts": (MaxAttempts, None), "hang_timeout": (HangTimeout, None), "task_timeout": (TaskTimeout, None),
     "worker_network": (WorkerNetwork, None), "ray_address": (RayAddress, None),
     "cpus_per_worker": (CpusPerWorker, None), "gpus_per_worker": (GpusPerWorker, None),
     "remote_read": (RemoteRead, None), "parts_dir": (PartsDir, None),
+    "preemption_notice": (PreemptionNotice, None),
 }
 """The run-settings flags commands share (`RunSettings.given`'s names): name -> (its option type, its default).
 None means "not given": the job's stored settings, a plan or `RunSettings`' defaults hold then."""

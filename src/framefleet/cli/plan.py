@@ -55,6 +55,7 @@ def plan(
     max_size: Annotated[Optional[int], typer.Option(help="Fix the inference size instead of letting the plan choose.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Fix the op threads per worker instead of letting the plan choose.")] = None,
     segment_seconds: SegmentSeconds = None,
+    preemption_notice: options.PreemptionNotice = None,
     sample: Sample = DEFAULT_SAMPLE,
     sample_frames: SampleFrames = DEFAULT_FRAMES,
     refresh: Refresh = False,
@@ -87,7 +88,7 @@ def plan(
         with step_progress(progress_mode(progress, as_json=as_json), "plan") as say:
             result = make_plan(inputs, pipeline, catalogue, store, deadline_seconds=deadline_seconds, budget=budget,
                                objective=objective, sample=sample, sample_frames=sample_frames, refresh=refresh,
-                               say=say, fixed=fixed)
+                               say=say, fixed=fixed, preemption_notice=preemption_notice)
         result.write(output)
         return result
 

@@ -229,12 +229,13 @@ class Scheduler:
                     self.request_stop()
                 if self._notice_in is not None and self.notice is None:
                     self._act_on_notice(self._notice_in)
-                unfinished = self.ledger.unfinished()
+                unfinished = self.ledger.has_unfinished()
                 if self._stop_requested_at is None:
                     self._spawn_wanted(unfinished)
-                    self._dispatch(time.time())
+                    with self.ledger.batch():  # one commit for the round's claims
+                        self._dispatch(time.time())
                 busy = any(slot.task is not None for slot in self._slots.values())
-                done = unfinished == 0 and not self.standing
+                done = not unfinished and not self.standing
                 if not busy and (self._stop_requested_at is not None or done):
                     break
                 if self._stopping_too_long():
@@ -245,9 +246,11 @@ class Scheduler:
                         self._abandon_running("interrupted", "the job was stopped before this task finished")
                     break
                 self._release_idle(busy, unfinished)
-                for event in self.pool.events(self._timeout(busy)):
-                    self._last_event = time.monotonic()
-                    self._handle(event)
+                events = self.pool.events(self._timeout(busy))
+                with self.ledger.batch():  # one commit for the results the pool reported together
+                    for event in events:
+                        self._last_event = time.monotonic()
+                        self._handle(event)
                 self._check_hangs()
                 self._check_stall()
                 self._renew_leases()
@@ -258,13 +261,13 @@ class Scheduler:
 
     # -- workers, dispatching and events ---------------------------------------------------------
 
-    def _spawn_wanted(self, unfinished: int) -> None:
+    def _spawn_wanted(self, unfinished: bool) -> None:
         """Start workers up to `workers` (new ones, or replacements of lost ones) while there is work."""
         if unfinished:
             while len(self._slots) < self.workers:
                 self._slots[self.pool.spawn()] = _Slot()
 
-    def _release_idle(self, busy: bool, unfinished: int) -> None:
+    def _release_idle(self, busy: bool, unfinished: bool) -> None:
         """In a standing run, stop every worker once there has been no work for `idle_seconds`."""
         if not self.standing or busy or unfinished:
             self._idle_since = None
@@ -360,7 +363,7 @@ class Scheduler:
             self.ledger.fail(slot.task, "hung", error_type="limit:time", message=f"the worker hung ({reason})", now=now)
 
     def _check_stall(self) -> None:
-        if self.ledger.unfinished() == 0:
+        if not self.ledger.has_unfinished():
             self._last_event = time.monotonic()  # nothing to wait for (an idle standing run): no stall
             return
         silent = time.monotonic() - self._last_event

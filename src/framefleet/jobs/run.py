@@ -4,6 +4,7 @@ by running it again; `retry`: its failed items again, run as the job's stored se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ from framefleet.jobs.store import Ledger
 from framefleet.ops.names import is_builtin
 from framefleet.pipeline import Pipeline
 from framefleet.processing.memory_budget import fit_local_workers
-from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, RunSettings
+from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, SEGMENTING_KEY, RunSettings
 
 PREEMPTED_EXIT_CODE = 75
 """`framefleet run`'s exit code when a preemption notice ended the run with work left (EX_TEMPFAIL: run the
@@ -63,6 +64,8 @@ class JobResult:
     task in flight finished before the deadline); None otherwise."""
     adopted: int = 0
     """Items done by adopting an output already committed with a matching manifest, without running."""
+    segmenting: dict[str, Any] | None = None
+    """The segment length chosen for the preemption notice and what it was chosen from (`SegmentChoice`)."""
 
     @property
     def exit_code(self) -> int:
@@ -118,6 +121,7 @@ def run(
         raise NoVideosError(found.explain(spec.inputs, output_root))
     if storage.is_local(output_root):
         _create_folder(Path(output_root))
+    pipeline, segmenting = _sized_for_notice(pipeline, settings, found, prediction)
     with place.lock(), place.open_ledger(settings.retry, create=True) as ledger:
         ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
                         output_root=output_root)
@@ -131,6 +135,8 @@ def run(
             )
         if prediction is not None:
             ledger.put_setting(PREDICTION_KEY, json.dumps(dict(prediction)))
+        if segmenting is not None:
+            ledger.put_setting(SEGMENTING_KEY, json.dumps(segmenting))
         ledger.release_all_running("lost", "the previous run of this job stopped before this task finished")
         parts = _parts_dir(ledger, place, settings.parts_dir)
         offline = settings.engine == "local" and workers_offline(settings.options.worker_network, pipeline,
@@ -150,7 +156,23 @@ def run(
                          seconds=time.perf_counter() - started, interrupted=interrupted,
                          skipped=found.skipped if found else [], refused=found.refused if found else {},
                          damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes(),
-                         preempted=preempted, adopted=LedgerReads(ledger).adopted())
+                         preempted=preempted, adopted=LedgerReads(ledger).adopted(), segmenting=segmenting)
+
+
+def _sized_for_notice(pipeline: Pipeline, settings: RunSettings, found: _Found | None,
+                      prediction: Mapping[str, Any] | None) -> tuple[Pipeline, dict[str, Any] | None]:
+    """The pipeline with segments sized to the preemption notice, and the choice: a plan's, or made here
+    (`framefleet.plan.segmenting.size_for_notice`) over the new videos; unchanged without a notice."""
+    if prediction is not None and prediction.get("segmenting"):
+        return pipeline, dict(prediction["segmenting"])
+    if settings.preemption_notice is None or found is None or not found.refs:
+        return pipeline, None
+    from framefleet.plan.segmenting import size_for_notice
+    from framefleet.processing.streaming import available_cores
+
+    choice = size_for_notice([ref.uri for ref in found.refs], pipeline, settings.preemption_notice,
+                             workers=settings.options.workers or available_cores())
+    return dataclasses.replace(pipeline, segment_seconds=choice.segment_seconds), choice.to_dict()
 
 
 @dataclass

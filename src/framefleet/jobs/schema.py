@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (item_id, kind, seq)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, not_before);
+-- the order claims hand tasks out in (joins, then segments, then probes, oldest item first): a claim reads
+-- the first ready row instead of sorting every pending task
+CREATE INDEX IF NOT EXISTS tasks_claim_order ON tasks (
+    state, (CASE kind WHEN 'join' THEN 0 WHEN 'segment' THEN 1 ELSE 2 END), item_id, seq);
 """ + _ATTEMPTS.format(name="attempts", outcomes=", ".join(f"'{o}'" for o in OUTCOMES)) + """
 CREATE INDEX IF NOT EXISTS attempts_by_task ON attempts (task_id);
 CREATE INDEX IF NOT EXISTS items_by_state ON items (state);
@@ -153,16 +157,21 @@ def _allow_every_outcome(db: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def write_transaction(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
-    """One write transaction (BEGIN IMMEDIATE), rolled back on any error."""
+def write_transaction(db: sqlite3.Connection, path: Path, *, nested: bool = False) -> Iterator[sqlite3.Connection]:
+    """One write transaction (BEGIN IMMEDIATE), rolled back on any error; `nested`: one write inside an open
+    transaction (`Ledger.batch`), a savepoint undone alone on any error."""
+    begin, done, undo = (("SAVEPOINT ledger_write", "RELEASE ledger_write", ("ROLLBACK TO ledger_write",
+                                                                          "RELEASE ledger_write"))
+                         if nested else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)))
     with disk_full_stops_the_job(path):
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(begin)
         try:
             yield db
-            db.execute("COMMIT")
+            db.execute(done)
         except BaseException:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                for statement in undo:
+                    db.execute(statement)
             raise
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,7 @@ class Ledger:
         self.path = Path(path)
         self.retry = retry
         self._db = connect(self.path)
+        self._batched = False
 
     def close(self) -> None:
         self._db.close()
@@ -91,7 +92,28 @@ class Ledger:
         self.close()
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        return write_transaction(self._db, self.path)
+        return write_transaction(self._db, self.path, nested=self._batched)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Commit the writes made inside as one transaction: the scheduler's claims of one dispatch round,
+        the results of one batch of events (a commit per write capped a driver at a few hundred tasks a
+        second, `benchmarks/scale_sim.py`). Each write stays atomic (a savepoint of its own); when an error
+        leaves the block, the writes that completed before it are committed, then the error goes on."""
+        if self._batched:
+            yield
+            return
+        error: BaseException | None = None
+        with write_transaction(self._db, self.path):
+            self._batched = True
+            try:
+                yield
+            except BaseException as exc:  # noqa: BLE001 - the writes before it were whole: commit them
+                error = exc
+            finally:
+                self._batched = False
+        if error is not None:
+            raise error
 
     # -- the job ---------------------------------------------------------------------------------
 
@@ -188,7 +210,8 @@ class Ledger:
         now = time.time() if now is None else now
         with self._write() as db:
             row = db.execute(
-                "SELECT t.*, i.uri, i.output_uri, i.size, i.version FROM tasks t JOIN items i ON i.id = t.item_id "
+                "SELECT t.*, i.uri, i.output_uri, i.size, i.version FROM tasks t INDEXED BY tasks_claim_order "
+                "JOIN items i ON i.id = t.item_id "
                 "WHERE t.state = 'pending' AND t.not_before <= ? "
                 "ORDER BY CASE t.kind WHEN 'join' THEN 0 WHEN 'segment' THEN 1 ELSE 2 END, t.item_id, t.seq "
                 "LIMIT 1",
@@ -339,6 +362,12 @@ class Ledger:
             "SELECT COUNT(*) FROM tasks WHERE state IN ('pending', 'running', 'waiting')"
         ).fetchone()
         return row[0]
+
+    def has_unfinished(self) -> bool:
+        """Whether any task may still run: what the scheduler asks on every turn (the first such row in the
+        state index, where `unfinished` counts every one of them)."""
+        return self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('pending', 'running', 'waiting'))").fetchone()[0] == 1
 
     def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         """A read on the ledger's connection (the read queries live in `framefleet.jobs.reads`)."""

@@ -20,7 +20,7 @@ from typing import Any
 from framefleet.jobs.directory import JobDir, open_ledger
 from framefleet.jobs.reads import LedgerReads, Losses
 from framefleet.jobs.store import Ledger
-from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, RunSettings
+from framefleet.settings import PREDICTION_KEY, RUN_SETTINGS_KEY, SEGMENTING_KEY, RunSettings
 
 NICE_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 """Seconds a bucket of `JobView.frame_series` may span (a longer job gets whole multiples of a minute)."""
@@ -69,6 +69,8 @@ class JobStatus:
     adopted: int = 0
     """Items done by adopting an output already committed with a matching manifest, without running (a new
     ledger over outputs that an earlier one made: docs/ledger.md#adoption)."""
+    segmenting: dict[str, Any] | None = None
+    """The segment length `run` chose for the preemption notice (`framefleet.plan.segmenting.SegmentChoice`)."""
 
     @classmethod
     def not_started(cls, job_dir: str | Path) -> JobStatus:
@@ -117,6 +119,9 @@ class JobStatus:
             *([("op steps", ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.step_seconds.items()))]
               if self.step_seconds else []),
             *self._settings_rows(),
+            *([("segments", f"{self.segmenting['segment_seconds']:g} s for a {self.segmenting['notice_seconds']:g} s "
+                            f"preemption notice (p90 {self.segmenting['p90_task_seconds']:.1f} s of work, from the "
+                            f"{self.segmenting['basis']})")] if self.segmenting else []),
             *self._prediction_rows(),
         ]
 
@@ -243,6 +248,7 @@ class JobView(LedgerReads):
             stopped=losses.stopped,
             preempted=losses.preempted,
             adopted=self.adopted(),
+            segmenting=self.setting(SEGMENTING_KEY),
         )
 
 

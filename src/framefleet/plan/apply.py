@@ -28,6 +28,8 @@ def apply_plan(plan: Plan, flags: Mapping[str, Any], run_flags: Mapping[str, Any
     engine = run_flags.get("engine") or planned_engine
     threads = int(choice["knobs"]["threads"])
     planned: dict[str, Any] = {"engine": engine, "threads_per_worker": threads}
+    if plan.segmenting:
+        planned["preemption_notice"] = plan.segmenting["notice_seconds"]
     if engine == "local":  # a cluster plan run here anyway: its knobs apply, its worker counts do not
         planned["workers"] = choice["workers_per_node"] if choice["this_machine"] else None
     else:
@@ -48,5 +50,6 @@ def apply_plan(plan: Plan, flags: Mapping[str, Any], run_flags: Mapping[str, Any
         "planned": plan.created,
         "engine": planned_engine,
         "overridden": sorted(overrides),
+        "segmenting": plan.segmenting,
     }
     return pipeline, settings, prediction

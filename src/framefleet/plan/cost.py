@@ -26,7 +26,7 @@ from typing import Any, Literal
 from framefleet.errors import OptionError
 from framefleet.pipeline import Pipeline
 from framefleet.plan.hardware import NodeType
-from framefleet.plan.profile import Knobs, ProfileStore, RunCost, knob_grid, run_cost
+from framefleet.plan.profile import Knobs, MachineInfo, ProfileStore, RunCost, knob_grid, run_cost
 from framefleet.plan.workload import Workload
 
 SIMULATED_TASKS = 20_000
@@ -103,11 +103,7 @@ def predict(workload: Workload, node: NodeType, count: int, spot: bool, knobs: K
             store: ProfileStore, machine: str, basis: Basis) -> Option:
     """Predicted wall time and cost of the job on `count` nodes of `node` with `knobs`; `costs` are the
     per-video costs from `machine`'s profile (see `run_cost`)."""
-    profiled = store.machine_info(machine)
-    if costs[0].device == "cuda":  # a GPU op: the node's pace is set by its GPUs
-        scale = node.gpus / max(1, len(profiled.gpus)) if node.gpus else 1.0
-    else:  # the profile's machine may have another number of cores
-        scale = node.cpus / profiled.cpus
+    scale = _node_scale(node, costs[0].device, store.machine_info(machine))
     workers_per_node = max(1, node.cpus // knobs.threads)
     workers = count * workers_per_node
     tasks = list(_tasks(workload, costs, workers_per_node, scale))
@@ -136,6 +132,42 @@ def predict(workload: Workload, node: NodeType, count: int, spot: bool, knobs: K
                   this_machine=node.this_machine)
 
 
+def predict_again(option: Option, workload: Workload, pipeline: Pipeline, node: NodeType,
+                  store: ProfileStore) -> Option:
+    """`option` predicted for another cut of the workload (segments sized to a notice)."""
+    machine, basis = _profile_of(node, store)
+    costs = [run_cost(store, machine, pipeline, video, option.knobs) for video in workload.videos]
+    if any(cost is None for cost in costs):
+        return option
+    return predict(workload, node, option.nodes, option.spot, option.knobs, costs, store, machine, basis)  # type: ignore[arg-type]
+
+
+def worker_pace(workload: Workload, pipeline: Pipeline, node: NodeType, knobs: Knobs,
+                store: ProfileStore) -> tuple[float, float] | None:
+    """(seconds per frame, fixed seconds per task) of one worker of a busy `node` with `knobs`, for the
+    slowest of the job's videos, as `predict` counts them; None when no profile covers them."""
+    machine, _ = _profile_of(node, store)
+    costs = [run_cost(store, machine, pipeline, video, knobs) for video in workload.videos]
+    if not costs or any(cost is None for cost in costs):
+        return None
+    scale = _node_scale(node, costs[0].device, store.machine_info(machine))
+    workers_per_node = max(1, node.cpus // knobs.threads)
+    return (max(_seconds_per_frame(cost, workers_per_node, scale) for cost in costs),
+            max(cost.task_seconds for cost in costs))
+
+
+def _node_scale(node: NodeType, device: str, profiled: MachineInfo) -> float:
+    """How much faster `node` is than the machine its profile was made on."""
+    if device == "cuda":  # a GPU op: the node's pace is set by its GPUs
+        return node.gpus / max(1, len(profiled.gpus)) if node.gpus else 1.0
+    return node.cpus / profiled.cpus  # the profile's machine may have another number of cores
+
+
+def _seconds_per_frame(cost: RunCost, workers_per_node: int, scale: float) -> float:
+    """A worker's seconds per frame with all the node's workers busy (never faster than one alone)."""
+    return max(workers_per_node / (cost.node_fps * scale), cost.wall_per_frame)
+
+
 def _profile_of(node: NodeType, store: ProfileStore) -> tuple[str, Basis]:
     """The machine whose profile stands for `node`, and how directly: its own profile when it names one
     that is loaded, else this machine's (extrapolated per core; a GPU is then not accounted for)."""
@@ -147,7 +179,7 @@ def _profile_of(node: NodeType, store: ProfileStore) -> tuple[str, Basis]:
 def _tasks(workload: Workload, costs: Sequence[RunCost], workers_per_node: int, scale: float) -> Iterator[_Task]:
     """The job's tasks with their predicted seconds on one worker of a busy node."""
     for index, (video, cost) in enumerate(zip(workload.videos, costs)):
-        per_frame = max(workers_per_node / (cost.node_fps * scale), cost.wall_per_frame)
+        per_frame = _seconds_per_frame(cost, workers_per_node, scale)
         yield _Task(_KIND_RANK["probe"], index, 0, video.probe_seconds)
         for seq, frames in enumerate(video.segment_frames):
             yield _Task(_KIND_RANK["segment"], index, seq, cost.task_seconds + frames * per_frame)

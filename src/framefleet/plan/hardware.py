@@ -11,6 +11,7 @@ A YAML file the user edits (framefleet ships an example, never prices as facts):
         price_per_hour: 0.68        # on demand
         spot_price_per_hour: 0.21   # omit when the type has no spot offer
         preemptions_per_hour: 0.05  # spot: expected preemptions per node-hour
+        preemption_notice: 30       # spot: seconds of warning before a preemption (segments fit in it)
         startup_seconds: 150        # from request to a worker taking tasks
         max_nodes: 40
       - name: g4
@@ -50,6 +51,9 @@ class NodeType:
     """Spot / preemptible price; None: the type has no spot offer."""
     preemptions_per_hour: float = 0.0
     """Expected preemptions per spot node-hour."""
+    preemption_notice: float | None = None
+    """Seconds of warning a spot node gets before it is taken away (Azure and GCP about 30, AWS 120); a plan
+    on spot nodes of this type sizes segments to it (`framefleet.plan.segmenting`). None: none given."""
     startup_seconds: float = 0.0
     """From asking for a node to its workers taking tasks (image pull, boot, Ray join)."""
     max_nodes: int = 1
@@ -70,6 +74,10 @@ class NodeType:
                 raise OptionError(f"{where}: {name} must be a non-negative number")
         if not (math.isfinite(self.preemptions_per_hour) and self.preemptions_per_hour >= 0):
             raise OptionError(f"{where}: preemptions_per_hour must be a non-negative number")
+        notice = self.preemption_notice
+        if notice is not None and (isinstance(notice, bool) or not isinstance(notice, (int, float))
+                                   or not (math.isfinite(notice) and notice > 0)):
+            raise OptionError(f"{where}: preemption_notice must be a positive number of seconds")
         if not (math.isfinite(self.startup_seconds) and self.startup_seconds >= 0):
             raise OptionError(f"{where}: startup_seconds must be a non-negative number")
         if self.this_machine and self.max_nodes != 1:

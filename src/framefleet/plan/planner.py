@@ -26,7 +26,7 @@ from framefleet._version import __version__
 from framefleet.errors import OptionError, OutputError
 from framefleet.files.temporary import write_text_atomically
 from framefleet.pipeline import Pipeline
-from framefleet.plan.cost import Option, enumerate_options
+from framefleet.plan.cost import Option, enumerate_options, predict_again, worker_pace
 from framefleet.plan.hardware import Catalogue
 from framefleet.plan.profile import (
     DEFAULT_FRAMES,
@@ -36,6 +36,7 @@ from framefleet.plan.profile import (
     op_with_knobs,
     profile_pipeline,
 )
+from framefleet.plan.segmenting import choose_segment_seconds
 from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
 
 Objective = Literal["quality", "cost"]
@@ -62,6 +63,8 @@ class Plan:
     chosen: int
     """Index of the chosen option in `options`."""
     notes: list[str] = field(default_factory=list)
+    segmenting: dict[str, Any] | None = None
+    """The segment length chosen for the preemption notice (`framefleet.plan.segmenting.SegmentChoice`)."""
     created: float = field(default_factory=time.time)
     framefleet: str = __version__
 
@@ -110,10 +113,15 @@ def make_plan(
     sample_frames: int = DEFAULT_FRAMES,
     refresh: bool = False,
     fixed: dict[str, Any] | None = None,
+    preemption_notice: float | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> Plan:
     """Plan the job `inputs` x `pipeline` over the node types of `catalogue` (see the module docstring).
-    `fixed` pins knobs instead of letting the plan choose them: max_size, batch_size, threads."""
+    `fixed` pins knobs instead of letting the plan choose them: max_size, batch_size, threads.
+    `preemption_notice` (or, on spot nodes, the chosen node type's `preemption_notice`) sizes the segments
+    so that their p90 time on the chosen option fits in the notice / 1.5; the option is predicted again so."""
+    if preemption_notice is not None and not (math.isfinite(preemption_notice) and preemption_notice > 0):
+        raise OptionError(f"--preemption-notice must be a positive number of seconds, got {preemption_notice}")
     unknown = set(fixed or {}) - {"max_size", "batch_size", "threads"}
     if unknown:
         raise OptionError(f"cannot fix {', '.join(sorted(unknown))}: the knobs are max_size, batch_size, threads")
@@ -137,6 +145,19 @@ def make_plan(
     notes += [f"cannot sample {reason}" for reason in profiled.unsampled]
     notes += [f"left out: {reason}" for reason in workload.left_out]
     shown = _shown(options, chosen)
+    node = next(node for node in catalogue.nodes if node.name == chosen.node)
+    notice = preemption_notice or (node.preemption_notice if chosen.spot else None)
+    segmenting = None
+    if notice is not None:
+        pace = worker_pace(workload, pipeline, node, chosen.knobs, store)
+        if pace is not None:
+            sized = choose_segment_seconds(workload.videos, notice, *pace, pipeline.segment_seconds, "plan")
+            segmenting = sized.to_dict()
+            pipeline = dataclasses.replace(pipeline, segment_seconds=sized.segment_seconds)
+            workload = workload.cut_at(sized.segment_seconds)
+            again = predict_again(chosen, workload, pipeline, node, store)
+            shown[shown.index(chosen)] = chosen = again
+            notes.append(f"segments sized to the preemption notice: {sized.describe()}")
     if workload.sampled:
         notes.append(f"sizes estimated from {len(workload.videos)} of {workload.total_videos} videos")
     if budget is not None and not catalogue.priced:
@@ -154,7 +175,7 @@ def make_plan(
         inputs=list(inputs), pipeline=chosen_pipeline.spec(), workload=workload.describe(),
         machine=store.machine.name, currency=catalogue.currency, deadline_seconds=deadline_seconds, budget=budget,
         objective=objective, options=[_option_dict(o, deadline_seconds, budget) for o in shown],
-        chosen=shown.index(chosen), notes=notes,
+        chosen=shown.index(chosen), notes=notes, segmenting=segmenting,
     )
 
 

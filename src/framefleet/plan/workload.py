@@ -12,7 +12,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from itertools import pairwise
 
@@ -21,7 +21,7 @@ from framefleet.files.remote_inputs import InputOpener
 from framefleet.files.sources import VideoRef, expand_inputs
 from framefleet.jobs.results import Segment
 from framefleet.jobs.task import plan_segments
-from framefleet.video import probe
+from framefleet.video import VideoInfo, probe
 
 DEFAULT_SAMPLE = 40
 
@@ -40,6 +40,9 @@ class VideoWork:
     """Frames per segment, in order (one entry when the video is not split)."""
     probe_seconds: float = 0.0
     """What probing it took here (a job's first task for each video does the same)."""
+    info: VideoInfo | None = field(default=None, compare=False, repr=False)
+    """The probe (keyframes included), to cut the video at another segment length
+    (`framefleet.plan.segmenting`)."""
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -83,6 +86,14 @@ class Workload:
         total = sum(frames.values()) or 1
         return [(resolution, count / total) for resolution, count in frames.most_common()]
 
+    def cut_at(self, segment_seconds: float) -> Workload:
+        """The same videos cut as `run` cuts them at `segment_seconds` (those probed here: `VideoWork.info`)."""
+        videos = tuple(video if video.info is None else replace(
+            video, segment_frames=_segment_frames(plan_segments(video.info, segment_seconds), video.frames,
+                                                  video.duration, video.info.keyframe_pts or (), video.info.time_base))
+            for video in self.videos)
+        return replace(self, videos=videos, segment_seconds=segment_seconds)
+
     def describe(self) -> dict:
         return {
             "videos": self.total_videos,
@@ -124,7 +135,7 @@ def probe_work(ref: VideoRef, opener: InputOpener, segment_seconds: float) -> Vi
                      frames=frames, duration=duration,
                      segment_frames=_segment_frames(segments, frames, duration, info.keyframe_pts or (),
                                                     info.time_base),
-                     probe_seconds=probe_seconds)
+                     probe_seconds=probe_seconds, info=info)
 
 
 def _segment_frames(segments: Sequence[Segment], frames: int, duration: float, keyframe_pts: Sequence[int],
