@@ -19,6 +19,8 @@ from framefleet.pipeline import Pipeline
 from framefleet.plan import ProfileStore, measure_workload, profile_pipeline
 from framefleet.video.synth import ClipSpec, write_clip
 
+pytestmark = pytest.mark.slow  # each test profiles the real style model (about 20 s): make test-slow runs them
+
 SAMPLE_FRAMES = 6
 MAX_SIZE = 64
 FIXED = ("--max-size", MAX_SIZE, "--threads", 1, "--batch-size", 4)
