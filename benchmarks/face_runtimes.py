@@ -22,12 +22,12 @@ from typing import Any
 
 import av
 import numpy as np
-from common import DEFAULT_RESULTS, ROOT, machine_info, print_table, write_results
-from runtimes import alternate, cpu_flags, side_by_side
+from common import DEFAULT_RESULTS, ROOT, print_table, write_results
+from runtimes import alternate, runtime_machine, side_by_side
 
 from framefleet.ops.base import Device
 from framefleet.ops.faces import Faces, detect_faces, load_model, matched_ious, model_path
-from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
+from framefleet.ops.runtimes import REFERENCE, Choice, cpu_precisions, open_engine
 from framefleet.processing.streaming import available_cores
 
 CLIP = ROOT.parent / "shared" / "videos" / "tsduck__test-025.ts"
@@ -65,8 +65,7 @@ def main() -> None:
     if not CLIP.is_file():
         raise SystemExit(f"needs {CLIP} (the shared videos)")
     started = time.perf_counter()
-    machine = {**machine_info(), "cpu_flags": cpu_flags(), "openvino_cpu": cpu_name()}
-    print(f"CPU: {machine['cpu_model']} ({machine['cores_available']} cores); flags: {' '.join(machine['cpu_flags'])}")
+    machine = runtime_machine()
     with av.open(str(CLIP)) as container:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     choices = [("onnxruntime fp32", REFERENCE), ("openvino fp32", Choice("openvino", "fp32"))]

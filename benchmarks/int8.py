@@ -38,15 +38,15 @@ from typing import Any
 
 import av
 import numpy as np
-from common import DEFAULT_RESULTS, ROOT, log, machine_info, parse_size, print_table, write_results
+from common import DEFAULT_RESULTS, ROOT, log, parse_size, print_table, write_results
 from PIL import Image, ImageDraw
-from runtimes import Contender, alternate, cpu_flags, footage
+from runtimes import Contender, alternate, footage, runtime_machine
 
 from framefleet.ops import fused
 from framefleet.ops.base import Device
 from framefleet.ops.quantize import Calibration, cached_int8, quantize_int8
 from framefleet.ops.runtime_choice import compare
-from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
+from framefleet.ops.runtimes import REFERENCE, Choice, cpu_precisions, open_engine
 from framefleet.ops.style import KEEP_FLOAT, MIN_SIDE, StyleTransferOp, fused_multistyle, parse_style
 from framefleet.processing.images import fit_within
 from framefleet.processing.streaming import available_cores
@@ -178,10 +178,7 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     frames = {label: (4 if args.quick else (16 if height <= 480 else 8)) for label, _, height in sizes}
     started = time.perf_counter()
-    machine = {**machine_info(), "cpu_flags": cpu_flags(), "openvino_cpu": cpu_name(),
-               "openvino_precisions": list(cpu_precisions())}
-    print(f"CPU: {machine['cpu_model']} ({machine['cores_available']} cores); flags: {' '.join(machine['cpu_flags'])}; "
-          f"OpenVINO precisions: {', '.join(machine['openvino_precisions'])}")
+    machine = runtime_machine()
     fallback = DEFAULT_RESULTS / "int8-fallback.mp4"
     if not VIDEOS.is_dir():
         fallback.parent.mkdir(parents=True, exist_ok=True)

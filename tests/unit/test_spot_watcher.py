@@ -20,6 +20,7 @@ from fake_metadata import (
     silent_endpoint,
 )
 
+from framefleet.errors import OptionError
 from framefleet.spot import Notice, NoticeWatcher, WatchSettings
 
 pytestmark = pytest.mark.timeout(30)
@@ -241,3 +242,11 @@ def test_settings_come_from_the_environment():
     assert WatchSettings.from_env({"FRAMEFLEET_SPOT_SOURCES": "none"}).sources() == []
     with pytest.raises(ValueError, match="unknown sources"):
         WatchSettings.from_env({"FRAMEFLEET_SPOT_SOURCES": "oracle"})
+
+
+def test_a_spot_variable_the_watcher_cannot_use_is_an_option_error() -> None:
+    """A bad FRAMEFLEET_SPOT_* value ends a run in one `error:` line (exit 2), not an internal error."""
+    for environ, expected in (({"FRAMEFLEET_SPOT_SOURCES": "azur"}, "unknown sources"),
+                              ({"FRAMEFLEET_SPOT_AWS_POLL_SECONDS": "fast"}, "give a number of seconds")):
+        with pytest.raises(OptionError, match=expected):
+            WatchSettings.from_env(environ)

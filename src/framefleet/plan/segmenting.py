@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
+import numpy as np
+
 from framefleet.jobs.task import plan_segments
 from framefleet.pipeline import Pipeline
 from framefleet.plan.profile import Knobs, ProfileStore, run_cost
@@ -102,7 +104,7 @@ def choose_segment_seconds(videos: Sequence[VideoWork], notice: float, seconds_p
         p90 = _percentile(segment_times(videos, length, seconds_per_frame, task_seconds))
         if p90 <= budget or length <= SHORTEST:
             return SegmentChoice(length, notice, p90, seconds_per_frame, task_seconds, basis, p90 <= budget)
-        length = max(SHORTEST, math.floor((length - STEP) / STEP) * STEP if length > STEP else SHORTEST)
+        length = max(SHORTEST, math.floor(length / STEP - 1) * STEP)  # the next step down
 
 
 def estimated_seconds_per_frame(pipeline: Pipeline, videos: Sequence[VideoWork]) -> float:
@@ -133,7 +135,5 @@ def size_for_notice(uris: Sequence[str], pipeline: Pipeline, notice: float, work
 
 
 def _percentile(values: list[float]) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(PERCENTILE * len(ordered)) - 1)]
+    """The nearest-rank `PERCENTILE` of `values` (one of them, never interpolated); 0 for none."""
+    return float(np.percentile(values, PERCENTILE * 100, method="inverted_cdf")) if values else 0.0

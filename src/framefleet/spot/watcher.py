@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from framefleet.errors import OptionError
 from framefleet.spot.metadata_http import EndpointUnavailable
 from framefleet.spot.notices import Clock, Notice
 from framefleet.spot.sources import (
@@ -39,6 +40,17 @@ log = logging.getLogger("framefleet.spot")
 LINK_LOCAL = "http://169.254.169.254"
 GCP_METADATA = "http://metadata.google.internal"
 ALL_SOURCES = ("azure", "aws", "gcp", "sigterm")
+
+
+class SpotSettingsError(OptionError, ValueError):
+    """A FRAMEFLEET_SPOT_* variable the watcher cannot use: one line, exit 2, as any bad option."""
+
+
+def _seconds(env: Mapping[str, str], variable: str) -> float:
+    try:
+        return float(env[variable])
+    except ValueError:
+        raise SpotSettingsError(f"{variable}={env[variable]!r}: give a number of seconds") from None
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,8 @@ class WatchSettings:
         names = [name.strip() for name in listed.split(",") if name.strip()]
         unknown = set(names) - {*ALL_SOURCES, "none"}
         if unknown:
-            raise ValueError(f"FRAMEFLEET_SPOT_SOURCES names unknown sources {sorted(unknown)}; "
-                             f"use some of {', '.join(ALL_SOURCES)}, or none")
+            raise SpotSettingsError(f"FRAMEFLEET_SPOT_SOURCES names unknown sources {sorted(unknown)}; "
+                                    f"use some of {', '.join(ALL_SOURCES)}, or none")
         gce_host = env.get("GCE_METADATA_HOST")
         urls = {
             "azure": env.get("FRAMEFLEET_SPOT_AZURE_URL") or LINK_LOCAL,
@@ -86,7 +98,7 @@ class WatchSettings:
                     or LINK_LOCAL),
             "gcp": env.get("FRAMEFLEET_SPOT_GCP_URL") or (f"http://{gce_host}" if gce_host else GCP_METADATA),
         }
-        numbers = {field: float(env[variable]) for field, variable in (
+        numbers = {field: _seconds(env, variable) for field, variable in (
             ("sigterm_grace_seconds", "FRAMEFLEET_SPOT_SIGTERM_GRACE_SECONDS"),
             ("gcp_notice_seconds", "FRAMEFLEET_SPOT_GCP_NOTICE_SECONDS"),
             ("aws_interval", "FRAMEFLEET_SPOT_AWS_POLL_SECONDS"),

@@ -19,7 +19,7 @@ from framefleet.processing.memory_budget import available_bytes
 from framefleet.processing.streaming import available_cores, gpu_names
 from framefleet.util.cache import cache_dir
 
-CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 """The CPU flags that decide how fast a model runs (AVX-512, VNNI for int8, bf16 and AMX)."""
 ENCODERS = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "mpeg4", "h264_nvenc", "hevc_nvenc")
 EXTRAS = {"ray": ("ray",), "azure": ("adlfs",), "s3": ("s3fs",), "gcs": ("gcsfs",),
