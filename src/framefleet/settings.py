@@ -211,6 +211,7 @@ class RunSettings:
             if value is None:
                 continue
             part, name = _FLAG_PLACES[key]
+            _check_type(key, value, _FIELD_TYPES[part or ""][name])
             if part is None:
                 top[name] = value
             else:
@@ -251,3 +252,15 @@ _FLAG_PLACES: dict[str, tuple[str | None, str]] = {
 }
 RUN_FLAG_NAMES: frozenset[str] = frozenset(_FLAG_PLACES)
 """The flat names `RunSettings.given` takes: the CLI's run flags, a service file's run keys."""
+_FIELD_TYPES: dict[str, dict[str, str]] = {
+    part: {item.name: str(item.type) for item in dataclasses.fields(kind)}
+    for part, kind in (("", RunSettings), ("options", EngineOptions), ("retry", RetryPolicy), ("ray", RayOptions),
+                       ("input_access", InputAccess))}
+"""Each settings part's field types, as annotated: what `given` checks a flag's value against."""
+
+
+def _check_type(key: str, value: Any, annotation: str) -> None:
+    """A number where the field holds one (a service file may say `workers: two`; the CLI's flags are typed)."""
+    numeric = "int" in annotation or "float" in annotation
+    if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise OptionError(f"{key} must be a number, got {value!r}")

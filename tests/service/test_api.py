@@ -328,6 +328,17 @@ def test_serve_beyond_loopback_without_a_token_exits_2_before_binding(tmp_path, 
     assert not (tmp_path / "state").exists()  # it stopped before setting anything up
 
 
+@pytest.mark.parametrize("line", ["max_attempts: many", "workers: two", "max_atempts: 3"])
+def test_a_service_file_with_a_run_setting_it_cannot_use_is_one_error_line(tmp_path, line):
+    config = tmp_path / "service.yaml"
+    config.write_text(f"engine: local\n{line}\n")
+    done = serve_command(tmp_path, "--config", str(config))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and line.split(":")[0] in lines[0], done.stderr
+    assert "serving" not in done.stderr + done.stdout
+
+
 def test_serve_refuses_a_short_token(tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("short\n")
