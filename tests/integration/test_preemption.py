@@ -88,10 +88,15 @@ class JobThread(threading.Thread):
         return self.result
 
 
-def wait_for(condition, timeout: float = 30.0, what: str = "") -> None:
+def wait_for(condition, job: JobThread | subprocess.Popen, timeout: float = 30.0, what: str = "") -> None:
+    """Wait until `condition` holds while `job` runs; a job that ends first fails the test with its error."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if isinstance(job, subprocess.Popen) and job.poll() is not None:
+            pytest.fail(f"the job ended before {what}: {job.communicate()}")
+        if isinstance(job, JobThread) and not job.is_alive():
+            pytest.fail(f"the job ended before {what}: {job.finish()}")
         time.sleep(0.05)
 
 
@@ -115,7 +120,7 @@ def test_a_notice_mid_job_gives_the_segments_that_cannot_finish_back_and_a_rerun
     settings = RunSettings(options=EngineOptions(workers=2), retry=ONE_ATTEMPT)
     job, source, output = start(tmp_path, clip, slow(0.25), settings)  # 24 frames: about 3 s a segment
     job_dir = Path(job.job_dir)
-    wait_for(lambda: len(running_segments(job_dir)) == 2, what="two segments in flight")
+    wait_for(lambda: len(running_segments(job_dir)) == 2, job, what="two segments in flight")
     time.sleep(0.8)  # some frames measured: each needs more than 2 s yet, beyond the notice's 1.5 s
     noticed = time.time()
     azure.set_azure_events(azure_event("evict-1", noticed + 1.5))
@@ -148,7 +153,7 @@ def test_a_segment_that_fits_before_the_deadline_finishes_instead_of_being_given
     settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
     job, _, _ = start(tmp_path, clip, slow(0.1), settings)  # about 1.2 s a segment
     job_dir = Path(job.job_dir)
-    wait_for(lambda: len(running_segments(job_dir)) == 1, what="a segment in flight")
+    wait_for(lambda: len(running_segments(job_dir)) == 1, job, what="a segment in flight")
     time.sleep(0.3)
     azure.set_azure_events(azure_event("evict-2", time.time() + 8))
     result = job.finish()
@@ -162,7 +167,7 @@ def test_a_notice_already_due_gives_every_lease_back_at_once_on_the_inline_engin
     settings = RunSettings(engine="inline", options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
     job, _, _ = start(tmp_path, clip, slow(0.1), settings)
     job_dir = Path(job.job_dir)
-    wait_for(lambda: len(running_segments(job_dir)) == 1, what="a segment in flight")
+    wait_for(lambda: len(running_segments(job_dir)) == 1, job, what="a segment in flight")
     time.sleep(1.0)  # most of the segment done: it would fit in a notice of a few seconds, not in none
     noticed = time.time()
     azure.set_azure_events(azure_event("evict-3", None, status="Started"))  # NotBefore empty: it has begun
@@ -220,7 +225,7 @@ def test_sigterm_as_a_notice_ends_the_cli_run_with_its_line_and_exit_code_75(tmp
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        wait_for(lambda: len(running_segments(job_dir)) == 1, what="a segment in flight")
+        wait_for(lambda: len(running_segments(job_dir)) == 1, proc, what="a segment in flight")
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)  # Kubernetes deleting the pod: 1.5 s of grace, the segment needs ~3 s
         _, stderr = proc.communicate(timeout=60)

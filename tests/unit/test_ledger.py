@@ -642,6 +642,28 @@ def test_the_file_is_in_wal_mode(ledger, db_path):
         raw.close()
 
 
+def test_processes_opening_a_new_ledger_at_the_same_moment_all_get_it(tmp_path):
+    # `framefleet status` polled while `run` creates the ledger: switching a new file to WAL takes a lock
+    # without SQLite's busy wait, so one of them failed at once with "database is locked" (a run failed so)
+    errors: list[BaseException] = []
+
+    def open_at(path, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            Ledger(path).close()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    for round_ in range(60):
+        start = threading.Barrier(4)
+        openers = [threading.Thread(target=open_at, args=(tmp_path / f"{round_}.db", start)) for _ in range(4)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    assert errors == []
+
+
 def test_a_second_ledger_reads_while_the_first_writes(ledger, make_ledger):
     ledger.add_items([ref("a"), ref("b")], now=0)
     ledger.claim("w", 60, now=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,16 +109,19 @@ _COLUMNS_ADDED = {"metrics": {"steps_s": "TEXT NOT NULL DEFAULT '{}'"},
 """Columns added since the first schema: a ledger made before gets them when opened."""
 
 
+_BUSY_SECONDS = 30.0
+"""How long a connection waits for another's lock on the ledger."""
+
 _NEARLY_FULL = 1 << 20
 """Bytes free below which an SQLite I/O error on the ledger is taken for a full disk."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """The ledger at `path`, made or brought up to date: WAL mode, the schema, the columns added since."""
-    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(path, timeout=_BUSY_SECONDS, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     with disk_full_stops_the_job(path):
-        db.execute("PRAGMA journal_mode=WAL")
+        _use_wal(db)
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(_SCHEMA)
@@ -128,6 +132,21 @@ def connect(path: Path) -> sqlite3.Connection:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         _allow_every_outcome(db)
     return db
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the ledger in WAL mode. On a new file that takes a lock SQLite does not wait for: a second process
+    opening the ledger at the same moment (`status` while `run` creates it) got "database is locked" at once,
+    so wait here as for any other lock."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if (exc.sqlite_errorcode & 0xFF) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _allow_every_outcome(db: sqlite3.Connection) -> None:
