@@ -2,7 +2,7 @@
 
 `watch_notices` runs a `framefleet.spot.NoticeWatcher` for the life of a run (configured from the
 FRAMEFLEET_SPOT_* variables, docs/reliability.md) and hands each notice with a deadline to the scheduler
-(`Scheduler.preempt`). The scheduler then claims nothing more and, for each task in flight, asks
+(`NoticeResponse.preempt`). The scheduler then claims nothing more and, for each task in flight, asks
 `seconds_needed`: a task predicted to finish before the deadline (from the fps its worker measured, the
 frames its segment holds, times `slack`, plus `margin_seconds`) finishes; any other is given back at once as
 `preempted` (its worker is killed). Whatever still runs `margin_seconds / 2` before the deadline is given
@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from framefleet.jobs.transitions import TaskKind
+from framefleet.engines.slots import WorkerSlot
+from framefleet.jobs.reads import LedgerReads
+from framefleet.jobs.transitions import Task, TaskKind
 from framefleet.spot import Notice, NoticeWatcher, WatchSettings
 
 log = logging.getLogger("framefleet.spot")
@@ -66,6 +69,73 @@ def seconds_needed(flight: InFlight, policy: PreemptionPolicy, job_fps: float = 
         return None
     left = max(flight.frames_expected - flight.frames_done, 1)  # at least the frame under way
     return left / fps * policy.slack + policy.margin_seconds
+
+
+class NoticeResponse:
+    """A scheduler's answer to preemption notices: which tasks in flight finish and which are given back.
+
+    `preempt` takes this node's notice from any thread; the scheduler acts on it at its next turn (`due`,
+    `act`). On Ray a worker's node gets its own notice (`act_for_worker`): that worker alone is affected.
+    """
+
+    def __init__(self, policy: PreemptionPolicy, reads: LedgerReads,
+                 give_back: Callable[[str, Task, str], None]) -> None:
+        self.policy, self._reads, self._give_back = policy, reads, give_back
+        """`give_back(worker, task, message)` kills the worker and records its task `preempted`."""
+        self._incoming: Notice | None = None
+        self.notice: Notice | None = None
+        """This node's notice, once acted on."""
+        self.given_back = 0
+        """Tasks given back as `preempted`."""
+
+    def preempt(self, notice: Notice) -> None:
+        """A preemption notice for this node, from any thread: acted on at the scheduler's next turn."""
+        self._incoming = notice
+
+    def due(self) -> Notice | None:
+        """The node's notice, when it came and has not been acted on yet."""
+        return self._incoming if self.notice is None else None
+
+    def act(self, notice: Notice, slots: dict[str, WorkerSlot]) -> None:
+        """Let each running task that fits before the deadline finish; give the others back now."""
+        self.notice = notice
+        for name, slot in list(slots.items()):
+            self._finish_or_give_back(name, slot, notice, notice.seconds_left())
+
+    def act_for_worker(self, name: str, slot: WorkerSlot, notice: Notice, drop: Callable[[str], None]) -> None:
+        """A worker's node got a notice (deadline on the wall clock: the node's monotonic clock is not ours):
+        it takes no more tasks; its task finishes if it fits, else is given back; an idle one is dropped."""
+        if slot.leaving_at is not None or notice.deadline_wall is None:
+            return
+        slot.leaving_at = notice.deadline_wall
+        if slot.task is None:
+            drop(name)
+        else:
+            self._finish_or_give_back(name, slot, notice, max(0.0, notice.deadline_wall - time.time()))
+
+    def deadline_near(self) -> bool:
+        """Whether this node's deadline is half a margin away or past: what still runs goes back now."""
+        deadline = self.notice.deadline_monotonic if self.notice is not None else None
+        return deadline is not None and time.monotonic() >= deadline - self.policy.margin_seconds / 2
+
+    def leaving_now(self, slot: WorkerSlot, now: float) -> bool:
+        """Whether `slot`'s node deadline is half a margin away or past (`now`: `time.time()`)."""
+        return slot.leaving_at is not None and now >= slot.leaving_at - self.policy.margin_seconds / 2
+
+    def _finish_or_give_back(self, name: str, slot: WorkerSlot, notice: Notice, left: float) -> None:
+        task = slot.task
+        if task is None:
+            return
+        flight = InFlight(task.kind, slot.frames, self._reads.task_frames(task), time.time() - slot.started)
+        needed = None if notice.immediate else seconds_needed(flight, self.policy, self._reads.segment_fps())
+        if needed is not None and needed <= left:
+            log.warning("preemption notice: %s %s %d finishes (needs about %.1f s of %.1f s left)",
+                        task.uri, task.kind, task.seq, needed, left)
+            return
+        why = ("no time left" if notice.immediate else "its speed or frame count unknown" if needed is None
+               else f"needs about {needed:.1f} s")
+        self._give_back(name, task, f"given back on a {notice.cloud} {notice.kind} notice "
+                        f"({left:.1f} s left, {why})")
 
 
 class Preemptible(Protocol):

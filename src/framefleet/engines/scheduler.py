@@ -13,7 +13,7 @@ as events. The scheduler owns the policy:
   say), the job stops with an error that says so, instead of waiting silently;
 - on a stop request (`request_stop`, or the `stop` event set) it claims nothing more, lets running tasks
   finish for `grace_seconds`, then releases what is left (infrastructure losses) and returns;
-- on a preemption notice (`preempt`) it claims nothing more, lets the running tasks that fit before the
+- on a preemption notice (`notices.preempt`) it claims nothing more, lets the running tasks that fit before the
   deadline finish and gives the others back at once as `preempted` (`framefleet.engines.preemption`).
 
 Workers are started only while the ledger holds unfinished work. A batch run returns when no work is
@@ -30,13 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from framefleet.engines.preemption import InFlight, PreemptionPolicy, seconds_needed
+from framefleet.engines.preemption import NoticeResponse, PreemptionPolicy
+from framefleet.engines.slots import WorkerSlot
 from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
-from framefleet.files.temporary import remove_stale_temporaries
 from framefleet.jobs.reads import LedgerReads
-from framefleet.jobs.records import records_path
 from framefleet.jobs.store import Ledger
-from framefleet.jobs.task import TaskRequest, TaskResult, task_target
+from framefleet.jobs.task import TaskRequest, TaskResult, remove_task_temporaries
 from framefleet.jobs.transitions import Task
 from framefleet.settings import EngineOptions
 from framefleet.spot.notices import Notice
@@ -154,20 +153,6 @@ class WorkerPool(Protocol):
 
 
 @dataclass
-class _Slot:
-    ready: bool = False
-    task: Task | None = None
-    started: float = 0.0
-    last_activity: float = 0.0
-    last_renewal: float = 0.0
-    frames: int = 0
-    """Frames the task reported so far."""
-    leaving_at: float | None = None
-    """Its node's preemption deadline (`time.time()` seconds): it takes no more tasks, and what it runs is
-    given back just before then."""
-
-
-@dataclass
 class Scheduler:
     """Runs a job's unfinished tasks on `pool` until none is left (unless `standing`) or a stop comes."""
 
@@ -186,7 +171,7 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         self.reads = LedgerReads(self.ledger)
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, WorkerSlot] = {}
         self._stop_requested_at: float | None = None
         self._stop_now = False
         self._idle_since: float | None = None
@@ -197,15 +182,8 @@ class Scheduler:
         self._lease_seconds = max(60.0, 2 * self.options.hang_timeout)
         job = self.ledger.job()
         self._fingerprint = job.fingerprint if job is not None else None
-        self._notice_in: Notice | None = None
-        self.notice: Notice | None = None
-        """The preemption notice acted on, if one came."""
-        self.given_back = 0
-        """Tasks given back as `preempted`."""
-
-    def preempt(self, notice: Notice) -> None:
-        """A preemption notice for this node, from any thread: acted on at the scheduler's next turn."""
-        self._notice_in = notice
+        self.notices = NoticeResponse(self.preemption, self.reads, self._give_back)
+        """This node's preemption notices (`notices.preempt`, from any thread) and what became of them."""
 
     def request_stop(self, *, now: bool = False) -> None:
         """Stop claiming work; running tasks get `grace_seconds` to finish, or none when `now` (a second Ctrl-C)."""
@@ -227,8 +205,9 @@ class Scheduler:
             while True:
                 if self.stop is not None and self.stop.is_set():
                     self.request_stop()
-                if self._notice_in is not None and self.notice is None:
-                    self._act_on_notice(self._notice_in)
+                notice = self.notices.due()
+                if notice is not None:
+                    self._act_on_notice(notice)
                 unfinished = self.ledger.has_unfinished()
                 if self._stop_requested_at is None:
                     self._spawn_wanted(unfinished)
@@ -239,7 +218,7 @@ class Scheduler:
                 if not busy and (self._stop_requested_at is not None or done):
                     break
                 if self._stopping_too_long():
-                    if self.notice is not None:
+                    if self.notices.notice is not None:
                         self._abandon_running("preempted", "the node's preemption deadline came before this task "
                                               "finished")
                     else:
@@ -265,7 +244,7 @@ class Scheduler:
         """Start workers up to `workers` (new ones, or replacements of lost ones) while there is work."""
         if unfinished:
             while len(self._slots) < self.workers:
-                self._slots[self.pool.spawn()] = _Slot()
+                self._slots[self.pool.spawn()] = WorkerSlot()
 
     def _release_idle(self, busy: bool, unfinished: bool) -> None:
         """In a standing run, stop every worker once there has been no work for `idle_seconds`."""
@@ -287,13 +266,8 @@ class Scheduler:
             task = self.ledger.claim(name, self._lease_seconds, now)
             if task is None:
                 return
-            request = TaskRequest(
-                task_id=task.id, lease_id=task.lease_id, kind=task.kind, item_id=task.item_id, seq=task.seq,
-                uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
-                parts_dir=self.parts_dir,
-                segments=self.reads.segment_count(task.item_id) if task.kind == "join" else 0,
-                input_size=task.input_size, input_version=task.input_version, job_fingerprint=self._fingerprint,
-            )
+            segments = self.reads.segment_count(task.item_id) if task.kind == "join" else 0
+            request = TaskRequest.of(task, self.parts_dir, segments=segments, job_fingerprint=self._fingerprint)
             if not self.pool.submit(name, request):
                 self.ledger.fail(task, "lost", error_type="WorkerLost", message="the worker went away before the task")
                 continue
@@ -320,7 +294,7 @@ class Scheduler:
             if slot.leaving_at is not None:
                 self._drop(event.worker)  # its node goes: a replacement starts elsewhere
         elif isinstance(event, Noticed):
-            self._act_on_node_notice(event.worker, slot, event.notice)
+            self.notices.act_for_worker(event.worker, slot, event.notice, self._drop)
         elif isinstance(event, Errored) and slot.task is not None and event.error_type == "Preempted":
             self._abandon(event.worker, slot.task, "preempted", event.message)  # it refused the task
         elif isinstance(event, Errored) and slot.task is not None:
@@ -332,7 +306,7 @@ class Scheduler:
         elif isinstance(event, Died):
             del self._slots[event.worker]
             if slot.task is not None:
-                self._remove_temporaries(slot.task)
+                remove_task_temporaries(slot.task, self.parts_dir)
                 self.ledger.fail(slot.task, event.outcome, error_type=event.error_type, message=event.message,
                                  now=now)
             elif not slot.ready:
@@ -348,8 +322,8 @@ class Scheduler:
         for name, slot in list(self._slots.items()):
             if slot.task is None:
                 continue
-            if slot.leaving_at is not None and now >= slot.leaving_at - self.preemption.margin_seconds / 2:
-                self._abandon(name, slot.task, "preempted", "its node's preemption deadline came before it finished")
+            if self.notices.leaving_now(slot, now):
+                self._give_back(name, slot.task, "its node's preemption deadline came before it finished")
                 continue
             silent = now - slot.last_activity
             if silent > self.options.hang_timeout:
@@ -359,7 +333,7 @@ class Scheduler:
             else:
                 continue
             self._drop(name)
-            self._remove_temporaries(slot.task)
+            remove_task_temporaries(slot.task, self.parts_dir)
             self.ledger.fail(slot.task, "hung", error_type="limit:time", message=f"the worker hung ({reason})", now=now)
 
     def _check_stall(self) -> None:
@@ -386,8 +360,8 @@ class Scheduler:
                 slot.last_renewal = now
 
     def _stopping_too_long(self) -> bool:
-        if self.notice is not None and self.notice.deadline_monotonic is not None:
-            return time.monotonic() >= self.notice.deadline_monotonic - self.preemption.margin_seconds / 2
+        if self.notices.notice is not None:
+            return self.notices.deadline_near()
         return self._stop_requested_at is not None and (
             self._stop_now or time.monotonic() - self._stop_requested_at > self.options.grace_seconds)
 
@@ -397,62 +371,25 @@ class Scheduler:
                 self._abandon(name, slot.task, outcome, message)
 
     def _act_on_notice(self, notice: Notice) -> None:
-        """This node's notice: claim nothing more; let each running task that fits before the deadline
-        finish, give the others back now as `preempted` (their workers killed)."""
-        self.notice = notice
+        """This node's notice: claim nothing more; each running task finishes or is given back."""
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
         self._progress.stopping = True
-        for name, slot in list(self._slots.items()):
-            self._finish_or_give_back(name, slot, notice, notice.seconds_left())
+        self.notices.act(notice, self._slots)
 
-    def _act_on_node_notice(self, name: str, slot: _Slot, notice: Notice) -> None:
-        """A worker's node got a notice (deadline on the wall clock: the node's monotonic clock is not ours):
-        it takes no more tasks; its task finishes if it fits, else is given back; an idle one goes now."""
-        if slot.leaving_at is not None or notice.deadline_wall is None:
-            return
-        slot.leaving_at = notice.deadline_wall
-        if slot.task is None:
-            self._drop(name)
-        else:
-            self._finish_or_give_back(name, slot, notice, max(0.0, notice.deadline_wall - time.time()))
-
-    def _finish_or_give_back(self, name: str, slot: _Slot, notice: Notice, left: float) -> None:
-        task = slot.task
-        if task is None:
-            return
-        flight = InFlight(task.kind, slot.frames, self.reads.task_frames(task), time.time() - slot.started)
-        needed = None if notice.immediate else seconds_needed(flight, self.preemption, self.reads.segment_fps())
-        if needed is not None and needed <= left:
-            log.warning("preemption notice: %s %s %d finishes (needs about %.1f s of %.1f s left)",
-                        task.uri, task.kind, task.seq, needed, left)
-            return
-        why = ("no time left" if notice.immediate else "its speed or frame count unknown" if needed is None
-               else f"needs about {needed:.1f} s")
-        self._abandon(name, task, "preempted", f"given back on a {notice.cloud} {notice.kind} notice "
-                      f"({left:.1f} s left, {why})")
+    def _give_back(self, name: str, task: Task, message: str) -> None:
+        self._abandon(name, task, "preempted", message)
 
     def _abandon(self, name: str, task: Task, outcome: Literal["interrupted", "preempted"], message: str) -> None:
         """Kill the worker running `task` and give its lease back with `outcome`."""
         self._drop(name)
-        self._remove_temporaries(task)
+        remove_task_temporaries(task, self.parts_dir)
         self.ledger.fail(task, outcome, error_type=outcome.capitalize(), message=message)
-        self.given_back += outcome == "preempted"
+        self.notices.given_back += outcome == "preempted"
 
     def _drop(self, name: str) -> None:
         self.pool.kill(name)
         self._slots.pop(name, None)
-
-    def _remove_temporaries(self, task: Task) -> None:
-        """Delete the temporary files a worker that died or was killed in `task` left beside its targets.
-
-        A retry would delete it too, but an item that ends failed (crashes or hangs on every attempt) gets
-        none. Only for a dead worker's task: while the task's lease is held, nobody else writes that target.
-        """
-        target = task_target(task, self.parts_dir)
-        if target is not None:
-            remove_stale_temporaries(target)
-            remove_stale_temporaries(records_path(target))
 
     # -- reporting -------------------------------------------------------------------------------
 

@@ -146,12 +146,12 @@ def run(
                               standing=standing, stop=stop)
         # The run's process is the node for the local and inline engines: it watches for preemption notices.
         with _stop_on_signals(scheduler, enabled=handle_signals), \
-                watch_notices(scheduler, enabled=settings.engine != "ray" and not standing):
+                watch_notices(scheduler.notices, enabled=settings.engine != "ray" and not standing):
             finished = scheduler.run()
         frames, _ = LedgerReads(ledger).frames()
         # A stop that came when nothing was left to do (or while the last task finished) interrupted nothing.
         interrupted = not finished and (standing or ledger.unfinished() > 0)
-        preempted = scheduler.given_back if interrupted and scheduler.notice is not None else None
+        preempted = scheduler.notices.given_back if interrupted and scheduler.notices.notice is not None else None
         return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(), frames=frames,
                          seconds=time.perf_counter() - started, interrupted=interrupted,
                          skipped=found.skipped if found else [], refused=found.refused if found else {},

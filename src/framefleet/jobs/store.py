@@ -30,12 +30,16 @@ from framefleet.jobs.schema import SCHEMA_VERSION, connect, write_transaction
 from framefleet.jobs.transitions import (
     Outcome,
     Task,
+    add_item,
+    adopt_item,
     after_segment,
     close_attempt,
     finish_item,
     holds_lease,
     plan_segments,
+    record_metrics,
     release,
+    retry_item,
 )
 from framefleet.settings import RetryPolicy
 
@@ -168,30 +172,7 @@ class Ledger:
         changed = 0
         with self._write() as db:
             for uri, relpath, size, version, output_uri in refs:
-                row = db.execute("SELECT id, version FROM items WHERE uri = ?", (uri,)).fetchone()
-                if row is not None and row["version"] == version:
-                    continue
-                if row is not None:  # the file changed since it was recorded: a new version
-                    db.execute("DELETE FROM metrics WHERE item_id = ?", (row["id"],))
-                    db.execute("DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE item_id = ?)",
-                               (row["id"],))
-                    db.execute("DELETE FROM tasks WHERE item_id = ?", (row["id"],))
-                    db.execute(
-                        "UPDATE items SET size = ?, version = ?, state = 'pending', error = NULL, frames = NULL, "
-                        "finished = NULL, adopted = 0 WHERE id = ?",
-                        (size, version, row["id"]),
-                    )
-                    item_id = row["id"]
-                else:
-                    item_id = db.execute(
-                        "INSERT INTO items (uri, relpath, size, version, output_uri, state, created) "
-                        "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                        (uri, relpath, size, version, output_uri, now),
-                    ).lastrowid
-                db.execute(
-                    "INSERT INTO tasks (item_id, kind, seq, state) VALUES (?, 'probe', 0, 'pending')", (item_id,)
-                )
-                changed += 1
+                changed += add_item(db, uri, relpath, size, version, output_uri, now)
         return changed
 
     def items(self, state: str | None = None) -> list[Item]:
@@ -287,16 +268,10 @@ class Ledger:
                 (outcome_json(result) if result is not None else None, task.id),
             )
             if metrics is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO metrics (task_id, item_id, finished, frames, seconds, decode_s, ops_s, "
-                    "encode_s, upload_s, bytes_in, bytes_out, steps_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (task.id, task.item_id, now, int(metrics.frames), metrics.seconds, metrics.decode_s,
-                     metrics.ops_s, metrics.encode_s, metrics.upload_s, int(metrics.bytes_in),
-                     int(metrics.bytes_out), json.dumps(metrics.steps_s)),
-                )
+                record_metrics(db, task, metrics, now)
             probe = result if isinstance(result, ProbeResult) else ProbeResult()
             if task.kind == "probe" and probe.adopted is not None:
-                _adopt_item(db, task.item_id, probe, now)
+                adopt_item(db, task.item_id, probe, now)
             elif task.kind == "probe":
                 plan_segments(db, task, segments or [Segment(None, None)], probe)
             elif task.kind == "segment":
@@ -333,18 +308,7 @@ class Ledger:
         with self._write() as db:
             ids = [r["id"] for r in db.execute("SELECT id FROM items WHERE state = 'failed'")]
             for item_id in ids:
-                db.execute(
-                    "UPDATE tasks SET state = 'pending', input_failures = 0, crashes = 0, not_before = 0 "
-                    "WHERE item_id = ? AND state IN ('failed', 'cancelled') AND kind != 'join'",
-                    (item_id,),
-                )
-                db.execute(
-                    "UPDATE tasks SET state = 'waiting', input_failures = 0, crashes = 0, not_before = 0 "
-                    "WHERE item_id = ? AND state IN ('failed', 'cancelled') AND kind = 'join'",
-                    (item_id,),
-                )
-                db.execute("UPDATE items SET state = 'pending', error = NULL, finished = NULL WHERE id = ?", (item_id,))
-                after_segment(db, item_id, now)
+                retry_item(db, item_id, now)
         return len(ids)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -372,10 +336,3 @@ class Ledger:
     def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         """A read on the ledger's connection (the read queries live in `framefleet.jobs.reads`)."""
         return self._db.execute(sql, parameters)
-
-
-def _adopt_item(db: sqlite3.Connection, item_id: int, probe: ProbeResult, now: float) -> None:
-    """A probe found the item's output already committed with a matching manifest: the item is done, with
-    the manifest's frames, and nothing else runs."""
-    db.execute("UPDATE items SET frames = ?, adopted = 1 WHERE id = ?", (probe.frames, item_id))
-    finish_item(db, item_id, now)

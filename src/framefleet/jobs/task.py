@@ -72,6 +72,14 @@ class TaskRequest:
     def input(self) -> InputFingerprint:
         return InputFingerprint(self.uri, self.input_size, self.input_version)
 
+    @classmethod
+    def of(cls, task: Task, parts_dir: str, *, segments: int = 0, job_fingerprint: str | None = None) -> TaskRequest:
+        """The request for a claimed `task` (`segments`: for a join, how many it joins)."""
+        return cls(task_id=task.id, lease_id=task.lease_id, kind=task.kind, item_id=task.item_id, seq=task.seq,
+                   uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
+                   parts_dir=parts_dir, segments=segments, input_size=task.input_size,
+                   input_version=task.input_version, job_fingerprint=job_fingerprint)
+
 
 @dataclass
 class TaskResult:
@@ -137,6 +145,18 @@ def task_target(task: TaskRequest | Task, parts_dir: str) -> Path | None:
         suffix = Path(task.output_uri.rsplit("/", 1)[-1]).suffix
         return scratch_dir(parts_dir) / f"item-{task.item_id}" / f"output{suffix}"
     return part_path(parts_dir, task.item_id, task.seq)
+
+
+def remove_task_temporaries(task: Task, parts_dir: str) -> None:
+    """Delete the temporary files a worker that died or was killed in `task` left beside its targets.
+
+    A retry would delete them too, but an item that ends failed (crashes or hangs on every attempt) gets
+    none. Only for a dead worker's task: while the task's lease is held, nobody else writes that target.
+    """
+    target = task_target(task, parts_dir)
+    if target is not None:
+        remove_stale_temporaries(target)
+        remove_stale_temporaries(records_path(target))
 
 
 def run_task(

@@ -6,11 +6,12 @@ last segment makes the join ready, the item is done). Functions of an open SQLit
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
-from framefleet.jobs.results import ProbeResult, Segment
+from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
 from framefleet.settings import RetryPolicy
 from framefleet.util.redact import redact
 
@@ -143,9 +144,60 @@ def after_segment(db: sqlite3.Connection, item_id: int, now: float) -> None:
     if not has_join and not joins:
         finish_item(db, item_id, now)
 
+
 def finish_item(db: sqlite3.Connection, item_id: int, now: float) -> None:
     """Mark an item done."""
     db.execute("UPDATE items SET state = 'done', error = NULL, finished = ? WHERE id = ?", (now, item_id))
+
+
+def add_item(db: sqlite3.Connection, uri: str, relpath: str, size: int | None, version: str | None,
+             output_uri: str, now: float) -> bool:
+    """Add an item with its probe task; a known `uri` with a new version starts over (its tasks, attempts and
+    metrics go). False when the item is known at this version: nothing changes."""
+    row = db.execute("SELECT id, version FROM items WHERE uri = ?", (uri,)).fetchone()
+    if row is not None and row["version"] == version:
+        return False
+    if row is not None:  # the file changed since it was recorded: a new version
+        item_id = row["id"]
+        db.execute("DELETE FROM metrics WHERE item_id = ?", (item_id,))
+        db.execute("DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE item_id = ?)", (item_id,))
+        db.execute("DELETE FROM tasks WHERE item_id = ?", (item_id,))
+        db.execute("UPDATE items SET size = ?, version = ?, state = 'pending', error = NULL, frames = NULL, "
+                   "finished = NULL, adopted = 0 WHERE id = ?", (size, version, item_id))
+    else:
+        item_id = db.execute("INSERT INTO items (uri, relpath, size, version, output_uri, state, created) "
+                             "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                             (uri, relpath, size, version, output_uri, now)).lastrowid
+    db.execute("INSERT INTO tasks (item_id, kind, seq, state) VALUES (?, 'probe', 0, 'pending')", (item_id,))
+    return True
+
+
+def record_metrics(db: sqlite3.Connection, task: Task, metrics: TaskMetrics, now: float) -> None:
+    """Keep a finished task's metrics (one row per task: a later attempt's replace an earlier one's)."""
+    db.execute(
+        "INSERT OR REPLACE INTO metrics (task_id, item_id, finished, frames, seconds, decode_s, ops_s, "
+        "encode_s, upload_s, bytes_in, bytes_out, steps_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (task.id, task.item_id, now, int(metrics.frames), metrics.seconds, metrics.decode_s, metrics.ops_s,
+         metrics.encode_s, metrics.upload_s, int(metrics.bytes_in), int(metrics.bytes_out),
+         json.dumps(metrics.steps_s)),
+    )
+
+
+def adopt_item(db: sqlite3.Connection, item_id: int, probe: ProbeResult, now: float) -> None:
+    """A probe found the item's output already committed with a matching manifest: the item is done, with
+    the manifest's frames, and nothing else runs."""
+    db.execute("UPDATE items SET frames = ?, adopted = 1 WHERE id = ?", (probe.frames, item_id))
+    finish_item(db, item_id, now)
+
+
+def retry_item(db: sqlite3.Connection, item_id: int, now: float) -> None:
+    """Put a failed item back: its failed and cancelled tasks run again with fresh budgets (its join waits
+    for its segments again)."""
+    for kinds, state in (("kind != 'join'", "pending"), ("kind = 'join'", "waiting")):
+        db.execute(f"UPDATE tasks SET state = '{state}', input_failures = 0, crashes = 0, not_before = 0 "
+                   f"WHERE item_id = ? AND state IN ('failed', 'cancelled') AND {kinds}", (item_id,))
+    db.execute("UPDATE items SET state = 'pending', error = NULL, finished = NULL WHERE id = ?", (item_id,))
+    after_segment(db, item_id, now)
 
 
 def _redacted(text: str | None) -> str | None:

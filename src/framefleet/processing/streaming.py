@@ -304,7 +304,6 @@ class FrameProcessor:
         started = time.perf_counter()
         info = info or probe(source, keyframes=False, limits=self.limits)
         timers = StageTimes()
-        frames = 0
         width, height = chain_output_size(self.ops, info.width, info.height)
         recorder = None if records is None else RecordsWriter(
             Path(records), input_uri=input_uri or str(source), time_base=info.time_base)
@@ -314,34 +313,12 @@ class FrameProcessor:
                              expects_sdr=expects_sdr(self.ops), hdr=encode.hdr)
         with VideoReader(source, video_stream=info.video_index, hwaccel=self.hwaccel, strict=self.strict,
                          limits=self.limits, to_sdr=colour.to_sdr,
-                         deep=self._reads_deep(colour, info, str(input_uri or source))) as reader, self._writer(
+                         deep=self._reads_deep(colour, info, str(input_uri or source))) as reader, _video_writer(
                 source, output, info, (width, height), encode, carry, colour) as writer:
             blend = (temporal_filter(self.temporal, self.temporal_strength) if writer is not None
                      and any(op.writes_frames for op in self.ops) else None)
-            preroll_until = (start_pts if blend is not None and not any(op.writes_records for op in self.ops)
-                             else None)
-            read_from = (start_pts if preroll_until is None
-                         else preroll_until - preroll_frames(blend.strength) * reader.frame_ticks)
-            batches = reader.batches(max(op.batch_size for op in self.ops), read_from, end_pts)
-            prepare = writer.prepare if writer is not None and blend is None else None
-            for batch, prepared, steps in self._overlapped(batches, timers, prepare, blend, (width, height)):
-                t0 = time.perf_counter()
-                if blend is not None and writer is not None:  # in decode order, before the encoder's conversion
-                    batch = batch.with_frames(blend(steps, batch.frames))
-                    if preroll_until is not None and batch.pts[0] < preroll_until:
-                        kept = batch.pts >= preroll_until  # pre-roll frames only set the blend up
-                        if not kept.any():
-                            continue
-                        batch = batch.subset(kept)
-                    prepared = writer.prepare(batch)
-                if writer is not None:
-                    writer.write_prepared(prepared)
-                if recorder is not None:
-                    recorder.write(batch.records)
-                timers.encode += time.perf_counter() - t0
-                frames += len(batch)
-                if progress:
-                    progress(len(batch))
+            frames = self._write_batches(reader, writer, recorder, blend, (width, height), timers, start_pts,
+                                         end_pts, progress)
             claimed = info.video.frames_header if start_pts is None and end_pts is None else None
             if self.strict and claimed and frames < claimed - INDEX_SLACK:
                 raise CorruptVideoError(f"{source}: corrupt video, truncated: its index lists {claimed} frames "
@@ -351,33 +328,51 @@ class FrameProcessor:
             t0 = time.perf_counter()
         timers.encode += time.perf_counter() - t0  # flush, carried streams and rename happen on exit
         result = StreamResult(
-            input=str(source),
-            output=str(output) if output is not None else "",
-            frames=frames,
-            width=width,
-            height=height,
-            seconds=time.perf_counter() - started,
-            decode_seconds=timers.decode,
-            ops_seconds=timers.ops,
-            encode_seconds=timers.encode,
-            step_seconds=dict(timers.steps),
-            sessions=self.plan.sessions,
-            device=self.plan.device.kind,
-            runtime=self.runtime,
-            carried=writer.carried if writer is not None else [],
-            records=recorder.rows if recorder is not None else 0,
-            decoder=reader.decoder,
-            encoder=writer.codec if writer is not None else "",
-            temporal=self.temporal if blend is not None else "none",
-            frames_claimed=claimed,
-            decode_errors=reader.decode_errors,
-            cut_short=reader.cut_short,
-            frames_dropped=reader.frames_dropped,
+            input=str(source), output=str(output) if output is not None else "", frames=frames, width=width,
+            height=height, seconds=time.perf_counter() - started, decode_seconds=timers.decode,
+            ops_seconds=timers.ops, encode_seconds=timers.encode, step_seconds=dict(timers.steps),
+            sessions=self.plan.sessions, device=self.plan.device.kind, runtime=self.runtime,
+            carried=writer.carried if writer is not None else [], records=recorder.rows if recorder is not None else 0,
+            decoder=reader.decoder, encoder=writer.codec if writer is not None else "",
+            temporal=self.temporal if blend is not None else "none", frames_claimed=claimed,
+            decode_errors=reader.decode_errors, cut_short=reader.cut_short, frames_dropped=reader.frames_dropped,
             colour=colour.describe(),
         )
         if result.damaged:
             log.warning("%s: partly damaged input: %s; kept every frame that decodes", source, result.damage())
         return result
+
+    def _write_batches(self, reader: VideoReader, writer: VideoWriter | None, recorder: RecordsWriter | None,
+                       blend: TemporalBlend | None, size: tuple[int, int], timers: StageTimes,
+                       start_pts: int | None, end_pts: int | None, progress: ProgressCallback | None) -> int:
+        """Decode the frames start_pts <= pts < end_pts, run the ops (and `blend`, pre-rolled from before
+        `start_pts`) and write the outputs of `size` in order. Returns the frames written."""
+        frames = 0
+        preroll_until = (start_pts if blend is not None and not any(op.writes_records for op in self.ops)
+                         else None)
+        read_from = (start_pts if preroll_until is None
+                     else preroll_until - preroll_frames(blend.strength) * reader.frame_ticks)
+        batches = reader.batches(max(op.batch_size for op in self.ops), read_from, end_pts)
+        prepare = writer.prepare if writer is not None and blend is None else None
+        for batch, prepared, steps in self._overlapped(batches, timers, prepare, blend, size):
+            t0 = time.perf_counter()
+            if blend is not None and writer is not None:  # in decode order, before the encoder's conversion
+                batch = batch.with_frames(blend(steps, batch.frames))
+                if preroll_until is not None and batch.pts[0] < preroll_until:
+                    kept = batch.pts >= preroll_until  # pre-roll frames only set the blend up
+                    if not kept.any():
+                        continue
+                    batch = batch.subset(kept)
+                prepared = writer.prepare(batch)
+            if writer is not None:
+                writer.write_prepared(prepared)
+            if recorder is not None:
+                recorder.write(batch.records)
+            timers.encode += time.perf_counter() - t0
+            frames += len(batch)
+            if progress:
+                progress(len(batch))
+        return frames
 
     def _reads_deep(self, colour: ColourPlan, info: VideoInfo, name: str) -> bool:
         """Whether the ops get 16-bit RGB: the output keeps more than 8 bits and every op reading pixels takes
@@ -390,33 +385,6 @@ class FrameProcessor:
             log.info("%s: %s work%s on 8-bit pixels, so the %d-bit output holds 8 bits of precision", name,
                      ", ".join(shallow), "s" * (len(shallow) == 1), colour.bits)
         return not shallow
-
-    def _writer(self, source: VideoSource, output: str | os.PathLike[str] | None, info: VideoInfo,
-                size: tuple[int, int], encode: EncodeOptions, carry: bool,
-                colour: ColourPlan) -> contextlib.AbstractContextManager[VideoWriter | None]:
-        """The video writer of `output` at `size`, the ops' output size, in `colour` (a null context for no
-        output)."""
-        if output is None:
-            return contextlib.nullcontext()
-        width, height = size
-        video_format = VideoFormat(
-            time_base=info.time_base,
-            average_rate=info.average_rate,
-            colorspace=colour.colorspace or effective_colorspace(info.colorspace, height),
-            color_primaries=colour.color_primaries or info.color_primaries,
-            color_trc=colour.color_trc or info.color_trc,
-            colour=colour,
-        )
-        return VideoWriter(
-            Path(output),
-            width=width,
-            height=height,
-            video_format=video_format,
-            options=encode,
-            carry_from=source if carry else None,
-            carry_skip_index=info.video_index,
-            offset=Fraction(info.start_time or 0).limit_denominator(1_000_000),
-        )
 
     def _overlapped(self, batches: Iterator[FrameBatch], timers: StageTimes,
                     prepare: Callable[[FrameBatch], list] | None, blend: TemporalBlend | None,
@@ -497,6 +465,34 @@ class FrameProcessor:
             in_flight.put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             in_flight.put(exc)
+
+
+def _video_writer(source: VideoSource, output: str | os.PathLike[str] | None, info: VideoInfo,
+                  size: tuple[int, int], encode: EncodeOptions, carry: bool,
+                  colour: ColourPlan) -> contextlib.AbstractContextManager[VideoWriter | None]:
+    """The video writer of `output` at `size`, the ops' output size, in `colour` (a null context for no
+    output)."""
+    if output is None:
+        return contextlib.nullcontext()
+    width, height = size
+    video_format = VideoFormat(
+        time_base=info.time_base,
+        average_rate=info.average_rate,
+        colorspace=colour.colorspace or effective_colorspace(info.colorspace, height),
+        color_primaries=colour.color_primaries or info.color_primaries,
+        color_trc=colour.color_trc or info.color_trc,
+        colour=colour,
+    )
+    return VideoWriter(
+        Path(output),
+        width=width,
+        height=height,
+        video_format=video_format,
+        options=encode,
+        carry_from=source if carry else None,
+        carry_skip_index=info.video_index,
+        offset=Fraction(info.start_time or 0).limit_denominator(1_000_000),
+    )
 
 
 def _tear_down(instances: queue.Queue[list[Op]]) -> None:
