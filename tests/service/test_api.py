@@ -33,6 +33,7 @@ from starlette.routing import Mount, Route
 
 from framefleet.errors import OptionError
 from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics
+from framefleet.jobs.spec import JobSpec
 from framefleet.jobs.view import JobView, job_status
 from framefleet.service.api import create_app
 from framefleet.service.auth import COOKIE, TOKEN_ENV, check_listen, session_value
@@ -531,6 +532,36 @@ def test_a_restarted_service_runs_a_submitted_job_with_the_settings_it_first_ran
         [failure] = view.failures()
     assert settings["options"]["workers"] == 1 and settings["retry"]["max_attempts"] == 1
     assert failure.uri == str(inputs / "bad.mp4") and failure.attempts == 2  # one try per run, not 1 + 3
+
+
+def test_a_job_queued_before_a_restart_with_other_settings_runs_with_those_of_its_submission(tmp_path, allowed,
+                                                                                           inputs):
+    """The registry keeps the submitted job as a JobSpec, settings included: a job still queued when the
+    service restarts with other settings runs as it was submitted (it ran with the new ones before)."""
+    config = {"state_dir": tmp_path / "state", "allow": (str(allowed),), "run": RunSettings().given(max_attempts=1)}
+    queued = Service(ServiceConfig(**config))  # never started: the job stays queued
+    record, _ = queued.submit([str(inputs)], str(allowed / "out"), dict(IDENTITY))
+    queued.registry.close()
+    assert JobSpec.from_dict(record.spec["job"]).settings.retry.max_attempts == 1
+    with running_service(tmp_path, run=RunSettings().given(workers=1, max_attempts=3)) as (client, service):
+        job = wait_state(client, record.id, ("finished", "error", "cancelled"))
+        assert job["state"] == "finished" and job["pipeline"] == IDENTITY and job["inputs"] == [str(inputs)]
+        job_dir = service.job_dir(service.job(record.id)).path
+    with JobView.open(job_dir) as view:
+        assert view.status().settings["retry"]["max_attempts"] == 1
+        [failure] = view.failures()
+    assert failure.attempts == 1
+
+
+def test_a_job_recorded_by_an_earlier_registry_still_runs(tmp_path, allowed, inputs):
+    """A registry written before it kept JobSpecs holds the inputs, output and pipeline options."""
+    with running_service(tmp_path, run=RunSettings().given(workers=1, max_attempts=1)) as (client, service):
+        record, _ = service.registry.add("submitted", "old", {"inputs": [str(inputs)], "output": str(allowed / "out"),
+                                                              "pipeline": IDENTITY})
+        service._wake.set()
+        job = wait_state(client, record.id, ("finished", "error", "cancelled"))
+    assert job["state"] == "finished" and job["items"] == {"pending": 0, "running": 0, "done": 1, "failed": 1}
+    assert job["inputs"] == [str(inputs)] and job["output"] == str(allowed / "out") and job["pipeline"] == IDENTITY
 
 
 def test_the_items_of_a_split_video_count_its_bytes_once(tmp_path, allowed, clip_factory):

@@ -9,8 +9,10 @@ its stored settings too (a watch job follows the service's configuration, where 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from framefleet.errors import OptionError
 from framefleet.pipeline import Pipeline
@@ -32,3 +34,15 @@ class JobSpec:
         if isinstance(self.inputs, str):
             raise OptionError("inputs must be a list of paths or URIs, not one string")
         object.__setattr__(self, "output", str(self.output))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job, JSON-ready, as the service's registry keeps it: inputs, output, the pipeline's `spec()`
+        and the settings (`from_dict` reads it back)."""
+        return {"inputs": list(self.inputs), "output": self.output, "pipeline": self.pipeline.spec(),
+                "settings": json.loads(self.settings.to_json())}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        """The job `to_dict` described."""
+        return cls(data["inputs"], data["output"], Pipeline.from_spec(data["pipeline"]),
+                   RunSettings.from_json(json.dumps(data["settings"])))

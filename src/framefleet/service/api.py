@@ -214,11 +214,9 @@ def openapi_spec() -> dict[str, Any]:
 
 
 def _job(record: ServiceJob, items: dict[str, int]) -> models.Job:
-    spec = record.spec
-    inputs = spec["inputs"] if record.kind == "submitted" else [spec["source"]]
     return models.Job(id=record.id, kind=record.kind, name=record.name, state=record.state,
-                      created=record.created, updated=record.updated, error=record.error, inputs=inputs,
-                      output=spec["output"], pipeline=spec["pipeline"], items=items)
+                      created=record.created, updated=record.updated, error=record.error, inputs=record.inputs,
+                      output=record.output, pipeline=record.spec["pipeline"], items=items)
 
 
 def _chart(series: FrameSeries | None) -> models.Throughput:

@@ -48,10 +48,24 @@ class ServiceJob:
     name: str
     state: str
     spec: dict[str, Any]
-    """What the job does: `inputs` (or a watch rule's `source`), `output` and `pipeline` options."""
+    """What the job does. A submitted job: `job`, its `JobSpec.to_dict()` (settings included, fixed when it
+    was submitted), and `pipeline`, the options as submitted. A watch job: its rule (`WatchRule.spec`).
+    (A registry written before framefleet 0.9 holds `inputs`, `output` and `pipeline` options instead of
+    `job`.)"""
     created: float
     updated: float
     error: str | None
+
+    @property
+    def inputs(self) -> list[str]:
+        """What the job reads: its inputs, or a watch rule's source."""
+        if self.kind == "watch":
+            return [self.spec["source"]]
+        return list(self.spec["job"]["inputs"] if "job" in self.spec else self.spec["inputs"])
+
+    @property
+    def output(self) -> str:
+        return self.spec["job"]["output"] if "job" in self.spec else self.spec["output"]
 
 
 class Registry:

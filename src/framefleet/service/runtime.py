@@ -31,7 +31,6 @@ from framefleet.service.config import ServiceConfig, check_allowed, check_submit
 from framefleet.service.console import ItemLines
 from framefleet.service.registry import Registry, ServiceJob
 from framefleet.service.watcher import Watcher, WatchRule
-from framefleet.settings import RunSettings
 from framefleet.util.redact import redact
 
 log = logging.getLogger(__name__)
@@ -137,11 +136,10 @@ class JobRunner:
         registry, job_id = self._service.registry, self.record.id
         registry.set_state(job_id, "running", unless=("cancelled",))
         try:
-            pipeline = Pipeline.from_options(self.record.spec["pipeline"], source=f"job {job_id}")
             if self.record.kind == "watch":
-                self._run_watch(pipeline)
+                self._run_watch(Pipeline.from_options(self.record.spec["pipeline"], source=f"job {job_id}"))
             else:
-                self._run_submitted(pipeline)
+                self._run_submitted(self._submitted_spec())
         except FramefleetError as exc:
             registry.set_state(job_id, "error", redact(str(exc)), unless=("cancelled",))
             log.warning("job %s stopped: %s", job_id, redact(str(exc)))
@@ -161,20 +159,24 @@ class JobRunner:
             registry.set_state(job_id, "finished", unless=("cancelled",))
         # else: the service is stopping; the job stays running in the registry and resumes at the next start
 
-    def _run(self, inputs: list[str], output: str, pipeline: Pipeline, *, standing: bool) -> job.JobResult:
+    def _run(self, spec: JobSpec, *, standing: bool) -> job.JobResult:
         accept = None if standing else self._allowed
-        result = job.run(JobSpec(inputs, output, pipeline, self._settings(standing)), job_dir=self.job_dir.path,
-                         on_progress=self._on_progress, standing=standing, stop=self._stop, accept=accept)
+        result = job.run(spec, job_dir=self.job_dir.path, on_progress=self._on_progress, standing=standing,
+                         stop=self._stop, accept=accept)
         self._say_items(now=True)  # what the run did since its last progress report
         return result
 
-    def _settings(self, standing: bool) -> RunSettings:
-        """A submitted job runs with the settings its first run stored, so a restart of the service or a
-        retry never changes how it runs; a watch job with the service's own (its rule is in the config)."""
+    def _submitted_spec(self) -> JobSpec:
+        """The job as submitted, with the settings fixed then, so a restart of the service with another
+        configuration, or a retry, never changes how it runs. A job recorded before the registry kept
+        `JobSpec`s runs with the settings its first run stored, else the service's."""
+        spec = self.record.spec
+        if "job" in spec:
+            return JobSpec.from_dict(spec["job"])
         current = self._service.config.run
-        if standing or not self.job_dir.started():
-            return current
-        return job.job_settings(self.job_dir.path, default=current)
+        settings = job.job_settings(self.job_dir.path, default=current) if self.job_dir.started() else current
+        pipeline = Pipeline.from_options(spec["pipeline"], source=f"job {self.record.id}")
+        return JobSpec(spec["inputs"], spec["output"], pipeline, settings)
 
     def _allowed(self, uri: str) -> bool:
         """Whether a listed video of a submitted job lies inside the allowed prefixes (after resolving links)."""
@@ -185,11 +187,10 @@ class JobRunner:
             return False
         return True
 
-    def _run_submitted(self, pipeline: Pipeline) -> None:
-        spec = self.record.spec
+    def _run_submitted(self, spec: JobSpec) -> None:
         while not self._stop.is_set():
-            inputs = [] if self._has_items() else list(spec["inputs"])  # listed once, by the first run
-            self._run(inputs, spec["output"], pipeline, standing=False)
+            inputs = [] if self._has_items() else list(spec.inputs)  # listed once, by the first run
+            self._run(replace(spec, inputs=inputs), standing=False)
             if self._unfinished() == 0:  # a retry may have added work while the run was ending
                 return
 
@@ -201,7 +202,7 @@ class JobRunner:
                                     daemon=True)
         watching.start()
         try:
-            self._run([], rule.output, pipeline, standing=True)
+            self._run(JobSpec([], rule.output, pipeline, self._service.config.run), standing=True)
         finally:
             self._stop.set()  # the scheduler ended (a stop, or an error): the watcher ends with it
             watching.join()
@@ -294,9 +295,9 @@ class Service:
         inputs = [check_allowed(uri, allow, what="input") for uri in inputs]
         output = check_allowed(output, allow, what="output")
         pipeline = check_submitted_pipeline(pipeline, self.config)
-        Pipeline.from_options(pipeline, source="pipeline")
-        spec = {"inputs": inputs, "output": output, "pipeline": pipeline}
-        record, new = self.registry.add("submitted", name or output.rsplit("/", 1)[-1] or output, spec,
+        spec = JobSpec(inputs, output, Pipeline.from_options(pipeline, source="pipeline"), self.config.run)
+        record, new = self.registry.add("submitted", name or output.rsplit("/", 1)[-1] or output,
+                                        {"job": spec.to_dict(), "pipeline": pipeline},
                                         idempotency_key=idempotency_key)
         self._wake.set()
         return record, new
