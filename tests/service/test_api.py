@@ -564,6 +564,20 @@ def test_a_job_recorded_by_an_earlier_registry_still_runs(tmp_path, allowed, inp
     assert job["inputs"] == [str(inputs)] and job["output"] == str(allowed / "out") and job["pipeline"] == IDENTITY
 
 
+def test_a_second_job_over_finished_outputs_adopts_them_and_its_detail_says_so(tmp_path, allowed, inputs):
+    """Outputs committed with a matching manifest are adopted by a new job (a new ledger), not made again:
+    the job's detail counts them, beside the preemption losses (none here)."""
+    with running_service(tmp_path, run=RunSettings().given(workers=1, max_attempts=1)) as (client, _):
+        first = client.post("/api/jobs", json=submission([str(inputs)], str(allowed / "out")), headers=BEARER).json()
+        assert wait_state(client, first["id"], ("finished", "error", "cancelled"))["adopted"] == 0
+        output = allowed / "out" / "a.mp4"
+        made = output.stat().st_mtime_ns
+        second = client.post("/api/jobs", json=submission([str(inputs)], str(allowed / "out")), headers=BEARER).json()
+        done = wait_state(client, second["id"], ("finished", "error", "cancelled"))
+    assert done["state"] == "finished" and done["items"]["done"] == 1 and done["adopted"] == 1
+    assert done["preempted"] == 0 and output.stat().st_mtime_ns == made
+
+
 def test_the_items_of_a_split_video_count_its_bytes_once(tmp_path, allowed, clip_factory):
     """A split video's segments read the input again and write parts the join rewrites: the items
     endpoint (and the report, from the same ledger query) gives the input's and the output's bytes."""

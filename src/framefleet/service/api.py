@@ -109,8 +109,8 @@ def create_app(service: Service, token: str | None, *, manage: bool = True) -> F
             frames_expected=expected, fps=status.fps_recent, eta_seconds=status.eta_seconds,
             workers=live.workers if live else 0, busy_workers=live.busy if live else 0, stages=status.stages,
             input_failures=status.input_failures,
-            crashes=status.crashes, infra_losses=status.infra_losses,
-            watch=models.WatchInfo(polls=watcher.polls, last_error=watcher.last_error) if watcher else None)
+            crashes=status.crashes, infra_losses=status.infra_losses, preempted=status.preempted,
+            adopted=status.adopted, watch=models.WatchInfo(polls=watcher.polls, last_error=watcher.last_error) if watcher else None)
 
     @app.get("/api/jobs/{job_id}/items", response_model=models.ItemList, tags=["jobs"],
              responses={404: {"description": "No such job"}})

@@ -89,6 +89,10 @@ class JobDetail(Job):
     input_failures: int
     crashes: int
     infra_losses: int
+    preempted: int = Field(0, description="Attempts given back on a preemption notice (never counted against "
+                                          "the retry budget).")
+    adopted: int = Field(0, description="Items done by adopting an output already committed with a matching "
+                                        "manifest (a new ledger over the same outputs), not processed again.")
     watch: WatchInfo | None
 
 
