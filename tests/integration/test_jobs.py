@@ -558,7 +558,7 @@ def test_a_long_video_is_split_at_keyframes_and_joined_frame_exact_with_its_audi
     assert result.exit_code == 0 and result.frames == 300
     with ledger_at(result.job_dir) as ledger:
         (item,) = ledger.items()
-        assert LedgerReads(ledger).segment_count(item.id) == 4  # 12 s in pieces of 3 s (keyframes every second)
+        assert len(LedgerReads(ledger).join_parts(item.id)) == 4  # 12 s in pieces of 3 s (keyframes every second)
         attempts = LedgerReads(ledger).attempts(item.id)
         assert Counter((a["kind"], a["outcome"]) for a in attempts) == {
             ("probe", "done"): 1, ("segment", "done"): 4, ("join", "done"): 1}

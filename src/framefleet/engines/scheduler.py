@@ -266,8 +266,8 @@ class Scheduler:
             task = self.ledger.claim(name, self._lease_seconds, now)
             if task is None:
                 return
-            segments = self.reads.segment_count(task.item_id) if task.kind == "join" else 0
-            request = TaskRequest.of(task, self.parts_dir, segments=segments, job_fingerprint=self._fingerprint)
+            parts = self.reads.join_parts(task.item_id) if task.kind == "join" else ()
+            request = TaskRequest.of(task, self.parts_dir, parts=parts, job_fingerprint=self._fingerprint)
             if not self.pool.submit(name, request):
                 self.ledger.fail(task, "lost", error_type="WorkerLost", message="the worker went away before the task")
                 continue

@@ -59,8 +59,8 @@ class TaskRequest:
     parts_dir: str
     """Where segment files wait for their join (each item has a subfolder): a local folder, by default in
     the job directory, or an object-store URI when workers share no disk."""
-    segments: int = 0
-    """For a join: how many segments to join."""
+    parts: tuple[int, ...] = ()
+    """For a join: the seqs of the segments to join, in the order of their frames (`LedgerReads.join_parts`)."""
     input_size: int | None = None
     input_version: str | None = None
     """The input's size and version as the ledger keeps them: with `uri`, its fingerprint in manifests."""
@@ -73,11 +73,12 @@ class TaskRequest:
         return InputFingerprint(self.uri, self.input_size, self.input_version)
 
     @classmethod
-    def of(cls, task: Task, parts_dir: str, *, segments: int = 0, job_fingerprint: str | None = None) -> TaskRequest:
-        """The request for a claimed `task` (`segments`: for a join, how many it joins)."""
+    def of(cls, task: Task, parts_dir: str, *, parts: tuple[int, ...] = (),
+           job_fingerprint: str | None = None) -> TaskRequest:
+        """The request for a claimed `task` (`parts`: for a join, the seqs it joins in order)."""
         return cls(task_id=task.id, lease_id=task.lease_id, kind=task.kind, item_id=task.item_id, seq=task.seq,
                    uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
-                   parts_dir=parts_dir, segments=segments, input_size=task.input_size,
+                   parts_dir=parts_dir, parts=parts, input_size=task.input_size,
                    input_version=task.input_version, job_fingerprint=job_fingerprint)
 
 
@@ -286,7 +287,7 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
     target = task_target(request, request.parts_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    seqs = range(request.segments)
+    seqs = request.parts
     video_parts = [part_path(request.parts_dir, request.item_id, seq)
                    for seq in seqs] if pipeline.writes_video else []
     record_parts = [records_path(part_path(request.parts_dir, request.item_id, seq))
@@ -325,14 +326,14 @@ def _remote_parts(request: TaskRequest, pipeline: Pipeline) -> list[str]:
     """The URIs of a join's parts in a store (video parts, then records parts); none for a local parts folder."""
     if storage.is_local(request.parts_dir):
         return []
-    uris = [part_uri(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
+    uris = [part_uri(request.parts_dir, request.item_id, seq) for seq in request.parts]
     return [*(uris if pipeline.writes_video else []), *(map(records_uri, uris) if pipeline.writes_records else [])]
 
 
 def _remove_parts(request: TaskRequest, remote_parts: list[str]) -> None:
     """After the join's commit: its parts, their manifests first (none outlives its part)."""
     if remote_parts and request.job_fingerprint is not None:
-        for seq in range(request.segments):
+        for seq in request.parts:
             manifests.delete_manifest(part_uri(request.parts_dir, request.item_id, seq))
     for uri in remote_parts:
         storage.delete(uri)

@@ -1,0 +1,51 @@
+"""A segment cut at frame N on a preemption notice (docs/reliability.md#cutting-a-segment-at-frame-n): the part
+[start, N) and the rest [N, end), a task of a later seq that starts at a frame that is not a keyframe, join into
+one frame-exact output in the order of their frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import media_checks
+import pytest
+
+from framefleet.jobs.task import TaskRequest, plan_segments, run_task
+from framefleet.pipeline import Pipeline
+from framefleet.processing.streaming import FrameProcessor
+from framefleet.video import probe
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def clip(clip_factory) -> Path:
+    """96 frames at 24 fps, a keyframe every second, B-frames and an audio track."""
+    return clip_factory("cut.mp4", width=64, height=48, frames=96, gop=24, bframes=2, audio=("aac",))
+
+
+def request(kind: str, seq: int, start: int | None, end: int | None, clip: Path, tmp_path: Path,
+            parts: tuple[int, ...] = ()) -> TaskRequest:
+    return TaskRequest(task_id=seq, lease_id=seq, kind=kind, item_id=1, seq=seq, uri=str(clip),
+                       output_uri=str(tmp_path / "out.mp4"), start_pts=start, end_pts=end,
+                       parts_dir=str(tmp_path / "parts"), parts=parts)
+
+
+def test_parts_of_a_cut_segment_join_frame_exact_in_the_order_of_their_frames(clip, tmp_path):
+    info = probe(clip, keyframes=True)
+    (_, first_end), (second_start, _) = [(s.start_pts, s.end_pts) for s in plan_segments(info, 2.0)]
+    pts = media_checks.decoded_pts(clip)
+    cut_at = pts[pts.index(first_end) - 17]  # frame 31 of 48: not a keyframe, after B-frames
+    assert cut_at not in info.keyframe_pts
+    pipeline = Pipeline.from_options({"op": "identity", "segment_seconds": 2})
+    with FrameProcessor(pipeline, sessions=1) as processor:
+        # segment 0 cut at N: its part [start, N) keeps seq 0, the rest [N, end) is seq 2, after segment 1
+        for seq, start, end in ((0, None, cut_at), (1, second_start, None), (2, cut_at, first_end)):
+            done = run_task(request("segment", seq, start, end, clip, tmp_path), pipeline, processor)
+            assert done.result.frames == sum(1 for p in pts if (start is None or p >= start) and (end is None or p < end))
+        joined = run_task(request("join", 0, None, None, clip, tmp_path, parts=(0, 2, 1)), pipeline, processor)
+    output = tmp_path / "out.mp4"
+    assert joined.result.frames == len(pts) == 96
+    assert media_checks.video_time_base(output) == media_checks.video_time_base(clip)
+    assert media_checks.decoded_pts(output) == pts
+    assert len(media_checks.streams_of_kind(output, "audio")) == 1
