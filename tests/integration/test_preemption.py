@@ -9,6 +9,7 @@ Clips are 64x48, 96 frames at 24 fps with a keyframe every second, split in 1 s 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,8 @@ import pytest
 from fake_metadata import FakeMetadataServer, azure_event, refused_endpoint
 from job_ops import SlowOp
 
-from framefleet.engines.preemption import InFlight, PreemptionPolicy, seconds_needed, watch_notices
+from framefleet.engines.local import LocalPool
+from framefleet.engines.preemption import InFlight, PreemptionPolicy, seconds_needed, seconds_to_cut, watch_notices
 from framefleet.jobs.directory import open_ledger
 from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import PREEMPTED_EXIT_CODE, JobResult, run
@@ -149,6 +151,64 @@ def test_a_notice_mid_job_gives_the_segments_that_cannot_finish_back_and_a_rerun
     assert media_checks.decoded_pts(output) == media_checks.decoded_pts(source)
 
 
+@pytest.fixture(scope="module")
+def long_clip(clip_factory) -> Path:
+    """192 frames at 24 fps with B-frames and audio: with 4 s segments, 2 of 96 frames."""
+    return clip_factory("preempt-long.mp4", width=64, height=48, frames=192, gop=24, bframes=2, audio=("aac",))
+
+
+def segment_rows(job_dir: Path) -> list[dict]:
+    with open_ledger(job_dir) as ledger:
+        return [dict(row) for row in ledger.query(
+            "SELECT seq, state, start_pts, end_pts, result FROM tasks WHERE kind = 'segment' ORDER BY seq")]
+
+
+def frames_processed(tally: Path) -> int:
+    """Frames the ops saw, in every worker (`SlowOp.tally_dir`)."""
+    return sum(int(line) for path in tally.iterdir() for line in path.read_text().split())
+
+
+@pytest.mark.parametrize("cuts", [True, False], ids=["cut", "cannot-cut"])
+def test_a_segment_that_cannot_finish_is_cut_at_frame_n_and_nothing_it_wrote_is_processed_twice(
+        tmp_path, long_clip, azure, monkeypatch, cuts):
+    if not cuts:  # a pool that cannot cut: the segment is given back whole, as before cuts
+        monkeypatch.setattr(LocalPool, "cut", lambda self, worker: False)
+    tally = tmp_path / "tally"
+    tally.mkdir()
+    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.1, tally_dir=str(tally)),), segment_seconds=4.0)
+    settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
+    job, source, output = start(tmp_path, long_clip, pipeline, settings)  # about 5 s a segment
+    job_dir = Path(job.job_dir)
+    wait_for(lambda: len(running_segments(job_dir)) == 1, job, what="a segment in flight")
+    time.sleep(1.0)  # about 20 frames written: the other 76 need over 5 s, a cut (16 frames) about 2 s
+    azure.set_azure_events(azure_event("evict-cut", time.time() + 4))
+    result = job.finish()
+    assert result.exit_code == PREEMPTED_EXIT_CODE
+    assert azure.acknowledged == ["evict-cut"]
+    rows = segment_rows(job_dir)
+    if cuts:
+        assert result.preempted == 0  # nothing given back
+        first, second, rest = rows
+        cut_at = json.loads(first["result"])["cut_at"]
+        assert (first["state"], first["start_pts"], first["end_pts"]) == ("done", None, cut_at)
+        assert (rest["seq"], rest["state"], rest["start_pts"], rest["end_pts"]) == (
+            2, "pending", cut_at, second["start_pts"])
+        assert cut_at in media_checks.decoded_pts(source)
+        assert [a["outcome"] for a in attempts(job_dir)] == ["done", "done"]  # the probe, the cut segment
+    else:
+        assert result.preempted == 1 and [row["state"] for row in rows] == ["pending", "pending"]
+
+    azure.set_azure_events()  # the same command on a new node: no notice there
+    again = run(JobSpec([str(tmp_path / "in")], str(tmp_path / "out"), pipeline, settings), job_dir=job_dir)
+    assert again.exit_code == 0 and again.counts["done"] == 1
+    assert media_checks.video_time_base(output) == media_checks.video_time_base(source)
+    assert media_checks.decoded_pts(output) == media_checks.decoded_pts(source)
+    twice = frames_processed(tally) - 192
+    print(f"frames processed twice: {twice} of 192 ({'cut' if cuts else 'given back whole'})")
+    # cut: only the batches the ops ran ahead of the writer are dropped (the one in hand, the queue's 2 x sessions
+    # + 1 and the decoder's next: 5 of 2 frames at most); given back: every frame the segment wrote runs again
+    assert twice <= 10 if cuts else twice > 10
+
 def test_a_segment_that_fits_before_the_deadline_finishes_instead_of_being_given_back(tmp_path, clip, azure):
     settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
     job, _, _ = start(tmp_path, clip, slow(0.1), settings)  # about 1.2 s a segment
@@ -202,6 +262,16 @@ def test_absent_metadata_services_cost_a_job_nothing(tmp_path, clip, monkeypatch
 ])
 def test_seconds_needed_comes_from_the_measured_fps_and_the_frames_left(flight, job_fps, needed):
     got = seconds_needed(flight, PreemptionPolicy(margin_seconds=1.0, slack=1.25), job_fps)
+    assert got == (None if needed is None else pytest.approx(needed))
+
+
+@pytest.mark.parametrize(("flight", "needed"), [
+    (InFlight("segment", 10, 30, 2.0), 16 / 5 * 1.25 + 1.0),  # 16 frames at its own fps, 5
+    (InFlight("segment", 0, 30, 2.0), None),  # nothing written yet: nothing to keep
+    (InFlight("join", 0, None, 2.0), None),  # only segments are cut
+])
+def test_seconds_to_cut_is_a_few_frames_at_the_measured_fps(flight, needed):
+    got = seconds_to_cut(flight, PreemptionPolicy(margin_seconds=1.0, slack=1.25, cut_frames=16))
     assert got == (None if needed is None else pytest.approx(needed))
 
 

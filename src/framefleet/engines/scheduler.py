@@ -145,6 +145,10 @@ class WorkerPool(Protocol):
     def events(self, timeout: float) -> list[Event]:
         """What happened since the last call, waiting up to `timeout` seconds for something."""
 
+    def cut(self, worker: str) -> bool:
+        """Ask a busy worker to cut its segment short at the next frame it can stop at: it commits the part and
+        reports `Finished` with the result's `cut_at` (or finishes whole). False when the worker is gone."""
+
     def kill(self, worker: str) -> None:
         """Stop a worker now and forget it (no `Died` event follows)."""
 
@@ -182,7 +186,7 @@ class Scheduler:
         self._lease_seconds = max(60.0, 2 * self.options.hang_timeout)
         job = self.ledger.job()
         self._fingerprint = job.fingerprint if job is not None else None
-        self.notices = NoticeResponse(self.preemption, self.reads, self._give_back)
+        self.notices = NoticeResponse(self.preemption, self.reads, self._give_back, self.pool.cut)
         """This node's preemption notices (`notices.preempt`, from any thread) and what became of them."""
 
     def request_stop(self, *, now: bool = False) -> None:

@@ -36,7 +36,7 @@ from framefleet.jobs.results import (
 )
 from framefleet.jobs.transitions import Task
 from framefleet.pipeline import Pipeline
-from framefleet.processing.streaming import FrameProcessor, StreamResult
+from framefleet.processing.streaming import CutSignal, FrameProcessor, StreamResult
 from framefleet.video import VideoInfo, VideoSource, probe
 from framefleet.video.concat import join_segments
 
@@ -166,9 +166,12 @@ def run_task(
     processor: FrameProcessor,
     progress: Callable[[int], None] | None = None,
     inputs: InputOpener | None = None,
+    cut: CutSignal | None = None,
 ) -> TaskResult:
     """Run one task. Raises framefleet errors (bad input, a store that refuses or is unreachable) or
-    anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one).
+    anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one). `cut`, once set,
+    stops a segment of a split video at the next frame it can stop at: its part holds the frames written
+    and the result's `cut_at` says where the rest starts (a whole video is never cut).
 
     A task whose output (or part) is already committed with a matching manifest adopts it and returns at
     once, without reading the input."""
@@ -198,14 +201,14 @@ def run_task(
     encode = pipeline.encode if whole else pipeline.encode.for_output(request.output_uri)
     stream = processor.run(source, video, encode=encode, info=info, start_pts=request.start_pts,
                            end_pts=request.end_pts, carry=whole, progress=progress, records=records,
-                           input_uri=request.uri)
+                           input_uri=request.uri, cut=None if whole else cut)
     metrics = _metrics(stream, info, [path for path in (video, records) if path is not None])
     destination = request.output_uri if whole else part_uri(request.parts_dir, request.item_id, request.seq)
     checks = _checks(request, destination, video, records)
     metrics.upload_s = _commit(records, records_uri(destination)) if records is not None else 0.0
     if video is not None:
         metrics.upload_s += _commit(video, destination)
-    segment = None if whole else (request.start_pts, request.end_pts)
+    segment = None if whole else (request.start_pts, stream.cut_at if stream.cut_at is not None else request.end_pts)
     _write_manifest(request, destination, checks, stream.frames, stream.records if records is not None else None,
                     segment)
     damage = DamageReport(summary=stream.damage(), frames_claimed=stream.frames_claimed,
@@ -213,7 +216,7 @@ def run_task(
                           cut_short=stream.cut_short) if stream.damaged else None
     result = SegmentResult(frames=stream.frames, output=destination if video is not None else records_uri(destination),
                            records=stream.records if records is not None else None, runtime=stream.runtime or None,
-                           damage=damage)
+                           damage=damage, cut_at=stream.cut_at)
     return TaskResult(result=result, metrics=metrics)
 
 
