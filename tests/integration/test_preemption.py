@@ -24,7 +24,13 @@ from fake_metadata import FakeMetadataServer, azure_event, refused_endpoint
 from job_ops import SlowOp
 
 from framefleet.engines.local import LocalPool
-from framefleet.engines.preemption import InFlight, PreemptionPolicy, seconds_needed, seconds_to_cut, watch_notices
+from framefleet.engines.preemption import (
+    InFlight,
+    PreemptionPolicy,
+    seconds_needed,
+    seconds_to_cut,
+    watch_notices,
+)
 from framefleet.jobs.directory import open_ledger
 from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import PREEMPTED_EXIT_CODE, JobResult, run
