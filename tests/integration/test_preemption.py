@@ -36,7 +36,9 @@ from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import PREEMPTED_EXIT_CODE, JobResult, run
 from framefleet.jobs.spec import JobSpec
 from framefleet.jobs.view import job_status
+from framefleet.ops.style import StyleTransferOp
 from framefleet.pipeline import Pipeline
+from framefleet.processing.streaming import process_video
 from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 
 pytestmark = pytest.mark.timeout(120)
@@ -174,46 +176,84 @@ def frames_processed(tally: Path) -> int:
     return sum(int(line) for path in tally.iterdir() for line in path.read_text().split())
 
 
-@pytest.mark.parametrize("cuts", [True, False], ids=["cut", "cannot-cut"])
-def test_a_segment_that_cannot_finish_is_cut_at_frame_n_and_nothing_it_wrote_is_processed_twice(
-        tmp_path, long_clip, azure, monkeypatch, cuts):
-    if not cuts:  # a pool that cannot cut: the segment is given back whole, as before cuts
-        monkeypatch.setattr(LocalPool, "cut", lambda self, worker: False)
-    tally = tmp_path / "tally"
-    tally.mkdir()
-    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.1, tally_dir=str(tally)),), segment_seconds=4.0)
-    settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
-    job, source, output = start(tmp_path, long_clip, pipeline, settings)  # about 5 s a segment
+def cut_then_rerun(tmp_path: Path, clip: Path, azure: FakeMetadataServer, pipeline: Pipeline,
+                   settings: RunSettings) -> tuple[JobResult, list[dict], Path, Path]:
+    """Run `pipeline` (2 segments of about 5 s) and send a notice of 4 s once the first segment has written
+    about 20 frames: the other 76 need over 5 s, a cut (16 frames) about 2 s. Then run the same command
+    again without a notice. Returns the first run's result, its segment rows, the source and the output."""
+    job, source, output = start(tmp_path, clip, pipeline, settings)
     job_dir = Path(job.job_dir)
     wait_for(lambda: len(running_segments(job_dir)) == 1, job, what="a segment in flight")
-    time.sleep(1.0)  # about 20 frames written: the other 76 need over 5 s, a cut (16 frames) about 2 s
+    time.sleep(1.0)
     azure.set_azure_events(azure_event("evict-cut", time.time() + 4))
     result = job.finish()
     assert result.exit_code == PREEMPTED_EXIT_CODE
     assert azure.acknowledged == ["evict-cut"]
     rows = segment_rows(job_dir)
-    if cuts:
-        assert result.preempted == 0  # nothing given back
-        first, second, rest = rows
-        cut_at = json.loads(first["result"])["cut_at"]
-        assert (first["state"], first["start_pts"], first["end_pts"]) == ("done", None, cut_at)
-        assert (rest["seq"], rest["state"], rest["start_pts"], rest["end_pts"]) == (
-            2, "pending", cut_at, second["start_pts"])
-        assert cut_at in media_checks.decoded_pts(source)
-        assert [a["outcome"] for a in attempts(job_dir)] == ["done", "done"]  # the probe, the cut segment
-    else:
-        assert result.preempted == 1 and [row["state"] for row in rows] == ["pending", "pending"]
-
     azure.set_azure_events()  # the same command on a new node: no notice there
     again = run(JobSpec([str(tmp_path / "in")], str(tmp_path / "out"), pipeline, settings), job_dir=job_dir)
     assert again.exit_code == 0 and again.counts["done"] == 1
     assert media_checks.video_time_base(output) == media_checks.video_time_base(source)
     assert media_checks.decoded_pts(output) == media_checks.decoded_pts(source)
+    return result, rows, source, output
+
+
+def assert_cut(result: JobResult, rows: list[dict], source: Path, attempts_done: list[dict]) -> int:
+    """The first segment was cut at N, not given back; a new task held [N, end). Returns N."""
+    assert result.preempted == 0  # nothing given back
+    first, second, rest = rows
+    cut_at = json.loads(first["result"])["cut_at"]
+    assert (first["state"], first["start_pts"], first["end_pts"]) == ("done", None, cut_at)
+    assert (rest["seq"], rest["state"], rest["start_pts"], rest["end_pts"]) == (
+        2, "pending", cut_at, second["start_pts"])
+    assert cut_at in media_checks.decoded_pts(source)
+    assert "preempted" not in [a["outcome"] for a in attempts_done]
+    return cut_at
+
+
+@pytest.mark.parametrize(("engine", "cuts"), [("local", True), ("local", False), ("inline", True)],
+                         ids=["local-cut", "local-cannot-cut", "inline-cut"])
+def test_a_segment_that_cannot_finish_is_cut_at_frame_n_and_nothing_it_wrote_is_processed_twice(
+        tmp_path, long_clip, azure, monkeypatch, engine, cuts):
+    if not cuts:  # a pool that cannot cut: the segment is given back whole, as before cuts
+        monkeypatch.setattr(LocalPool, "cut", lambda self, worker: False)
+    tally = tmp_path / "tally"
+    tally.mkdir()
+    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.1, tally_dir=str(tally)),), segment_seconds=4.0)
+    settings = RunSettings(engine=engine, options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
+    result, rows, source, output = cut_then_rerun(tmp_path, long_clip, azure, pipeline, settings)
+    if cuts:
+        assert_cut(result, rows, source, attempts(Path(result.job_dir)))
+    else:
+        assert result.preempted == 1 and [row["state"] for row in rows] == ["pending", "pending"]
     twice = frames_processed(tally) - 192
-    print(f"frames processed twice: {twice} of 192 ({'cut' if cuts else 'given back whole'})")
+    print(f"frames processed twice: {twice} of 192 ({engine}, {'cut' if cuts else 'given back whole'})")
     # cut: only the batches the ops ran ahead of the writer are dropped (the one in hand, the queue's 2 x sessions
     # + 1 and the decoder's next: 5 of 2 frames at most); given back: every frame the segment wrote runs again
     assert twice <= 10 if cuts else twice > 10
+
+def test_with_temporal_bands_the_frames_after_a_cut_continue_the_blend_of_an_uncut_run(tmp_path, long_clip, azure):
+    style = StyleTransferOp(style="7")
+    tally = tmp_path / "tally"
+    tally.mkdir()
+    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.1, tally_dir=str(tally)), style), segment_seconds=4.0,
+                        temporal="bands")
+    settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
+    result, rows, source, output = cut_then_rerun(tmp_path, long_clip, azure, pipeline, settings)
+    cut = media_checks.decoded_pts(source).index(assert_cut(result, rows, source, attempts(Path(result.job_dir))))
+    uncut, plain = tmp_path / "uncut.mp4", tmp_path / "plain.mp4"
+    process_video(source, uncut, Pipeline(ops=(style,), temporal="bands"))
+    process_video(source, plain, Pipeline(ops=(style,), temporal="none"))
+    frames = {path: media_checks.rgb_frames(path) for path in (output, uncut, plain)}
+
+    def differs(path: Path, indices: range) -> float:
+        return sum(media_checks.mean_abs_diff(frames[path][i], frames[uncut][i]) for i in indices) / len(indices)
+
+    after, before = range(cut, cut + 4), range(cut - 4, cut)
+    print(f"frames after the cut differ from an uncut run's by {differs(output, after):.2f} levels (before it: "
+          f"{differs(output, before):.2f}; each frame on its own: {differs(plain, after):.2f}); "
+          f"frames processed twice: {frames_processed(tally) - 192} (the pre-roll)")
+    assert differs(output, after) < 0.5 * differs(plain, after)  # the blend carries across the cut
 
 def test_a_segment_that_fits_before_the_deadline_finishes_instead_of_being_given_back(tmp_path, clip, azure):
     settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
