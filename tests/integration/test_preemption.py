@@ -185,10 +185,14 @@ def cut_then_rerun(tmp_path: Path, clip: Path, azure: FakeMetadataServer, pipeli
     job_dir = Path(job.job_dir)
     wait_for(lambda: len(running_segments(job_dir)) == 1, job, what="a segment in flight")
     time.sleep(1.0)
-    azure.set_azure_events(azure_event("evict-cut", time.time() + 4))
+    noticed = time.time()
+    azure.set_azure_events(azure_event("evict-cut", noticed + 4))
     result = job.finish()
     assert result.exit_code == PREEMPTED_EXIT_CODE
     assert azure.acknowledged == ["evict-cut"]
+    ended = max(a["ended"] for a in attempts(job_dir))
+    print(f"notice to the last attempt's end: {ended - noticed:.2f} s of 4 s")
+    assert ended - noticed < 4  # before the deadline
     rows = segment_rows(job_dir)
     azure.set_azure_events()  # the same command on a new node: no notice there
     again = run(JobSpec([str(tmp_path / "in")], str(tmp_path / "out"), pipeline, settings), job_dir=job_dir)

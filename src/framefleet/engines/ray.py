@@ -74,8 +74,8 @@ class Preempted(FramefleetError):
 
 
 class RayWorker:
-    """Actor body: a `Worker`, set up once, running one task at a time (plus progress queries), and a watcher
-    of its node's preemption notices."""
+    """Actor body: a `Worker`, set up once, running one task at a time (plus progress queries and cuts), and a
+    watcher of its node's preemption notices."""
 
     def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage) -> None:
         path = tombstone_path(os.getpid())
