@@ -256,7 +256,7 @@ def test_with_temporal_bands_the_frames_after_a_cut_continue_the_blend_of_an_unc
     after, before = range(cut, cut + 4), range(cut - 4, cut)
     print(f"frames after the cut differ from an uncut run's by {differs(output, after):.2f} levels (before it: "
           f"{differs(output, before):.2f}; each frame on its own: {differs(plain, after):.2f}); "
-          f"frames processed twice: {frames_processed(tally) - 192} (the pre-roll)")
+          f"frames processed twice: {frames_processed(tally) - 192} (pre-rolls included)")
     assert differs(output, after) < 0.5 * differs(plain, after)  # the blend carries across the cut
 
 def test_a_segment_that_fits_before_the_deadline_finishes_instead_of_being_given_back(tmp_path, clip, azure):

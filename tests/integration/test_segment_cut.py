@@ -32,6 +32,10 @@ def request(kind: str, seq: int, start: int | None, end: int | None, clip: Path,
                        parts_dir=str(tmp_path / "parts"), parts=parts)
 
 
+def frames_in(pts: list[int], start: int | None, end: int | None) -> int:
+    return sum(1 for p in pts if (start is None or p >= start) and (end is None or p < end))
+
+
 def test_parts_of_a_cut_segment_join_frame_exact_in_the_order_of_their_frames(clip, tmp_path):
     info = probe(clip, keyframes=True)
     (_, first_end), (second_start, _) = [(s.start_pts, s.end_pts) for s in plan_segments(info, 2.0)]
@@ -43,7 +47,7 @@ def test_parts_of_a_cut_segment_join_frame_exact_in_the_order_of_their_frames(cl
         # segment 0 cut at N: its part [start, N) keeps seq 0, the rest [N, end) is seq 2, after segment 1
         for seq, start, end in ((0, None, cut_at), (1, second_start, None), (2, cut_at, first_end)):
             done = run_task(request("segment", seq, start, end, clip, tmp_path), pipeline, processor)
-            assert done.result.frames == sum(1 for p in pts if (start is None or p >= start) and (end is None or p < end))
+            assert done.result.frames == frames_in(pts, start, end)
         joined = run_task(request("join", 0, None, None, clip, tmp_path, parts=(0, 2, 1)), pipeline, processor)
     output = tmp_path / "out.mp4"
     assert joined.result.frames == len(pts) == 96
@@ -75,7 +79,7 @@ def test_a_segment_told_to_cut_commits_its_frames_so_far_and_the_rest_joins_fram
         assert media_checks.frame_count(part) == sum(written)  # flushed: every frame it wrote
         for seq, start, end in ((1, second_start, None), (2, cut_at, first_end)):
             rest = run_task(request("segment", seq, start, end, clip, tmp_path), pipeline, processor)
-            assert rest.result.frames == sum(1 for p in pts if p >= start and (end is None or p < end))
+            assert rest.result.frames == frames_in(pts, start, end)
         whole = request("segment", 3, None, None, clip, tmp_path)
         assert run_task(whole, pipeline, processor, cut=cut).result.cut_at is None  # a whole video is never cut
         joined = run_task(request("join", 0, None, None, clip, tmp_path, parts=(0, 2, 1)), pipeline, processor)

@@ -14,7 +14,8 @@ as events. The scheduler owns the policy:
 - on a stop request (`request_stop`, or the `stop` event set) it claims nothing more, lets running tasks
   finish for `grace_seconds`, then releases what is left (infrastructure losses) and returns;
 - on a preemption notice (`notices.preempt`) it claims nothing more, lets the running tasks that fit before the
-  deadline finish and gives the others back at once as `preempted` (`framefleet.engines.preemption`).
+  deadline finish, cuts segments short where that fits (`WorkerPool.cut`) and gives the others back at once
+  as `preempted` (`framefleet.engines.preemption`).
 
 Workers are started only while the ledger holds unfinished work. A batch run returns when no work is
 left; a standing run (`standing=True`, a long-running service) keeps polling the ledger for tasks that
@@ -375,7 +376,7 @@ class Scheduler:
                 self._abandon(name, slot.task, outcome, message)
 
     def _act_on_notice(self, notice: Notice) -> None:
-        """This node's notice: claim nothing more; each running task finishes or is given back."""
+        """This node's notice: claim nothing more; each running task finishes, is cut short or is given back."""
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
         self._progress.stopping = True

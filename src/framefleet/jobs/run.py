@@ -61,7 +61,7 @@ class JobResult:
     """What ran the ops' models in the done tasks ("style: openvino bf16"), each once."""
     preempted: int | None = None
     """When the run ended on a preemption notice with work left: how many tasks it gave back (0 when every
-    task in flight finished before the deadline); None otherwise."""
+    task in flight finished, or was cut short, before the deadline); None otherwise."""
     adopted: int = 0
     """Items done by adopting an output already committed with a matching manifest, without running."""
     segmenting: dict[str, Any] | None = None
