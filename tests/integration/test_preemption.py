@@ -204,7 +204,7 @@ def cut_then_rerun(tmp_path: Path, clip: Path, azure: FakeMetadataServer, pipeli
 
 def assert_cut(result: JobResult, rows: list[dict], source: Path, attempts_done: list[dict]) -> int:
     """The first segment was cut at N, not given back; a new task held [N, end). Returns N."""
-    assert result.preempted == 0  # nothing given back
+    assert result.preempted == 0 and result.cut_short == 1  # nothing given back
     first, second, rest = rows
     cut_at = json.loads(first["result"])["cut_at"]
     assert (first["state"], first["start_pts"], first["end_pts"]) == ("done", None, cut_at)
@@ -229,7 +229,7 @@ def test_a_segment_that_cannot_finish_is_cut_at_frame_n_and_nothing_it_wrote_is_
     if cuts:
         assert_cut(result, rows, source, attempts(Path(result.job_dir)))
     else:
-        assert result.preempted == 1 and [row["state"] for row in rows] == ["pending", "pending"]
+        assert (result.preempted, result.cut_short) == (1, 0) and [row["state"] for row in rows] == ["pending", "pending"]
     twice = frames_processed(tally) - 192
     print(f"frames processed twice: {twice} of 192 ({engine}, {'cut' if cuts else 'given back whole'})")
     # cut: only the batches the ops ran ahead of the writer are dropped (the one in hand, the queue's 2 x sessions
