@@ -7,8 +7,7 @@ FRAMEFLEET_SPOT_* variables, docs/reliability.md) and hands each notice with a d
 frames its segment holds, times `slack`, plus `margin_seconds`) finishes; a segment of a split video that has
 written frames is cut short when `seconds_to_cut` fits (its worker stops at the next frame it can and
 commits the part, a new task holds the rest); any other is given back at once as `preempted` (its worker is
-killed). Whatever still runs `margin_seconds / 2` before the deadline is given
-back then. Once nothing runs, the run ends (exit code 75) and, on Azure, the event is acknowledged so the
+killed). Whatever still runs `margin_seconds / 2` before the deadline is given back then. Once nothing runs, the run ends (exit code 75) and, on Azure, the event is acknowledged so the
 eviction may start. A notice without a deadline (an AWS rebalance recommendation) is only logged.
 
 On the Ray engine each worker actor watches its own node (`framefleet.engines.ray`) and the scheduler
@@ -44,7 +43,7 @@ class PreemptionPolicy:
     """Predicted seconds are multiplied by this: a video's speed varies along it."""
     cut_frames: int = 16
     """Frames a cut still costs: the batch its worker is on and the frames its encoder holds back, which the
-    flush encodes (the commit is in the margin)."""
+    flush encodes (x264's veryfast looks 10 frames ahead); the commit is in the margin."""
 
 
 @dataclass(frozen=True)
@@ -155,16 +154,18 @@ class NoticeResponse:
         self._give_back(name, task, f"given back on a {notice.cloud} {notice.kind} notice "
                         f"({left:.1f} s left, {why})")
 
-
     def _cut_short(self, name: str, task: Task, flight: InFlight, left: float) -> bool:
-        """Ask the worker to cut a segment of a split video that does not fit whole, when the cut fits."""
+        """Ask the worker to cut a segment of a split video (a whole video writes its output, not a part) that
+        does not fit whole, when the cut fits; False when it was not asked."""
         needed = seconds_to_cut(flight, self.policy)
-        if needed is None or needed > left or (task.start_pts is None and task.end_pts is None) or not self._cut(name):
+        whole = task.start_pts is None and task.end_pts is None
+        if needed is None or needed > left or whole or not self._cut(name):
             return False
         log.warning("preemption notice: %s segment %d is cut short after %d frames (a cut needs about %.1f s of "
                     "%.1f s left)", task.uri, task.seq, flight.frames_done, needed, left)
         self.cut += 1
         return True
+
 
 class Preemptible(Protocol):
     def preempt(self, notice: Notice) -> None:
