@@ -331,28 +331,35 @@ def test_a_run_that_watches_no_source_starts_no_watcher():
         assert watcher is None
 
 
-def test_sigterm_as_a_notice_ends_the_cli_run_with_its_line_and_exit_code_75(tmp_path, clip):
+@pytest.mark.parametrize(("long", "grace", "line"), [
+    # 24-frame segments: ~3 s, given back in 1.5 s of grace; 96-frame ones: over 4 s left, cut in 4 s of grace
+    (False, "1.5", "preempted: 1 tasks given back; run the same command again to resume"),
+    (True, "4", "preempted: 0 tasks given back, 1 segments cut short; run the same command again to resume"),
+], ids=["given-back", "cut"])
+def test_sigterm_as_a_notice_ends_the_cli_run_with_its_line_and_exit_code_75(tmp_path, clip, long_clip, long, grace,
+                                                                              line):
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "clip.mp4").write_bytes(clip.read_bytes())
+    (tmp_path / "in" / "clip.mp4").write_bytes((long_clip if long else clip).read_bytes())
     pipeline = tmp_path / "slow.yaml"
-    pipeline.write_text("op: job_ops:SlowOp\nbatch_size: 2\ndelay: 0.25\nsegment_seconds: 1\n")
+    pipeline.write_text("op: job_ops:SlowOp\nbatch_size: 2\n" + (
+        "delay: 0.1\nsegment_seconds: 4\n" if long else "delay: 0.25\nsegment_seconds: 1\n"))
     job_dir = tmp_path / "out" / ".framefleet-job"
     tests = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(tests), os.environ.get("PYTHONPATH")))),
-           "FRAMEFLEET_SPOT_SOURCES": "sigterm", "FRAMEFLEET_SPOT_SIGTERM_GRACE_SECONDS": "1.5", "COLUMNS": "200"}
+           "FRAMEFLEET_SPOT_SOURCES": "sigterm", "FRAMEFLEET_SPOT_SIGTERM_GRACE_SECONDS": grace, "COLUMNS": "200"}
     command = [sys.executable, "-c", "from framefleet.cli import main; main()", "run", str(tmp_path / "in"),
                "-o", str(tmp_path / "out"), "--pipeline", str(pipeline), "--workers", "1", "--progress", "none"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         wait_for(lambda: len(running_segments(job_dir)) == 1, proc, what="a segment in flight")
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)  # Kubernetes deleting the pod: 1.5 s of grace, the segment needs ~3 s
+        time.sleep(1.0 if long else 0.5)
+        proc.send_signal(signal.SIGTERM)  # Kubernetes deleting the pod
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     assert proc.returncode == 75, stderr
-    assert "preempted: 1 tasks given back; run the same command again to resume" in stderr
-    assert [a["outcome"] for a in attempts(job_dir)].count("preempted") == 1
+    assert line in stderr
+    assert [a["outcome"] for a in attempts(job_dir)].count("preempted") == (0 if long else 1)
