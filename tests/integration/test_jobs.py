@@ -710,7 +710,7 @@ def test_cli_run_status_failures_and_retry(variants, tmp_path):
     assert ran.exit_code == 3, ran.stderr
     summary = stdout_json(ran)
     assert set(summary) == {"job_dir", "counts", "frames", "seconds", "interrupted", "failures", "skipped", "damaged",
-                            "refused", "runtimes", "preempted", "adopted", "segmenting"}
+                            "refused", "runtimes", "preempted", "cut_short", "adopted", "segmenting"}
     assert summary["damaged"] == [] and summary["refused"] == {} and summary["preempted"] is None
     assert summary["adopted"] == 0
     assert summary["segmenting"] is None  # no --preemption-notice: the segment length as given
