@@ -123,6 +123,9 @@ class ScriptedPool:
             self.by_kind[request.kind] += 1
         return found
 
+    def cut(self, worker: str) -> bool:
+        return False  # scripted tasks are never cut short: a notice gives them back
+
     def kill(self, worker: str) -> None:
         self._workers.discard(worker)
 

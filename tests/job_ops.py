@@ -35,17 +35,23 @@ class SlowOp(Op):
     """Identity that sleeps `delay` seconds per batch, so a segment takes a predictable while.
 
     With `beacon_dir`, each batch first writes the index of its first frame to ``beacon_dir/<pid>``: a test
-    can see which worker processes are in the middle of a segment, and how far along they are.
+    can see which worker processes are in the middle of a segment, and how far along they are. With
+    `tally_dir`, each batch adds a line with its frame count to ``tally_dir/<pid>``: the frames processed,
+    kept or not.
     """
 
     name = "slow"
     batch_size: int = 2
     delay: float = 0.05
     beacon_dir: str | None = None
+    tally_dir: str | None = None
 
     def process(self, batch: FrameBatch) -> FrameBatch:
         if self.beacon_dir is not None:
             Path(self.beacon_dir, str(os.getpid())).write_text(str(batch.index))
+        if self.tally_dir is not None:
+            with Path(self.tally_dir, str(os.getpid())).open("a") as tally:
+                tally.write(f"{len(batch)}\n")
         time.sleep(self.delay)
         return batch
 

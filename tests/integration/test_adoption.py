@@ -120,12 +120,12 @@ def test_a_join_lost_after_its_commit_adopts_the_output_its_removed_parts_made(t
     out = tmp_path / "out"
     with open_ledger(out / ".framefleet-job") as ledger:
         item = next(i for i in ledger.items() if i.relpath == "sub/c.mkv")
-        fingerprint, segments = ledger.job().fingerprint, LedgerReads(ledger).segment_count(item.id)
+        fingerprint, parts = ledger.job().fingerprint, LedgerReads(ledger).join_parts(item.id)
     before = (out / "sub/c.mkv").stat().st_mtime_ns
     # the join's retry: its parts are gone (the lost attempt removed them after committing the output)
     request = TaskRequest(task_id=9, lease_id=9, kind="join", item_id=item.id, seq=0, uri=item.uri,
                           output_uri=item.output_uri, start_pts=None, end_pts=None, parts_dir=str(tmp_path / "parts"),
-                          segments=segments, input_size=item.size, input_version=item.version,
+                          parts=parts, input_size=item.size, input_version=item.version,
                           job_fingerprint=fingerprint)
     done = run_task(request, Pipeline.from_options({"op": "identity", "segment_seconds": 1}), processor=None)
     assert done.result == JoinResult(output=item.output_uri, frames=96, adopted=True)

@@ -111,7 +111,7 @@ def test_a_user_op_from_the_command_line_records_every_frame_across_segments(tmp
         total += len(frames)
     ledger = open_ledger(out)
     long_item = next(item for item in ledger.items() if item.uri.endswith("b.mp4"))
-    assert LedgerReads(ledger).segment_count(long_item.id) == 3
+    assert len(LedgerReads(ledger).join_parts(long_item.id)) == 3
     ledger.close()
     every = load_records(out)
     assert every.num_rows == total
@@ -188,7 +188,7 @@ def test_sampling_runs_the_next_steps_on_one_frame_per_tick_across_segments(tmp_
     assert table["frame"].to_pylist() == [0, 12, 24, 36]
     assert table["time"].to_pylist() == pytest.approx([0.0, 0.5, 1.0, 1.5], abs=1e-3)
     ledger = open_ledger(out)
-    assert LedgerReads(ledger).segment_count(ledger.items()[0].id) > 1
+    assert len(LedgerReads(ledger).join_parts(ledger.items()[0].id)) > 1
     ledger.close()
 
 

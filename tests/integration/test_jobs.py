@@ -558,7 +558,7 @@ def test_a_long_video_is_split_at_keyframes_and_joined_frame_exact_with_its_audi
     assert result.exit_code == 0 and result.frames == 300
     with ledger_at(result.job_dir) as ledger:
         (item,) = ledger.items()
-        assert LedgerReads(ledger).segment_count(item.id) == 4  # 12 s in pieces of 3 s (keyframes every second)
+        assert len(LedgerReads(ledger).join_parts(item.id)) == 4  # 12 s in pieces of 3 s (keyframes every second)
         attempts = LedgerReads(ledger).attempts(item.id)
         assert Counter((a["kind"], a["outcome"]) for a in attempts) == {
             ("probe", "done"): 1, ("segment", "done"): 4, ("join", "done"): 1}
@@ -710,7 +710,7 @@ def test_cli_run_status_failures_and_retry(variants, tmp_path):
     assert ran.exit_code == 3, ran.stderr
     summary = stdout_json(ran)
     assert set(summary) == {"job_dir", "counts", "frames", "seconds", "interrupted", "failures", "skipped", "damaged",
-                            "refused", "runtimes", "preempted", "adopted", "segmenting"}
+                            "refused", "runtimes", "preempted", "cut_short", "adopted", "segmenting"}
     assert summary["damaged"] == [] and summary["refused"] == {} and summary["preempted"] is None
     assert summary["adopted"] == 0
     assert summary["segmenting"] is None  # no --preemption-notice: the segment length as given

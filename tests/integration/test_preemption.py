@@ -9,6 +9,7 @@ Clips are 64x48, 96 frames at 24 fps with a keyframe every second, split in 1 s 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,13 +23,22 @@ import pytest
 from fake_metadata import FakeMetadataServer, azure_event, refused_endpoint
 from job_ops import SlowOp
 
-from framefleet.engines.preemption import InFlight, PreemptionPolicy, seconds_needed, watch_notices
+from framefleet.engines.local import LocalPool
+from framefleet.engines.preemption import (
+    InFlight,
+    PreemptionPolicy,
+    seconds_needed,
+    seconds_to_cut,
+    watch_notices,
+)
 from framefleet.jobs.directory import open_ledger
 from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import PREEMPTED_EXIT_CODE, JobResult, run
 from framefleet.jobs.spec import JobSpec
 from framefleet.jobs.view import job_status
+from framefleet.ops.style import StyleTransferOp
 from framefleet.pipeline import Pipeline
+from framefleet.processing.streaming import process_video
 from framefleet.settings import EngineOptions, RetryPolicy, RunSettings
 
 pytestmark = pytest.mark.timeout(120)
@@ -149,6 +159,106 @@ def test_a_notice_mid_job_gives_the_segments_that_cannot_finish_back_and_a_rerun
     assert media_checks.decoded_pts(output) == media_checks.decoded_pts(source)
 
 
+@pytest.fixture(scope="module")
+def long_clip(clip_factory) -> Path:
+    """192 frames at 24 fps with B-frames and audio: with 4 s segments, 2 of 96 frames."""
+    return clip_factory("preempt-long.mp4", width=64, height=48, frames=192, gop=24, bframes=2, audio=("aac",))
+
+
+def segment_rows(job_dir: Path) -> list[dict]:
+    with open_ledger(job_dir) as ledger:
+        return [dict(row) for row in ledger.query(
+            "SELECT seq, state, start_pts, end_pts, result FROM tasks WHERE kind = 'segment' ORDER BY seq")]
+
+
+def frames_processed(tally: Path) -> int:
+    """Frames the ops saw, in every worker (`SlowOp.tally_dir`)."""
+    return sum(int(line) for path in tally.iterdir() for line in path.read_text().split())
+
+
+def cut_then_rerun(tmp_path: Path, clip: Path, azure: FakeMetadataServer, pipeline: Pipeline,
+                   settings: RunSettings) -> tuple[JobResult, list[dict], Path, Path]:
+    """Run `pipeline` (2 segments of about 5 s) and send a notice of 4 s once the first segment has written
+    about 20 frames: the other 76 need over 5 s, a cut (16 frames) about 2 s. Then run the same command
+    again without a notice. Returns the first run's result, its segment rows, the source and the output."""
+    job, source, output = start(tmp_path, clip, pipeline, settings)
+    job_dir = Path(job.job_dir)
+    wait_for(lambda: len(running_segments(job_dir)) == 1, job, what="a segment in flight")
+    time.sleep(1.0)
+    noticed = time.time()
+    azure.set_azure_events(azure_event("evict-cut", noticed + 4))
+    result = job.finish()
+    assert result.exit_code == PREEMPTED_EXIT_CODE
+    assert azure.acknowledged == ["evict-cut"]
+    ended = max(a["ended"] for a in attempts(job_dir))
+    print(f"notice to the last attempt's end: {ended - noticed:.2f} s of 4 s")
+    assert ended - noticed < 4  # before the deadline
+    rows = segment_rows(job_dir)
+    azure.set_azure_events()  # the same command on a new node: no notice there
+    again = run(JobSpec([str(tmp_path / "in")], str(tmp_path / "out"), pipeline, settings), job_dir=job_dir)
+    assert again.exit_code == 0 and again.counts["done"] == 1
+    assert media_checks.video_time_base(output) == media_checks.video_time_base(source)
+    assert media_checks.decoded_pts(output) == media_checks.decoded_pts(source)
+    return result, rows, source, output
+
+
+def assert_cut(result: JobResult, rows: list[dict], source: Path, attempts_done: list[dict]) -> int:
+    """The first segment was cut at N, not given back; a new task held [N, end). Returns N."""
+    assert result.preempted == 0 and result.cut_short == 1  # nothing given back
+    first, second, rest = rows
+    cut_at = json.loads(first["result"])["cut_at"]
+    assert (first["state"], first["start_pts"], first["end_pts"]) == ("done", None, cut_at)
+    assert (rest["seq"], rest["state"], rest["start_pts"], rest["end_pts"]) == (
+        2, "pending", cut_at, second["start_pts"])
+    assert cut_at in media_checks.decoded_pts(source)
+    assert "preempted" not in [a["outcome"] for a in attempts_done]
+    return cut_at
+
+
+@pytest.mark.parametrize(("engine", "cuts"), [("local", True), ("local", False), ("inline", True)],
+                         ids=["local-cut", "local-cannot-cut", "inline-cut"])
+def test_a_segment_that_cannot_finish_is_cut_at_frame_n_and_nothing_it_wrote_is_processed_twice(
+        tmp_path, long_clip, azure, monkeypatch, engine, cuts):
+    if not cuts:  # a pool that cannot cut: the segment is given back whole, as before cuts
+        monkeypatch.setattr(LocalPool, "cut", lambda self, worker: False)
+    tally = tmp_path / "tally"
+    tally.mkdir()
+    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.1, tally_dir=str(tally)),), segment_seconds=4.0)
+    settings = RunSettings(engine=engine, options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
+    result, rows, source, output = cut_then_rerun(tmp_path, long_clip, azure, pipeline, settings)
+    if cuts:
+        assert_cut(result, rows, source, attempts(Path(result.job_dir)))
+    else:
+        assert (result.preempted, result.cut_short) == (1, 0) and [row["state"] for row in rows] == ["pending", "pending"]
+    twice = frames_processed(tally) - 192
+    print(f"frames processed twice: {twice} of 192 ({engine}, {'cut' if cuts else 'given back whole'})")
+    # cut: only the batches the ops ran ahead of the writer are dropped (the one in hand, the queue's 2 x sessions
+    # + 1 and the decoder's next: 5 of 2 frames at most); given back: every frame the segment wrote runs again
+    assert twice <= 10 if cuts else twice > 10
+
+def test_with_temporal_bands_the_frames_after_a_cut_continue_the_blend_of_an_uncut_run(tmp_path, long_clip, azure):
+    style = StyleTransferOp(style="7")
+    tally = tmp_path / "tally"
+    tally.mkdir()
+    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.1, tally_dir=str(tally)), style), segment_seconds=4.0,
+                        temporal="bands")
+    settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
+    result, rows, source, output = cut_then_rerun(tmp_path, long_clip, azure, pipeline, settings)
+    cut = media_checks.decoded_pts(source).index(assert_cut(result, rows, source, attempts(Path(result.job_dir))))
+    uncut, plain = tmp_path / "uncut.mp4", tmp_path / "plain.mp4"
+    process_video(source, uncut, Pipeline(ops=(style,), temporal="bands"))
+    process_video(source, plain, Pipeline(ops=(style,), temporal="none"))
+    frames = {path: media_checks.rgb_frames(path) for path in (output, uncut, plain)}
+
+    def differs(path: Path, indices: range) -> float:
+        return sum(media_checks.mean_abs_diff(frames[path][i], frames[uncut][i]) for i in indices) / len(indices)
+
+    after, before = range(cut, cut + 4), range(cut - 4, cut)
+    print(f"frames after the cut differ from an uncut run's by {differs(output, after):.2f} levels (before it: "
+          f"{differs(output, before):.2f}; each frame on its own: {differs(plain, after):.2f}); "
+          f"frames processed twice: {frames_processed(tally) - 192} (pre-rolls included)")
+    assert differs(output, after) < 0.5 * differs(plain, after)  # the blend carries across the cut
+
 def test_a_segment_that_fits_before_the_deadline_finishes_instead_of_being_given_back(tmp_path, clip, azure):
     settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
     job, _, _ = start(tmp_path, clip, slow(0.1), settings)  # about 1.2 s a segment
@@ -205,34 +315,51 @@ def test_seconds_needed_comes_from_the_measured_fps_and_the_frames_left(flight, 
     assert got == (None if needed is None else pytest.approx(needed))
 
 
+@pytest.mark.parametrize(("flight", "needed"), [
+    (InFlight("segment", 10, 30, 2.0), 16 / 5 * 1.25 + 1.0),  # 16 frames at its own fps, 5
+    (InFlight("segment", 0, 30, 2.0), None),  # nothing written yet: nothing to keep
+    (InFlight("join", 0, None, 2.0), None),  # only segments are cut
+])
+def test_seconds_to_cut_is_a_few_frames_at_the_measured_fps(flight, needed):
+    got = seconds_to_cut(flight, PreemptionPolicy(margin_seconds=1.0, slack=1.25, cut_frames=16))
+    assert got == (None if needed is None else pytest.approx(needed))
+
+
 def test_a_run_that_watches_no_source_starts_no_watcher():
     assert os.environ.get("FRAMEFLEET_SPOT_SOURCES") == "none"  # tests/conftest.py: hermetic by default
     with watch_notices(object(), enabled=True) as watcher:  # type: ignore[arg-type]
         assert watcher is None
 
 
-def test_sigterm_as_a_notice_ends_the_cli_run_with_its_line_and_exit_code_75(tmp_path, clip):
+@pytest.mark.parametrize(("long", "grace", "line"), [
+    # 24-frame segments: ~3 s, given back in 1.5 s of grace; 96-frame ones: over 4 s left, cut in 4 s of grace
+    (False, "1.5", "preempted: 1 tasks given back; run the same command again to resume"),
+    (True, "4", "preempted: 0 tasks given back, 1 segments cut short; run the same command again to resume"),
+], ids=["given-back", "cut"])
+def test_sigterm_as_a_notice_ends_the_cli_run_with_its_line_and_exit_code_75(tmp_path, clip, long_clip, long, grace,
+                                                                              line):
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "clip.mp4").write_bytes(clip.read_bytes())
+    (tmp_path / "in" / "clip.mp4").write_bytes((long_clip if long else clip).read_bytes())
     pipeline = tmp_path / "slow.yaml"
-    pipeline.write_text("op: job_ops:SlowOp\nbatch_size: 2\ndelay: 0.25\nsegment_seconds: 1\n")
+    pipeline.write_text("op: job_ops:SlowOp\nbatch_size: 2\n" + (
+        "delay: 0.1\nsegment_seconds: 4\n" if long else "delay: 0.25\nsegment_seconds: 1\n"))
     job_dir = tmp_path / "out" / ".framefleet-job"
     tests = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(tests), os.environ.get("PYTHONPATH")))),
-           "FRAMEFLEET_SPOT_SOURCES": "sigterm", "FRAMEFLEET_SPOT_SIGTERM_GRACE_SECONDS": "1.5", "COLUMNS": "200"}
+           "FRAMEFLEET_SPOT_SOURCES": "sigterm", "FRAMEFLEET_SPOT_SIGTERM_GRACE_SECONDS": grace, "COLUMNS": "200"}
     command = [sys.executable, "-c", "from framefleet.cli import main; main()", "run", str(tmp_path / "in"),
                "-o", str(tmp_path / "out"), "--pipeline", str(pipeline), "--workers", "1", "--progress", "none"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         wait_for(lambda: len(running_segments(job_dir)) == 1, proc, what="a segment in flight")
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)  # Kubernetes deleting the pod: 1.5 s of grace, the segment needs ~3 s
+        time.sleep(1.0 if long else 0.5)
+        proc.send_signal(signal.SIGTERM)  # Kubernetes deleting the pod
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     assert proc.returncode == 75, stderr
-    assert "preempted: 1 tasks given back; run the same command again to resume" in stderr
-    assert [a["outcome"] for a in attempts(job_dir)].count("preempted") == 1
+    assert line in stderr
+    assert [a["outcome"] for a in attempts(job_dir)].count("preempted") == (0 if long else 1)

@@ -92,7 +92,7 @@ def test_a_job_on_ray_matches_the_local_engine(cluster, clip_factory, tmp_path):
     try:
         workers = {a["worker"] for a in LedgerReads(ledger).attempts()}
         assert all(w.startswith("ray-") for w in workers) and len(workers) == 2
-        assert LedgerReads(ledger).segment_count(next(i.id for i in ledger.items() if i.uri.endswith("long.mp4"))) == 2
+        assert len(LedgerReads(ledger).join_parts(next(i.id for i in ledger.items() if i.uri.endswith("long.mp4")))) == 2
     finally:
         ledger.close()
 

@@ -344,6 +344,39 @@ def test_a_preempted_attempt_is_retried_at_once_and_never_counts_against_any_bud
     assert ledger.complete(t, segments=[Segment(None, None)], now=10_001)
 
 
+
+def test_a_segment_cut_at_frame_n_is_done_with_its_part_and_a_new_pending_task_holds_the_rest(ledger):
+    ledger.add_items([ref("a")], now=0)
+    probe_into(ledger, 3)  # [0, 100), [100, 200), [200, None)
+    first, middle, last = (ledger.claim("w", 60, now=1) for _ in range(3))
+    assert ledger.complete(first, now=2) and ledger.complete(last, now=2)
+    cut = SegmentResult(frames=37, output="part", cut_at=137)
+    assert ledger.complete(middle, result=cut, metrics=TaskMetrics(frames=37), now=3)
+    rows = {r["seq"]: r for r in task_rows(ledger, 1) if r["kind"] == "segment"}
+    assert (rows[1]["state"], rows[1]["start_pts"], rows[1]["end_pts"]) == ("done", 100, 137)
+    assert (rows[3]["state"], rows[3]["start_pts"], rows[3]["end_pts"]) == ("pending", 137, 200)
+    assert [a["outcome"] for a in LedgerReads(ledger).attempts(1)].count("done") == 4  # nothing lost
+    assert states(ledger, 1)[("join", 0)] == "waiting"  # the rest is not done yet
+    assert LedgerReads(ledger).join_parts(1) == (0, 1, 3, 2)  # in the order of their frames
+    rest = ledger.claim("w", 60, now=4)
+    assert (rest.kind, rest.seq, rest.start_pts, rest.end_pts) == ("segment", 3, 137, 200)
+    assert ledger.complete(rest, result=SegmentResult(frames=63, output="part"), now=5)
+    assert states(ledger, 1)[("join", 0)] == "pending"
+
+
+def test_a_cut_rest_can_be_cut_again(ledger):
+    ledger.add_items([ref("a")], now=0)
+    probe_into(ledger, 2)  # [0, 150), [150, None)
+    first, second = ledger.claim("w", 60, now=1), ledger.claim("w", 60, now=1)
+    assert ledger.complete(second, now=2)
+    assert ledger.complete(first, result=SegmentResult(frames=10, output="part", cut_at=50), now=2)
+    rest = ledger.claim("w", 60, now=3)
+    assert (rest.seq, rest.start_pts, rest.end_pts) == (2, 50, 150)
+    assert ledger.complete(rest, result=SegmentResult(frames=10, output="part", cut_at=90), now=4)
+    assert LedgerReads(ledger).join_parts(1) == (0, 2, 3, 1)
+    ends = {r["seq"]: (r["start_pts"], r["end_pts"]) for r in task_rows(ledger, 1) if r["kind"] == "segment"}
+    assert ends == {0: (0, 50), 2: (50, 90), 3: (90, 150), 1: (150, None)}
+
 _SCHEMA_1_ATTEMPTS = """
 CREATE TABLE attempts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- lease ids: never reused, even after add_items deletes rows

@@ -245,6 +245,7 @@ def _finish(result: JobResult, as_json: bool) -> None:
                                    "failures": [asdict(f) for f in result.failures], "skipped": result.skipped,
                                    "refused": result.refused, "damaged": [asdict(d) for d in result.damaged],
                                    "runtimes": result.runtimes, "preempted": result.preempted,
+                                   "cut_short": result.cut_short,
                                    "adopted": result.adopted, "segmenting": result.segmenting}))
     else:
         counts = result.counts
@@ -260,8 +261,9 @@ def _finish(result: JobResult, as_json: bool) -> None:
             err.print(f"[yellow]damaged[/] {escape(item.uri)}: {escape(item.summary)}; kept every frame "
                       "that decodes (--strict refuses such inputs)", highlight=False, soft_wrap=True)
         if result.preempted is not None:
-            err.print(f"[yellow]preempted[/]: {result.preempted} tasks given back; run the same command again to "
-                      "resume", highlight=False)
+            cut = f", {result.cut_short} segments cut short" if result.cut_short else ""
+            err.print(f"[yellow]preempted[/]: {result.preempted} tasks given back{cut}; run the same command again "
+                      "to resume", highlight=False)
         elif result.interrupted:
             err.print("[yellow]stopped[/]: run the same command again to resume", highlight=False)
     raise typer.Exit(result.exit_code)

@@ -45,7 +45,8 @@ class InlinePool:
         self._pipeline = pipeline
         self._threads = threads
         self._storage = worker_storage or WorkerStorage()
-        self._workers: dict[str, tuple[queue.SimpleQueue[TaskRequest | None], threading.Thread]] = {}
+        self._workers: dict[str, tuple[queue.SimpleQueue[TaskRequest | None], threading.Thread, threading.Event]] = {}
+        """Each worker's inbox, thread, and the event that cuts its segment short."""
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._fatal: str | None = None
         self._serial = 0
@@ -54,8 +55,9 @@ class InlinePool:
         self._serial += 1
         name = f"inline-{self._serial}"
         inbox: queue.SimpleQueue[TaskRequest | None] = queue.SimpleQueue()
-        thread = threading.Thread(target=self._serve, args=(name, inbox), name=name, daemon=True)
-        self._workers[name] = inbox, thread
+        cut = threading.Event()
+        thread = threading.Thread(target=self._serve, args=(name, inbox, cut), name=name, daemon=True)
+        self._workers[name] = inbox, thread, cut
         thread.start()
         return name
 
@@ -63,6 +65,12 @@ class InlinePool:
         if worker not in self._workers:
             return False
         self._workers[worker][0].put(request)
+        return True
+
+    def cut(self, worker: str) -> bool:
+        if worker not in self._workers:
+            return False
+        self._workers[worker][2].set()
         return True
 
     def events(self, timeout: float) -> list[Event]:
@@ -79,18 +87,18 @@ class InlinePool:
 
     def kill(self, worker: str) -> None:
         if worker in self._workers:
-            inbox, thread = self._workers.pop(worker)
+            inbox, thread, _ = self._workers.pop(worker)
             inbox.put(None)  # it stops after its current task, if that ever ends
             _FORGOTTEN.append(thread)
 
     def close(self) -> None:
-        for inbox, _ in self._workers.values():
+        for inbox, _, _ in self._workers.values():
             inbox.put(None)
-        for _, thread in self._workers.values():
+        for _, thread, _ in self._workers.values():
             thread.join(timeout=10)
         self._workers.clear()
 
-    def _serve(self, name: str, inbox: queue.SimpleQueue[TaskRequest | None]) -> None:
+    def _serve(self, name: str, inbox: queue.SimpleQueue[TaskRequest | None], cut: threading.Event) -> None:
         try:
             worker = Worker(self._pipeline, self._threads, self._storage, own_process=False)
         except Exception as exc:  # noqa: BLE001 - the scheduler stops the job with this
@@ -100,8 +108,10 @@ class InlinePool:
         self._events.put(Ready(name))
         try:
             while (request := inbox.get()) is not None:
+                cut.clear()  # set for the task before, after it ended
                 try:
-                    result = worker.run(request, progress=lambda frames: self._events.put(Progressed(name, frames)))
+                    result = worker.run(request, progress=lambda frames: self._events.put(Progressed(name, frames)),
+                                        cut=cut)
                 except Exception as exc:  # noqa: BLE001 - the input's fault, or a bug: reported either way
                     self._events.put(Errored.of(name, exc, traceback_tail()))
                 else:

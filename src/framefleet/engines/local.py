@@ -12,6 +12,7 @@ import copy
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.synchronize
 import os
 import signal
 import threading
@@ -45,6 +46,8 @@ def local_worker_count(options: EngineOptions, pipeline: Pipeline | None = None)
 class _Process:
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
+    cut: multiprocessing.synchronize.Event
+    """Set to cut its segment short (it reads its pipe only between tasks)."""
 
 
 class LocalPool:
@@ -67,14 +70,15 @@ class LocalPool:
         self._serial += 1
         name = f"local-{os.getpid()}-{self._serial}"
         parent, child = self._context.Pipe()
+        cut = self._context.Event()
         process = self._context.Process(
             target=worker_main, args=(child, self._pipeline, self._threads, self._storage, self._offline,
-                                      logging.getLogger().getEffectiveLevel()),
+                                      logging.getLogger().getEffectiveLevel(), cut),
             name=name, daemon=True,
         )
         process.start()
         child.close()
-        self._workers[name] = _Process(process, parent)
+        self._workers[name] = _Process(process, parent, cut)
         return name
 
     def submit(self, worker: str, request: TaskRequest) -> bool:
@@ -85,6 +89,13 @@ class LocalPool:
             handle.conn.send(request)
         except (BrokenPipeError, OSError):
             return False
+        return True
+
+    def cut(self, worker: str) -> bool:
+        handle = self._workers.get(worker)
+        if handle is None:
+            return False
+        handle.cut.set()
         return True
 
     def events(self, timeout: float) -> list[Event]:
@@ -210,10 +221,11 @@ class _LogToScheduler(logging.Handler):
 
 def worker_main(
     conn: multiprocessing.connection.Connection, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage,
-    offline: bool = False, log_level: int = logging.WARNING,
+    offline: bool = False, log_level: int = logging.WARNING, cut: multiprocessing.synchronize.Event | None = None,
 ) -> None:
     """A worker process: cut its network if `offline`, set the ops up once, then run tasks until told to stop
-    or the scheduler is gone. What it logs (at `log_level` and above) the scheduler's process prints."""
+    or the scheduler is gone, each cut short when `cut` is set. What it logs (at `log_level` and above) the
+    scheduler's process prints."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the scheduler decides
     send = _Sender(conn)
     logging.raiseExceptions = False
@@ -234,8 +246,10 @@ def worker_main(
                 return
             if request is None:
                 return
+            if cut is not None:
+                cut.clear()  # set for the task before, after it ended
             try:
-                outcome = worker.run(request, progress=lambda n: send(("beat", n)))
+                outcome = worker.run(request, progress=lambda n: send(("beat", n)), cut=cut)
             except (BrokenPipeError, EOFError):
                 return  # the scheduler is gone: stop quietly
             except Exception as exc:  # noqa: BLE001 - the input's fault, or a bug: reported either way

@@ -4,9 +4,10 @@
 FRAMEFLEET_SPOT_* variables, docs/reliability.md) and hands each notice with a deadline to the scheduler
 (`NoticeResponse.preempt`). The scheduler then claims nothing more and, for each task in flight, asks
 `seconds_needed`: a task predicted to finish before the deadline (from the fps its worker measured, the
-frames its segment holds, times `slack`, plus `margin_seconds`) finishes; any other is given back at once as
-`preempted` (its worker is killed). Whatever still runs `margin_seconds / 2` before the deadline is given
-back then. Once nothing runs, the run ends (exit code 75) and, on Azure, the event is acknowledged so the
+frames its segment holds, times `slack`, plus `margin_seconds`) finishes; a segment of a split video that has
+written frames is cut short when `seconds_to_cut` fits (its worker stops at the next frame it can and
+commits the part, a new task holds the rest); any other is given back at once as `preempted` (its worker is
+killed). Whatever still runs `margin_seconds / 2` before the deadline is given back then. Once nothing runs, the run ends (exit code 75) and, on Azure, the event is acknowledged so the
 eviction may start. A notice without a deadline (an AWS rebalance recommendation) is only logged.
 
 On the Ray engine each worker actor watches its own node (`framefleet.engines.ray`) and the scheduler
@@ -40,6 +41,9 @@ class PreemptionPolicy:
     commit, the kill of what is left)."""
     slack: float = 1.25
     """Predicted seconds are multiplied by this: a video's speed varies along it."""
+    cut_frames: int = 16
+    """Frames a cut still costs: the batch its worker is on and the frames its encoder holds back, which the
+    flush encodes (x264's veryfast looks 10 frames ahead); the commit is in the margin."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,14 @@ def seconds_needed(flight: InFlight, policy: PreemptionPolicy, job_fps: float = 
     return left / fps * policy.slack + policy.margin_seconds
 
 
+def seconds_to_cut(flight: InFlight, policy: PreemptionPolicy) -> float | None:
+    """Seconds before the deadline a cut of `flight` needs (`cut_frames` at its own fps, with the slack and
+    the margin), or None when it cannot be cut: not a segment, or no frame written yet (nothing to keep)."""
+    if flight.kind != "segment" or not flight.frames_done or flight.seconds <= 0:
+        return None
+    return policy.cut_frames / (flight.frames_done / flight.seconds) * policy.slack + policy.margin_seconds
+
+
 class NoticeResponse:
     """A scheduler's answer to preemption notices: which tasks in flight finish and which are given back.
 
@@ -79,14 +91,17 @@ class NoticeResponse:
     """
 
     def __init__(self, policy: PreemptionPolicy, reads: LedgerReads,
-                 give_back: Callable[[str, Task, str], None]) -> None:
-        self.policy, self._reads, self._give_back = policy, reads, give_back
-        """`give_back(worker, task, message)` kills the worker and records its task `preempted`."""
+                 give_back: Callable[[str, Task, str], None], cut: Callable[[str], bool]) -> None:
+        self.policy, self._reads, self._give_back, self._cut = policy, reads, give_back, cut
+        """`give_back(worker, task, message)` kills the worker and records its task `preempted`; `cut(worker)`
+        asks the worker to cut its segment short (False: it is gone)."""
         self._incoming: Notice | None = None
         self.notice: Notice | None = None
         """This node's notice, once acted on."""
         self.given_back = 0
         """Tasks given back as `preempted`."""
+        self.cut = 0
+        """Segments asked to cut short."""
 
     def preempt(self, notice: Notice) -> None:
         """A preemption notice for this node, from any thread: acted on at the scheduler's next turn."""
@@ -132,10 +147,24 @@ class NoticeResponse:
             log.warning("preemption notice: %s %s %d finishes (needs about %.1f s of %.1f s left)",
                         task.uri, task.kind, task.seq, needed, left)
             return
+        if not notice.immediate and self._cut_short(name, task, flight, left):
+            return
         why = ("no time left" if notice.immediate else "its speed or frame count unknown" if needed is None
                else f"needs about {needed:.1f} s")
         self._give_back(name, task, f"given back on a {notice.cloud} {notice.kind} notice "
                         f"({left:.1f} s left, {why})")
+
+    def _cut_short(self, name: str, task: Task, flight: InFlight, left: float) -> bool:
+        """Ask the worker to cut a segment of a split video (a whole video writes its output, not a part) that
+        does not fit whole, when the cut fits; False when it was not asked."""
+        needed = seconds_to_cut(flight, self.policy)
+        whole = task.start_pts is None and task.end_pts is None
+        if needed is None or needed > left or whole or not self._cut(name):
+            return False
+        log.warning("preemption notice: %s segment %d is cut short after %d frames (a cut needs about %.1f s of "
+                    "%.1f s left)", task.uri, task.seq, flight.frames_done, needed, left)
+        self.cut += 1
+        return True
 
 
 class Preemptible(Protocol):

@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,8 @@ class Preempted(FramefleetError):
 
 
 class RayWorker:
-    """Actor body: a `Worker`, set up once, running one task at a time (plus progress queries), and a watcher
-    of its node's preemption notices."""
+    """Actor body: a `Worker`, set up once, running one task at a time (plus progress queries and cuts), and a
+    watcher of its node's preemption notices."""
 
     def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage) -> None:
         path = tombstone_path(os.getpid())
@@ -83,6 +84,7 @@ class RayWorker:
         faulthandler.enable(file=self._tombstone, all_threads=True)
         self._worker = Worker(pipeline, threads, worker_storage)
         self._frames = 0
+        self._cut = threading.Event()
         self._notice: Notice | None = None
         watcher = NoticeWatcher(self._on_notice, WatchSettings.from_env(sigterm=False))
         self._watcher = watcher.start() if watcher.sources else None
@@ -106,11 +108,16 @@ class RayWorker:
         if self._notice is not None:
             raise Preempted(f"this worker's node got a {self._notice.cloud} {self._notice.kind} notice")
         self._frames = 0
+        self._cut.clear()  # set for the task before, after it ended
 
         def count(frames: int) -> None:
             self._frames += frames
 
-        return self._worker.run(request, progress=count)
+        return self._worker.run(request, progress=count, cut=self._cut)
+
+    def cut(self) -> None:
+        """Cut the segment under way short at the next frame it can stop at (`run_task`'s `cut`)."""
+        self._cut.set()
 
     def acknowledge(self) -> bool:
         """Tell the cloud this node may go now (Azure); the driver asks the last of the node's workers."""
@@ -177,7 +184,7 @@ class RayPool:
     def __init__(
         self, pipeline: Pipeline, *, cpus: float, gpus: float, threads: int, worker_storage: WorkerStorage = WorkerStorage()
     ) -> None:
-        self._actor = ray.remote(RayWorker).options(num_cpus=cpus, num_gpus=gpus, max_concurrency=2,
+        self._actor = ray.remote(RayWorker).options(num_cpus=cpus, num_gpus=gpus, max_concurrency=3,
                                                     max_restarts=0)
         _ship_user_ops(pipeline)
         self._pipeline = ray.put(pipeline)
@@ -211,6 +218,13 @@ class RayPool:
         self._frames[worker] = 0
         self._last_poll[worker] = time.monotonic()
         self._refs[actor.run.remote(request)] = (worker, "run")
+        return True
+
+    def cut(self, worker: str) -> bool:
+        actor = self._actors.get(worker)
+        if actor is None:
+            return False
+        actor.cut.remote()
         return True
 
     def events(self, timeout: float) -> list[Event]:

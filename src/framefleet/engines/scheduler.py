@@ -14,7 +14,8 @@ as events. The scheduler owns the policy:
 - on a stop request (`request_stop`, or the `stop` event set) it claims nothing more, lets running tasks
   finish for `grace_seconds`, then releases what is left (infrastructure losses) and returns;
 - on a preemption notice (`notices.preempt`) it claims nothing more, lets the running tasks that fit before the
-  deadline finish and gives the others back at once as `preempted` (`framefleet.engines.preemption`).
+  deadline finish, cuts segments short where that fits (`WorkerPool.cut`) and gives the others back at once
+  as `preempted` (`framefleet.engines.preemption`).
 
 Workers are started only while the ledger holds unfinished work. A batch run returns when no work is
 left; a standing run (`standing=True`, a long-running service) keeps polling the ledger for tasks that
@@ -145,6 +146,10 @@ class WorkerPool(Protocol):
     def events(self, timeout: float) -> list[Event]:
         """What happened since the last call, waiting up to `timeout` seconds for something."""
 
+    def cut(self, worker: str) -> bool:
+        """Ask a busy worker to cut its segment short at the next frame it can stop at: it commits the part and
+        reports `Finished` with the result's `cut_at` (or finishes whole). False when the worker is gone."""
+
     def kill(self, worker: str) -> None:
         """Stop a worker now and forget it (no `Died` event follows)."""
 
@@ -182,7 +187,7 @@ class Scheduler:
         self._lease_seconds = max(60.0, 2 * self.options.hang_timeout)
         job = self.ledger.job()
         self._fingerprint = job.fingerprint if job is not None else None
-        self.notices = NoticeResponse(self.preemption, self.reads, self._give_back)
+        self.notices = NoticeResponse(self.preemption, self.reads, self._give_back, self.pool.cut)
         """This node's preemption notices (`notices.preempt`, from any thread) and what became of them."""
 
     def request_stop(self, *, now: bool = False) -> None:
@@ -266,8 +271,8 @@ class Scheduler:
             task = self.ledger.claim(name, self._lease_seconds, now)
             if task is None:
                 return
-            segments = self.reads.segment_count(task.item_id) if task.kind == "join" else 0
-            request = TaskRequest.of(task, self.parts_dir, segments=segments, job_fingerprint=self._fingerprint)
+            parts = self.reads.join_parts(task.item_id) if task.kind == "join" else ()
+            request = TaskRequest.of(task, self.parts_dir, parts=parts, job_fingerprint=self._fingerprint)
             if not self.pool.submit(name, request):
                 self.ledger.fail(task, "lost", error_type="WorkerLost", message="the worker went away before the task")
                 continue
@@ -371,7 +376,7 @@ class Scheduler:
                 self._abandon(name, slot.task, outcome, message)
 
     def _act_on_notice(self, notice: Notice) -> None:
-        """This node's notice: claim nothing more; each running task finishes or is given back."""
+        """This node's notice: claim nothing more; each running task finishes, is cut short or is given back."""
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
         self._progress.stopping = True

@@ -156,11 +156,12 @@ class LedgerReads:
         """The job's fingerprint, pipeline, output root and version (None before it started)."""
         return self.ledger.job()
 
-    def segment_count(self, item_id: int) -> int:
-        """How many segments an item was split into."""
-        return self.ledger.query(
-            "SELECT COUNT(*) FROM tasks WHERE item_id = ? AND kind = 'segment'", (item_id,)
-        ).fetchone()[0]
+    def join_parts(self, item_id: int) -> tuple[int, ...]:
+        """The seqs of an item's segments in the order of their frames (a segment cut on a preemption notice
+        leaves its rest to a later seq)."""
+        return tuple(row[0] for row in self.ledger.query(
+            "SELECT seq FROM tasks WHERE item_id = ? AND kind = 'segment' "
+            "ORDER BY start_pts IS NOT NULL, start_pts", (item_id,)))
 
     def task_frames(self, task: Task) -> int | None:
         """Frames a segment task holds, from its item's probe: all of them for a whole video, else its share of

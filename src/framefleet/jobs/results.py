@@ -76,6 +76,9 @@ class SegmentResult:
     damage: DamageReport | None = None
     adopted: bool | None = None
     """True when the part (or output) was found already committed with a matching manifest, not made."""
+    cut_at: int | None = None
+    """Where the segment was cut on a preemption notice: the part holds [start_pts, cut_at), a new task the
+    rest (docs/reliability.md#cutting-a-segment-at-frame-n)."""
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,10 @@ class JobResult:
     """What ran the ops' models in the done tasks ("style: openvino bf16"), each once."""
     preempted: int | None = None
     """When the run ended on a preemption notice with work left: how many tasks it gave back (0 when every
-    task in flight finished before the deadline); None otherwise."""
+    task in flight finished, or was cut short, before the deadline); None otherwise."""
+    cut_short: int | None = None
+    """When the run ended on a preemption notice with work left: how many segments it cut short (each
+    committed its frames so far; a new task holds the rest); None otherwise."""
     adopted: int = 0
     """Items done by adopting an output already committed with a matching manifest, without running."""
     segmenting: dict[str, Any] | None = None
@@ -151,12 +154,14 @@ def run(
         frames, _ = LedgerReads(ledger).frames()
         # A stop that came when nothing was left to do (or while the last task finished) interrupted nothing.
         interrupted = not finished and (standing or ledger.unfinished() > 0)
-        preempted = scheduler.notices.given_back if interrupted and scheduler.notices.notice is not None else None
+        noticed = interrupted and scheduler.notices.notice is not None
+        preempted, cut_short = ((scheduler.notices.given_back, scheduler.notices.cut) if noticed else (None, None))
         return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(), frames=frames,
                          seconds=time.perf_counter() - started, interrupted=interrupted,
                          skipped=found.skipped if found else [], refused=found.refused if found else {},
                          damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes(),
-                         preempted=preempted, adopted=LedgerReads(ledger).adopted(), segmenting=segmenting)
+                         preempted=preempted, cut_short=cut_short, adopted=LedgerReads(ledger).adopted(),
+                         segmenting=segmenting)
 
 
 def _sized_for_notice(pipeline: Pipeline, settings: RunSettings, found: _Found | None,

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from framefleet.errors import FramefleetError
-from framefleet.jobs.results import ProbeResult, Segment, TaskMetrics, TaskOutcome, outcome_json
+from framefleet.jobs.results import (
+    ProbeResult,
+    Segment,
+    SegmentResult,
+    TaskMetrics,
+    TaskOutcome,
+    outcome_json,
+)
 from framefleet.jobs.schema import SCHEMA_VERSION, connect, write_transaction
 from framefleet.jobs.transitions import (
     Outcome,
@@ -34,6 +41,7 @@ from framefleet.jobs.transitions import (
     adopt_item,
     after_segment,
     close_attempt,
+    cut_segment,
     finish_item,
     holds_lease,
     plan_segments,
@@ -275,6 +283,8 @@ class Ledger:
             elif task.kind == "probe":
                 plan_segments(db, task, segments or [Segment(None, None)], probe)
             elif task.kind == "segment":
+                if isinstance(result, SegmentResult) and result.cut_at is not None:
+                    cut_segment(db, task, result.cut_at)
                 after_segment(db, task.item_id, now)
             else:
                 finish_item(db, task.item_id, now)

@@ -36,7 +36,7 @@ from framefleet.jobs.results import (
 )
 from framefleet.jobs.transitions import Task
 from framefleet.pipeline import Pipeline
-from framefleet.processing.streaming import FrameProcessor, StreamResult
+from framefleet.processing.streaming import CutSignal, FrameProcessor, StreamResult
 from framefleet.video import VideoInfo, VideoSource, probe
 from framefleet.video.concat import join_segments
 
@@ -59,8 +59,8 @@ class TaskRequest:
     parts_dir: str
     """Where segment files wait for their join (each item has a subfolder): a local folder, by default in
     the job directory, or an object-store URI when workers share no disk."""
-    segments: int = 0
-    """For a join: how many segments to join."""
+    parts: tuple[int, ...] = ()
+    """For a join: the seqs of the segments to join, in the order of their frames (`LedgerReads.join_parts`)."""
     input_size: int | None = None
     input_version: str | None = None
     """The input's size and version as the ledger keeps them: with `uri`, its fingerprint in manifests."""
@@ -73,11 +73,12 @@ class TaskRequest:
         return InputFingerprint(self.uri, self.input_size, self.input_version)
 
     @classmethod
-    def of(cls, task: Task, parts_dir: str, *, segments: int = 0, job_fingerprint: str | None = None) -> TaskRequest:
-        """The request for a claimed `task` (`segments`: for a join, how many it joins)."""
+    def of(cls, task: Task, parts_dir: str, *, parts: tuple[int, ...] = (),
+           job_fingerprint: str | None = None) -> TaskRequest:
+        """The request for a claimed `task` (`parts`: for a join, the seqs it joins in order)."""
         return cls(task_id=task.id, lease_id=task.lease_id, kind=task.kind, item_id=task.item_id, seq=task.seq,
                    uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
-                   parts_dir=parts_dir, segments=segments, input_size=task.input_size,
+                   parts_dir=parts_dir, parts=parts, input_size=task.input_size,
                    input_version=task.input_version, job_fingerprint=job_fingerprint)
 
 
@@ -165,9 +166,12 @@ def run_task(
     processor: FrameProcessor,
     progress: Callable[[int], None] | None = None,
     inputs: InputOpener | None = None,
+    cut: CutSignal | None = None,
 ) -> TaskResult:
     """Run one task. Raises framefleet errors (bad input, a store that refuses or is unreachable) or
-    anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one).
+    anything else (a bug) on failure. `inputs` opens remote inputs (the worker keeps one). `cut`, once set,
+    stops a segment of a split video at the next frame it can stop at: its part holds the frames written
+    and the result's `cut_at` says where the rest starts (a whole video is never cut).
 
     A task whose output (or part) is already committed with a matching manifest adopts it and returns at
     once, without reading the input."""
@@ -197,14 +201,14 @@ def run_task(
     encode = pipeline.encode if whole else pipeline.encode.for_output(request.output_uri)
     stream = processor.run(source, video, encode=encode, info=info, start_pts=request.start_pts,
                            end_pts=request.end_pts, carry=whole, progress=progress, records=records,
-                           input_uri=request.uri)
+                           input_uri=request.uri, cut=None if whole else cut)
     metrics = _metrics(stream, info, [path for path in (video, records) if path is not None])
     destination = request.output_uri if whole else part_uri(request.parts_dir, request.item_id, request.seq)
     checks = _checks(request, destination, video, records)
     metrics.upload_s = _commit(records, records_uri(destination)) if records is not None else 0.0
     if video is not None:
         metrics.upload_s += _commit(video, destination)
-    segment = None if whole else (request.start_pts, request.end_pts)
+    segment = None if whole else (request.start_pts, stream.cut_at if stream.cut_at is not None else request.end_pts)
     _write_manifest(request, destination, checks, stream.frames, stream.records if records is not None else None,
                     segment)
     damage = DamageReport(summary=stream.damage(), frames_claimed=stream.frames_claimed,
@@ -212,7 +216,7 @@ def run_task(
                           cut_short=stream.cut_short) if stream.damaged else None
     result = SegmentResult(frames=stream.frames, output=destination if video is not None else records_uri(destination),
                            records=stream.records if records is not None else None, runtime=stream.runtime or None,
-                           damage=damage)
+                           damage=damage, cut_at=stream.cut_at)
     return TaskResult(result=result, metrics=metrics)
 
 
@@ -286,7 +290,7 @@ def _join(request: TaskRequest, info: VideoInfo, source: VideoSource, pipeline: 
     target = task_target(request, request.parts_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    seqs = range(request.segments)
+    seqs = request.parts
     video_parts = [part_path(request.parts_dir, request.item_id, seq)
                    for seq in seqs] if pipeline.writes_video else []
     record_parts = [records_path(part_path(request.parts_dir, request.item_id, seq))
@@ -325,14 +329,14 @@ def _remote_parts(request: TaskRequest, pipeline: Pipeline) -> list[str]:
     """The URIs of a join's parts in a store (video parts, then records parts); none for a local parts folder."""
     if storage.is_local(request.parts_dir):
         return []
-    uris = [part_uri(request.parts_dir, request.item_id, seq) for seq in range(request.segments)]
+    uris = [part_uri(request.parts_dir, request.item_id, seq) for seq in request.parts]
     return [*(uris if pipeline.writes_video else []), *(map(records_uri, uris) if pipeline.writes_records else [])]
 
 
 def _remove_parts(request: TaskRequest, remote_parts: list[str]) -> None:
     """After the join's commit: its parts, their manifests first (none outlives its part)."""
     if remote_parts and request.job_fingerprint is not None:
-        for seq in range(request.segments):
+        for seq in request.parts:
             manifests.delete_manifest(part_uri(request.parts_dir, request.item_id, seq))
     for uri in remote_parts:
         storage.delete(uri)

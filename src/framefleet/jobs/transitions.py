@@ -127,6 +127,16 @@ def plan_segments(db: sqlite3.Connection, task: Task, segments: list[Segment], p
             (task.item_id,),
         )
 
+def cut_segment(db: sqlite3.Connection, task: Task, cut_at: int) -> None:
+    """A segment cut at `cut_at` on a preemption notice: its row now holds the part it made, [start, cut_at),
+    and a new pending segment task the rest, with the item's next free seq (the join orders parts by start)."""
+    db.execute("UPDATE tasks SET end_pts = ? WHERE id = ?", (cut_at, task.id))
+    db.execute(
+        "INSERT INTO tasks (item_id, kind, seq, start_pts, end_pts, state) SELECT ?, 'segment', MAX(seq) + 1, ?, ?, "
+        "'pending' FROM tasks WHERE item_id = ? AND kind = 'segment'",
+        (task.item_id, cut_at, task.end_pts, task.item_id),
+    )
+
 def after_segment(db: sqlite3.Connection, item_id: int, now: float) -> None:
     """After a segment: once all of the item's are done, its join becomes pending (or, with none, the item is done)."""
     left = db.execute(

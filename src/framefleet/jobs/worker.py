@@ -18,7 +18,7 @@ from framefleet.files.remote_inputs import WorkerStorage
 from framefleet.jobs.task import TaskRequest, TaskResult, run_task
 from framefleet.pipeline import Pipeline
 from framefleet.processing.limits import cap_memory, is_out_of_memory, memory_error
-from framefleet.processing.streaming import FrameProcessor
+from framefleet.processing.streaming import CutSignal, FrameProcessor
 from framefleet.util.redact import redact
 
 _LOG_TAIL_LINES = 20
@@ -40,10 +40,13 @@ class Worker:
         self._inputs = worker_storage.apply()
         self._processor = FrameProcessor(self.pipeline, sessions=1, threads=threads)
 
-    def run(self, request: TaskRequest, progress: Callable[[int], None] | None = None) -> TaskResult:
-        """Run one task (see `run_task`); raises a framefleet error, or anything else for a bug."""
+    def run(self, request: TaskRequest, progress: Callable[[int], None] | None = None,
+            cut: CutSignal | None = None) -> TaskResult:
+        """Run one task (see `run_task`: `cut` stops a segment early); raises a framefleet error, or anything
+        else for a bug."""
         try:
-            return run_task(request, self.pipeline, self._processor, progress=progress, inputs=self._inputs)
+            return run_task(request, self.pipeline, self._processor, progress=progress, inputs=self._inputs,
+                            cut=cut)
         except Exception as exc:
             if is_out_of_memory(exc):  # under the worker's cap: the input's fault, like any broken limit
                 raise memory_error(request.uri, self.pipeline.limits) from None

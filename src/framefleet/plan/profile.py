@@ -529,7 +529,7 @@ def _join_seconds(pipeline: Pipeline, uri: str, chunk: Stretch, scratch: Path) -
     with closing(_worker(pipeline, Knobs(max_size=64))) as worker:
         worker.run(_segment(uri, scratch, 0, chunk.start, chunk.warm))
         worker.run(_segment(uri, scratch, 1, chunk.warm, chunk.short))
-        join = replace(_segment(uri, scratch, 2, None, None), kind="join", segments=2)
+        join = replace(_segment(uri, scratch, 2, None, None), kind="join", parts=(0, 1))
         started = time.perf_counter()
         worker.run(join)
     return time.perf_counter() - started

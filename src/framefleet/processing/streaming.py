@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -51,6 +52,14 @@ from framefleet.video.remux import CarriedStream
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
+
+
+class CutSignal(Protocol):
+    """Set from outside while a segment runs, to stop it early (a `threading.Event`, or a
+    `multiprocessing.Event` set by the process that started the worker)."""
+
+    def is_set(self) -> bool: ...
+
 INDEX_SLACK = 1
 """Frames an index may list beyond those that decode before the input counts as damaged (an entry without
 a picture at the end is common: FFmpeg's AVI muxer, phones' MP4s)."""
@@ -150,6 +159,8 @@ class StreamResult:
     """The input's picture and the output's (`ColourPlan.describe`), e.g. "HDR PQ 10-bit -> SDR 8-bit (tone-mapped)"."""
     runtime: str = ""
     """What ran the ops' models, by step ("style: openvino bf16"; empty when no op runs a model)."""
+    cut_at: int | None = None
+    """Where a cut stopped the segment (`FrameProcessor.run`'s `cut`): the first timestamp not written."""
 
     @property
     def fps(self) -> float:
@@ -289,6 +300,7 @@ class FrameProcessor:
         progress: ProgressCallback | None = None,
         records: str | os.PathLike[str] | None = None,
         input_uri: str | None = None,
+        cut: CutSignal | None = None,
     ) -> StreamResult:
         """Process frames start_pts <= pts < end_pts (all by default) of `source` into `output` (None: no
         video), and the ops' records into the Parquet file `records` (None: none), naming the input
@@ -300,6 +312,10 @@ class FrameProcessor:
         runs the `preroll_frames` frames before its start through the ops and the blend without writing
         them, so it continues the blend of the segment before it instead of starting afresh (pipelines
         that write records start afresh, so their records stay the segment's own).
+
+        `cut`, once set, stops before the next batch to write (once a frame is written): the result's
+        `cut_at` is that batch's first timestamp, and what was written is flushed and renamed into place as
+        for a whole run (a segment cut on a preemption notice, docs/reliability.md).
         """
         started = time.perf_counter()
         info = info or probe(source, keyframes=False, limits=self.limits)
@@ -317,8 +333,8 @@ class FrameProcessor:
                 source, output, info, (width, height), encode, carry, colour) as writer:
             blend = (temporal_filter(self.temporal, self.temporal_strength) if writer is not None
                      and any(op.writes_frames for op in self.ops) else None)
-            frames = self._write_batches(reader, writer, recorder, blend, (width, height), timers, start_pts,
-                                         end_pts, progress)
+            frames, cut_at = self._write_batches(reader, writer, recorder, blend, (width, height), timers,
+                                                 start_pts, end_pts, progress, cut)
             claimed = info.video.frames_header if start_pts is None and end_pts is None else None
             if self.strict and claimed and frames < claimed - INDEX_SLACK:
                 raise CorruptVideoError(f"{source}: corrupt video, truncated: its index lists {claimed} frames "
@@ -336,7 +352,7 @@ class FrameProcessor:
             decoder=reader.decoder, encoder=writer.codec if writer is not None else "",
             temporal=self.temporal if blend is not None else "none", frames_claimed=claimed,
             decode_errors=reader.decode_errors, cut_short=reader.cut_short, frames_dropped=reader.frames_dropped,
-            colour=colour.describe(),
+            colour=colour.describe(), cut_at=cut_at,
         )
         if result.damaged:
             log.warning("%s: partly damaged input: %s; kept every frame that decodes", source, result.damage())
@@ -344,9 +360,11 @@ class FrameProcessor:
 
     def _write_batches(self, reader: VideoReader, writer: VideoWriter | None, recorder: RecordsWriter | None,
                        blend: TemporalBlend | None, size: tuple[int, int], timers: StageTimes,
-                       start_pts: int | None, end_pts: int | None, progress: ProgressCallback | None) -> int:
+                       start_pts: int | None, end_pts: int | None, progress: ProgressCallback | None,
+                       cut: CutSignal | None) -> tuple[int, int | None]:
         """Decode the frames start_pts <= pts < end_pts, run the ops (and `blend`, pre-rolled from before
-        `start_pts`) and write the outputs of `size` in order. Returns the frames written."""
+        `start_pts`) and write the outputs of `size` in order, until `cut` is set. Returns the frames written
+        and, when cut, the first timestamp not written."""
         frames = 0
         preroll_until = (start_pts if blend is not None and not any(op.writes_records for op in self.ops)
                          else None)
@@ -355,6 +373,8 @@ class FrameProcessor:
         batches = reader.batches(max(op.batch_size for op in self.ops), read_from, end_pts)
         prepare = writer.prepare if writer is not None and blend is None else None
         for batch, prepared, steps in self._overlapped(batches, timers, prepare, blend, size):
+            if cut is not None and frames and cut.is_set():
+                return frames, int(batch.pts[0])  # leaving the loop stops the decode and the ops behind it
             t0 = time.perf_counter()
             if blend is not None and writer is not None:  # in decode order, before the encoder's conversion
                 batch = batch.with_frames(blend(steps, batch.frames))
@@ -372,7 +392,7 @@ class FrameProcessor:
             frames += len(batch)
             if progress:
                 progress(len(batch))
-        return frames
+        return frames, None
 
     def _reads_deep(self, colour: ColourPlan, info: VideoInfo, name: str) -> bool:
         """Whether the ops get 16-bit RGB: the output keeps more than 8 bits and every op reading pixels takes
