@@ -134,8 +134,11 @@ def connect(options: RayOptions) -> None:
         raise OptionError('--engine ray needs Ray: pip install "framefleet[ray]"')
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"address": options.address, "log_to_driver": False, "logging_level": logging.WARNING}
-    if options.address is None and options.object_store_memory:
+    # No address: a private cluster, as documented, even where a cluster already runs on this machine (Ray's
+    # own default joins that one); RAY_ADDRESS, as `ray job submit` sets it, still names one to join.
+    address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address == "local" and options.object_store_memory:
         kwargs["object_store_memory"] = options.object_store_memory
     context = ray.init(**kwargs)
     cluster = ray.cluster_resources()
