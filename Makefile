@@ -88,6 +88,8 @@ bench-plan: $(STAMP)
 bench-ray: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
 	$(BIN)/python benchmarks/ray_engine.py
+	$(BIN)/python -m pip install --quiet 'ray[data]==2.60.0' decord  # the hand-written Ray Data contender
+	$(BIN)/python benchmarks/ray_data_contender.py
 
 bench-storage: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pip install --quiet -e '.[test,azure]'
