@@ -27,8 +27,11 @@ UHD = (3840, 2160)
 
 @pytest.fixture(autouse=True)
 def two_cores(monkeypatch):
+    """Two cores, and a CPU with bf16: `auto` sessions are planned with onnxruntime's figures wherever the
+    tests run."""
     monkeypatch.setattr(streaming, "available_cores", lambda: 2)
     monkeypatch.setattr(local, "available_cores", lambda: 2)
+    monkeypatch.setattr(memory_budget, "cpu_precisions", lambda: ("fp32", "bf16"))
 
 
 def budget(monkeypatch, mib: int) -> None:
@@ -149,3 +152,23 @@ def test_out_of_memory_from_python_or_onnxruntime():
     assert is_out_of_memory(Fail("bfc_arena.cc:360 Failed to allocate memory for requested buffer of size 398131200"))
     assert not is_out_of_memory(Fail("Non-zero status code returned while running Conv node"))
     assert not is_out_of_memory(RuntimeError("Failed to allocate memory"))
+
+
+@pytest.mark.parametrize(("options", "bf16_cpu", "openvino_fp32"), [
+    ({"runtime": "openvino", "precision": "fp32"}, True, True),
+    ({"runtime": "openvino"}, False, True),  # auto precision without bf16: fp32
+    ({}, False, True),  # auto: OpenVINO fp32 is the usual pick without bf16
+    ({}, True, False),  # auto with bf16: bf16 (or onnxruntime fp32), under onnxruntime's figure
+    ({"runtime": "openvino", "precision": "bf16"}, True, False),
+    ({"runtime": "onnxruntime"}, False, False),
+])
+def test_a_session_that_may_run_on_openvino_fp32_is_planned_with_its_larger_peak(monkeypatch, options, bf16_cpu,
+                                                                                 openvino_fp32):
+    # measured (docs/benchmarks.md, memory): OpenVINO fp32 peaks at 1.4x onnxruntime fp32 at 1080p
+    monkeypatch.setattr(memory_budget, "openvino_installed", lambda: True)
+    if not bf16_cpu:
+        monkeypatch.setattr(memory_budget, "cpu_precisions", lambda: ("fp32",))
+    session = estimate(style(**options), 1920, 1080, 2) - estimate(style(**options), 1920, 1080, 1)
+    reference = estimate(style(runtime="onnxruntime"), 1920, 1080, 2) - estimate(
+        style(runtime="onnxruntime"), 1920, 1080, 1)
+    assert session / reference == (pytest.approx(1.35, abs=0.03) if openvino_fp32 else 1.0)

@@ -24,6 +24,7 @@ from typing import TypeGuard
 from framefleet.engines.local import local_worker_count
 from framefleet.errors import LimitError, OptionError
 from framefleet.ops.base import Op
+from framefleet.ops.runtimes import cpu_precisions, openvino_installed
 from framefleet.ops.style import StyleTransferOp
 from framefleet.pipeline import Pipeline
 from framefleet.processing.streaming import Parallelism
@@ -42,7 +43,10 @@ PROCESS_BYTES = 300 * MIB
 SESSION_BYTES = 64 * MIB
 """One model session's weights and buffers, whatever the frame size."""
 MODEL_PIXEL_BYTES = 320
-"""Peak bytes per pixel the model sees, per frame of a batch (the network's activations)."""
+"""Peak bytes per pixel the model sees, per frame of a batch (the network's activations), on onnxruntime fp32
+(measured about 300) and on OpenVINO bf16 (about 220)."""
+OPENVINO_FP32_PIXEL_BYTES = 440
+"""The same on OpenVINO fp32 (measured about 420: 1.4x onnxruntime's), which `--runtime auto` may choose."""
 SCALED_PIXEL_BYTES = 32
 """Bytes per frame pixel, per frame of a batch, in a session that scales frames to and from the model's
 size."""
@@ -158,7 +162,18 @@ def _session_bytes(op: Op, width: int, height: int) -> int:
         return SESSION_BYTES + op.batch_size * width * height * SCALED_PIXEL_BYTES
     w, h = op.input_size(width, height)
     scaled = width * height * SCALED_PIXEL_BYTES if (w, h) != (width, height) else 0
-    return SESSION_BYTES + op.batch_size * (w * h * MODEL_PIXEL_BYTES + scaled)
+    return SESSION_BYTES + op.batch_size * (w * h * _model_pixel_bytes(op) + scaled)
+
+
+def _model_pixel_bytes(op: StyleTransferOp) -> int:
+    """The model's peak bytes per pixel on the runtime `op` will likely run on: OpenVINO fp32 when asked, or
+    under `auto` on a CPU without bf16 (where it is `auto`'s usual pick); else onnxruntime's figure, which
+    bf16 stays under. (int8 is not measured: taken as onnxruntime's.)"""
+    if op.runtime == "onnxruntime" or op.precision in ("bf16", "int8") or not openvino_installed():
+        return MODEL_PIXEL_BYTES
+    if op.precision == "fp32" and op.runtime == "openvino" or "bf16" not in cpu_precisions():
+        return OPENVINO_FP32_PIXEL_BYTES
+    return MODEL_PIXEL_BYTES
 
 
 def _styles(pipeline: Pipeline) -> list[StyleTransferOp]:
