@@ -236,6 +236,7 @@ def test_a_segment_that_cannot_finish_is_cut_at_frame_n_and_nothing_it_wrote_is_
     # + 1 and the decoder's next: 5 of 2 frames at most); given back: every frame the segment wrote runs again
     assert twice <= 10 if cuts else twice > 10
 
+
 def test_with_temporal_bands_the_frames_after_a_cut_continue_the_blend_of_an_uncut_run(tmp_path, long_clip, azure):
     style = StyleTransferOp(style="7")
     tally = tmp_path / "tally"
@@ -258,6 +259,7 @@ def test_with_temporal_bands_the_frames_after_a_cut_continue_the_blend_of_an_unc
           f"{differs(output, before):.2f}; each frame on its own: {differs(plain, after):.2f}); "
           f"frames processed twice: {frames_processed(tally) - 192} (pre-rolls included)")
     assert differs(output, after) < 0.5 * differs(plain, after)  # the blend carries across the cut
+
 
 def test_a_segment_that_fits_before_the_deadline_finishes_instead_of_being_given_back(tmp_path, clip, azure):
     settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)

@@ -344,7 +344,6 @@ def test_a_preempted_attempt_is_retried_at_once_and_never_counts_against_any_bud
     assert ledger.complete(t, segments=[Segment(None, None)], now=10_001)
 
 
-
 def test_a_segment_cut_at_frame_n_is_done_with_its_part_and_a_new_pending_task_holds_the_rest(ledger):
     ledger.add_items([ref("a")], now=0)
     probe_into(ledger, 3)  # [0, 100), [100, 200), [200, None)
@@ -376,6 +375,7 @@ def test_a_cut_rest_can_be_cut_again(ledger):
     assert LedgerReads(ledger).join_parts(1) == (0, 2, 3, 1)
     ends = {r["seq"]: (r["start_pts"], r["end_pts"]) for r in task_rows(ledger, 1) if r["kind"] == "segment"}
     assert ends == {0: (0, 50), 2: (50, 90), 3: (90, 150), 1: (150, None)}
+
 
 _SCHEMA_1_ATTEMPTS = """
 CREATE TABLE attempts (

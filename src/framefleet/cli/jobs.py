@@ -33,6 +33,8 @@ from framefleet.settings import RunSettings
 
 JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
                                             "or the output URI of a job writing to an object store.")]
+
+
 @app.command()
 @options.with_pipeline_flags("op", "param", "model", "style", "style_image", "strength", "max_size", "device",
                              "runtime", "precision", "batch_size", "crf", "preset", "codec", "hdr", "temporal",

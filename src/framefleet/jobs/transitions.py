@@ -48,6 +48,7 @@ def holds_lease(db: sqlite3.Connection, task: Task) -> bool:
     row = db.execute("SELECT state, lease_id FROM tasks WHERE id = ?", (task.id,)).fetchone()
     return row is not None and row["state"] == "running" and row["lease_id"] == task.lease_id
 
+
 def close_attempt(db: sqlite3.Connection, lease_id: int, outcome: Outcome, now: float, error_type: str | None,
                   message: str | None, log_tail: str | None) -> None:
     """End the attempt `lease_id` with `outcome` and its error, redacted."""
@@ -57,6 +58,7 @@ def close_attempt(db: sqlite3.Connection, lease_id: int, outcome: Outcome, now: 
         "WHERE id = ? AND outcome IS NULL",
         (now, outcome, error_type, message, log_tail, lease_id),
     )
+
 
 def release(db: sqlite3.Connection, retry: RetryPolicy, task_id: int, lease_id: int, outcome: Outcome,
             message: str, now: float, error_type: str | None = None, log_tail: str | None = None,
@@ -111,6 +113,7 @@ def release(db: sqlite3.Connection, retry: RetryPolicy, task_id: int, lease_id: 
     )
     return state
 
+
 def plan_segments(db: sqlite3.Connection, task: Task, segments: list[Segment], probe: ProbeResult) -> None:
     """After a probe: the item's frames and duration, its segment tasks, and a join when there are several."""
     db.execute("UPDATE items SET frames = ?, duration = ? WHERE id = ?",
@@ -127,6 +130,7 @@ def plan_segments(db: sqlite3.Connection, task: Task, segments: list[Segment], p
             (task.item_id,),
         )
 
+
 def cut_segment(db: sqlite3.Connection, task: Task, cut_at: int) -> None:
     """A segment cut at `cut_at` on a preemption notice: its row now holds the part it made, [start, cut_at),
     and a new pending segment task the rest, with the item's next free seq (the join orders parts by start)."""
@@ -136,6 +140,7 @@ def cut_segment(db: sqlite3.Connection, task: Task, cut_at: int) -> None:
         "'pending' FROM tasks WHERE item_id = ? AND kind = 'segment'",
         (task.item_id, cut_at, task.end_pts, task.item_id),
     )
+
 
 def after_segment(db: sqlite3.Connection, item_id: int, now: float) -> None:
     """After a segment: once all of the item's are done, its join becomes pending (or, with none, the item is done)."""

@@ -22,8 +22,6 @@ from framefleet.ops.runtimes import Engine, check_choice, require_openvino
 log = logging.getLogger(__name__)
 
 
-
-
 class BoundSession:
     """An engine whose constant inputs are given once; on CUDA (onnxruntime) they are placed on the device
     once and each run binds the host inputs and its first output through IO binding (no per-run device

@@ -60,6 +60,7 @@ class CutSignal(Protocol):
 
     def is_set(self) -> bool: ...
 
+
 INDEX_SLACK = 1
 """Frames an index may list beyond those that decode before the input counts as damaged (an entry without
 a picture at the end is common: FFmpeg's AVI muxer, phones' MP4s)."""
