@@ -31,6 +31,7 @@ import os
 import random
 import re
 import sqlite3
+import statistics
 import sys
 import tempfile
 import threading
@@ -178,25 +179,31 @@ class Chaos:
     notice_seconds: float
     rng: random.Random
     injected: Counter = field(default_factory=Counter)
+    ends: list[float] = field(default_factory=list)
+    """When each preempted node was killed (`time.time()` seconds)."""
+    idle: int = 0
+    """Preemptions of a node with no worker in the middle of a segment (none was, within 5 s)."""
 
     def due(self, done_fraction: float) -> bool:
-        """Whether the next preemption is due: the k-th of n comes once 0.8 k/(n+1) of the items are done (all
+        """Whether the next preemption is due: the k-th of n comes once 0.75 k/(n+1) of the items are done (all
         before the job's tail, where one worker's loss would end the job first)."""
         k = sum(self.injected.values())
-        return k < len(self.plan) and done_fraction >= 0.8 * (k + 1) / (len(self.plan) + 1)
+        return k < len(self.plan) and done_fraction >= 0.75 * (k + 1) / (len(self.plan) + 1)
 
     def inject(self, job_alive: threading.Event, counts: Path) -> None:
         """The next preemption, of a node with a worker in the middle of a segment (any node when none is
-        within 10 s)."""
+        within 5 s)."""
         kind = self.plan[sum(self.injected.values())]
-        give_up = time.monotonic() + 10
+        give_up = time.monotonic() + 5
         while not (busy := self.cluster.busy(counts)) and time.monotonic() < give_up and job_alive.is_set():
             time.sleep(0.05)
         node = self.rng.choice(busy or self.cluster.nodes)
+        self.idle += not busy
         if kind == "announced":
             deadline = self.cluster.announce(node, self.notice_seconds)
             while time.time() < deadline and job_alive.is_set():
                 time.sleep(0.05)
+        self.ends.append(time.time())
         self.cluster.replace(node)
         self.injected[kind] += 1
         log(f"{kind} preemption {sum(self.injected.values())} of {len(self.plan)}")
@@ -274,7 +281,8 @@ def soak(work: Path, config: SoakConfig) -> dict[str, Any]:
         cluster.close()
     thread.join(30)
     found = verify(work, store, ledger, frames_in, counts)
-    return {"config": config.__dict__, "seconds": seconds, "injected": dict(chaos.injected),
+    return {"config": config.__dict__, "seconds": seconds, "injected": dict(chaos.injected), "idle": chaos.idle,
+            "lost_after": lost_after(ledger, chaos.ends),
             "exit_codes": exits, "errors": errors, "stalled": stalled, **found}
 
 
@@ -304,6 +312,17 @@ def verify(work: Path, store: LocalStore, ledger: Path, frames_in: int, counts: 
             "charged_crashes": charged[1], "tasks_preempted": preempted_tasks,
             "attempts": attempt_outcomes(ledger), "not_done_why": dict(why), "frames": frames_in, "frames_begun": begun,
             "frames_twice": begun - frames_in, "frames_twice_pct": 100 * (begun - frames_in) / frames_in}
+
+
+def lost_after(ledger: Path, ends: list[float]) -> list[float]:
+    """For each attempt lost with its node: seconds from the node's kill to the attempt's end (the driver
+    learning of it and giving the lease back)."""
+    db = sqlite3.connect(ledger)
+    try:
+        ended = [row[0] for row in db.execute("SELECT ended FROM attempts WHERE outcome = 'lost'")]
+    finally:
+        db.close()
+    return sorted(round(when - max((end for end in ends if end <= when), default=when), 2) for when in ended)
 
 
 def clean(result: dict[str, Any]) -> bool:
@@ -356,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode}: attempts {result['attempts']}; charged to inputs: {result['charged_input_failures']} "
               f"failures, {result['charged_crashes']} crashes; errors {len(result['errors'])}; "
               f"stalled {bool(result['stalled'])}")
+        waits = result["lost_after"]
+        if waits:
+            print(f"  node killed -> its lease given back: median {statistics.median(waits):.1f} s, "
+                  f"max {max(waits):.1f} s; preemptions of a node with no segment under way: {result['idle']}")
         for why, n in sorted(result["not_done_why"].items(), key=lambda pair: -pair[1]):
             print(f"  {n:4d}  {why[:200]}")
         for error in result["errors"]:
