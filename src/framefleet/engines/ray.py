@@ -22,6 +22,7 @@ import faulthandler
 import functools
 import logging
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -49,6 +50,8 @@ except ImportError:  # pragma: no cover - exercised by the "not installed" messa
 log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY = 1.0
+_CONNECT_SECONDS = 2.0
+"""How long a node's raylet has to take a connection before the node is taken for gone."""
 _TAIL_CHARS = 2000
 
 
@@ -367,4 +370,14 @@ def _node_lost(worker: str, message: str) -> Died:
 
 
 def _node_alive(node_id: str) -> bool:
-    return any(node["NodeID"] == node_id and node["Alive"] for node in ray.nodes())
+    """Whether the node is alive: the GCS lists it so and its raylet takes a connection. A node killed or cut
+    off refuses (or ignores) one at once, while the GCS declares it dead only when its failure detector has
+    missed enough health checks (about 15 s with Ray's defaults): until then a tombstone read there waits."""
+    node = next((node for node in ray.nodes() if node["NodeID"] == node_id), None)
+    if node is None or not node["Alive"]:
+        return False
+    try:
+        with socket.create_connection((node["NodeManagerAddress"], node["NodeManagerPort"]), _CONNECT_SECONDS):
+            return True
+    except OSError:
+        return False
