@@ -92,8 +92,8 @@ class SoakConfig:
     notices: bool = True
     """Whether the nodes watch their metadata service (False: FRAMEFLEET_SPOT_SOURCES=none)."""
     nodes: int = 2
-    delay: float = 0.1
-    """Seconds the op sleeps per batch of 2 frames (a 1 s segment of 12 frames: about 0.6 s)."""
+    delay: float = 0.12
+    """Seconds the op sleeps per batch of 2 frames (a 1 s segment of 12 frames: about 0.7 s)."""
     seed: int = 1
     stall_seconds: float = 180.0
     """Seconds without a new attempt after which the job counts as stalled (its stacks are printed)."""
@@ -137,7 +137,6 @@ class SpotCluster(RayCluster):
     def replace(self, node: Any) -> None:
         super().replace(node)
         self.servers.pop(node.node_id).__exit__(None, None, None)
-        self.cluster.wait_for_nodes()
 
     def close(self) -> None:
         super().close()
@@ -185,15 +184,15 @@ class Chaos:
     """Preemptions of a node with no worker in the middle of a segment (none was, within 5 s)."""
 
     def due(self, done_fraction: float) -> bool:
-        """Whether the next preemption is due: the k-th of n comes once 0.75 k/(n+1) of the items are done (all
+        """Whether the next preemption is due: the k-th of n comes once 0.7 k/(n+1) of the items are done (all
         before the job's tail, where one worker's loss would end the job first)."""
         k = sum(self.injected.values())
-        return k < len(self.plan) and done_fraction >= 0.75 * (k + 1) / (len(self.plan) + 1)
+        return k < len(self.plan) and done_fraction >= 0.7 * (k + 1) / (len(self.plan) + 1)
 
     def inject(self, job_alive: threading.Event, counts: Path) -> None:
         """The next preemption, of a node with a worker in the middle of a segment (any node when none is
         within 5 s)."""
-        kind = self.plan[sum(self.injected.values())]
+        kind, began = self.plan[sum(self.injected.values())], time.monotonic()
         give_up = time.monotonic() + 5
         while not (busy := self.cluster.busy(counts)) and time.monotonic() < give_up and job_alive.is_set():
             time.sleep(0.05)
@@ -206,7 +205,8 @@ class Chaos:
         self.ends.append(time.time())
         self.cluster.replace(node)
         self.injected[kind] += 1
-        log(f"{kind} preemption {sum(self.injected.values())} of {len(self.plan)}")
+        log(f"{kind} preemption {sum(self.injected.values())} of {len(self.plan)} "
+            f"({time.monotonic() - began:.1f} s)")
 
 
 def job_settings(nodes: int) -> RunSettings:
@@ -301,7 +301,7 @@ def verify(work: Path, store: LocalStore, ledger: Path, frames_in: int, counts: 
                              "FROM tasks").fetchone()
         preempted_tasks = db.execute("SELECT COUNT(DISTINCT task_id) FROM attempts "
                                      "WHERE outcome = 'preempted'").fetchone()[0]
-        why = Counter(re.sub(r"[\d.]+", "N", f"{outcome}: {message}") for outcome, message in db.execute(
+        why = Counter(re.sub(r"[0-9a-f]{6,}|[\d.]+", "N", f"{outcome}: {message}") for outcome, message in db.execute(
             "SELECT outcome, message FROM attempts WHERE outcome NOT IN ('done')"))
     finally:
         db.close()
