@@ -21,7 +21,7 @@ from framefleet.pipeline import Pipeline
 from framefleet.settings import EngineOptions, RayOptions, RetryPolicy, RunSettings
 
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+from ray.cluster_utils import Cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 TESTS = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from spot_soak import QUICK, SoakConfig, soak  # noqa: E402
+from spot_soak import QUICK, SoakConfig, soak
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
