@@ -179,12 +179,17 @@ class RayCluster:
         self.nodes = [self.add() for _ in range(nodes)]
         self.cluster.wait_for_nodes()
 
-    def add(self) -> Any:
-        return self.cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)
+    def add(self, env_vars: dict[str, str] | None = None) -> Any:
+        """A new worker node of one CPU (`env_vars`: its environment, which its workers inherit)."""
+        return self.cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20, env_vars=env_vars)
 
     def preempt(self, rng: random.Random) -> None:
-        """Remove a worker node at once, its processes killed, and add a fresh one."""
-        node = self.nodes.pop(rng.randrange(len(self.nodes)))
+        """Remove a random worker node at once, its processes killed, and add a fresh one."""
+        self.replace(self.nodes[rng.randrange(len(self.nodes))])
+
+    def replace(self, node: Any) -> None:
+        """Remove `node` at once, its processes killed, and add a fresh one in its place."""
+        self.nodes.remove(node)
         self.cluster.remove_node(node, allow_graceful=False)
         self.nodes.append(self.add())
 

@@ -3,7 +3,8 @@
 Each worker is an actor hosting a `Worker` (the ops set up once, `run_task` unchanged);
 only the small `TaskRequest` goes out and the small `TaskResult` (metrics, the segment plan) comes back.
 Actors reserve the CPUs and GPUs the op declares (or `--cpus-per-worker` / `--gpus-per-worker`), so
-Ray places GPU work on GPU nodes. An actor whose node left the cluster is an infrastructure loss. Ray
+Ray places GPU work on GPU nodes. An actor whose node left the cluster is an infrastructure loss (a node
+whose raylet refuses a connection has left, before Ray's failure detector says so, some 15 s later). Ray
 reports an actor that crashed (a segfault in a decoder) and one killed from outside (SIGKILL: an operator,
 the kernel's OOM killer) alike, so each actor leaves a tombstone: a file on its node where a fatal signal
 writes the Python stacks. For an actor that died on a live node, a small task on that node reads it: a
@@ -18,10 +19,12 @@ and otherwise gives it back (`Noticed`). An actor whose node is going refuses ne
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import functools
 import logging
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -49,6 +52,8 @@ except ImportError:  # pragma: no cover - exercised by the "not installed" messa
 log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY = 1.0
+_CONNECT_SECONDS = 1.0
+"""How long the driver waits for a node's raylet to take a connection (no answer: the GCS decides)."""
 _TAIL_CHARS = 2000
 
 
@@ -367,4 +372,18 @@ def _node_lost(worker: str, message: str) -> Died:
 
 
 def _node_alive(node_id: str) -> bool:
-    return any(node["NodeID"] == node_id and node["Alive"] for node in ray.nodes())
+    """Whether the node is alive: the GCS lists it so and nothing says its raylet is gone. The GCS declares a
+    node dead only once its failure detector has missed enough health checks (about 15 s with Ray's
+    defaults), and until then a tombstone read there waits; a raylet whose port refuses a connection (its
+    host answers, nothing listens) or whose host is unreachable has gone already. A connection that times
+    out says nothing (a firewall between the driver and the node): the GCS decides, as before."""
+    node = next((node for node in ray.nodes() if node["NodeID"] == node_id), None)
+    if node is None or not node["Alive"]:
+        return False
+    try:
+        with socket.create_connection((node["NodeManagerAddress"], node["NodeManagerPort"]), _CONNECT_SECONDS):
+            return True
+    except (ConnectionRefusedError, ConnectionResetError):
+        return False
+    except OSError as error:
+        return error.errno not in (errno.EHOSTUNREACH, errno.ENETUNREACH)
