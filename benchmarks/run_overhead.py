@@ -33,7 +33,6 @@ import os
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from common import (  # benchmarks/common.py: helpers shared by the benchmark sc
     make_clip,
     parse_choices,
     print_table,
+    run_cmd,
     write_results,
 )
 
@@ -71,12 +71,8 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     """Run `command`; its wall time and the wall-clock time it started at (raises with its stderr's tail)."""
     started_at = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
-        raise RuntimeError(f"{' '.join(command[:4])}... exited {proc.returncode}: {tail}")
-    return wall, started_at
+    run_cmd(command, env=env)
+    return time.perf_counter() - t0, started_at
 
 
 def ledger_timeline(job_dir: Path, started_at: float, wall: float) -> dict[str, Any]:
