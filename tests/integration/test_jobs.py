@@ -573,6 +573,37 @@ def test_a_long_video_is_split_at_keyframes_and_joined_frame_exact_with_its_audi
     assert not any((result.job_dir / "parts").rglob("*.nut"))  # segment files are removed after the join
 
 
+def test_a_short_video_is_cut_so_that_every_worker_has_a_segment(clip_factory, tmp_path):
+    """A video shorter than the segment length is one task for one worker, unless the job has fewer tasks
+    than workers: then it is cut at keyframes into one segment per worker (none under 2 s), styled with
+    the temporal filter across the cuts, and joined frame-exact with its audio."""
+    source = clip_factory("job-short.mp4", width=96, height=64, frames=150, rate=Fraction(25), gop=25,
+                          bframes=2, audio=("aac",))
+    keyframes = {packet.pts for packet in _keyframes(source)}
+    second = round(1 / media_checks.video_time_base(source))
+    pipeline = Pipeline.from_options({"op": "style", "temporal": "bands"})  # segment_seconds: 20 by default
+    for workers, expected in ((1, 1), (2, 2)):
+        out = tmp_path / f"out-{workers}"
+        settings = RunSettings(options=EngineOptions(workers=workers), retry=FAST_RETRIES)
+        result = run(JobSpec([str(source)], out, pipeline, settings))
+        assert result.exit_code == 0 and result.frames == 150
+        rows = query(result.job_dir, "SELECT start_pts, end_pts FROM tasks WHERE kind = 'segment' ORDER BY seq")
+        assert len(rows) == expected, [tuple(row) for row in rows]
+        starts = [row["start_pts"] for row in rows[1:]]
+        assert set(starts) <= keyframes and all(later - earlier >= 2 * second for earlier, later in
+                                                 zip([0, *starts], [*starts, 6 * second]))
+        assert_same_frames(source, out / "job-short.mp4")
+        (audio_in,) = media_checks.streams_of_kind(source, "audio")
+        (audio_out,) = media_checks.streams_of_kind(out / "job-short.mp4", "audio")
+        assert media_checks.packet_payloads(out / "job-short.mp4", audio_out) == media_checks.packet_payloads(
+            source, audio_in)
+
+
+def _keyframes(path: Path) -> list[av.Packet]:
+    with av.open(str(path)) as container:
+        return [packet for packet in container.demux(video=0) if packet.is_keyframe and packet.pts is not None]
+
+
 # -- 7. resuming -------------------------------------------------------------------------------------
 
 

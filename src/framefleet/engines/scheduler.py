@@ -3,7 +3,9 @@
 A pool (local processes, Ray actors) only starts workers, hands them tasks and reports what happened
 as events. The scheduler owns the policy:
 
-- it claims a task from the ledger for every ready, idle worker;
+- it claims a task from the ledger for every ready, idle worker; a probe claimed while fewer tasks wait
+  than there are workers (one short video, the job's tail) asks for its video to be cut into one segment
+  per worker left without work, where keyframes allow (`TaskRequest.spread`, `jobs.task.plan_segments`);
 - it records each result (`complete`) or error (`fail`, an input failure) under the task's lease;
 - a worker that died is replaced; the pool says whether the death was the input's fault (a crash,
   capped per task so a poison input ends failed) or not (SIGKILL, a lost node: an infrastructure loss);
@@ -272,7 +274,10 @@ class Scheduler:
             if task is None:
                 return
             parts = self.reads.join_parts(task.item_id) if task.kind == "join" else ()
-            request = TaskRequest.of(task, self.parts_dir, parts=parts, job_fingerprint=self._fingerprint)
+            # a probe with too little work left for the workers cuts its video finer, one segment for each
+            spread = max(1, self.workers - self.reads.pending_tasks(self.workers)) if task.kind == "probe" else 1
+            request = TaskRequest.of(task, self.parts_dir, parts=parts, job_fingerprint=self._fingerprint,
+                                     spread=spread)
             if not self.pool.submit(name, request):
                 self.ledger.fail(task, "lost", error_type="WorkerLost", message="the worker went away before the task")
                 continue

@@ -163,6 +163,12 @@ class LedgerReads:
             "SELECT seq FROM tasks WHERE item_id = ? AND kind = 'segment' "
             "ORDER BY start_pts IS NOT NULL, start_pts", (item_id,)))
 
+    def pending_tasks(self, up_to: int) -> int:
+        """How many tasks wait to be claimed, counted up to `up_to` (a bounded query however large the job)."""
+        return self.ledger.query(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE state = 'pending' LIMIT ?)", (up_to,)
+        ).fetchone()[0]
+
     def task_frames(self, task: Task) -> int | None:
         """Frames a segment task holds, from its item's probe: all of them for a whole video, else its share of
         the duration ([start_pts, end_pts) in the probe's time base); None when the probe did not count them."""

@@ -13,23 +13,32 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from framefleet.errors import OpError, OptionError
 from framefleet.files import storage
 from framefleet.files.temporary import remove_stale_temporaries, temporary_path
 from framefleet.jobs.directory import open_ledger
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+# pyarrow is imported where it is used: a job whose ops write no records (most) never loads it, which saves
+# every worker and the `framefleet` command about 0.2 s of start-up
+
 RECORDS_SUFFIX = ".records.parquet"
 _FRAMES_KEY = b"framefleet.frames"
-_BASE_SCHEMA = pa.schema([("input", pa.string()), ("frame", pa.int64()), ("pts", pa.int64()),
-                          ("time", pa.float64()), ("op", pa.string())])
 _CHUNK_ROWS = 4096
+
+
+@cache
+def _base_schema() -> pa.Schema:
+    """framefleet's own columns, first in every records file."""
+    import pyarrow as pa
+
+    return pa.schema([("input", pa.string()), ("frame", pa.int64()), ("pts", pa.int64()), ("time", pa.float64()),
+                      ("op", pa.string())])
 
 
 def records_path(target: Path) -> Path:
@@ -70,7 +79,7 @@ class RecordsWriter:
         last = self._take() if self._pending else None
         try:
             if not self._shards:
-                table = last if last is not None else _BASE_SCHEMA.empty_table()
+                table = last if last is not None else _base_schema().empty_table()
                 write_table_atomically(table.replace_schema_metadata(metadata), self.path)
             else:
                 if last is not None:
@@ -82,12 +91,16 @@ class RecordsWriter:
         return self.path
 
     def _write_shard(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
         shard = self.path.with_name(f".{self.path.stem}.part-{os.getpid()}-{len(self._shards)}{self.path.suffix}")
         pq.write_table(table, shard)
         self._shards.append(shard)
 
     def _take(self) -> pa.Table:
         """The pending records as an Arrow table (framefleet's columns first, then the ops' in order seen)."""
+        import pyarrow as pa
+
         rows, self._pending = self._pending, []
         columns: dict[str, list[Any]] = {"input": [self._input] * len(rows), "frame": [], "pts": [], "time": [],
                                          "op": []}
@@ -110,6 +123,8 @@ class RecordsWriter:
 def join_records(parts: Sequence[Path], target: Path) -> int:
     """Write the records of a video's segment parts, in order, as its one file; frame numbers continue
     from segment to segment. Streams one part at a time. Returns the number of rows."""
+    import pyarrow.parquet as pq
+
     remove_stale_temporaries(target)
     frames = sum(_frames_of(pq.read_schema(part)) for part in parts)
     return _merge(parts, target, renumber=True, metadata={_FRAMES_KEY: str(frames).encode()})
@@ -117,15 +132,21 @@ def join_records(parts: Sequence[Path], target: Path) -> int:
 
 def records_frames(path: Path) -> int:
     """How many frames a records file covers (kept in its metadata)."""
+    import pyarrow.parquet as pq
+
     return _frames_of(pq.read_schema(path))
 
 
 def _merge(parts: Sequence[Path], target: Path, *, renumber: bool, metadata: dict[bytes, bytes]) -> int:
     """Stream Parquet `parts` into `target` (atomically) under one schema: their columns unified, missing
     ones as nulls. `renumber` offsets each part's frame numbers by the frames of the parts before it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     schemas = [pq.read_schema(part) for part in parts]
     try:
-        schema = pa.unify_schemas([_BASE_SCHEMA, *(s.remove_metadata() for s in schemas)],
+        schema = pa.unify_schemas([_base_schema(), *(s.remove_metadata() for s in schemas)],
                                   promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise OpError(f"records: values of one column must share a type ({exc})") from None
@@ -165,6 +186,8 @@ def load_records(job: str | os.PathLike[str]) -> pa.Table:
     """All records of a job's finished videos as one table (`job`: its directory, or its output root).
 
     Columns missing from some videos' files are filled with nulls."""
+    import pyarrow as pa
+
     with open_ledger(str(job)) as ledger:
         items = ledger.items("done")
     uris = [records_uri(item.output_uri) for item in items]
@@ -172,7 +195,7 @@ def load_records(job: str | os.PathLike[str]) -> pa.Table:
         raise OptionError(f"{job}: {uris[0]} does not exist: this job's pipeline writes no records")
     tables = [read_records(uri) for uri in uris]
     if not tables:
-        return _BASE_SCHEMA.empty_table()
+        return _base_schema().empty_table()
     return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
 
 
@@ -185,6 +208,8 @@ def _exists(uri: str) -> bool:
 
 def read_records(uri: str) -> pa.Table:
     """One records file (a path or an object-store URI)."""
+    import pyarrow.parquet as pq
+
     if storage.is_local(uri):
         try:
             return pq.read_table(storage.local_path(uri))
@@ -200,6 +225,8 @@ def read_records(uri: str) -> pa.Table:
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """`table` with `schema`'s columns in its order: missing ones as nulls, types promoted."""
+    import pyarrow as pa
+
     columns = [table[name].cast(field.type) if name in table.column_names else pa.nulls(table.num_rows, field.type)
                for name, field in zip(schema.names, schema)]
     return pa.Table.from_arrays(columns, schema=schema)
@@ -207,6 +234,8 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def write_table_atomically(table: pa.Table, target: Path) -> None:
     """Write `table` as the Parquet file `target` through its temporary name."""
+    import pyarrow.parquet as pq
+
     staging = temporary_path(target)
     try:
         pq.write_table(table, staging)

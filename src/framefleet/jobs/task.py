@@ -41,6 +41,9 @@ from framefleet.video import VideoInfo, VideoSource, probe
 from framefleet.video.concat import join_segments
 
 PART_SUFFIX = ".nut"  # FFmpeg's own container: keeps any time base and negative decode times exactly
+SHORTEST_SPREAD_SECONDS = 2.0
+"""Seconds: a video cut finer to keep workers busy (`plan_segments`'s `spread`) is cut into no piece shorter
+than this, so a segment's fixed cost (seeking, the temporal pre-roll, its share of the join) stays small."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class TaskRequest:
     job_fingerprint: str | None = None
     """The job's pipeline fingerprint: with it, every committed output and part gets a manifest and a
     matching one is adopted (`framefleet.jobs.manifest`); without it (a profile run), neither."""
+    spread: int = 1
+    """For a probe: cut the item into at least this many segments where its keyframes allow (workers that
+    would otherwise idle get one each; `plan_segments`)."""
 
     @property
     def input(self) -> InputFingerprint:
@@ -74,12 +80,13 @@ class TaskRequest:
 
     @classmethod
     def of(cls, task: Task, parts_dir: str, *, parts: tuple[int, ...] = (),
-           job_fingerprint: str | None = None) -> TaskRequest:
-        """The request for a claimed `task` (`parts`: for a join, the seqs it joins in order)."""
+           job_fingerprint: str | None = None, spread: int = 1) -> TaskRequest:
+        """The request for a claimed `task` (`parts`: for a join, the seqs it joins in order; `spread`: for a
+        probe, the segments wanted at least)."""
         return cls(task_id=task.id, lease_id=task.lease_id, kind=task.kind, item_id=task.item_id, seq=task.seq,
                    uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
                    parts_dir=parts_dir, parts=parts, input_size=task.input_size,
-                   input_version=task.input_version, job_fingerprint=job_fingerprint)
+                   input_version=task.input_version, job_fingerprint=job_fingerprint, spread=spread)
 
 
 @dataclass
@@ -91,24 +98,46 @@ class TaskResult:
     segments: list[Segment] | None = None
 
 
-def plan_segments(info: VideoInfo, segment_seconds: float) -> list[Segment]:
-    """Split at keyframes into segments of at least `segment_seconds` (the last may be up to 1.5x)."""
+def plan_segments(info: VideoInfo, segment_seconds: float, spread: int = 1) -> list[Segment]:
+    """Split at keyframes into segments of at least `segment_seconds` (the last may be up to 1.5x); when
+    that gives fewer than `spread`, into `spread` pieces of about equal length instead, as far as keyframes
+    at least `SHORTEST_SPREAD_SECONDS` apart allow (so that idle workers share a short video)."""
     duration = info.duration or 0.0
     keys = sorted(info.keyframe_pts or ())
-    if duration <= segment_seconds or len(keys) < 2:
+    if len(keys) < 2 or not info.time_base:
         return [Segment(None, None)]
-    limit = round(Fraction(segment_seconds).limit_denominator(1000) / info.time_base)
     first = keys[0]
     end_of_video = first + round(Fraction(duration).limit_denominator(1_000_000) / info.time_base)
     bounds: list[int] = []
-    previous = first
-    for key in keys[1:]:
-        if key - previous >= limit and end_of_video - key >= limit // 2:
-            bounds.append(key)
-            previous = key
+    if duration > segment_seconds:
+        limit = round(Fraction(segment_seconds).limit_denominator(1000) / info.time_base)
+        previous = first
+        for key in keys[1:]:
+            if key - previous >= limit and end_of_video - key >= limit // 2:
+                bounds.append(key)
+                previous = key
+    if len(bounds) + 1 < spread:
+        even = _even_bounds(keys, first, end_of_video, spread,
+                            round(Fraction(SHORTEST_SPREAD_SECONDS).limit_denominator(1000) / info.time_base))
+        bounds = even if len(even) > len(bounds) else bounds
     starts: list[int | None] = [None, *bounds]
     ends: list[int | None] = [*bounds, None]
     return [Segment(start, end) for start, end in zip(starts, ends)]
+
+
+def _even_bounds(keys: list[int], first: int, end: int, pieces: int, shortest: int) -> list[int]:
+    """Keyframes that cut first..end into up to `pieces` of about equal length, none shorter than `shortest`:
+    for each even cut point, the keyframe nearest to it that leaves `shortest` on both sides."""
+    bounds: list[int] = []
+    previous = first
+    for k in range(1, pieces):
+        target = first + (end - first) * k / pieces
+        fitting = [key for key in keys if key - previous >= shortest and end - key >= shortest]
+        if not fitting:
+            break
+        previous = min(fitting, key=lambda key: abs(key - target))
+        bounds.append(previous)
+    return bounds
 
 
 def scratch_dir(parts_dir: str) -> Path:
@@ -186,7 +215,7 @@ def run_task(
                                height=info.height, video_index=info.video_index,
                                time_base=str(info.time_base) if info.time_base else None),
             metrics=TaskMetrics(bytes_in=info.size_bytes),
-            segments=plan_segments(info, pipeline.segment_seconds),
+            segments=plan_segments(info, pipeline.segment_seconds, request.spread),
         )
     info = probe(source, keyframes=False, limits=pipeline.limits)
     if request.kind == "join":
