@@ -109,7 +109,9 @@ class RayWorker:
         """The id of the node this actor runs on, and its process id."""
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
-    def run(self, request: TaskRequest) -> TaskResult:
+    def run(self, request: TaskRequest) -> tuple[TaskResult, Notice | None]:
+        """Run one task; with its result, the node's notice if one came meanwhile, so that the driver hands
+        this worker nothing more (it learned of notices only from busy workers' progress before)."""
         if self._notice is not None:
             raise Preempted(f"this worker's node got a {self._notice.cloud} {self._notice.kind} notice")
         self._frames = 0
@@ -118,7 +120,7 @@ class RayWorker:
         def count(frames: int) -> None:
             self._frames += frames
 
-        return self._worker.run(request, progress=count, cut=self._cut)
+        return self._worker.run(request, progress=count, cut=self._cut), self._notice
 
     def cut(self) -> None:
         """Cut the segment under way short at the next frame it can stop at (`run_task`'s `cut`)."""
@@ -304,14 +306,20 @@ class RayPool:
             return Ready(worker)
         if kind == "progress":
             frames, notice = value
-            if notice is not None and worker not in self._noticed:
-                self._noticed.add(worker)
-                self._notices.append(Noticed(worker, notice))  # after the frames: the scheduler plans with them
+            self._take_notice(worker, notice)  # after the frames: the scheduler plans with them
             delta = frames - self._frames.get(worker, 0)
             self._frames[worker] = frames
             return Progressed(worker, delta) if delta > 0 else None
+        result, notice = value
+        self._take_notice(worker, notice)  # after the result: the worker is idle, and goes
         self._frames[worker] = 0
-        return Finished(worker, value)
+        return Finished(worker, result)
+
+    def _take_notice(self, worker: str, notice: Notice | None) -> None:
+        """Report a worker's node notice once (`Noticed`, after the events of the same poll)."""
+        if notice is not None and worker not in self._noticed:
+            self._noticed.add(worker)
+            self._notices.append(Noticed(worker, notice))
 
     def _died(self, worker: str, message: str, *, memory: bool = False, preempted: bool = False) -> Died | None:
         """The death of `worker`, or None while its tombstone is read (`_autopsy_found` reports it)."""
