@@ -188,8 +188,9 @@ def test_cached_profiles_are_reused(profiled, clips, monkeypatch) -> None:
     def measuring(*args, **kwargs):
         raise AssertionError("a cached profile was measured again")
 
-    monkeypatch.setattr(profile_module, "_profile_resolution", measuring)
-    monkeypatch.setattr(profile_module, "_worker_start_seconds", measuring)
+    monkeypatch.setattr(profile_module, "pilot", measuring)
+    monkeypatch.setattr(profile_module, "measure_resolution", measuring)
+    monkeypatch.setattr(profile_module, "worker_start_seconds", measuring)
     store = ProfileStore(directory=profiled["directory"])
     assert profile(store, pipeline(op="identity"), clips["small"]) == []
     assert profile(store, pipeline(), clips["small"], clips["big"]) == []
