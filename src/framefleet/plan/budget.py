@@ -11,7 +11,8 @@ profile fits in what the budget leaves after the pilots, with batch sizes and th
 none fits, the same without that sweep (the plan then holds them at the base setting); when still none
 fits, `MIN_FRAMES` without the sweep: the floor, over the budget, and the plan says so. A profile's time is
 predicted from each resolution's pilot: every run's frames and tasks at the pilot's costs, the all-cores
-run as if its workers shared one core (an upper bound), and the join, quality and temporal steps.
+run's frames halfway between its workers sharing the cores perfectly and not at all, and the join,
+quality and temporal steps.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def profile_seconds(pending: Sequence[Pending], frames: int, sweep: bool) -> flo
         all_cores = 0.0
         if item.workers > 1:
             all_cores = (item.worker_start + pilot.setup_seconds + (1 + chunks) * pilot.task_wall
-                         + (WARM_UP_FRAMES + ALL_CORES_FRAMES * frames) * pilot.wall_per_frame * item.workers)
+                         + (WARM_UP_FRAMES + ALL_CORES_FRAMES * frames) * pilot.wall_per_frame * (1 + item.workers) / 2)
         # the join (two short segments at a small size), quality (full size and each reduced one) and the
         # temporal step: each about a run's set-up and a few frames
         extras = (3 * pilot.setup_seconds + 3 * pilot.task_wall
