@@ -109,3 +109,10 @@ def test_past_ten_minutes_the_profile_stays_within_a_tenth_of_the_job(wall: floa
 def test_fewer_frames_asked_for_than_the_minimum_are_kept() -> None:
     sampling = choose_sampling([pending(wall=3.0)], job=45.0, pilot_seconds=1.0, most_frames=6)
     assert sampling.frames == 6
+
+
+def test_knobs_all_fixed_leave_nothing_to_sweep_and_nothing_to_say_about_it() -> None:
+    fixed = [pending(wall=3.0, swept=0)]
+    sampling = choose_sampling(fixed, job=45.0, pilot_seconds=10.0, most_frames=24)
+    assert (sampling.frames, sampling.sweep, sampling.within_budget) == (MIN_FRAMES, True, False)
+    assert "not swept" not in sampling.describe()

@@ -57,7 +57,8 @@ class Sampling:
     frames: int
     """Frames per run."""
     sweep: bool
-    """Whether batch sizes and thread counts are measured (else held at the base setting)."""
+    """Whether batch sizes and thread counts are measured (else held at the base setting; true when there is
+    nothing to sweep: fixed by flags)."""
     job_seconds: float
     """The first estimate of the job on this machine, from the pilots."""
     budget_seconds: float
@@ -122,9 +123,11 @@ def choose_sampling(pending: Sequence[Pending], job: float, pilot_seconds: float
     """The sampling for `pending` within the budget of a job of `job` seconds (see the module docstring)."""
     budget = budget_seconds(job)
     fewest = min(MIN_FRAMES, most_frames)
-    for sweep in (True, False):
+    nothing_to_sweep = not any(item.swept for item in pending)
+    for sweep in (True,) if nothing_to_sweep else (True, False):
         for frames in range(most_frames, fewest - 1, -1):
             predicted = pilot_seconds + profile_seconds(pending, frames, sweep)
             if predicted <= budget:
                 return Sampling(frames, sweep, job, budget, pilot_seconds, predicted)
-    return Sampling(fewest, False, job, budget, pilot_seconds, pilot_seconds + profile_seconds(pending, fewest, False))
+    return Sampling(fewest, nothing_to_sweep, job, budget, pilot_seconds,
+                    pilot_seconds + profile_seconds(pending, fewest, False))

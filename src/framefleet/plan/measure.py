@@ -87,7 +87,9 @@ def pilot(video: VideoWork, pipeline: Pipeline, knobs: Knobs, frames: int) -> Pi
             worker.run(_segment(video.uri, Path(scratch), 0, None, ends[0]))  # warm-up
             short, long = (_timed(worker, _segment(video.uri, Path(scratch), 0, None, end)) for end in ends)
     extra = max(1.0, long["frames"] - short["frames"])
-    per_frame = {k: max(0.0, long[k] - short[k]) / extra for k in ("cpu", "wall")}
+    # between the op's time and the longer task's time, a frame: a hiccup in one short task moves it less
+    per_frame = {k: min(long[k] / max(1.0, long["frames"]),
+                        max(long["ops"] / max(1.0, long["frames"]), (long[k] - short[k]) / extra)) for k in ("cpu", "wall")}
     return Pilot(uri=video.uri, wall_per_frame=per_frame["wall"], cpu_per_frame=per_frame["cpu"],
                  ops_per_frame=long["ops"] / max(1.0, long["frames"]),
                  task_wall=max(0.0, short["wall"] - per_frame["wall"] * short["frames"]),

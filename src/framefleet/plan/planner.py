@@ -141,7 +141,7 @@ def make_plan(
     chosen, notes = choose(options, deadline_seconds, budget, objective)
     notes += [f"cannot sample {reason}" for reason in profiled.unsampled]
     sampling = profiled.sampling
-    if sampling is not None and (sampling.frames < sample_frames or not sampling.sweep or not sampling.within_budget):
+    if sampling is not None and (sampling.frames < sample_frames or not sampling.sweep):  # the budget cut something
         notes.append(sampling.describe() + ("" if sampling.within_budget else ": over the budget, the least a usable "
                                             "profile takes"))
     notes += [f"left out: {reason}" for reason in workload.left_out]
