@@ -22,11 +22,11 @@ from framefleet.plan.workload import VideoWork, Workload
 def pilot(wall: float = 0.1, cpu: float | None = None, task: float = 0.1) -> Pilot:
     """A pilot of one worker: `wall` seconds a frame, `task` seconds of fixed cost a task."""
     return Pilot(uri="/videos/a.mp4", wall_per_frame=wall, cpu_per_frame=wall if cpu is None else cpu,
-                 ops_per_frame=wall / 2, task_wall=task, task_cpu=task, setup_seconds=0.3)
+                 task_wall=task, task_cpu=task, setup_seconds=0.3)
 
 
 def pending(wall: float = 0.1, runs: int = 1, swept: int = 3, workers: int = 2) -> Pending:
-    return Pending(pixels=1280 * 720, pilot=pilot(wall), runs=runs, swept=swept, workers=workers, worker_start=0.6)
+    return Pending(pilot=pilot(wall), runs=runs, swept=swept, workers=workers, worker_start=0.6)
 
 
 def workload(videos: int, frames: int = 480, width: int = 1280, height: int = 720, total: int | None = None) -> Workload:

@@ -38,7 +38,6 @@ WARM_UP_FRAMES = 2
 class Pending:
     """A resolution the profile has yet to measure, with its pilot and the runs it needs."""
 
-    pixels: int
     pilot: Pilot
     runs: int
     """Runs of one worker alone: one per `max_size` value measured."""

@@ -63,8 +63,6 @@ class Pilot:
     wall_per_frame: float
     cpu_per_frame: float
     """CPU seconds per frame (all the worker's threads)."""
-    ops_per_frame: float
-    """Seconds per frame in the op (at the base setting's inference size)."""
     task_wall: float
     """Fixed cost of a task (open, probe, writer, flush), wall seconds."""
     task_cpu: float
@@ -91,7 +89,6 @@ def pilot(video: VideoWork, pipeline: Pipeline, knobs: Knobs, frames: int) -> Pi
     per_frame = {k: min(long[k] / max(1.0, long["frames"]),
                         max(long["ops"] / max(1.0, long["frames"]), (long[k] - short[k]) / extra)) for k in ("cpu", "wall")}
     return Pilot(uri=video.uri, wall_per_frame=per_frame["wall"], cpu_per_frame=per_frame["cpu"],
-                 ops_per_frame=long["ops"] / max(1.0, long["frames"]),
                  task_wall=max(0.0, short["wall"] - per_frame["wall"] * short["frames"]),
                  task_cpu=max(0.0, short["cpu"] - per_frame["cpu"] * short["frames"]), setup_seconds=setup_seconds)
 

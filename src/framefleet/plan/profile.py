@@ -8,9 +8,11 @@ video at that resolution (its first seconds are often unlike the rest), for each
   quality it costs measured as PSNR against full-resolution inference on the same frames;
 - `batch_size` and `threads` (intra-op threads per worker), each varied alone at full resolution;
   their effect is applied as a ratio to the other settings (a factorized sweep: far fewer runs);
-- two lengths of run, so the fixed cost of a task (open, probe, writer, flush) is told apart from the
-  cost per frame;
-- all cores at once: as many worker processes as cores run the same frames together, which measures
+- a pilot first (a task of 2 and one of up to 10 frames), which tells the fixed cost of a task (open,
+  probe, writer, flush) from the cost per frame and sizes the job: the rest samples as many frames per
+  run as the job's budget allows (`framefleet.plan.budget`);
+- all cores at once: as many worker processes as cores run the same frames together (the measuring is
+  in `framefleet.plan.measure`), which measures
   the node's real throughput (cores contend for memory and caches); a pipeline on CUDA runs one worker
   per GPU instead, as `run` does;
 - the start-up of a worker (a fresh interpreter, imports, the model's set-up) and the join of segments;
@@ -303,7 +305,7 @@ def profile_pipeline(
     sampling = None
     if pilots:
         job = job_seconds(workload, pilots, cores, node_workers(pipeline, cores, Knobs(threads=fixed.get("threads") or 1)))
-        pending = [Pending(pixels=size.resolution[0] * size.resolution[1], pilot=pilots[size.resolution],
+        pending = [Pending(pilot=pilots[size.resolution],
                            runs=1 if "max_size" in fixed else len(max_sizes(op, *size.resolution)),
                            swept=len(swept_knobs(op, size.base, fixed, cores)),
                            workers=node_workers(pipeline, cores, size.base),
