@@ -22,7 +22,17 @@ from typer.testing import Result
 
 from framefleet.jobs.directory import open_ledger
 from framefleet.pipeline import Pipeline
-from framefleet.plan import Knobs, NodeType, Option, ProfileStore, measure_workload, profile_pipeline
+from framefleet.plan import (
+    Knobs,
+    NodeType,
+    Option,
+    ProfileStore,
+    budget,
+    default_catalogue,
+    make_plan,
+    measure_workload,
+    profile_pipeline,
+)
 from framefleet.plan import profile as profile_module
 from framefleet.plan.cost import enumerate_options
 from framefleet.plan.profile import encode_identity, op_identity
@@ -188,8 +198,9 @@ def test_cached_profiles_are_reused(profiled, clips, monkeypatch) -> None:
     def measuring(*args, **kwargs):
         raise AssertionError("a cached profile was measured again")
 
-    monkeypatch.setattr(profile_module, "_profile_resolution", measuring)
-    monkeypatch.setattr(profile_module, "_worker_start_seconds", measuring)
+    monkeypatch.setattr(profile_module, "pilot", measuring)
+    monkeypatch.setattr(profile_module, "measure_resolution", measuring)
+    monkeypatch.setattr(profile_module, "worker_start_seconds", measuring)
     store = ProfileStore(directory=profiled["directory"])
     assert profile(store, pipeline(op="identity"), clips["small"]) == []
     assert profile(store, pipeline(), clips["small"], clips["big"]) == []
@@ -225,6 +236,52 @@ def test_refresh_measures_everything_again(profiled, clips, tmp_path: Path) -> N
     assert profile(store, identity, clips["small"], refresh=True) == ["worker_start", run_key(identity, "small")]
     after = store.get(store.machine.name, run_key(identity, "small"))
     assert after["measured_at"] > before["measured_at"]
+
+
+# -- the profiling budget -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_large_job_profiles_within_a_tenth_of_it(clips, tmp_path: Path) -> None:
+    """30,000 links to the small clip (1,440,000 frames): the plan estimates the job from its pilot, budgets a
+    tenth of it, samples every frame it was asked for with the batch and thread sweep, and predicts the
+    profile well within the budget and within a tenth of the job it predicts for this machine."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(30_000):
+        (folder / f"v{index:04d}.mp4").hardlink_to(clips["small"])
+    store = ProfileStore(directory=tmp_path / "profiles")
+    plan = make_plan([str(folder)], pipeline(max_size=MAX_SIZE), default_catalogue(), store,
+                     sample_frames=SAMPLE_FRAMES, fixed={"max_size": MAX_SIZE})
+    profiling = plan.profiling
+    assert plan.workload["videos"] == 30_000 and plan.workload["frames"] == 30_000 * 48
+    assert profiling["job_seconds"] > 600  # a job of more than ten minutes, by the first estimate
+    assert profiling["budget_seconds"] == pytest.approx(0.1 * profiling["job_seconds"])
+    assert (profiling["frames"], profiling["sweep"], profiling["within_budget"]) == (SAMPLE_FRAMES, True, True), profiling
+    assert profiling["pilot_seconds"] < profiling["predicted_seconds"] <= profiling["budget_seconds"]
+    assert profiling["predicted_seconds"] <= 0.1 * plan.choice["wall_seconds"]  # the plan's own prediction
+    entry = store.get(store.machine.name, run_key(pipeline(), "small"))
+    assert entry["frames_per_run"] == SAMPLE_FRAMES and {"batch_size=1", "batch_size=8"} <= set(entry["ratios"])
+    assert not any("frames per run" in note for note in plan.notes)  # nothing was cut: no note
+
+
+@pytest.mark.slow
+def test_a_budget_only_the_pilot_fits_takes_the_least_usable_profile(clips, tmp_path: Path, monkeypatch) -> None:
+    """With a budget that only the pilot fits in (a floor of 1 ms), the plan takes the least usable profile:
+    the fewest frames per run, batch size and threads not swept (its options hold them at the base
+    setting), and says so in a note."""
+    monkeypatch.setattr(budget, "FLOOR_SECONDS", 0.001)
+    store = ProfileStore(directory=tmp_path / "profiles")
+    plan = make_plan([str(clips["big"])], pipeline(max_size=MAX_SIZE), default_catalogue(), store,
+                     sample_frames=48 - 1, fixed={"max_size": MAX_SIZE})
+    profiling = plan.profiling
+    assert profiling["budget_seconds"] == pytest.approx(max(0.001, 0.1 * profiling["job_seconds"]))
+    assert (profiling["frames"], profiling["sweep"], profiling["within_budget"]) == (budget.MIN_FRAMES, False, False)
+    entry = store.get(store.machine.name, run_key(pipeline(), "big"))
+    assert entry["frames_per_run"] == budget.MIN_FRAMES and entry["ratios"] == {}
+    assert any("8 frames per run, batch size and threads not swept" in note and "over the budget" in note
+               for note in plan.notes), plan.notes
+    assert all(option["knobs"]["batch_size"] == 4 and option["knobs"]["threads"] == 1 for option in plan.options)
 
 
 # -- the commands -------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from typing import Any, Literal
 from framefleet.errors import OptionError
 from framefleet.pipeline import Pipeline
 from framefleet.plan.hardware import NodeType
-from framefleet.plan.profile import Knobs, MachineInfo, ProfileStore, RunCost, knob_grid, run_cost
+from framefleet.plan.knobs import Knobs, knob_grid
+from framefleet.plan.profile import MachineInfo, ProfileStore, RunCost, run_cost
 from framefleet.plan.workload import Workload
 
 SIMULATED_TASKS = 20_000

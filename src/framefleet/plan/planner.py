@@ -28,14 +28,8 @@ from framefleet.files.temporary import write_text_atomically
 from framefleet.pipeline import Pipeline
 from framefleet.plan.cost import Option, enumerate_options, predict_again, worker_pace
 from framefleet.plan.hardware import Catalogue
-from framefleet.plan.profile import (
-    DEFAULT_FRAMES,
-    THREADS,
-    Knobs,
-    ProfileStore,
-    op_with_knobs,
-    profile_pipeline,
-)
+from framefleet.plan.knobs import THREADS, Knobs, op_with_knobs
+from framefleet.plan.profile import DEFAULT_FRAMES, ProfileStore, profile_pipeline
 from framefleet.plan.segmenting import choose_segment_seconds
 from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
 
@@ -65,6 +59,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     segmenting: dict[str, Any] | None = None
     """The segment length chosen for the preemption notice (`framefleet.plan.segmenting.SegmentChoice`)."""
+    profiling: dict[str, Any] = field(default_factory=dict)
+    """What profiling took (`seconds`) and, when it measured, its budget and sampling
+    (`framefleet.plan.budget.Sampling`)."""
     created: float = field(default_factory=time.time)
     framefleet: str = __version__
 
@@ -143,6 +140,10 @@ def make_plan(
                           + "".join(f"; cannot sample {reason}" for reason in profiled.unsampled))
     chosen, notes = choose(options, deadline_seconds, budget, objective)
     notes += [f"cannot sample {reason}" for reason in profiled.unsampled]
+    sampling = profiled.sampling
+    if sampling is not None and (sampling.frames < sample_frames or not sampling.sweep):  # the budget cut something
+        notes.append(sampling.describe() + ("" if sampling.within_budget else ": over the budget, the least a usable "
+                                            "profile takes"))
     notes += [f"left out: {reason}" for reason in workload.left_out]
     shown = _shown(options, chosen)
     node = next(node for node in catalogue.nodes if node.name == chosen.node)
@@ -175,7 +176,7 @@ def make_plan(
         inputs=list(inputs), pipeline=chosen_pipeline.spec(), workload=workload.describe(),
         machine=store.machine.name, currency=catalogue.currency, deadline_seconds=deadline_seconds, budget=budget,
         objective=objective, options=[_option_dict(o, deadline_seconds, budget) for o in shown],
-        chosen=shown.index(chosen), notes=notes, segmenting=segmenting,
+        chosen=shown.index(chosen), notes=notes, segmenting=segmenting, profiling=profiled.describe(),
     )
 
 

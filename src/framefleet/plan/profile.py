@@ -8,9 +8,11 @@ video at that resolution (its first seconds are often unlike the rest), for each
   quality it costs measured as PSNR against full-resolution inference on the same frames;
 - `batch_size` and `threads` (intra-op threads per worker), each varied alone at full resolution;
   their effect is applied as a ratio to the other settings (a factorized sweep: far fewer runs);
-- two lengths of run, so the fixed cost of a task (open, probe, writer, flush) is told apart from the
-  cost per frame;
-- all cores at once: as many worker processes as cores run the same frames together, which measures
+- a pilot first (a task of 2 and one of up to 10 frames), which tells the fixed cost of a task (open,
+  probe, writer, flush) from the cost per frame and sizes the job: the rest samples as many frames per
+  run as the job's budget allows (`framefleet.plan.budget`);
+- all cores at once: as many worker processes as cores run the same frames together (the measuring is
+  in `framefleet.plan.measure`), which measures
   the node's real throughput (cores contend for memory and caches); a pipeline on CUDA runs one worker
   per GPU instead, as `run` does;
 - the start-up of a worker (a fresh interpreter, imports, the model's set-up) and the join of segments;
@@ -30,40 +32,28 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import platform
-import queue
 import re
 import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import closing
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from framefleet._version import __version__
 from framefleet.errors import CorruptVideoError, NotAVideoError, OptionError
-from framefleet.files.remote_inputs import InputOpener
 from framefleet.files.temporary import write_text_atomically
-from framefleet.jobs.task import TaskRequest
-from framefleet.jobs.worker import Worker
 from framefleet.ops import Op
-from framefleet.ops.base import Device
-from framefleet.ops.chain import chain_output_size
 from framefleet.pipeline import Pipeline, file_sha256
-from framefleet.plan.stretches import Stretch, TooShortToSample, stretches
+from framefleet.plan.budget import Pending, Sampling, choose_sampling, job_seconds
+from framefleet.plan.knobs import Knobs, base_knobs, max_sizes, swept_knobs
+from framefleet.plan.measure import Pilot, measure_resolution, node_workers, pilot, worker_start_seconds
+from framefleet.plan.stretches import TooShortToSample
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.processing.streaming import available_cores, gpu_names
-from framefleet.processing.temporal import TEMPORAL_MODES, flow_size, temporal_filter
 from framefleet.util.cache import cache_dir
-from framefleet.video import EncodeOptions, VideoReader
+from framefleet.video import EncodeOptions
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +63,9 @@ RESOLUTIONS_PROFILED = 3
 PROFILE_FORMAT = 3
 """Bumped when entries change shape: profiles of another format are measured afresh."""
 DEFAULT_FRAMES = 24
-ALL_CORES_FRAMES = 2
-"""The all-cores run takes this many times `--sample-frames` per worker: every option's throughput is
-scaled from it, so it gets the longest window (3 took half of a profile's time; 2 keeps a plan of three
-clips in a minute on 2 cores)."""
-TEMPORAL_FRAMES = 12
-"""Frames the temporal step is timed on (at most `--sample-frames`): its cost per frame is even, frame to frame."""
+"""Frames per profiling run, at most (`--sample-frames`): a job's budget may choose fewer."""
 NOISE = 0.12
 """Relative differences between two short profiling runs smaller than this are taken as no difference."""
-THREADS = (1, 2, 4, 8)
-"""Op threads per worker a profile measures (up to the machine's cores)."""
 
 
 @dataclass(frozen=True)
@@ -106,18 +89,6 @@ class MachineInfo:
     def from_dict(cls, data: dict[str, Any]) -> MachineInfo:
         return cls(name=str(data["name"]), cpus=int(data["cpus"]), cpu_model=str(data.get("cpu_model", "")),
                    memory_gb=float(data.get("memory_gb", 0)), gpus=tuple(data.get("gpus", ())))
-
-
-@dataclass(frozen=True)
-class Knobs:
-    """One setting of the knobs a plan may turn."""
-
-    max_size: int | None = None
-    batch_size: int = 4
-    threads: int = 1
-
-    def label(self) -> str:
-        return f"max_size={self.max_size or 'full'} batch={self.batch_size} threads={self.threads}"
 
 
 @dataclass(frozen=True)
@@ -243,14 +214,6 @@ def encode_identity(encode: EncodeOptions) -> str:
     return _digest({k: v for k, v in asdict(encode).items() if k != "threads"})
 
 
-def knob_grid(op: Op, width: int, height: int, cpus: int) -> list[Knobs]:
-    """The knob settings worth planning with for frames of this size on a machine with `cpus` cores."""
-    sizes = _max_sizes(op, width, height)
-    batches = [op.batch_size, *sorted(set(_knob_values(op, "batch_size", ())) - {op.batch_size})]  # own first: ties keep it
-    threads = [t for t in THREADS if t <= cpus]
-    return [Knobs(max_size=m, batch_size=b, threads=t) for m in sizes for b in batches for t in threads]
-
-
 def video_key(video: VideoWork) -> str:
     return f"{video.codec}|{video.width}x{video.height}"
 
@@ -264,6 +227,24 @@ class Profiled:
     """Each video that could not be sampled: why, and what stands for it."""
     covered: list[str] = field(default_factory=list)
     """The keys of the resolutions profiled, measured now or found in the cache."""
+    sampling: Sampling | None = None
+    """How much was sampled within the job's budget (None when nothing was measured)."""
+    seconds: float = 0.0
+    """What profiling took."""
+
+    def describe(self) -> dict[str, Any]:
+        """The profiling a plan reports: its seconds, and the sampling and budget when it measured."""
+        return {"seconds": round(self.seconds, 1), **(self.sampling.to_dict() if self.sampling else {})}
+
+
+@dataclass(frozen=True)
+class _Size:
+    """A resolution the cache lacks: the setting to measure against, its videos (same codec first) and keys."""
+
+    resolution: tuple[int, int]
+    base: Knobs
+    videos: list[VideoWork]
+    keys: dict[str, str]
 
 
 def profile_pipeline(
@@ -278,59 +259,89 @@ def profile_pipeline(
 ) -> Profiled:
     """Measure `pipeline` on this machine for the workload's most common resolutions (cached: only what is
     missing is measured, everything with `refresh`). `fixed` pins knobs (max_size, batch_size, threads):
-    only those settings are measured. A video that cannot be sampled is replaced by a sibling at the same
-    resolution (same codec first); when none can be, that resolution is left to the nearest measured one and
-    the video is listed in `unsampled`. Each resolution is saved as soon as it is measured."""
+    only those settings are measured. Each resolution's pilot comes first; with them the job is estimated
+    and the sampling (at most `frames` frames per run) is fitted to its budget (`framefleet.plan.budget`).
+    A video that cannot be sampled is replaced by a sibling at the same resolution (same codec first); when
+    none can be, that resolution is left to the nearest measured one and the video is listed in
+    `unsampled`. Each resolution is saved as soon as it is measured."""
     if frames < 4:
         raise OptionError(f"--sample-frames must be at least 4, got {frames}")
-    op = pipeline.ops[0]
+    started = time.perf_counter()
+    op, fixed, cores = pipeline.ops[0], dict(fixed or {}), store.machine.cpus
     ids = chain_identity(pipeline.ops), encode_identity(pipeline.encode)
     done = Profiled()
     if refresh or store.get(store.machine.name, "worker_start") is None:
         say("measuring worker start-up")
-        store.put("worker_start", _worker_start_seconds())
+        store.put("worker_start", worker_start_seconds())
         done.measured.append("worker_start")
+    missing = []
     for (width, height), _ in workload.resolutions()[:RESOLUTIONS_PROFILED]:
         siblings = [video for video in workload.videos if video.resolution == (width, height)]
-        base = _base_knobs(op, width, height, fixed or {})
+        base = base_knobs(op, width, height, fixed)
         keys = {video.uri: _run_prefix(ids, video, op.resolve_device()) for video in siblings}
         cached = [key for key in keys.values() if not refresh and store.get(store.machine.name, key) is not None
-                  and _covers(store.get(store.machine.name, key), op, width, height, base, fixed or {})]
+                  and _covers(store.get(store.machine.name, key), op, width, height, base, fixed)]
         if cached:  # a sibling's profile stands for the size, whichever sibling made it
             done.covered.append(cached[0])
-            continue
-        reasons = []
-        for video in _same_codec_first(siblings):
-            key = keys[video.uri]
-            say(f"profiling {width}x{height} {video.codec} on {store.machine.name} ({frames} frames per setting)")
+        else:
+            missing.append(_Size((width, height), base, _same_codec_first(siblings), keys))
+    reasons: dict[tuple[int, int], list[str]] = {size.resolution: [] for size in missing}
+    failed: set[str] = set()
+
+    def cannot_sample(size: _Size, video: VideoWork, exc: Exception) -> None:
+        say(f"  cannot sample it: {exc}")
+        reasons[size.resolution].append(str(exc) if video.uri in str(exc) else f"{video.uri}: {exc}")
+        failed.add(video.uri)
+
+    pilots: dict[tuple[int, int], Pilot] = {}
+    for size in missing:
+        for video in size.videos:
+            say(f"piloting {size.resolution[0]}x{size.resolution[1]} {video.codec} on {store.machine.name}")
             try:
-                entry = _profile_resolution(video, pipeline, store.machine.cpus, frames, base, fixed or {}, say)
+                pilots[size.resolution] = pilot(video, pipeline, size.base, frames)
+                break
             except (CorruptVideoError, NotAVideoError, TooShortToSample) as exc:
-                say(f"  cannot sample it: {exc}")
-                reasons.append(str(exc) if video.uri in str(exc) else f"{video.uri}: {exc}")
+                cannot_sample(size, video, exc)
+    sampling = None
+    if pilots:
+        job = job_seconds(workload, pilots, cores, node_workers(pipeline, cores, Knobs(threads=fixed.get("threads") or 1)))
+        pending = [Pending(pilot=pilots[size.resolution],
+                           runs=1 if "max_size" in fixed else len(max_sizes(op, *size.resolution)),
+                           swept=len(swept_knobs(op, size.base, fixed, cores)),
+                           workers=node_workers(pipeline, cores, size.base),
+                           worker_start=store.get(store.machine.name, "worker_start") or 0.0)
+                   for size in missing if size.resolution in pilots]
+        sampling = done.sampling = choose_sampling(pending, job, time.perf_counter() - started, frames)
+        say(sampling.describe())
+    for size in missing:
+        first = pilots.get(size.resolution)
+        for video in [video for video in size.videos if video.uri not in failed] if sampling and first else []:
+            say(f"profiling {size.resolution[0]}x{size.resolution[1]} {video.codec} on {store.machine.name} "
+                f"({sampling.frames} frames per setting)")
+            swept = swept_knobs(op, size.base, fixed, cores) if sampling.sweep else []
+            try:
+                own = first if video.uri == first.uri else pilot(video, pipeline, size.base, frames)
+                entry = measure_resolution(video, pipeline, cores, sampling.frames, size.base, fixed, swept, own, say)
+            except (CorruptVideoError, NotAVideoError, TooShortToSample) as exc:
+                cannot_sample(size, video, exc)
                 continue
-            store.put(key, entry)
+            store.put(size.keys[video.uri], entry)
             store.save()
-            done.measured.append(key)
-            done.covered.append(key)
-            done.unsampled += [f"{reason}; profiled from {video.uri}, a video of its size" for reason in reasons]
+            done.measured.append(size.keys[video.uri])
+            done.covered.append(size.keys[video.uri])
+            done.unsampled += [f"{reason}; profiled from {video.uri}, a video of its size"
+                               for reason in reasons[size.resolution]]
             break
         else:
-            done.unsampled += [f"{reason}; planned from the nearest size profiled" for reason in reasons]
+            done.unsampled += [f"{reason}; planned from the nearest size profiled" for reason in reasons[size.resolution]]
     store.save()
+    done.seconds = time.perf_counter() - started
     return done
 
 
 def _same_codec_first(videos: Sequence[VideoWork]) -> list[VideoWork]:
     """Videos of one resolution, the first one's codec first (its siblings of the same class)."""
     return sorted(videos, key=lambda video: video.codec != videos[0].codec) if videos else []
-
-
-def _base_knobs(op: Op, width: int, height: int, fixed: Mapping[str, Any]) -> Knobs:
-    """The setting every other is measured against: full size, the op's batch, one thread; or the fixed ones."""
-    size = fixed.get("max_size")
-    return Knobs(max_size=size if size is not None and size < max(width, height) else None,
-                 batch_size=fixed.get("batch_size") or op.batch_size, threads=fixed.get("threads") or 1)
 
 
 def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: VideoWork, knobs: Knobs) -> RunCost | None:
@@ -357,233 +368,6 @@ def run_cost(store: ProfileStore, machine: str, pipeline: Pipeline, video: Video
         entry = min((value for _, value in found), key=lambda v: abs(math.log(v["pixels"] / pixels)))
         scale = pixels / entry["pixels"]
     return _cost_from_entry(entry, knobs, scale, measured, pipeline.temporal)
-
-
-# -- measuring ---------------------------------------------------------------------------------------
-
-
-def _profile_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames: int, base: Knobs,
-                        fixed: Mapping[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
-    """Every measurement for one resolution (see the module docstring), knobs in `fixed` held at `base`'s
-    value; a JSON-ready entry."""
-    op = pipeline.ops[0]
-    source = InputOpener().open(video.uri)
-    chunks = stretches(source, frames)
-    sizes = [base.max_size] if "max_size" in fixed else _max_sizes(op, video.width, video.height)
-    with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
-        out = Path(scratch)
-
-        def run(knobs: Knobs, length: str) -> dict[str, float]:
-            return _timed_run(pipeline, knobs, video.uri, chunks, length, out)
-
-        setup_started = time.perf_counter()
-        with closing(_worker(pipeline, base)):
-            setup_seconds = time.perf_counter() - setup_started
-        short, long = run(base, "short"), run(base, "long")
-        extra = max(1, long["frames"] - short["frames"])
-        fixed_cost = {k: max(0.0, short[k] - (long[k] - short[k]) / extra * short["frames"]) / len(chunks)
-                      for k in ("cpu", "wall")}
-        settings: dict[str, dict[str, float]] = {}
-        for size in sizes:
-            knobs = replace(base, max_size=size)
-            settings[f"max_size={size}"] = _per_frame(long if size == base.max_size else run(knobs, "long"),
-                                                      fixed_cost, len(chunks))
-            say(f"  {knobs.label()}: {settings[f'max_size={size}']['wall']:.3f} s/frame")
-        reference = settings[f"max_size={base.max_size}"]
-        ratios: dict[str, dict[str, float]] = {}
-        varied = [] if "batch_size" in fixed else [
-            replace(base, batch_size=b) for b in _knob_values(op, "batch_size", ()) if b != base.batch_size]
-        varied += [] if "threads" in fixed else [replace(base, threads=t) for t in THREADS[1:] if t <= cpus]
-        for knobs in varied:
-            cost = _per_frame(run(knobs, "long"), fixed_cost, len(chunks))
-            key = f"threads={knobs.threads}" if knobs.threads != base.threads else f"batch_size={knobs.batch_size}"
-            ratios[key] = {"cpu": cost["cpu"] / reference["cpu"], "wall": cost["wall"] / reference["wall"]}
-            say(f"  {knobs.label()}: {cost['wall']:.3f} s/frame")
-        # a GPU pipeline runs one worker per GPU (as `run` does), not one CUDA session per core
-        workers = (max(1, len(gpu_names())) if any(o.resources.gpus for o in pipeline.ops)
-                   else max(1, cpus // base.threads))
-        if workers > 1:
-            node_fps = _all_cores_fps(pipeline, base, video.uri, stretches(source, ALL_CORES_FRAMES * frames), workers)
-        else:
-            node_fps = 1.0 / reference["wall"]
-        say(f"  all {workers} workers: {node_fps:.2f} fps")
-        try:
-            join_seconds = _join_seconds(pipeline, video.uri, chunks[0], out)
-        except CorruptVideoError as exc:  # no second keyframe to start a segment at: `run` never splits it
-            log.info("%s: no join measured (%s)", video.uri, exc)
-            join_seconds = 0.0
-        quality = {f"max_size={size}": psnr for size, psnr in _quality(op, source, sizes, min(frames, 4)).items()}
-        temporal = _temporal_costs(pipeline, source, min(frames, TEMPORAL_FRAMES))
-        say("  temporal step: " + ", ".join(f"{mode} {cost['wall']:.4f} s/frame" for mode, cost in temporal.items()))
-    return {
-        "pixels": video.width * video.height,
-        "largest_side": max(video.width, video.height),
-        "device": op.resolve_device(),
-        "frames_per_run": long["frames"],
-        "base_batch_size": base.batch_size,
-        "setup_seconds": setup_seconds,
-        "base_max_size": base.max_size,
-        "base_threads": base.threads,
-        "task_seconds": fixed_cost["wall"],
-        "join_seconds": join_seconds,
-        "settings": settings,
-        "ratios": ratios,
-        "node_fps": node_fps,
-        "temporal": temporal,
-        "quality_psnr": quality,
-        "measured_at": time.time(),
-        "framefleet": __version__,
-    }
-
-
-def _worker(pipeline: Pipeline, knobs: Knobs) -> Worker:
-    """A `Worker` as `run` sets one up (in this process), with the first op's knobs turned to `knobs`.
-    Without the temporal blend: a segment of the blend first runs frames before its start through the
-    ops (its pre-roll), a fixed cost that would swamp the short runs a profile times."""
-    ops = (op_with_knobs(pipeline.ops[0], knobs), *pipeline.ops[1:])
-    return Worker(replace(pipeline, ops=ops, temporal="none"), knobs.threads, own_process=False)
-
-
-def _segment(uri: str, scratch: Path, seq: int, start: int | None, end: int | None) -> TaskRequest:
-    """The task of processing frames [start, end) of `uri` into a part file under `scratch`."""
-    return TaskRequest(task_id=seq, lease_id=seq, kind="segment", item_id=0, seq=seq, uri=uri,
-                       output_uri=str(scratch / "output.mp4"), start_pts=start, end_pts=end, parts_dir=str(scratch))
-
-
-def _timed_run(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], length: str,
-               scratch: Path) -> dict[str, float]:
-    """A worker's tasks over each chunk's `length` ("short" or "long") of frames, after a warm-up task:
-    wall and CPU seconds, frames and stage times, summed over the chunks."""
-    totals = dict.fromkeys(("frames", "cpu", "wall", "decode", "ops", "encode"), 0.0)
-    with closing(_worker(pipeline, knobs)) as worker:
-        worker.run(_segment(uri, scratch, 0, chunks[0].start, chunks[0].warm))
-        for chunk in chunks:
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            metrics = worker.run(_segment(uri, scratch, 0, chunk.start, getattr(chunk, length))).metrics
-            totals["cpu"] += time.process_time() - cpu0
-            totals["wall"] += time.perf_counter() - wall0
-            totals["frames"] += metrics.frames
-            totals["decode"] += metrics.decode_s
-            totals["ops"] += metrics.ops_s
-            totals["encode"] += metrics.encode_s
-    return totals
-
-
-def _per_frame(result: dict[str, float], fixed: dict[str, float], tasks: int) -> dict[str, float]:
-    """Per-frame costs of a run over `tasks` chunks, less the fixed cost of each."""
-    frames = max(1, result["frames"])
-    ops = result["ops"] / frames  # the op runs in one session: a frame takes at least its op time
-    return {"cpu": max(ops, (result["cpu"] - fixed["cpu"] * tasks) / frames),
-            "wall": max(ops, (result["wall"] - fixed["wall"] * tasks) / frames),
-            **{stage: result[stage] / frames for stage in ("decode", "ops", "encode")}}
-
-
-def _all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], cpus: int) -> float:
-    """Frames per second of `cpus` worker processes running the same frames together: each runs a short
-    and a long run, started together, and the difference (extra frames over extra seconds) leaves out
-    the fixed cost of a task, as for one worker."""
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(cpus)
-    results = context.Queue()
-    workers = [context.Process(target=_concurrent_worker, args=(pipeline, knobs, uri, chunks, barrier, results))
-               for _ in range(cpus)]
-    for worker in workers:
-        worker.start()
-    timings: list[tuple[int, float] | str] = []
-    try:
-        while len(timings) < cpus:
-            try:
-                timings.append(results.get(timeout=1.0))
-            except queue.Empty:
-                if any(w.exitcode not in (None, 0) for w in workers):
-                    raise RuntimeError("profiling with all cores failed: a worker process died") from None
-    finally:
-        for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.kill()
-    failures = [t for t in timings if isinstance(t, str)]
-    if failures:
-        raise RuntimeError(f"profiling with all cores failed: {failures[0]}")
-    return sum(frames / seconds for frames, seconds in timings)
-
-
-def _concurrent_worker(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], barrier,
-                       results) -> None:
-    """One of `_all_cores_fps`'s processes: puts (extra frames, extra seconds) of its long runs over its
-    short ones, or the error that stopped it."""
-    try:
-        with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
-            timed = []
-            for length in ("short", "long"):
-                barrier.wait(timeout=300)
-                timed.append(_timed_run(pipeline, knobs, uri, chunks, length, Path(scratch)))
-            short, long = timed
-            results.put((long["frames"] - short["frames"], max(1e-6, long["wall"] - short["wall"])))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        results.put(f"{type(exc).__name__}: {exc}")
-
-
-def _join_seconds(pipeline: Pipeline, uri: str, chunk: Stretch, scratch: Path) -> float:
-    """Seconds of the join task that makes two segments one video (the source's other streams carried in)."""
-    with closing(_worker(pipeline, Knobs(max_size=64))) as worker:
-        worker.run(_segment(uri, scratch, 0, chunk.start, chunk.warm))
-        worker.run(_segment(uri, scratch, 1, chunk.warm, chunk.short))
-        join = replace(_segment(uri, scratch, 2, None, None), kind="join", parts=(0, 1))
-        started = time.perf_counter()
-        worker.run(join)
-    return time.perf_counter() - started
-
-
-def _quality(op: Op, source, sizes: Iterable[int | None], count: int) -> dict[int | None, float]:
-    """PSNR (dB) of each reduced inference size's output against full-size inference, over `count` frames."""
-    reduced = [size for size in sizes if size is not None]
-    if not reduced:
-        return {}
-    with VideoReader(source) as reader:
-        batch = next(reader.batches(count))
-    outputs = {}
-    for size in [None, *reduced]:
-        instance = op_with_knobs(op, Knobs(max_size=size, batch_size=count))
-        instance.setup(Device(kind=instance.resolve_device(), threads=1))
-        try:
-            outputs[size] = instance.process(batch).frames.astype(np.float64)
-        finally:
-            instance.teardown()
-    return {size: _psnr(outputs[size], outputs[None]) for size in reduced}
-
-
-def _temporal_costs(pipeline: Pipeline, source, frames: int) -> dict[str, dict[str, float]]:
-    """CPU and wall seconds per frame of each temporal mode's step on `frames` frames of the video: the
-    motion planned from the input and the blend of outputs of the ops' output size (the input's frames
-    stand in for them: what the pixels show does not change the step's cost)."""
-    with VideoReader(source) as reader:
-        batch = next(reader.batches(max(2, frames)))
-    width, height = chain_output_size(pipeline.ops, *batch.size)
-    small, outputs = batch.frames_at(*flow_size(*batch.size)), batch.frames_at(width, height)
-    costs = {}
-    for mode in TEMPORAL_MODES:
-        if mode == "none":
-            continue
-        blend = temporal_filter(mode, pipeline.temporal_strength if mode == pipeline.temporal else None)
-        cpu, wall = time.process_time(), time.perf_counter()
-        blend(blend.plan(None, small, width, height), outputs)
-        blended = max(1, len(outputs) - 1)  # the first frame starts afresh
-        costs[mode] = {"cpu": (time.process_time() - cpu) / blended, "wall": (time.perf_counter() - wall) / blended}
-    return costs
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a - b) ** 2))
-    return 99.0 if mse == 0 else round(10 * math.log10(255.0**2 / mse), 2)
-
-
-def _worker_start_seconds() -> float:
-    """Seconds for a fresh interpreter to import what a worker imports (the model set-up is apart)."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import framefleet.jobs.task, framefleet.engines.local, onnxruntime"],
-                   check=True, capture_output=True)
-    return time.perf_counter() - started
 
 
 # -- costs from a profile ----------------------------------------------------------------------------
@@ -636,18 +420,10 @@ def _beyond_noise(ratio: float) -> float:
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def op_with_knobs(op: Op, knobs: Knobs) -> Op:
-    """A copy of `op` with the knob fields it has set to `knobs`."""
-    values: dict[str, Any] = {"batch_size": knobs.batch_size}
-    if hasattr(op, "max_size"):
-        values["max_size"] = knobs.max_size
-    return replace(op, **values)
-
-
 def _covers(entry: dict[str, Any], op: Op, width: int, height: int, base: Knobs, fixed: Mapping[str, Any]) -> bool:
     """Whether a cached entry holds every setting a plan for `op` at this size needs (with `fixed` knobs:
     those settings only)."""
-    wanted = [base.max_size] if "max_size" in fixed else _max_sizes(op, width, height)
+    wanted = [base.max_size] if "max_size" in fixed else max_sizes(op, width, height)
     sizes = {f"max_size={size}" for size in wanted}
     if not sizes <= set(entry["settings"]):
         return False
@@ -658,21 +434,6 @@ def _covers(entry: dict[str, Any], op: Op, width: int, height: int, base: Knobs,
         threads = base_threads == 1  # a profile made with threads fixed measured no other
     batch = base.batch_size == entry["base_batch_size"] or f"batch_size={base.batch_size}" in entry["ratios"]
     return threads and batch
-
-
-def _max_sizes(op: Op, width: int, height: int) -> list[int | None]:
-    """Inference sizes worth trying: full size, and the op's `max_size` values below the frame's side."""
-    if not hasattr(op, "max_size"):
-        return [None]
-    values = [*_knob_values(op, "max_size", (None,)), op.max_size]  # the pipeline's own setting too
-    return [None, *sorted({v for v in values if v is not None and v < max(width, height)}, reverse=True)]
-
-
-def _knob_values(op: Op, name: str, default: tuple[Any, ...]) -> list[Any]:
-    for knob in op.knobs:
-        if knob.name == name:
-            return list(knob.values)
-    return list(default)
 
 
 def _run_prefix(ids: tuple[str, str], video: VideoWork, device: str) -> str:

@@ -38,14 +38,14 @@ def stretches(source, frames: int) -> list[Stretch]:
     chunks = []
     for start in starts:
         try:
-            ends = _pts_after(source, start, (2, max(3, per_chunk // 3), per_chunk))
+            ends = pts_after(source, start, (2, max(3, per_chunk // 3), per_chunk))
         except CorruptVideoError:
             continue  # nothing decodes after this keyframe: the other stretches will do
         if ends is None:
             break  # too near the end: the stretches before it will do
         chunks.append(Stretch(start, *ends))
     if not chunks:
-        ends = _pts_after(source, None, (2, max(3, frames // 3), max(4, frames)))
+        ends = pts_after(source, None, (2, max(3, frames // 3), max(4, frames)))
         if ends is None:
             raise TooShortToSample(f"{source}: too short to profile (fewer than {max(4, frames) + 1} frames); "
                                    "lower --sample-frames or profile with a longer video")
@@ -53,7 +53,7 @@ def stretches(source, frames: int) -> list[Stretch]:
     return chunks
 
 
-def _pts_after(source, start: int | None, counts: tuple[int, ...]) -> tuple[int, ...] | None:
+def pts_after(source, start: int | None, counts: tuple[int, ...]) -> tuple[int, ...] | None:
     """The timestamps of the frames `counts` places after `start` (each the end of a run of that many
     frames), or None when the video ends first."""
     wanted = dict.fromkeys(counts)
