@@ -24,6 +24,7 @@ def test_preemptions_with_and_without_notice_lose_duplicate_and_fail_nothing(tmp
     assert not result["errors"] and not result["stalled"] and result["exit_codes"] == [0]
     assert result["lost"] == [] and result["duplicated"] == 0 and result["stray"] == []
     assert result["wrong"] == [] and result["not_done"] == []
-    assert result["attempts"].get("preempted: Preempted", 0) >= 1  # the notices were acted on ...
-    assert result["charged_input_failures"] == 0 and result["charged_crashes"] == 0  # ... and never charged
+    # A notice's segment finishes when it fits (the usual case here) or is given back as `preempted`: either
+    # way nothing is charged
+    assert result["charged_input_failures"] == 0 and result["charged_crashes"] == 0
     assert result["frames_twice"] >= 0
