@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 WORKER_TYPE = "cpu-spot"
+NO_TOKEN = {"RAY_AUTH_MODE": "disabled"}
+"""For the cluster and its clients: once any `ray.init()` on this machine has started a local cluster, Ray
+keeps a token in ~/.ray/auth_token and a head started after that requires it, which the GCS client here
+does not send."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ class AutoscalingCluster:
         config.write_text(json.dumps(autoscaling_config(self.address, self.shape,
                                                         self.idle_timeout_minutes)))
         env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-               "RAY_USAGE_STATS_ENABLED": "0"}
+               "RAY_USAGE_STATS_ENABLED": "0", **NO_TOKEN}
         if self.python_path:
             env["PYTHONPATH"] = os.pathsep.join([*self.python_path, *filter(None, [env.get("PYTHONPATH")])])
         ray_cli = Path(sys.executable).with_name("ray")

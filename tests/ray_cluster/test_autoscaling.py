@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ray")
-from autoscaling_cluster import AutoscalingCluster, ClusterShape  # noqa: E402
+from autoscaling_cluster import NO_TOKEN, AutoscalingCluster, ClusterShape  # noqa: E402
 from media_checks import decoded_pts, decoded_times, frame_count, packet_payloads, streams_of_kind  # noqa: E402
 
 from framefleet.jobs.directory import open_ledger  # noqa: E402
@@ -75,7 +75,7 @@ def test_a_job_scales_the_cluster_from_zero_to_two_nodes_and_back(clip_factory, 
             [sys.executable, "-m", "framefleet", "run", str(inputs), "-o", str(tmp_path / "out"),
              "--op", "identity", "--segment-seconds", "2", "--engine", "ray",
              "--ray-address", cluster.address, "--workers", "2", "--json", "--progress", "none"],
-            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCE), str(TESTS)])},
+            env={**os.environ, **NO_TOKEN, "PYTHONPATH": os.pathsep.join([str(SOURCE), str(TESTS)])},
             capture_output=True, text=True, timeout=180, check=False)
         finished = time.time()
         assert job.returncode == 0, job.stderr[-3000:]
