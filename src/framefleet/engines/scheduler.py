@@ -267,6 +267,7 @@ class Scheduler:
                 self._drop(name)
 
     def _dispatch(self, now: float) -> None:
+        pending: int | None = None  # tasks left to claim, counted once a round (at its first probe)
         for name, slot in self._slots.items():
             if not slot.ready or slot.task is not None or slot.leaving_at is not None:
                 continue
@@ -274,8 +275,10 @@ class Scheduler:
             if task is None:
                 return
             parts = self.reads.join_parts(task.item_id) if task.kind == "join" else ()
-            # a probe with too little work left for the workers cuts its video finer, one segment for each
-            spread = max(1, self.workers - self.reads.pending_tasks(self.workers)) if task.kind == "probe" else 1
+            spread = 1
+            if task.kind == "probe":  # too little work left for the workers: it cuts its video finer, a segment each
+                pending = self.reads.pending_tasks(self.workers) if pending is None else max(0, pending - 1)
+                spread = max(1, self.workers - pending)
             request = TaskRequest.of(task, self.parts_dir, parts=parts, job_fingerprint=self._fingerprint,
                                      spread=spread)
             if not self.pool.submit(name, request):
