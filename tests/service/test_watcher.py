@@ -292,7 +292,7 @@ def test_a_replaced_file_is_a_new_version_and_starts_over(src, tmp_path, ledger,
     assert replaced.version != first["a.mp4"].version
     assert (replaced.state, replaced.frames, replaced.error) == ("pending", None, None)
     assert LedgerReads(ledger).attempts(replaced.id) == [], "the old version's history is gone with it"
-    assert LedgerReads(ledger).segment_count(replaced.id) == 0
+    assert LedgerReads(ledger).join_parts(replaced.id) == ()
     task = ledger.claim("w", 60)  # its tasks start over with a new probe
     assert (task.item_id, task.kind, task.seq) == (replaced.id, "probe", 0)
     assert now["b.mp4"] == first["b.mp4"] and LedgerReads(ledger).attempts(now["b.mp4"].id) == neighbour_attempts
