@@ -20,3 +20,17 @@ def test_an_unknown_engine_is_an_option_error():
 
     with pytest.raises(OptionError, match="--engine must be local, ray or inline"):
         RunSettings(engine="spark")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "nowhere.invalid:6379"])
+def test_a_ray_address_nothing_answers_on_is_one_error_line(address):
+    engines_ray = pytest.importorskip("framefleet.engines.ray")
+    if engines_ray.ray is None:
+        pytest.skip("needs Ray")
+    import socket
+
+    with socket.socket() as closed:  # a port bound but not listening: refused
+        closed.bind(("127.0.0.1", 0))
+        address = address.format(port=closed.getsockname()[1])
+        with pytest.raises(OptionError, match=r"^--ray-address .*: no Ray cluster answers there"):
+            engines_ray.connect(RayOptions(address=address))

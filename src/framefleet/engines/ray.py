@@ -144,6 +144,7 @@ def connect(options: RayOptions) -> None:
     # No address: a private cluster, as documented, even where a cluster already runs on this machine (Ray's
     # own default joins that one); RAY_ADDRESS, as `ray job submit` sets it, still names one to join.
     address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+    _check_reachable(address)
     kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING}
     if address == "local" and options.object_store_memory:
         kwargs["object_store_memory"] = options.object_store_memory
@@ -152,6 +153,19 @@ def connect(options: RayOptions) -> None:
     dashboard = getattr(context, "dashboard_url", None)
     log.warning("Ray cluster: %g CPUs, %g GPUs; dashboard: %s", cluster.get("CPU", 0), cluster.get("GPU", 0),
                 f"http://{dashboard}" if dashboard else "not running (install ray[default])")
+
+
+def _check_reachable(address: str) -> None:
+    """A cluster address HOST:PORT that nothing answers on is one error line: Ray itself retries it for
+    minutes, logging every few seconds. `auto`, `local` and `ray://` addresses are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if address in ("auto", "local") or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise OptionError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+                          "check the address, or leave it out for a private cluster") from None
 
 
 def ray_pool(
