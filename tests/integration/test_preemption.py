@@ -177,22 +177,23 @@ def frames_processed(tally: Path) -> int:
 
 
 def cut_then_rerun(tmp_path: Path, clip: Path, azure: FakeMetadataServer, pipeline: Pipeline,
-                   settings: RunSettings) -> tuple[JobResult, list[dict], Path, Path]:
-    """Run `pipeline` (2 segments of about 5 s) and send a notice of 4 s once the first segment has written
-    about 20 frames: the other 76 need over 5 s, a cut (16 frames) about 2 s. Then run the same command
-    again without a notice. Returns the first run's result, its segment rows, the source and the output."""
+                   settings: RunSettings, tally: Path) -> tuple[JobResult, list[dict], Path, Path]:
+    """Run `pipeline` (2 segments of 96 frames, its `SlowOp` at 10 fps at most, counting into `tally`) and send
+    a notice of 6 s once the ops have seen 16 frames: the other 80 need 8 s or more, a cut (16 frames) about
+    3 s. The trigger is the frames processed, not the time, so a loaded machine cannot move the segment past
+    the point where it would fit. Then run the same command again without a notice. Returns the first run's
+    result, its segment rows, the source and the output."""
     job, source, output = start(tmp_path, clip, pipeline, settings)
     job_dir = Path(job.job_dir)
-    wait_for(lambda: len(running_segments(job_dir)) == 1, job, what="a segment in flight")
-    time.sleep(1.0)
+    wait_for(lambda: frames_processed(tally) >= 16, job, what="16 frames processed")
     noticed = time.time()
-    azure.set_azure_events(azure_event("evict-cut", noticed + 4))
+    azure.set_azure_events(azure_event("evict-cut", noticed + 6))
     result = job.finish()
     assert result.exit_code == PREEMPTED_EXIT_CODE
     assert azure.acknowledged == ["evict-cut"]
     ended = max(a["ended"] for a in attempts(job_dir))
-    print(f"notice to the last attempt's end: {ended - noticed:.2f} s of 4 s")
-    assert ended - noticed < 4  # before the deadline
+    print(f"notice to the last attempt's end: {ended - noticed:.2f} s of 6 s")
+    assert ended - noticed < 6  # before the deadline
     rows = segment_rows(job_dir)
     azure.set_azure_events()  # the same command on a new node: no notice there
     again = run(JobSpec([str(tmp_path / "in")], str(tmp_path / "out"), pipeline, settings), job_dir=job_dir)
@@ -223,9 +224,9 @@ def test_a_segment_that_cannot_finish_is_cut_at_frame_n_and_nothing_it_wrote_is_
         monkeypatch.setattr(LocalPool, "cut", lambda self, worker: False)
     tally = tmp_path / "tally"
     tally.mkdir()
-    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.1, tally_dir=str(tally)),), segment_seconds=4.0)
+    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.2, tally_dir=str(tally)),), segment_seconds=4.0)
     settings = RunSettings(engine=engine, options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
-    result, rows, source, output = cut_then_rerun(tmp_path, long_clip, azure, pipeline, settings)
+    result, rows, source, output = cut_then_rerun(tmp_path, long_clip, azure, pipeline, settings, tally)
     if cuts:
         assert_cut(result, rows, source, attempts(Path(result.job_dir)))
     else:
@@ -241,10 +242,10 @@ def test_with_temporal_bands_the_frames_after_a_cut_continue_the_blend_of_an_unc
     style = StyleTransferOp(style="7")
     tally = tmp_path / "tally"
     tally.mkdir()
-    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.1, tally_dir=str(tally)), style), segment_seconds=4.0,
+    pipeline = Pipeline(ops=(SlowOp(batch_size=2, delay=0.2, tally_dir=str(tally)), style), segment_seconds=4.0,
                         temporal="bands")
     settings = RunSettings(options=EngineOptions(workers=1), retry=ONE_ATTEMPT)
-    result, rows, source, output = cut_then_rerun(tmp_path, long_clip, azure, pipeline, settings)
+    result, rows, source, output = cut_then_rerun(tmp_path, long_clip, azure, pipeline, settings, tally)
     cut = media_checks.decoded_pts(source).index(assert_cut(result, rows, source, attempts(Path(result.job_dir))))
     uncut, plain = tmp_path / "uncut.mp4", tmp_path / "plain.mp4"
     process_video(source, uncut, Pipeline(ops=(style,), temporal="bands"))
