@@ -23,10 +23,10 @@ demo: $(STAMP)
 	@echo "Stylized video: build/example-stylized.mp4 (input: build/example.mp4)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not ray and not storage and not browser" -q
+	$(BIN)/python -m pytest -m "not slow and not ray and not storage and not browser" -q --durations=10
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m "slow and not ray and not storage and not browser" -q
+	$(BIN)/python -m pytest -m "slow and not ray and not storage and not browser" -q --durations=10
 
 # The package as users install it: sdist and wheel built, the wheel installed (not editable) into a clean
 # venv in a temporary folder, a generated clip stylized there (tools/wheel_check.sh).
@@ -43,11 +43,11 @@ $(AZURITE): tools/azurite/package-lock.json
 
 test-ray: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pip install --quiet -e '.[test,ray,azure]'
-	FRAMEFLEET_REQUIRE_AZURITE=1 $(BIN)/python -m pytest -m "ray" -q
+	FRAMEFLEET_REQUIRE_AZURITE=1 $(BIN)/python -m pytest -m "ray" -q --durations=10
 
 test-storage: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pip install --quiet -e '.[test,azure]'
-	FRAMEFLEET_REQUIRE_AZURITE=1 $(BIN)/python -m pytest -m "storage and not ray" -q
+	FRAMEFLEET_REQUIRE_AZURITE=1 $(BIN)/python -m pytest -m "storage and not ray" -q --durations=10
 
 # The service's OpenAPI document, published in docs/ (tests/service/test_openapi_doc.py checks it is current).
 openapi: $(STAMP)
