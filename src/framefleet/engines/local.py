@@ -28,6 +28,7 @@ from framefleet.pipeline import Pipeline
 from framefleet.processing.limits import cut_network
 from framefleet.processing.streaming import available_cores, gpu_names
 from framefleet.settings import EngineOptions
+from framefleet.util.spawning import start_spawned
 
 __all__ = ["EngineOptions", "EngineProgress", "LocalPool", "local_worker_count"]
 
@@ -77,7 +78,7 @@ class LocalPool:
                                       logging.getLogger().getEffectiveLevel(), cut),
             name=name, daemon=True,
         )
-        process.start()
+        start_spawned(process, worker_main, self._pipeline, self._storage)
         child.close()
         self._workers[name] = _Process(process, parent, cut)
         return name
