@@ -74,6 +74,8 @@ class TaskTimes:
 class ScriptedPool:
     """A `WorkerPool` whose workers take scripted times and report what real workers report."""
 
+    one_machine = False
+
     segments: int
     times: TaskTimes
     rng: random.Random

@@ -599,6 +599,26 @@ def test_a_short_video_is_cut_so_that_every_worker_has_a_segment(clip_factory, t
             source, audio_in)
 
 
+def x264_threads(path: Path) -> int:
+    """The thread count x264 wrote into the stream's settings (its SEI message)."""
+    return int(re.search(rb"threads=(\d+)", path.read_bytes()).group(1))
+
+
+def test_a_video_that_cannot_be_cut_gets_the_idle_workers_cores_for_its_encoder(clip_factory, tmp_path):
+    """One keyframe: the video is one segment whatever the workers; the other worker would idle, so the
+    segment's encoder gets both workers' threads. A count the pipeline fixes is kept."""
+    source = clip_factory("one-key.mp4", width=320, height=240, frames=60, rate=Fraction(25), gop=600)
+    for encode, expected in (({}, 2), ({"threads": 1}, 1)):
+        out = tmp_path / f"out-{expected}"
+        settings = RunSettings(options=EngineOptions(workers=2, threads_per_worker=1), retry=FAST_RETRIES)
+        pipeline = Pipeline.from_options({"op": "identity", **encode})
+        result = run(JobSpec([str(source)], out, pipeline, settings))
+        assert result.exit_code == 0 and result.frames == 60
+        assert len(query(result.job_dir, "SELECT 1 FROM tasks WHERE kind = 'segment'")) == 1
+        assert x264_threads(out / "one-key.mp4") == expected
+        assert_same_frames(source, out / "one-key.mp4")
+
+
 def _keyframes(path: Path) -> list[av.Packet]:
     with av.open(str(path)) as container:
         return [packet for packet in container.demux(video=0) if packet.is_keyframe and packet.pts is not None]

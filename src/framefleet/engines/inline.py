@@ -41,6 +41,8 @@ def inline_worker_count(options: EngineOptions) -> tuple[int, int]:
 class InlinePool:
     """Worker threads, each with its own `Worker` and inbox; events arrive on one queue."""
 
+    one_machine = True
+
     def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage | None = None) -> None:
         self._pipeline = pipeline
         self._threads = threads

@@ -55,6 +55,8 @@ class _Process:
 class LocalPool:
     """Worker processes started with the spawn method (a fresh interpreter: no inherited state)."""
 
+    one_machine = True
+
     def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage = WorkerStorage(), *,
                  offline: bool = False, insist: bool = False) -> None:
         self._pipeline = pipeline

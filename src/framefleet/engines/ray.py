@@ -205,6 +205,8 @@ def _ship_user_ops(pipeline: Pipeline) -> None:
 class RayPool:
     """Ray actors as workers. Readiness, results and progress all arrive as object references."""
 
+    one_machine = False  # an idle actor's cores may be on another node
+
     def __init__(
         self, pipeline: Pipeline, *, cpus: float, gpus: float, threads: int, worker_storage: WorkerStorage = WorkerStorage()
     ) -> None:

@@ -6,6 +6,8 @@ as events. The scheduler owns the policy:
 - it claims a task from the ledger for every ready, idle worker; a probe claimed while fewer tasks wait
   than there are workers (one short video, the job's tail) asks for its video to be cut into one segment
   per worker left without work, where keyframes allow (`TaskRequest.spread`, `jobs.task.plan_segments`);
+  a segment that cannot be cut finer, claimed while workers of this machine idle, gets their shares of the
+  cores for its encoder (`TaskRequest.share`, `slots.DispatchRound`);
 - it records each result (`complete`) or error (`fail`, an input failure) under the task's lease;
 - a worker that died is replaced; the pool says whether the death was the input's fault (a crash,
   capped per task so a poison input ends failed) or not (SIGKILL, a lost node: an infrastructure loss);
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from framefleet.engines.preemption import NoticeResponse, PreemptionPolicy
-from framefleet.engines.slots import WorkerSlot
+from framefleet.engines.slots import DispatchRound, WorkerSlot
 from framefleet.errors import INFRASTRUCTURE_ERRORS, FramefleetError
 from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.store import Ledger
@@ -147,6 +149,9 @@ class WorkerPool(Protocol):
 
     def events(self, timeout: float) -> list[Event]:
         """What happened since the last call, waiting up to `timeout` seconds for something."""
+
+    one_machine: bool
+    """Whether the workers share this machine's cores: a lone task may then use idle workers' shares."""
 
     def cut(self, worker: str) -> bool:
         """Ask a busy worker to cut its segment short at the next frame it can stop at: it commits the part and
@@ -267,25 +272,30 @@ class Scheduler:
                 self._drop(name)
 
     def _dispatch(self, now: float) -> None:
-        pending: int | None = None  # tasks left to claim, counted once a round (at its first probe)
-        for name, slot in self._slots.items():
-            if not slot.ready or slot.task is not None or slot.leaving_at is not None:
-                continue
+        claims = DispatchRound(self.workers, lambda: (self.reads.pending_tasks(self.workers), self._without_work()),
+                               one_machine=self.pool.one_machine)
+        for name, slot in self._idle():
             task = self.ledger.claim(name, self._lease_seconds, now)
             if task is None:
                 return
             parts = self.reads.join_parts(task.item_id) if task.kind == "join" else ()
-            spread = 1
-            if task.kind == "probe":  # too little work left for the workers: it cuts its video finer, a segment each
-                pending = self.reads.pending_tasks(self.workers) if pending is None else max(0, pending - 1)
-                spread = max(1, self.workers - pending)
+            spread, share = claims.sizes(task.kind)
             request = TaskRequest.of(task, self.parts_dir, parts=parts, job_fingerprint=self._fingerprint,
-                                     spread=spread)
+                                     spread=spread, share=share)
             if not self.pool.submit(name, request):
                 self.ledger.fail(task, "lost", error_type="WorkerLost", message="the worker went away before the task")
                 continue
             slot.task, slot.started, slot.last_activity, slot.last_renewal = task, now, now, now
             slot.frames = 0
+
+    def _idle(self) -> list[tuple[str, WorkerSlot]]:
+        """Workers ready for a task that hold none and are not leaving."""
+        return [(name, slot) for name, slot in self._slots.items()
+                if slot.ready and slot.task is None and slot.leaving_at is None]
+
+    def _without_work(self) -> int:
+        """Workers that hold no task and are not leaving, those still starting included (they will idle)."""
+        return self.workers - sum(1 for slot in self._slots.values() if slot.task is not None or slot.leaving_at is not None)
 
     def _handle(self, event: Event) -> None:
         slot = self._slots.get(event.worker)

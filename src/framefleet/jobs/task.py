@@ -73,6 +73,9 @@ class TaskRequest:
     spread: int = 1
     """For a probe: cut the item into at least this many segments where its keyframes allow (workers that
     would otherwise idle get one each; `plan_segments`)."""
+    share: int = 1
+    """For a segment: how many workers' shares of the cores it may use (more than 1 while the others would
+    idle: its encoder gets that many times the worker's threads, unless the pipeline fixes the count)."""
 
     @property
     def input(self) -> InputFingerprint:
@@ -80,13 +83,14 @@ class TaskRequest:
 
     @classmethod
     def of(cls, task: Task, parts_dir: str, *, parts: tuple[int, ...] = (),
-           job_fingerprint: str | None = None, spread: int = 1) -> TaskRequest:
+           job_fingerprint: str | None = None, spread: int = 1, share: int = 1) -> TaskRequest:
         """The request for a claimed `task` (`parts`: for a join, the seqs it joins in order; `spread`: for a
-        probe, the segments wanted at least)."""
+        probe, the segments wanted at least; `share`: for a segment, the workers' shares of the cores)."""
         return cls(task_id=task.id, lease_id=task.lease_id, kind=task.kind, item_id=task.item_id, seq=task.seq,
                    uri=task.uri, output_uri=task.output_uri, start_pts=task.start_pts, end_pts=task.end_pts,
                    parts_dir=parts_dir, parts=parts, input_size=task.input_size,
-                   input_version=task.input_version, job_fingerprint=job_fingerprint, spread=spread)
+                   input_version=task.input_version, job_fingerprint=job_fingerprint, spread=spread,
+                   share=share)
 
 
 @dataclass

@@ -35,6 +35,7 @@ class Worker:
     def __init__(self, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage = WorkerStorage(), *,
                  own_process: bool = True) -> None:
         self.pipeline = pipeline.for_worker(threads)
+        self._given, self._threads = pipeline, threads
         if own_process and not any(op.device == "cuda" for op in pipeline.ops):
             cap_memory(pipeline.limits)  # CUDA reserves far more address space than it uses
         self._inputs = worker_storage.apply()
@@ -42,11 +43,11 @@ class Worker:
 
     def run(self, request: TaskRequest, progress: Callable[[int], None] | None = None,
             cut: CutSignal | None = None) -> TaskResult:
-        """Run one task (see `run_task`: `cut` stops a segment early); raises a framefleet error, or anything
-        else for a bug."""
+        """Run one task (see `run_task`: `cut` stops a segment early; a `share` above 1 multiplies its
+        encoder's threads); raises a framefleet error, or anything else for a bug."""
+        pipeline = self.pipeline if request.share <= 1 else self._given.for_worker(self._threads * request.share)
         try:
-            return run_task(request, self.pipeline, self._processor, progress=progress, inputs=self._inputs,
-                            cut=cut)
+            return run_task(request, pipeline, self._processor, progress=progress, inputs=self._inputs, cut=cut)
         except Exception as exc:
             if is_out_of_memory(exc):  # under the worker's cap: the input's fault, like any broken limit
                 raise memory_error(request.uri, self.pipeline.limits) from None
