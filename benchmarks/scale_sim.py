@@ -44,7 +44,8 @@ from typing import Any
 
 from common import DEFAULT_RESULTS, load_average, log, machine_info, print_table, write_results
 
-from framefleet.engines.scheduler import EngineProgress, Event, Finished, Progressed, Ready, Scheduler
+from framefleet.engines.events import EngineProgress, Event, Finished, Progressed, Ready
+from framefleet.engines.scheduler import Scheduler
 from framefleet.jobs.results import JoinResult, ProbeResult, Segment, SegmentResult, TaskMetrics
 from framefleet.jobs.store import Ledger
 from framefleet.jobs.task import TaskRequest, TaskResult

@@ -24,7 +24,7 @@ from pathlib import Path
 from cli_helpers import ANSI, cli, stderr_lines
 
 from framefleet import IdentityOp
-from framefleet.engines.scheduler import EngineProgress
+from framefleet.engines.events import EngineProgress
 from framefleet.jobs.reads import LedgerReads
 from framefleet.jobs.run import run
 from framefleet.jobs.spec import JobSpec

@@ -20,7 +20,7 @@ from pathlib import Path
 import media_checks
 import pytest
 
-from framefleet.engines.scheduler import EngineProgress
+from framefleet.engines.events import EngineProgress
 from framefleet.files import storage
 from framefleet.jobs.directory import LEDGER_NAME
 from framefleet.jobs.run import JobResult, canonical_output_root, run

@@ -17,7 +17,7 @@ from rich.table import Table
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
 from framefleet.cli.progress import Ticker, progress_mode
-from framefleet.engines.scheduler import EngineProgress
+from framefleet.engines.events import EngineProgress
 from framefleet.errors import OptionError, OutputError
 from framefleet.files import storage
 from framefleet.files.temporary import write_text_atomically

@@ -14,7 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from framefleet.engines.scheduler import Errored, Event, Finished, Progressed, Ready
+from framefleet.engines.events import Errored, Event, Finished, Progressed, Ready
 from framefleet.errors import FramefleetError
 from framefleet.files.remote_inputs import WorkerStorage
 from framefleet.jobs.task import TaskRequest

@@ -19,7 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from framefleet.engines.scheduler import Died, EngineProgress, Errored, Event, Finished, Progressed, Ready
+from framefleet.engines.events import Died, EngineProgress, Errored, Event, Finished, Progressed, Ready
 from framefleet.errors import FramefleetError
 from framefleet.files.remote_inputs import WorkerStorage
 from framefleet.jobs.task import TaskRequest

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from framefleet.engines.scheduler import Died, Errored, Event, Finished, Noticed, Progressed, Ready
+from framefleet.engines.events import Died, Errored, Event, Finished, Noticed, Progressed, Ready
 from framefleet.errors import FramefleetError, OptionError
 from framefleet.files.remote_inputs import WorkerStorage
 from framefleet.jobs.task import TaskRequest, TaskResult

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from framefleet._version import __version__
+from framefleet.engines.events import EngineProgress
 from framefleet.engines.inline import InlinePool, inline_worker_count
 from framefleet.engines.local import LocalPool, local_worker_count
 from framefleet.engines.preemption import watch_notices
-from framefleet.engines.scheduler import EngineProgress, Scheduler, WorkerPool
+from framefleet.engines.scheduler import Scheduler, WorkerPool
 from framefleet.errors import NoVideosError, OptionError, OutputError
 from framefleet.files import storage
 from framefleet.files.remote_inputs import WorkerStorage

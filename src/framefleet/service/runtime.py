@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from framefleet.engines.scheduler import EngineProgress
+from framefleet.engines.events import EngineProgress
 from framefleet.errors import DiskFullError, FramefleetError
 from framefleet.files.lock_file import hold_lock_file
 from framefleet.jobs import run as job
