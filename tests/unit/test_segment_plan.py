@@ -40,7 +40,15 @@ def test_cutting_finer_starts_every_segment_on_a_keyframe_and_stops_at_the_short
     assert min(lengths(ten_seconds, segments)) >= SHORTEST_SPREAD_SECONDS
 
 
-def test_a_video_the_segment_length_already_cuts_finely_enough_is_cut_as_before(ten_seconds):
-    assert plan_segments(ten_seconds, 3.0, spread=2) == plan_segments(ten_seconds, 3.0)
+def test_a_video_the_segment_length_cuts_into_a_multiple_of_the_idle_workers_is_cut_as_before(ten_seconds):
     assert lengths(ten_seconds, plan_segments(ten_seconds, 3.0)) == [3.0, 3.0, 4.0]
+    assert plan_segments(ten_seconds, 3.0, spread=3) == plan_segments(ten_seconds, 3.0)
+    assert plan_segments(ten_seconds, 2.0, spread=5) == plan_segments(ten_seconds, 2.0)  # 5 segments
+
+
+def test_a_long_video_is_cut_into_a_multiple_of_the_idle_workers_so_that_none_idles_at_its_end(ten_seconds):
+    """3 segments on 2 workers: the third runs alone while the other worker idles (7 s of the 10 on one
+    worker); 4 pieces of about 2.5 s keep both busy to the end (5 s each)."""
+    assert sorted(lengths(ten_seconds, plan_segments(ten_seconds, 3.0, spread=2))) == [2.0, 2.0, 3.0, 3.0]
     assert sorted(lengths(ten_seconds, plan_segments(ten_seconds, 3.0, spread=4))) == [2.0, 2.0, 3.0, 3.0]
+    assert len(plan_segments(ten_seconds, 4.0)) == 3 and len(plan_segments(ten_seconds, 4.0, spread=2)) == 4

@@ -103,9 +103,10 @@ class TaskResult:
 
 
 def plan_segments(info: VideoInfo, segment_seconds: float, spread: int = 1) -> list[Segment]:
-    """Split at keyframes into segments of at least `segment_seconds` (the last may be up to 1.5x); when
-    that gives fewer than `spread`, into `spread` pieces of about equal length instead, as far as keyframes
-    at least `SHORTEST_SPREAD_SECONDS` apart allow (so that idle workers share a short video)."""
+    """Split at keyframes into segments of at least `segment_seconds` (the last may be up to 1.5x). When
+    that count is not a multiple of `spread` (the workers that would otherwise idle), into the next multiple
+    of it instead, pieces of about equal length as far as keyframes at least `SHORTEST_SPREAD_SECONDS` apart
+    allow: idle workers share a short video, and a long one ends with every worker busy, not one."""
     duration = info.duration or 0.0
     keys = sorted(info.keyframe_pts or ())
     if len(keys) < 2 or not info.time_base:
@@ -120,8 +121,9 @@ def plan_segments(info: VideoInfo, segment_seconds: float, spread: int = 1) -> l
             if key - previous >= limit and end_of_video - key >= limit // 2:
                 bounds.append(key)
                 previous = key
-    if len(bounds) + 1 < spread:
-        even = _even_bounds(keys, first, end_of_video, spread,
+    if spread > 1 and (len(bounds) + 1) % spread:
+        pieces = -(-(len(bounds) + 1) // spread) * spread
+        even = _even_bounds(keys, first, end_of_video, pieces,
                             round(Fraction(SHORTEST_SPREAD_SECONDS).limit_denominator(1000) / info.time_base))
         bounds = even if len(even) > len(bounds) else bounds
     starts: list[int | None] = [None, *bounds]
