@@ -20,9 +20,9 @@ def ten_seconds(tmp_path_factory) -> VideoInfo:
     return probe(path, keyframes=True)
 
 
-def lengths(info: VideoInfo, segments) -> list[float]:
-    """Seconds of video in each segment."""
-    bounds = [0, *(segment.end_pts for segment in segments[:-1]), round(10 / info.time_base)]
+def lengths(info: VideoInfo, segments, seconds: int = 10) -> list[float]:
+    """Seconds of video in each segment of a clip `seconds` long."""
+    bounds = [0, *(segment.end_pts for segment in segments[:-1]), round(seconds / info.time_base)]
     return [float((later - earlier) * info.time_base) for earlier, later in zip(bounds, bounds[1:])]
 
 
@@ -51,4 +51,15 @@ def test_a_long_video_is_cut_into_a_multiple_of_the_idle_workers_so_that_none_id
     worker); 4 pieces of about 2.5 s keep both busy to the end (5 s each)."""
     assert sorted(lengths(ten_seconds, plan_segments(ten_seconds, 3.0, spread=2))) == [2.0, 2.0, 3.0, 3.0]
     assert sorted(lengths(ten_seconds, plan_segments(ten_seconds, 3.0, spread=4))) == [2.0, 2.0, 3.0, 3.0]
-    assert len(plan_segments(ten_seconds, 4.0)) == 3 and len(plan_segments(ten_seconds, 4.0, spread=2)) == 4
+    assert lengths(ten_seconds, plan_segments(ten_seconds, 4.0, spread=2)) == [4.0, 4.0, 2.0]  # 4 pieces: 6 s too
+
+
+def test_keyframes_far_apart_are_cut_finer_when_that_balances_the_workers(tmp_path):
+    """60 s with a keyframe every 10 s, segments of 20 s, 2 workers: 3 segments leave one worker alone for
+    the last 20 s; 4 pieces can only be 10, 20, 10 and 20 s (still 40 s of work on one worker); 6 of 10 s
+    end after 30 s."""
+    path = tmp_path / "sixty.mp4"
+    write_clip(path, ClipSpec(width=32, height=32, frames=1500, rate=Fraction(25), gop=250, bframes=0))
+    info = probe(path, keyframes=True)
+    assert len(plan_segments(info, 20.0)) == 3
+    assert lengths(info, plan_segments(info, 20.0, spread=2), seconds=60) == [10.0] * 6

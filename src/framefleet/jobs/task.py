@@ -9,6 +9,7 @@ segment plan). It never touches the ledger.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import shutil
 import tempfile
@@ -104,9 +105,10 @@ class TaskResult:
 
 def plan_segments(info: VideoInfo, segment_seconds: float, spread: int = 1) -> list[Segment]:
     """Split at keyframes into segments of at least `segment_seconds` (the last may be up to 1.5x). When
-    that count is not a multiple of `spread` (the workers that would otherwise idle), into the next multiple
-    of it instead, pieces of about equal length as far as keyframes at least `SHORTEST_SPREAD_SECONDS` apart
-    allow: idle workers share a short video, and a long one ends with every worker busy, not one."""
+    that count is not a multiple of `spread` (the workers that would otherwise idle), into a multiple of it
+    instead where that ends sooner (`_balanced_bounds`), pieces as equal as keyframes at least
+    `SHORTEST_SPREAD_SECONDS` apart allow: idle workers share a short video, and a long one ends with every
+    worker busy, not one."""
     duration = info.duration or 0.0
     keys = sorted(info.keyframe_pts or ())
     if len(keys) < 2 or not info.time_base:
@@ -122,13 +124,29 @@ def plan_segments(info: VideoInfo, segment_seconds: float, spread: int = 1) -> l
                 bounds.append(key)
                 previous = key
     if spread > 1 and (len(bounds) + 1) % spread:
-        pieces = -(-(len(bounds) + 1) // spread) * spread
-        even = _even_bounds(keys, first, end_of_video, pieces,
-                            round(Fraction(SHORTEST_SPREAD_SECONDS).limit_denominator(1000) / info.time_base))
-        bounds = even if len(even) > len(bounds) else bounds
+        shortest = round(Fraction(SHORTEST_SPREAD_SECONDS).limit_denominator(1000) / info.time_base)
+        bounds = _balanced_bounds(bounds, keys, first, end_of_video, spread, shortest)
     starts: list[int | None] = [None, *bounds]
     ends: list[int | None] = [*bounds, None]
     return [Segment(start, end) for start, end in zip(starts, ends)]
+
+
+def _balanced_bounds(bounds: list[int], keys: list[int], first: int, end: int, workers: int,
+                     shortest: int) -> list[int]:
+    """Of `bounds` and cuts into the next few multiples of `workers` pieces of about equal length (at
+    keyframes, none shorter than `shortest`), the cut that ends soonest on `workers` workers; the fewest
+    pieces on a tie. Keyframes far apart make pieces unequal: a finer cut may then balance better."""
+    multiple = -(-(len(bounds) + 1) // workers) * workers
+    options = [bounds, *(_even_bounds(keys, first, end, multiple + k * workers, shortest) for k in range(4))]
+    return min(options, key=lambda option: (_makespan([first, *option, end], workers), len(option)))
+
+
+def _makespan(edges: list[int], workers: int) -> int:
+    """When the last of the pieces between `edges` ends, each taken in order by the first worker free."""
+    free = [0] * workers
+    for start, stop in zip(edges, edges[1:]):
+        heapq.heapreplace(free, free[0] + stop - start)
+    return max(free)
 
 
 def _even_bounds(keys: list[int], first: int, end: int, pieces: int, shortest: int) -> list[int]:
