@@ -159,11 +159,21 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def descendant_pids(pid: int) -> set[int]:
+    """Live descendants of process `pid` (local workers are children of the fork server), from /proc."""
+    children = child_pids(pid)
+    return children.union(*(descendant_pids(child) for child in children))
+
+
 def child_pids(pid: int) -> set[int]:
     """Live children of process `pid`, from /proc."""
     children: set[int] = set()
     tasks = Path(f"/proc/{pid}/task")
-    for task in tasks.iterdir():
+    try:
+        threads = list(tasks.iterdir())
+    except OSError:  # gone meanwhile
+        return children
+    for task in threads:
         try:
             children.update(int(n) for n in (task / "children").read_text().split())
         except (OSError, ValueError):
@@ -332,7 +342,7 @@ def test_a_job_of_many_videos_does_each_good_one_once_and_fails_each_bad_one_cle
 
 
 class MidSegment(threading.Thread):
-    """Calls `action(pid)` for worker processes (children of this process) early in a segment, `times` times.
+    """Calls `action(pid)` for worker processes (descendants of this process) early in a segment, `times` times.
 
     A worker counts as in the middle of a segment when its SlowOp beacon was written in the last 0.3 s
     for one of the first `max_index` frames: most of its segment is still to come. Each worker is picked
@@ -347,7 +357,7 @@ class MidSegment(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set() and len(self.picked) < self.times:
-            for pid in sorted(child_pids(os.getpid()) - set(self.picked)):
+            for pid in sorted(descendant_pids(os.getpid()) - set(self.picked)):
                 beacon = self.beacons / str(pid)
                 try:
                     index = int(beacon.read_text())

@@ -40,7 +40,7 @@ from framefleet.plan.stretches import Stretch, TooShortToSample, pts_after, stre
 from framefleet.plan.workload import VideoWork
 from framefleet.processing.streaming import gpu_names
 from framefleet.processing.temporal import TEMPORAL_MODES, flow_size, temporal_filter
-from framefleet.util.spawning import start_spawned
+from framefleet.util.processes import start_worker_process
 from framefleet.video import VideoReader
 
 ALL_CORES_FRAMES = 2
@@ -226,7 +226,7 @@ def all_cores_fps(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stret
     workers = [context.Process(target=_concurrent_worker, args=(pipeline, knobs, uri, chunks, barrier, results))
                for _ in range(cpus)]
     for worker in workers:
-        start_spawned(worker, _concurrent_worker, pipeline, knobs, uri, chunks)
+        start_worker_process(worker, _concurrent_worker, pipeline, knobs, uri, chunks)
     timings: list[tuple[float, float] | str] = []
     try:
         while len(timings) < cpus:

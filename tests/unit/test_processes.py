@@ -1,4 +1,4 @@
-"""`start_spawned`: a spawned worker runs the parent's main script again only when what it receives needs it."""
+"""`start_worker_process`: a worker runs the parent's main script again only when what it receives needs it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from spawn_targets import report_type_name
 
-from framefleet.util.spawning import refers_to_main, start_spawned
+from framefleet.util.processes import refers_to_main, start_worker_process
 
 SCRIPT = '''
 from pathlib import Path
@@ -40,7 +40,7 @@ def spawn_and_wait(*args: object) -> str:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     process = context.Process(target=report_type_name, args=(child, *args))
-    start_spawned(process, report_type_name, *args)
+    start_worker_process(process, report_type_name, *args)
     child.close()
     answer = parent.recv()
     process.join(timeout=30)
