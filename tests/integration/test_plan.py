@@ -144,9 +144,14 @@ def test_profiling_measures_every_resolution_once(profiled) -> None:
             assert set(value["settings"]) == {"max_size=None", f"max_size={MAX_SIZE}"}
             assert set(value["quality_psnr"]) == {f"max_size={MAX_SIZE}"}
             assert set(value["ratios"]) == threads | {"batch_size=1", "batch_size=8"}
+            # what ran the model at each thread count measured, as the workers reported it
+            assert set(value["runtime"]) == threads | {"threads=1"}
+            assert all(re.fullmatch(r"style: (onnxruntime|openvino) (fp32|bf16|int8)", ran)
+                       for ran in value["runtime"].values()), value["runtime"]
         else:
             assert set(value["settings"]) == {"max_size=None"} and value["quality_psnr"] == {}
             assert set(value["ratios"]) == threads
+            assert value["runtime"] == {}  # no model runs
     # the file on disk holds the same profile
     again = ProfileStore(directory=profiled["directory"])
     assert again.entries(again.machine.name) == entries

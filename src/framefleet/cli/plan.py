@@ -19,6 +19,7 @@ from framefleet.files import storage
 from framefleet.plan.hardware import default_catalogue, load_catalogue
 from framefleet.plan.planner import Plan, format_seconds, make_plan, parse_duration
 from framefleet.plan.profile import DEFAULT_FRAMES, MachineInfo, ProfileStore, profile_pipeline
+from framefleet.plan.runtime_pins import entry_runtime
 from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
 
 Inputs = Annotated[list[str], typer.Argument(help="Files, folders, globs or @list.txt: the job's videos.",
@@ -201,6 +202,8 @@ def _profile_table(machine: str, entries: dict[str, Any]) -> Table:
         if not key.startswith("run|"):
             continue
         _, _, _, codec, size, device = key.split("|")
+        ran = entry_runtime(entry, entry["base_threads"])  # what ran the models, under the device
+        device = f"{device}\n{escape(ran)}" if ran else device
         for setting, cost in entry["settings"].items():
             psnr = entry["quality_psnr"].get(setting)
             table.add_row(f"{codec} {size}", device, setting.replace("None", "full"), f"{cost['wall']:.4f}",
