@@ -177,7 +177,8 @@ def _plan_table(result: Plan, width: int) -> Table:
         knobs = option["knobs"]
         cells = {
             "mark": "[bold green]*[/]" if index == result.chosen else "",
-            "knobs": f"max_size={knobs['max_size'] or 'full'} batch={knobs['batch_size']} threads={knobs['threads']}",
+            "knobs": f"max_size={knobs['max_size'] or 'full'} batch={knobs['batch_size']} threads={knobs['threads']}"
+                     + (f"\n{escape(option['runtime'])}" if option.get("runtime") else ""),
             "time": format_seconds(option["wall_seconds"]), "fps": f"{option['fps']:.1f}",
             "cost": "-" if option["cost"] is None else f"{option['cost']:.2f}",
             "quality": "full" if option["quality_psnr"] is None else f"{option['quality_psnr']:.1f} dB",
