@@ -14,10 +14,12 @@ from rich.console import Console
 from test_plan_model import C4, HERE, cpu_entry, run_key, store_with, style_pipeline, workload
 
 from framefleet.cli.plan import _plan_table
-from framefleet.plan import load_catalogue, planner
+from framefleet.pipeline import Pipeline
+from framefleet.plan import apply_plan, load_catalogue, planner
 from framefleet.plan.cost import enumerate_options
 from framefleet.plan.hardware import Catalogue
 from framefleet.plan.profile import PROFILE_FORMAT, Profiled, run_cost
+from framefleet.plan.runtime_pins import pin_runtimes, step_runtimes
 
 RAN = {"threads=1": "style: openvino bf16", "threads=2": "style: openvino fp32"}
 """What ran at each thread count (auto chooses per threads: here, bf16 only with one thread)."""
@@ -75,4 +77,36 @@ def test_plan_json_and_table_name_the_runtime_of_each_option(plan_file: Path) ->
         console = Console(width=width, record=True)
         console.print(_plan_table(plan, width))
         assert "style: openvino bf16" in console.export_text()
+
+
+def test_run_with_a_plan_pins_the_runtime_it_was_predicted_with(plan_file: Path) -> None:
+    plan = planner.read_plan(plan_file)
+    pipeline, _, prediction = apply_plan(plan, {}, {})
+    op = pipeline.ops[0]
+    assert (op.runtime, op.precision) == ("openvino", "bf16") and prediction["runtime"] == "style: openvino bf16"
+    # the spec the job records says so too, so a resume runs it again
+    assert Pipeline.from_spec(pipeline.spec()).ops[0].precision == "bf16"
+    for given in ({"runtime": "onnxruntime"}, {"precision": "fp32"}):  # the command line wins, and pins nothing
+        pipeline, _, _ = apply_plan(plan, given, {})
+        expected = {"runtime": "auto", "precision": "auto", **given}
+        assert (pipeline.ops[0].runtime, pipeline.ops[0].precision) == (expected["runtime"], expected["precision"])
+
+
+def test_a_plan_that_recorded_no_runtime_pins_nothing(plan_file: Path) -> None:
+    data = json.loads(plan_file.read_text())
+    for option in data["options"]:
+        del option["runtime"]  # a plan written before runtimes were recorded
+    plan_file.write_text(json.dumps(data))
+    pipeline, _, _ = apply_plan(planner.read_plan(plan_file), {}, {})
+    assert (pipeline.ops[0].runtime, pipeline.ops[0].precision) == ("auto", "auto")
+
+
+def test_a_pinned_runtime_names_each_step_and_leaves_the_others() -> None:
+    assert step_runtimes("style: openvino bf16; faces: onnxruntime fp32") == {
+        "style": ("openvino", "bf16"), "faces": ("onnxruntime", "fp32")}
+    assert step_runtimes("faces: openvino bf16, onnxruntime fp32") == {}  # two models, two choices: no one pin
+    chain = Pipeline.from_options({"steps": [{"op": "resize", "max_size": 64}, {"op": "style"}, {"op": "style"}]})
+    pinned = pin_runtimes(chain, "style: openvino fp32; style#2: onnxruntime fp32")
+    assert [(op.runtime, op.precision) for op in pinned.ops[1:]] == [("openvino", "fp32"), ("onnxruntime", "fp32")]
+    assert pinned.ops[0] == chain.ops[0]
 
