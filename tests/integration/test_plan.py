@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import media_checks
@@ -144,9 +146,14 @@ def test_profiling_measures_every_resolution_once(profiled) -> None:
             assert set(value["settings"]) == {"max_size=None", f"max_size={MAX_SIZE}"}
             assert set(value["quality_psnr"]) == {f"max_size={MAX_SIZE}"}
             assert set(value["ratios"]) == threads | {"batch_size=1", "batch_size=8"}
+            # what ran the model at each thread count measured, as the workers reported it
+            assert set(value["runtime"]) == threads | {"threads=1"}
+            assert all(re.fullmatch(r"style: (onnxruntime|openvino) (fp32|bf16|int8)", ran)
+                       for ran in value["runtime"].values()), value["runtime"]
         else:
             assert set(value["settings"]) == {"max_size=None"} and value["quality_psnr"] == {}
             assert set(value["ratios"]) == threads
+            assert value["runtime"] == {}  # no model runs
     # the file on disk holds the same profile
     again = ProfileStore(directory=profiled["directory"])
     assert again.entries(again.machine.name) == entries
@@ -342,6 +349,41 @@ def test_plan_then_run_with_the_plan(profiled, clips, tmp_path: Path) -> None:
     rows = ANSI.sub("", table.stdout)
     assert table.exit_code == 0 and re.search(r"predicted\s+\d+ s wall, [\d.]+ fps \(this-machine x 1\)", rows), rows
     assert re.search(r"actual\s+\d+ s so far, [\d.]+ fps", rows), rows
+
+
+def test_a_plan_names_what_ran_and_run_with_it_runs_that(profiled, clips, tmp_path: Path) -> None:
+    """plan.json names, per option, the runtime and precision its profile ran; run --plan pins them, so the job
+    runs what was predicted, even where `auto` would choose otherwise (a plan predicted on another CPU)."""
+    pytest.importorskip("openvino", reason="the other runtime to pin is OpenVINO's")
+    profile_dir = copied_store(profiled, tmp_path).directory
+    plan_path = tmp_path / "plan.json"
+    planned = cli("plan", clips["small"], "--op", "style", "--max-size", MAX_SIZE, "-o", plan_path, "--json",
+                  "--sample-frames", SAMPLE_FRAMES, "--profile-dir", profile_dir)
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(plan_path.read_text())
+    choice = plan["options"][plan["chosen"]]
+    assert choice["runtime"] == entry(profiled, "small")["runtime"][f"threads={choice['knobs']['threads']}"]
+
+    def run(name: str) -> list[str]:
+        ran = cli("run", clips["small"], "-o", tmp_path / name, "--plan", plan_path, "--job-dir", tmp_path / f"{name}-job",
+                  "--json")
+        assert ran.exit_code == 0, ran.output
+        return stdout_json(ran)["runtimes"]
+
+    assert run("same") == [choice["runtime"]]
+    other = "style: onnxruntime fp32" if choice["runtime"] != "style: onnxruntime fp32" else "style: openvino fp32"
+    choice["runtime"] = other  # as a plan for a node type whose profile ran another runtime says
+    plan_path.write_text(json.dumps(plan))
+    assert run("other") == [other]
+    # where OpenVINO cannot be imported (as without the extra), a plan that pins it is refused in one line
+    choice["runtime"] = "style: openvino fp32"
+    plan_path.write_text(json.dumps(plan))
+    code = ("import sys; sys.modules['openvino'] = None; from framefleet.cli import main; "
+            f"sys.argv = ['framefleet', 'run', {str(clips['small'])!r}, '-o', {str(tmp_path / 'none')!r}, "
+            f"'--plan', {str(plan_path)!r}]; main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        'error: --runtime openvino: OpenVINO is not installed; pip install "framefleet[openvino]"']
 
 
 def test_profile_export_then_plan_with_it(profiled, clips, tmp_path: Path) -> None:

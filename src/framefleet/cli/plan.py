@@ -19,6 +19,7 @@ from framefleet.files import storage
 from framefleet.plan.hardware import default_catalogue, load_catalogue
 from framefleet.plan.planner import Plan, format_seconds, make_plan, parse_duration
 from framefleet.plan.profile import DEFAULT_FRAMES, MachineInfo, ProfileStore, profile_pipeline
+from framefleet.plan.runtime_pins import entry_runtime
 from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
 
 Inputs = Annotated[list[str], typer.Argument(help="Files, folders, globs or @list.txt: the job's videos.",
@@ -176,7 +177,8 @@ def _plan_table(result: Plan, width: int) -> Table:
         knobs = option["knobs"]
         cells = {
             "mark": "[bold green]*[/]" if index == result.chosen else "",
-            "knobs": f"max_size={knobs['max_size'] or 'full'} batch={knobs['batch_size']} threads={knobs['threads']}",
+            "knobs": f"max_size={knobs['max_size'] or 'full'} batch={knobs['batch_size']} threads={knobs['threads']}"
+                     + (f"\n{escape(option['runtime'])}" if option.get("runtime") else ""),
             "time": format_seconds(option["wall_seconds"]), "fps": f"{option['fps']:.1f}",
             "cost": "-" if option["cost"] is None else f"{option['cost']:.2f}",
             "quality": "full" if option["quality_psnr"] is None else f"{option['quality_psnr']:.1f} dB",
@@ -201,6 +203,8 @@ def _profile_table(machine: str, entries: dict[str, Any]) -> Table:
         if not key.startswith("run|"):
             continue
         _, _, _, codec, size, device = key.split("|")
+        ran = entry_runtime(entry, entry["base_threads"])  # what ran the models, under the device
+        device = f"{device}\n{escape(ran)}" if ran else device
         for setting, cost in entry["settings"].items():
             psnr = entry["quality_psnr"].get(setting)
             table.add_row(f"{codec} {size}", device, setting.replace("None", "full"), f"{cost['wall']:.4f}",

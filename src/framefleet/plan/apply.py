@@ -1,6 +1,7 @@
 """`apply_plan`: what `framefleet run --plan plan.json` runs with: the plan's pipeline and knobs, its
 engine and worker counts as `RunSettings`, and its prediction (recorded in the job's ledger for `status`).
-Flags given on the command line win over the plan."""
+The runtime and precision the chosen option was predicted with are pinned on the ops that run models, unless
+`--runtime` or `--precision` is given. Flags given on the command line win over the plan."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from framefleet.errors import OptionError
 from framefleet.pipeline import Pipeline
 from framefleet.plan.planner import Plan
+from framefleet.plan.runtime_pins import pin_runtimes
 from framefleet.settings import RunSettings
 
 
@@ -24,6 +26,8 @@ def apply_plan(plan: Plan, flags: Mapping[str, Any], run_flags: Mapping[str, Any
         raise OptionError(f"--op {overrides['op']}: the plan is for op {planned_op}; "
                           "make a new plan for another op")
     pipeline = Pipeline.from_spec(plan.pipeline, overrides, source="--plan")
+    if choice.get("runtime") and not {"runtime", "precision"} & set(overrides):
+        pipeline = pin_runtimes(pipeline, choice["runtime"])  # run what was predicted
     planned_engine = "local" if choice["this_machine"] else "ray"
     engine = run_flags.get("engine") or planned_engine
     threads = int(choice["knobs"]["threads"])
@@ -44,6 +48,7 @@ def apply_plan(plan: Plan, flags: Mapping[str, Any], run_flags: Mapping[str, Any
         "nodes": choice["nodes"],
         "spot": choice["spot"],
         "knobs": choice["knobs"],
+        "runtime": choice.get("runtime"),
         "cost": choice["cost"],
         "currency": plan.currency,
         "frames": plan.workload.get("frames"),

@@ -62,6 +62,9 @@ class Option:
     gpus_per_worker: float
     """GPUs each worker reserves (Ray), for a GPU op."""
     this_machine: bool
+    runtime: str | None = None
+    """What ran the models in the profile this is predicted from, by step ("style: openvino bf16"): for an
+    extrapolated node type, this machine's; None when no op runs a model."""
 
     @property
     def workers(self) -> int:
@@ -130,7 +133,7 @@ def predict(workload: Workload, node: NodeType, count: int, spot: bool, knobs: K
                   fps=workload.frames / run_seconds if run_seconds > 0 else 0.0,
                   quality_psnr=min(qualities) if qualities else None, basis=basis, device=costs[0].device,
                   gpus_per_worker=node.gpus / workers_per_node if costs[0].device == "cuda" else 0.0,
-                  this_machine=node.this_machine)
+                  this_machine=node.this_machine, runtime=costs[0].runtime)
 
 
 def predict_again(option: Option, workload: Workload, pipeline: Pipeline, node: NodeType,

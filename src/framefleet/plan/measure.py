@@ -108,8 +108,13 @@ def measure_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames: 
     with tempfile.TemporaryDirectory(prefix="framefleet-profile-") as scratch:
         out = Path(scratch)
 
+        ran: dict[str, str] = {}  # what ran the models, per thread count (`auto` chooses per threads)
+
         def run(knobs: Knobs) -> dict[str, float]:
-            return per_frame(timed_run(pipeline, knobs, video.uri, chunks, "long", out), fixed_cost, len(chunks))
+            timed = timed_run(pipeline, knobs, video.uri, chunks, "long", out)
+            if timed["runtime"]:
+                ran.setdefault(f"threads={knobs.threads}", timed["runtime"])
+            return per_frame(timed, fixed_cost, len(chunks))
 
         settings: dict[str, dict[str, float]] = {}
         for size in sizes:
@@ -143,6 +148,7 @@ def measure_resolution(video: VideoWork, pipeline: Pipeline, cpus: int, frames: 
         "pixels": video.width * video.height,
         "largest_side": max(video.width, video.height),
         "device": op.resolve_device(),
+        "runtime": ran,
         "frames_per_run": frames,
         "base_batch_size": base.batch_size,
         "setup_seconds": first.setup_seconds,
@@ -181,32 +187,37 @@ def _segment(uri: str, scratch: Path, seq: int, start: int | None, end: int | No
                        output_uri=str(scratch / "output.mp4"), start_pts=start, end_pts=end, parts_dir=str(scratch))
 
 
-def _timed(worker: Worker, request: TaskRequest) -> dict[str, float]:
-    """One task's wall and CPU seconds, frames and stage times."""
+def _timed(worker: Worker, request: TaskRequest) -> dict[str, Any]:
+    """One task's wall and CPU seconds, frames and stage times, and what ran its models (`runtime`:
+    "style: openvino bf16"; "" when no op runs a model)."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    metrics = worker.run(request).metrics
+    done = worker.run(request)
+    metrics = done.metrics
     return {"cpu": time.process_time() - cpu0, "wall": time.perf_counter() - wall0, "frames": metrics.frames,
-            "decode": metrics.decode_s, "ops": metrics.ops_s, "encode": metrics.encode_s}
+            "decode": metrics.decode_s, "ops": metrics.ops_s, "encode": metrics.encode_s,
+            "runtime": getattr(done.result, "runtime", None) or ""}
 
 
 def timed_run(pipeline: Pipeline, knobs: Knobs, uri: str, chunks: list[Stretch], length: str,
-              scratch: Path) -> dict[str, float]:
+              scratch: Path) -> dict[str, Any]:
     """A worker's tasks over each chunk's `length` ("short" or "long") of frames, after a warm-up task:
-    wall and CPU seconds, frames and stage times, summed over the chunks."""
+    wall and CPU seconds, frames and stage times, summed over the chunks, and what ran the models."""
     with closing(_worker(pipeline, knobs)) as worker:
         worker.run(_segment(uri, scratch, 0, chunks[0].start, chunks[0].warm))
         return _chunks(worker, uri, chunks, length, scratch)
 
 
-def _chunks(worker: Worker, uri: str, chunks: list[Stretch], length: str, scratch: Path) -> dict[str, float]:
-    totals = dict.fromkeys(_STAGES, 0.0)
+def _chunks(worker: Worker, uri: str, chunks: list[Stretch], length: str, scratch: Path) -> dict[str, Any]:
+    totals: dict[str, Any] = dict.fromkeys(_STAGES, 0.0)
     for chunk in chunks:
-        for stage, value in _timed(worker, _segment(uri, scratch, 0, chunk.start, getattr(chunk, length))).items():
-            totals[stage] += value
+        timed = _timed(worker, _segment(uri, scratch, 0, chunk.start, getattr(chunk, length)))
+        for stage in _STAGES:
+            totals[stage] += timed[stage]
+        totals["runtime"] = timed["runtime"]
     return totals
 
 
-def per_frame(result: dict[str, float], fixed: dict[str, float], tasks: int) -> dict[str, float]:
+def per_frame(result: dict[str, Any], fixed: dict[str, float], tasks: int) -> dict[str, float]:
     """Per-frame costs of a run over `tasks` chunks, less the fixed cost of each."""
     frames = max(1, result["frames"])
     ops = result["ops"] / frames  # the op runs in one session: a frame takes at least its op time

@@ -16,6 +16,8 @@ video at that resolution (its first seconds are often unlike the rest), for each
   the node's real throughput (cores contend for memory and caches); a pipeline on CUDA runs one worker
   per GPU instead, as `run` does;
 - the start-up of a worker (a fresh interpreter, imports, the model's set-up) and the join of segments;
+- what ran the models (runtime and precision, "style: openvino bf16"), per thread count, as the workers
+  reported it: under `auto` the op's runtime profile chose it for this machine (`framefleet.plan.runtime_pins`);
 - the temporal step of each mode (`bands`, `blend`: the input's motion and the blend of the outputs), apart
   from the runs above (a blended segment's pre-roll would swamp their short runs), added to the cost of a
   frame for pipelines that have it on.
@@ -49,6 +51,7 @@ from framefleet.pipeline import Pipeline, file_sha256
 from framefleet.plan.budget import Pending, Sampling, choose_sampling, job_seconds
 from framefleet.plan.knobs import Knobs, base_knobs, max_sizes, swept_knobs
 from framefleet.plan.measure import Pilot, measure_resolution, node_workers, pilot, worker_start_seconds
+from framefleet.plan.runtime_pins import entry_runtime
 from framefleet.plan.stretches import TooShortToSample
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.processing.streaming import available_cores, gpu_names
@@ -60,7 +63,7 @@ log = logging.getLogger(__name__)
 KNOB_FIELDS = ("max_size", "batch_size", "device")
 """Op fields that are knobs: left out of the op's identity (each setting is its own measurement)."""
 RESOLUTIONS_PROFILED = 3
-PROFILE_FORMAT = 3
+PROFILE_FORMAT = 4
 """Bumped when entries change shape: profiles of another format are measured afresh."""
 DEFAULT_FRAMES = 24
 """Frames per profiling run, at most (`--sample-frames`): a job's budget may choose fewer."""
@@ -117,6 +120,8 @@ class RunCost:
     """CPU seconds per frame of the pipeline's temporal step (0 with `temporal: none`), in the figures above."""
     measured: bool = True
     """False when scaled from another resolution (no measurement at this one)."""
+    runtime: str | None = None
+    """What ran the models when this was measured, by step ("style: openvino bf16"); None: no op runs one."""
 
 
 class ProfileStore:
@@ -408,7 +413,8 @@ def _cost_from_entry(entry: dict[str, Any], knobs: Knobs, scale: float, measured
                    node_fps=node_fps, decode_per_frame=setting["decode"] * scale,
                    ops_per_frame=setting["ops"] * scale * wall_ratio, encode_per_frame=setting["encode"] * scale,
                    quality_psnr=entry["quality_psnr"].get(f"max_size={size}"), device=entry["device"],
-                   measured=measured, temporal_per_frame=step["cpu"] * scale)
+                   measured=measured, temporal_per_frame=step["cpu"] * scale,
+                   runtime=entry_runtime(entry, knobs.threads))
 
 
 def _beyond_noise(ratio: float) -> float:
