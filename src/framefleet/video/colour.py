@@ -26,6 +26,7 @@ import av
 from av.sidedata.sidedata import Type as SideDataType
 
 from framefleet.errors import CorruptVideoError, OptionError
+from framefleet.video.frames import side_data_of
 from framefleet.video.tone_map import DEFAULT_SOURCE_PEAK, HDR_REFERENCE_WHITE, FromSdr, ToSdr
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class HdrMetadata:
     def from_frame(cls, frame: av.VideoFrame) -> HdrMetadata:
         """What `frame`'s side data says (all None when it says nothing)."""
         values: dict = {}
-        for side_data in frame.side_data:
+        for side_data in side_data_of(frame):
             kind, raw = side_data.type, bytes(side_data)
             if kind == SideDataType.MASTERING_DISPLAY_METADATA and len(raw) >= 88:
                 numbers = struct.unpack("<20i2i", raw[:88])

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import av
 import numpy as np
+from av.sidedata.sidedata import SideData
 from av.sidedata.sidedata import Type as SideDataType
 from av.video.frame import PictureType
 from av.video.reformatter import Interpolation, VideoReformatter
@@ -33,9 +34,15 @@ def thread_reformatter(purpose: str) -> VideoReformatter:
     return reformatters[purpose]
 
 
+def side_data_of(frame: av.VideoFrame) -> list[SideData]:
+    """The frame's side data: PyAV 18.1.0 iterates the items themselves, 18.1.1 their types (a mapping)."""
+    container = frame.side_data
+    return [container[item] if isinstance(item, SideDataType) else item for item in container]
+
+
 def display_matrix(frame: av.VideoFrame) -> list[int] | None:
     """The frame's display matrix (9 ints, 16.16 fixed point) or None."""
-    for side_data in frame.side_data:
+    for side_data in side_data_of(frame):
         if side_data.type == SideDataType.DISPLAYMATRIX:
             return np.frombuffer(bytes(side_data), dtype="<i4", count=9).tolist()
     return None
