@@ -9,7 +9,13 @@ with its default keyframe interval of 10 s, AAC):
   style       a 20 s 640x360 clip: `framefleet stylize` (2 sessions x 1 thread in one process) against
               `framefleet run` (2 workers, the default). Target: run >= 0.95x stylize's speed.
   identity    a 10 s 1280x720 clip: `ffmpeg -i IN -c:v libx264 -preset veryfast -crf 20 -c:a copy OUT`
-              against `framefleet run --op identity` (the same encoder settings).
+              against `framefleet run --op identity` (the same encoder settings). Its one keyframe leaves
+              nothing to cut it at: one segment, which gets the idle worker's share of the cores.
+  identity-60s
+              the same on a 60 s 1280x720 clip (a keyframe every 10 s). Target: >= 1.0x the CLI.
+  identity-folder
+              a folder of eight 10 s 1280x720 clips: a sequential loop of the same ffmpeg command over
+              them against one `framefleet run --op identity` of the folder. Target: >= 1.0x the loop.
 
 From each run's ledger: when the first task (the probe) and the first segment were claimed, counted from
 the command's start (target: first segment, i.e. the first frame's work, <= 1 s), the segments, the span
@@ -55,9 +61,11 @@ from common import (  # benchmarks/common.py: helpers shared by the benchmark sc
     write_results,
 )
 
-CASES = ("style", "identity")
+CASES = ("style", "identity", "identity-60s", "identity-folder")
+FOLDER_CLIPS = 8
 TARGET_RUN_VS_STYLIZE = 0.95
 TARGET_FIRST_SEGMENT_S = 1.0
+TARGET_IDENTITY_VS_CLI = 1.0
 ENCODE = ["--preset", "veryfast", "--crf", "20"]
 
 
@@ -111,18 +119,39 @@ def run_contender(case: str, name: str, clips: dict[str, Path], work: Path, args
     clip = clips[case]
     temporal = ["--temporal", args.temporal]
     if name == "ffmpeg CLI":
-        wall, _ = timed([FFMPEG, *QUIET, "-i", str(clip), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
-                         "-c:a", "copy", str(work / clip.name)])
-        return {"seconds": wall}
+        t0 = time.perf_counter()
+        for one in sorted(clip.iterdir()) if clip.is_dir() else [clip]:  # a folder: one after another
+            timed([FFMPEG, *QUIET, "-i", str(one), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+                   "-c:a", "copy", str(work / one.name)])
+        return {"seconds": time.perf_counter() - t0}
     if name == "stylize":
         command, env = framefleet_command(args.src, "stylize", str(clip), "-o", str(work / clip.name), *temporal)
         wall, _ = timed(command, env)
         return {"seconds": wall}
     src = args.before if name.endswith("(before)") else args.src
-    op = ["--op", "identity", *ENCODE] if case == "identity" else temporal
+    op = ["--op", "identity", *ENCODE] if case.startswith("identity") else temporal
     command, env = framefleet_command(src, "run", str(clip), "-o", str(work / "out"), *op, "-q")
     wall, started_at = timed(command, env)
     return {"seconds": wall, **ledger_timeline(work / "out" / ".framefleet-job", started_at, wall)}
+
+
+def make_inputs(root: Path, cases: list[str], quick: bool) -> dict[str, Path]:
+    """Each case's input: a clip, or a folder of clips (`identity-folder`)."""
+    sizes = {"style": (640, 360, 4 if quick else 20), "identity": (1280, 720, 2 if quick else 10),
+             "identity-60s": (1280, 720, 6 if quick else 60), "identity-folder": (1280, 720, 2 if quick else 10)}
+    inputs = {}
+    for case in cases:
+        width, height, seconds = sizes[case]
+        name = f"{case}-{width}x{height}-{seconds}s"
+        if case == "identity-folder":
+            inputs[case] = root / name
+            inputs[case].mkdir(parents=True, exist_ok=True)
+            for index in range(FOLDER_CLIPS):
+                make_clip(inputs[case] / f"clip-{index}.mp4", width, height, seconds)
+        else:
+            inputs[case] = root / f"{name}.mp4"
+            make_clip(inputs[case], width, height, seconds)
+    return inputs
 
 
 def contenders(case: str, args: argparse.Namespace) -> list[str]:
@@ -185,12 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{info['cores_available']} cores ({info['cpu_model']}); cases {', '.join(args.case_list)}; "
         f"{args.repeats} repeat(s); load {load_average()}")
     work_root = args.workdir or Path(tempfile.mkdtemp(prefix="framefleet-bench-overhead-"))
-    sizes = {"style": (640, 360, 4 if args.quick else 20), "identity": (1280, 720, 2 if args.quick else 10)}
-    clips = {}
-    for case in args.case_list:
-        width, height, seconds = sizes[case]
-        clips[case] = work_root / f"{case}-{width}x{height}-{seconds}s.mp4"
-        make_clip(clips[case], width, height, seconds)
+    clips = make_inputs(work_root, args.case_list, args.quick)
     load_before = load_average()
     t_all = time.perf_counter()
     raw: dict[str, dict[str, list[dict]]] = {}
@@ -214,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "run_overhead", "started": started_at.isoformat(), "machine": info,
         "load_before": load_before, "load_after": load_average(), "repeats": args.repeats,
         "temporal": args.temporal, "before": str(args.before) if args.before else None,
-        "targets": {"run_vs_stylize": TARGET_RUN_VS_STYLIZE, "first_segment_s": TARGET_FIRST_SEGMENT_S},
+        "targets": {"run_vs_stylize": TARGET_RUN_VS_STYLIZE, "first_segment_s": TARGET_FIRST_SEGMENT_S,
+                    "identity_vs_cli": TARGET_IDENTITY_VS_CLI},
         "rows": rows, "raw": raw,
     }, time.perf_counter() - t_all)
     if args.workdir is None:
