@@ -1,8 +1,8 @@
 """Ops that misbehave on purpose, for the batch-job tests (tests/integration/test_jobs.py).
 
-Job workers are started with multiprocessing's *spawn* context, so the op classes a test hands to
+Job workers are forked from a fresh server process (or spawned), so the op classes a test hands to
 `framefleet.jobs.run.run` must be importable by name in a fresh interpreter: they live here (tests/ is on
-``sys.path`` because tests/conftest.py lives there, and spawned children inherit ``sys.path``).
+``sys.path`` because tests/conftest.py lives there, and workers are given the job's ``sys.path``).
 
 Each op passes frames through unchanged, like the identity op, and misbehaves only on batches whose frame
 width is `width` (None: every batch), so one job can mix well-behaved inputs with a poison one.
@@ -149,4 +149,18 @@ class WarnOp(Op):
         logging.getLogger("job_ops.warn").warning(self.message)
 
     def process(self, batch: FrameBatch) -> FrameBatch:
+        return batch
+
+
+@dataclass(kw_only=True)
+class EnvironmentOp(Op):
+    """Identity that writes the value of the environment variable `variable`, as its worker sees it, to
+    `report` (once per batch: the last one stays)."""
+
+    name = "environment"
+    variable: str
+    report: str
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        Path(self.report).write_text(os.environ.get(self.variable, "<unset>"))
         return batch

@@ -30,7 +30,7 @@ from pathlib import Path
 import av
 import media_checks
 import pytest
-from job_ops import CrashOp, SleepForeverOp, SlowOp
+from job_ops import CrashOp, EnvironmentOp, SleepForeverOp, SlowOp
 from typer.testing import CliRunner, Result
 
 from framefleet.cli import app
@@ -607,6 +607,19 @@ def test_a_short_video_is_cut_so_that_every_worker_has_a_segment(clip_factory, t
         (audio_out,) = media_checks.streams_of_kind(out / "job-short.mp4", "audio")
         assert media_checks.packet_payloads(out / "job-short.mp4", audio_out) == media_checks.packet_payloads(
             source, audio_in)
+
+
+def test_workers_see_the_environment_of_the_job_not_of_the_process_they_were_forked_from(clip_factory, tmp_path,
+                                                                                          monkeypatch):
+    """The fork server starts with the first job's environment; a later job's workers get their own."""
+    source = clip_factory("env.mp4", **TINY)
+    report = tmp_path / "seen"
+    pipeline = Pipeline(ops=(EnvironmentOp(variable="FRAMEFLEET_TEST_MARK", report=str(report)),))
+    settings = RunSettings(options=EngineOptions(workers=1), retry=FAST_RETRIES)
+    for mark in ("first", "second"):
+        monkeypatch.setenv("FRAMEFLEET_TEST_MARK", mark)
+        assert run(JobSpec([str(source)], tmp_path / f"out-{mark}", pipeline, settings)).exit_code == 0
+        assert report.read_text() == mark
 
 
 def x264_threads(path: Path) -> int:
