@@ -89,7 +89,7 @@ def times(path: Path) -> list[Fraction]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         pts = [frame.pts for frame in container.decode(stream)]
-    return [(p - pts[0]) * stream.time_base for p in pts]
+        return [(p - pts[0]) * stream.time_base for p in pts]  # PyAV 18.1.1: a closed container's stream refuses
 
 
 class LocalStore:

@@ -1,8 +1,8 @@
 """Ops that misbehave on purpose, for the batch-job tests (tests/integration/test_jobs.py).
 
-Job workers are forked from a fresh server process (or spawned), so the op classes a test hands to
+Job workers are started with multiprocessing's *spawn* context, so the op classes a test hands to
 `framefleet.jobs.run.run` must be importable by name in a fresh interpreter: they live here (tests/ is on
-``sys.path`` because tests/conftest.py lives there, and workers are given the job's ``sys.path``).
+``sys.path`` because tests/conftest.py lives there, and spawned children inherit ``sys.path``).
 
 Each op passes frames through unchanged, like the identity op, and misbehaves only on batches whose frame
 width is `width` (None: every batch), so one job can mix well-behaved inputs with a poison one.

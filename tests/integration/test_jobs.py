@@ -160,7 +160,7 @@ def cli_env() -> dict[str, str]:
 
 
 def descendant_pids(pid: int) -> set[int]:
-    """Live descendants of process `pid` (local workers are children of the fork server), from /proc."""
+    """Live descendants of process `pid`, from /proc."""
     children = child_pids(pid)
     return children.union(*(descendant_pids(child) for child in children))
 
@@ -609,9 +609,8 @@ def test_a_short_video_is_cut_so_that_every_worker_has_a_segment(clip_factory, t
             source, audio_in)
 
 
-def test_workers_see_the_environment_of_the_job_not_of_the_process_they_were_forked_from(clip_factory, tmp_path,
-                                                                                          monkeypatch):
-    """The fork server starts with the first job's environment; a later job's workers get their own."""
+def test_workers_see_the_environment_of_their_job(clip_factory, tmp_path, monkeypatch):
+    """A later job in the same process runs its workers with its own environment, not an earlier one's."""
     source = clip_factory("env.mp4", **TINY)
     report = tmp_path / "seen"
     pipeline = Pipeline(ops=(EnvironmentOp(variable="FRAMEFLEET_TEST_MARK", report=str(report)),))

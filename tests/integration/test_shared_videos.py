@@ -24,6 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from framefleet.cli import app
+from framefleet.video.frames import side_data_of
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +170,7 @@ def test_a_rotated_iphone_clip_comes_out_upright(stylize):
     assert output_size(run.output) == (320, 568)
     with av.open(str(run.output)) as container:  # stored upright: no display matrix left to apply
         frame = next(container.decode(video=0))
-        assert not any(side.type.name == "DISPLAYMATRIX" for side in frame.side_data)
+        assert not any(side.type.name == "DISPLAYMATRIX" for side in side_data_of(frame))
 
 
 def test_an_odd_size_is_padded_to_the_next_even_size(stylize):

@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from framefleet.engines.events import Died, EngineProgress, Errored, Event, Finished, Progressed, Ready
@@ -29,12 +28,7 @@ from framefleet.pipeline import Pipeline
 from framefleet.processing.limits import cut_network
 from framefleet.processing.streaming import available_cores, gpu_names
 from framefleet.settings import EngineOptions
-from framefleet.util.processes import (
-    adopt_environment,
-    start_worker_process,
-    worker_context,
-    worker_environment,
-)
+from framefleet.util.processes import start_worker_process
 
 __all__ = ["EngineOptions", "EngineProgress", "LocalPool", "local_worker_count"]
 
@@ -59,8 +53,8 @@ class _Process:
 
 
 class LocalPool:
-    """Worker processes forked from a server that imported framefleet's worker modules once (spawned where
-    the platform has no fork server: `util.processes`); each takes on the job's environment."""
+    """Worker processes started with the spawn method (a fresh interpreter: no inherited state), without
+    the parent's main script (`util.processes`)."""
 
     one_machine = True
 
@@ -73,7 +67,7 @@ class LocalPool:
         self._insist = insist
         """`offline` was asked for (`--worker-network off`): say so loudly when the platform refuses it."""
         self._network_refusal_told = False
-        self._context = worker_context()
+        self._context = multiprocessing.get_context("spawn")
         self._workers: dict[str, _Process] = {}
         self._serial = 0
 
@@ -84,7 +78,7 @@ class LocalPool:
         cut = self._context.Event()
         process = self._context.Process(
             target=worker_main, args=(child, self._pipeline, self._threads, self._storage, self._offline,
-                                      logging.getLogger().getEffectiveLevel(), cut, worker_environment()),
+                                      logging.getLogger().getEffectiveLevel(), cut),
             name=name, daemon=True,
         )
         start_worker_process(process, worker_main, self._pipeline, self._storage)
@@ -233,13 +227,10 @@ class _LogToScheduler(logging.Handler):
 def worker_main(
     conn: multiprocessing.connection.Connection, pipeline: Pipeline, threads: int, worker_storage: WorkerStorage,
     offline: bool = False, log_level: int = logging.WARNING, cut: multiprocessing.synchronize.Event | None = None,
-    environment: Mapping[str, str] | None = None,
 ) -> None:
-    """A worker process: take on the job's `environment`, cut its network if `offline`, set the ops up once,
-    then run tasks until told to stop or the scheduler is gone, each cut short when `cut` is set. What it logs
-    (at `log_level` and above) the scheduler's process prints; what it prints goes to stderr."""
-    if environment is not None:
-        adopt_environment(environment)
+    """A worker process: cut its network if `offline`, set the ops up once, then run tasks until told to stop
+    or the scheduler is gone, each cut short when `cut` is set. What it logs (at `log_level` and above) the
+    scheduler's process prints; what it prints goes to stderr."""
     os.dup2(2, 1)  # what an op or a library prints goes to stderr: stdout is the command's (--json's result)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the scheduler decides
     send = _Sender(conn)
