@@ -1,7 +1,7 @@
 """Peak memory of one built-in style session against the model's input size (docs/benchmarks.md, memory).
 
 Each case runs in a fresh process capped at 8 GiB (RLIMIT_DATA): set up one `StyleTransferOp` session
-(2 threads) and run two batches of random frames; its peak RSS is the figure. `--pattern on` turns
+(2 threads) and run three batches of random frames; its peak RSS is the figure. `--pattern on` turns
 onnxruntime's memory pattern back on, `--arena off` its CPU arena off, to compare; `--runtime openvino`
 (and `--precision`) measures an OpenVINO session instead.
 
@@ -45,7 +45,7 @@ onnx_session.ort.InferenceSession = session
 op = StyleTransferOp(max_size=max_size, batch_size=batch, device="cpu", runtime=runtime, precision=precision)
 frames = np.random.default_rng(0).integers(0, 255, (batch, height, width, 3), dtype=np.uint8)
 op.setup(Device(kind="cpu", threads=2))
-for _ in range(2):
+for _ in range(3):  # the second compiles a fixed-shape copy on OpenVINO, the third runs it
     op.process(FrameBatch(frames=frames, pts=np.arange(batch)))
 w, h = op.input_size(width, height)
 print(w * h, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 RUNTIMES = ("auto", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 INSTALL_HINT = 'pip install "framefleet[openvino]"'
-_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,8 @@ def require_openvino() -> None:
 
 
 @cache
-def _core() -> Any:
+def ov_core() -> Any:
+    """This process's OpenVINO `Core` (OpenVINO is imported on first use)."""
     import openvino
 
     return openvino.Core()
@@ -96,19 +96,19 @@ def _core() -> Any:
 @cache
 def cpu_precisions() -> tuple[str, ...]:
     """The precisions OpenVINO can run on this CPU (fp32 always; bf16 where the CPU has it)."""
-    capabilities = _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    capabilities = ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return ("fp32", "bf16") if "BF16" in capabilities else ("fp32",)
 
 
 @cache
 def cpu_has_int8() -> bool:
     """Whether OpenVINO runs int8 convolutions on this CPU (VNNI makes them fast; AVX2 runs them too)."""
-    return "INT8" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "INT8" in ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def cpu_name() -> str:
     """The CPU's model name as OpenVINO reports it ("" without OpenVINO)."""
-    return str(_core().get_property("CPU", "FULL_DEVICE_NAME")) if openvino_installed() else ""
+    return str(ov_core().get_property("CPU", "FULL_DEVICE_NAME")) if openvino_installed() else ""
 
 
 def open_engine(model: Path | bytes, device: Device, choice: Choice,
@@ -130,6 +130,8 @@ def open_engine(model: Path | bytes, device: Device, choice: Choice,
         from framefleet.ops.ort_session import open_session
 
         return OrtEngine(open_session(model, device))
+    from framefleet.ops.openvino_engine import OpenVinoEngine
+
     return OpenVinoEngine(model, device, choice.precision)
 
 
@@ -145,50 +147,7 @@ class OrtEngine:
         return self.session.run(outputs, feeds)
 
 
-_DISPATCH = threading.Lock()
-"""Held while Python copies data into or out of an OpenVINO infer request (see `OpenVinoEngine.run`)."""
-
-
-class OpenVinoEngine:
-    """An OpenVINO model compiled for the CPU with one infer request."""
-
-    def __init__(self, model: Path | bytes, device: Device, precision: str) -> None:
-        if device.kind != "cpu":
-            raise OptionError("--runtime openvino runs on the CPU; use --device cpu, or --runtime onnxruntime on CUDA")
-        if precision not in (*cpu_precisions(), *(("int8",) if cpu_has_int8() else ())):
-            raise OptionError(f"--precision {precision}: this CPU ({cpu_name()}) runs OpenVINO at "
-                              f"{' or '.join(cpu_precisions())} only")
-        self.choice = Choice("openvino", precision)
-        core = _core()
-        floats = cpu_precisions()[-1] if precision == "int8" else precision  # around int8's convolutions
-        config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[floats], "INFERENCE_NUM_THREADS": max(1, device.threads),
-                  "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
-        try:
-            network = core.read_model(model if isinstance(model, bytes) else str(model))
-            self._compiled = core.compile_model(network, "CPU", config)
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
-            raise EngineError(_one_line(exc)) from None
-        self._request = self._compiled.create_infer_request()
-        self._outputs = {port.get_any_name(): port for port in self._compiled.outputs}
-
-    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        names = list(self._outputs) if outputs is None else outputs
-        # OpenVINO's Python side deadlocked when two threads copied inputs at once (two sessions in one
-        # process, each its own compiled model: both stuck in its data dispatcher). Only the copies in and
-        # out are serialised; the inference itself (`wait`, which releases the GIL) runs side by side.
-        try:
-            with _DISPATCH:
-                self._request.start_async(feeds)
-            self._request.wait()
-        except RuntimeError as exc:  # OpenVINO reports a refused allocation as a plain failure of its CPU plugin
-            if "allocate" in str(exc).lower() or "cpu_memory" in str(exc):
-                raise MemoryError(_one_line(exc)) from exc
-            raise
-        with _DISPATCH:
-            return [self._request.get_tensor(self._outputs[name]).data.copy() for name in names]
-
-
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """A runtime's error as one short line, without its source locations."""
     lines = [line.strip() for line in str(exc).splitlines()
              if line.strip() and not re.match(r"^(Exception from|Check '|Summary:|To facilitate)", line.strip())]

@@ -226,7 +226,13 @@ class StyleTransferOp(OnnxOp):
         feeds = {fused.FRAMES: np.ascontiguousarray(frames), fused.PADS: pads}
         if self.max_size is not None:
             feeds[fused.OUTPUT_SIZE] = np.asarray(out_size, dtype=np.int64)
-        styled = self._builtin_session.run(feeds)
+        if self._builtin_session.engine.choice.runtime == "openvino":
+            # one frame at a time: one input shape per video, which OpenVINO runs on a copy compiled for
+            # exactly it (faster than the batch's dynamic shapes, and a frame's memory, not a batch's)
+            styled = np.concatenate([self._builtin_session.run({**feeds, fused.FRAMES: feeds[fused.FRAMES][i:i + 1]})
+                                     for i in range(len(frames))])
+        else:
+            styled = self._builtin_session.run(feeds)
         if tiny:
             return np.stack([resize(f[:h, :w], width, height) for f in styled])
         return np.ascontiguousarray(styled[:, :height, :width])
