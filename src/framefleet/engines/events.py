@@ -35,7 +35,6 @@ class EngineProgress:
     stopping: bool = False
 
 
-
 @dataclass(frozen=True)
 class Ready:
     """A worker has set its ops up and can take tasks."""
