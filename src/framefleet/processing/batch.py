@@ -69,7 +69,7 @@ class FrameBatch:
         if frames is not None and (frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype not in DEPTHS):
             raise ValueError(f"frames must be N x H x W x 3 uint8 (or uint16), got {frames.shape} {frames.dtype}")
         self._frames = frames
-        self._scaled: dict[tuple[int, int], np.ndarray] = {}
+        self._scaled: dict[tuple[int, int, bool], np.ndarray] = {}
         self.decoded = decoded
         """The decoder's frames these pixels come from; None once an op returned new pixels."""
         count = len(frames) if frames is not None else len(decoded)
@@ -113,20 +113,28 @@ class FrameBatch:
             return self.decoded.size
         return self._frames.shape[2], self._frames.shape[1]
 
-    def frames_at(self, width: int, height: int) -> np.ndarray:
+    def frames_at(self, width: int, height: int, *, analysis: bool = False) -> np.ndarray:
         """The frames scaled to width x height (N x height x width x 3 uint8; Lanczos): one conversion from
-        the decoded frames when the full-size RGB was never needed, else a resize of it. Kept for reuse."""
+        the decoded frames when the full-size RGB was never needed, else a resize of it. Kept for reuse.
+        `analysis`: for measuring (motion), not for pictures: a resize averages areas instead (OpenCV;
+        10-60x faster than Lanczos, and no sharper is needed)."""
         if (width, height) == self.size:
             return self.frames
-        if (width, height) not in self._scaled:
+        key = (width, height, analysis and self._frames is not None)
+        if key not in self._scaled:
             if self._frames is None:
                 assert self.decoded is not None
-                self._scaled[width, height] = self.decoded.rgb(width, height)
+                self._scaled[key] = self.decoded.rgb(width, height)
+            elif analysis:
+                import cv2
+
+                self._scaled[key] = np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+                                              for frame in self._frames])
             else:
                 from framefleet.processing.images import resize
 
-                self._scaled[width, height] = np.stack([resize(frame, width, height) for frame in self._frames])
-        return self._scaled[width, height]
+                self._scaled[key] = np.stack([resize(frame, width, height) for frame in self._frames])
+        return self._scaled[key]
 
     def __len__(self) -> int:
         return len(self.pts)

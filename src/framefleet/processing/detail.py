@@ -51,8 +51,13 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(index.mean())
 
 
+def low_band(values: np.ndarray, sigma: float = BAND_SIGMA) -> np.ndarray:
+    """The float32 low band of `values` (any channels): their Gaussian blur of `sigma` px."""
+    return cv2.GaussianBlur(values.astype(np.float32, copy=False), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
 def split_bands(values: np.ndarray, sigma: float = BAND_SIGMA) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) float32 bands of `values` (any channels): low + high == values."""
     values = values.astype(np.float32, copy=False)
-    low = cv2.GaussianBlur(values, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    return low, values - low
+    low = low_band(values, sigma)
+    return low, cv2.subtract(values, low)

@@ -440,8 +440,8 @@ class FrameProcessor:
         steps: list[BlendStep | None] = []
         if blend is not None:  # the input's motion, here rather than in the ordered blend that follows
             small = flow_size(*batch.size)
-            steps = blend.plan(None if before is None else before.frames_at(*small)[0], batch.frames_at(*small),
-                               *size)
+            steps = blend.plan(None if before is None else before.frames_at(*small, analysis=True)[0],
+                               batch.frames_at(*small, analysis=True), *size)
         t1 = time.perf_counter()
         step_times: dict[str, float] = {}
         chain = self._instances.get()

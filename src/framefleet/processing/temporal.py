@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from framefleet.errors import OptionError
-from framefleet.processing.detail import BAND_SIGMA, split_bands
+from framefleet.processing.detail import BAND_SIGMA, low_band, split_bands
 
 if TYPE_CHECKING:
     from framefleet.ops.base import Op
@@ -280,7 +280,7 @@ class BandBlend(TemporalBlend):
 
     def _bands(self, output: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         values = output.astype(np.float32)
-        low, _ = split_bands(values, BAND_SIGMA)
+        low = low_band(values, BAND_SIGMA)
         below_fine, fine = split_bands(values, fine_sigma(output.shape[1], output.shape[0]))
         return low, cv2.subtract(below_fine, low), fine
 
