@@ -8,6 +8,10 @@ it: one engine per core, each with one thread, batches of 4 fed by a thread pool
   onnxruntime fp32   today's runtime (the reference)
   openvino fp32      OpenVINO, INFERENCE_PRECISION_HINT f32, CPU pinning off
   openvino bf16      the same at bf16 (CPUs with AVX-512 BF16 or AMX only)
+  ... (shapes as loaded)
+                     the CPU's best float precision on the model as loaded, a batch of 4 at a time (dynamic
+                     shapes: framefleet before its fixed-shape copies; the others run OpenVINO a frame at a
+                     time on a copy compiled for the frame's shape, as the style op does)
   openvino int8      the model quantized as --precision int8 does (`ops.quantize`: QDQ, per-channel weights, the
                      convolutions but the first three), here calibrated on 8 frames of the same footage, run by
                      OpenVINO with bf16 for the rest (benchmarks/int8.py measures int8 as framefleet runs it)
@@ -21,6 +25,7 @@ medians are printed, and the JSON keeps every timing. See docs/benchmarks.md (ru
 
     .venv/bin/python benchmarks/runtimes.py           # ~6 min on 2 cores
     .venv/bin/python benchmarks/runtimes.py --quick   # smoke test
+    .venv/bin/python benchmarks/runtimes.py --only stylize   # only the commands end to end
 """
 
 from __future__ import annotations
@@ -85,18 +90,33 @@ def quantize(frames: np.ndarray) -> bytes:
 
 
 class Contender:
-    """One engine per core (one thread each) running batches of frames side by side."""
+    """One engine per core (one thread each) running batches of frames side by side, as the style op runs
+    them: onnxruntime a batch at a time, OpenVINO a frame at a time (on its fixed-shape copy). `as_loaded`:
+    OpenVINO a batch at a time on the model as loaded (dynamic shapes; framefleet before the fixed copies)."""
 
-    def __init__(self, name: str, model: bytes, choice: Choice, sessions: int) -> None:
+    def __init__(self, name: str, model: bytes, choice: Choice, sessions: int, as_loaded: bool = False) -> None:
         self.name = name
-        self.engines = [open_engine(model, Device(threads=1), choice) for _ in range(sessions)]
+        if as_loaded:
+            from framefleet.ops.openvino_engine import OpenVinoEngine
+
+            self.engines = [OpenVinoEngine(model, Device(threads=1), choice.precision, fixed_shapes=False)
+                            for _ in range(sessions)]
+        else:
+            self.engines = [open_engine(model, Device(threads=1), choice) for _ in range(sessions)]
+        self.per_frame = choice.runtime == "openvino" and not as_loaded
 
     def run(self, frames: np.ndarray) -> np.ndarray:
         height, width = frames.shape[1:3]
         feeds = {fused.PADS: fused.reflect_pads(height, width, 4, MIN_SIDE), "style_weights": parse_style("7")}
         batches = [frames[i:i + BATCH] for i in range(0, len(frames), BATCH)]
-        return np.concatenate(side_by_side(self.engines, batches,
-                                           lambda engine, batch: engine.run(None, {**feeds, fused.FRAMES: batch})[0]))
+
+        def work(engine: Any, batch: np.ndarray) -> np.ndarray:
+            if self.per_frame:
+                return np.concatenate([engine.run(None, {**feeds, fused.FRAMES: batch[i:i + 1]})[0]
+                                       for i in range(len(batch))])
+            return engine.run(None, {**feeds, fused.FRAMES: batch})[0]
+
+        return np.concatenate(side_by_side(self.engines, batches, work))
 
 
 def side_by_side(engines: list[Any], items: list[Any], work: Callable[[Any, Any], Any]) -> list[Any]:
@@ -156,6 +176,7 @@ def model_only(sizes: list[tuple[str, int, int]], frames_per_size: dict[str, int
         frames = footage(width, height, frames_per_size[label], clip)
         calibration = footage(width, height, 8, clip)
         model = fused_multistyle(False)
+        best = Choice("openvino", cpu_precisions()[-1])
         specs = [("onnxruntime fp32", model, REFERENCE), ("openvino fp32", model, Choice("openvino", "fp32"))]
         if "bf16" in cpu_precisions():
             specs.append(("openvino bf16", model, Choice("openvino", "bf16")))
@@ -163,9 +184,10 @@ def model_only(sizes: list[tuple[str, int, int]], frames_per_size: dict[str, int
         started = time.perf_counter()
         int8 = quantize(calibration)
         quantize_seconds = time.perf_counter() - started
-        specs.append(("openvino int8", int8, Choice("openvino", "bf16" if "bf16" in cpu_precisions() else "fp32")))
+        specs.append(("openvino int8", int8, best))
         specs.append(("onnxruntime int8", int8, REFERENCE))
         contenders = [Contender(name, data, choice, cores) for name, data, choice in specs]
+        contenders.append(Contender(f"{best} (shapes as loaded)", model, best, cores, as_loaded=True))
         for row in alternate(label, contenders, frames, repeats):
             rows.append({**row, **({"quantize_seconds": quantize_seconds} if "int8" in row["contender"] else {})})
     return rows
@@ -208,6 +230,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 round, tiny counts (not results)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--sizes", default="360p,720p", help="comma-separated sizes (default 360p,720p)")
+    parser.add_argument("--only", choices=("model", "stylize"), help="measure only the model or only `stylize`")
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS / "runtimes.json")
     args = parser.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
@@ -221,19 +244,19 @@ def main() -> None:
         fallback = folder / "fallback.mp4"
         if not FOOTAGE.is_file():
             write_clip(fallback, ClipSpec(width=1280, height=720, frames=48))
-        models = model_only(sizes, frames, repeats, fallback)
-        commands = end_to_end(sizes, seconds, repeats, folder)
+        models = model_only(sizes, frames, repeats, fallback) if args.only != "stylize" else []
+        commands = end_to_end(sizes, seconds, repeats, folder) if args.only != "model" else []
     print_table("\nmodel only (frames in RAM, one engine per core, medians)", [
         "size", "contender", "fps", "x onnxruntime fp32", "PSNR dB", "MAD levels"],
         [[r["size"], r["contender"], f"{r['fps']:.2f}", f"{r['ratio']:.2f}x",
           "ref" if r["contender"] == "onnxruntime fp32" else f"{r['psnr']:.1f}", f"{r['mad']:.3f}"] for r in models],
         right={2, 3, 4, 5})
-    best = {label: max((r for r in models if r["size"] == label and r["contender"] != "onnxruntime int8"
-                        and "int8" not in r["contender"]), key=lambda r: r["fps"]) for label, _, _ in sizes}
+    best = {label: max((r["fps"] for r in models if r["size"] == label and "int8" not in r["contender"]),
+                       default=None) for label, _, _ in sizes}
     print_table("\nstylize end to end (whole command, default settings, medians)", [
         "size", "contender", "runtime", "fps", "x onnxruntime", "x best model-only"],
         [[r["size"], r["contender"], r["runtime"], f"{r['fps']:.2f}", f"{r['ratio']:.2f}x",
-          f"{r['fps'] / best[r['size']]['fps']:.2f}"] for r in commands], right={3, 4, 5})
+          f"{r['fps'] / best[r['size']]:.2f}" if best[r["size"]] else "-"] for r in commands], right={3, 4, 5})
     write_results(args.output, {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine,
                                 "repeats": repeats, "quick": args.quick, "model_only": models,
                                 "stylize": commands}, time.perf_counter() - started)
