@@ -71,3 +71,28 @@ def test_shapes_that_keep_changing_stop_the_copies(model):
     for width in widths:
         styled(engine, feeds(1, width=width, height=64))
     assert engine.compiles == 2 + len(widths) // RUNS_PER_COMPILE
+
+
+def test_compiled_models_are_cached_on_disk_and_pruned(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "framefleet" / "openvino"
+    first = OpenVinoEngine(model, CPU, "fp32")
+    assert len(list(folder.glob("*.blob"))) == 1  # the model as loaded
+    written = {blob.name: blob.stat().st_mtime_ns for blob in folder.glob("*.blob")}
+    second = OpenVinoEngine(model, CPU, "fp32")  # loaded from the cache: nothing new written
+    assert {blob.name: blob.stat().st_mtime_ns for blob in folder.glob("*.blob")} == written
+    inputs = feeds(1)
+    assert np.abs(styled(first, inputs) - styled(second, inputs)).max() == 0
+    monkeypatch.setattr("framefleet.ops.openvino_engine.CACHED_MODELS", 2)
+    for width in (64, 80):  # two fixed-shape copies: three models, of which the newest two are kept
+        for _ in range(2):
+            styled(first, feeds(1, width=width, height=64))
+    assert first.compiles == 2 and len(list(folder.glob("*.blob"))) == 2
+
+
+def test_without_a_writable_cache_models_still_compile(model, tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    engine = OpenVinoEngine(model, CPU, "fp32")
+    assert styled(engine, feeds(1)).shape == (1, 96, 160, 3)
