@@ -27,7 +27,8 @@ from runtimes import alternate, runtime_machine, side_by_side
 
 from framefleet.ops.base import Device
 from framefleet.ops.faces import Faces, detect_faces, load_model, matched_ious, model_path
-from framefleet.ops.runtimes import REFERENCE, Choice, cpu_precisions, open_engine
+from framefleet.ops.model_engines import open_engine
+from framefleet.ops.runtimes import REFERENCE, Choice, cpu_precisions
 from framefleet.processing.streaming import available_cores
 
 CLIP = ROOT.parent / "shared" / "videos" / "tsduck__test-025.ts"

@@ -44,9 +44,10 @@ from runtimes import Contender, alternate, footage, runtime_machine
 
 from framefleet.ops import fused
 from framefleet.ops.base import Device
+from framefleet.ops.model_engines import open_engine
 from framefleet.ops.quantize import Calibration, cached_int8, quantize_int8
 from framefleet.ops.runtime_choice import compare
-from framefleet.ops.runtimes import REFERENCE, Choice, cpu_precisions, open_engine
+from framefleet.ops.runtimes import REFERENCE, Choice, cpu_precisions
 from framefleet.ops.style import KEEP_FLOAT, MIN_SIDE, StyleTransferOp, fused_multistyle, parse_style
 from framefleet.processing.images import fit_within
 from framefleet.processing.streaming import available_cores

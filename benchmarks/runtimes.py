@@ -51,9 +51,10 @@ from common import DEFAULT_RESULTS, ROOT, log, machine_info, parse_size, print_t
 
 from framefleet.ops import fused
 from framefleet.ops.base import Device
+from framefleet.ops.model_engines import open_engine
 from framefleet.ops.quantize import quantize_int8
 from framefleet.ops.runtime_choice import compare
-from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions, open_engine
+from framefleet.ops.runtimes import REFERENCE, Choice, cpu_name, cpu_precisions
 from framefleet.ops.style import KEEP_FLOAT, MIN_SIDE, fused_multistyle, parse_style
 from framefleet.processing.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip

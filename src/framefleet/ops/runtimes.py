@@ -18,16 +18,14 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from framefleet.errors import DeviceUnavailableError, OptionError
-from framefleet.ops.base import Device
 
 if TYPE_CHECKING:
-    from framefleet.ops.quantize import Calibration
+    pass
 
 RUNTIMES = ("auto", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -109,42 +107,6 @@ def cpu_has_int8() -> bool:
 def cpu_name() -> str:
     """The CPU's model name as OpenVINO reports it ("" without OpenVINO)."""
     return str(ov_core().get_property("CPU", "FULL_DEVICE_NAME")) if openvino_installed() else ""
-
-
-def open_engine(model: Path | bytes, device: Device, choice: Choice,
-                calibration: Calibration | None = None) -> Engine:
-    """`model` (a file or a serialized model) loaded on `choice`'s runtime at its precision, with
-    `device.threads` threads on the CPU; int8 quantizes it first on `calibration` (cached,
-    `ops.quantize`). EngineError when the runtime cannot compile it or it cannot be quantized."""
-    if choice.precision == "int8":
-        from framefleet.ops.quantize import QuantizationError, cached_int8
-
-        if calibration is None:
-            raise EngineError("int8 needs calibration inputs, which this model's op does not give")
-        data = model if isinstance(model, bytes) else Path(model).read_bytes()
-        try:
-            model = cached_int8(data, calibration)
-        except QuantizationError as exc:
-            raise EngineError(f"cannot quantize it: {exc}") from None
-    if choice.runtime == "onnxruntime":
-        from framefleet.ops.ort_session import open_session
-
-        return OrtEngine(open_session(model, device))
-    from framefleet.ops.openvino_engine import OpenVinoEngine
-
-    return OpenVinoEngine(model, device, choice.precision)
-
-
-class OrtEngine:
-    """An onnxruntime session as an engine (it always runs fp32 here)."""
-
-    choice = REFERENCE
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-
-    def run(self, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(outputs, feeds)
 
 
 def one_line(exc: BaseException) -> str:

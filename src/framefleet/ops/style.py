@@ -29,10 +29,11 @@ from PIL import Image, UnidentifiedImageError
 from framefleet.errors import OptionError, StyleImageError
 from framefleet.ops import fused
 from framefleet.ops.base import Device, Knob
+from framefleet.ops.model_engines import open_engine
 from framefleet.ops.onnx_session import BoundSession, OnnxOp
 from framefleet.ops.quantize import Calibration
 from framefleet.ops.runtime_choice import gate_frames, textured_frames
-from framefleet.ops.runtimes import REFERENCE, Engine, open_engine
+from framefleet.ops.runtimes import REFERENCE, Engine
 from framefleet.processing.batch import FrameBatch
 from framefleet.processing.images import fit_within, resize, to_uint8
 

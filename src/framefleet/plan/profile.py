@@ -63,8 +63,9 @@ log = logging.getLogger(__name__)
 KNOB_FIELDS = ("max_size", "batch_size", "device")
 """Op fields that are knobs: left out of the op's identity (each setting is its own measurement)."""
 RESOLUTIONS_PROFILED = 3
-PROFILE_FORMAT = 4
-"""Bumped when entries change shape: profiles of another format are measured afresh."""
+PROFILE_FORMAT = 5
+"""Bumped when entries change shape, or what they measured changed (5: OpenVINO's fixed-shape copies made
+its models faster than format 4 recorded): profiles of another format are measured afresh."""
 DEFAULT_FRAMES = 24
 """Frames per profiling run, at most (`--sample-frames`): a job's budget may choose fewer."""
 NOISE = 0.12
