@@ -49,14 +49,14 @@ CACHED_MODELS = 64
 _DISPATCH = threading.Lock()
 """Held while Python copies data into or out of an OpenVINO infer request (see `OpenVinoEngine.run`)."""
 
-Signature = tuple[tuple[str, tuple[int, ...], str, bytes], ...]
-"""Each input's name, shape, dtype, and (for a small integer input) its values."""
+Signature = tuple[tuple[str, tuple[int, ...], str, bytes | None], ...]
+"""Each input's name, shape, dtype, and (for a small integer input, else None) its values."""
 
 
 def signature_of(feeds: dict[str, np.ndarray]) -> Signature:
     """What a fixed-shape copy of the model must match to take `feeds`."""
     return tuple(sorted((name, tuple(values.shape), values.dtype.str,
-                         values.tobytes() if _folded(values) else b"") for name, values in feeds.items()))
+                         values.tobytes() if _folded(values) else None) for name, values in feeds.items()))
 
 
 def _folded(values: np.ndarray) -> bool:
@@ -178,7 +178,7 @@ class OpenVinoEngine:
         shapes = {}
         for name, shape, dtype, values in signature:
             parameter = next(p for p in network.get_parameters() if p.get_output_tensor(0).get_names() & {name})
-            if values:
+            if values is not None:
                 constant = opset13.constant(np.frombuffer(values, dtype=np.dtype(dtype)).reshape(shape))
                 for target in list(parameter.output(0).get_target_inputs()):
                     target.replace_source_output(constant.output(0))
