@@ -3,6 +3,8 @@ them over, replaces one killed meanwhile, and lets go of those it does not need.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,26 @@ def test_a_job_runs_on_the_processes_started_early_and_lets_go_of_the_rest(clip,
     started[2].process.join(timeout=60)
     assert started[2].process.exitcode == 0
 
+
+def test_the_run_command_starts_its_workers_before_importing_pyav_and_the_job_machinery(clip, tmp_path):
+    script = f"""
+import sys
+from framefleet.cli import main
+from framefleet.engines import local_processes
+
+start_early = local_processes.start_early
+
+
+def record(count=None):
+    print("loaded:", sorted(m for m in ("av", "numpy", "framefleet.pipeline", "framefleet.jobs.run")
+                             if m in sys.modules), file=sys.stderr)
+    start_early(count)
+
+
+local_processes.start_early = record
+sys.argv = ["framefleet", "run", {str(clip)!r}, "-o", {str(tmp_path / "out")!r}, "--op", "identity", "-q"]
+main()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "loaded: []" in done.stderr.splitlines()

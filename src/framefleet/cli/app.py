@@ -24,7 +24,6 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from framefleet._version import __version__
-from framefleet.engines.inline import hung_workers
 from framefleet.errors import FramefleetError
 from framefleet.util.redact import install_log_redaction, redact
 
@@ -133,6 +132,12 @@ def stdout_only_for_the_result(enabled: bool) -> Iterator[None]:
         kept.flush()
 
 
+def _hung_inline_workers() -> int:
+    """`engines.inline.hung_workers`, without importing that engine (and PyAV) where no command ran it."""
+    inline = sys.modules.get("framefleet.engines.inline")
+    return inline.hung_workers() if inline is not None else 0
+
+
 def main() -> None:
     """Console-script entry point: like `app()`, but a bad flag or value is one `error:` line too."""
     try:
@@ -147,11 +152,13 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(redact(exc.format_message()))} (see --help)", highlight=False, soft_wrap=True)
         code = 2
     code = code if isinstance(code, int) else 0
-    if hung_workers():
+    hung = _hung_inline_workers()
+    if hung:
         # The threads of a hung --engine inline worker cannot be stopped, and the interpreter would wait
         # for them at exit forever: the job is over, so leave without them.
-        err.print(f"[yellow]warning:[/] leaving {hung_workers()} hung inline worker(s) behind", highlight=False)
+        err.print(f"[yellow]warning:[/] leaving {hung} hung inline worker(s) behind", highlight=False)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+

@@ -55,6 +55,7 @@ from framefleet.plan.runtime_pins import entry_runtime
 from framefleet.plan.stretches import TooShortToSample
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.processing.streaming import available_cores, gpu_names
+from framefleet.settings import DEFAULT_FRAMES
 from framefleet.util.cache import cache_dir
 from framefleet.video import EncodeOptions
 
@@ -65,8 +66,6 @@ KNOB_FIELDS = ("max_size", "batch_size", "device")
 RESOLUTIONS_PROFILED = 3
 PROFILE_FORMAT = 4
 """Bumped when entries change shape: profiles of another format are measured afresh."""
-DEFAULT_FRAMES = 24
-"""Frames per profiling run, at most (`--sample-frames`): a job's budget may choose fewer."""
 NOISE = 0.12
 """Relative differences between two short profiling runs smaller than this are taken as no difference."""
 
