@@ -65,7 +65,9 @@ def run(
 
     Inputs and the output root may be object-store URIs (az://, s3://, gs://; inputs also https://)."""
     if (run_flags["engine"] or "local") == "local" and plan_file is None:
-        local_processes.start_early(run_flags["workers"])  # before the imports below: theirs overlap them
+        # The process the first task needs starts before the imports below, and imports its own meanwhile;
+        # the job starts the others (`framefleet.run`), which would only slow these two on a few cores.
+        local_processes.start_early(1)
     from framefleet.files import storage
     from framefleet.jobs.run import run as run_job
     from framefleet.jobs.spec import JobSpec

@@ -7,7 +7,7 @@ inputs, opening the ledger), then waits on its pipe for its setup (`framefleet.e
 `stop_early` lets go of those it did not take. Each is an ordinary spawned process: killed, it is replaced
 by a new one.
 
-This module imports nothing heavy: the command line starts the reserve before its own heavy imports.
+This module imports nothing heavy: `framefleet run` starts its first worker here before its own heavy imports.
 """
 
 from __future__ import annotations
@@ -53,10 +53,9 @@ def start(*payload: Any) -> WorkerProcess:
     return WorkerProcess(name, process, parent, cut)
 
 
-def start_early(count: int | None = None) -> None:
-    """Start worker processes until `count` (default: one per core this process may use) wait for a pool."""
-    wanted = count or _cores()
-    while len(_early) < wanted:
+def start_early(count: int) -> None:
+    """Start worker processes until `count` of them wait for a pool."""
+    while len(_early) < count:
         _early.append(start())
 
 
@@ -74,13 +73,6 @@ def stop_early(keep: int = 0) -> None:
     """Let go of the early processes beyond the first `keep`: each exits when it finds its pipe closed."""
     while len(_early) > keep:
         _early.pop().conn.close()
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _serve(conn: Connection, cut: Event) -> None:
