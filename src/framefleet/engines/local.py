@@ -2,8 +2,9 @@
 
 The scheduler process never decodes: workers probe, decode, run the ops and encode, so a file that
 crashes FFmpeg takes down one worker, not the job. Each worker sets its ops up once and runs tasks one at
-a time, reporting progress (frames) as it goes (`local_worker`, in processes `local_processes` starts). A worker killed with SIGKILL (out of memory, an
-operator, a preemption) is an infrastructure loss; any other death is a crash.
+a time, reporting progress (frames) as it goes (`local_worker`, in processes `local_processes` starts). A
+worker killed with SIGKILL (out of memory, an operator, a preemption) is an infrastructure loss; any other
+death is a crash.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class _Sender:
 
 
 class _LogToScheduler(logging.Handler):
-    """Sends a worker's log records to the scheduler's process (`_relay`), formatted and picklable."""
+    """Sends a worker's log records to the scheduler's process (`engines.local._relay`), formatted and picklable."""
 
     def __init__(self, send: _Sender) -> None:
         super().__init__()

@@ -136,31 +136,36 @@ def run(
                 ledger.retry_failed()
             if found is not None:
                 ledger.add_items(
-                    (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
+                    (ref.uri, ref.relpath, ref.size, ref.version,
+                     storage.output_uri(output_root, ref.relpath))
                     for ref in found.refs
                 )
             if prediction is not None:
                 ledger.put_setting(PREDICTION_KEY, json.dumps(dict(prediction)))
             if segmenting is not None:
                 ledger.put_setting(SEGMENTING_KEY, json.dumps(segmenting))
-            ledger.release_all_running("lost", "the previous run of this job stopped before this task finished")
+            ledger.release_all_running("lost",
+                                       "the previous run of this job stopped before this task finished")
             parts = _parts_dir(ledger, place, settings.parts_dir)
-            offline = settings.engine == "local" and workers_offline(settings.options.worker_network, pipeline,
-                                                                     ledger, [output_root, parts], standing)
+            offline = settings.engine == "local" and workers_offline(
+                settings.options.worker_network, pipeline, ledger, [output_root, parts], standing)
             pool, count = _pool(settings, pipeline, worker_storage, offline)
             scheduler = Scheduler(ledger, pool, parts, count, settings.options, on_progress,
                                   standing=standing, stop=stop)
-            # The run's process is the node for the local and inline engines: it watches for preemption notices.
+            # The run's process is the node for the local and inline engines: it watches for preemption
+            # notices.
             with _stop_on_signals(scheduler, enabled=handle_signals), \
                     watch_notices(scheduler.notices, enabled=settings.engine != "ray" and not standing):
                 finished = scheduler.run()
             frames, _ = LedgerReads(ledger).frames()
-            # A stop that came when nothing was left to do (or while the last task finished) interrupted nothing.
+            # A stop that came when nothing was left to do (or while the last task finished) interrupted
+            # nothing.
             interrupted = not finished and (standing or ledger.unfinished() > 0)
             noticed = interrupted and scheduler.notices.notice is not None
-            preempted, cut_short = ((scheduler.notices.given_back, scheduler.notices.cut) if noticed else (None, None))
-            return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(), frames=frames,
-                             seconds=time.perf_counter() - started, interrupted=interrupted,
+            preempted, cut_short = ((scheduler.notices.given_back, scheduler.notices.cut) if noticed
+                                    else (None, None))
+            return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(),
+                             frames=frames, seconds=time.perf_counter() - started, interrupted=interrupted,
                              skipped=found.skipped if found else [], refused=found.refused if found else {},
                              damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes(),
                              preempted=preempted, cut_short=cut_short, adopted=LedgerReads(ledger).adopted(),
@@ -320,7 +325,8 @@ def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, 
 
 
 @contextmanager
-def _workers_started_early(settings: RunSettings, pipeline: Pipeline, worker_storage: WorkerStorage) -> Iterator[None]:
+def _workers_started_early(settings: RunSettings, pipeline: Pipeline,
+                           worker_storage: WorkerStorage) -> Iterator[None]:
     """The local engine's worker processes start now, their imports overlapping the job's set-up (listing and
     probing inputs, opening the ledger); those its pool did not take stop at the end."""
     if settings.engine == "local":
