@@ -19,6 +19,14 @@ Engine = Literal["local", "ray", "inline"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 ReadMode = Literal["auto", "range", "spool"]
 READ_MODES: tuple[str, ...] = get_args(ReadMode)
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+"""x264's presets, fastest first: what `--preset` takes (here, for the command line's help, without PyAV)."""
+DEFAULT_SAMPLE = 40
+"""Videos a plan probes at most, chosen at random, to size the job (`--sample`)."""
+DEFAULT_FRAMES = 24
+"""Frames per profiling run, at most (`--sample-frames`): a job's budget may choose fewer."""
+DEFAULT_SIDE = 480
+"""`framefleet flicker` compares frames scaled so that their longest side is at most this (`--side`)."""
 DEFAULT_CACHE_BYTES = 8 << 30
 """The spool cache's default size limit (8 GiB)."""
 RUN_SETTINGS_KEY = "run_settings"

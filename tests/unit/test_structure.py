@@ -133,3 +133,11 @@ def test_the_run_flags_are_declared_once_for_every_setting_given_takes() -> None
         value = samples.get(name, 7)
         assert RunSettings().given(**{name: value}) != RunSettings(), name
         assert RunSettings().given(**{name: None}) == RunSettings(), name
+
+
+def test_the_command_line_loads_no_pyav_model_runtime_or_job_machinery_until_a_command_needs_them() -> None:
+    script = ("import sys\nimport framefleet.cli\n"
+              "print(sorted(m for m in ('av', 'numpy', 'cv2', 'onnxruntime', 'fsspec', 'framefleet.pipeline', "
+              "'framefleet.jobs.run', 'framefleet.plan') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

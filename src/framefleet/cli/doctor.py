@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -10,13 +11,17 @@ from rich.table import Table
 
 from framefleet.cli import options
 from framefleet.cli.app import app, err, out
-from framefleet.util.doctor import Diagnosis, diagnose
+
+if TYPE_CHECKING:
+    from framefleet.util.doctor import Diagnosis
 
 
 @app.command()
 def doctor(as_json: options.Json = False) -> None:
     """Report versions, model runtimes, CPU features, GPUs, encoders, extras and the cache; exit 2 when
     something is broken (each problem with its fix)."""
+    from framefleet.util.doctor import diagnose
+
     found = diagnose()
     if as_json:
         out.print_json(json.dumps(found.to_dict()))

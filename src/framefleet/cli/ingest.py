@@ -7,7 +7,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -17,9 +17,9 @@ from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.cli.progress import Ticker, progress_mode
 from framefleet.errors import OptionError
-from framefleet.files import storage
-from framefleet.files.ingest import Existing, IngestProgress, IngestResult
-from framefleet.files.ingest import ingest as run_ingest
+
+if TYPE_CHECKING:
+    from framefleet.files.ingest import Existing, IngestProgress, IngestResult
 
 
 @app.command()
@@ -42,6 +42,8 @@ def ingest(
     """Upload, download or copy a tree of files in parallel; re-run the same command to resume.
 
     Files already complete at the destination (same size, same MD5 where known) are skipped."""
+    from framefleet.files import storage
+    from framefleet.files.ingest import ingest as run_ingest
 
     def start() -> IngestResult:
         if overwrite and skip_existing:

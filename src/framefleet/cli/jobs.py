@@ -1,4 +1,8 @@
-"""Commands for batch jobs: run, status, failures, retry, report."""
+"""Commands for batch jobs: run, status, failures, retry, report.
+
+Each command imports the job machinery it needs when it runs: `framefleet run` starts its worker processes
+first (`engines.local_processes`), so that their imports overlap its own.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.live import Live
@@ -17,19 +21,16 @@ from rich.table import Table
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out, stdout_only_for_the_result
 from framefleet.cli.progress import Ticker, progress_mode
+from framefleet.engines import local_processes
 from framefleet.engines.events import EngineProgress
 from framefleet.errors import OptionError, OutputError
-from framefleet.files import storage
 from framefleet.files.temporary import write_text_atomically
-from framefleet.jobs.reads import Failure
-from framefleet.jobs.run import JobResult, job_settings
-from framefleet.jobs.run import retry as retry_job
-from framefleet.jobs.run import run as run_job
-from framefleet.jobs.spec import JobSpec
-from framefleet.jobs.view import JobStatus, JobView, job_status
-from framefleet.plan.apply import apply_plan
-from framefleet.plan.planner import read_plan
 from framefleet.settings import RunSettings
+
+if TYPE_CHECKING:
+    from framefleet.jobs.reads import Failure
+    from framefleet.jobs.run import JobResult
+    from framefleet.jobs.view import JobStatus
 
 JobDir = Annotated[str, typer.Argument(help="The job directory (the run's --job-dir, or OUTPUT/.framefleet-job), "
                                             "or the output URI of a job writing to an object store.")]
@@ -63,6 +64,13 @@ def run(
     """Process many videos in parallel; re-run the same command to resume.
 
     Inputs and the output root may be object-store URIs (az://, s3://, gs://; inputs also https://)."""
+    if (run_flags["engine"] or "local") == "local" and plan_file is None:
+        # The process the first task needs starts before the imports below, and imports its own meanwhile;
+        # the job starts the others (`framefleet.run`), which would only slow these two on a few cores.
+        local_processes.start_early(1)
+    from framefleet.files import storage
+    from framefleet.jobs.run import run as run_job
+    from framefleet.jobs.spec import JobSpec
 
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
@@ -74,6 +82,9 @@ def run(
         elif pipeline_file is not None:
             raise OptionError("--plan and --pipeline: give one of them (a plan holds its pipeline)")
         else:
+            from framefleet.plan.apply import apply_plan
+            from framefleet.plan.planner import read_plan
+
             pipeline, settings, prediction = apply_plan(read_plan(plan_file), flags, run_flags)
         return _with_display(
             lambda on_progress: run_job(JobSpec(inputs, output, pipeline, settings), job_dir=job_dir,
@@ -99,6 +110,9 @@ def retry(
 ) -> None:
     """Put a job's failed items back to pending and run the job again, with the engine and settings it
     was run with; a flag given here overrides the stored one."""
+    from framefleet.files import storage
+    from framefleet.jobs.run import job_settings
+    from framefleet.jobs.run import retry as retry_job
 
     def start() -> JobResult:
         storage.configure(storage.load_options(storage_options))
@@ -116,6 +130,8 @@ def retry(
 @app.command()
 def status(job_dir: JobDir, as_json: options.Json = False) -> None:
     """Items per state, throughput, ETA and workers of a job (running or not)."""
+    from framefleet.jobs.view import job_status
+
     state = guarded(lambda: job_status(job_dir))
     if as_json:
         out.print_json(json.dumps(state.to_dict()))
@@ -126,6 +142,7 @@ def status(job_dir: JobDir, as_json: options.Json = False) -> None:
 @app.command()
 def failures(job_dir: JobDir, as_json: options.Json = False) -> None:
     """The failed items of a job with their errors."""
+    from framefleet.jobs.view import JobView
 
     def read() -> list[Failure]:
         with JobView.open(job_dir) as view:
@@ -180,6 +197,7 @@ def report(
 ) -> None:
     """Write a self-contained HTML report: totals, per-video metrics, time per stage, failures."""
     from framefleet.jobs.report import render_report
+    from framefleet.jobs.view import JobView
 
     def write() -> None:
         options.check_new_file(output, overwrite)

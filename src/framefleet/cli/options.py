@@ -6,14 +6,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 import yaml
 
 from framefleet.errors import OptionError, OutputError
-from framefleet.pipeline import Pipeline
-from framefleet.video.encode import PRESETS
+from framefleet.settings import PRESETS
+
+if TYPE_CHECKING:
+    from framefleet.pipeline import Pipeline
 
 Op = Annotated[Optional[str], typer.Option(
     help="The op: style (default), identity, faces, onnx, sample, resize, blur, or your own as module:Class.")]
@@ -209,6 +211,8 @@ def pipeline_options(flags: PipelineFlags, **more: Any) -> dict[str, Any]:
 
 def build_pipeline(pipeline_file: Path | None, flags: dict[str, Any]) -> Pipeline:
     """The pipeline of a command: its --pipeline file with the flags given over it, or the flags alone."""
+    from framefleet.pipeline import Pipeline
+
     if pipeline_file is not None:
         return Pipeline.from_yaml(pipeline_file, {k: v for k, v in flags.items() if v is not None})
     return Pipeline.from_options(flags)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich import box
@@ -15,12 +15,11 @@ from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.cli.progress import progress_mode, step_progress
 from framefleet.errors import OptionError, OutputError
-from framefleet.files import storage
-from framefleet.plan.hardware import default_catalogue, load_catalogue
-from framefleet.plan.planner import Plan, format_seconds, make_plan, parse_duration
-from framefleet.plan.profile import DEFAULT_FRAMES, MachineInfo, ProfileStore, profile_pipeline
-from framefleet.plan.runtime_pins import entry_runtime
-from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
+from framefleet.settings import DEFAULT_FRAMES, DEFAULT_SAMPLE
+
+if TYPE_CHECKING:
+    from framefleet.plan.planner import Plan
+    from framefleet.plan.profile import ProfileStore
 
 Inputs = Annotated[list[str], typer.Argument(help="Files, folders, globs or @list.txt: the job's videos.",
                                              show_default=False)]
@@ -70,6 +69,11 @@ def plan(
 
     Probes the inputs, profiles the pipeline on their real frames (cached per machine), and writes
     plan.json for `framefleet run --plan`."""
+    from framefleet.files import storage
+    from framefleet.plan.hardware import default_catalogue, load_catalogue
+    from framefleet.plan.planner import make_plan, parse_duration
+    from framefleet.plan.profile import ProfileStore
+
     def work() -> Plan:
         if objective not in ("quality", "cost"):
             raise OptionError(f"--objective must be quality or cost, got {objective!r}")
@@ -125,6 +129,10 @@ def profile(
 
     Run it on hardware you plan for (e.g. a GPU box) with --export, and give the file to plan --profiles."""
 
+    from framefleet.files import storage
+    from framefleet.plan.profile import MachineInfo, ProfileStore, profile_pipeline
+    from framefleet.plan.workload import measure_workload
+
     def work() -> ProfileStore:
         storage.configure(storage.load_options(storage_options))
         flags = options.pipeline_options(pipeline_flags, segment_seconds=segment_seconds)
@@ -161,6 +169,8 @@ get a column per question (which option, how long, what cost, what quality), wit
 
 
 def _plan_table(result: Plan, width: int) -> Table:
+    from framefleet.plan.planner import format_seconds
+
     workload = result.workload
     title = (f"{workload['videos']} videos, {workload['frames']:,} frames ({workload['hours']:.2f} h of video)"
              + (f"; deadline {format_seconds(result.deadline_seconds)}" if result.deadline_seconds else "")
@@ -197,6 +207,8 @@ def _plan_table(result: Plan, width: int) -> Table:
 
 
 def _profile_table(machine: str, entries: dict[str, Any]) -> Table:
+    from framefleet.plan.runtime_pins import entry_runtime
+
     table = Table("codec, size", "device", "setting", "s/frame (one worker)", "decode", "ops", "encode",
                   "all cores fps", "temporal s/frame", "quality", title=f"profile of {machine}")
     for key, entry in entries.items():

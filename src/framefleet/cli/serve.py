@@ -13,8 +13,6 @@ import typer
 from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded
 from framefleet.errors import OptionError
-from framefleet.files import storage
-from framefleet.pipeline import read_pipeline_file
 from framefleet.util.redact import redact
 
 
@@ -45,6 +43,8 @@ def serve(
     """Watch folders or prefixes and process new videos as they arrive; serve the HTTP API and dashboard."""
 
     def start() -> None:
+        from framefleet.files import storage
+        from framefleet.pipeline import read_pipeline_file
         from framefleet.service.auth import check_listen, load_token
         from framefleet.service.config import ServiceConfig, watch_rule
 

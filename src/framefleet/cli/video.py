@@ -7,7 +7,7 @@ import json
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -17,15 +17,12 @@ from framefleet.cli import options
 from framefleet.cli.app import app, err, guarded, out
 from framefleet.cli.progress import frame_progress, progress_mode
 from framefleet.errors import FramefleetError, OutputError, StorageError
-from framefleet.files import storage
-from framefleet.files.remote_inputs import InputOpener
-from framefleet.pipeline import Pipeline
-from framefleet.processing.flicker import DEFAULT_SIDE, FlickerReport, measure_flicker
-from framefleet.processing.memory_budget import fit_stylize
-from framefleet.processing.streaming import StreamResult, check_output_path, process_video
-from framefleet.settings import InputAccess
-from framefleet.video import VideoInfo, VideoReader, probe
-from framefleet.video.synth import ClipSpec, write_clip
+from framefleet.settings import DEFAULT_SIDE, InputAccess
+
+if TYPE_CHECKING:
+    from framefleet.processing.flicker import FlickerReport
+    from framefleet.processing.streaming import StreamResult
+    from framefleet.video import VideoInfo
 
 
 @app.command()
@@ -48,6 +45,12 @@ def stylize(
     progress: options.ProgressMode = "auto",
 ) -> None:
     """Restyle every frame of a video; keep its timing, audio and subtitles."""
+    from framefleet.files import storage
+    from framefleet.files.remote_inputs import InputOpener
+    from framefleet.pipeline import Pipeline
+    from framefleet.processing.memory_budget import fit_stylize
+    from framefleet.processing.streaming import check_output_path, process_video
+    from framefleet.video import probe
 
     def run() -> StreamResult:
         if output.endswith("/"):
@@ -104,6 +107,8 @@ def flicker(
     progress: options.ProgressMode = "auto",
 ) -> None:
     """Measure flicker: the temporal warping error of PROCESSED along INPUT's motion (lower is steadier)."""
+    from framefleet.processing.flicker import measure_flicker
+    from framefleet.video import probe
 
     def measure() -> FlickerReport:
         info = probe(input, keyframes=False)
@@ -137,6 +142,9 @@ def probe_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Show a video's container, streams, rotation, frame rate, frame count and keyframes."""
+    from framefleet.files import storage
+    from framefleet.files.remote_inputs import InputOpener
+    from framefleet.video import probe
 
     def describe() -> VideoInfo:
         storage.configure(storage.load_options(storage_options))
@@ -160,6 +168,7 @@ def styles(
 ) -> None:
     """Render all 26 built-in styles on a frame of your video, to pick one."""
     from framefleet.processing.contact_sheet import contact_sheet
+    from framefleet.video import VideoReader
 
     def run() -> None:
         options.check_new_file(output, overwrite)
@@ -183,6 +192,7 @@ def example(
     overwrite: options.Overwrite = False,
 ) -> None:
     """Write a synthetic example clip (moving shapes and a stereo tone) to try framefleet on."""
+    from framefleet.video.synth import ClipSpec, write_clip
 
     def run() -> None:
         try:
@@ -206,6 +216,8 @@ def example(
 
 def _exists_remotely(uri: str) -> bool:
     """Whether an object exists; unknown (False) when the credentials may write but not read."""
+    from framefleet.files import storage
+
     try:
         return storage.kind(uri) == "file"
     except StorageError:

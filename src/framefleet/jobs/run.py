@@ -19,7 +19,8 @@ from typing import Any, TextIO
 from framefleet._version import __version__
 from framefleet.engines.events import EngineProgress
 from framefleet.engines.inline import InlinePool, inline_worker_count
-from framefleet.engines.local import LocalPool, local_worker_count
+from framefleet.engines.local import LocalPool, local_worker_count, start_workers_early
+from framefleet.engines.local_processes import stop_early
 from framefleet.engines.preemption import watch_notices
 from framefleet.engines.scheduler import Scheduler, WorkerPool
 from framefleet.errors import NoVideosError, OptionError, OutputError
@@ -118,51 +119,57 @@ def run(
     if storage_options is not None:
         storage.configure(storage_options)
     worker_storage = WorkerStorage(storage.configured_options(), settings.input_access)
-    output_root = canonical_output_root(spec.output)
-    place = JobDir(Path(job_dir) if job_dir is not None else default_job_dir(output_root))
-    found = _list_inputs(spec.inputs, output_root, stdin, accept) if spec.inputs else None
-    if found is not None and not found.refs and not _has_items(place):
-        raise NoVideosError(found.explain(spec.inputs, output_root))
-    if storage.is_local(output_root):
-        _create_folder(Path(output_root))
-    pipeline, segmenting = _sized_for_notice(pipeline, settings, found, prediction)
-    with place.lock(), place.open_ledger(settings.retry, create=True) as ledger:
-        ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
-                        output_root=output_root)
-        ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())
-        if retry_failed:
-            ledger.retry_failed()
-        if found is not None:
-            ledger.add_items(
-                (ref.uri, ref.relpath, ref.size, ref.version, storage.output_uri(output_root, ref.relpath))
-                for ref in found.refs
-            )
-        if prediction is not None:
-            ledger.put_setting(PREDICTION_KEY, json.dumps(dict(prediction)))
-        if segmenting is not None:
-            ledger.put_setting(SEGMENTING_KEY, json.dumps(segmenting))
-        ledger.release_all_running("lost", "the previous run of this job stopped before this task finished")
-        parts = _parts_dir(ledger, place, settings.parts_dir)
-        offline = settings.engine == "local" and workers_offline(settings.options.worker_network, pipeline,
-                                                                 ledger, [output_root, parts], standing)
-        pool, count = _pool(settings, pipeline, worker_storage, offline)
-        scheduler = Scheduler(ledger, pool, parts, count, settings.options, on_progress,
-                              standing=standing, stop=stop)
-        # The run's process is the node for the local and inline engines: it watches for preemption notices.
-        with _stop_on_signals(scheduler, enabled=handle_signals), \
-                watch_notices(scheduler.notices, enabled=settings.engine != "ray" and not standing):
-            finished = scheduler.run()
-        frames, _ = LedgerReads(ledger).frames()
-        # A stop that came when nothing was left to do (or while the last task finished) interrupted nothing.
-        interrupted = not finished and (standing or ledger.unfinished() > 0)
-        noticed = interrupted and scheduler.notices.notice is not None
-        preempted, cut_short = ((scheduler.notices.given_back, scheduler.notices.cut) if noticed else (None, None))
-        return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(), frames=frames,
-                         seconds=time.perf_counter() - started, interrupted=interrupted,
-                         skipped=found.skipped if found else [], refused=found.refused if found else {},
-                         damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes(),
-                         preempted=preempted, cut_short=cut_short, adopted=LedgerReads(ledger).adopted(),
-                         segmenting=segmenting)
+    with _workers_started_early(settings, pipeline, worker_storage):
+        output_root = canonical_output_root(spec.output)
+        place = JobDir(Path(job_dir) if job_dir is not None else default_job_dir(output_root))
+        found = _list_inputs(spec.inputs, output_root, stdin, accept) if spec.inputs else None
+        if found is not None and not found.refs and not _has_items(place):
+            raise NoVideosError(found.explain(spec.inputs, output_root))
+        if storage.is_local(output_root):
+            _create_folder(Path(output_root))
+        pipeline, segmenting = _sized_for_notice(pipeline, settings, found, prediction)
+        with place.lock(), place.open_ledger(settings.retry, create=True) as ledger:
+            ledger.init_job(fingerprint=pipeline.fingerprint(), spec=pipeline.spec(), version=__version__,
+                            output_root=output_root)
+            ledger.put_setting(RUN_SETTINGS_KEY, settings.to_json())
+            if retry_failed:
+                ledger.retry_failed()
+            if found is not None:
+                ledger.add_items(
+                    (ref.uri, ref.relpath, ref.size, ref.version,
+                     storage.output_uri(output_root, ref.relpath))
+                    for ref in found.refs
+                )
+            if prediction is not None:
+                ledger.put_setting(PREDICTION_KEY, json.dumps(dict(prediction)))
+            if segmenting is not None:
+                ledger.put_setting(SEGMENTING_KEY, json.dumps(segmenting))
+            ledger.release_all_running("lost",
+                                       "the previous run of this job stopped before this task finished")
+            parts = _parts_dir(ledger, place, settings.parts_dir)
+            offline = settings.engine == "local" and workers_offline(
+                settings.options.worker_network, pipeline, ledger, [output_root, parts], standing)
+            pool, count = _pool(settings, pipeline, worker_storage, offline)
+            scheduler = Scheduler(ledger, pool, parts, count, settings.options, on_progress,
+                                  standing=standing, stop=stop)
+            # The run's process is the node for the local and inline engines: it watches for preemption
+            # notices.
+            with _stop_on_signals(scheduler, enabled=handle_signals), \
+                    watch_notices(scheduler.notices, enabled=settings.engine != "ray" and not standing):
+                finished = scheduler.run()
+            frames, _ = LedgerReads(ledger).frames()
+            # A stop that came when nothing was left to do (or while the last task finished) interrupted
+            # nothing.
+            interrupted = not finished and (standing or ledger.unfinished() > 0)
+            noticed = interrupted and scheduler.notices.notice is not None
+            preempted, cut_short = ((scheduler.notices.given_back, scheduler.notices.cut) if noticed
+                                    else (None, None))
+            return JobResult(job_dir=place.path, counts=ledger.counts(), failures=LedgerReads(ledger).failures(),
+                             frames=frames, seconds=time.perf_counter() - started, interrupted=interrupted,
+                             skipped=found.skipped if found else [], refused=found.refused if found else {},
+                             damaged=LedgerReads(ledger).damaged(), runtimes=LedgerReads(ledger).runtimes(),
+                             preempted=preempted, cut_short=cut_short, adopted=LedgerReads(ledger).adopted(),
+                             segmenting=segmenting)
 
 
 def _sized_for_notice(pipeline: Pipeline, settings: RunSettings, found: _Found | None,
@@ -286,6 +293,7 @@ def _pool(settings: RunSettings, pipeline: Pipeline, worker_storage: WorkerStora
     if settings.engine == "local":
         options, pipeline = fit_local_workers(options, pipeline)
         workers, threads = local_worker_count(options, pipeline)
+        stop_early(keep=workers)
         return LocalPool(pipeline, threads, worker_storage, offline=offline,
                          insist=options.worker_network == "off"), workers
     if settings.engine == "inline":
@@ -314,6 +322,21 @@ def retry(job_dir: str | os.PathLike[str], settings: RunSettings | None = None, 
             raise OptionError(f"{job_dir}: the job was never started")
     spec = JobSpec((), job.output_root, Pipeline.from_spec(job.spec), settings)
     return run(spec, job_dir=job_dir, retry_failed=True, **kwargs)
+
+
+@contextmanager
+def _workers_started_early(settings: RunSettings, pipeline: Pipeline,
+                           worker_storage: WorkerStorage) -> Iterator[None]:
+    """The local engine's worker processes start now, their imports overlapping the job's set-up (listing and
+    probing inputs, opening the ledger); those its pool did not take stop at the end."""
+    if settings.engine == "local":
+        start_workers_early(settings.options, pipeline, worker_storage)
+    else:
+        stop_early()  # started for a local run that turned out to run on another engine (a plan's)
+    try:
+        yield
+    finally:
+        stop_early()
 
 
 @contextmanager

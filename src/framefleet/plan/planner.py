@@ -29,9 +29,10 @@ from framefleet.pipeline import Pipeline
 from framefleet.plan.cost import Option, enumerate_options, predict_again, worker_pace
 from framefleet.plan.hardware import Catalogue
 from framefleet.plan.knobs import THREADS, Knobs, op_with_knobs
-from framefleet.plan.profile import DEFAULT_FRAMES, ProfileStore, profile_pipeline
+from framefleet.plan.profile import ProfileStore, profile_pipeline
 from framefleet.plan.segmenting import choose_segment_seconds
-from framefleet.plan.workload import DEFAULT_SAMPLE, measure_workload
+from framefleet.plan.workload import measure_workload
+from framefleet.settings import DEFAULT_FRAMES, DEFAULT_SAMPLE
 
 Objective = Literal["quality", "cost"]
 TABLE_ROWS = 12

@@ -55,6 +55,7 @@ from framefleet.plan.runtime_pins import entry_runtime
 from framefleet.plan.stretches import TooShortToSample
 from framefleet.plan.workload import VideoWork, Workload
 from framefleet.processing.streaming import available_cores, gpu_names
+from framefleet.settings import DEFAULT_FRAMES
 from framefleet.util.cache import cache_dir
 from framefleet.video import EncodeOptions
 
@@ -66,8 +67,6 @@ RESOLUTIONS_PROFILED = 3
 PROFILE_FORMAT = 5
 """Bumped when entries change shape, or what they measured changed (5: OpenVINO's fixed-shape copies made
 its models faster than format 4 recorded): profiles of another format are measured afresh."""
-DEFAULT_FRAMES = 24
-"""Frames per profiling run, at most (`--sample-frames`): a job's budget may choose fewer."""
 NOISE = 0.12
 """Relative differences between two short profiling runs smaller than this are taken as no difference."""
 

@@ -21,9 +21,8 @@ from framefleet.files.remote_inputs import InputOpener
 from framefleet.files.sources import VideoRef, expand_inputs
 from framefleet.jobs.results import Segment
 from framefleet.jobs.task import plan_segments
+from framefleet.settings import DEFAULT_SAMPLE
 from framefleet.video import VideoInfo, probe
-
-DEFAULT_SAMPLE = 40
 
 
 @dataclass(frozen=True)

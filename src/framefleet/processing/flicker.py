@@ -19,10 +19,9 @@ import numpy as np
 from framefleet.errors import OptionError
 from framefleet.processing.detail import BAND_SIGMA, detail_kept, ssim
 from framefleet.processing.temporal import FlowEstimator, PairError, pair_error
+from framefleet.settings import DEFAULT_SIDE
 from framefleet.video import VideoReader
 from framefleet.video.container import VideoSource
-
-DEFAULT_SIDE = 480
 
 
 @dataclass

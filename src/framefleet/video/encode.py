@@ -30,6 +30,7 @@ import numpy as np
 from framefleet.errors import OptionError, OutputError
 from framefleet.files.temporary import temporary_path
 from framefleet.processing.batch import FrameBatch
+from framefleet.settings import PRESETS
 from framefleet.video.colour import ColourPlan, check_hdr_mode, output_pix_fmt
 from framefleet.video.container import VideoSource
 from framefleet.video.frames import rgb_to_frame, thread_reformatter
@@ -39,7 +40,6 @@ from framefleet.video.remux import CarriedStream, StreamCarrier
 log = logging.getLogger(__name__)
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stderr unless told errors only
 
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 HARDWARE_CODECS = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
 QSCALE_CODECS = ("mpeg4", "mpeg2video")
 """Encoders with no CRF: the quality setting becomes their fixed quantiser (`EncodeOptions.qscale`)."""
