@@ -69,7 +69,7 @@ def test_int8_with_onnxruntime_is_refused_in_one_line(tmp_path, clip_factory):
                                      "(onnxruntime runs fp32 on the CPU)")]
 
 
-pytest.importorskip("openvino", reason="the openvino extra is not installed")
+pytest.importorskip("openvino", reason="openvino is not installed")
 
 from framefleet.ops.runtimes import cpu_has_int8  # noqa: E402 - needs openvino
 

@@ -11,7 +11,7 @@ from framefleet.ops import fused
 from framefleet.ops.base import Device
 from framefleet.ops.style import MIN_SIDE, fused_multistyle
 
-pytest.importorskip("openvino", reason="the openvino extra is not installed")
+pytest.importorskip("openvino", reason="openvino is not installed")
 
 from framefleet.ops.openvino_engine import RUNS_PER_COMPILE, OpenVinoEngine  # noqa: E402 - needs openvino
 

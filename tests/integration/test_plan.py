@@ -383,7 +383,7 @@ def test_a_plan_names_what_ran_and_run_with_it_runs_that(profiled, clips, tmp_pa
             f"'--plan', {str(plan_path)!r}]; main()")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        'error: --runtime openvino: OpenVINO is not installed; pip install "framefleet[openvino]"']
+        'error: --runtime openvino: OpenVINO is not installed; pip install openvino']
 
 
 def test_profile_export_then_plan_with_it(profiled, clips, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Model runtimes: OpenVINO against onnxruntime fp32 on the real models and PyAV-made clips, the choices
 `--runtime`/`--precision` make, what `auto` records, and the one-line errors.
 
-OpenVINO is the `framefleet[openvino]` extra (in `[test]`, so CI has it); these tests skip without it, as
-users without the extra run onnxruntime only. bf16 tests skip on CPUs without bf16.
+OpenVINO is part of the base install; these tests skip without it (a user who removed it runs
+onnxruntime only). bf16 tests skip on CPUs without bf16.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from framefleet.ops.runtime_choice import GATES, Trial, best_trial, compare
 from framefleet.ops.style import StyleTransferOp
 from framefleet.processing.batch import FrameBatch
 
-pytest.importorskip("openvino", reason="the openvino extra is not installed")
+pytest.importorskip("openvino", reason="openvino is not installed")
 
 from framefleet.ops.runtimes import cpu_has_int8, cpu_precisions  # noqa: E402 - needs openvino
 
@@ -157,7 +157,7 @@ def test_an_explicit_runtime_that_is_not_installed_is_one_line(clip, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == DeviceUnavailableError.exit_code
     assert done.stderr.strip().splitlines() == [
-        'error: --runtime openvino: OpenVINO is not installed; pip install "framefleet[openvino]"']
+        'error: --runtime openvino: OpenVINO is not installed; pip install openvino']
     assert not (tmp_path / "x.mp4").exists()
 
 

@@ -257,13 +257,13 @@ def test_rayjob_runs_framefleet_on_the_raycluster():
 # -- image and versions --------------------------------------------------------------------------------
 
 
-def test_dockerfile_installs_framefleet_with_the_ray_object_store_faces_and_openvino_extras():
+def test_dockerfile_installs_framefleet_with_the_ray_object_store_and_faces_extras():
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11|^ARG PYTHON_IMAGE=python:3\.11", text, re.MULTILINE)
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S*cudnn-runtime", text, re.MULTILINE)
     assert re.search(r"^ARG VARIANT=cpu$", text, re.MULTILINE)
-    assert re.search(r"extras=ray,azure,s3,gcs,faces,openvino;", text)
-    assert re.search(r"extras=ray,azure,s3,gcs,faces,openvino,gpu;", text)
+    assert re.search(r"extras=ray,azure,s3,gcs,faces;", text)  # OpenVINO comes with the base install
+    assert re.search(r"extras=ray,azure,s3,gcs,faces,gpu;", text)
     assert re.search(r'pip install "/tmp/framefleet\[\$\{extras\}\]"', text)
     assert re.search(r'"ray\[default\]==\$\{RAY_VERSION\}"', text)
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)

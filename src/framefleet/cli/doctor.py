@@ -42,7 +42,7 @@ def _print(found: Diagnosis) -> None:
         rows.append(("onnxruntime", f"{ort['version']} ({ort['package']}): {', '.join(ort['providers'])}"))
     ov = found.runtimes.get("openvino")
     rows.append(("openvino", f"{ov['version']}: {', '.join(ov['devices'])}; CPU {', '.join(ov['cpu_capabilities'])}"
-                 if ov else "not installed (pip install 'framefleet[openvino]')"))
+                 if ov else "not installed (pip install openvino)"))
     cpu = found.cpu
     rows += [("cpu", f"{cpu['model']}, {cpu['cores']} cores, {cpu['memory_gib']} GiB available"),
              ("cpu features", ", ".join(cpu["features"]) or "none of AVX2, AVX-512, VNNI, BF16, AMX")]

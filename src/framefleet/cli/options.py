@@ -33,7 +33,7 @@ MaxSize = Annotated[Optional[int], typer.Option(help="Longest side the model see
 Device = Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (default auto).")]
 Runtime = Annotated[Optional[str], typer.Option(
     help="What runs the model: auto (the fastest on this machine that passes the quality gate; default), onnxruntime "
-         "or openvino (CPU; pip install \"framefleet[openvino]\").")]
+         "or openvino (CPU).")]
 Precision = Annotated[Optional[str], typer.Option(
     help="The model's arithmetic: auto (default, with --runtime auto), fp32, bf16 (OpenVINO, on CPUs with "
          "AVX-512 BF16 or AMX) or int8 (OpenVINO, built-in styles).")]

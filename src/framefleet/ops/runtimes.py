@@ -2,7 +2,7 @@
 
 An `Engine` runs one ONNX model the way an onnxruntime session does (`run(outputs, feeds)`, the outputs in
 the model's order), so the ops above it do not care which runtime it is. OpenVINO comes from the
-`framefleet[openvino]` extra (the `openvino` wheel; never `onnxruntime-openvino` beside `onnxruntime`).
+`openvino` wheel, part of the base install (never `onnxruntime-openvino` beside `onnxruntime`).
 
 Each op instance compiles its own OpenVINO model with the instance's threads and core pinning off: two
 one-thread models pinned by OpenVINO landed on one core and ran at half speed (docs/benchmarks.md,
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 RUNTIMES = ("auto", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-INSTALL_HINT = 'pip install "framefleet[openvino]"'
+INSTALL_HINT = "pip install openvino"
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 
