@@ -4,6 +4,8 @@ a job's workers and their caps."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -152,6 +154,25 @@ def test_out_of_memory_from_python_or_onnxruntime():
     assert is_out_of_memory(Fail("bfc_arena.cc:360 Failed to allocate memory for requested buffer of size 398131200"))
     assert not is_out_of_memory(Fail("Non-zero status code returned while running Conv node"))
     assert not is_out_of_memory(RuntimeError("Failed to allocate memory"))
+
+
+def test_out_of_memory_from_opencv():
+    # a real refusal: OpenCV asked for 1.2 GB under a 1 GiB address-space cap (in a child process)
+    script = """
+import resource, numpy as np, cv2
+from framefleet.processing.limits import is_out_of_memory
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+def refusal(call):
+    try:
+        call()
+    except cv2.error as exc:
+        return exc
+
+print(is_out_of_memory(refusal(lambda: cv2.resize(np.zeros((10, 10, 3), np.uint8), (20000, 20000)))),
+      is_out_of_memory(refusal(lambda: cv2.resize(np.zeros((0, 0, 3), np.uint8), (0, 0)))))  # another error
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "False"], done.stderr
 
 
 @pytest.mark.parametrize(("options", "bf16_cpu", "openvino_fp32"), [

@@ -71,10 +71,15 @@ def memory_error(source: object, limits: InputLimits) -> LimitError:
                       "fewer --workers needs less")
 
 
+OPENCV_NO_MEMORY = -4
+"""OpenCV's error code for an allocation refused (`cv2.Error.StsNoMem`)."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` (or one it came from) is an allocation refused: Python's `MemoryError` (OpenVINO's are
-    raised as one, `framefleet.ops.runtimes`), or onnxruntime's arena failing to allocate a buffer (which it
-    raises as a plain failure)."""
-    return any(isinstance(cause, MemoryError) or (type(cause).__module__.startswith("onnxruntime")
-                                                  and "Failed to allocate memory" in str(cause))
+    raised as one, `framefleet.ops.openvino_engine`), onnxruntime's arena failing to allocate a buffer (which
+    it raises as a plain failure), or OpenCV's "Insufficient memory" (the flicker filter's arrays)."""
+    return any(isinstance(cause, MemoryError)
+               or (type(cause).__module__.startswith("onnxruntime") and "Failed to allocate memory" in str(cause))
+               or (type(cause).__module__ == "cv2" and getattr(cause, "code", None) == OPENCV_NO_MEMORY)
                for cause in exception_chain(exc))
