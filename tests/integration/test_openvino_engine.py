@@ -1,5 +1,5 @@
 """The OpenVINO engine's fixed-shape copies: steady inputs run on a copy compiled for exactly their shapes
-(about 1.3x faster, docs/benchmarks.md "Static shapes"), with the same results as the model as loaded; other
+(about 1.3x faster, docs/benchmarks.md "Fixed shapes"), with the same results as the model as loaded; other
 inputs still run; shapes that keep changing stop the copies. On the real fused style model."""
 
 from __future__ import annotations

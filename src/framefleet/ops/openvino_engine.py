@@ -2,7 +2,7 @@
 
 The models framefleet ships take frames of any size and count, and the style model takes its reflection
 pads as an input, so every shape inside it is only known when it runs. OpenVINO runs such a dynamic model
-at about 0.75x the speed of the same model compiled for fixed shapes (docs/benchmarks.md, "Static shapes"):
+at 0.76-0.79x the speed of the same model compiled for fixed shapes (docs/benchmarks.md, "Fixed shapes"):
 it plans its memory and picks its kernels per inference. So the engine compiles the model as loaded (the
 check that OpenVINO can compile it at all, and the path for one-off shapes), and once the same inputs come
 twice in a row (the same shapes, and the same values in small integer inputs such as the pads), compiles a
@@ -69,13 +69,10 @@ class _Compiled:
 
     def __init__(self, network: Any, config: dict[str, Any]) -> None:
         with _model_cache() as folder:
-            self.model = ov_core().compile_model(network, "CPU", {**config, **({"CACHE_DIR": str(folder)} if folder else {})})
+            cached = {"CACHE_DIR": str(folder)} if folder else {}
+            self.model = ov_core().compile_model(network, "CPU", {**config, **cached})
         self.request = self.model.create_infer_request()
         self.outputs = {port.get_any_name(): port for port in self.model.outputs}
-
-    def release(self) -> None:
-        """Free the memory the request holds for its last inputs (a new request allocates on first use)."""
-        self.request = self.model.create_infer_request()
 
 
 @contextmanager
@@ -166,7 +163,6 @@ class OpenVinoEngine:
             except Exception:  # noqa: BLE001 - a copy that will not compile: the model as loaded runs it
                 self.fixed_shapes = False  # and no further copies are tried
             else:
-                self._dynamic.release()
                 return self._fixed[1]
         return self._dynamic
 
