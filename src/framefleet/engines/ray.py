@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 _PROGRESS_EVERY = 1.0
 _CONNECT_SECONDS = 1.0
 """How long the driver waits for a node's raylet to take a connection (no answer: the GCS decides)."""
+_AUTOPSY_SECONDS = 30.0
+"""How long the driver waits for a dead actor's tombstone before it decides without it."""
 _TAIL_CHARS = 2000
 
 
@@ -213,21 +215,29 @@ class RayPool:
         self._actor = ray.remote(RayWorker).options(num_cpus=cpus, num_gpus=gpus, max_concurrency=3,
                                                     max_restarts=0)
         _ship_user_ops(pipeline)
-        self._pipeline = ray.put(pipeline)
-        self._storage = ray.put(worker_storage)  # by reference: the options are not in the actor's arguments
+        self._shared = (pipeline, worker_storage)
+        self._put_shared()
         self._threads = threads
         self._actors: dict[str, Any] = {}
         self._nodes: dict[str, tuple[str, int]] = {}
         """Worker -> (its node, its process id)."""
         self._refs: dict[Any, tuple[str, str]] = {}
         """Outstanding reference -> (worker, "ready" | "run" | "progress")."""
-        self._autopsies: dict[Any, tuple[str, str]] = {}
-        """Outstanding tombstone read -> (worker, what Ray said of its death)."""
+        self._autopsies: dict[Any, tuple[str, str, str, float]] = {}
+        """Outstanding tombstone read -> (worker, what Ray said of its death, its node, when to stop waiting)."""
         self._frames: dict[str, int] = {}
         self._last_poll: dict[str, float] = {}
         self._noticed: set[str] = set()
         self._notices: list[Noticed] = []
         self._serial = 0
+
+    def _put_shared(self) -> None:
+        """The actors' shared arguments, put in the object store afresh. A node that has vanished without
+        Ray knowing still holds copies of the old ones, and a new actor may try to pull them from there until
+        Ray's failure detector declares it dead."""
+        pipeline, worker_storage = self._shared
+        self._pipeline = ray.put(pipeline)
+        self._storage = ray.put(worker_storage)  # by reference: the options are not in the actor's arguments
 
     def spawn(self) -> str:
         self._serial += 1
@@ -265,7 +275,8 @@ class RayPool:
         events: list[Event] = []
         for ref in ready:
             if ref in self._autopsies:
-                events.append(self._autopsy_found(ref, *self._autopsies.pop(ref)))
+                worker, message, _, _ = self._autopsies.pop(ref)
+                events.append(self._autopsy_found(ref, worker, message))
                 continue
             entry = self._refs.pop(ref, None)  # None: forgotten by a death settled in this loop
             if entry is None or entry[0] not in self._actors:
@@ -273,6 +284,7 @@ class RayPool:
             event = self._settle(ref, *entry)
             if event is not None:
                 events.append(event)
+        events += self._overdue_autopsies()
         events += self._notices
         self._notices.clear()
         return events
@@ -283,7 +295,7 @@ class RayPool:
         if actor is not None and node is not None and worker in self._noticed:
             self._acknowledge_if_last(worker, actor, node[0])
         self._forget(worker)
-        for ref in [ref for ref, (dead, _) in self._autopsies.items() if dead == worker]:
+        for ref in [ref for ref, (dead, *_) in self._autopsies.items() if dead == worker]:
             del self._autopsies[ref]
         if actor is not None:
             ray.kill(actor, no_restart=True)
@@ -345,22 +357,44 @@ class RayPool:
         if memory:
             return Died(worker, "lost", "OutOfMemory", f"Ray stopped the worker for lack of memory ({message})")
         if preempted or (node is not None and not _node_alive(node)):
-            return _node_lost(worker, message)
+            return self._node_lost(worker, message)
         if node is None:  # it died before it said where it runs
             return Died(worker, "crashed", "WorkerCrashed", f"the worker died ({message})")
-        self._autopsies[_tombstone_of(node, pid)] = (worker, message)
+        self._autopsies[_tombstone_of(node, pid)] = (worker, message, node, time.monotonic() + _AUTOPSY_SECONDS)
         return None
+
+    def _overdue_autopsies(self) -> list[Died]:
+        """Deaths whose tombstone did not come in time: a node that stopped answering without closing its
+        ports (frozen, or cut off) is lost; on a node that still answers, the death counts as a crash, so a
+        poison input stays bounded by `max_crashes` even where tombstones cannot be read."""
+        now = time.monotonic()
+        deaths: list[Died] = []
+        for ref, (worker, message, node, deadline) in list(self._autopsies.items()):
+            if now < deadline:
+                continue
+            del self._autopsies[ref]
+            if not _node_alive(node):
+                deaths.append(self._node_lost(worker, message))
+            else:
+                self._put_shared()  # the node holds copies, and does not answer
+                deaths.append(Died(worker, "crashed", "WorkerCrashed", f"the worker died, and its node did not "
+                                   f"give its tombstone within {_AUTOPSY_SECONDS:.0f} s ({message})"))
+        return deaths
 
     def _autopsy_found(self, ref: Any, worker: str, message: str) -> Died:
         try:
             tombstone = ray.get(ref)
         except (ray.exceptions.RayError, ValueError):  # the node went too, or was never reachable
-            return _node_lost(worker, message)
+            return self._node_lost(worker, message)
         if not tombstone.strip():
             return Died(worker, "lost", "WorkerKilled", "the worker was killed without a trace (SIGKILL: an operator, "
                                                         f"or the kernel's OOM killer) ({message})")
         said = next((line for line in tombstone.splitlines() if line.startswith("Fatal Python error")), message)
         return Died(worker, "crashed", "WorkerCrashed", f"the worker died ({said})")
+
+    def _node_lost(self, worker: str, message: str) -> Died:
+        self._put_shared()
+        return Died(worker, "lost", "NodeLost", f"the worker's node left the cluster ({message})")
 
     def _poll_progress(self) -> None:
         now = time.monotonic()
@@ -391,16 +425,13 @@ def _tombstone_reader() -> Any:
     return ray.remote(num_cpus=0, max_retries=0)(read_tombstone)
 
 
-def _node_lost(worker: str, message: str) -> Died:
-    return Died(worker, "lost", "NodeLost", f"the worker's node left the cluster ({message})")
-
-
 def _node_alive(node_id: str) -> bool:
     """Whether the node is alive: the GCS lists it so and nothing says its raylet is gone. The GCS declares a
     node dead only once its failure detector has missed enough health checks (about 15 s with Ray's
     defaults), and until then a tombstone read there waits; a raylet whose port refuses a connection (its
     host answers, nothing listens) or whose host is unreachable has gone already. A connection that times
-    out says nothing (a firewall between the driver and the node): the GCS decides, as before."""
+    out says nothing (a firewall between the driver and the node): the GCS decides, as before; so does one
+    that a frozen raylet's port still takes, and the autopsy deadline then decides in its place."""
     node = next((node for node in ray.nodes() if node["NodeID"] == node_id), None)
     if node is None or not node["Alive"]:
         return False
