@@ -22,7 +22,8 @@ the command's start (target: first segment, i.e. the first frame's work, <= 1 s)
 of the tasks and what followed the last one (the join, closing the workers, exit), and the ops' seconds by
 step (`steps_s`). `--before SRC` adds `run` contenders from another source tree (a worktree of an earlier
 commit: `git worktree add /tmp/before main`, then `--before /tmp/before/src`), measured in the same
-rounds, so the table shows before and after side by side. Contenders alternate within each repeat; the
+rounds, so the table shows before and after side by side. The source trees measured get their bytecode
+written first, as an installed copy has it. Contenders alternate within each repeat; the
 table shows medians and ratios of medians; the JSON keeps every run.
 
     .venv/bin/python benchmarks/run_overhead.py                        # 3 repeats (about 10 min on 2 cores)
@@ -33,6 +34,7 @@ table shows medians and ratios of medians; the JSON keeps every run.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
 import json
 import os
@@ -73,6 +75,14 @@ def framefleet_command(src: Path, *args: str) -> tuple[list[str], dict[str, str]
     """The framefleet command run from the source tree `src`, and its environment."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     return [sys.executable, "-m", "framefleet", *args], env
+
+
+def compile_bytecode(src: Path) -> None:
+    """Write the bytecode of every module under `src`, as pip does when it installs a wheel: where
+    PYTHONDONTWRITEBYTECODE is set (as on the machines these figures come from), every process would
+    otherwise compile framefleet's sources afresh, some 0.2 s of each start-up that no installed copy pays."""
+    if not compileall.compile_dir(str(src), quiet=1):
+        raise SystemExit(f"could not compile the sources under {src}")
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
@@ -215,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} repeat(s); load {load_average()}")
     work_root = args.workdir or Path(tempfile.mkdtemp(prefix="framefleet-bench-overhead-"))
     clips = make_inputs(work_root, args.case_list, args.quick)
+    for src in filter(None, (args.src, args.before)):
+        compile_bytecode(src)
     load_before = load_average()
     t_all = time.perf_counter()
     raw: dict[str, dict[str, list[dict]]] = {}

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import framefleet
 
 PACKAGE = Path(framefleet.__file__).parent
@@ -141,3 +143,12 @@ def test_the_command_line_loads_no_pyav_model_runtime_or_job_machinery_until_a_c
               "'framefleet.jobs.run', 'framefleet.plan') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_openvino_starts_without_its_model_conversion_tools_which_still_import_when_asked_for() -> None:
+    pytest.importorskip("openvino")
+    script = ("import sys\nfrom framefleet.ops.runtimes import ov_core\nov_core()\n"
+              "print('openvino.tools.ovc' in sys.modules)\n"
+              "from openvino.tools.ovc import convert_model\nprint(callable(convert_model))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert loaded.split() == ["False", "True"]

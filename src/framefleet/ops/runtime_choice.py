@@ -43,6 +43,7 @@ from framefleet.ops.runtimes import (
     cpu_has_int8,
     cpu_name,
     cpu_precisions,
+    import_openvino,
     openvino_installed,
     require_openvino,
 )
@@ -259,7 +260,5 @@ def _machine() -> list[str]:
 
     versions = [onnxruntime.__version__]
     if openvino_installed():
-        import openvino
-
-        versions.append(openvino.__version__)
+        versions.append(import_openvino().__version__)
     return [cpu_name() or "unknown CPU", *versions]

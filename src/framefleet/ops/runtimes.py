@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -83,12 +84,27 @@ def require_openvino() -> None:
         raise DeviceUnavailableError(f"--runtime openvino: OpenVINO is not installed; {INSTALL_HINT}")
 
 
+def import_openvino() -> Any:
+    """The `openvino` module, imported without its model-conversion tools (`openvino.tools.ovc`, which
+    `import openvino` loads only if it can, and framefleet never calls): they and their telemetry take
+    about 0.15 s of every worker's start-up. A later `import openvino.tools.ovc` still works."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    absent = "openvino.tools.ovc" not in sys.modules
+    if absent:
+        sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment] - makes that import fail
+    try:
+        import openvino
+    finally:
+        if absent:
+            del sys.modules["openvino.tools.ovc"]
+    return openvino
+
+
 @cache
 def ov_core() -> Any:
     """This process's OpenVINO `Core` (OpenVINO is imported on first use)."""
-    import openvino
-
-    return openvino.Core()
+    return import_openvino().Core()
 
 
 @cache

@@ -121,8 +121,9 @@ def _runtimes(problems: list[Problem]) -> dict[str, Any]:
                                    "providers": onnxruntime.get_available_providers()}
     if importlib.util.find_spec("openvino") is not None:
         try:
-            import openvino
+            from framefleet.ops.runtimes import import_openvino
 
+            openvino = import_openvino()
             core = openvino.Core()
             runtimes["openvino"] = {"version": openvino.get_version(), "devices": core.available_devices,
                                     "cpu_capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))}
