@@ -444,10 +444,13 @@ def test_probe_json_with_exact_frame_count(clip):
     assert info["keyframe_times"][0] == 0.0
 
 
-def test_styles_writes_a_contact_sheet_of_the_26_styles(clip, tmp_path):
+def test_styles_writes_a_contact_sheet_of_the_26_styles(clip, tmp_path, monkeypatch):
+    """On a fresh cache, the runtime is chosen (timed and gated) once for the 26 styles, not per style."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     sheet = tmp_path / "sheet.png"
     result = cli("styles", clip, "-o", sheet, "--tile", "32", "--at", "0.2")
     assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "cache" / "framefleet" / "runtimes").glob("profile-*.json"))) == 1
     tile_w, tile_h = 32, 24  # 128x96 scaled to 32 px on its long side
     columns, rows, pad, label = 7, 4, 6, 16  # 27 tiles: the original and 26 styles
     with Image.open(sheet) as img:
