@@ -46,21 +46,17 @@ def main(source: str, target: str) -> None:
     idle: Queue = Queue()
     for _ in range(cores):
         idle.put(open_engine(fused_multistyle(False), Device(threads=1), choice))
-    weights = parse_style("7")
+    with av.open(source) as probe:
+        video = probe.streams.video[0]
+        rate, width, height = video.average_rate, video.width, video.height
+    constants = {fused.PADS: fused.reflect_pads(height, width, 4, MIN_SIDE), "style_weights": parse_style("7")}
 
     def stylized(frame: np.ndarray) -> np.ndarray:
         engine = idle.get()
         try:
-            height, width = frame.shape[:2]
-            feeds = {fused.FRAMES: frame[None], fused.PADS: fused.reflect_pads(height, width, 4, MIN_SIDE),
-                     "style_weights": weights}
-            return engine.run(None, feeds)[0][0]
+            return engine.run(None, {**constants, fused.FRAMES: frame[None]})[0][0]
         finally:
             idle.put(engine)
-
-    with av.open(source) as probe:
-        video = probe.streams.video[0]
-        rate, width, height = video.average_rate, video.width, video.height
     in_flight: Queue[Future | None] = Queue(maxsize=2 * cores)
     frames = 0
     with ThreadPoolExecutor(cores) as pool, av.open(target, "w") as output:

@@ -80,7 +80,8 @@ def framefleet_command(src: Path, *args: str) -> tuple[list[str], dict[str, str]
 def compile_bytecode(src: Path) -> None:
     """Write the bytecode of every module under `src`, as pip does when it installs a wheel: where
     PYTHONDONTWRITEBYTECODE is set (as on the machines these figures come from), every process would
-    otherwise compile framefleet's sources afresh, some 0.2 s of each start-up that no installed copy pays."""
+    otherwise compile framefleet's sources afresh, which no installed copy does (the style op's first
+    segment: 1.10 s without bytecode, 0.90 s with it)."""
     if not compileall.compile_dir(str(src), quiet=1):
         raise SystemExit(f"could not compile the sources under {src}")
 

@@ -21,8 +21,8 @@ fp32's on the same frames. End to end: the `framefleet stylize` command (whole p
 with `--runtime onnxruntime` (today's framefleet) and with the default `auto`, each with the default flicker
 removal and with `--temporal none`, on framefleet's synthetic clips (made by PyAV: moving shapes on a colour
 field, AAC audio, 25 fps), beside a hand-written loop (`bare_stylize.py`: PyAV decode, the same model and
-runtime, x264; nothing else), the most a program on these cores gets out of the model. Every contender runs once per round, rounds alternate, medians and ratios of
-medians are printed, and the JSON keeps every timing. See docs/benchmarks.md (runtimes).
+runtime, x264; nothing else), the most a program on these cores gets out of the model. Every contender
+runs once per round, rounds alternate, medians and ratios of medians are printed, and the JSON keeps every timing. See docs/benchmarks.md (runtimes).
 
     .venv/bin/python benchmarks/runtimes.py           # ~6 min on 2 cores
     .venv/bin/python benchmarks/runtimes.py --quick   # smoke test
@@ -209,7 +209,8 @@ def end_to_end(sizes: list[tuple[str, int, int]], seconds: dict[str, float], rep
                    "--overwrite", "--json"]
         contenders = {"stylize --runtime onnxruntime": [*stylize, "--runtime", "onnxruntime"],
                       "stylize (auto)": stylize,
-                      "--temporal none --runtime onnxruntime": [*stylize, "--temporal", "none", "--runtime", "onnxruntime"],
+                      "--temporal none --runtime onnxruntime": [*stylize, "--temporal", "none",
+                                                                "--runtime", "onnxruntime"],
                       "--temporal none (auto)": [*stylize, "--temporal", "none"],
                       BARE: [sys.executable, str(Path(__file__).with_name("bare_stylize.py")), str(clip),
                              str(folder / "bare.mp4")]}

@@ -224,7 +224,8 @@ class RayPool:
         self._refs: dict[Any, tuple[str, str]] = {}
         """Outstanding reference -> (worker, "ready" | "run" | "progress")."""
         self._autopsies: dict[Any, tuple[str, str, str, float]] = {}
-        """Outstanding tombstone read -> (worker, what Ray said of its death, its node, when to stop waiting)."""
+        """Outstanding tombstone read -> (worker, what Ray said of its death, its node, the time to stop
+        waiting for it)."""
         self._frames: dict[str, int] = {}
         self._last_poll: dict[str, float] = {}
         self._noticed: set[str] = set()
@@ -360,7 +361,8 @@ class RayPool:
             return self._node_lost(worker, message)
         if node is None:  # it died before it said where it runs
             return Died(worker, "crashed", "WorkerCrashed", f"the worker died ({message})")
-        self._autopsies[_tombstone_of(node, pid)] = (worker, message, node, time.monotonic() + _AUTOPSY_SECONDS)
+        deadline = time.monotonic() + _AUTOPSY_SECONDS
+        self._autopsies[_tombstone_of(node, pid)] = (worker, message, node, deadline)
         return None
 
     def _overdue_autopsies(self) -> list[Died]:
@@ -377,8 +379,9 @@ class RayPool:
                 deaths.append(self._node_lost(worker, message))
             else:
                 self._put_shared()  # the node holds copies, and does not answer
-                deaths.append(Died(worker, "crashed", "WorkerCrashed", f"the worker died, and its node did not "
-                                   f"give its tombstone within {_AUTOPSY_SECONDS:.0f} s ({message})"))
+                deaths.append(Died(worker, "crashed", "WorkerCrashed",
+                                   f"the worker died, and its node did not give its tombstone within "
+                                   f"{_AUTOPSY_SECONDS:.0f} s ({message})"))
         return deaths
 
     def _autopsy_found(self, ref: Any, worker: str, message: str) -> Died:

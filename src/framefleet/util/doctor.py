@@ -15,6 +15,7 @@ from typing import Any
 import av
 
 from framefleet._version import __version__
+from framefleet.ops.runtimes import import_openvino
 from framefleet.processing.memory_budget import available_bytes
 from framefleet.processing.streaming import available_cores, gpu_names
 from framefleet.util.cache import cache_dir
@@ -121,8 +122,6 @@ def _runtimes(problems: list[Problem]) -> dict[str, Any]:
                                    "providers": onnxruntime.get_available_providers()}
     if importlib.util.find_spec("openvino") is not None:
         try:
-            from framefleet.ops.runtimes import import_openvino
-
             openvino = import_openvino()
             core = openvino.Core()
             runtimes["openvino"] = {"version": openvino.get_version(), "devices": core.available_devices,
