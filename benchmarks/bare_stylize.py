@@ -12,12 +12,13 @@ defaults). Nothing else: no flicker removal, no audio, no checks, no progress, n
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from queue import Queue
 
 import av
@@ -79,4 +80,10 @@ def main(source: str, target: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("source", help="the video to stylize")
+    parser.add_argument("target", help="the stylized video to write (.mp4)")
+    args = parser.parse_args()
+    if not Path(args.source).is_file():
+        parser.error(f"{args.source}: no such file")
+    main(args.source, args.target)
